@@ -1,0 +1,10 @@
+# sessiond_warnings(<target>): the project's warning set; errors when SESSIOND_WERROR is on
+# (the CMake presets turn it on, so CI builds with warnings as errors).
+function(sessiond_warnings target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow
+                                           -Wnon-virtual-dtor -Wold-style-cast -Wcast-align
+                                           -Woverloaded-virtual -Wimplicit-fallthrough)
+  if(SESSIOND_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+endfunction()

@@ -1,0 +1,288 @@
+#include "storage/detail/record.h"
+
+#include <bit>
+#include <cstring>
+#include <new>
+
+namespace sessiond::storage::detail {
+
+void RecordDeleter::operator()(Record* r) const {
+  r->~Record();
+  ::operator delete(r);
+}
+
+RecordPtr Record::make(const SessionId& id, std::string_view blob) {
+  void* mem = ::operator new(sizeof(Record) + blob.size());
+  auto* r = new (mem) Record();
+  r->id = id;
+  r->blob_size = static_cast<std::uint32_t>(blob.size());
+  if (!blob.empty()) std::memcpy(reinterpret_cast<char*>(r) + sizeof(Record), blob.data(), blob.size());
+  return RecordPtr(r);
+}
+
+std::size_t Record::footprint() const {
+  std::size_t bytes = sizeof(Record) + blob_size;
+  if (extras) {
+    bytes += sizeof(Extras);
+    if (extras->context) bytes += extras->context->ip.capacity();
+    bytes += extras->access_log.capacity() * sizeof(AccessEntry);
+  }
+  return bytes;
+}
+
+void put_varint(std::string* out, std::uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+void put_fixed64(std::string* out, std::uint64_t v) {
+  char buf[8];
+  for (int i = 0; i < 8; ++i) buf[i] = static_cast<char>(v >> (8 * i));
+  out->append(buf, 8);
+}
+
+bool get_varint(std::string_view* in, std::uint64_t* v) {
+  std::uint64_t result = 0;
+  for (int shift = 0; shift <= 63 && !in->empty(); shift += 7) {
+    const auto byte = static_cast<std::uint8_t>(in->front());
+    in->remove_prefix(1);
+    result |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) {
+      *v = result;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool get_fixed64(std::string_view* in, std::uint64_t* v) {
+  if (in->size() < 8) return false;
+  std::uint64_t result = 0;
+  for (int i = 0; i < 8; ++i) {
+    result |= static_cast<std::uint64_t>(static_cast<std::uint8_t>((*in)[i])) << (8 * i);
+  }
+  in->remove_prefix(8);
+  *v = result;
+  return true;
+}
+
+bool get_bytes(std::string_view* in, std::string_view* out) {
+  std::uint64_t len = 0;
+  if (!get_varint(in, &len) || len > in->size()) return false;
+  *out = in->substr(0, len);
+  in->remove_prefix(len);
+  return true;
+}
+
+namespace {
+
+void put_bytes(std::string* out, std::string_view bytes) {
+  put_varint(out, bytes.size());
+  out->append(bytes);
+}
+
+// Checks a blob's structure without building anything (for values read from disk).
+bool validate_blob(std::string_view blob) {
+  std::string_view user;
+  std::uint64_t n = 0;
+  if (!get_bytes(&blob, &user) || !get_varint(&blob, &n)) return false;
+  if (n > blob.size()) return false;  // every field takes at least 3 bytes
+  std::string_view prev_name;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    if (blob.empty()) return false;
+    const auto flags = static_cast<std::uint8_t>(blob.front());
+    blob.remove_prefix(1);
+    std::string_view name, value;
+    if (!get_bytes(&blob, &name) || !get_bytes(&blob, &value)) return false;
+    if (i > 0 && !(prev_name < name)) return false;
+    prev_name = name;
+    if (flags & 1) {
+      std::uint64_t hlc = 0, region = 0;
+      if (!get_fixed64(&blob, &hlc) || !get_varint(&blob, &region)) return false;
+    }
+  }
+  return blob.empty();
+}
+
+}  // namespace
+
+void encode_blob(std::string_view user_id, std::span<const FieldRef> fields,
+                 const Version& record_version, std::string* out) {
+  out->clear();
+  put_bytes(out, user_id);
+  put_varint(out, fields.size());
+  for (const FieldRef& f : fields) {
+    const bool explicit_version = f.version != record_version;
+    out->push_back(explicit_version ? 1 : 0);
+    put_bytes(out, f.name);
+    put_bytes(out, f.value);
+    if (explicit_version) {
+      put_fixed64(out, f.version.hlc);
+      put_varint(out, f.version.region);
+    }
+  }
+}
+
+std::string_view blob_user_id(std::string_view blob) {
+  std::string_view user;
+  get_bytes(&blob, &user);
+  return user;
+}
+
+void blob_fields(std::string_view blob, const Version& record_version,
+                 std::vector<FieldRef>* out) {
+  std::string_view user;
+  std::uint64_t n = 0;
+  get_bytes(&blob, &user);
+  get_varint(&blob, &n);
+  out->resize(n);
+  for (FieldRef& f : *out) {
+    const auto flags = static_cast<std::uint8_t>(blob.front());
+    blob.remove_prefix(1);
+    get_bytes(&blob, &f.name);
+    get_bytes(&blob, &f.value);
+    f.version = record_version;
+    if (flags & 1) {
+      std::uint64_t region = 0;
+      get_fixed64(&blob, &f.version.hlc);
+      get_varint(&blob, &region);
+      f.version.region = static_cast<std::uint32_t>(region);
+    }
+  }
+}
+
+void record_to_session(const Record& r, Session* out) {
+  thread_local std::vector<FieldRef> refs;
+  out->id = r.id;
+  out->user_id.assign(blob_user_id(r.blob()));
+  blob_fields(r.blob(), r.version(), &refs);
+  out->fields.resize(refs.size());
+  for (std::size_t i = 0; i < refs.size(); ++i) {
+    out->fields[i].name.assign(refs[i].name);
+    out->fields[i].value.assign(refs[i].value);
+    out->fields[i].version = refs[i].version;
+  }
+  out->created_at_ms = r.created_at_ms;
+  out->last_access_ms = r.last_access_ms;
+  out->timeouts = r.timeouts();
+  out->version = r.version();
+  if (r.extras) {
+    out->context = r.extras->context;
+    out->access_log = r.extras->access_log;
+  } else {
+    out->context.reset();
+    out->access_log.clear();
+  }
+}
+
+void encode_value(const Record& r, std::string* out) {
+  out->clear();
+  out->push_back(static_cast<char>(kValueFormat));
+  put_fixed64(out, static_cast<std::uint64_t>(r.persisted_deadline_ms()));
+  put_varint(out, static_cast<std::uint64_t>(r.created_at_ms));
+  put_varint(out, static_cast<std::uint64_t>(r.persisted_access_ms));
+  put_varint(out, static_cast<std::uint64_t>(r.idle_ms));
+  put_varint(out, static_cast<std::uint64_t>(r.absolute_ms));
+  put_fixed64(out, r.version_hlc);
+  put_varint(out, r.version_region);
+  const bool has_context = r.extras && r.extras->context;
+  out->push_back(has_context ? 1 : 0);
+  if (has_context) {
+    put_bytes(out, r.extras->context->ip);
+    put_fixed64(out, r.extras->context->user_agent_hash);
+  }
+  const std::size_t log_n = r.extras ? r.extras->access_log.size() : 0;
+  put_varint(out, log_n);
+  for (std::size_t i = 0; i < log_n; ++i) {
+    const AccessEntry& e = r.extras->access_log[i];
+    put_varint(out, static_cast<std::uint64_t>(e.time_ms));
+    put_bytes(out, e.ip);
+    put_fixed64(out, e.user_agent_hash);
+    out->push_back(e.has_location ? 1 : 0);
+    if (e.has_location) {
+      put_fixed64(out, std::bit_cast<std::uint64_t>(e.latitude));
+      put_fixed64(out, std::bit_cast<std::uint64_t>(e.longitude));
+    }
+  }
+  out->append(r.blob());
+}
+
+std::optional<std::int64_t> value_deadline(std::string_view value) {
+  if (value.size() < kValueHeaderSize || static_cast<std::uint8_t>(value[0]) != kValueFormat) {
+    return std::nullopt;
+  }
+  value.remove_prefix(kValueDeadlineOffset);
+  std::uint64_t deadline = 0;
+  get_fixed64(&value, &deadline);
+  return static_cast<std::int64_t>(deadline);
+}
+
+Result<RecordPtr> decode_value(std::string_view id, std::string_view value) {
+  const auto corrupt = [&](std::string_view what) {
+    return Status::Internal("corrupt session record (" + std::string(what) + ", " +
+                            std::to_string(value.size()) + " bytes)");
+  };
+  if (id.size() != sizeof(SessionId)) return corrupt("key is not a 32-byte id");
+  if (value.empty() || static_cast<std::uint8_t>(value[0]) != kValueFormat) {
+    return corrupt("unknown record format");
+  }
+  std::string_view in = value.substr(1);
+  std::uint64_t deadline = 0, created = 0, access = 0, idle = 0, absolute = 0, hlc = 0,
+                region = 0;
+  if (!get_fixed64(&in, &deadline) || !get_varint(&in, &created) || !get_varint(&in, &access) ||
+      !get_varint(&in, &idle) || !get_varint(&in, &absolute) || !get_fixed64(&in, &hlc) ||
+      !get_varint(&in, &region) || in.empty()) {
+    return corrupt("truncated header");
+  }
+  const auto flags = static_cast<std::uint8_t>(in.front());
+  in.remove_prefix(1);
+  auto extras = std::make_unique<Extras>();
+  if (flags & 1) {
+    std::string_view ip;
+    std::uint64_t ua = 0;
+    if (!get_bytes(&in, &ip) || !get_fixed64(&in, &ua)) return corrupt("truncated context");
+    extras->context = ClientContext{std::string(ip), ua};
+  }
+  std::uint64_t log_n = 0;
+  if (!get_varint(&in, &log_n) || log_n > in.size()) return corrupt("bad access log length");
+  extras->access_log.resize(log_n);
+  for (AccessEntry& e : extras->access_log) {
+    std::uint64_t time = 0, lat = 0, lon = 0;
+    std::string_view ip;
+    if (!get_varint(&in, &time) || !get_bytes(&in, &ip) ||
+        !get_fixed64(&in, &e.user_agent_hash) || in.empty()) {
+      return corrupt("truncated access log");
+    }
+    e.time_ms = static_cast<std::int64_t>(time);
+    e.ip.assign(ip);
+    e.has_location = in.front() != 0;
+    in.remove_prefix(1);
+    if (e.has_location) {
+      if (!get_fixed64(&in, &lat) || !get_fixed64(&in, &lon)) return corrupt("truncated location");
+      e.latitude = std::bit_cast<double>(lat);
+      e.longitude = std::bit_cast<double>(lon);
+    }
+  }
+  if (!validate_blob(in)) return corrupt("bad fields");
+
+  SessionId sid;
+  std::memcpy(sid.data(), id.data(), sid.size());
+  RecordPtr r = Record::make(sid, in);
+  r->created_at_ms = static_cast<std::int64_t>(created);
+  r->last_access_ms = static_cast<std::int64_t>(access);
+  r->persisted_access_ms = r->last_access_ms;
+  r->idle_ms = static_cast<std::int64_t>(idle);
+  r->absolute_ms = static_cast<std::int64_t>(absolute);
+  r->version_hlc = hlc;
+  r->version_region = static_cast<std::uint32_t>(region);
+  if (extras->context || !extras->access_log.empty()) r->extras = std::move(extras);
+  if (static_cast<std::int64_t>(deadline) != r->persisted_deadline_ms()) {
+    return corrupt("deadline does not match timeouts");
+  }
+  return r;
+}
+
+}  // namespace sessiond::storage::detail

@@ -1,0 +1,123 @@
+#include "storage/session.h"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+namespace sessiond::storage {
+namespace {
+
+constexpr std::string_view kBase64Url =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+constexpr std::size_t kIdTextLength = 43;  // ceil(32 * 8 / 6)
+
+int base64url_value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '-') return 62;
+  if (c == '_') return 63;
+  return -1;
+}
+
+}  // namespace
+
+SessionId new_session_id() {
+  SessionId id;
+  if (RAND_bytes(id.data(), static_cast<int>(id.size())) != 1) {
+    std::fputs("sessiond: OpenSSL RAND_bytes failed; refusing to issue a guessable id\n", stderr);
+    std::abort();
+  }
+  return id;
+}
+
+std::string session_id_to_text(const SessionId& id) {
+  std::string out;
+  out.reserve(kIdTextLength);
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (std::uint8_t byte : id) {
+    acc = (acc << 8) | byte;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(kBase64Url[(acc >> bits) & 0x3f]);
+    }
+  }
+  if (bits > 0) out.push_back(kBase64Url[(acc << (6 - bits)) & 0x3f]);
+  return out;
+}
+
+std::optional<SessionId> session_id_from_text(std::string_view text) {
+  if (text.size() != kIdTextLength) return std::nullopt;
+  SessionId id{};
+  std::uint32_t acc = 0;
+  int bits = 0;
+  std::size_t pos = 0;
+  for (char c : text) {
+    const int v = base64url_value(c);
+    if (v < 0) return std::nullopt;
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      if (pos < id.size()) id[pos++] = static_cast<std::uint8_t>(acc >> bits);
+    }
+  }
+  // 43 chars carry 258 bits: the last 2 must be zero, or two texts would name one id.
+  if ((acc & ((1u << bits) - 1)) != 0) return std::nullopt;
+  return id;
+}
+
+Timeouts preset_timeouts(Preset preset) {
+  constexpr std::int64_t kMinute = 60'000;
+  constexpr std::int64_t kHour = 60 * kMinute;
+  constexpr std::int64_t kDay = 24 * kHour;
+  switch (preset) {
+    case Preset::kFinance: return {10 * kMinute, 30 * kMinute};
+    case Preset::kHealthcare: return {15 * kMinute, 60 * kMinute};
+    case Preset::kEcommerce: return {30 * kMinute, 24 * kHour};
+    case Preset::kMedia: return {1 * kHour, 7 * kDay};
+    case Preset::kGaming: return {2 * kHour, 30 * kDay};
+  }
+  return {};
+}
+
+std::string_view preset_name(Preset preset) {
+  switch (preset) {
+    case Preset::kFinance: return "finance";
+    case Preset::kHealthcare: return "healthcare";
+    case Preset::kEcommerce: return "ecommerce";
+    case Preset::kMedia: return "media";
+    case Preset::kGaming: return "gaming";
+  }
+  return "unknown";
+}
+
+std::optional<Preset> preset_from_name(std::string_view name) {
+  for (Preset p : {Preset::kFinance, Preset::kHealthcare, Preset::kEcommerce, Preset::kMedia,
+                   Preset::kGaming}) {
+    if (preset_name(p) == name) return p;
+  }
+  return std::nullopt;
+}
+
+std::int64_t compute_deadline(std::int64_t created_at_ms, std::int64_t last_access_ms,
+                              const Timeouts& timeouts) {
+  std::int64_t deadline = kNoDeadline;
+  if (timeouts.idle_ms > 0) deadline = std::min(deadline, last_access_ms + timeouts.idle_ms);
+  if (timeouts.absolute_ms > 0) {
+    deadline = std::min(deadline, created_at_ms + timeouts.absolute_ms);
+  }
+  return deadline;
+}
+
+const Field* Session::field(std::string_view name) const {
+  auto it = std::lower_bound(fields.begin(), fields.end(), name,
+                             [](const Field& f, std::string_view n) { return f.name < n; });
+  return it != fields.end() && it->name == name ? &*it : nullptr;
+}
+
+}  // namespace sessiond::storage

@@ -1,0 +1,854 @@
+// The sharded session table.
+//
+// Layout: a session is one Record allocation (detail/record.h) owned by its shard's hash set,
+// which is keyed by the id inside the record (8 bytes per slot instead of 40). The shard picks
+// from bytes 8..15 of the id and the set hashes bytes 0..7: ids are CSPRNG output and only ids
+// made by this node, its peers or its own disk are ever inserted, so they need no further mixing.
+//
+// Expiry: each shard keeps a binary min-heap of its records keyed by the *persisted* deadline
+// (the deadline as of the last write to disk), with each record holding its heap position. The
+// key never exceeds the true deadline, so when the expirer pops a due record it either expires
+// it (true deadline passed) or finds a touch that was coalesced in memory, persists it, and
+// pushes the record down: the on-disk deadline thus catches up before it can drop a live
+// session, and touches reach the disk at most once per idle_timeout * touch_persist_fraction.
+//
+// Expiry writes nothing to disk: recovery skips expired records and the compaction filter drops
+// them, so a mass expiry costs no I/O.
+//
+// Locks: shard.mu guards a shard; user_shard.mu guards a slice of the user index. Order: session
+// shards first (two only in REGENERATE, in index order), then user shards (two only in
+// REGENERATE, in index order). Persistence happens under the session shard lock so that the
+// order of writes to one session on disk is the order in memory.
+#include "storage/session_table.h"
+
+#include <absl/container/flat_hash_map.h>
+#include <absl/container/flat_hash_set.h>
+#include <absl/hash/hash.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstring>
+
+#include "storage/detail/record.h"
+
+namespace sessiond::storage {
+namespace {
+
+using detail::FieldRef;
+using detail::Record;
+using detail::RecordPtr;
+
+std::uint64_t id_word(const SessionId& id, std::size_t offset) {
+  std::uint64_t v;
+  std::memcpy(&v, id.data() + offset, sizeof v);
+  return v;
+}
+
+struct IdHash {
+  using is_transparent = void;
+  std::size_t operator()(const SessionId& id) const { return id_word(id, 0); }
+  std::size_t operator()(const RecordPtr& r) const { return id_word(r->id, 0); }
+};
+
+struct IdEq {
+  using is_transparent = void;
+  static const SessionId& key(const SessionId& id) { return id; }
+  static const SessionId& key(const RecordPtr& r) { return r->id; }
+  template <typename A, typename B>
+  bool operator()(const A& a, const B& b) const {
+    return key(a) == key(b);
+  }
+};
+
+std::string_view id_bytes(const SessionId& id) {
+  return {reinterpret_cast<const char*>(id.data()), id.size()};
+}
+
+constexpr std::int64_t kMaxTimeoutMs = 100LL * 365 * 24 * 3600 * 1000;  // 100 years
+constexpr std::size_t kMaxIpBytes = 64;
+
+struct Counters {
+  std::uint64_t creates = 0, updates = 0, destroys = 0, regenerates = 0, expiries = 0,
+                read_hits = 0, read_misses = 0, touches_persisted = 0, touches_coalesced = 0;
+};
+
+struct alignas(64) Shard {
+  mutable std::mutex mu;  // guards everything below
+  absl::flat_hash_set<RecordPtr, IdHash, IdEq> records;
+  std::vector<Record*> heap;  // min-heap on persisted_deadline_ms(); Record::heap_index is the slot
+  std::size_t bytes = 0;
+  Counters counters;
+};
+
+struct alignas(64) UserShard {
+  mutable std::mutex mu;  // guards users
+  absl::flat_hash_map<std::string, absl::flat_hash_set<SessionId, IdHash>> users;
+};
+
+// ---- expiry heap ----------------------------------------------------------------------------
+
+std::int64_t heap_key(const Record* r) { return r->persisted_deadline_ms(); }
+
+void heap_place(std::vector<Record*>& heap, std::size_t i, Record* r) {
+  heap[i] = r;
+  r->heap_index = static_cast<std::uint32_t>(i);
+}
+
+void heap_sift_up(std::vector<Record*>& heap, std::size_t i) {
+  Record* r = heap[i];
+  const std::int64_t key = heap_key(r);
+  while (i > 0) {
+    const std::size_t parent = (i - 1) / 2;
+    if (heap_key(heap[parent]) <= key) break;
+    heap_place(heap, i, heap[parent]);
+    i = parent;
+  }
+  heap_place(heap, i, r);
+}
+
+void heap_sift_down(std::vector<Record*>& heap, std::size_t i) {
+  Record* r = heap[i];
+  const std::int64_t key = heap_key(r);
+  const std::size_t n = heap.size();
+  for (;;) {
+    std::size_t child = 2 * i + 1;
+    if (child >= n) break;
+    if (child + 1 < n && heap_key(heap[child + 1]) < heap_key(heap[child])) ++child;
+    if (key <= heap_key(heap[child])) break;
+    heap_place(heap, i, heap[child]);
+    i = child;
+  }
+  heap_place(heap, i, r);
+}
+
+void heap_push(std::vector<Record*>& heap, Record* r) {
+  heap.push_back(r);
+  heap_sift_up(heap, heap.size() - 1);
+}
+
+void heap_remove(std::vector<Record*>& heap, Record* r) {
+  const std::size_t i = r->heap_index;
+  Record* last = heap.back();
+  heap.pop_back();
+  if (last == r) return;
+  heap_place(heap, i, last);
+  heap_sift_up(heap, i);
+  heap_sift_down(heap, last->heap_index);
+}
+
+// Restores the heap after r's key changed in either direction.
+void heap_fix(std::vector<Record*>& heap, Record* r) {
+  heap_sift_up(heap, r->heap_index);
+  heap_sift_down(heap, r->heap_index);
+}
+
+// ---- validation -----------------------------------------------------------------------------
+
+Status check_timeouts(const Timeouts& t) {
+  if (t.idle_ms < 0 || t.absolute_ms < 0) {
+    return Status::InvalidArgument("timeouts must not be negative");
+  }
+  if (t.idle_ms > kMaxTimeoutMs || t.absolute_ms > kMaxTimeoutMs) {
+    return Status::InvalidArgument("timeouts must not exceed 100 years");
+  }
+  return {};
+}
+
+Status check_context(const std::optional<ClientContext>& c) {
+  if (c && c->ip.size() > kMaxIpBytes) {
+    return Status::InvalidArgument("client IP longer than 64 bytes");
+  }
+  return {};
+}
+
+SessionMeta meta_of(const Record& r) {
+  return {r.id, r.version(), r.created_at_ms, r.last_access_ms, r.deadline_ms()};
+}
+
+// Deadline for the user-index entry: it must outlive every deadline the session can reach by
+// touches, so it is the absolute deadline (or none).
+std::int64_t user_entry_deadline(const Record& r) {
+  return r.absolute_ms > 0 ? r.created_at_ms + r.absolute_ms : kNoDeadline;
+}
+
+}  // namespace
+
+class SessionTable::Impl {
+ public:
+  Impl(const TableOptions& options, const Clock& clock, Store* store)
+      : options_(options), clock_(clock), store_(store), hlc_(clock) {
+    std::size_t n = 1;
+    while (n < std::max<std::size_t>(options.shard_count, 1)) n <<= 1;
+    shards_ = std::vector<Shard>(n);
+    user_shards_ = std::vector<UserShard>(n);
+    mask_ = n - 1;
+  }
+
+  Result<RecoveryReport> recover();
+  Result<SessionMeta> create(const NewSession& request);
+  Status get(const SessionId& id, const ReadOptions& options, Session* out);
+  Result<SessionMeta> update(const SessionId& id, const FieldChanges& changes,
+                             std::optional<Version> expected_version);
+  Result<SessionMeta> touch(const SessionId& id);
+  Status destroy(const SessionId& id);
+  Result<SessionMeta> regenerate(const SessionId& id, const RegenerateOptions& options);
+  std::vector<SessionMeta> list_user(std::string_view user_id);
+  Result<std::size_t> revoke_user(std::string_view user_id, const SessionId* keep);
+  // Returns {removed, whether some shard still has due work}.
+  std::pair<std::size_t, bool> expire_pass();
+  TableStats stats() const;
+
+ private:
+  Shard& shard_of(const SessionId& id) { return shards_[id_word(id, 8) & mask_]; }
+  UserShard& user_shard_of(std::string_view user) {
+    return user_shards_[absl::Hash<std::string_view>{}(user) & mask_];
+  }
+
+  Status persist(std::span<const StoreOp> ops) {
+    return store_ ? store_->write(ops) : Status();
+  }
+
+  // Finds an alive record, removing it (and answering EXPIRED) if its deadline has passed.
+  Result<Record*> find_alive(Shard& shard, const SessionId& id, std::int64_t now);
+  // Drops a record from memory (set, heap, user index, accounting). Persists nothing.
+  void unlink(Shard& shard, Record* r);
+  void insert(Shard& shard, RecordPtr r);
+  void index_user(std::string_view user, const SessionId& id, bool add);
+  // Slides r's last access to now; persists it if the coalescing rule says so.
+  Status slide(Shard& shard, Record* r, std::int64_t now);
+  Status persist_record(Record* r, std::span<const StoreOp> extra = {});
+  Status check_fields(std::string_view user_id, std::span<const FieldRef> fields) const;
+  Status reserve_bytes(std::int64_t delta);
+  void account(Shard& shard, std::int64_t delta) {
+    shard.bytes = static_cast<std::size_t>(static_cast<std::int64_t>(shard.bytes) + delta);
+    total_bytes_.fetch_add(delta, std::memory_order_relaxed);
+  }
+
+  TableOptions options_;
+  const Clock& clock_;
+  Store* store_;
+  HybridLogicalClock hlc_;
+  std::vector<Shard> shards_;
+  std::vector<UserShard> user_shards_;
+  std::size_t mask_ = 0;
+  std::atomic<std::int64_t> total_bytes_{0};
+};
+
+// ---- helpers --------------------------------------------------------------------------------
+
+Result<Record*> SessionTable::Impl::find_alive(Shard& shard, const SessionId& id,
+                                               std::int64_t now) {
+  auto it = shard.records.find(id);
+  if (it == shard.records.end()) {
+    ++shard.counters.read_misses;
+    return Status::NotFound();
+  }
+  Record* r = it->get();
+  if (r->deadline_ms() <= now) {
+    ++shard.counters.read_misses;
+    ++shard.counters.expiries;
+    unlink(shard, r);
+    return Status::Expired();
+  }
+  return r;
+}
+
+void SessionTable::Impl::index_user(std::string_view user, const SessionId& id, bool add) {
+  if (user.empty()) return;
+  UserShard& us = user_shard_of(user);
+  std::lock_guard lock(us.mu);
+  if (add) {
+    us.users[std::string(user)].insert(id);
+    return;
+  }
+  auto it = us.users.find(absl::string_view(user.data(), user.size()));
+  if (it == us.users.end()) return;
+  it->second.erase(id);
+  if (it->second.empty()) us.users.erase(it);
+}
+
+void SessionTable::Impl::unlink(Shard& shard, Record* r) {
+  index_user(detail::blob_user_id(r->blob()), r->id, false);
+  heap_remove(shard.heap, r);
+  account(shard, -static_cast<std::int64_t>(r->footprint()));
+  auto it = shard.records.find(r->id);
+  shard.records.erase(it);  // frees r
+}
+
+void SessionTable::Impl::insert(Shard& shard, RecordPtr r) {
+  Record* raw = r.get();
+  index_user(detail::blob_user_id(raw->blob()), raw->id, true);
+  account(shard, static_cast<std::int64_t>(raw->footprint()));
+  shard.records.insert(std::move(r));
+  heap_push(shard.heap, raw);
+}
+
+Status SessionTable::Impl::persist_record(Record* r, std::span<const StoreOp> extra) {
+  if (!store_) {
+    r->persisted_access_ms = r->last_access_ms;
+    return {};
+  }
+  thread_local std::string value;
+  const std::int64_t previous = r->persisted_access_ms;
+  r->persisted_access_ms = r->last_access_ms;
+  detail::encode_value(*r, &value);
+  std::array<StoreOp, 4> ops;
+  std::size_t n = 0;
+  ops[n++] = StoreOp{StoreOp::Kind::kPutSession, id_bytes(r->id), value, {}, 0};
+  for (const StoreOp& op : extra) ops[n++] = op;
+  Status s = store_->write(std::span(ops.data(), n));
+  if (!s.ok()) r->persisted_access_ms = previous;
+  return s;
+}
+
+Status SessionTable::Impl::slide(Shard& shard, Record* r, std::int64_t now) {
+  const std::int64_t previous = r->last_access_ms;
+  const std::int64_t previous_key = heap_key(r);
+  r->last_access_ms = std::max(r->last_access_ms, now);
+  const double slack = static_cast<double>(r->idle_ms) * options_.touch_persist_fraction;
+  if (static_cast<double>(r->deadline_ms() - r->persisted_deadline_ms()) <= slack) {
+    ++shard.counters.touches_coalesced;
+    return {};
+  }
+  Status s = persist_record(r);
+  if (!s.ok()) {
+    r->last_access_ms = previous;
+    return s;
+  }
+  ++shard.counters.touches_persisted;
+  if (heap_key(r) != previous_key) heap_fix(shard.heap, r);
+  return {};
+}
+
+Status SessionTable::Impl::check_fields(std::string_view user_id,
+                                        std::span<const FieldRef> fields) const {
+  if (user_id.size() > options_.max_user_id_bytes) {
+    return Status::TooLarge("user id is " + std::to_string(user_id.size()) +
+                            " bytes; the limit is " + std::to_string(options_.max_user_id_bytes));
+  }
+  if (fields.size() > options_.max_fields) {
+    return Status::TooLarge("session would have " + std::to_string(fields.size()) +
+                            " fields; the limit is " + std::to_string(options_.max_fields));
+  }
+  std::size_t total = user_id.size();
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    const FieldRef& f = fields[i];
+    if (f.name.empty()) return Status::InvalidArgument("field names must not be empty");
+    if (f.name.size() > options_.max_field_name_bytes) {
+      return Status::TooLarge("field name of " + std::to_string(f.name.size()) +
+                              " bytes; the limit is " +
+                              std::to_string(options_.max_field_name_bytes));
+    }
+    if (i > 0 && fields[i - 1].name == f.name) {
+      return Status::InvalidArgument("field '" + std::string(f.name) + "' given twice");
+    }
+    total += f.name.size() + f.value.size();
+  }
+  if (total > options_.max_session_bytes) {
+    return Status::TooLarge("session would hold " + std::to_string(total) +
+                            " bytes; the limit is " + std::to_string(options_.max_session_bytes));
+  }
+  return {};
+}
+
+Status SessionTable::Impl::reserve_bytes(std::int64_t delta) {
+  if (options_.memory_budget_bytes == 0 || delta <= 0) return {};
+  const std::int64_t budget = static_cast<std::int64_t>(options_.memory_budget_bytes);
+  if (total_bytes_.load(std::memory_order_relaxed) + delta > budget) {
+    return Status::Overloaded("memory budget of " + std::to_string(budget) +
+                              " bytes reached; no new sessions until some end");
+  }
+  return {};
+}
+
+// Sorted field refs from request pairs; the refs view into `pairs`.
+void sorted_refs(const std::vector<std::pair<std::string, std::string>>& pairs, Version version,
+                 std::vector<FieldRef>* out) {
+  out->clear();
+  out->reserve(pairs.size());
+  for (const auto& [name, value] : pairs) out->push_back(FieldRef{name, value, version});
+  std::sort(out->begin(), out->end(),
+            [](const FieldRef& a, const FieldRef& b) { return a.name < b.name; });
+}
+
+// ---- operations -----------------------------------------------------------------------------
+
+Result<RecoveryReport> SessionTable::Impl::recover() {
+  RecoveryReport report;
+  if (!store_) return report;
+  const auto started = std::chrono::steady_clock::now();
+  const std::int64_t now = clock_.now_ms();
+  Status s = store_->for_each_session([&](std::string_view key, std::string_view value) {
+    auto decoded = detail::decode_value(key, value);
+    if (!decoded.ok()) {
+      std::string id_text = key.size() == sizeof(SessionId)
+                                ? session_id_to_text(*reinterpret_cast<const SessionId*>(
+                                      key.data()))
+                                : "(bad key)";
+      return Status::Internal("session " + id_text + " in " + store_->options().path + ": " +
+                              decoded.status().message());
+    }
+    RecordPtr r = std::move(decoded).value();
+    if (r->deadline_ms() <= now) {
+      ++report.skipped_expired;
+      return Status();
+    }
+    hlc_.observe(r->version_hlc);
+    Shard& shard = shard_of(r->id);
+    std::lock_guard lock(shard.mu);
+    if (shard.records.contains(r->id)) return Status::Internal("recover() on a non-empty table");
+    insert(shard, std::move(r));
+    ++report.loaded;
+    return Status();
+  });
+  if (!s.ok()) return s;
+  report.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::steady_clock::now() - started)
+                           .count();
+  return report;
+}
+
+Result<SessionMeta> SessionTable::Impl::create(const NewSession& request) {
+  const Timeouts timeouts = request.timeouts.value_or(options_.default_timeouts);
+  if (Status s = check_timeouts(timeouts); !s.ok()) return s;
+  if (Status s = check_context(request.context); !s.ok()) return s;
+  const std::int64_t now = clock_.now_ms();
+  const Version version{hlc_.now(), options_.region};
+
+  thread_local std::vector<FieldRef> refs;
+  thread_local std::string blob;
+  sorted_refs(request.fields, version, &refs);
+  if (Status s = check_fields(request.user_id, refs); !s.ok()) return s;
+  detail::encode_blob(request.user_id, refs, version, &blob);
+
+  RecordPtr r = Record::make(new_session_id(), blob);
+  r->created_at_ms = now;
+  r->last_access_ms = now;
+  r->persisted_access_ms = now;
+  r->idle_ms = timeouts.idle_ms;
+  r->absolute_ms = timeouts.absolute_ms;
+  r->version_hlc = version.hlc;
+  r->version_region = version.region;
+  if (request.context) {
+    r->extras = std::make_unique<detail::Extras>();
+    r->extras->context = request.context;
+  }
+  if (Status s = reserve_bytes(static_cast<std::int64_t>(r->footprint())); !s.ok()) return s;
+
+  Shard& shard = shard_of(r->id);
+  std::lock_guard lock(shard.mu);
+  while (shard.records.contains(r->id)) r->id = new_session_id();  // 2^-256: for the record
+  if (store_) {
+    thread_local std::string value;
+    detail::encode_value(*r, &value);
+    std::array<StoreOp, 2> ops{
+        StoreOp{StoreOp::Kind::kPutSession, id_bytes(r->id), value, {}, 0},
+        StoreOp{StoreOp::Kind::kPutUser, id_bytes(r->id), {}, request.user_id,
+                user_entry_deadline(*r)}};
+    if (Status s = store_->write(std::span(ops.data(), request.user_id.empty() ? 1 : 2));
+        !s.ok()) {
+      return s;
+    }
+  }
+  SessionMeta meta = meta_of(*r);
+  insert(shard, std::move(r));
+  ++shard.counters.creates;
+  return meta;
+}
+
+Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, Session* out) {
+  const std::int64_t now = clock_.now_ms();
+  Shard& shard = shard_of(id);
+  std::lock_guard lock(shard.mu);
+  auto found = find_alive(shard, id, now);
+  if (!found.ok()) return found.status();
+  Record* r = *found;
+  if (options.expect_context && r->extras && r->extras->context &&
+      *r->extras->context != *options.expect_context) {
+    ++shard.counters.read_misses;
+    return Status::ContextMismatch("session is bound to another client context");
+  }
+  if (options.record_access) {
+    if (options.record_access->ip.size() > kMaxIpBytes) {
+      return Status::InvalidArgument("client IP longer than 64 bytes");
+    }
+    if (options_.access_log_length > 0) {
+      const std::size_t before = r->footprint();
+      if (!r->extras) r->extras = std::make_unique<detail::Extras>();
+      auto& log = r->extras->access_log;
+      if (log.size() >= options_.access_log_length) {
+        log.erase(log.begin(), log.begin() + static_cast<std::ptrdiff_t>(
+                                                 log.size() - options_.access_log_length + 1));
+      }
+      log.push_back(*options.record_access);
+      log.back().time_ms = now;
+      account(shard, static_cast<std::int64_t>(r->footprint()) -
+                         static_cast<std::int64_t>(before));
+    }
+  }
+  if (options.touch) {
+    if (Status s = slide(shard, r, now); !s.ok()) return s;
+  }
+  ++shard.counters.read_hits;
+  detail::record_to_session(*r, out);
+  return {};
+}
+
+Result<SessionMeta> SessionTable::Impl::touch(const SessionId& id) {
+  const std::int64_t now = clock_.now_ms();
+  Shard& shard = shard_of(id);
+  std::lock_guard lock(shard.mu);
+  auto found = find_alive(shard, id, now);
+  if (!found.ok()) return found.status();
+  if (Status s = slide(shard, *found, now); !s.ok()) return s;
+  return meta_of(**found);
+}
+
+Result<SessionMeta> SessionTable::Impl::update(const SessionId& id, const FieldChanges& changes,
+                                               std::optional<Version> expected_version) {
+  if (changes.timeouts) {
+    if (Status s = check_timeouts(*changes.timeouts); !s.ok()) return s;
+  }
+  const std::int64_t now = clock_.now_ms();
+  Shard& shard = shard_of(id);
+  std::lock_guard lock(shard.mu);
+  auto found = find_alive(shard, id, now);
+  if (!found.ok()) return found.status();
+  Record* old = *found;
+  if (expected_version && *expected_version != old->version()) {
+    return Status::VersionConflict("session is at a newer version");
+  }
+  const Version version{hlc_.now(), options_.region};
+
+  // Merge: old fields minus removed, overwritten by set (which carry the new version).
+  thread_local std::vector<FieldRef> current, setting, merged;
+  thread_local std::string blob;
+  detail::blob_fields(old->blob(), old->version(), &current);
+  sorted_refs(changes.set, version, &setting);
+  merged.clear();
+  std::size_t i = 0, j = 0;
+  auto removed = [&](std::string_view name) {
+    return std::find(changes.remove.begin(), changes.remove.end(), name) != changes.remove.end();
+  };
+  while (i < current.size() || j < setting.size()) {
+    if (j == setting.size() || (i < current.size() && current[i].name < setting[j].name)) {
+      if (!removed(current[i].name)) merged.push_back(current[i]);
+      ++i;
+    } else {
+      if (i < current.size() && current[i].name == setting[j].name) ++i;
+      merged.push_back(setting[j++]);
+    }
+  }
+  // check_fields catches duplicates in `set` as adjacent equal names in the sorted `setting`.
+  for (std::size_t k = 1; k < setting.size(); ++k) {
+    if (setting[k - 1].name == setting[k].name) {
+      return Status::InvalidArgument("field '" + std::string(setting[k].name) + "' given twice");
+    }
+  }
+  const std::string_view user = detail::blob_user_id(old->blob());
+  if (Status s = check_fields(user, merged); !s.ok()) return s;
+  detail::encode_blob(user, merged, version, &blob);
+
+  RecordPtr r = Record::make(id, blob);
+  r->created_at_ms = old->created_at_ms;
+  r->last_access_ms = std::max(old->last_access_ms, now);
+  r->idle_ms = changes.timeouts ? changes.timeouts->idle_ms : old->idle_ms;
+  r->absolute_ms = changes.timeouts ? changes.timeouts->absolute_ms : old->absolute_ms;
+  r->version_hlc = version.hlc;
+  r->version_region = version.region;
+  r->extras = std::move(old->extras);
+  const std::int64_t delta =
+      static_cast<std::int64_t>(r->footprint()) - static_cast<std::int64_t>(old->footprint());
+  if (Status s = reserve_bytes(delta); !s.ok()) {
+    old->extras = std::move(r->extras);
+    return s;
+  }
+  // A new policy moves the user-index entry's deadline too.
+  const bool reindex = !user.empty() && user_entry_deadline(*r) != user_entry_deadline(*old);
+  std::array<StoreOp, 1> user_op{
+      StoreOp{StoreOp::Kind::kPutUser, id_bytes(id), {}, user, user_entry_deadline(*r)}};
+  if (Status s = persist_record(r.get(), reindex ? std::span(user_op) : std::span<StoreOp>());
+      !s.ok()) {
+    old->extras = std::move(r->extras);
+    return s;
+  }
+  // Swap the new record into the old one's set slot (same id, so same hash) and heap slot.
+  auto it = shard.records.find(id);
+  r->heap_index = old->heap_index;
+  shard.heap[r->heap_index] = r.get();
+  Record* fresh = r.get();
+  const_cast<RecordPtr&>(*it).swap(r);  // the key is unchanged, so the set stays valid
+  heap_fix(shard.heap, fresh);
+  account(shard, delta);
+  ++shard.counters.updates;
+  return meta_of(*fresh);
+}
+
+Status SessionTable::Impl::destroy(const SessionId& id) {
+  const std::int64_t now = clock_.now_ms();
+  Shard& shard = shard_of(id);
+  std::lock_guard lock(shard.mu);
+  auto found = find_alive(shard, id, now);
+  if (!found.ok()) return found.status();
+  Record* r = *found;
+  const std::string_view user = detail::blob_user_id(r->blob());
+  std::array<StoreOp, 2> ops{StoreOp{StoreOp::Kind::kDeleteSession, id_bytes(id), {}, {}, 0},
+                             StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(id), {}, user, 0}};
+  if (Status s = persist(std::span(ops.data(), user.empty() ? 1 : 2)); !s.ok()) return s;
+  unlink(shard, r);
+  ++shard.counters.destroys;
+  return {};
+}
+
+Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
+                                                   const RegenerateOptions& options) {
+  if (options.user_id && options.user_id->size() > options_.max_user_id_bytes) {
+    return Status::TooLarge("user id is " + std::to_string(options.user_id->size()) +
+                            " bytes; the limit is " + std::to_string(options_.max_user_id_bytes));
+  }
+  const std::int64_t now = clock_.now_ms();
+  SessionId new_id = new_session_id();
+  while (new_id == id) new_id = new_session_id();
+  Shard& old_shard = shard_of(id);
+  Shard& new_shard = shard_of(new_id);
+  // Two shard locks, always taken in index (address) order.
+  std::unique_lock<std::mutex> first, second;
+  if (&old_shard == &new_shard) {
+    first = std::unique_lock(old_shard.mu);
+  } else {
+    Shard* lo = &old_shard < &new_shard ? &old_shard : &new_shard;
+    Shard* hi = lo == &old_shard ? &new_shard : &old_shard;
+    first = std::unique_lock(lo->mu);
+    second = std::unique_lock(hi->mu);
+  }
+  auto found = find_alive(old_shard, id, now);
+  if (!found.ok()) return found.status();
+  Record* old = *found;
+  while (new_shard.records.contains(new_id)) return Status::Internal("session id collision");
+
+  const Version version{hlc_.now(), options_.region};
+  thread_local std::vector<FieldRef> refs;
+  thread_local std::string blob;
+  const std::string_view old_user = detail::blob_user_id(old->blob());
+  const std::string_view new_user = options.user_id ? std::string_view(*options.user_id) : old_user;
+  if (options.replace_fields) {
+    sorted_refs(*options.replace_fields, version, &refs);
+  } else {
+    detail::blob_fields(old->blob(), old->version(), &refs);
+    for (FieldRef& f : refs) f.version = version;  // a new session: every field written now
+  }
+  if (Status s = check_fields(new_user, refs); !s.ok()) return s;
+  detail::encode_blob(new_user, refs, version, &blob);
+
+  RecordPtr r = Record::make(new_id, blob);
+  r->created_at_ms = now;
+  r->last_access_ms = now;
+  r->persisted_access_ms = now;
+  r->idle_ms = old->idle_ms;
+  r->absolute_ms = old->absolute_ms;
+  r->version_hlc = version.hlc;
+  r->version_region = version.region;
+  if (old->extras) r->extras = std::make_unique<detail::Extras>(*old->extras);
+  if (Status s = reserve_bytes(static_cast<std::int64_t>(r->footprint()) -
+                               static_cast<std::int64_t>(old->footprint()));
+      !s.ok()) {
+    return s;
+  }
+  if (store_) {
+    thread_local std::string value;
+    detail::encode_value(*r, &value);
+    std::array<StoreOp, 4> ops;
+    std::size_t n = 0;
+    ops[n++] = StoreOp{StoreOp::Kind::kDeleteSession, id_bytes(id), {}, {}, 0};
+    if (!old_user.empty()) ops[n++] = StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(id), {}, old_user, 0};
+    ops[n++] = StoreOp{StoreOp::Kind::kPutSession, id_bytes(new_id), value, {}, 0};
+    if (!new_user.empty()) {
+      ops[n++] = StoreOp{StoreOp::Kind::kPutUser, id_bytes(new_id), {}, new_user,
+                         user_entry_deadline(*r)};
+    }
+    if (Status s = store_->write(std::span(ops.data(), n)); !s.ok()) return s;
+  }
+  SessionMeta meta = meta_of(*r);
+  unlink(old_shard, old);
+  insert(new_shard, std::move(r));
+  ++new_shard.counters.regenerates;
+  return meta;
+}
+
+std::vector<SessionMeta> SessionTable::Impl::list_user(std::string_view user_id) {
+  std::vector<SessionId> ids;
+  {
+    UserShard& us = user_shard_of(user_id);
+    std::lock_guard lock(us.mu);
+    auto it = us.users.find(absl::string_view(user_id.data(), user_id.size()));
+    if (it != us.users.end()) ids.assign(it->second.begin(), it->second.end());
+  }
+  const std::int64_t now = clock_.now_ms();
+  std::vector<SessionMeta> out;
+  for (const SessionId& id : ids) {
+    Shard& shard = shard_of(id);
+    std::lock_guard lock(shard.mu);
+    auto it = shard.records.find(id);
+    if (it == shard.records.end()) continue;
+    const Record& r = **it;
+    if (r.deadline_ms() <= now || detail::blob_user_id(r.blob()) != user_id) continue;
+    out.push_back(meta_of(r));
+  }
+  std::sort(out.begin(), out.end(), [](const SessionMeta& a, const SessionMeta& b) {
+    return std::tie(a.created_at_ms, a.id) < std::tie(b.created_at_ms, b.id);
+  });
+  return out;
+}
+
+Result<std::size_t> SessionTable::Impl::revoke_user(std::string_view user_id,
+                                                    const SessionId* keep) {
+  std::vector<SessionId> ids;
+  {
+    UserShard& us = user_shard_of(user_id);
+    std::lock_guard lock(us.mu);
+    auto it = us.users.find(absl::string_view(user_id.data(), user_id.size()));
+    if (it != us.users.end()) ids.assign(it->second.begin(), it->second.end());
+  }
+  std::size_t revoked = 0;
+  for (const SessionId& id : ids) {
+    if (keep && id == *keep) continue;
+    Shard& shard = shard_of(id);
+    std::lock_guard lock(shard.mu);
+    auto it = shard.records.find(id);
+    if (it == shard.records.end() || detail::blob_user_id((*it)->blob()) != user_id) continue;
+    Record* r = it->get();
+    if (r->deadline_ms() <= clock_.now_ms()) {
+      ++shard.counters.expiries;
+      unlink(shard, r);
+      continue;
+    }
+    std::array<StoreOp, 2> ops{StoreOp{StoreOp::Kind::kDeleteSession, id_bytes(id), {}, {}, 0},
+                               StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(id), {}, user_id, 0}};
+    if (Status s = persist(ops); !s.ok()) {
+      return Status(s.code(), "revoked " + std::to_string(revoked) + " of " +
+                                  std::to_string(ids.size()) + " sessions, then: " + s.message());
+    }
+    unlink(shard, r);
+    ++shard.counters.destroys;
+    ++revoked;
+  }
+  return revoked;
+}
+
+std::pair<std::size_t, bool> SessionTable::Impl::expire_pass() {
+  std::size_t removed = 0;
+  bool more = false;
+  for (Shard& shard : shards_) {
+    std::lock_guard lock(shard.mu);
+    const std::int64_t now = clock_.now_ms();
+    std::size_t done = 0;
+    while (!shard.heap.empty() && heap_key(shard.heap.front()) <= now) {
+      if (done == options_.expiry_batch) {
+        more = true;
+        break;
+      }
+      ++done;
+      Record* r = shard.heap.front();
+      if (r->deadline_ms() <= now) {
+        unlink(shard, r);
+        ++shard.counters.expiries;
+        ++removed;
+        continue;
+      }
+      // Alive with a coalesced touch: bring the disk up to date, then the key moves later.
+      if (!persist_record(r).ok()) break;  // disk trouble: retry on the next pass
+      ++shard.counters.touches_persisted;
+      heap_sift_down(shard.heap, 0);
+    }
+  }
+  return {removed, more};
+}
+
+TableStats SessionTable::Impl::stats() const {
+  TableStats out;
+  for (const Shard& shard : shards_) {
+    std::lock_guard lock(shard.mu);
+    out.sessions += shard.records.size();
+    out.memory_bytes += shard.bytes;
+    const Counters& c = shard.counters;
+    out.creates += c.creates;
+    out.updates += c.updates;
+    out.destroys += c.destroys;
+    out.regenerates += c.regenerates;
+    out.expiries += c.expiries;
+    out.read_hits += c.read_hits;
+    out.read_misses += c.read_misses;
+    out.touches_persisted += c.touches_persisted;
+    out.touches_coalesced += c.touches_coalesced;
+  }
+  for (const UserShard& us : user_shards_) {
+    std::lock_guard lock(us.mu);
+    out.users += us.users.size();
+  }
+  return out;
+}
+
+// ---- public face ----------------------------------------------------------------------------
+
+SessionTable::SessionTable(TableOptions options, const Clock& clock, Store* store)
+    : impl_(std::make_unique<Impl>(options, clock, store)), options_(std::move(options)) {}
+
+SessionTable::~SessionTable() { stop_expirer(); }
+
+Result<RecoveryReport> SessionTable::recover() { return impl_->recover(); }
+Result<SessionMeta> SessionTable::create(const NewSession& request) {
+  return impl_->create(request);
+}
+Status SessionTable::get(const SessionId& id, const ReadOptions& options, Session* out) {
+  return impl_->get(id, options, out);
+}
+Result<SessionMeta> SessionTable::update(const SessionId& id, const FieldChanges& changes,
+                                         std::optional<Version> expected_version) {
+  return impl_->update(id, changes, expected_version);
+}
+Result<SessionMeta> SessionTable::touch(const SessionId& id) { return impl_->touch(id); }
+Status SessionTable::destroy(const SessionId& id) { return impl_->destroy(id); }
+Result<SessionMeta> SessionTable::regenerate(const SessionId& id,
+                                             const RegenerateOptions& options) {
+  return impl_->regenerate(id, options);
+}
+std::vector<SessionMeta> SessionTable::list_user(std::string_view user_id) {
+  return impl_->list_user(user_id);
+}
+Result<std::size_t> SessionTable::revoke_user(std::string_view user_id, const SessionId* keep) {
+  return impl_->revoke_user(user_id, keep);
+}
+std::size_t SessionTable::expire_due() { return impl_->expire_pass().first; }
+TableStats SessionTable::stats() const { return impl_->stats(); }
+
+void SessionTable::start_expirer(std::int64_t interval_ms) {
+  std::lock_guard lock(expirer_mu_);
+  if (expirer_.joinable()) return;
+  expirer_stop_ = false;
+  expirer_ = std::thread([this, interval_ms] {
+    std::unique_lock guard(expirer_mu_);
+    while (!expirer_stop_) {
+      guard.unlock();
+      const bool more = impl_->expire_pass().second;
+      guard.lock();
+      if (!more) {
+        expirer_cv_.wait_for(guard, std::chrono::milliseconds(interval_ms),
+                             [this] { return expirer_stop_; });
+      }
+    }
+  });
+}
+
+void SessionTable::stop_expirer() {
+  std::thread thread;
+  {
+    std::lock_guard lock(expirer_mu_);
+    expirer_stop_ = true;
+    thread = std::move(expirer_);
+  }
+  expirer_cv_.notify_all();
+  if (thread.joinable()) thread.join();
+}
+
+}  // namespace sessiond::storage

@@ -1,0 +1,171 @@
+// SessionTable: the node-local session engine (DESIGN §3). Sessions live in S shards, each a
+// hash map guarded by its own lock, with an expiry heap; a user index maps user ids to their
+// sessions. Every mutation is persisted to the Store (when one is attached) in one WriteBatch
+// before it is applied in memory and acknowledged, under the shard lock, so memory and disk
+// agree and no caller ever sees a write that failed to persist.
+//
+// Thread safety: every method may be called from any thread. Each operation is atomic for the
+// session(s) it names. REGENERATE locks the two shards involved in index order; REVOKE_USER is
+// atomic per session (a session created concurrently with the revoke may survive it).
+//
+// Expiry: a session is alive while now < deadline. Readers never see an expired session even
+// before the expirer has removed it (they remove it themselves). Sliding expiry never passes the
+// absolute deadline.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "protocol/status.h"
+#include "storage/clock.h"
+#include "storage/hlc.h"
+#include "storage/session.h"
+#include "storage/store.h"
+
+namespace sessiond::storage {
+
+struct TableOptions {
+  std::size_t shard_count = 256;                                  // rounded up to a power of two
+  Timeouts default_timeouts = preset_timeouts(Preset::kEcommerce);  // when a create names none
+  std::uint32_t region = 0;                                       // stamped into every version
+  std::size_t access_log_length = 10;
+  // A touch is persisted only when it moves the deadline by more than this fraction of the idle
+  // timeout since the last persisted write (DESIGN §3). After a crash a session can therefore
+  // expire up to idle_timeout * fraction early; 0 persists every touch.
+  double touch_persist_fraction = 0.1;
+  std::size_t expiry_batch = 1000;  // sessions removed per shard lock hold by the expirer
+  // Limits on what a caller controls.
+  std::size_t max_fields = 256;
+  std::size_t max_field_name_bytes = 256;
+  std::size_t max_user_id_bytes = 256;
+  std::size_t max_session_bytes = 1u << 20;  // user id + names + values
+  // Memory budget for records (bytes, 0 = none). When reached, CREATE and REGENERATE answer
+  // OVERLOADED and existing sessions keep working; nothing is evicted.
+  std::size_t memory_budget_bytes = 0;
+};
+
+// What a create, update, touch or regenerate answers: enough to use the session without
+// reading it back.
+struct SessionMeta {
+  SessionId id{};
+  Version version;
+  std::int64_t created_at_ms = 0;
+  std::int64_t last_access_ms = 0;
+  std::int64_t deadline_ms = kNoDeadline;
+};
+
+struct NewSession {
+  std::string user_id;
+  std::vector<std::pair<std::string, std::string>> fields;  // names must be unique
+  std::optional<Timeouts> timeouts;  // nullopt: the table's default
+  std::optional<ClientContext> context;
+};
+
+struct ReadOptions {
+  bool touch = false;  // slide last_access to now
+  // When set and the session is bound to a context, a different context answers
+  // CONTEXT_MISMATCH (the session is left alone; the policy belongs to the caller).
+  const ClientContext* expect_context = nullptr;
+  // When set, appended to the access history (its time_ms is replaced by now).
+  const AccessEntry* record_access = nullptr;
+};
+
+struct FieldChanges {
+  std::vector<std::pair<std::string, std::string>> set;  // insert or overwrite
+  std::vector<std::string> remove;                       // absent names are ignored
+  std::optional<Timeouts> timeouts;                      // new policy, from now on
+};
+
+struct RegenerateOptions {
+  std::optional<std::vector<std::pair<std::string, std::string>>> replace_fields;  // new data
+  std::optional<std::string> user_id;  // e.g. bind the user at login
+};
+
+struct TableStats {
+  std::uint64_t sessions = 0;
+  std::uint64_t users = 0;
+  std::uint64_t memory_bytes = 0;  // records, as counted for the budget
+  std::uint64_t creates = 0;
+  std::uint64_t updates = 0;
+  std::uint64_t destroys = 0;
+  std::uint64_t regenerates = 0;
+  std::uint64_t expiries = 0;
+  std::uint64_t read_hits = 0;
+  std::uint64_t read_misses = 0;  // not found or expired
+  std::uint64_t touches_persisted = 0;
+  std::uint64_t touches_coalesced = 0;
+};
+
+struct RecoveryReport {
+  std::uint64_t loaded = 0;
+  std::uint64_t skipped_expired = 0;
+  std::int64_t duration_ms = 0;
+};
+
+class SessionTable {
+ public:
+  // `store` may be null (a purely in-memory table); when given it must outlive the table, and
+  // recover() must be called before the table serves.
+  SessionTable(TableOptions options, const Clock& clock, Store* store);
+  ~SessionTable();  // stops the expirer
+  SessionTable(const SessionTable&) = delete;
+  SessionTable& operator=(const SessionTable&) = delete;
+
+  // Loads every unexpired session from the store into an empty table and rebuilds the user
+  // index. A record that does not decode is an error naming its id: never a partial store.
+  Result<RecoveryReport> recover();
+
+  // Creates a session with a fresh id. INVALID_ARGUMENT / TOO_LARGE past a limit, OVERLOADED
+  // past the memory budget.
+  Result<SessionMeta> create(const NewSession& request);
+  // Copies the session into *out (reusing its buffers). NOT_FOUND or EXPIRED when it is not
+  // alive, CONTEXT_MISMATCH per ReadOptions::expect_context.
+  Status get(const SessionId& id, const ReadOptions& options, Session* out);
+  // Sets and removes fields, or changes timeouts; counts as an access (slides the idle
+  // deadline). With expected_version, answers VERSION_CONFLICT unless it is the current one.
+  Result<SessionMeta> update(const SessionId& id, const FieldChanges& changes,
+                             std::optional<Version> expected_version = std::nullopt);
+  // Slides last_access to now (never past the absolute deadline).
+  Result<SessionMeta> touch(const SessionId& id);
+  // Removes the session. NOT_FOUND / EXPIRED if it was not alive.
+  Status destroy(const SessionId& id);
+  // One atomic step: a new id, the same data (or options.replace_fields), and the old id gone.
+  // The new session starts its timeouts now. NOT_FOUND / EXPIRED for a dead old id.
+  Result<SessionMeta> regenerate(const SessionId& id, const RegenerateOptions& options = {});
+  // The user's alive sessions, oldest first.
+  std::vector<SessionMeta> list_user(std::string_view user_id);
+  // Destroys every alive session of the user except `keep`; returns how many it destroyed.
+  Result<std::size_t> revoke_user(std::string_view user_id, const SessionId* keep = nullptr);
+
+  // Removes up to expiry_batch due sessions per shard and persists touches whose on-disk
+  // deadline came due; returns the number of sessions removed. Tests call it directly; the
+  // background expirer calls it on its interval.
+  std::size_t expire_due();
+  // Starts/stops a background thread that calls expire_due() every interval_ms.
+  void start_expirer(std::int64_t interval_ms = 100);
+  void stop_expirer();
+
+  TableStats stats() const;
+  const TableOptions& options() const { return options_; }
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+  TableOptions options_;
+
+  std::mutex expirer_mu_;  // guards expirer_stop_ and the expirer thread's start/stop
+  std::condition_variable expirer_cv_;
+  bool expirer_stop_ = false;
+  std::thread expirer_;
+};
+
+}  // namespace sessiond::storage

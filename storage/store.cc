@@ -1,0 +1,385 @@
+// RocksDB behind the Store interface. Besides opening the families with the options below, it
+// does three things worth knowing:
+//  - refuses to open anything but an empty directory or a sessiond database (meta "format"), so
+//    a wrong --data-dir or a damaged database is an error at start, not an empty store;
+//  - encodes user-index keys as u16 big-endian length + user id + session id, so one user's
+//    entries are contiguous and no user id can be a prefix that captures another's entries;
+//  - when the replication log is on, appends one entry per session op to `replog` in the same
+//    batch, with an 8-byte big-endian sequence key, and trims it to the retention with a range
+//    delete every 1024 entries.
+#include "storage/store.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/compaction_filter.h>
+#include <rocksdb/db.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <atomic>
+#include <filesystem>
+#include <mutex>
+#include <system_error>
+#include <vector>
+
+#include "storage/detail/record.h"
+
+namespace sessiond::storage {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kSessionsFamily = "sessions";
+constexpr const char* kUsersFamily = "users";
+constexpr const char* kReplogFamily = "replog";
+constexpr const char* kMetaFamily = "meta";
+constexpr std::string_view kFormatKey = "format";
+constexpr std::string_view kFormatValue = "sessiond-1";
+constexpr std::uint64_t kReplogTrimEvery = 1024;
+
+// Drops records whose deadline has passed: sessions (deadline at a fixed offset of the value)
+// and user-index entries (the value is the deadline). The in-memory table is authoritative for
+// live sessions and rewrites any record whose on-disk deadline comes due while it is still alive.
+class ExpiredFilter final : public rocksdb::CompactionFilter {
+ public:
+  ExpiredFilter(const Clock& clock, bool users) : clock_(clock), users_(users) {}
+  bool Filter(int /*level*/, const rocksdb::Slice& /*key*/, const rocksdb::Slice& value,
+              std::string* /*new_value*/, bool* /*value_changed*/) const override {
+    std::int64_t deadline = kNoDeadline;
+    if (users_) {
+      std::string_view in(value.data(), value.size());
+      std::uint64_t d = 0;
+      if (!detail::get_fixed64(&in, &d)) return false;
+      deadline = static_cast<std::int64_t>(d);
+    } else {
+      auto d = detail::value_deadline(std::string_view(value.data(), value.size()));
+      if (!d) return false;  // not ours to judge: keep
+      deadline = *d;
+    }
+    return deadline <= clock_.now_ms();
+  }
+  const char* Name() const override { return users_ ? "sessiond.users" : "sessiond.sessions"; }
+
+ private:
+  const Clock& clock_;
+  const bool users_;
+};
+
+std::string user_key(std::string_view user_id, std::string_view id) {
+  std::string key;
+  key.reserve(2 + user_id.size() + id.size());
+  key.push_back(static_cast<char>(user_id.size() >> 8));
+  key.push_back(static_cast<char>(user_id.size() & 0xff));
+  key.append(user_id);
+  key.append(id);
+  return key;
+}
+
+std::string be64(std::uint64_t v) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; --i, v >>= 8) out[static_cast<std::size_t>(i)] = static_cast<char>(v);
+  return out;
+}
+
+std::uint64_t from_be64(std::string_view s) {
+  std::uint64_t v = 0;
+  for (char c : s.substr(0, 8)) v = (v << 8) | static_cast<std::uint8_t>(c);
+  return v;
+}
+
+Status from_rocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return {};
+  std::string msg = std::string(what) + ": " + s.ToString();
+  if (s.IsNoSpace() || s.IsIOError() || s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) {
+    return Status::Unavailable(std::move(msg));
+  }
+  return Status::Internal(std::move(msg));
+}
+
+}  // namespace
+
+std::string_view durability_name(Durability d) {
+  switch (d) {
+    case Durability::kMemory: return "memory";
+    case Durability::kAsync: return "async";
+    case Durability::kSync: return "sync";
+  }
+  return "unknown";
+}
+
+std::optional<Durability> durability_from_name(std::string_view name) {
+  for (Durability d : {Durability::kMemory, Durability::kAsync, Durability::kSync}) {
+    if (durability_name(d) == name) return d;
+  }
+  return std::nullopt;
+}
+
+struct Store::Impl {
+  StoreOptions options;
+  ExpiredFilter sessions_filter;
+  ExpiredFilter users_filter;
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;  // sessions, users, replog, meta
+  rocksdb::WriteOptions write_options;
+  std::atomic<std::uint64_t> next_replog_seq{1};
+  std::mutex replog_mu;  // guards the order of sequence numbers across concurrent writers
+
+  Impl(const StoreOptions& o, const Clock& clock)
+      : options(o), sessions_filter(clock, false), users_filter(clock, true) {}
+
+  ~Impl() {
+    if (!db) return;
+    if (options.durability == Durability::kMemory) {
+      // Without a WAL the memtables are the only copy of recent writes.
+      db->Flush(rocksdb::FlushOptions(), handles);
+    }
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+    db->Close();
+  }
+
+  rocksdb::ColumnFamilyHandle* sessions() const { return handles[0]; }
+  rocksdb::ColumnFamilyHandle* users() const { return handles[1]; }
+  rocksdb::ColumnFamilyHandle* replog() const { return handles[2]; }
+  rocksdb::ColumnFamilyHandle* meta() const { return handles[3]; }
+};
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Store::~Store() = default;
+
+const StoreOptions& Store::options() const { return impl_->options; }
+
+Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Clock& clock) {
+  const std::string& path = options.path;
+  if (path.empty()) return Status::InvalidArgument("data directory path is empty");
+
+  std::error_code ec;
+  const auto status = fs::status(path, ec);
+  bool fresh = false;
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return Status::Unavailable("cannot read data directory " + path + ": " + ec.message());
+  }
+  if (!fs::exists(status)) {
+    fs::create_directories(path, ec);
+    if (ec) {
+      return Status::Unavailable("cannot create data directory " + path + ": " + ec.message());
+    }
+    fresh = true;
+  } else if (!fs::is_directory(status)) {
+    return Status::InvalidArgument("data directory " + path + " exists but is not a directory");
+  } else {
+    auto it = fs::directory_iterator(path, ec);
+    if (ec) {
+      return Status::Unavailable("cannot list data directory " + path + ": " + ec.message());
+    }
+    fresh = it == fs::directory_iterator();
+    if (!fresh && !fs::exists(fs::path(path) / "CURRENT", ec)) {
+      return Status::InvalidArgument("data directory " + path +
+                                     " is not empty and holds no sessiond database (no CURRENT "
+                                     "file); refusing to create one over it");
+    }
+  }
+
+  auto impl = std::make_unique<Impl>(options, clock);
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = fresh;
+  db_options.create_missing_column_families = fresh;
+  db_options.paranoid_checks = true;
+  db_options.max_background_jobs = 2;
+  db_options.bytes_per_sync = 1 << 20;
+  db_options.avoid_flush_during_shutdown = false;  // memory mode relies on the flush at close
+
+  auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  auto family_options = [&](const rocksdb::CompactionFilter* filter) {
+    rocksdb::ColumnFamilyOptions cf;
+    cf.write_buffer_size = options.write_buffer_bytes;
+    cf.max_write_buffer_number = 3;
+    cf.compression = rocksdb::kLZ4Compression;
+    cf.compaction_filter = filter;
+    rocksdb::BlockBasedTableOptions table;
+    table.block_cache = cache;
+    cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    return cf;
+  };
+  rocksdb::ColumnFamilyOptions small;
+  small.write_buffer_size = 4u << 20;
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {kSessionsFamily, family_options(&impl->sessions_filter)},
+      {kUsersFamily, family_options(&impl->users_filter)},
+      {kReplogFamily, family_options(nullptr)},
+      {kMetaFamily, small},
+      {rocksdb::kDefaultColumnFamilyName, small},
+  };
+
+  if (!fresh) {
+    std::vector<std::string> existing;
+    auto s = rocksdb::DB::ListColumnFamilies(db_options, path, &existing);
+    if (!s.ok()) {
+      return Status::Internal("cannot read the database in " + path +
+                              " (corrupt or unreadable): " + s.ToString());
+    }
+    for (const auto& f : families) {
+      if (std::find(existing.begin(), existing.end(), f.name) == existing.end()) {
+        return Status::Internal("database in " + path + " lacks column family '" + f.name +
+                                "': not a sessiond data directory, or a damaged one");
+      }
+    }
+  }
+
+  rocksdb::DB* raw = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  auto s = rocksdb::DB::Open(db_options, path, families, &handles, &raw);
+  if (!s.ok()) {
+    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+      return Status::Unavailable("data directory " + path +
+                                 " is in use by another process (RocksDB LOCK held): " +
+                                 s.ToString());
+    }
+    return Status::Internal("cannot open the database in " + path + ": " + s.ToString());
+  }
+  impl->db.reset(raw);
+  // The default family is opened because RocksDB requires it; sessiond never uses it.
+  impl->db->DestroyColumnFamilyHandle(handles.back());
+  handles.pop_back();
+  impl->handles = std::move(handles);
+
+  std::string format;
+  if (fresh) {
+    s = impl->db->Put(rocksdb::WriteOptions(), impl->meta(), rocksdb::Slice(kFormatKey.data(),
+                                                                             kFormatKey.size()),
+                      rocksdb::Slice(kFormatValue.data(), kFormatValue.size()));
+    if (!s.ok()) return from_rocks(s, "cannot initialise data directory " + path);
+  } else {
+    s = impl->db->Get(rocksdb::ReadOptions(), impl->meta(),
+                      rocksdb::Slice(kFormatKey.data(), kFormatKey.size()), &format);
+    if (!s.ok() || format != kFormatValue) {
+      return Status::Internal("database in " + path + " has no sessiond format marker (" +
+                              (s.ok() ? "found '" + format + "'" : s.ToString()) + ")");
+    }
+  }
+
+  // The replication log continues after its last entry.
+  std::unique_ptr<rocksdb::Iterator> it(impl->db->NewIterator(rocksdb::ReadOptions(),
+                                                              impl->replog()));
+  it->SeekToLast();
+  if (it->Valid()) impl->next_replog_seq = from_be64(it->key().ToStringView()) + 1;
+  if (!it->status().ok()) return from_rocks(it->status(), "cannot read replication log in " + path);
+
+  impl->write_options.disableWAL = options.durability == Durability::kMemory;
+  impl->write_options.sync = options.durability == Durability::kSync;
+  return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+Status Store::write(std::span<const StoreOp> ops) {
+  thread_local rocksdb::WriteBatch batch;
+  thread_local std::string key;
+  batch.Clear();
+  auto& impl = *impl_;
+  for (const StoreOp& op : ops) {
+    const rocksdb::Slice id(op.id.data(), op.id.size());
+    switch (op.kind) {
+      case StoreOp::Kind::kPutSession:
+        batch.Put(impl.sessions(), id, rocksdb::Slice(op.value.data(), op.value.size()));
+        break;
+      case StoreOp::Kind::kDeleteSession:
+        batch.Delete(impl.sessions(), id);
+        break;
+      case StoreOp::Kind::kPutUser: {
+        key = user_key(op.user_id, op.id);
+        std::string deadline;
+        detail::put_fixed64(&deadline, static_cast<std::uint64_t>(op.deadline_ms));
+        batch.Put(impl.users(), key, deadline);
+        break;
+      }
+      case StoreOp::Kind::kDeleteUser:
+        key = user_key(op.user_id, op.id);
+        batch.Delete(impl.users(), key);
+        break;
+    }
+  }
+  if (!impl.options.replication_log) {
+    return from_rocks(impl.db->Write(impl.write_options, &batch), "write failed");
+  }
+  // Sequence numbers must reach the log in order, so the append and the write happen under one
+  // lock; only nodes with peer regions pay for it.
+  std::lock_guard lock(impl.replog_mu);
+  std::uint64_t seq = impl.next_replog_seq.load(std::memory_order_relaxed);
+  for (const StoreOp& op : ops) {
+    if (op.kind != StoreOp::Kind::kPutSession && op.kind != StoreOp::Kind::kDeleteSession) {
+      continue;
+    }
+    std::string entry;
+    entry.push_back(op.kind == StoreOp::Kind::kPutSession ? 'P' : 'D');
+    entry.append(op.id);
+    entry.append(op.value);
+    batch.Put(impl.replog(), be64(seq), entry);
+    if (seq % kReplogTrimEvery == 0 && seq > impl.options.replication_log_retention) {
+      batch.DeleteRange(impl.replog(), be64(0), be64(seq - impl.options.replication_log_retention));
+    }
+    ++seq;
+  }
+  auto s = impl.db->Write(impl.write_options, &batch);
+  if (s.ok()) impl.next_replog_seq.store(seq, std::memory_order_relaxed);
+  return from_rocks(s, "write failed");
+}
+
+Status Store::for_each_session(
+    const std::function<Status(std::string_view, std::string_view)>& fn) const {
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;
+  ro.readahead_size = 2u << 20;
+  std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->sessions()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    Status s = fn(it->key().ToStringView(), it->value().ToStringView());
+    if (!s.ok()) return s;
+  }
+  return from_rocks(it->status(), "cannot read sessions from " + impl_->options.path);
+}
+
+Status Store::for_each_user_entry(
+    const std::function<void(std::string_view, std::string_view)>& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->users()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::string_view key = it->key().ToStringView();
+    if (key.size() < 2) continue;
+    const std::size_t len = (static_cast<std::uint8_t>(key[0]) << 8) |
+                            static_cast<std::uint8_t>(key[1]);
+    if (key.size() != 2 + len + sizeof(SessionId)) continue;
+    fn(key.substr(2, len), key.substr(2 + len));
+  }
+  return from_rocks(it->status(), "cannot read user index from " + impl_->options.path);
+}
+
+Status Store::for_each_replog_entry(
+    std::uint64_t from, const std::function<void(std::uint64_t, std::string_view)>& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->replog()));
+  for (it->Seek(be64(from)); it->Valid(); it->Next()) {
+    fn(from_be64(it->key().ToStringView()), it->value().ToStringView());
+  }
+  return from_rocks(it->status(), "cannot read replication log");
+}
+
+Status Store::compact() {
+  auto s = impl_->db->Flush(rocksdb::FlushOptions(), impl_->handles);
+  if (!s.ok()) return from_rocks(s, "flush failed");
+  for (auto* h : impl_->handles) {
+    s = impl_->db->CompactRange(rocksdb::CompactRangeOptions(), h, nullptr, nullptr);
+    if (!s.ok()) return from_rocks(s, "compaction failed");
+  }
+  return {};
+}
+
+std::uint64_t Store::disk_bytes() const {
+  std::uint64_t total = 0, v = 0;
+  for (auto* h : impl_->handles) {
+    if (impl_->db->GetIntProperty(h, rocksdb::DB::Properties::kLiveSstFilesSize, &v)) total += v;
+  }
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(impl_->options.path, ec)) {
+    if (entry.path().extension() == ".log") total += entry.file_size(ec);
+  }
+  return total;
+}
+
+}  // namespace sessiond::storage
