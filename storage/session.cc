@@ -76,22 +76,32 @@ Timeouts preset_timeouts(Preset preset) {
   constexpr std::int64_t kHour = 60 * kMinute;
   constexpr std::int64_t kDay = 24 * kHour;
   switch (preset) {
-    case Preset::kFinance: return {10 * kMinute, 30 * kMinute};
-    case Preset::kHealthcare: return {15 * kMinute, 60 * kMinute};
-    case Preset::kEcommerce: return {30 * kMinute, 24 * kHour};
-    case Preset::kMedia: return {1 * kHour, 7 * kDay};
-    case Preset::kGaming: return {2 * kHour, 30 * kDay};
+    case Preset::kFinance:
+      return {10 * kMinute, 30 * kMinute};
+    case Preset::kHealthcare:
+      return {15 * kMinute, 60 * kMinute};
+    case Preset::kEcommerce:
+      return {30 * kMinute, 24 * kHour};
+    case Preset::kMedia:
+      return {1 * kHour, 7 * kDay};
+    case Preset::kGaming:
+      return {2 * kHour, 30 * kDay};
   }
   return {};
 }
 
 std::string_view preset_name(Preset preset) {
   switch (preset) {
-    case Preset::kFinance: return "finance";
-    case Preset::kHealthcare: return "healthcare";
-    case Preset::kEcommerce: return "ecommerce";
-    case Preset::kMedia: return "media";
-    case Preset::kGaming: return "gaming";
+    case Preset::kFinance:
+      return "finance";
+    case Preset::kHealthcare:
+      return "healthcare";
+    case Preset::kEcommerce:
+      return "ecommerce";
+    case Preset::kMedia:
+      return "media";
+    case Preset::kGaming:
+      return "gaming";
   }
   return "unknown";
 }

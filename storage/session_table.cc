@@ -202,12 +202,10 @@ class SessionTable::Impl {
  private:
   Shard& shard_of(const SessionId& id) { return shards_[id_word(id, 8) & mask_]; }
   UserShard& user_shard_of(std::string_view user) {
-    return user_shards_[absl::Hash<std::string_view>{}(user) & mask_];
+    return user_shards_[absl::Hash<std::string_view>{}(user)&mask_];
   }
 
-  Status persist(std::span<const StoreOp> ops) {
-    return store_ ? store_->write(ops) : Status();
-  }
+  Status persist(std::span<const StoreOp> ops) { return store_ ? store_->write(ops) : Status(); }
 
   // Finds an alive record, removing it (and answering EXPIRED) if its deadline has passed.
   Result<Record*> find_alive(Shard& shard, const SessionId& id, std::int64_t now);
@@ -382,10 +380,10 @@ Result<RecoveryReport> SessionTable::Impl::recover() {
   Status s = store_->for_each_session([&](std::string_view key, std::string_view value) {
     auto decoded = detail::decode_value(key, value);
     if (!decoded.ok()) {
-      std::string id_text = key.size() == sizeof(SessionId)
-                                ? session_id_to_text(*reinterpret_cast<const SessionId*>(
-                                      key.data()))
-                                : "(bad key)";
+      std::string id_text =
+          key.size() == sizeof(SessionId)
+              ? session_id_to_text(*reinterpret_cast<const SessionId*>(key.data()))
+              : "(bad key)";
       return Status::Internal("session " + id_text + " in " + store_->options().path + ": " +
                               decoded.status().message());
     }
@@ -442,12 +440,13 @@ Result<SessionMeta> SessionTable::Impl::create(const NewSession& request) {
   if (store_) {
     thread_local std::string value;
     detail::encode_value(*r, &value);
-    std::array<StoreOp, 2> ops{
-        StoreOp{StoreOp::Kind::kPutSession, id_bytes(r->id), value, {}, 0},
-        StoreOp{StoreOp::Kind::kPutUser, id_bytes(r->id), {}, request.user_id,
-                user_entry_deadline(*r)}};
-    if (Status s = store_->write(std::span(ops.data(), request.user_id.empty() ? 1 : 2));
-        !s.ok()) {
+    std::array<StoreOp, 2> ops{StoreOp{StoreOp::Kind::kPutSession, id_bytes(r->id), value, {}, 0},
+                               StoreOp{StoreOp::Kind::kPutUser,
+                                       id_bytes(r->id),
+                                       {},
+                                       request.user_id,
+                                       user_entry_deadline(*r)}};
+    if (Status s = store_->write(std::span(ops.data(), request.user_id.empty() ? 1 : 2)); !s.ok()) {
       return s;
     }
   }
@@ -483,8 +482,7 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
       }
       log.push_back(*options.record_access);
       log.back().time_ms = now;
-      account(shard, static_cast<std::int64_t>(r->footprint()) -
-                         static_cast<std::int64_t>(before));
+      account(shard, static_cast<std::int64_t>(r->footprint()) - static_cast<std::int64_t>(before));
     }
   }
   if (options.touch) {
@@ -661,11 +659,12 @@ Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
     std::array<StoreOp, 4> ops;
     std::size_t n = 0;
     ops[n++] = StoreOp{StoreOp::Kind::kDeleteSession, id_bytes(id), {}, {}, 0};
-    if (!old_user.empty()) ops[n++] = StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(id), {}, old_user, 0};
+    if (!old_user.empty())
+      ops[n++] = StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(id), {}, old_user, 0};
     ops[n++] = StoreOp{StoreOp::Kind::kPutSession, id_bytes(new_id), value, {}, 0};
     if (!new_user.empty()) {
-      ops[n++] = StoreOp{StoreOp::Kind::kPutUser, id_bytes(new_id), {}, new_user,
-                         user_entry_deadline(*r)};
+      ops[n++] =
+          StoreOp{StoreOp::Kind::kPutUser, id_bytes(new_id), {}, new_user, user_entry_deadline(*r)};
     }
     if (Status s = store_->write(std::span(ops.data(), n)); !s.ok()) return s;
   }

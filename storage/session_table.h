@@ -34,9 +34,9 @@
 namespace sessiond::storage {
 
 struct TableOptions {
-  std::size_t shard_count = 256;                                  // rounded up to a power of two
+  std::size_t shard_count = 256;                                    // rounded up to a power of two
   Timeouts default_timeouts = preset_timeouts(Preset::kEcommerce);  // when a create names none
-  std::uint32_t region = 0;                                       // stamped into every version
+  std::uint32_t region = 0;                                         // stamped into every version
   std::size_t access_log_length = 10;
   // A touch is persisted only when it moves the deadline by more than this fraction of the idle
   // timeout since the last persisted write (DESIGN §3). After a crash a session can therefore
@@ -66,7 +66,7 @@ struct SessionMeta {
 struct NewSession {
   std::string user_id;
   std::vector<std::pair<std::string, std::string>> fields;  // names must be unique
-  std::optional<Timeouts> timeouts;  // nullopt: the table's default
+  std::optional<Timeouts> timeouts;                         // nullopt: the table's default
   std::optional<ClientContext> context;
 };
 

@@ -99,9 +99,12 @@ Status from_rocks(const rocksdb::Status& s, std::string_view what) {
 
 std::string_view durability_name(Durability d) {
   switch (d) {
-    case Durability::kMemory: return "memory";
-    case Durability::kAsync: return "async";
-    case Durability::kSync: return "sync";
+    case Durability::kMemory:
+      return "memory";
+    case Durability::kAsync:
+      return "async";
+    case Durability::kSync:
+      return "sync";
   }
   return "unknown";
 }
@@ -230,9 +233,9 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
   auto s = rocksdb::DB::Open(db_options, path, families, &handles, &raw);
   if (!s.ok()) {
     if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
-      return Status::Unavailable("data directory " + path +
-                                 " is in use by another process (RocksDB LOCK held): " +
-                                 s.ToString());
+      return Status::Unavailable(
+          "data directory " + path +
+          " is in use by another process (RocksDB LOCK held): " + s.ToString());
     }
     return Status::Internal("cannot open the database in " + path + ": " + s.ToString());
   }
@@ -244,8 +247,8 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
 
   std::string format;
   if (fresh) {
-    s = impl->db->Put(rocksdb::WriteOptions(), impl->meta(), rocksdb::Slice(kFormatKey.data(),
-                                                                             kFormatKey.size()),
+    s = impl->db->Put(rocksdb::WriteOptions(), impl->meta(),
+                      rocksdb::Slice(kFormatKey.data(), kFormatKey.size()),
                       rocksdb::Slice(kFormatValue.data(), kFormatValue.size()));
     if (!s.ok()) return from_rocks(s, "cannot initialise data directory " + path);
   } else {
@@ -258,8 +261,8 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
   }
 
   // The replication log continues after its last entry.
-  std::unique_ptr<rocksdb::Iterator> it(impl->db->NewIterator(rocksdb::ReadOptions(),
-                                                              impl->replog()));
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl->db->NewIterator(rocksdb::ReadOptions(), impl->replog()));
   it->SeekToLast();
   if (it->Valid()) impl->next_replog_seq = from_be64(it->key().ToStringView()) + 1;
   if (!it->status().ok()) return from_rocks(it->status(), "cannot read replication log in " + path);
@@ -342,8 +345,8 @@ Status Store::for_each_user_entry(
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     std::string_view key = it->key().ToStringView();
     if (key.size() < 2) continue;
-    const std::size_t len = (static_cast<std::uint8_t>(key[0]) << 8) |
-                            static_cast<std::uint8_t>(key[1]);
+    const std::size_t len =
+        (static_cast<std::uint8_t>(key[0]) << 8) | static_cast<std::uint8_t>(key[1]);
     if (key.size() != 2 + len + sizeof(SessionId)) continue;
     fn(key.substr(2, len), key.substr(2 + len));
   }

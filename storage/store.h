@@ -29,11 +29,11 @@ std::string_view durability_name(Durability d);
 std::optional<Durability> durability_from_name(std::string_view name);
 
 struct StoreOptions {
-  std::string path;                     // data directory; created when missing or empty
+  std::string path;  // data directory; created when missing or empty
   Durability durability = Durability::kAsync;
-  bool replication_log = false;         // append every session mutation to `replog`
+  bool replication_log = false;                         // append every session mutation to `replog`
   std::uint64_t replication_log_retention = 1'000'000;  // entries kept before trimming
-  std::size_t write_buffer_bytes = 64u << 20;  // per memtable
+  std::size_t write_buffer_bytes = 64u << 20;           // per memtable
   std::size_t block_cache_bytes = 32u << 20;
 };
 
@@ -41,9 +41,9 @@ struct StoreOptions {
 struct StoreOp {
   enum class Kind : std::uint8_t { kPutSession, kDeleteSession, kPutUser, kDeleteUser };
   Kind kind;
-  std::string_view id;       // 32-byte binary session id
-  std::string_view value;    // kPutSession: the encoded record (record_codec.h)
-  std::string_view user_id;  // kPutUser / kDeleteUser
+  std::string_view id;           // 32-byte binary session id
+  std::string_view value;        // kPutSession: the encoded record (record_codec.h)
+  std::string_view user_id;      // kPutUser / kDeleteUser
   std::int64_t deadline_ms = 0;  // kPutUser: when the index entry may be dropped
 };
 

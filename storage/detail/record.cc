@@ -16,7 +16,8 @@ RecordPtr Record::make(const SessionId& id, std::string_view blob) {
   auto* r = new (mem) Record();
   r->id = id;
   r->blob_size = static_cast<std::uint32_t>(blob.size());
-  if (!blob.empty()) std::memcpy(reinterpret_cast<char*>(r) + sizeof(Record), blob.data(), blob.size());
+  if (!blob.empty())
+    std::memcpy(reinterpret_cast<char*>(r) + sizeof(Record), blob.data(), blob.size());
   return RecordPtr(r);
 }
 
@@ -132,8 +133,7 @@ std::string_view blob_user_id(std::string_view blob) {
   return user;
 }
 
-void blob_fields(std::string_view blob, const Version& record_version,
-                 std::vector<FieldRef>* out) {
+void blob_fields(std::string_view blob, const Version& record_version, std::vector<FieldRef>* out) {
   std::string_view user;
   std::uint64_t n = 0;
   get_bytes(&blob, &user);
@@ -230,8 +230,7 @@ Result<RecordPtr> decode_value(std::string_view id, std::string_view value) {
     return corrupt("unknown record format");
   }
   std::string_view in = value.substr(1);
-  std::uint64_t deadline = 0, created = 0, access = 0, idle = 0, absolute = 0, hlc = 0,
-                region = 0;
+  std::uint64_t deadline = 0, created = 0, access = 0, idle = 0, absolute = 0, hlc = 0, region = 0;
   if (!get_fixed64(&in, &deadline) || !get_varint(&in, &created) || !get_varint(&in, &access) ||
       !get_varint(&in, &idle) || !get_varint(&in, &absolute) || !get_fixed64(&in, &hlc) ||
       !get_varint(&in, &region) || in.empty()) {
@@ -252,8 +251,8 @@ Result<RecordPtr> decode_value(std::string_view id, std::string_view value) {
   for (AccessEntry& e : extras->access_log) {
     std::uint64_t time = 0, lat = 0, lon = 0;
     std::string_view ip;
-    if (!get_varint(&in, &time) || !get_bytes(&in, &ip) ||
-        !get_fixed64(&in, &e.user_agent_hash) || in.empty()) {
+    if (!get_varint(&in, &time) || !get_bytes(&in, &ip) || !get_fixed64(&in, &e.user_agent_hash) ||
+        in.empty()) {
       return corrupt("truncated access log");
     }
     e.time_ms = static_cast<std::int64_t>(time);

@@ -62,9 +62,7 @@ struct Record {
   // A record with room for `blob` copied after the header; other members zeroed.
   static RecordPtr make(const SessionId& id, std::string_view blob);
 
-  std::string_view blob() const {
-    return {reinterpret_cast<const char*>(this + 1), blob_size};
-  }
+  std::string_view blob() const { return {reinterpret_cast<const char*>(this + 1), blob_size}; }
   Timeouts timeouts() const { return {idle_ms, absolute_ms}; }
   Version version() const { return {version_hlc, version_region}; }
   std::int64_t deadline_ms() const {
@@ -96,8 +94,7 @@ struct FieldRef {
 void encode_blob(std::string_view user_id, std::span<const FieldRef> fields,
                  const Version& record_version, std::string* out);
 // The fields of a blob this process encoded (or that decode_value checked), as views into it.
-void blob_fields(std::string_view blob, const Version& record_version,
-                 std::vector<FieldRef>* out);
+void blob_fields(std::string_view blob, const Version& record_version, std::vector<FieldRef>* out);
 // The user id at the start of a valid blob.
 std::string_view blob_user_id(std::string_view blob);
 

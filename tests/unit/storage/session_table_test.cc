@@ -1,1 +1,482 @@
-// placeholder: tests land in this file
+// One test per operation and per timeout rule of SessionTable, in memory (no store) with a
+// ManualClock. Persistence is covered by persistence_test.cc.
+#include "storage/session_table.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+namespace sessiond::storage {
+namespace {
+
+constexpr std::int64_t kIdle = 10'000;
+constexpr std::int64_t kAbsolute = 60'000;
+
+class SessionTableTest : public ::testing::Test {
+ protected:
+  SessionTableTest() : table_(options(), clock_, nullptr) {}
+
+  static TableOptions options() {
+    TableOptions o;
+    o.shard_count = 8;
+    o.default_timeouts = {kIdle, kAbsolute};
+    o.access_log_length = 3;
+    return o;
+  }
+
+  SessionMeta make(std::string user = "alice",
+                   std::vector<std::pair<std::string, std::string>> fields = {{"cart", "[]"}},
+                   std::optional<Timeouts> timeouts = std::nullopt) {
+    NewSession req;
+    req.user_id = std::move(user);
+    req.fields = std::move(fields);
+    req.timeouts = timeouts;
+    auto meta = table_.create(req);
+    EXPECT_TRUE(meta.ok()) << meta.status().ToString();
+    return *meta;
+  }
+
+  StatusCode get_code(const SessionId& id, bool touch = false) {
+    Session s;
+    ReadOptions ro;
+    ro.touch = touch;
+    return table_.get(id, ro, &s).code();
+  }
+
+  Session read(const SessionId& id) {
+    Session s;
+    Status st = table_.get(id, {}, &s);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return s;
+  }
+
+  ManualClock clock_;
+  SessionTable table_;
+};
+
+TEST_F(SessionTableTest, CreateThenGetReturnsTheSession) {
+  const std::int64_t t0 = clock_.now_ms();
+  SessionMeta m = make("alice", {{"role", "admin"}, {"cart", "[1]"}});
+  EXPECT_EQ(m.created_at_ms, t0);
+  EXPECT_EQ(m.last_access_ms, t0);
+  EXPECT_EQ(m.deadline_ms, t0 + kIdle);
+  Session s = read(m.id);
+  EXPECT_EQ(s.id, m.id);
+  EXPECT_EQ(s.user_id, "alice");
+  ASSERT_EQ(s.fields.size(), 2u);
+  EXPECT_EQ(s.fields[0].name, "cart");  // sorted by name
+  EXPECT_EQ(s.field("role")->value, "admin");
+  EXPECT_EQ(s.timeouts, (Timeouts{kIdle, kAbsolute}));
+  EXPECT_EQ(s.version, m.version);
+  EXPECT_EQ(table_.stats().sessions, 1u);
+  EXPECT_EQ(table_.stats().creates, 1u);
+}
+
+TEST_F(SessionTableTest, CreateUsesPresetOrExplicitTimeouts) {
+  SessionMeta m = make("", {}, preset_timeouts(Preset::kFinance));
+  EXPECT_EQ(read(m.id).timeouts, preset_timeouts(Preset::kFinance));
+  EXPECT_EQ(m.deadline_ms, clock_.now_ms() + 10 * 60'000);
+  SessionMeta n = make("", {}, Timeouts{0, 0});
+  EXPECT_EQ(n.deadline_ms, kNoDeadline);
+}
+
+TEST_F(SessionTableTest, CreateRejectsBadInputWithClearStatus) {
+  NewSession dup;
+  dup.fields = {{"a", "1"}, {"a", "2"}};
+  auto r = table_.create(dup);
+  EXPECT_EQ(r.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("'a'"), std::string::npos);
+
+  NewSession empty_name;
+  empty_name.fields = {{"", "1"}};
+  EXPECT_EQ(table_.create(empty_name).code(), StatusCode::kInvalidArgument);
+
+  NewSession negative;
+  negative.timeouts = Timeouts{-1, 0};
+  EXPECT_EQ(table_.create(negative).code(), StatusCode::kInvalidArgument);
+
+  NewSession long_name;
+  long_name.fields = {{std::string(257, 'n'), "v"}};
+  EXPECT_EQ(table_.create(long_name).code(), StatusCode::kTooLarge);
+
+  NewSession big;
+  big.fields = {{"blob", std::string((1u << 20) + 1, 'x')}};
+  EXPECT_EQ(table_.create(big).code(), StatusCode::kTooLarge);
+
+  NewSession many;
+  for (int i = 0; i < 257; ++i) many.fields.push_back({"f" + std::to_string(i), ""});
+  EXPECT_EQ(table_.create(many).code(), StatusCode::kTooLarge);
+
+  NewSession long_user;
+  long_user.user_id = std::string(257, 'u');
+  EXPECT_EQ(table_.create(long_user).code(), StatusCode::kTooLarge);
+  EXPECT_EQ(table_.stats().sessions, 0u);
+}
+
+TEST_F(SessionTableTest, UnknownIdIsNotFound) {
+  EXPECT_EQ(get_code(new_session_id()), StatusCode::kNotFound);
+  EXPECT_EQ(table_.touch(new_session_id()).code(), StatusCode::kNotFound);
+  EXPECT_EQ(table_.destroy(new_session_id()).code(), StatusCode::kNotFound);
+  EXPECT_EQ(table_.update(new_session_id(), {}).code(), StatusCode::kNotFound);
+  EXPECT_EQ(table_.regenerate(new_session_id()).code(), StatusCode::kNotFound);
+}
+
+TEST_F(SessionTableTest, DeadlineExactlyNowIsExpired) {
+  SessionMeta m = make();
+  clock_.set_ms(m.deadline_ms - 1);
+  EXPECT_EQ(get_code(m.id), StatusCode::kOk);
+  clock_.set_ms(m.deadline_ms);
+  EXPECT_EQ(get_code(m.id), StatusCode::kExpired);
+  // The reader removed it; a second read no longer knows it.
+  EXPECT_EQ(get_code(m.id), StatusCode::kNotFound);
+  EXPECT_EQ(table_.stats().sessions, 0u);
+}
+
+TEST_F(SessionTableTest, ReadWithoutTouchDoesNotSlide) {
+  SessionMeta m = make();
+  clock_.advance_ms(kIdle - 1);
+  EXPECT_EQ(get_code(m.id, /*touch=*/false), StatusCode::kOk);
+  clock_.advance_ms(1);
+  EXPECT_EQ(get_code(m.id), StatusCode::kExpired);
+}
+
+TEST_F(SessionTableTest, ReadWithTouchSlidesIdleDeadline) {
+  SessionMeta m = make();
+  for (int i = 0; i < 5; ++i) {
+    clock_.advance_ms(kIdle - 1);
+    EXPECT_EQ(get_code(m.id, /*touch=*/true), StatusCode::kOk) << i;
+  }
+  Session s = read(m.id);
+  EXPECT_EQ(s.last_access_ms, clock_.now_ms());
+  EXPECT_EQ(s.deadline_ms(), clock_.now_ms() + kIdle);
+}
+
+TEST_F(SessionTableTest, TouchNeverPassesAbsoluteDeadline) {
+  SessionMeta m = make();
+  const std::int64_t absolute = m.created_at_ms + kAbsolute;
+  while (clock_.now_ms() + kIdle / 2 < absolute) {
+    clock_.advance_ms(kIdle / 2);
+    auto t = table_.touch(m.id);
+    ASSERT_TRUE(t.ok());
+    EXPECT_LE(t->deadline_ms, absolute);
+  }
+  auto t = table_.touch(m.id);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->deadline_ms, absolute);
+  clock_.set_ms(absolute);
+  EXPECT_EQ(table_.touch(m.id).code(), StatusCode::kExpired);
+}
+
+TEST_F(SessionTableTest, TouchAfterAbsoluteDeadlineDoesNotRevive) {
+  SessionMeta m = make("", {}, Timeouts{kIdle, kIdle / 2});
+  clock_.advance_ms(kIdle / 2);
+  EXPECT_EQ(table_.touch(m.id).code(), StatusCode::kExpired);
+  EXPECT_EQ(get_code(m.id, true), StatusCode::kNotFound);
+}
+
+TEST_F(SessionTableTest, AbsoluteShorterThanIdleExpiresAtAbsolute) {
+  SessionMeta m = make("", {}, Timeouts{kIdle, 1000});
+  EXPECT_EQ(m.deadline_ms, m.created_at_ms + 1000);
+  clock_.advance_ms(999);
+  EXPECT_EQ(table_.touch(m.id)->deadline_ms, m.created_at_ms + 1000);
+  clock_.advance_ms(1);
+  EXPECT_EQ(get_code(m.id), StatusCode::kExpired);
+}
+
+TEST_F(SessionTableTest, IdleOnlySessionSlidesForever) {
+  SessionMeta m = make("", {}, Timeouts{kIdle, 0});
+  for (int i = 0; i < 100; ++i) {
+    clock_.advance_ms(kIdle - 1);
+    ASSERT_TRUE(table_.touch(m.id).ok()) << i;
+  }
+}
+
+TEST_F(SessionTableTest, UpdateSetsRemovesBumpsVersionAndSlides) {
+  SessionMeta m = make("alice", {{"a", "1"}, {"b", "2"}});
+  clock_.advance_ms(kIdle - 1);
+  FieldChanges ch;
+  ch.set = {{"c", "3"}, {"a", "one"}};
+  ch.remove = {"b", "not-there"};
+  auto u = table_.update(m.id, ch);
+  ASSERT_TRUE(u.ok()) << u.status().ToString();
+  EXPECT_GT(u->version, m.version);
+  EXPECT_EQ(u->last_access_ms, clock_.now_ms());
+  Session s = read(m.id);
+  ASSERT_EQ(s.fields.size(), 2u);
+  EXPECT_EQ(s.field("a")->value, "one");
+  EXPECT_EQ(s.field("c")->value, "3");
+  EXPECT_EQ(s.field("b"), nullptr);
+  EXPECT_EQ(s.user_id, "alice");
+  EXPECT_EQ(s.version, u->version);
+}
+
+TEST_F(SessionTableTest, UpdateKeepsVersionsOfUntouchedFields) {
+  SessionMeta m = make("", {{"a", "1"}, {"b", "2"}});
+  FieldChanges ch;
+  ch.set = {{"b", "22"}};
+  auto u = table_.update(m.id, ch);
+  ASSERT_TRUE(u.ok());
+  Session s = read(m.id);
+  EXPECT_EQ(s.field("a")->version, m.version);
+  EXPECT_EQ(s.field("b")->version, u->version);
+}
+
+TEST_F(SessionTableTest, UpdateWithExpectedVersion) {
+  SessionMeta m = make();
+  FieldChanges ch;
+  ch.set = {{"x", "1"}};
+  auto first = table_.update(m.id, ch, m.version);
+  ASSERT_TRUE(first.ok());
+  // The version m carried is now stale.
+  EXPECT_EQ(table_.update(m.id, ch, m.version).code(), StatusCode::kVersionConflict);
+  EXPECT_TRUE(table_.update(m.id, ch, first->version).ok());
+}
+
+TEST_F(SessionTableTest, UpdateCanChangeTimeouts) {
+  SessionMeta m = make();
+  FieldChanges ch;
+  ch.timeouts = Timeouts{1000, 0};
+  auto u = table_.update(m.id, ch);
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->deadline_ms, clock_.now_ms() + 1000);
+  clock_.advance_ms(1000);
+  EXPECT_EQ(get_code(m.id), StatusCode::kExpired);
+}
+
+TEST_F(SessionTableTest, UpdateRejectsDuplicatesAndLimits) {
+  SessionMeta m = make();
+  FieldChanges dup;
+  dup.set = {{"x", "1"}, {"x", "2"}};
+  EXPECT_EQ(table_.update(m.id, dup).code(), StatusCode::kInvalidArgument);
+  FieldChanges big;
+  big.set = {{"x", std::string(1u << 20, 'x')}};
+  EXPECT_EQ(table_.update(m.id, big).code(), StatusCode::kTooLarge);
+  EXPECT_EQ(read(m.id).version, m.version);  // nothing applied
+}
+
+TEST_F(SessionTableTest, UpdateOfExpiredSessionFails) {
+  SessionMeta m = make();
+  clock_.advance_ms(kIdle);
+  EXPECT_EQ(table_.update(m.id, {}).code(), StatusCode::kExpired);
+}
+
+TEST_F(SessionTableTest, DestroyRemovesSessionAndUserIndexEntry) {
+  SessionMeta a = make("alice");
+  SessionMeta b = make("alice");
+  EXPECT_TRUE(table_.destroy(a.id).ok());
+  EXPECT_EQ(get_code(a.id), StatusCode::kNotFound);
+  EXPECT_EQ(table_.destroy(a.id).code(), StatusCode::kNotFound);
+  auto list = table_.list_user("alice");
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].id, b.id);
+  EXPECT_TRUE(table_.destroy(b.id).ok());
+  EXPECT_TRUE(table_.list_user("alice").empty());
+  EXPECT_EQ(table_.stats().users, 0u);
+}
+
+TEST_F(SessionTableTest, RegenerateGivesNewIdSameDataAndKillsOldId) {
+  SessionMeta m = make("alice", {{"cart", "[7]"}});
+  clock_.advance_ms(1000);
+  auto r = table_.regenerate(m.id);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_NE(r->id, m.id);
+  EXPECT_EQ(r->created_at_ms, clock_.now_ms());
+  EXPECT_EQ(get_code(m.id), StatusCode::kNotFound);  // fixation: the old id is useless
+  Session s = read(r->id);
+  EXPECT_EQ(s.field("cart")->value, "[7]");
+  EXPECT_EQ(s.user_id, "alice");
+  auto list = table_.list_user("alice");
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].id, r->id);
+  EXPECT_EQ(table_.stats().sessions, 1u);
+}
+
+TEST_F(SessionTableTest, RegenerateAtLoginBindsUserAndReplacesData) {
+  SessionMeta anon = make("", {{"csrf", "abc"}});
+  RegenerateOptions login;
+  login.user_id = "bob";
+  login.replace_fields = std::vector<std::pair<std::string, std::string>>{{"role", "user"}};
+  auto r = table_.regenerate(anon.id, login);
+  ASSERT_TRUE(r.ok());
+  Session s = read(r->id);
+  EXPECT_EQ(s.user_id, "bob");
+  EXPECT_EQ(s.field("csrf"), nullptr);
+  EXPECT_EQ(s.field("role")->value, "user");
+  ASSERT_EQ(table_.list_user("bob").size(), 1u);
+}
+
+TEST_F(SessionTableTest, RegenerateOfExpiredIdFailsAndCreatesNothing) {
+  SessionMeta m = make("alice");
+  clock_.advance_ms(kIdle);
+  EXPECT_EQ(table_.regenerate(m.id).code(), StatusCode::kExpired);
+  EXPECT_EQ(table_.stats().sessions, 0u);
+  EXPECT_TRUE(table_.list_user("alice").empty());
+}
+
+TEST_F(SessionTableTest, ListUserReturnsAliveSessionsOldestFirst) {
+  SessionMeta a = make("alice");
+  clock_.advance_ms(5);
+  SessionMeta b = make("alice", {}, Timeouts{kIdle * 10, 0});
+  make("bob");
+  auto list = table_.list_user("alice");
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].id, a.id);
+  EXPECT_EQ(list[1].id, b.id);
+  clock_.advance_ms(kIdle);  // a expires, b lives on
+  list = table_.list_user("alice");
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].id, b.id);
+  EXPECT_TRUE(table_.list_user("nobody").empty());
+}
+
+TEST_F(SessionTableTest, RevokeUserDestroysAllButKept) {
+  std::vector<SessionMeta> alice;
+  for (int i = 0; i < 5; ++i) alice.push_back(make("alice"));
+  SessionMeta bob = make("bob");
+  auto n = table_.revoke_user("alice", &alice[2].id);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 4u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(get_code(alice[static_cast<std::size_t>(i)].id),
+              i == 2 ? StatusCode::kOk : StatusCode::kNotFound);
+  }
+  EXPECT_EQ(get_code(bob.id), StatusCode::kOk);
+  EXPECT_EQ(*table_.revoke_user("alice"), 1u);
+  EXPECT_EQ(*table_.revoke_user("alice"), 0u);
+  EXPECT_EQ(table_.stats().sessions, 1u);
+}
+
+TEST_F(SessionTableTest, ExpirerRemovesDueSessionsAndIndex) {
+  for (int i = 0; i < 50; ++i) make("alice");
+  SessionMeta keeper = make("alice", {}, Timeouts{kIdle * 100, 0});
+  EXPECT_EQ(table_.expire_due(), 0u);
+  clock_.advance_ms(kIdle);
+  EXPECT_EQ(table_.expire_due(), 50u);
+  EXPECT_EQ(table_.stats().sessions, 1u);
+  EXPECT_EQ(table_.stats().expiries, 50u);
+  auto list = table_.list_user("alice");
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].id, keeper.id);
+}
+
+TEST_F(SessionTableTest, ExpirerWorksInBoundedBatches) {
+  TableOptions o = options();
+  o.shard_count = 1;
+  o.expiry_batch = 10;
+  SessionTable table(o, clock_, nullptr);
+  for (int i = 0; i < 35; ++i) ASSERT_TRUE(table.create({}).ok());
+  clock_.advance_ms(kIdle);
+  EXPECT_EQ(table.expire_due(), 10u);
+  EXPECT_EQ(table.expire_due(), 10u);
+  EXPECT_EQ(table.expire_due(), 10u);
+  EXPECT_EQ(table.expire_due(), 5u);
+  EXPECT_EQ(table.expire_due(), 0u);
+}
+
+TEST_F(SessionTableTest, ExpirerKeepsTouchedSessions) {
+  SessionMeta m = make();
+  clock_.advance_ms(kIdle - 1);
+  ASSERT_TRUE(table_.touch(m.id).ok());
+  clock_.advance_ms(1);  // the original deadline
+  EXPECT_EQ(table_.expire_due(), 0u);
+  EXPECT_EQ(get_code(m.id), StatusCode::kOk);
+  clock_.advance_ms(kIdle);
+  EXPECT_EQ(table_.expire_due(), 1u);
+}
+
+TEST_F(SessionTableTest, BackgroundExpirerRemovesDueSessions) {
+  make();
+  clock_.advance_ms(kIdle);
+  table_.start_expirer(1);
+  // Wait on the condition with a deadline (the expirer runs every millisecond).
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (table_.stats().sessions != 0 && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::yield();
+  }
+  table_.stop_expirer();
+  EXPECT_EQ(table_.stats().sessions, 0u);
+}
+
+TEST_F(SessionTableTest, ContextMismatchIsReported) {
+  NewSession req;
+  req.context = ClientContext{"203.0.113.7", 42};
+  auto m = table_.create(req);
+  ASSERT_TRUE(m.ok());
+  Session s;
+  ClientContext same{"203.0.113.7", 42}, other{"198.51.100.9", 42};
+  ReadOptions ro;
+  ro.expect_context = &same;
+  EXPECT_TRUE(table_.get(m->id, ro, &s).ok());
+  ASSERT_TRUE(s.context.has_value());
+  EXPECT_EQ(*s.context, same);
+  ro.expect_context = &other;
+  EXPECT_EQ(table_.get(m->id, ro, &s).code(), StatusCode::kContextMismatch);
+  EXPECT_TRUE(table_.get(m->id, {}, &s).ok());  // no context given: no check
+}
+
+TEST_F(SessionTableTest, AccessLogKeepsTheLastN) {
+  SessionMeta m = make();
+  Session s;
+  for (int i = 0; i < 5; ++i) {
+    clock_.advance_ms(10);
+    AccessEntry e;
+    e.ip = "10.0.0." + std::to_string(i);
+    ReadOptions ro;
+    ro.record_access = &e;
+    ASSERT_TRUE(table_.get(m.id, ro, &s).ok());
+  }
+  ASSERT_EQ(s.access_log.size(), 3u);  // access_log_length = 3
+  EXPECT_EQ(s.access_log[0].ip, "10.0.0.2");
+  EXPECT_EQ(s.access_log[2].ip, "10.0.0.4");
+  EXPECT_EQ(s.access_log[2].time_ms, clock_.now_ms());
+}
+
+TEST_F(SessionTableTest, MemoryBudgetRefusesNewSessionsButServesOld) {
+  TableOptions o = options();
+  o.memory_budget_bytes = 4096;
+  SessionTable table(o, clock_, nullptr);
+  NewSession req;
+  req.fields = {{"v", std::string(1000, 'x')}};
+  std::vector<SessionId> ids;
+  for (;;) {
+    auto r = table.create(req);
+    if (!r.ok()) {
+      EXPECT_EQ(r.code(), StatusCode::kOverloaded);
+      EXPECT_NE(r.status().message().find("memory budget"), std::string::npos);
+      break;
+    }
+    ids.push_back(r->id);
+    ASSERT_LT(ids.size(), 10u);
+  }
+  EXPECT_GE(ids.size(), 2u);
+  EXPECT_LE(table.stats().memory_bytes, 4096u);
+  Session s;
+  EXPECT_TRUE(table.get(ids[0], {}, &s).ok());
+  ASSERT_TRUE(table.destroy(ids[0]).ok());
+  EXPECT_TRUE(table.create(req).ok());  // room again
+}
+
+TEST_F(SessionTableTest, StatsCountOperations) {
+  SessionMeta m = make();
+  read(m.id);
+  get_code(new_session_id());
+  FieldChanges ch;
+  ch.set = {{"k", "v"}};
+  ASSERT_TRUE(table_.update(m.id, ch).ok());
+  auto r = table_.regenerate(m.id);
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(table_.destroy(r->id).ok());
+  TableStats st = table_.stats();
+  EXPECT_EQ(st.creates, 1u);
+  EXPECT_EQ(st.read_hits, 1u);
+  EXPECT_EQ(st.read_misses, 1u);
+  EXPECT_EQ(st.updates, 1u);
+  EXPECT_EQ(st.regenerates, 1u);
+  EXPECT_EQ(st.destroys, 1u);
+  EXPECT_EQ(st.sessions, 0u);
+  EXPECT_EQ(st.memory_bytes, 0u);
+}
+
+}  // namespace
+}  // namespace sessiond::storage
