@@ -29,6 +29,7 @@
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <limits>
 
 #include "storage/detail/record.h"
 
@@ -51,13 +52,19 @@ struct IdHash {
   std::size_t operator()(const RecordPtr& r) const { return id_word(r->id, 0); }
 };
 
+// Word-wise equality: ids are compared on every lookup, and a memcmp call costs more here.
+bool same_id(const SessionId& a, const SessionId& b) {
+  return ((id_word(a, 0) ^ id_word(b, 0)) | (id_word(a, 8) ^ id_word(b, 8)) |
+          (id_word(a, 16) ^ id_word(b, 16)) | (id_word(a, 24) ^ id_word(b, 24))) == 0;
+}
+
 struct IdEq {
   using is_transparent = void;
   static const SessionId& key(const SessionId& id) { return id; }
   static const SessionId& key(const RecordPtr& r) { return r->id; }
   template <typename A, typename B>
   bool operator()(const A& a, const B& b) const {
-    return key(a) == key(b);
+    return same_id(key(a), key(b));
   }
 };
 
@@ -188,6 +195,8 @@ class SessionTable::Impl {
   Result<RecoveryReport> recover();
   Result<SessionMeta> create(const NewSession& request);
   Status get(const SessionId& id, const ReadOptions& options, Session* out);
+  void get_batch(std::span<const SessionId> ids, const ReadOptions& options,
+                 std::span<Session> out, std::span<Status> statuses);
   Result<SessionMeta> update(const SessionId& id, const FieldChanges& changes,
                              std::optional<Version> expected_version);
   Result<SessionMeta> touch(const SessionId& id);
@@ -235,14 +244,24 @@ class SessionTable::Impl {
 
 // ---- helpers --------------------------------------------------------------------------------
 
+// Asks for every cache line of a record at once. Decoding walks the fields one length at a
+// time, which would otherwise fetch a large record as a chain of dependent misses.
+void prefetch_record(const Record* r) {
+  const char* p = reinterpret_cast<const char*>(r);
+  const char* end = p + sizeof(Record) + r->blob_size;
+  for (p += 64; p < end; p += 64) __builtin_prefetch(p);
+}
+
 Result<Record*> SessionTable::Impl::find_alive(Shard& shard, const SessionId& id,
                                                std::int64_t now) {
+  shard.records.prefetch(id);  // control bytes and slot in parallel rather than one by one
   auto it = shard.records.find(id);
   if (it == shard.records.end()) {
     ++shard.counters.read_misses;
     return Status::NotFound();
   }
   Record* r = it->get();
+  prefetch_record(r);
   if (r->deadline_ms() <= now) {
     ++shard.counters.read_misses;
     ++shard.counters.expiries;
@@ -283,35 +302,41 @@ void SessionTable::Impl::insert(Shard& shard, RecordPtr r) {
 }
 
 Status SessionTable::Impl::persist_record(Record* r, std::span<const StoreOp> extra) {
-  if (!store_) {
-    r->persisted_access_ms = r->last_access_ms;
-    return {};
-  }
+  const std::uint32_t previous_lag = r->unpersisted_ms;
+  r->unpersisted_ms = 0;
+  if (!store_) return {};
   thread_local std::string value;
-  const std::int64_t previous = r->persisted_access_ms;
-  r->persisted_access_ms = r->last_access_ms;
   detail::encode_value(*r, &value);
   std::array<StoreOp, 4> ops;
   std::size_t n = 0;
   ops[n++] = StoreOp{StoreOp::Kind::kPutSession, id_bytes(r->id), value, {}, 0};
   for (const StoreOp& op : extra) ops[n++] = op;
   Status s = store_->write(std::span(ops.data(), n));
-  if (!s.ok()) r->persisted_access_ms = previous;
+  if (!s.ok()) r->unpersisted_ms = previous_lag;
   return s;
 }
 
 Status SessionTable::Impl::slide(Shard& shard, Record* r, std::int64_t now) {
   const std::int64_t previous = r->last_access_ms;
+  const std::uint32_t previous_lag = r->unpersisted_ms;
   const std::int64_t previous_key = heap_key(r);
-  r->last_access_ms = std::max(r->last_access_ms, now);
+  bool must_persist = false;
+  if (now > r->last_access_ms) {
+    const std::int64_t lag = r->unpersisted_ms + (now - r->last_access_ms);
+    must_persist = lag > std::numeric_limits<std::uint32_t>::max();  // lag must fit its field
+    r->last_access_ms = now;
+    r->unpersisted_ms = must_persist ? 0 : static_cast<std::uint32_t>(lag);
+  }
   const double slack = static_cast<double>(r->idle_ms) * options_.touch_persist_fraction;
-  if (static_cast<double>(r->deadline_ms() - r->persisted_deadline_ms()) <= slack) {
+  if (!must_persist &&
+      static_cast<double>(r->deadline_ms() - r->persisted_deadline_ms()) <= slack) {
     ++shard.counters.touches_coalesced;
     return {};
   }
   Status s = persist_record(r);
   if (!s.ok()) {
     r->last_access_ms = previous;
+    r->unpersisted_ms = previous_lag;
     return s;
   }
   ++shard.counters.touches_persisted;
@@ -423,7 +448,6 @@ Result<SessionMeta> SessionTable::Impl::create(const NewSession& request) {
   RecordPtr r = Record::make(new_session_id(), blob);
   r->created_at_ms = now;
   r->last_access_ms = now;
-  r->persisted_access_ms = now;
   r->idle_ms = timeouts.idle_ms;
   r->absolute_ms = timeouts.absolute_ms;
   r->version_hlc = version.hlc;
@@ -491,6 +515,29 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
   ++shard.counters.read_hits;
   detail::record_to_session(*r, out);
   return {};
+}
+
+// Three passes so that each pass's cache misses overlap across the batch instead of forming one
+// chain per read: hash-table groups and slots, then record headers, then the reads themselves
+// (which prefetch the rest of each record).
+void SessionTable::Impl::get_batch(std::span<const SessionId> ids, const ReadOptions& options,
+                                   std::span<Session> out, std::span<Status> statuses) {
+  for (const SessionId& id : ids) {
+    Shard& shard = shard_of(id);
+    std::lock_guard lock(shard.mu);
+    shard.records.prefetch(id);
+  }
+  for (const SessionId& id : ids) {
+    Shard& shard = shard_of(id);
+    std::lock_guard lock(shard.mu);
+    auto it = shard.records.find(id);
+    if (it != shard.records.end()) {
+      // Only the header: its size is not known until it arrives. Prefetch never faults.
+      __builtin_prefetch(it->get());
+      __builtin_prefetch(reinterpret_cast<const char*>(it->get()) + 64);
+    }
+  }
+  for (std::size_t i = 0; i < ids.size(); ++i) statuses[i] = get(ids[i], options, &out[i]);
 }
 
 Result<SessionMeta> SessionTable::Impl::touch(const SessionId& id) {
@@ -642,7 +689,6 @@ Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
   RecordPtr r = Record::make(new_id, blob);
   r->created_at_ms = now;
   r->last_access_ms = now;
-  r->persisted_access_ms = now;
   r->idle_ms = old->idle_ms;
   r->absolute_ms = old->absolute_ms;
   r->version_hlc = version.hlc;
@@ -801,6 +847,10 @@ Result<SessionMeta> SessionTable::create(const NewSession& request) {
 }
 Status SessionTable::get(const SessionId& id, const ReadOptions& options, Session* out) {
   return impl_->get(id, options, out);
+}
+void SessionTable::get_batch(std::span<const SessionId> ids, const ReadOptions& options,
+                             std::span<Session> out, std::span<Status> statuses) {
+  impl_->get_batch(ids, options, out, statuses);
 }
 Result<SessionMeta> SessionTable::update(const SessionId& id, const FieldChanges& changes,
                                          std::optional<Version> expected_version) {

@@ -93,14 +93,15 @@ bool validate_blob(std::string_view blob) {
   if (n > blob.size()) return false;  // every field takes at least 3 bytes
   std::string_view prev_name;
   for (std::uint64_t i = 0; i < n; ++i) {
-    if (blob.empty()) return false;
-    const auto flags = static_cast<std::uint8_t>(blob.front());
-    blob.remove_prefix(1);
-    std::string_view name, value;
-    if (!get_bytes(&blob, &name) || !get_bytes(&blob, &value)) return false;
+    std::uint64_t head = 0;
+    if (!get_varint(&blob, &head) || (head >> 1) > blob.size()) return false;
+    const std::string_view name = blob.substr(0, head >> 1);
+    blob.remove_prefix(head >> 1);
+    std::string_view value;
+    if (!get_bytes(&blob, &value)) return false;
     if (i > 0 && !(prev_name < name)) return false;
     prev_name = name;
-    if (flags & 1) {
+    if (head & 1) {
       std::uint64_t hlc = 0, region = 0;
       if (!get_fixed64(&blob, &hlc) || !get_varint(&blob, &region)) return false;
     }
@@ -117,8 +118,8 @@ void encode_blob(std::string_view user_id, std::span<const FieldRef> fields,
   put_varint(out, fields.size());
   for (const FieldRef& f : fields) {
     const bool explicit_version = f.version != record_version;
-    out->push_back(explicit_version ? 1 : 0);
-    put_bytes(out, f.name);
+    put_varint(out, (f.name.size() << 1) | (explicit_version ? 1 : 0));
+    out->append(f.name);
     put_bytes(out, f.value);
     if (explicit_version) {
       put_fixed64(out, f.version.hlc);
@@ -140,12 +141,13 @@ void blob_fields(std::string_view blob, const Version& record_version, std::vect
   get_varint(&blob, &n);
   out->resize(n);
   for (FieldRef& f : *out) {
-    const auto flags = static_cast<std::uint8_t>(blob.front());
-    blob.remove_prefix(1);
-    get_bytes(&blob, &f.name);
+    std::uint64_t head = 0;
+    get_varint(&blob, &head);
+    f.name = blob.substr(0, head >> 1);
+    blob.remove_prefix(head >> 1);
     get_bytes(&blob, &f.value);
     f.version = record_version;
-    if (flags & 1) {
+    if (head & 1) {
       std::uint64_t region = 0;
       get_fixed64(&blob, &f.version.hlc);
       get_varint(&blob, &region);
@@ -183,7 +185,7 @@ void encode_value(const Record& r, std::string* out) {
   out->push_back(static_cast<char>(kValueFormat));
   put_fixed64(out, static_cast<std::uint64_t>(r.persisted_deadline_ms()));
   put_varint(out, static_cast<std::uint64_t>(r.created_at_ms));
-  put_varint(out, static_cast<std::uint64_t>(r.persisted_access_ms));
+  put_varint(out, static_cast<std::uint64_t>(r.persisted_access_ms()));
   put_varint(out, static_cast<std::uint64_t>(r.idle_ms));
   put_varint(out, static_cast<std::uint64_t>(r.absolute_ms));
   put_fixed64(out, r.version_hlc);
@@ -272,7 +274,6 @@ Result<RecordPtr> decode_value(std::string_view id, std::string_view value) {
   RecordPtr r = Record::make(sid, in);
   r->created_at_ms = static_cast<std::int64_t>(created);
   r->last_access_ms = static_cast<std::int64_t>(access);
-  r->persisted_access_ms = r->last_access_ms;
   r->idle_ms = static_cast<std::int64_t>(idle);
   r->absolute_ms = static_cast<std::int64_t>(absolute);
   r->version_hlc = hlc;

@@ -6,8 +6,8 @@
 // a 12-byte version. The on-disk value is the header, the context and access log, then the same
 // blob verbatim, so persisting copies bytes instead of re-encoding fields.
 //
-// Blob:   varint user_len, user_id, varint n, n x { u8 flags, varint name_len, name,
-//         varint value_len, value, [fixed64 hlc, varint region] if flags & 1 }
+// Blob:   varint user_len, user_id, varint n, n x { varint (name_len << 1 | has_version), name,
+//         varint value_len, value, [fixed64 hlc, varint region] if has_version }
 // Value:  u8 format (1), fixed64 deadline, varint created, last_access, idle, absolute,
 //         fixed64 hlc, varint region, u8 flags (1: context), [varint ip_len, ip, fixed64 ua],
 //         varint log_n, log_n x { varint time, varint ip_len, ip, fixed64 ua, u8 has_loc,
@@ -50,13 +50,13 @@ struct Record {
   std::int64_t last_access_ms = 0;
   std::int64_t idle_ms = 0;
   std::int64_t absolute_ms = 0;
-  // last_access_ms as of the last persisted write: the on-disk deadline derives from it, and
-  // touch coalescing compares against it.
-  std::int64_t persisted_access_ms = 0;
   std::uint64_t version_hlc = 0;
+  std::unique_ptr<Extras> extras;
   std::uint32_t version_region = 0;
   std::uint32_t heap_index = 0;  // position in the shard's expiry heap
-  std::unique_ptr<Extras> extras;
+  // How far last_access_ms has moved since the last persisted write (touch coalescing). The
+  // on-disk deadline derives from last_access_ms - unpersisted_ms.
+  std::uint32_t unpersisted_ms = 0;
   std::uint32_t blob_size = 0;
 
   // A record with room for `blob` copied after the header; other members zeroed.
@@ -68,9 +68,10 @@ struct Record {
   std::int64_t deadline_ms() const {
     return compute_deadline(created_at_ms, last_access_ms, timeouts());
   }
+  std::int64_t persisted_access_ms() const { return last_access_ms - unpersisted_ms; }
   // The deadline as last persisted; never later than deadline_ms().
   std::int64_t persisted_deadline_ms() const {
-    return compute_deadline(created_at_ms, persisted_access_ms, timeouts());
+    return compute_deadline(created_at_ms, persisted_access_ms(), timeouts());
   }
   // Heap bytes this record holds (header, blob, extras); used for the memory budget and stats.
   std::size_t footprint() const;
@@ -101,8 +102,8 @@ std::string_view blob_user_id(std::string_view blob);
 // Fills `out` (reusing its buffers) from a record.
 void record_to_session(const Record& record, Session* out);
 
-// The on-disk value of a record; its deadline is the record's persisted deadline, so callers
-// set persisted_access_ms = last_access_ms before encoding.
+// The on-disk value of a record, with its persisted last access and deadline; callers that
+// persist the current state set unpersisted_ms = 0 first.
 void encode_value(const Record& record, std::string* out);
 // Rebuilds a record from a stored key and value, checking every length against the input.
 Result<RecordPtr> decode_value(std::string_view id, std::string_view value);

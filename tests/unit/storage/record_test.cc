@@ -15,7 +15,6 @@ RecordPtr sample_record(bool with_extras) {
   RecordPtr r = Record::make(new_session_id(), blob);
   r->created_at_ms = 1'700'000'000'000;
   r->last_access_ms = r->created_at_ms + 5000;
-  r->persisted_access_ms = r->last_access_ms;
   r->idle_ms = 600'000;
   r->absolute_ms = 1'800'000;
   r->version_hlc = v.hlc;

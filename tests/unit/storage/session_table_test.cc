@@ -192,6 +192,28 @@ TEST_F(SessionTableTest, IdleOnlySessionSlidesForever) {
   }
 }
 
+TEST_F(SessionTableTest, GetBatchAnswersLikeGetForEachId) {
+  SessionMeta a = make("alice", {{"k", "a"}});
+  SessionMeta b = make("bob", {{"k", "b"}}, Timeouts{kIdle / 2, 0});
+  SessionMeta c = make("carol", {{"k", "c"}});
+  clock_.advance_ms(kIdle / 2);  // b is now expired
+  const std::vector<SessionId> ids = {a.id, new_session_id(), b.id, c.id, a.id};
+  std::vector<Session> out(ids.size());
+  std::vector<Status> statuses(ids.size());
+  ReadOptions touch;
+  touch.touch = true;
+  table_.get_batch(ids, touch, out, statuses);
+  EXPECT_TRUE(statuses[0].ok());
+  EXPECT_EQ(statuses[1].code(), StatusCode::kNotFound);
+  EXPECT_EQ(statuses[2].code(), StatusCode::kExpired);
+  EXPECT_TRUE(statuses[3].ok());
+  EXPECT_TRUE(statuses[4].ok());
+  EXPECT_EQ(out[0].field("k")->value, "a");
+  EXPECT_EQ(out[3].field("k")->value, "c");
+  EXPECT_EQ(out[3].last_access_ms, clock_.now_ms());  // touched
+  EXPECT_EQ(out[4].id, a.id);
+}
+
 TEST_F(SessionTableTest, UpdateSetsRemovesBumpsVersionAndSlides) {
   SessionMeta m = make("alice", {{"a", "1"}, {"b", "2"}});
   clock_.advance_ms(kIdle - 1);
@@ -455,6 +477,39 @@ TEST_F(SessionTableTest, MemoryBudgetRefusesNewSessionsButServesOld) {
   EXPECT_TRUE(table.get(ids[0], {}, &s).ok());
   ASSERT_TRUE(table.destroy(ids[0]).ok());
   EXPECT_TRUE(table.create(req).ok());  // room again
+}
+
+TEST_F(SessionTableTest, TouchesAreCoalescedWithinTheFraction) {
+  SessionMeta m = make();  // idle 10 s, fraction 0.1: persisted once the deadline moves > 1 s
+  clock_.advance_ms(600);
+  ASSERT_TRUE(table_.touch(m.id).ok());
+  clock_.advance_ms(400);
+  ASSERT_TRUE(table_.touch(m.id).ok());  // moved exactly 1 s: still within the slack
+  EXPECT_EQ(table_.stats().touches_coalesced, 2u);
+  EXPECT_EQ(table_.stats().touches_persisted, 0u);
+  clock_.advance_ms(1);
+  ASSERT_TRUE(table_.touch(m.id).ok());
+  EXPECT_EQ(table_.stats().touches_persisted, 1u);
+}
+
+TEST_F(SessionTableTest, VeryLongUnpersistedSlideIsPersistedBeforeItOverflows) {
+  // With a fraction of 1 and an idle timeout of 100 years, coalescing alone would let the
+  // in-memory lag grow past what the record can hold (2^32 ms, ~49.7 days).
+  TableOptions o = options();
+  o.touch_persist_fraction = 1.0;
+  SessionTable table(o, clock_, nullptr);
+  NewSession req;
+  req.timeouts = Timeouts{100LL * 365 * 24 * 3600 * 1000, 0};
+  auto m = table.create(req);
+  ASSERT_TRUE(m.ok());
+  clock_.advance_ms(30LL * 24 * 3600 * 1000);
+  ASSERT_TRUE(table.touch(m->id).ok());
+  EXPECT_EQ(table.stats().touches_persisted, 0u);
+  clock_.advance_ms(30LL * 24 * 3600 * 1000);
+  auto t = table.touch(m->id);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(table.stats().touches_persisted, 1u);
+  EXPECT_EQ(t->last_access_ms, clock_.now_ms());
 }
 
 TEST_F(SessionTableTest, StatsCountOperations) {
