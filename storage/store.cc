@@ -12,6 +12,7 @@
 #include <rocksdb/cache.h>
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
+#include <rocksdb/memtablerep.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
@@ -190,6 +191,8 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
   db_options.max_background_jobs = 2;
   db_options.bytes_per_sync = 1 << 20;
   db_options.avoid_flush_during_shutdown = false;  // memory mode relies on the flush at close
+  // The vector memtable (below) takes inserts from one writer at a time.
+  db_options.allow_concurrent_memtable_write = false;
 
   auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   auto family_options = [&](const rocksdb::CompactionFilter* filter) {
@@ -198,6 +201,10 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
     cf.max_write_buffer_number = 3;
     cf.compression = rocksdb::kLZ4Compression;
     cf.compaction_filter = filter;
+    // sessiond never point-reads these families (the table in memory answers reads; recovery
+    // scans), so an append-only vector memtable, sorted at flush, beats the skiplist, whose
+    // inserts are a chain of cache misses over random 32-byte keys.
+    cf.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
     rocksdb::BlockBasedTableOptions table;
     table.block_cache = cache;
     cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
