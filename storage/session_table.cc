@@ -173,12 +173,6 @@ SessionMeta meta_of(const Record& r) {
   return {r.id, r.version(), r.created_at_ms, r.last_access_ms, r.deadline_ms()};
 }
 
-// Deadline for the user-index entry: it must outlive every deadline the session can reach by
-// touches, so it is the absolute deadline (or none).
-std::int64_t user_entry_deadline(const Record& r) {
-  return r.absolute_ms > 0 ? r.created_at_ms + r.absolute_ms : kNoDeadline;
-}
-
 }  // namespace
 
 class SessionTable::Impl {
@@ -195,8 +189,8 @@ class SessionTable::Impl {
   Result<RecoveryReport> recover();
   Result<SessionMeta> create(const NewSession& request);
   Status get(const SessionId& id, const ReadOptions& options, Session* out);
-  void get_batch(std::span<const SessionId> ids, const ReadOptions& options,
-                 std::span<Session> out, std::span<Status> statuses);
+  void get_batch(std::span<const SessionId> ids, const ReadOptions& options, std::span<Session> out,
+                 std::span<Status> statuses);
   Result<SessionMeta> update(const SessionId& id, const FieldChanges& changes,
                              std::optional<Version> expected_version);
   Result<SessionMeta> touch(const SessionId& id);
@@ -206,6 +200,10 @@ class SessionTable::Impl {
   Result<std::size_t> revoke_user(std::string_view user_id, const SessionId* keep);
   // Returns {removed, whether some shard still has due work}.
   std::pair<std::size_t, bool> expire_pass();
+  // Persists every record with a coalesced touch or an unsaved access history.
+  Status flush();
+  // Empties the table (a failed recovery must not leave a partial load behind).
+  void clear();
   TableStats stats() const;
 
  private:
@@ -224,6 +222,9 @@ class SessionTable::Impl {
   void index_user(std::string_view user, const SessionId& id, bool add);
   // Slides r's last access to now; persists it if the coalescing rule says so.
   Status slide(Shard& shard, Record* r, std::int64_t now);
+  // Writes the record's current state (and its user-index entry, with the same deadline, so the
+  // compaction filter drops both together) plus `extra` in one batch; on success nothing of the
+  // record is left unpersisted.
   Status persist_record(Record* r, std::span<const StoreOp> extra = {});
   Status check_fields(std::string_view user_id, std::span<const FieldRef> fields) const;
   Status reserve_bytes(std::int64_t delta);
@@ -304,16 +305,24 @@ void SessionTable::Impl::insert(Shard& shard, RecordPtr r) {
 Status SessionTable::Impl::persist_record(Record* r, std::span<const StoreOp> extra) {
   const std::uint32_t previous_lag = r->unpersisted_ms;
   r->unpersisted_ms = 0;
-  if (!store_) return {};
-  thread_local std::string value;
-  detail::encode_value(*r, &value);
-  std::array<StoreOp, 4> ops;
-  std::size_t n = 0;
-  ops[n++] = StoreOp{StoreOp::Kind::kPutSession, id_bytes(r->id), value, {}, 0};
-  for (const StoreOp& op : extra) ops[n++] = op;
-  Status s = store_->write(std::span(ops.data(), n));
-  if (!s.ok()) r->unpersisted_ms = previous_lag;
-  return s;
+  if (store_) {
+    thread_local std::string value;
+    detail::encode_value(*r, &value);
+    const std::string_view user = detail::blob_user_id(r->blob());
+    std::array<StoreOp, 4> ops;
+    std::size_t n = 0;
+    ops[n++] = StoreOp{StoreOp::Kind::kPutSession, id_bytes(r->id), value, {}, 0};
+    if (!user.empty()) {
+      ops[n++] = StoreOp{StoreOp::Kind::kPutUser, id_bytes(r->id), {}, user, r->deadline_ms()};
+    }
+    for (const StoreOp& op : extra) ops[n++] = op;
+    if (Status s = store_->write(std::span(ops.data(), n)); !s.ok()) {
+      r->unpersisted_ms = previous_lag;
+      return s;
+    }
+  }
+  if (r->extras) r->extras->unsaved_access = false;
+  return {};
 }
 
 Status SessionTable::Impl::slide(Shard& shard, Record* r, std::int64_t now) {
@@ -402,7 +411,7 @@ Result<RecoveryReport> SessionTable::Impl::recover() {
   if (!store_) return report;
   const auto started = std::chrono::steady_clock::now();
   const std::int64_t now = clock_.now_ms();
-  Status s = store_->for_each_session([&](std::string_view key, std::string_view value) {
+  Status s = store_->for_each_session([&](std::string_view key, std::string_view value) -> Status {
     auto decoded = detail::decode_value(key, value);
     if (!decoded.ok()) {
       std::string id_text =
@@ -425,7 +434,10 @@ Result<RecoveryReport> SessionTable::Impl::recover() {
     ++report.loaded;
     return Status();
   });
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    clear();  // never serve a partial load
+    return s;
+  }
   report.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                            std::chrono::steady_clock::now() - started)
                            .count();
@@ -461,19 +473,7 @@ Result<SessionMeta> SessionTable::Impl::create(const NewSession& request) {
   Shard& shard = shard_of(r->id);
   std::lock_guard lock(shard.mu);
   while (shard.records.contains(r->id)) r->id = new_session_id();  // 2^-256: for the record
-  if (store_) {
-    thread_local std::string value;
-    detail::encode_value(*r, &value);
-    std::array<StoreOp, 2> ops{StoreOp{StoreOp::Kind::kPutSession, id_bytes(r->id), value, {}, 0},
-                               StoreOp{StoreOp::Kind::kPutUser,
-                                       id_bytes(r->id),
-                                       {},
-                                       request.user_id,
-                                       user_entry_deadline(*r)}};
-    if (Status s = store_->write(std::span(ops.data(), request.user_id.empty() ? 1 : 2)); !s.ok()) {
-      return s;
-    }
-  }
+  if (Status s = persist_record(r.get()); !s.ok()) return s;
   SessionMeta meta = meta_of(*r);
   insert(shard, std::move(r));
   ++shard.counters.creates;
@@ -506,6 +506,10 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
       }
       log.push_back(*options.record_access);
       log.back().time_ms = now;
+      if (!log.back().has_location) log.back().latitude = log.back().longitude = 0;
+      // Saved with the session's next write (a touch past the coalescing slack, an update, the
+      // expirer's catch-up) or by flush(), like coalesced touches.
+      r->extras->unsaved_access = true;
       account(shard, static_cast<std::int64_t>(r->footprint()) - static_cast<std::int64_t>(before));
     }
   }
@@ -602,19 +606,14 @@ Result<SessionMeta> SessionTable::Impl::update(const SessionId& id, const FieldC
   r->absolute_ms = changes.timeouts ? changes.timeouts->absolute_ms : old->absolute_ms;
   r->version_hlc = version.hlc;
   r->version_region = version.region;
+  const auto old_bytes = static_cast<std::int64_t>(old->footprint());  // before extras move
   r->extras = std::move(old->extras);
-  const std::int64_t delta =
-      static_cast<std::int64_t>(r->footprint()) - static_cast<std::int64_t>(old->footprint());
+  const std::int64_t delta = static_cast<std::int64_t>(r->footprint()) - old_bytes;
   if (Status s = reserve_bytes(delta); !s.ok()) {
     old->extras = std::move(r->extras);
     return s;
   }
-  // A new policy moves the user-index entry's deadline too.
-  const bool reindex = !user.empty() && user_entry_deadline(*r) != user_entry_deadline(*old);
-  std::array<StoreOp, 1> user_op{
-      StoreOp{StoreOp::Kind::kPutUser, id_bytes(id), {}, user, user_entry_deadline(*r)}};
-  if (Status s = persist_record(r.get(), reindex ? std::span(user_op) : std::span<StoreOp>());
-      !s.ok()) {
+  if (Status s = persist_record(r.get()); !s.ok()) {
     old->extras = std::move(r->extras);
     return s;
   }
@@ -699,21 +698,13 @@ Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
       !s.ok()) {
     return s;
   }
-  if (store_) {
-    thread_local std::string value;
-    detail::encode_value(*r, &value);
-    std::array<StoreOp, 4> ops;
-    std::size_t n = 0;
-    ops[n++] = StoreOp{StoreOp::Kind::kDeleteSession, id_bytes(id), {}, {}, 0};
-    if (!old_user.empty())
-      ops[n++] = StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(id), {}, old_user, 0};
-    ops[n++] = StoreOp{StoreOp::Kind::kPutSession, id_bytes(new_id), value, {}, 0};
-    if (!new_user.empty()) {
-      ops[n++] =
-          StoreOp{StoreOp::Kind::kPutUser, id_bytes(new_id), {}, new_user, user_entry_deadline(*r)};
-    }
-    if (Status s = store_->write(std::span(ops.data(), n)); !s.ok()) return s;
+  std::array<StoreOp, 2> retire;  // the old id and its user-index entry go in the same batch
+  std::size_t n = 0;
+  retire[n++] = StoreOp{StoreOp::Kind::kDeleteSession, id_bytes(id), {}, {}, 0};
+  if (!old_user.empty()) {
+    retire[n++] = StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(id), {}, old_user, 0};
   }
+  if (Status s = persist_record(r.get(), std::span(retire.data(), n)); !s.ok()) return s;
   SessionMeta meta = meta_of(*r);
   unlink(old_shard, old);
   insert(new_shard, std::move(r));
@@ -810,6 +801,34 @@ std::pair<std::size_t, bool> SessionTable::Impl::expire_pass() {
   return {removed, more};
 }
 
+Status SessionTable::Impl::flush() {
+  for (Shard& shard : shards_) {
+    std::lock_guard lock(shard.mu);
+    for (const RecordPtr& owned : shard.records) {
+      Record* r = owned.get();
+      if (r->unpersisted_ms == 0 && !(r->extras && r->extras->unsaved_access)) continue;
+      const std::int64_t key = heap_key(r);
+      if (Status s = persist_record(r); !s.ok()) return s;
+      if (heap_key(r) != key) heap_fix(shard.heap, r);
+    }
+  }
+  return {};
+}
+
+void SessionTable::Impl::clear() {
+  for (Shard& shard : shards_) {
+    std::lock_guard lock(shard.mu);
+    shard.heap.clear();
+    shard.records.clear();
+    shard.bytes = 0;
+  }
+  for (UserShard& us : user_shards_) {
+    std::lock_guard lock(us.mu);
+    us.users.clear();
+  }
+  total_bytes_ = 0;
+}
+
 TableStats SessionTable::Impl::stats() const {
   TableStats out;
   for (const Shard& shard : shards_) {
@@ -839,7 +858,12 @@ TableStats SessionTable::Impl::stats() const {
 SessionTable::SessionTable(TableOptions options, const Clock& clock, Store* store)
     : impl_(std::make_unique<Impl>(options, clock, store)), options_(std::move(options)) {}
 
-SessionTable::~SessionTable() { stop_expirer(); }
+SessionTable::~SessionTable() {
+  stop_expirer();
+  impl_->flush();  // best effort: a caller that needs the outcome calls flush() first
+}
+
+Status SessionTable::flush() { return impl_->flush(); }
 
 Result<RecoveryReport> SessionTable::recover() { return impl_->recover(); }
 Result<SessionMeta> SessionTable::create(const NewSession& request) {

@@ -76,7 +76,8 @@ struct ReadOptions {
   // When set and the session is bound to a context, a different context answers
   // CONTEXT_MISMATCH (the session is left alone; the policy belongs to the caller).
   const ClientContext* expect_context = nullptr;
-  // When set, appended to the access history (its time_ms is replaced by now).
+  // When set, appended to the access history (its time_ms is replaced by now). Persisted with
+  // the session's next write or by flush(), like a coalesced touch.
   const AccessEntry* record_access = nullptr;
 };
 
@@ -117,12 +118,13 @@ class SessionTable {
   // `store` may be null (a purely in-memory table); when given it must outlive the table, and
   // recover() must be called before the table serves.
   SessionTable(TableOptions options, const Clock& clock, Store* store);
-  ~SessionTable();  // stops the expirer
+  ~SessionTable();  // stops the expirer, then flush()es
   SessionTable(const SessionTable&) = delete;
   SessionTable& operator=(const SessionTable&) = delete;
 
   // Loads every unexpired session from the store into an empty table and rebuilds the user
-  // index. A record that does not decode is an error naming its id: never a partial store.
+  // index. A record that does not decode is an error naming its id, and leaves the table empty:
+  // never a partial store.
   Result<RecoveryReport> recover();
 
   // Creates a session with a fresh id. INVALID_ARGUMENT / TOO_LARGE past a limit, OVERLOADED
@@ -160,6 +162,10 @@ class SessionTable {
   // Starts/stops a background thread that calls expire_due() every interval_ms.
   void start_expirer(std::int64_t interval_ms = 100);
   void stop_expirer();
+
+  // Persists what the table holds only in memory: coalesced touches and recorded accesses.
+  // Call it at clean shutdown (the destructor does, ignoring errors). A no-op without a store.
+  Status flush();
 
   TableStats stats() const;
   const TableOptions& options() const { return options_; }

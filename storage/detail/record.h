@@ -36,6 +36,7 @@ inline constexpr std::size_t kValueHeaderSize = 9;
 struct Extras {
   std::optional<ClientContext> context;
   std::vector<AccessEntry> access_log;  // oldest first
+  bool unsaved_access = false;          // the log holds accesses not yet persisted
 };
 
 struct Record;

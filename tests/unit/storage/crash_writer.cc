@@ -1,1 +1,114 @@
-int main() { return 0; }
+// storage_crash_writer <data-dir> <durability>: the child process of the crash test
+// (persistence_test.cc, Persistence.KilledWriterLosesNoAcknowledgedSession).
+//
+// Opens a Store (durability "memory", "async" or "sync") and a SessionTable on the data
+// directory with the system clock, then makes sessions until it is killed or has made
+// kMaxSessions. Each session is created for user "crash-writer" with field "origin" =
+// "crash-writer", then updated with fields derived from its id: "id" = its text form and
+// "reversed" = that text reversed. Only after both writes returned OK does the writer print the
+// id's text form and a newline on stdout, with write(2) so that nothing acknowledged sits in a
+// stdio buffer when the SIGKILL comes: every line is a promise the parent holds the store to.
+//
+// Exits 2 with a message on stderr when the arguments are wrong or the store does not open, 1
+// when a write fails, 0 after kMaxSessions.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+#include "storage/clock.h"
+#include "storage/session.h"
+#include "storage/session_table.h"
+#include "storage/store.h"
+
+namespace {
+
+using sessiond::storage::Durability;
+using sessiond::storage::durability_from_name;
+using sessiond::storage::FieldChanges;
+using sessiond::storage::NewSession;
+using sessiond::storage::session_id_to_text;
+using sessiond::storage::SessionTable;
+using sessiond::storage::Store;
+using sessiond::storage::StoreOptions;
+using sessiond::storage::SystemClock;
+using sessiond::storage::TableOptions;
+using sessiond::storage::Timeouts;
+
+constexpr int kMaxSessions = 1'000'000;
+constexpr std::int64_t kHourMs = 3'600'000;
+
+// Writes all of `bytes` to stdout, retrying short writes; false if stdout is gone.
+bool write_all(std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(STDOUT_FILENO, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+int run(const std::string& path, Durability durability) {
+  StoreOptions store_options;
+  store_options.path = path;
+  store_options.durability = durability;
+  auto store = Store::open(store_options, SystemClock::instance());
+  if (!store.ok()) {
+    std::fprintf(stderr, "storage_crash_writer: %s\n", store.status().ToString().c_str());
+    return 2;
+  }
+  TableOptions table_options;
+  table_options.shard_count = 16;
+  SessionTable table(table_options, SystemClock::instance(), store->get());
+  if (auto recovered = table.recover(); !recovered.ok()) {
+    std::fprintf(stderr, "storage_crash_writer: %s\n", recovered.status().ToString().c_str());
+    return 2;
+  }
+
+  NewSession request;
+  request.user_id = "crash-writer";
+  request.fields = {{"origin", "crash-writer"}};
+  request.timeouts = Timeouts{kHourMs, 24 * kHourMs};
+  FieldChanges changes;
+  changes.set.resize(2);
+  std::string line;
+  for (int i = 0; i < kMaxSessions; ++i) {
+    auto created = table.create(request);
+    if (!created.ok()) {
+      std::fprintf(stderr, "storage_crash_writer: create: %s\n",
+                   created.status().ToString().c_str());
+      return 1;
+    }
+    const std::string text = session_id_to_text(created->id);
+    changes.set[0] = {"id", text};
+    changes.set[1] = {"reversed", std::string(text.rbegin(), text.rend())};
+    if (auto updated = table.update(created->id, changes); !updated.ok()) {
+      std::fprintf(stderr, "storage_crash_writer: update: %s\n",
+                   updated.status().ToString().c_str());
+      return 1;
+    }
+    line = text;
+    line.push_back('\n');
+    if (!write_all(line)) return 1;  // the parent stopped listening
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: storage_crash_writer <data-dir> <memory|async|sync>\n");
+    return 2;
+  }
+  const auto durability = durability_from_name(argv[2]);
+  if (!durability) {
+    std::fprintf(stderr, "storage_crash_writer: unknown durability '%s'\n", argv[2]);
+    return 2;
+  }
+  return run(argv[1], *durability);
+}
