@@ -470,13 +470,20 @@ Result<SessionMeta> SessionTable::Impl::create(const NewSession& request) {
   }
   if (Status s = reserve_bytes(static_cast<std::int64_t>(r->footprint())); !s.ok()) return s;
 
-  Shard& shard = shard_of(r->id);
-  std::lock_guard lock(shard.mu);
-  while (shard.records.contains(r->id)) r->id = new_session_id();  // 2^-256: for the record
+  // A collision has probability 2^-256; if it ever happens the new id may belong to another
+  // shard, so look again under that shard's lock.
+  Shard* shard = &shard_of(r->id);
+  std::unique_lock lock(shard->mu);
+  while (shard->records.contains(r->id)) {
+    lock.unlock();
+    r->id = new_session_id();
+    shard = &shard_of(r->id);
+    lock = std::unique_lock(shard->mu);
+  }
   if (Status s = persist_record(r.get()); !s.ok()) return s;
   SessionMeta meta = meta_of(*r);
-  insert(shard, std::move(r));
-  ++shard.counters.creates;
+  insert(*shard, std::move(r));
+  ++shard->counters.creates;
   return meta;
 }
 
