@@ -3,9 +3,11 @@
 // RocksDB store in `memory` (no WAL) and `async` (WAL, no fsync) durability; plus the memory a
 // session costs (RSS delta / sessions) in a table of 1 M sessions.
 //
-//   build/release/tests/bench/engine_bench [--sessions=N] [--data-dir=DIR] [benchmark flags]
+//   build/release/tests/bench/engine_bench [--sessions=N] [--data-dir=DIR]
+//       [--warm-memory-gib=N] [benchmark flags]
 //
-// The data directory (default: ./var/bench) is wiped for each mode.
+// The data directory (default: ./var/bench) is wiped for each mode, and removed at the end
+// unless SESSIOND_BENCH_KEEP is set (to read RocksDB's LOG).
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
@@ -31,6 +33,7 @@ using namespace sessiond;
 using namespace sessiond::storage;
 
 std::size_t g_sessions = 1'000'000;
+std::size_t g_warm_gib = 0;
 std::string g_data_dir = "var/bench";
 constexpr int kFields = 4;
 constexpr std::size_t kFieldBytes = 256;
@@ -236,6 +239,17 @@ void BM_MemoryPerSession(benchmark::State& state) {
   state.SetLabel(with_user ? "with user index" : "no user id");
 }
 
+// Touches and frees this much memory before measuring. On a freshly booted virtual machine the
+// first touch of guest memory also faults in the host, which makes a growing heap look several
+// times slower than on a server that has been up for a while; this removes that artifact.
+void warm_memory(std::size_t gib) {
+  const std::size_t bytes = gib << 30;
+  auto* p = static_cast<volatile char*>(std::malloc(bytes));
+  if (p == nullptr) return;
+  for (std::size_t i = 0; i < bytes; i += 4096) p[i] = 1;
+  std::free(const_cast<char*>(p));
+}
+
 void register_all() {
   // First, while the heap is fresh: later benchmarks leave freed memory that would hide growth.
   benchmark::RegisterBenchmark("memory_per_session", BM_MemoryPerSession)->Arg(0)->Iterations(1);
@@ -274,18 +288,21 @@ int main(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) {
     if (std::strncmp(argv[i], "--sessions=", 11) == 0) {
       g_sessions = std::strtoull(argv[i] + 11, nullptr, 10);
+    } else if (std::strncmp(argv[i], "--warm-memory-gib=", 18) == 0) {
+      g_warm_gib = std::strtoull(argv[i] + 18, nullptr, 10);
     } else if (std::strncmp(argv[i], "--data-dir=", 11) == 0) {
       g_data_dir = argv[i] + 11;
     } else {
       rest.push_back(argv[i]);
     }
   }
+  if (g_warm_gib > 0) warm_memory(g_warm_gib);
   int rest_argc = static_cast<int>(rest.size());
   benchmark::Initialize(&rest_argc, rest.data());
   register_all();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   g_envs.clear();
-  std::filesystem::remove_all(g_data_dir);
+  if (std::getenv("SESSIOND_BENCH_KEEP") == nullptr) std::filesystem::remove_all(g_data_dir);
   return 0;
 }
