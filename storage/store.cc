@@ -199,7 +199,13 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
     rocksdb::ColumnFamilyOptions cf;
     cf.write_buffer_size = options.write_buffer_bytes;
     cf.max_write_buffer_number = 3;
-    cf.compression = rocksdb::kLZ4Compression;
+    // Sessions are short-lived: most die in the upper levels, where compressing them costs CPU
+    // that the two-core machines we target need for requests. Only long-lived data is
+    // compressed.
+    cf.compression_per_level = {rocksdb::kNoCompression,  rocksdb::kNoCompression,
+                                rocksdb::kLZ4Compression, rocksdb::kLZ4Compression,
+                                rocksdb::kLZ4Compression, rocksdb::kLZ4Compression,
+                                rocksdb::kLZ4Compression};
     cf.compaction_filter = filter;
     // sessiond never point-reads these families (the table in memory answers reads; recovery
     // scans), so an append-only vector memtable, sorted at flush, beats the skiplist, whose

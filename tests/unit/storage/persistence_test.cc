@@ -488,6 +488,33 @@ TEST(Persistence, TouchWithinTheFractionIsNotPersisted) {
   EXPECT_EQ(stored_last_access(*node->store, id), t0) << "the coalesced touch reached the disk";
 }
 
+TEST(Persistence, CreateBatchSurvivesReopen) {
+  TempDir tmp;
+  ManualClock clock;
+  const std::string path = tmp.sub("data");
+  std::vector<SessionId> ids;
+  {
+    auto node = open_node(path, clock);
+    ASSERT_NE(node, nullptr);
+    std::vector<NewSession> batch;
+    for (int i = 0; i < 20; ++i) {
+      batch.push_back(new_session(i % 2 ? "alice" : "", {{"n", std::to_string(i)}}));
+    }
+    for (const auto& r : node->table->create_batch(batch)) {
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      ids.push_back(r->id);
+    }
+  }
+  auto node = open_node(path, clock);
+  ASSERT_NE(node, nullptr);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto session = read_session(*node->table, ids[i]);
+    ASSERT_TRUE(session) << i;
+    EXPECT_EQ(session->field("n")->value, std::to_string(i));
+  }
+  EXPECT_EQ(node->table->list_user("alice").size(), 10u);
+}
+
 TEST(Persistence, CleanCloseFlushesCoalescedTouchesAndAccesses) {
   TempDir tmp;
   ManualClock clock;

@@ -114,6 +114,28 @@ TEST_F(SessionTableTest, CreateRejectsBadInputWithClearStatus) {
   EXPECT_EQ(table_.stats().sessions, 0u);
 }
 
+TEST_F(SessionTableTest, CreateBatchCreatesValidRequestsAndRejectsInvalidOnesAlone) {
+  std::vector<NewSession> batch(4);
+  batch[0].user_id = "alice";
+  batch[0].fields = {{"k", "0"}};
+  batch[1].fields = {{"dup", "1"}, {"dup", "2"}};  // invalid
+  batch[2].user_id = "alice";
+  batch[2].fields = {{"k", "2"}};
+  batch[3].timeouts = Timeouts{-5, 0};  // invalid
+  auto results = table_.create_batch(batch);
+  ASSERT_EQ(results.size(), 4u);
+  ASSERT_TRUE(results[0].ok());
+  EXPECT_EQ(results[1].code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(results[2].ok());
+  EXPECT_EQ(results[3].code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(results[0]->id, results[2]->id);
+  EXPECT_EQ(read(results[0]->id).field("k")->value, "0");
+  EXPECT_EQ(read(results[2]->id).field("k")->value, "2");
+  EXPECT_EQ(table_.list_user("alice").size(), 2u);
+  EXPECT_EQ(table_.stats().creates, 2u);
+  EXPECT_EQ(table_.stats().sessions, 2u);
+}
+
 TEST_F(SessionTableTest, UnknownIdIsNotFound) {
   EXPECT_EQ(get_code(new_session_id()), StatusCode::kNotFound);
   EXPECT_EQ(table_.touch(new_session_id()).code(), StatusCode::kNotFound);
