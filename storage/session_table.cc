@@ -15,10 +15,11 @@
 // Expiry writes nothing to disk: recovery skips expired records and the compaction filter drops
 // them, so a mass expiry costs no I/O.
 //
-// Locks: shard.mu guards a shard; user_shard.mu guards a slice of the user index. Order: session
-// shards first (two only in REGENERATE, in index order), then user shards (two only in
-// REGENERATE, in index order). Persistence happens under the session shard lock so that the
-// order of writes to one session on disk is the order in memory.
+// Locks: shard.mu guards a shard; user_shard.mu guards a slice of the user index. Session shard
+// locks come first, several only in REGENERATE (two) and create_batch (one per shard involved),
+// always in index order; a user-shard lock is taken under them, one at a time, never the other
+// way round. Persistence happens under the session shard lock so that the order of writes to
+// one session on disk is the order in memory.
 #include "storage/session_table.h"
 
 #include <absl/container/flat_hash_map.h>
@@ -248,6 +249,8 @@ class SessionTable::Impl {
 
 // ---- helpers --------------------------------------------------------------------------------
 
+namespace {
+
 // Asks for every cache line of a record at once. Decoding walks the fields one length at a
 // time, which would otherwise fetch a large record as a chain of dependent misses.
 void prefetch_record(const Record* r) {
@@ -255,6 +258,18 @@ void prefetch_record(const Record* r) {
   const char* end = p + sizeof(Record) + r->blob_size;
   for (p += 64; p < end; p += 64) __builtin_prefetch(p);
 }
+
+// Sorted field refs from request pairs; the refs view into `pairs`.
+void sorted_refs(const std::vector<std::pair<std::string, std::string>>& pairs, Version version,
+                 std::vector<FieldRef>* out) {
+  out->clear();
+  out->reserve(pairs.size());
+  for (const auto& [name, value] : pairs) out->push_back(FieldRef{name, value, version});
+  std::sort(out->begin(), out->end(),
+            [](const FieldRef& a, const FieldRef& b) { return a.name < b.name; });
+}
+
+}  // namespace
 
 Result<Record*> SessionTable::Impl::find_alive(Shard& shard, const SessionId& id,
                                                std::int64_t now) {
@@ -395,16 +410,6 @@ Status SessionTable::Impl::reserve_bytes(std::int64_t delta) {
                               " bytes reached; no new sessions until some end");
   }
   return {};
-}
-
-// Sorted field refs from request pairs; the refs view into `pairs`.
-void sorted_refs(const std::vector<std::pair<std::string, std::string>>& pairs, Version version,
-                 std::vector<FieldRef>* out) {
-  out->clear();
-  out->reserve(pairs.size());
-  for (const auto& [name, value] : pairs) out->push_back(FieldRef{name, value, version});
-  std::sort(out->begin(), out->end(),
-            [](const FieldRef& a, const FieldRef& b) { return a.name < b.name; });
 }
 
 // ---- operations -----------------------------------------------------------------------------
@@ -748,7 +753,7 @@ Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
   auto found = find_alive(old_shard, id, now);
   if (!found.ok()) return found.status();
   Record* old = *found;
-  while (new_shard.records.contains(new_id)) return Status::Internal("session id collision");
+  if (new_shard.records.contains(new_id)) return Status::Internal("session id collision; retry");
 
   const Version version{hlc_.now(), options_.region};
   thread_local std::vector<FieldRef> refs;

@@ -50,7 +50,8 @@ struct TableOptions {
   std::size_t max_user_id_bytes = 256;
   std::size_t max_session_bytes = 1u << 20;  // user id + names + values
   // Memory budget for records (bytes, 0 = none). When reached, CREATE and REGENERATE answer
-  // OVERLOADED and existing sessions keep working; nothing is evicted.
+  // OVERLOADED and existing sessions keep working; nothing is evicted. It is checked, not
+  // reserved, so concurrent creates can pass it by a few records.
   std::size_t memory_budget_bytes = 0;
 };
 

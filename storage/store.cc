@@ -17,6 +17,10 @@
 #include <rocksdb/write_batch.h>
 
 #include <atomic>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <mutex>
 #include <system_error>
@@ -63,6 +67,49 @@ class ExpiredFilter final : public rocksdb::CompactionFilter {
  private:
   const Clock& clock_;
   const bool users_;
+};
+
+// RocksDB's info log (<data dir>/LOG), written so that a full disk cannot hurt. RocksDB's own
+// file logger goes through a writer that Debian's build asserts on (aborting the process) when
+// it is used again after a failed write, which on a full disk happens as soon as RocksDB logs
+// the error. This one ignores its write errors and stops at 64 MiB.
+class InfoLog final : public rocksdb::Logger {
+ public:
+  static constexpr long kMaxBytes = 64L << 20;
+
+  explicit InfoLog(const std::string& dir) : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL) {
+    // Appends, so that an instance refused by the directory lock cannot disturb the running
+    // one's log; a log past the cap moves to LOG.old first.
+    const std::string path = dir + "/LOG";
+    std::error_code ec;
+    if (fs::file_size(path, ec) > static_cast<std::uintmax_t>(kMaxBytes)) {
+      fs::rename(path, path + ".old", ec);
+    }
+    file_ = std::fopen(path.c_str(), "a");
+  }
+  ~InfoLog() override {
+    if (file_ != nullptr) std::fclose(file_);
+  }
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    std::lock_guard lock(mu_);
+    if (file_ == nullptr || written_ > kMaxBytes) return;
+    char stamp[32];
+    const std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ ", &tm);
+    const int head = std::fputs(stamp, file_) >= 0 ? static_cast<int>(std::strlen(stamp)) : 0;
+    const int body = std::vfprintf(file_, format, ap);
+    std::fputc('\n', file_);
+    std::fflush(file_);
+    written_ += head + std::max(body, 0) + 1;
+  }
+
+ private:
+  std::mutex mu_;  // guards file_ and written_
+  std::FILE* file_ = nullptr;
+  long written_ = 0;
 };
 
 std::string user_key(std::string_view user_id, std::string_view id) {
@@ -126,13 +173,41 @@ struct Store::Impl {
   rocksdb::WriteOptions write_options;
   std::atomic<std::uint64_t> next_replog_seq{1};
   std::mutex replog_mu;  // guards the order of sequence numbers across concurrent writers
+  // Set by the first write that fails with an I/O error (a full disk, a failing device). From
+  // then on writes are refused without reaching RocksDB: Debian's RocksDB is built with
+  // assertions, and the WAL writer aborts the process when it is used again after an error.
+  std::atomic<bool> write_failed{false};
+  std::mutex failure_mu;  // guards failure
+  std::string failure;
+
+  // Records an I/O failure of a write and returns the status to answer with.
+  Status fail_writes(const rocksdb::Status& s) {
+    std::lock_guard lock(failure_mu);
+    if (!write_failed.load()) {
+      failure = "writes are refused since a write failed (" + s.ToString() +
+                "); reads still work; free space or fix the disk under " + options.path +
+                ", then restart the node";
+      write_failed.store(true);
+    }
+    return Status::Unavailable(failure);
+  }
+  // The outcome of a write: I/O errors stop further writes (see write_failed).
+  Status checked(const rocksdb::Status& s) {
+    if (s.ok()) return {};
+    if (s.IsIOError() || s.IsNoSpace() || s.IsCorruption()) return fail_writes(s);
+    return from_rocks(s, "write failed");
+  }
+  Status refused() {
+    std::lock_guard lock(failure_mu);
+    return Status::Unavailable(failure);
+  }
 
   Impl(const StoreOptions& o, const Clock& clock)
       : options(o), sessions_filter(clock, false), users_filter(clock, true) {}
 
   ~Impl() {
     if (!db) return;
-    if (options.durability == Durability::kMemory) {
+    if (options.durability == Durability::kMemory && !write_failed.load()) {
       // Without a WAL the memtables are the only copy of recent writes.
       db->Flush(rocksdb::FlushOptions(), handles);
     }
@@ -191,6 +266,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
   db_options.max_background_jobs = 2;
   db_options.bytes_per_sync = 1 << 20;
   db_options.avoid_flush_during_shutdown = false;  // memory mode relies on the flush at close
+  db_options.info_log = std::make_shared<InfoLog>(path);
   // The vector memtable (below) takes inserts from one writer at a time.
   db_options.allow_concurrent_memtable_write = false;
 
@@ -286,10 +362,11 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
 }
 
 Status Store::write(std::span<const StoreOp> ops) {
+  auto& impl = *impl_;
+  if (impl.write_failed.load(std::memory_order_acquire)) return impl.refused();
   thread_local rocksdb::WriteBatch batch;
   thread_local std::string key;
   batch.Clear();
-  auto& impl = *impl_;
   for (const StoreOp& op : ops) {
     const rocksdb::Slice id(op.id.data(), op.id.size());
     switch (op.kind) {
@@ -312,9 +389,8 @@ Status Store::write(std::span<const StoreOp> ops) {
         break;
     }
   }
-  if (!impl.options.replication_log) {
-    return from_rocks(impl.db->Write(impl.write_options, &batch), "write failed");
-  }
+  if (!impl.options.replication_log)
+    return impl.checked(impl.db->Write(impl.write_options, &batch));
   // Sequence numbers must reach the log in order, so the append and the write happen under one
   // lock; only nodes with peer regions pay for it.
   std::lock_guard lock(impl.replog_mu);
@@ -335,7 +411,7 @@ Status Store::write(std::span<const StoreOp> ops) {
   }
   auto s = impl.db->Write(impl.write_options, &batch);
   if (s.ok()) impl.next_replog_seq.store(seq, std::memory_order_relaxed);
-  return from_rocks(s, "write failed");
+  return impl.checked(s);
 }
 
 Status Store::for_each_session(

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -486,6 +488,67 @@ TEST(Persistence, TouchWithinTheFractionIsNotPersisted) {
   EXPECT_EQ(stats.touches_coalesced, 1u);
   EXPECT_EQ(stats.touches_persisted, 0u);
   EXPECT_EQ(stored_last_access(*node->store, id), t0) << "the coalesced touch reached the disk";
+}
+
+// A small tmpfs mounted for the length of a test, to fill up. Mounting needs CAP_SYS_ADMIN
+// (CI and scripts/test run as root); without it the test is skipped with the reason.
+class TinyFilesystem {
+ public:
+  TinyFilesystem(const std::string& path, const char* size) : path_(path) {
+    std::filesystem::create_directories(path);
+    const std::string options = std::string("size=") + size;
+    mounted_ = ::mount("tmpfs", path.c_str(), "tmpfs", 0, options.c_str()) == 0;
+    if (!mounted_) error_ = std::generic_category().message(errno);
+  }
+  ~TinyFilesystem() {
+    if (mounted_) ::umount2(path_.c_str(), MNT_DETACH);
+  }
+  bool mounted() const { return mounted_; }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::string path_;
+  bool mounted_ = false;
+  std::string error_;
+};
+
+TEST(Persistence, FullDiskRefusesWritesAndLosesNothing) {
+  TempDir tmp;
+  TinyFilesystem fs(tmp.sub("tiny"), "3m");
+  if (!fs.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here: " << fs.error();
+  ManualClock clock;
+  const std::string path = tmp.sub("tiny") + "/data";
+  auto node = open_node(path, clock);
+  ASSERT_NE(node, nullptr);
+
+  std::vector<SessionId> acknowledged;
+  Status failure;
+  const std::string value(16 * 1024, 'v');
+  for (int i = 0; i < 10'000 && failure.ok(); ++i) {
+    auto created = node->table->create(new_session("alice", {{"blob", value}}));
+    if (created.ok()) {
+      acknowledged.push_back(created->id);
+    } else {
+      failure = created.status();
+    }
+  }
+  ASSERT_FALSE(failure.ok()) << "3 MiB never filled up";
+  EXPECT_EQ(failure.code(), StatusCode::kUnavailable) << failure.ToString();
+  EXPECT_FALSE(failure.message().empty());
+  // Nothing unacknowledged was applied, and everything acknowledged is still served.
+  EXPECT_EQ(node->table->stats().sessions, acknowledged.size());
+  EXPECT_EQ(node->table->list_user("alice").size(), acknowledged.size());
+  for (const SessionId& id : acknowledged) {
+    Session session;
+    ASSERT_TRUE(node->table->get(id, {}, &session).ok());
+    EXPECT_EQ(session.field("blob")->value, value);
+  }
+  // Later writes fail the same way and leave memory as it was: the destroyed session stays.
+  ASSERT_FALSE(acknowledged.empty());
+  Status destroyed = node->table->destroy(acknowledged.front());
+  EXPECT_EQ(destroyed.code(), StatusCode::kUnavailable) << destroyed.ToString();
+  Session session;
+  EXPECT_TRUE(node->table->get(acknowledged.front(), {}, &session).ok());
 }
 
 TEST(Persistence, CreateBatchSurvivesReopen) {
