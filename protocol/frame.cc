@@ -1,0 +1,167 @@
+#include "protocol/frame.h"
+
+#include <google/protobuf/message_lite.h>
+
+#include <string>
+
+namespace sessiond::protocol {
+namespace {
+
+constexpr std::uint8_t kMagic0 = 'S';
+constexpr std::uint8_t kMagic1 = 'D';
+
+std::uint16_t load16(const std::uint8_t* p) {
+  return static_cast<std::uint16_t>(p[0] | (p[1] << 8));
+}
+
+std::uint32_t load32(const std::uint8_t* p) {
+  return static_cast<std::uint32_t>(p[0]) | (static_cast<std::uint32_t>(p[1]) << 8) |
+         (static_cast<std::uint32_t>(p[2]) << 16) | (static_cast<std::uint32_t>(p[3]) << 24);
+}
+
+void store16(std::uint8_t* p, std::uint16_t v) {
+  p[0] = static_cast<std::uint8_t>(v);
+  p[1] = static_cast<std::uint8_t>(v >> 8);
+}
+
+void store32(std::uint8_t* p, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+
+Decoded error(Status status, bool framing_lost) {
+  Decoded d;
+  d.kind = Decoded::Kind::kError;
+  d.error = std::move(status);
+  d.framing_lost = framing_lost;
+  return d;
+}
+
+}  // namespace
+
+bool is_known_opcode(std::uint16_t opcode) {
+  return (opcode >= static_cast<std::uint16_t>(Opcode::kPing) &&
+          opcode <= static_cast<std::uint16_t>(Opcode::kTopology)) ||
+         (opcode >= static_cast<std::uint16_t>(Opcode::kReplicate) &&
+          opcode <= static_cast<std::uint16_t>(Opcode::kDigest));
+}
+
+std::string_view opcode_name(Opcode opcode) {
+  switch (opcode) {
+    case Opcode::kPing: return "PING";
+    case Opcode::kAuth: return "AUTH";
+    case Opcode::kCreate: return "CREATE";
+    case Opcode::kGet: return "GET";
+    case Opcode::kUpdate: return "UPDATE";
+    case Opcode::kTouch: return "TOUCH";
+    case Opcode::kDestroy: return "DESTROY";
+    case Opcode::kRegenerate: return "REGENERATE";
+    case Opcode::kListUser: return "LIST_USER";
+    case Opcode::kRevokeUser: return "REVOKE_USER";
+    case Opcode::kAccessLog: return "ACCESS_LOG";
+    case Opcode::kStats: return "STATS";
+    case Opcode::kTopology: return "TOPOLOGY";
+    case Opcode::kReplicate: return "REPLICATE";
+    case Opcode::kMigrate: return "MIGRATE";
+    case Opcode::kDigest: return "DIGEST";
+  }
+  return "UNKNOWN";
+}
+
+void encode_header(const FrameHeader& h, std::uint8_t* out) {
+  out[0] = kMagic0;
+  out[1] = kMagic1;
+  out[2] = h.version;
+  out[3] = h.flags;
+  store16(out + 4, h.opcode);
+  out[6] = static_cast<std::uint8_t>(h.status);
+  out[7] = 0;
+  store32(out + 8, h.request_id);
+  store32(out + 12, h.body_length);
+}
+
+Decoded decode_frame(std::span<const std::uint8_t> buffer, std::uint32_t max_body) {
+  Decoded d;
+  if (buffer.size() < kHeaderSize) {
+    // Reject a wrong magic as soon as its bytes are there, so that a client speaking another
+    // protocol (HTTP, RESP, TLS) is told at once instead of waiting for 16 bytes.
+    if ((!buffer.empty() && buffer[0] != kMagic0) || (buffer.size() > 1 && buffer[1] != kMagic1)) {
+      return error(Status::InvalidArgument("not a sessiond frame (bad magic)"), true);
+    }
+    d.need = kHeaderSize;
+    return d;
+  }
+  const std::uint8_t* p = buffer.data();
+  if (p[0] != kMagic0 || p[1] != kMagic1) {
+    return error(Status::InvalidArgument("not a sessiond frame (bad magic)"), true);
+  }
+  FrameHeader& h = d.header;
+  h.version = p[2];
+  h.flags = p[3];
+  h.opcode = load16(p + 4);
+  h.status = static_cast<StatusCode>(p[6]);
+  h.request_id = load32(p + 8);
+  h.body_length = load32(p + 12);
+  if (h.version != kProtocolVersion) {
+    Decoded e = error(Status::InvalidArgument("unsupported protocol version " +
+                                              std::to_string(h.version) + " (this node speaks " +
+                                              std::to_string(kProtocolVersion) + ")"),
+                      true);
+    e.header = h;
+    return e;
+  }
+  if ((h.flags & ~kFlagResponse) != 0 || p[7] != 0) {
+    Decoded e = error(Status::InvalidArgument("reserved header bits are set"), true);
+    e.header = h;
+    return e;
+  }
+  if (h.body_length > max_body) {
+    Decoded e = error(Status::TooLarge("frame body of " + std::to_string(h.body_length) +
+                                       " bytes exceeds the limit of " + std::to_string(max_body)),
+                      true);
+    e.header = h;
+    return e;
+  }
+  const std::size_t total = kHeaderSize + h.body_length;
+  if (buffer.size() < total) {
+    d.need = total;
+    return d;
+  }
+  if (!is_known_opcode(h.opcode)) {
+    Decoded e =
+        error(Status::InvalidArgument("unknown opcode " + std::to_string(h.opcode)), false);
+    e.header = h;
+    e.consumed = total;
+    return e;
+  }
+  d.kind = Decoded::Kind::kFrame;
+  d.body = buffer.subspan(kHeaderSize, h.body_length);
+  d.consumed = total;
+  return d;
+}
+
+Status append_frame(FrameHeader header, const google::protobuf::MessageLite& body,
+                    std::string* out, std::uint32_t max_body) {
+  const std::size_t size = body.ByteSizeLong();
+  if (size > max_body) {
+    return Status::TooLarge("response body of " + std::to_string(size) +
+                            " bytes exceeds the frame limit of " + std::to_string(max_body));
+  }
+  header.body_length = static_cast<std::uint32_t>(size);
+  const std::size_t start = out->size();
+  out->resize(start + kHeaderSize + size);
+  auto* dst = reinterpret_cast<std::uint8_t*>(out->data() + start);
+  encode_header(header, dst);
+  body.SerializeWithCachedSizesToArray(dst + kHeaderSize);
+  return {};
+}
+
+Status parse_body(std::span<const std::uint8_t> body, Opcode opcode,
+                  google::protobuf::MessageLite* message) {
+  if (!message->ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+    return Status::InvalidArgument("body of " + std::string(opcode_name(opcode)) +
+                                   " does not parse as " + message->GetTypeName());
+  }
+  return {};
+}
+
+}  // namespace sessiond::protocol
