@@ -7,6 +7,18 @@ find_package(absl CONFIG REQUIRED)
 find_package(fmt CONFIG REQUIRED)
 find_package(Protobuf REQUIRED)  # module mode: protobuf::libprotobuf(-lite), protobuf_generate
 
+find_package(spdlog CONFIG REQUIRED)
+find_package(CLI11 CONFIG REQUIRED)
+
+# Standalone Asio has no CMake package: an INTERFACE target with the header path. asio 1.22
+# keeps as_tuple & co. in asio::experimental; clang 14 needs ASIO_HAS_CO_AWAIT to see
+# coroutines.
+find_path(ASIO_INCLUDE_DIR asio.hpp REQUIRED)
+add_library(sessiond_asio INTERFACE)
+target_include_directories(sessiond_asio SYSTEM INTERFACE ${ASIO_INCLUDE_DIR})
+target_compile_definitions(sessiond_asio INTERFACE ASIO_NO_DEPRECATED ASIO_HAS_CO_AWAIT=1)
+target_link_libraries(sessiond_asio INTERFACE Threads::Threads)
+
 find_path(XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
 find_library(XXHASH_LIBRARY xxhash REQUIRED)
 add_library(sessiond_xxhash INTERFACE)

@@ -126,7 +126,10 @@ Decoded decode_frame(std::span<const std::uint8_t> buffer, std::uint32_t max_bod
     d.need = total;
     return d;
   }
-  if (!is_known_opcode(h.opcode)) {
+  // Only requests must name a known operation: a response echoes whatever its request named
+  // (an error answering an unknown opcode, or opcode 0 when no request was read) and is
+  // matched by its request id.
+  if (!h.is_response() && !is_known_opcode(h.opcode)) {
     Decoded e =
         error(Status::InvalidArgument("unknown opcode " + std::to_string(h.opcode)), false);
     e.header = h;

@@ -94,7 +94,7 @@ struct Decoded {
 };
 
 // Decodes the first frame in `buffer`. Requests and responses alike; the caller checks
-// header.is_response() against what it expects.
+// header.is_response() against what it expects. The opcode is checked for requests only.
 Decoded decode_frame(std::span<const std::uint8_t> buffer,
                      std::uint32_t max_body = kDefaultMaxBody);
 

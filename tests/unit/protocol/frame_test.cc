@@ -128,6 +128,19 @@ TEST(Frame, UnknownOpcodeIsSkippedWithoutLosingFraming) {
   EXPECT_EQ(next.header.request_id, 6u);
 }
 
+TEST(Frame, ResponsesMayEchoAnyOpcode) {
+  // The answer to an unknown opcode echoes it; a refusal sent before any request has opcode 0.
+  for (std::uint16_t opcode : {std::uint16_t{0}, std::uint16_t{4242}}) {
+    FrameHeader h;
+    h.flags = kFlagResponse;
+    h.opcode = opcode;
+    h.status = StatusCode::kInvalidArgument;
+    std::uint8_t raw[kHeaderSize];
+    encode_header(h, raw);
+    EXPECT_EQ(decode_frame(std::span(raw, kHeaderSize)).kind, Decoded::Kind::kFrame) << opcode;
+  }
+}
+
 TEST(Frame, ForeignProtocolsAreRejectedAtTheFirstByte) {
   for (std::string foreign : {"GET / HTTP/1.1\r\n", "*1\r\n$4\r\nPING\r\n", "\x16\x03\x01"}) {
     const auto buffer = bytes_of(foreign);

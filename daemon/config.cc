@@ -1,0 +1,99 @@
+#include "daemon/config.h"
+
+#include <CLI/CLI.hpp>
+
+#include <charconv>
+#include <thread>
+
+namespace sessiond::daemon {
+
+Status parse_host_port(const std::string& text, std::string* host, std::uint16_t* port) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon + 1 == text.size()) {
+    return Status::InvalidArgument("'" + text + "' is not HOST:PORT");
+  }
+  std::string h = text.substr(0, colon);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (h.empty()) return Status::InvalidArgument("'" + text + "' has no host");
+  unsigned value = 0;
+  const char* begin = text.data() + colon + 1;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(begin, end, value);
+  if (ec != std::errc() || ptr != end || value > 65535) {
+    return Status::InvalidArgument("'" + text + "' has no valid port (0-65535)");
+  }
+  *host = h;
+  *port = static_cast<std::uint16_t>(value);
+  return {};
+}
+
+ParsedOptions parse_options(int argc, const char* const* argv) {
+  ParsedOptions out;
+  ServerOptions& o = out.options;
+  o.store.path = "var";
+
+  CLI::App app{"sessiond: a session store for web applications (docs/operations.md)"};
+  app.set_version_flag("--version", "sessiond 0.1.0 (protocol 1)");
+  app.set_config("--config", "", "read options from this TOML file (keys = long flag names)");
+  app.option_defaults()->always_capture_default();
+
+  std::string listen = "127.0.0.1:7400";
+  std::string durability = "async";
+  std::string preset = "ecommerce";
+  app.add_option("--listen", listen, "HOST:PORT of the native protocol listener (port 0: any)");
+  app.add_option("--data-dir", o.store.path, "data directory (created when missing)");
+  app.add_option("--durability", durability, "memory | async | sync (see docs/operations.md)")
+      ->check(CLI::IsMember({"memory", "async", "sync"}));
+  app.add_option("--threads", o.threads, "worker threads (0: one per core)");
+  app.add_option("--max-frame-bytes", o.max_frame_bytes, "largest accepted frame body")
+      ->check(CLI::Range(1024u, 64u << 20));
+  app.add_option("--max-connections", o.max_connections, "connections served at once");
+  app.add_option("--idle-timeout-ms", o.idle_timeout_ms,
+                 "close a connection idle this long (0: never)");
+  app.add_option("--frame-timeout-ms", o.frame_timeout_ms,
+                 "close a connection whose partly received frame stalls this long")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{3'600'000}));
+  app.add_option("--default-preset", preset,
+                 "timeouts of sessions created without any: finance | healthcare | ecommerce "
+                 "| media | gaming")
+      ->check(CLI::IsMember({"finance", "healthcare", "ecommerce", "media", "gaming"}));
+  app.add_option("--shards", o.table.shard_count, "table shards (rounded up to a power of 2)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 16));
+  app.add_option("--access-log-length", o.table.access_log_length,
+                 "accesses kept per session");
+  app.add_option("--touch-persist-fraction", o.table.touch_persist_fraction,
+                 "persist a touch once it moves the deadline by this fraction of the idle "
+                 "timeout")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--memory-budget-bytes", o.table.memory_budget_bytes,
+                 "refuse new sessions past this many bytes of records (0: no limit)");
+  app.add_option("--expiry-interval-ms", o.expiry_interval_ms, "how often the expirer runs")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{60'000}));
+  app.add_option("--log-level", o.log_level, "trace | debug | info | warn | error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    out.exit = true;
+    out.exit_code = e.get_exit_code() == 0 ? 0 : 2;
+    out.message = e.get_exit_code() == 0 && e.get_name() == "CallForHelp" ? app.help()
+                  : e.get_name() == "CallForVersion" ? std::string(e.what())
+                                                      : std::string("sessiond: ") + e.what() +
+                                                            "\nRun with --help for the options.";
+    if (e.get_name() == "CallForAllHelp") out.message = app.help("", CLI::AppFormatMode::All);
+    return out;
+  }
+  if (Status s = parse_host_port(listen, &o.listen_host, &o.listen_port); !s.ok()) {
+    out.exit = true;
+    out.exit_code = 2;
+    out.message = "sessiond: --listen: " + s.message();
+    return out;
+  }
+  o.store.durability = *storage::durability_from_name(durability);
+  o.table.default_timeouts = storage::preset_timeouts(*storage::preset_from_name(preset));
+  if (o.threads == 0) o.threads = std::max(1u, std::thread::hardware_concurrency());
+  return out;
+}
+
+}  // namespace sessiond::daemon

@@ -1,0 +1,44 @@
+// ServerOptions: every setting of a node, with its default, filled in one place from the
+// command line and an optional config file (TOML; the same keys as the long flags).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "protocol/status.h"
+#include "storage/session_table.h"
+#include "storage/store.h"
+
+namespace sessiond::daemon {
+
+struct ServerOptions {
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 7400;  // 0: any free port (logged at start)
+  unsigned threads = 0;              // 0: hardware concurrency
+  std::uint32_t max_frame_bytes = 1u << 20;
+  std::size_t max_connections = 10'000;
+  std::int64_t idle_timeout_ms = 300'000;  // a connection with nothing to do; 0 = never
+  std::int64_t frame_timeout_ms = 10'000;  // a frame that started arriving must complete
+  std::int64_t expiry_interval_ms = 100;
+  std::string log_level = "info";
+  storage::StoreOptions store;  // path defaults to ./var
+  storage::TableOptions table;
+};
+
+// Outcome of parsing: options to run with, or an exit code and text for the caller to print
+// (--help, --version, or a usage error).
+struct ParsedOptions {
+  ServerOptions options;
+  bool exit = false;
+  int exit_code = 0;
+  std::string message;
+};
+
+// Parses argv (and the file named by --config). Never throws.
+ParsedOptions parse_options(int argc, const char* const* argv);
+
+// Splits "host:port" ("[::1]:7400" for IPv6); INVALID_ARGUMENT with a clear message otherwise.
+Status parse_host_port(const std::string& text, std::string* host, std::uint16_t* port);
+
+}  // namespace sessiond::daemon

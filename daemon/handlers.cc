@@ -1,0 +1,345 @@
+#include "daemon/handlers.h"
+
+#include <cstring>
+#include <limits>
+#include <optional>
+
+#include "protocol/sessiond.pb.h"
+
+namespace sessiond::daemon {
+namespace {
+
+using protocol::Opcode;
+namespace wire = sessiond::wire;
+
+Result<storage::SessionId> id_from(const std::string& bytes) {
+  if (bytes.size() != sizeof(storage::SessionId)) {
+    return Status::InvalidArgument("a session id is 32 bytes, got " +
+                                   std::to_string(bytes.size()));
+  }
+  storage::SessionId id;
+  std::memcpy(id.data(), bytes.data(), id.size());
+  return id;
+}
+
+std::string id_bytes(const storage::SessionId& id) {
+  return {reinterpret_cast<const char*>(id.data()), id.size()};
+}
+
+Result<storage::Timeouts> timeouts_from(const wire::Timeouts& t) {
+  constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  if (t.idle_ms() > kMax || t.absolute_ms() > kMax) {
+    return Status::InvalidArgument("timeouts out of range");
+  }
+  return storage::Timeouts{static_cast<std::int64_t>(t.idle_ms()),
+                           static_cast<std::int64_t>(t.absolute_ms())};
+}
+
+std::vector<std::pair<std::string, std::string>> fields_from(
+    const google::protobuf::RepeatedPtrField<wire::Field>& fields) {
+  std::vector<std::pair<std::string, std::string>> out;
+  out.reserve(static_cast<std::size_t>(fields.size()));
+  for (const auto& f : fields) out.emplace_back(f.name(), f.value());
+  return out;
+}
+
+void to_wire(const storage::Version& v, wire::Version* out) {
+  out->set_hlc(v.hlc);
+  out->set_region(v.region);
+}
+
+void to_wire(const storage::SessionMeta& m, wire::SessionMeta* out) {
+  out->set_id(id_bytes(m.id));
+  to_wire(m.version, out->mutable_version());
+  out->set_created_at_ms(m.created_at_ms);
+  out->set_last_access_ms(m.last_access_ms);
+  out->set_deadline_ms(m.deadline_ms);
+}
+
+void to_wire(const storage::AccessEntry& e, wire::AccessEntry* out) {
+  out->set_time_ms(e.time_ms);
+  out->set_ip(e.ip);
+  out->set_user_agent_hash(e.user_agent_hash);
+  out->set_has_location(e.has_location);
+  out->set_latitude(e.latitude);
+  out->set_longitude(e.longitude);
+}
+
+void to_wire(const storage::Session& s, wire::Session* out) {
+  out->set_id(id_bytes(s.id));
+  out->set_user_id(s.user_id);
+  for (const auto& f : s.fields) {
+    auto* wf = out->add_fields();
+    wf->set_name(f.name);
+    wf->set_value(f.value);
+    to_wire(f.version, wf->mutable_version());
+  }
+  out->set_created_at_ms(s.created_at_ms);
+  out->set_last_access_ms(s.last_access_ms);
+  out->mutable_timeouts()->set_idle_ms(static_cast<std::uint64_t>(s.timeouts.idle_ms));
+  out->mutable_timeouts()->set_absolute_ms(static_cast<std::uint64_t>(s.timeouts.absolute_ms));
+  out->set_deadline_ms(s.deadline_ms());
+  if (s.context) {
+    out->mutable_context()->set_ip(s.context->ip);
+    out->mutable_context()->set_user_agent_hash(s.context->user_agent_hash);
+  }
+  for (const auto& e : s.access_log) to_wire(e, out->add_access_log());
+  to_wire(s.version, out->mutable_version());
+}
+
+storage::ClientContext context_from(const wire::ClientContext& c) {
+  return {c.ip(), c.user_agent_hash()};
+}
+
+storage::AccessEntry access_from(const wire::AccessEntry& e) {
+  return {0, e.ip(), e.user_agent_hash(), e.has_location(), e.latitude(), e.longitude()};
+}
+
+}  // namespace
+
+Handlers::Handlers(storage::SessionTable& table, storage::Store* store, Counters& counters,
+                   std::string address, std::uint32_t max_body)
+    : table_(table),
+      store_(store),
+      counters_(counters),
+      address_(std::move(address)),
+      max_body_(max_body) {}
+
+void Handlers::append_error(const protocol::FrameHeader& request, const Status& status,
+                            std::string* out) {
+  protocol::FrameHeader h;
+  h.flags = protocol::kFlagResponse;
+  h.opcode = request.opcode;
+  h.request_id = request.request_id;
+  h.status = status.ok() ? StatusCode::kInternal : status.code();
+  wire::ErrorResponse body;
+  body.set_message(status.message());
+  (void)protocol::append_frame(h, body, out, max_body_);
+}
+
+void Handlers::handle(const protocol::FrameHeader& request, std::span<const std::uint8_t> body,
+                      std::string* out) {
+  const auto opcode = static_cast<Opcode>(request.opcode);
+  // Parses the request body into M, or answers INVALID_ARGUMENT and returns false.
+  auto parse = [&](auto* message) {
+    Status s = protocol::parse_body(body, opcode, message);
+    if (!s.ok()) {
+      counters_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+      append_error(request, s, out);
+      return false;
+    }
+    return true;
+  };
+  // Sends `response` as the OK answer (or TOO_LARGE if it cannot fit a frame).
+  auto reply = [&](const google::protobuf::MessageLite& response) {
+    protocol::FrameHeader h;
+    h.flags = protocol::kFlagResponse;
+    h.opcode = request.opcode;
+    h.request_id = request.request_id;
+    Status s = protocol::append_frame(h, response, out, max_body_);
+    if (!s.ok()) append_error(request, s, out);
+  };
+
+  switch (opcode) {
+    case Opcode::kPing: {
+      wire::PingRequest req;
+      if (!parse(&req)) return;
+      wire::PingResponse resp;
+      resp.set_payload(req.payload());
+      resp.set_protocol_version(protocol::kProtocolVersion);
+      resp.set_server("sessiond/0.1.0");
+      return reply(resp);
+    }
+    case Opcode::kAuth: {
+      wire::AuthRequest req;
+      if (!parse(&req)) return;
+      // Authentication arrives with the security issue; until then every connection is
+      // trusted, as documented, and AUTH says so.
+      wire::AuthResponse resp;
+      resp.set_role("admin");
+      return reply(resp);
+    }
+    case Opcode::kCreate: {
+      wire::CreateRequest req;
+      if (!parse(&req)) return;
+      storage::NewSession ns;
+      ns.user_id = req.user_id();
+      ns.fields = fields_from(req.fields());
+      if (req.policy_case() == wire::CreateRequest::kTimeouts) {
+        auto t = timeouts_from(req.timeouts());
+        if (!t.ok()) return append_error(request, t.status(), out);
+        ns.timeouts = *t;
+      } else if (req.policy_case() == wire::CreateRequest::kPreset &&
+                 req.preset() != wire::PRESET_UNSPECIFIED) {
+        const int p = static_cast<int>(req.preset());
+        if (p < wire::FINANCE || p > wire::GAMING) {
+          return append_error(request, Status::InvalidArgument("unknown preset " +
+                                                               std::to_string(p)),
+                              out);
+        }
+        ns.timeouts = storage::preset_timeouts(static_cast<storage::Preset>(p - 1));
+      }
+      if (req.has_context()) ns.context = context_from(req.context());
+      auto meta = table_.create(ns);
+      if (!meta.ok()) return append_error(request, meta.status(), out);
+      wire::CreateResponse resp;
+      to_wire(*meta, resp.mutable_session());
+      return reply(resp);
+    }
+    case Opcode::kGet:
+    case Opcode::kAccessLog: {
+      storage::ReadOptions ro;
+      std::optional<storage::ClientContext> expect;
+      std::optional<storage::AccessEntry> access;
+      Result<storage::SessionId> id = Status::InvalidArgument("");
+      if (opcode == Opcode::kGet) {
+        wire::GetRequest req;
+        if (!parse(&req)) return;
+        id = id_from(req.id());
+        ro.touch = req.touch();
+        if (req.has_expect_context()) ro.expect_context = &expect.emplace(context_from(req.expect_context()));
+        if (req.has_record_access()) ro.record_access = &access.emplace(access_from(req.record_access()));
+      } else {
+        wire::AccessLogRequest req;
+        if (!parse(&req)) return;
+        id = id_from(req.id());
+      }
+      if (!id.ok()) return append_error(request, id.status(), out);
+      thread_local storage::Session session;
+      Status s = table_.get(*id, ro, &session);
+      if (!s.ok()) return append_error(request, s, out);
+      if (opcode == Opcode::kGet) {
+        wire::GetResponse resp;
+        to_wire(session, resp.mutable_session());
+        return reply(resp);
+      }
+      wire::AccessLogResponse resp;
+      for (const auto& e : session.access_log) to_wire(e, resp.add_entries());
+      return reply(resp);
+    }
+    case Opcode::kUpdate: {
+      wire::UpdateRequest req;
+      if (!parse(&req)) return;
+      auto id = id_from(req.id());
+      if (!id.ok()) return append_error(request, id.status(), out);
+      storage::FieldChanges ch;
+      ch.set = fields_from(req.set());
+      ch.remove.assign(req.remove().begin(), req.remove().end());
+      if (req.has_timeouts()) {
+        auto t = timeouts_from(req.timeouts());
+        if (!t.ok()) return append_error(request, t.status(), out);
+        ch.timeouts = *t;
+      }
+      std::optional<storage::Version> expected;
+      if (req.has_expected_version()) {
+        expected = storage::Version{req.expected_version().hlc(),
+                                    req.expected_version().region()};
+      }
+      auto meta = table_.update(*id, ch, expected);
+      if (!meta.ok()) return append_error(request, meta.status(), out);
+      wire::UpdateResponse resp;
+      to_wire(*meta, resp.mutable_session());
+      return reply(resp);
+    }
+    case Opcode::kTouch: {
+      wire::TouchRequest req;
+      if (!parse(&req)) return;
+      auto id = id_from(req.id());
+      if (!id.ok()) return append_error(request, id.status(), out);
+      auto meta = table_.touch(*id);
+      if (!meta.ok()) return append_error(request, meta.status(), out);
+      wire::TouchResponse resp;
+      to_wire(*meta, resp.mutable_session());
+      return reply(resp);
+    }
+    case Opcode::kDestroy: {
+      wire::DestroyRequest req;
+      if (!parse(&req)) return;
+      auto id = id_from(req.id());
+      if (!id.ok()) return append_error(request, id.status(), out);
+      if (Status s = table_.destroy(*id); !s.ok()) return append_error(request, s, out);
+      return reply(wire::DestroyResponse());
+    }
+    case Opcode::kRegenerate: {
+      wire::RegenerateRequest req;
+      if (!parse(&req)) return;
+      auto id = id_from(req.id());
+      if (!id.ok()) return append_error(request, id.status(), out);
+      storage::RegenerateOptions opts;
+      if (req.replace_fields()) opts.replace_fields = fields_from(req.fields());
+      if (req.has_user_id()) opts.user_id = req.user_id();
+      auto meta = table_.regenerate(*id, opts);
+      if (!meta.ok()) return append_error(request, meta.status(), out);
+      wire::RegenerateResponse resp;
+      to_wire(*meta, resp.mutable_session());
+      return reply(resp);
+    }
+    case Opcode::kListUser: {
+      wire::ListUserRequest req;
+      if (!parse(&req)) return;
+      wire::ListUserResponse resp;
+      for (const auto& m : table_.list_user(req.user_id())) to_wire(m, resp.add_sessions());
+      return reply(resp);
+    }
+    case Opcode::kRevokeUser: {
+      wire::RevokeUserRequest req;
+      if (!parse(&req)) return;
+      std::optional<storage::SessionId> keep;
+      if (!req.keep_id().empty()) {
+        auto k = id_from(req.keep_id());
+        if (!k.ok()) return append_error(request, k.status(), out);
+        keep = *k;
+      }
+      auto n = table_.revoke_user(req.user_id(), keep ? &*keep : nullptr);
+      if (!n.ok()) return append_error(request, n.status(), out);
+      wire::RevokeUserResponse resp;
+      resp.set_revoked(*n);
+      return reply(resp);
+    }
+    case Opcode::kStats: {
+      wire::StatsRequest req;
+      if (!parse(&req)) return;
+      const storage::TableStats st = table_.stats();
+      wire::StatsResponse resp;
+      resp.set_sessions(st.sessions);
+      resp.set_users(st.users);
+      resp.set_memory_bytes(st.memory_bytes);
+      resp.set_creates(st.creates);
+      resp.set_updates(st.updates);
+      resp.set_destroys(st.destroys);
+      resp.set_regenerates(st.regenerates);
+      resp.set_expiries(st.expiries);
+      resp.set_read_hits(st.read_hits);
+      resp.set_read_misses(st.read_misses);
+      resp.set_touches_persisted(st.touches_persisted);
+      resp.set_touches_coalesced(st.touches_coalesced);
+      resp.set_connections(counters_.connections.load(std::memory_order_relaxed));
+      resp.set_protocol_errors(counters_.protocol_errors.load(std::memory_order_relaxed));
+      resp.set_disk_bytes(store_ ? store_->disk_bytes() : 0);
+      return reply(resp);
+    }
+    case Opcode::kTopology: {
+      wire::TopologyRequest req;
+      if (!parse(&req)) return;
+      wire::TopologyResponse resp;
+      resp.set_epoch(1);
+      auto* node = resp.add_nodes();
+      node->set_id("node-1");
+      node->set_address(address_);
+      node->set_region("local");
+      node->set_weight(1);
+      return reply(resp);
+    }
+    case Opcode::kReplicate:
+    case Opcode::kMigrate:
+    case Opcode::kDigest:
+      return append_error(request,
+                          Status(StatusCode::kForbidden,
+                                 std::string(protocol::opcode_name(opcode)) +
+                                     " is node-to-node only, and this node has no peers"),
+                          out);
+  }
+  append_error(request, Status::InvalidArgument("unknown opcode"), out);
+}
+
+}  // namespace sessiond::daemon

@@ -1,0 +1,50 @@
+// Handlers: turn one request frame into one response frame, by calling the engine. No sockets
+// here (the server owns those), so the mapping between the wire and the engine can be read and
+// tested on its own.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "protocol/frame.h"
+#include "protocol/status.h"
+#include "storage/session_table.h"
+#include "storage/store.h"
+
+namespace sessiond::daemon {
+
+// Node-wide counters, shared by all connections.
+struct Counters {
+  std::atomic<std::uint64_t> connections{0};           // open now
+  std::atomic<std::uint64_t> connections_refused{0};   // over --max-connections
+  std::atomic<std::uint64_t> protocol_errors{0};       // bad frames and bodies
+  std::atomic<std::uint64_t> timeouts{0};              // connections closed by the watchdog
+};
+
+class Handlers {
+ public:
+  // `store` may be null (tests). `address` is what TOPOLOGY reports for this node.
+  Handlers(storage::SessionTable& table, storage::Store* store, Counters& counters,
+           std::string address, std::uint32_t max_body);
+
+  // Handles one well-framed request and appends exactly one response frame to *out.
+  // Thread-safe.
+  void handle(const protocol::FrameHeader& request, std::span<const std::uint8_t> body,
+              std::string* out);
+  // What TOPOLOGY reports as this node's address; set once the listener is bound, before any
+  // request is handled.
+  void set_address(std::string address) { address_ = std::move(address); }
+  // Appends an error response to `request` (its id and opcode) with an ErrorResponse body.
+  void append_error(const protocol::FrameHeader& request, const Status& status, std::string* out);
+
+ private:
+  storage::SessionTable& table_;
+  storage::Store* store_;
+  Counters& counters_;
+  std::string address_;
+  std::uint32_t max_body_;
+};
+
+}  // namespace sessiond::daemon

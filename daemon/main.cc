@@ -1,0 +1,99 @@
+// sessiond: opens the store, recovers the sessions, serves the native protocol until SIGTERM
+// or SIGINT, then finishes in-flight requests, flushes and exits 0. Exit 1: could not start
+// (the log says why); exit 2: bad command line.
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+
+#include <asio.hpp>
+#include <cstdio>
+#include <thread>
+
+#include "daemon/config.h"
+#include "daemon/handlers.h"
+#include "daemon/server.h"
+#include "storage/clock.h"
+#include "storage/session_table.h"
+#include "storage/store.h"
+
+namespace {
+
+using namespace sessiond;
+
+// Up to the hard limit: each connection is a descriptor, and the default soft limit (1024) is
+// far below --max-connections.
+void raise_file_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto parsed = daemon::parse_options(argc, argv);
+  if (parsed.exit) {
+    std::fputs(parsed.message.c_str(), parsed.exit_code == 0 ? stdout : stderr);
+    std::fputc('\n', parsed.exit_code == 0 ? stdout : stderr);
+    return parsed.exit_code;
+  }
+  const daemon::ServerOptions& options = parsed.options;
+  spdlog::set_default_logger(spdlog::stderr_color_mt("sessiond"));  // stdout stays free
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(spdlog::level::from_str(options.log_level));
+  ::signal(SIGPIPE, SIG_IGN);
+  raise_file_limit();
+
+  spdlog::info("sessiond 0.1.0 starting: data dir {}, durability {}, {} worker threads",
+               options.store.path, storage::durability_name(options.store.durability),
+               options.threads);
+  auto store = storage::Store::open(options.store, storage::SystemClock::instance());
+  if (!store.ok()) {
+    spdlog::error("cannot start: {}", store.status().ToString());
+    return 1;
+  }
+  storage::SessionTable table(options.table, storage::SystemClock::instance(), store->get());
+  auto recovered = table.recover();
+  if (!recovered.ok()) {
+    spdlog::error("cannot start: {}", recovered.status().ToString());
+    return 1;
+  }
+  spdlog::info("recovered {} sessions ({} expired skipped) in {} ms", recovered->loaded,
+               recovered->skipped_expired, recovered->duration_ms);
+
+  daemon::Counters counters;
+  daemon::Handlers handlers(table, store->get(), counters, "", options.max_frame_bytes);
+  daemon::Server server(options, handlers, counters);
+  if (Status s = server.bind(); !s.ok()) {
+    spdlog::error("cannot start: {}", s.ToString());
+    return 1;
+  }
+  handlers.set_address(server.address());
+  table.start_expirer(options.expiry_interval_ms);
+
+  asio::io_context signal_context(1);
+  asio::signal_set signals(signal_context, SIGINT, SIGTERM);
+  signals.async_wait([&](const asio::error_code& ec, int number) {
+    if (ec) return;
+    spdlog::info("received {}, stopping: finishing in-flight requests",
+                 number == SIGTERM ? "SIGTERM" : "SIGINT");
+    server.stop();
+  });
+  std::thread signal_thread([&] { signal_context.run(); });
+
+  spdlog::info("listening on {}", server.address());
+  server.run();
+
+  signal_context.stop();
+  signal_thread.join();
+  table.stop_expirer();
+  if (Status s = table.flush(); !s.ok()) {
+    spdlog::error("stopped, but the final flush failed: {}", s.ToString());
+    return 1;
+  }
+  spdlog::info("stopped cleanly");
+  return 0;
+}

@@ -1,0 +1,274 @@
+// Each connection is one coroutine on one worker's io_context (so a connection's work never
+// needs a lock of its own). It reads into a buffer, decodes every complete frame in it, handles
+// them in order, and sends all their responses with one write: a client that pipelines gets
+// many responses per syscall. The buffer grows only to what a header that passed the frame
+// checks announces (at most the frame limit), never to what a client merely claims.
+//
+// A watchdog coroutine beside each connection closes it when a partly received frame stalls
+// for --frame-timeout-ms, or when it is idle for --idle-timeout-ms.
+#include "daemon/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+namespace sessiond::daemon {
+namespace {
+
+using asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+constexpr auto kTuple = asio::experimental::as_tuple(asio::use_awaitable);
+constexpr std::size_t kReadChunk = 64 * 1024;
+
+struct Connection {
+  explicit Connection(tcp::socket s) : socket(std::move(s)), timer(socket.get_executor()) {}
+  tcp::socket socket;
+  asio::steady_timer timer;
+  Clock::time_point last_activity = Clock::now();
+  bool partial_frame = false;
+  bool closed = false;
+};
+
+}  // namespace
+
+struct Server::Impl {
+  Impl(const ServerOptions& o, Handlers& h, Counters& c)
+      : options(o), handlers(h), counters(c), contexts(o.threads) {
+    for (auto& ctx : contexts) ctx = std::make_unique<asio::io_context>(1);
+  }
+
+  const ServerOptions& options;
+  Handlers& handlers;
+  Counters& counters;
+  std::vector<std::unique_ptr<asio::io_context>> contexts;
+  std::unique_ptr<tcp::acceptor> acceptor;
+  std::atomic<bool> stopping{false};
+  std::atomic<std::size_t> next_context{0};
+  // Keep every io_context running while it waits for work; released by stop().
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  std::mutex connections_mu;  // guards connections
+  std::set<std::shared_ptr<Connection>> connections;
+
+  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> serve(std::shared_ptr<Connection> conn);
+  asio::awaitable<void> watchdog(std::shared_ptr<Connection> conn);
+};
+
+Server::Server(const ServerOptions& options, Handlers& handlers, Counters& counters)
+    : impl_(std::make_unique<Impl>(options, handlers, counters)) {}
+
+Server::~Server() = default;
+
+Status Server::bind() {
+  auto& ctx = *impl_->contexts[0];
+  const std::string where = impl_->options.listen_host + ":" +
+                            std::to_string(impl_->options.listen_port);
+  asio::error_code ec;
+  const auto ip = asio::ip::make_address(impl_->options.listen_host, ec);
+  if (ec) return Status::InvalidArgument("cannot listen on " + where + ": not an IP address");
+  const tcp::endpoint endpoint(ip, impl_->options.listen_port);
+  auto acceptor = std::make_unique<tcp::acceptor>(ctx);
+  acceptor->open(endpoint.protocol(), ec);
+  if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor->bind(endpoint, ec);
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status::Unavailable("cannot listen on " + where + ": " + ec.message());
+  impl_->acceptor = std::move(acceptor);
+  return {};
+}
+
+std::string Server::address() const {
+  const auto endpoint = impl_->acceptor->local_endpoint();
+  const auto host = endpoint.address().to_string();
+  return (endpoint.address().is_v6() ? "[" + host + "]" : host) + ":" +
+         std::to_string(endpoint.port());
+}
+
+void Server::run() {
+  for (auto& ctx : impl_->contexts) impl_->guards.emplace_back(ctx->get_executor());
+  asio::co_spawn(*impl_->contexts[0], impl_->accept_loop(), asio::detached);
+  std::vector<std::thread> threads;
+  for (std::size_t i = 1; i < impl_->contexts.size(); ++i) {
+    threads.emplace_back([ctx = impl_->contexts[i].get()] { ctx->run(); });
+  }
+  impl_->contexts[0]->run();  // returns once stop() has run and every connection has ended
+  for (auto& t : threads) t.join();
+}
+
+void Server::stop() {
+  if (impl_->stopping.exchange(true)) return;
+  asio::post(*impl_->contexts[0], [impl = impl_.get()] {
+    asio::error_code ec;
+    if (impl->acceptor) impl->acceptor->close(ec);
+  });
+  {
+    // Wake every connection on its own thread: no more reads; what it has received it still
+    // answers.
+    std::lock_guard lock(impl_->connections_mu);
+    for (const auto& conn : impl_->connections) {
+      asio::post(conn->socket.get_executor(), [conn] {
+        asio::error_code ec;
+        conn->socket.shutdown(tcp::socket::shutdown_receive, ec);
+        conn->timer.cancel();
+      });
+    }
+  }
+  for (auto& guard : impl_->guards) guard.reset();
+}
+
+asio::awaitable<void> Server::Impl::accept_loop() {
+  asio::steady_timer backoff(acceptor->get_executor());
+  while (!stopping.load()) {
+    auto& ctx = *contexts[next_context.fetch_add(1) % contexts.size()];
+    auto [ec, socket] = co_await acceptor->async_accept(ctx, kTuple);
+    if (ec) {
+      if (stopping.load() || ec == asio::error::operation_aborted) break;
+      // Out of file descriptors or memory: say so once a second at most, and wait a little
+      // rather than spin; everyone already connected keeps being served.
+      spdlog::warn("accept failed: {}", ec.message());
+      backoff.expires_after(std::chrono::milliseconds(100));
+      co_await backoff.async_wait(kTuple);
+      continue;
+    }
+    if (counters.connections.load(std::memory_order_relaxed) >= options.max_connections) {
+      counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
+      // One OVERLOADED frame (request id 0), then close: the client learns why.
+      protocol::FrameHeader h;
+      std::string out;
+      handlers.append_error(h, Status::Overloaded("too many connections (limit " +
+                                                  std::to_string(options.max_connections) +
+                                                  ")"),
+                            &out);
+      asio::error_code ignored;
+      socket.non_blocking(true, ignored);
+      socket.write_some(asio::buffer(out), ignored);
+      socket.close(ignored);
+      continue;
+    }
+    socket.set_option(tcp::no_delay(true));
+    auto conn = std::make_shared<Connection>(std::move(socket));
+    counters.connections.fetch_add(1, std::memory_order_relaxed);
+    {
+      std::lock_guard lock(connections_mu);
+      connections.insert(conn);
+      // stop() sets `stopping` before it walks the registry, so a connection registered after
+      // that walk sees it here and is told at once.
+      if (stopping.load()) {
+        asio::error_code ignored;
+        conn->socket.shutdown(tcp::socket::shutdown_receive, ignored);
+      }
+    }
+    auto executor = conn->socket.get_executor();
+    asio::co_spawn(executor, serve(conn), asio::detached);
+    asio::co_spawn(executor, watchdog(conn), asio::detached);
+  }
+}
+
+asio::awaitable<void> Server::Impl::watchdog(std::shared_ptr<Connection> conn) {
+  const auto frame_timeout = std::chrono::milliseconds(options.frame_timeout_ms);
+  const auto idle_timeout = std::chrono::milliseconds(options.idle_timeout_ms);
+  while (!conn->closed) {
+    const auto deadline = conn->partial_frame ? conn->last_activity + frame_timeout
+                          : options.idle_timeout_ms > 0 ? conn->last_activity + idle_timeout
+                                                        : Clock::now() + frame_timeout;
+    conn->timer.expires_at(std::min(deadline, Clock::now() + frame_timeout));
+    co_await conn->timer.async_wait(kTuple);
+    if (conn->closed) break;
+    const bool stalled = conn->partial_frame && Clock::now() - conn->last_activity >= frame_timeout;
+    const bool idle = !conn->partial_frame && options.idle_timeout_ms > 0 &&
+                      Clock::now() - conn->last_activity >= idle_timeout;
+    if (stalled || idle) {
+      counters.timeouts.fetch_add(1, std::memory_order_relaxed);
+      spdlog::debug("closing {} connection", stalled ? "stalled" : "idle");
+      asio::error_code ec;
+      conn->socket.close(ec);  // the pending read fails and serve() ends
+      break;
+    }
+    if (stopping.load()) break;
+  }
+}
+
+asio::awaitable<void> Server::Impl::serve(std::shared_ptr<Connection> conn) {
+  std::vector<std::uint8_t> in(kReadChunk);
+  std::size_t used = 0;
+  std::string out;
+  bool close_after_write = false;
+  while (!close_after_write) {
+    if (in.size() - used < 4096 && in.size() < kReadChunk) in.resize(kReadChunk);
+    auto [ec, n] = co_await conn->socket.async_read_some(
+        asio::buffer(in.data() + used, in.size() - used), kTuple);
+    if (ec || n == 0) break;
+    used += n;
+    conn->last_activity = Clock::now();
+
+    std::size_t offset = 0;
+    for (;;) {
+      const auto d = protocol::decode_frame(std::span(in.data() + offset, used - offset),
+                                            options.max_frame_bytes);
+      if (d.kind == protocol::Decoded::Kind::kNeedMore) {
+        // The header passed its checks, so d.need is at most header + frame limit.
+        if (d.need > in.size() - offset) {
+          std::memmove(in.data(), in.data() + offset, used - offset);
+          used -= offset;
+          offset = 0;
+          if (d.need > in.size()) in.resize(d.need);
+        }
+        break;
+      }
+      if (d.kind == protocol::Decoded::Kind::kError) {
+        counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+        handlers.append_error(d.header, d.error, &out);
+        if (d.framing_lost) {
+          close_after_write = true;
+          offset = used;
+          break;
+        }
+        offset += d.consumed;
+        continue;
+      }
+      if (d.header.is_response()) {
+        counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+        handlers.append_error(d.header, Status::InvalidArgument("clients send requests, not responses"), &out);
+      } else {
+        handlers.handle(d.header, d.body, &out);
+      }
+      offset += d.consumed;
+    }
+    if (offset > 0) {
+      std::memmove(in.data(), in.data() + offset, used - offset);
+      used -= offset;
+    }
+    conn->partial_frame = used > 0;
+    // Give back a buffer that a large frame grew, once it is done with.
+    if (used == 0 && in.size() > kReadChunk) {
+      in.resize(kReadChunk);
+      in.shrink_to_fit();
+    }
+    if (!out.empty()) {
+      auto [wec, written] = co_await asio::async_write(conn->socket, asio::buffer(out), kTuple);
+      (void)written;
+      if (wec) break;
+      out.clear();
+      if (out.capacity() > 4 * kReadChunk) out.shrink_to_fit();
+    }
+    if (stopping.load() && used == 0) break;  // finished what it had received
+  }
+  conn->closed = true;
+  conn->timer.cancel();
+  asio::error_code ignored;
+  conn->socket.shutdown(tcp::socket::shutdown_both, ignored);
+  conn->socket.close(ignored);
+  counters.connections.fetch_sub(1, std::memory_order_relaxed);
+  std::lock_guard lock(connections_mu);
+  connections.erase(conn);
+}
+
+}  // namespace sessiond::daemon

@@ -1,0 +1,37 @@
+// Server: the native-protocol listener. W worker threads, each running its own io_context;
+// connections are handed out round-robin and served by one coroutine each.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "daemon/config.h"
+#include "daemon/handlers.h"
+#include "protocol/status.h"
+
+namespace sessiond::daemon {
+
+class Server {
+ public:
+  Server(const ServerOptions& options, Handlers& handlers, Counters& counters);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds the listener; UNAVAILABLE naming the address when it cannot (in use, no permission).
+  Status bind();
+  // The bound "host:port" (the real port when asked for port 0).
+  std::string address() const;
+  // Serves until stop(): starts the worker threads and returns when they have finished.
+  void run();
+  // Stops accepting, lets every connection finish the frames it has received, then makes
+  // run() return. Safe from any thread and from a signal handler's io_context.
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sessiond::daemon

@@ -1,0 +1,551 @@
+// The daemon at the protocol level: real sessiond processes on loopback, spoken to with raw
+// frames (the client library has its own tests), including every kind of bad input.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "protocol/frame.h"
+#include "protocol/sessiond.pb.h"
+#include "test_node.h"
+
+namespace sessiond {
+namespace {
+
+using namespace std::chrono_literals;
+using protocol::Opcode;
+using testing::TempDir;
+using testing::TestNode;
+using Clock = std::chrono::steady_clock;
+
+struct Response {
+  StatusCode status = StatusCode::kOk;
+  std::uint32_t request_id = 0;
+  std::uint16_t opcode = 0;
+  std::string body;
+};
+
+// A blocking loopback connection that sends raw bytes and reads whole frames with a deadline.
+class Conn {
+ public:
+  explicit Conn(const std::string& address) {
+    const auto colon = address.rfind(':');
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1))));
+    ::inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr);
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+    int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  ~Conn() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool connected() const { return connected_; }
+
+  void send_raw(std::string_view bytes) {
+    while (!bytes.empty()) {
+      const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (n <= 0) return;
+      bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+  void send(Opcode op, const google::protobuf::MessageLite& body, std::uint32_t request_id) {
+    std::string out;
+    protocol::FrameHeader h;
+    h.opcode = static_cast<std::uint16_t>(op);
+    h.request_id = request_id;
+    ASSERT_TRUE(protocol::append_frame(h, body, &out).ok());
+    send_raw(out);
+  }
+  // The next frame, or nullopt if the connection closed or the deadline passed.
+  std::optional<Response> read(std::chrono::milliseconds patience = 10s) {
+    const auto deadline = Clock::now() + patience;
+    for (;;) {
+      const auto span = std::span(reinterpret_cast<const std::uint8_t*>(buffer_.data()),
+                                  buffer_.size());
+      const auto d = protocol::decode_frame(span, 64u << 20);
+      if (d.kind == protocol::Decoded::Kind::kFrame) {
+        Response r{d.header.status, d.header.request_id, d.header.opcode,
+                   std::string(reinterpret_cast<const char*>(d.body.data()), d.body.size())};
+        buffer_.erase(0, d.consumed);
+        return r;
+      }
+      if (d.kind == protocol::Decoded::Kind::kError) return std::nullopt;
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                              Clock::now());
+      if (left.count() <= 0) return std::nullopt;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
+      char chunk[65536];
+      const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+      if (n <= 0) return std::nullopt;
+      buffer_.append(chunk, static_cast<std::size_t>(n));
+    }
+  }
+  // True when the server closed the connection within the deadline: an orderly close, or a
+  // reset (what the kernel sends when the server closes with client bytes still unread).
+  bool closed_by_server(std::chrono::milliseconds patience = 10s) {
+    const auto deadline = Clock::now() + patience;
+    for (;;) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      pollfd p{fd_, POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+      char chunk[4096];
+      const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+      if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+      if (n < 0) return false;
+      // Bytes still in flight before the close (e.g. the error frame): keep draining.
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+  std::string buffer_;
+};
+
+template <typename M>
+M parse(const Response& r) {
+  M m;
+  EXPECT_TRUE(m.ParseFromString(r.body));
+  return m;
+}
+
+std::string error_message(const Response& r) { return parse<wire::ErrorResponse>(r).message(); }
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<TestNode> start(std::vector<std::string> extra = {},
+                                  std::string durability = "async") {
+    TestNode::Options o;
+    o.data_dir = dir_.path() / "data";
+    o.durability = std::move(durability);
+    o.extra_args = std::move(extra);
+    std::string error;
+    auto node = TestNode::start(o, &error);
+    EXPECT_NE(node, nullptr) << error;
+    return node;
+  }
+  // A created session's id, via CREATE.
+  std::string create(Conn& c, const std::string& user, std::uint32_t rid) {
+    wire::CreateRequest req;
+    req.set_user_id(user);
+    auto* f = req.add_fields();
+    f->set_name("cart");
+    f->set_value("[" + std::to_string(rid) + "]");
+    c.send(Opcode::kCreate, req, rid);
+    auto r = c.read();
+    EXPECT_TRUE(r.has_value());
+    if (!r) return {};
+    EXPECT_EQ(r->status, StatusCode::kOk) << error_message(*r);
+    return parse<wire::CreateResponse>(*r).session().id();
+  }
+  // Whether the node still answers PING on a fresh connection.
+  static bool answers_ping(const TestNode& node) {
+    Conn c(node.address());
+    if (!c.connected()) return false;
+    c.send(Opcode::kPing, wire::PingRequest(), 1);
+    auto r = c.read();
+    return r && r->status == StatusCode::kOk;
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(DaemonTest, EveryOperationOverTheWire) {
+  auto node = start();
+  ASSERT_NE(node, nullptr);
+  Conn c(node->address());
+  ASSERT_TRUE(c.connected());
+
+  wire::PingRequest ping;
+  ping.set_payload("hello");
+  c.send(Opcode::kPing, ping, 1);
+  auto r = c.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->request_id, 1u);
+  EXPECT_EQ(parse<wire::PingResponse>(*r).payload(), "hello");
+
+  const std::string id = create(c, "alice", 2);
+  ASSERT_EQ(id.size(), 32u);
+
+  wire::GetRequest get;
+  get.set_id(id);
+  get.set_touch(true);
+  get.mutable_record_access()->set_ip("203.0.113.7");
+  c.send(Opcode::kGet, get, 3);
+  r = c.read();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, StatusCode::kOk) << error_message(*r);
+  auto session = parse<wire::GetResponse>(*r).session();
+  EXPECT_EQ(session.user_id(), "alice");
+  ASSERT_EQ(session.fields_size(), 1);
+  EXPECT_EQ(session.fields(0).value(), "[2]");
+  EXPECT_EQ(session.timeouts().idle_ms(), 30u * 60 * 1000);  // the ecommerce default
+
+  wire::UpdateRequest update;
+  update.set_id(id);
+  auto* set = update.add_set();
+  set->set_name("role");
+  set->set_value("admin");
+  update.add_remove("cart");
+  *update.mutable_expected_version() = session.version();
+  c.send(Opcode::kUpdate, update, 4);
+  r = c.read();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, StatusCode::kOk) << error_message(*r);
+  c.send(Opcode::kUpdate, update, 5);  // the same expected version is now stale
+  r = c.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, StatusCode::kVersionConflict);
+
+  wire::TouchRequest touch;
+  touch.set_id(id);
+  c.send(Opcode::kTouch, touch, 6);
+  r = c.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, StatusCode::kOk);
+
+  wire::AccessLogRequest log;
+  log.set_id(id);
+  c.send(Opcode::kAccessLog, log, 7);
+  r = c.read();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, StatusCode::kOk);
+  auto entries = parse<wire::AccessLogResponse>(*r);
+  ASSERT_EQ(entries.entries_size(), 1);
+  EXPECT_EQ(entries.entries(0).ip(), "203.0.113.7");
+
+  wire::RegenerateRequest regen;
+  regen.set_id(id);
+  regen.set_user_id("alice");
+  c.send(Opcode::kRegenerate, regen, 8);
+  r = c.read();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, StatusCode::kOk) << error_message(*r);
+  const std::string new_id = parse<wire::RegenerateResponse>(*r).session().id();
+  EXPECT_NE(new_id, id);
+  get.set_id(id);
+  c.send(Opcode::kGet, get, 9);
+  r = c.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, StatusCode::kNotFound);  // the old id is useless after login
+
+  const std::string second = create(c, "alice", 10);
+  wire::ListUserRequest list;
+  list.set_user_id("alice");
+  c.send(Opcode::kListUser, list, 11);
+  r = c.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(parse<wire::ListUserResponse>(*r).sessions_size(), 2);
+
+  wire::RevokeUserRequest revoke;
+  revoke.set_user_id("alice");
+  revoke.set_keep_id(second);
+  c.send(Opcode::kRevokeUser, revoke, 12);
+  r = c.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(parse<wire::RevokeUserResponse>(*r).revoked(), 1u);
+
+  wire::DestroyRequest destroy;
+  destroy.set_id(second);
+  c.send(Opcode::kDestroy, destroy, 13);
+  r = c.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, StatusCode::kOk);
+  c.send(Opcode::kDestroy, destroy, 14);
+  r = c.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, StatusCode::kNotFound);
+
+  c.send(Opcode::kStats, wire::StatsRequest(), 15);
+  r = c.read();
+  ASSERT_TRUE(r);
+  auto stats = parse<wire::StatsResponse>(*r);
+  EXPECT_EQ(stats.sessions(), 0u);
+  EXPECT_EQ(stats.creates(), 2u);
+  EXPECT_GE(stats.connections(), 1u);
+
+  c.send(Opcode::kTopology, wire::TopologyRequest(), 16);
+  r = c.read();
+  ASSERT_TRUE(r);
+  auto topo = parse<wire::TopologyResponse>(*r);
+  ASSERT_EQ(topo.nodes_size(), 1);
+  EXPECT_EQ(topo.nodes(0).address(), node->address());
+
+  EXPECT_EQ(node->terminate(), 0);
+}
+
+TEST_F(DaemonTest, PipelinesTenThousandRequestsOnOneConnection) {
+  auto node = start();
+  ASSERT_NE(node, nullptr);
+  Conn c(node->address());
+  std::string burst;
+  for (std::uint32_t i = 0; i < 10'000; ++i) {
+    protocol::FrameHeader h;
+    h.opcode = static_cast<std::uint16_t>(i % 2 ? Opcode::kPing : Opcode::kCreate);
+    h.request_id = i;
+    if (i % 2) {
+      ASSERT_TRUE(protocol::append_frame(h, wire::PingRequest(), &burst).ok());
+    } else {
+      wire::CreateRequest req;
+      req.set_user_id("u" + std::to_string(i % 7));
+      ASSERT_TRUE(protocol::append_frame(h, req, &burst).ok());
+    }
+  }
+  std::thread sender([&] { c.send_raw(burst); });
+  for (std::uint32_t i = 0; i < 10'000; ++i) {
+    auto r = c.read();
+    ASSERT_TRUE(r) << "response " << i << " missing";
+    ASSERT_EQ(r->request_id, i) << "responses out of order";
+    ASSERT_EQ(r->status, StatusCode::kOk);
+  }
+  sender.join();
+  Conn s(node->address());
+  s.send(Opcode::kStats, wire::StatsRequest(), 1);
+  auto r = s.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(parse<wire::StatsResponse>(*r).sessions(), 5'000u);
+}
+
+TEST_F(DaemonTest, SixtyFourConcurrentClients) {
+  auto node = start();
+  ASSERT_NE(node, nullptr);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 64; ++t) {
+    clients.emplace_back([&, t] {
+      Conn c(node->address());
+      if (!c.connected()) return void(++failures);
+      for (std::uint32_t i = 0; i < 50; ++i) {
+        wire::CreateRequest req;
+        req.set_user_id("client-" + std::to_string(t));
+        c.send(Opcode::kCreate, req, i);
+        auto r = c.read();
+        if (!r || r->status != StatusCode::kOk || r->request_id != i) return void(++failures);
+        wire::GetRequest get;
+        get.set_id(parse<wire::CreateResponse>(*r).session().id());
+        c.send(Opcode::kGet, get, i);
+        r = c.read();
+        if (!r || r->status != StatusCode::kOk) return void(++failures);
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  Conn s(node->address());
+  s.send(Opcode::kStats, wire::StatsRequest(), 1);
+  auto r = s.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(parse<wire::StatsResponse>(*r).sessions(), 64u * 50);
+}
+
+TEST_F(DaemonTest, KilledNodeKeepsEveryAcknowledgedCreate) {
+  std::vector<std::string> acknowledged;
+  {
+    auto node = start({}, "async");
+    ASSERT_NE(node, nullptr);
+    Conn c(node->address());
+    for (std::uint32_t i = 0; i < 500; ++i) acknowledged.push_back(create(c, "bob", i));
+    node->kill_hard();
+  }
+  auto node = start({}, "async");
+  ASSERT_NE(node, nullptr);
+  EXPECT_NE(node->log().find("recovered 500 sessions"), std::string::npos) << node->log();
+  Conn c(node->address());
+  for (std::size_t i = 0; i < acknowledged.size(); ++i) {
+    wire::GetRequest get;
+    get.set_id(acknowledged[i]);
+    c.send(Opcode::kGet, get, static_cast<std::uint32_t>(i));
+    auto r = c.read();
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, StatusCode::kOk) << "acknowledged session " << i << " lost";
+    EXPECT_EQ(parse<wire::GetResponse>(*r).session().fields(0).value(),
+              "[" + std::to_string(i) + "]");
+  }
+}
+
+TEST_F(DaemonTest, BadInputGetsAClearAnswerAndTheNodeServesOthers) {
+  auto node = start({"--frame-timeout-ms", "300", "--max-frame-bytes", "65536"});
+  ASSERT_NE(node, nullptr);
+
+  {  // oversized frame: TOO_LARGE from the header alone, then closed
+    Conn c(node->address());
+    protocol::FrameHeader h;
+    h.opcode = static_cast<std::uint16_t>(Opcode::kCreate);
+    h.request_id = 7;
+    h.body_length = 0xffffffff;
+    std::string raw(protocol::kHeaderSize, '\0');
+    protocol::encode_header(h, reinterpret_cast<std::uint8_t*>(raw.data()));
+    c.send_raw(raw);
+    auto r = c.read();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, StatusCode::kTooLarge);
+    EXPECT_EQ(r->request_id, 7u);
+    EXPECT_TRUE(c.closed_by_server());
+  }
+  {  // unknown opcode: answered, and the connection goes on
+    Conn c(node->address());
+    std::string raw;
+    protocol::FrameHeader h;
+    h.opcode = 4242;
+    h.request_id = 1;
+    ASSERT_TRUE(protocol::append_frame(h, wire::PingRequest(), &raw).ok());
+    c.send_raw(raw);
+    auto r = c.read();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, StatusCode::kInvalidArgument);
+    EXPECT_NE(error_message(*r).find("4242"), std::string::npos);
+    c.send(Opcode::kPing, wire::PingRequest(), 2);
+    r = c.read();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, StatusCode::kOk);
+  }
+  {  // unparsable body, a wrong-sized id, a value over the frame limit
+    Conn c(node->address());
+    std::string raw(protocol::kHeaderSize, '\0');
+    protocol::FrameHeader h;
+    h.opcode = static_cast<std::uint16_t>(Opcode::kCreate);
+    h.request_id = 3;
+    h.body_length = 5;
+    protocol::encode_header(h, reinterpret_cast<std::uint8_t*>(raw.data()));
+    raw += std::string("\xff\xff\xff\xff\x0f", 5);
+    c.send_raw(raw);
+    auto r = c.read();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, StatusCode::kInvalidArgument);
+    EXPECT_NE(error_message(*r).find("CREATE"), std::string::npos);
+
+    wire::GetRequest get;
+    get.set_id("short");
+    c.send(Opcode::kGet, get, 4);
+    r = c.read();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, StatusCode::kInvalidArgument);
+
+    wire::CreateRequest big;
+    auto* f = big.add_fields();
+    f->set_name("blob");
+    f->set_value(std::string(100'000, 'x'));  // over --max-frame-bytes 65536
+    c.send(Opcode::kCreate, big, 5);
+    r = c.read();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, StatusCode::kTooLarge);
+  }
+  {  // another protocol: told, then closed
+    Conn c(node->address());
+    c.send_raw("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto r = c.read();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, StatusCode::kInvalidArgument);
+    EXPECT_TRUE(c.closed_by_server());
+  }
+  {  // half a frame, then silence: closed after --frame-timeout-ms
+    Conn c(node->address());
+    c.send_raw(std::string("SD\x01\x00\x01\x00", 6));
+    EXPECT_TRUE(c.closed_by_server(5s));
+  }
+  EXPECT_TRUE(answers_ping(*node));
+  Conn s(node->address());
+  s.send(Opcode::kStats, wire::StatsRequest(), 1);
+  auto r = s.read();
+  ASSERT_TRUE(r);
+  EXPECT_GE(parse<wire::StatsResponse>(*r).protocol_errors(), 4u);
+}
+
+TEST_F(DaemonTest, ConnectionsOverTheLimitAreToldAndClosed) {
+  auto node = start({"--max-connections", "20"});
+  ASSERT_NE(node, nullptr);
+  std::vector<std::unique_ptr<Conn>> held;
+  for (int i = 0; i < 20; ++i) {
+    held.push_back(std::make_unique<Conn>(node->address()));
+    held.back()->send(Opcode::kPing, wire::PingRequest(), 1);
+    ASSERT_TRUE(held.back()->read());  // served, so counted
+  }
+  Conn extra(node->address());
+  auto r = extra.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, StatusCode::kOverloaded);
+  EXPECT_TRUE(extra.closed_by_server());
+  held.front()->send(Opcode::kPing, wire::PingRequest(), 2);  // the others are still served
+  EXPECT_TRUE(held.front()->read());
+}
+
+TEST_F(DaemonTest, ThousandConnectionsAtOnce) {
+  auto node = start();
+  ASSERT_NE(node, nullptr);
+  std::vector<std::unique_ptr<Conn>> conns;
+  for (int i = 0; i < 1000; ++i) conns.push_back(std::make_unique<Conn>(node->address()));
+  for (std::size_t i = 0; i < conns.size(); ++i) {
+    conns[i]->send(Opcode::kPing, wire::PingRequest(), static_cast<std::uint32_t>(i));
+  }
+  std::size_t answered = 0;
+  for (auto& c : conns) answered += c->read() ? 1 : 0;
+  EXPECT_EQ(answered, conns.size());
+}
+
+TEST_F(DaemonTest, SecondInstanceOnTheSameDataDirectoryFailsAtOnce) {
+  auto node = start();
+  ASSERT_NE(node, nullptr);
+  auto second = testing::run_process(
+      SESSIOND_DAEMON_PATH, {"--listen", "127.0.0.1:0", "--data-dir", (dir_.path() / "data").string()});
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_NE(second.err.find("in use by another process"), std::string::npos) << second.err;
+  EXPECT_TRUE(answers_ping(*node));
+}
+
+TEST_F(DaemonTest, HelpListsEveryOptionAndBadFlagsAreUsageErrors) {
+  auto help = testing::run_process(SESSIOND_DAEMON_PATH, {"--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  for (const char* flag : {"--listen", "--data-dir", "--durability", "--threads", "--config",
+                           "--max-frame-bytes", "--idle-timeout-ms", "--frame-timeout-ms"}) {
+    EXPECT_NE(help.out.find(flag), std::string::npos) << flag;
+  }
+  EXPECT_NE(help.out.find("127.0.0.1:7400"), std::string::npos);  // defaults are shown
+  auto bad = testing::run_process(SESSIOND_DAEMON_PATH, {"--durability", "fast"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("durability"), std::string::npos) << bad.err;
+  auto bad_listen = testing::run_process(SESSIOND_DAEMON_PATH, {"--listen", "nowhere"});
+  EXPECT_EQ(bad_listen.exit_code, 2);
+}
+
+TEST_F(DaemonTest, ConfigFileSetsOptionsAndFlagsOverrideIt) {
+  const auto config = dir_.path() / "sessiond.toml";
+  {
+    std::FILE* f = std::fopen(config.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("default-preset = \"finance\"\nthreads = 1\n", f);
+    std::fclose(f);
+  }
+  auto node = start({"--config", config.string()});
+  ASSERT_NE(node, nullptr);
+  Conn c(node->address());
+  const std::string id = create(c, "", 1);
+  wire::GetRequest get;
+  get.set_id(id);
+  c.send(Opcode::kGet, get, 2);
+  auto r = c.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(parse<wire::GetResponse>(*r).session().timeouts().idle_ms(), 10u * 60 * 1000);
+  // The file said 1 thread; the command line (TestNode passes --threads 2) wins.
+  EXPECT_NE(node->log().find("2 worker threads"), std::string::npos) << node->log();
+}
+
+}  // namespace
+}  // namespace sessiond

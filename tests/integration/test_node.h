@@ -1,0 +1,76 @@
+// Helpers of the integration tests: a temporary directory, a real sessiond process on a free
+// loopback port, and a way to run sessctl and capture what it prints.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace sessiond::testing {
+
+// A fresh directory under the system temp dir, removed with everything in it.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// A sessiond process. start() waits (with a deadline) for the "listening on HOST:PORT" log line
+// and reads the address from it; the log is drained by a thread so the node never blocks on it.
+class TestNode {
+ public:
+  struct Options {
+    std::filesystem::path data_dir;
+    std::string listen = "127.0.0.1:0";
+    std::string durability = "async";
+    int threads = 2;
+    std::vector<std::string> extra_args;  // appended to the command line
+  };
+  // Empty when the node did not start within the deadline (the failure says why).
+  static std::unique_ptr<TestNode> start(const Options& options, std::string* error);
+  // SIGTERM and wait (SIGKILL if it does not exit within 10 s).
+  ~TestNode();
+
+  const std::string& address() const { return address_; }
+  pid_t pid() const { return pid_; }
+  // SIGKILL, then reap: the node gets no chance to flush.
+  void kill_hard();
+  // SIGTERM, then the exit status (-1 if it had to be killed).
+  int terminate();
+  std::string log() const;
+
+ private:
+  TestNode() = default;
+  void wait_and_reap(std::chrono::milliseconds patience);
+
+  pid_t pid_ = -1;
+  int log_fd_ = -1;
+  std::string address_;
+  std::thread log_reader_;
+  mutable std::mutex log_mutex_;  // guards log_
+  std::string log_;
+  int exit_status_ = -1;
+};
+
+struct ProcessResult {
+  int exit_code = -1;  // -1 when killed by a signal
+  std::string out;
+  std::string err;
+};
+
+// Runs `program` with `args` and waits for it (a 30 s deadline, then SIGKILL).
+ProcessResult run_process(const std::string& program, const std::vector<std::string>& args);
+
+}  // namespace sessiond::testing
