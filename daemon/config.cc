@@ -1,7 +1,6 @@
 #include "daemon/config.h"
 
 #include <CLI/CLI.hpp>
-
 #include <charconv>
 #include <thread>
 
@@ -59,8 +58,7 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
       ->check(CLI::IsMember({"finance", "healthcare", "ecommerce", "media", "gaming"}));
   app.add_option("--shards", o.table.shard_count, "table shards (rounded up to a power of 2)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 16));
-  app.add_option("--access-log-length", o.table.access_log_length,
-                 "accesses kept per session");
+  app.add_option("--access-log-length", o.table.access_log_length, "accesses kept per session");
   app.add_option("--touch-persist-fraction", o.table.touch_persist_fraction,
                  "persist a touch once it moves the deadline by this fraction of the idle "
                  "timeout")
@@ -78,9 +76,9 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
     out.exit = true;
     out.exit_code = e.get_exit_code() == 0 ? 0 : 2;
     out.message = e.get_exit_code() == 0 && e.get_name() == "CallForHelp" ? app.help()
-                  : e.get_name() == "CallForVersion" ? std::string(e.what())
-                                                      : std::string("sessiond: ") + e.what() +
-                                                            "\nRun with --help for the options.";
+                  : e.get_name() == "CallForVersion"
+                      ? std::string(e.what())
+                      : std::string("sessiond: ") + e.what() + "\nRun with --help for the options.";
     if (e.get_name() == "CallForAllHelp") out.message = app.help("", CLI::AppFormatMode::All);
     return out;
   }

@@ -14,8 +14,7 @@ namespace wire = sessiond::wire;
 
 Result<storage::SessionId> id_from(const std::string& bytes) {
   if (bytes.size() != sizeof(storage::SessionId)) {
-    return Status::InvalidArgument("a session id is 32 bytes, got " +
-                                   std::to_string(bytes.size()));
+    return Status::InvalidArgument("a session id is 32 bytes, got " + std::to_string(bytes.size()));
   }
   storage::SessionId id;
   std::memcpy(id.data(), bytes.data(), id.size());
@@ -173,9 +172,8 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
                  req.preset() != wire::PRESET_UNSPECIFIED) {
         const int p = static_cast<int>(req.preset());
         if (p < wire::FINANCE || p > wire::GAMING) {
-          return append_error(request, Status::InvalidArgument("unknown preset " +
-                                                               std::to_string(p)),
-                              out);
+          return append_error(request,
+                              Status::InvalidArgument("unknown preset " + std::to_string(p)), out);
         }
         ns.timeouts = storage::preset_timeouts(static_cast<storage::Preset>(p - 1));
       }
@@ -197,8 +195,10 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
         if (!parse(&req)) return;
         id = id_from(req.id());
         ro.touch = req.touch();
-        if (req.has_expect_context()) ro.expect_context = &expect.emplace(context_from(req.expect_context()));
-        if (req.has_record_access()) ro.record_access = &access.emplace(access_from(req.record_access()));
+        if (req.has_expect_context())
+          ro.expect_context = &expect.emplace(context_from(req.expect_context()));
+        if (req.has_record_access())
+          ro.record_access = &access.emplace(access_from(req.record_access()));
       } else {
         wire::AccessLogRequest req;
         if (!parse(&req)) return;
@@ -232,8 +232,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       }
       std::optional<storage::Version> expected;
       if (req.has_expected_version()) {
-        expected = storage::Version{req.expected_version().hlc(),
-                                    req.expected_version().region()};
+        expected = storage::Version{req.expected_version().hlc(), req.expected_version().region()};
       }
       auto meta = table_.update(*id, ch, expected);
       if (!meta.ok()) return append_error(request, meta.status(), out);
@@ -333,11 +332,11 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     case Opcode::kReplicate:
     case Opcode::kMigrate:
     case Opcode::kDigest:
-      return append_error(request,
-                          Status(StatusCode::kForbidden,
-                                 std::string(protocol::opcode_name(opcode)) +
-                                     " is node-to-node only, and this node has no peers"),
-                          out);
+      return append_error(
+          request,
+          Status(StatusCode::kForbidden, std::string(protocol::opcode_name(opcode)) +
+                                             " is node-to-node only, and this node has no peers"),
+          out);
   }
   append_error(request, Status::InvalidArgument("unknown opcode"), out);
 }

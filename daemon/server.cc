@@ -69,8 +69,8 @@ Server::~Server() = default;
 
 Status Server::bind() {
   auto& ctx = *impl_->contexts[0];
-  const std::string where = impl_->options.listen_host + ":" +
-                            std::to_string(impl_->options.listen_port);
+  const std::string where =
+      impl_->options.listen_host + ":" + std::to_string(impl_->options.listen_port);
   asio::error_code ec;
   const auto ip = asio::ip::make_address(impl_->options.listen_host, ec);
   if (ec) return Status::InvalidArgument("cannot listen on " + where + ": not an IP address");
@@ -143,9 +143,9 @@ asio::awaitable<void> Server::Impl::accept_loop() {
       // One OVERLOADED frame (request id 0), then close: the client learns why.
       protocol::FrameHeader h;
       std::string out;
-      handlers.append_error(h, Status::Overloaded("too many connections (limit " +
-                                                  std::to_string(options.max_connections) +
-                                                  ")"),
+      handlers.append_error(h,
+                            Status::Overloaded("too many connections (limit " +
+                                               std::to_string(options.max_connections) + ")"),
                             &out);
       asio::error_code ignored;
       socket.non_blocking(true, ignored);
@@ -176,7 +176,7 @@ asio::awaitable<void> Server::Impl::watchdog(std::shared_ptr<Connection> conn) {
   const auto frame_timeout = std::chrono::milliseconds(options.frame_timeout_ms);
   const auto idle_timeout = std::chrono::milliseconds(options.idle_timeout_ms);
   while (!conn->closed) {
-    const auto deadline = conn->partial_frame ? conn->last_activity + frame_timeout
+    const auto deadline = conn->partial_frame           ? conn->last_activity + frame_timeout
                           : options.idle_timeout_ms > 0 ? conn->last_activity + idle_timeout
                                                         : Clock::now() + frame_timeout;
     conn->timer.expires_at(std::min(deadline, Clock::now() + frame_timeout));
@@ -236,7 +236,8 @@ asio::awaitable<void> Server::Impl::serve(std::shared_ptr<Connection> conn) {
       }
       if (d.header.is_response()) {
         counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-        handlers.append_error(d.header, Status::InvalidArgument("clients send requests, not responses"), &out);
+        handlers.append_error(
+            d.header, Status::InvalidArgument("clients send requests, not responses"), &out);
       } else {
         handlers.handle(d.header, d.body, &out);
       }

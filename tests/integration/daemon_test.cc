@@ -76,8 +76,8 @@ class Conn {
   std::optional<Response> read(std::chrono::milliseconds patience = 10s) {
     const auto deadline = Clock::now() + patience;
     for (;;) {
-      const auto span = std::span(reinterpret_cast<const std::uint8_t*>(buffer_.data()),
-                                  buffer_.size());
+      const auto span =
+          std::span(reinterpret_cast<const std::uint8_t*>(buffer_.data()), buffer_.size());
       const auto d = protocol::decode_frame(span, 64u << 20);
       if (d.kind == protocol::Decoded::Kind::kFrame) {
         Response r{d.header.status, d.header.request_id, d.header.opcode,
@@ -86,8 +86,8 @@ class Conn {
         return r;
       }
       if (d.kind == protocol::Decoded::Kind::kError) return std::nullopt;
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
-                                                                              Clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) return std::nullopt;
       pollfd p{fd_, POLLIN, 0};
       if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
@@ -503,8 +503,8 @@ TEST_F(DaemonTest, ThousandConnectionsAtOnce) {
 TEST_F(DaemonTest, SecondInstanceOnTheSameDataDirectoryFailsAtOnce) {
   auto node = start();
   ASSERT_NE(node, nullptr);
-  auto second = testing::run_process(
-      SESSIOND_DAEMON_PATH, {"--listen", "127.0.0.1:0", "--data-dir", (dir_.path() / "data").string()});
+  auto second = testing::run_process(SESSIOND_DAEMON_PATH, {"--listen", "127.0.0.1:0", "--data-dir",
+                                                            (dir_.path() / "data").string()});
   EXPECT_EQ(second.exit_code, 1);
   EXPECT_NE(second.err.find("in use by another process"), std::string::npos) << second.err;
   EXPECT_TRUE(answers_ping(*node));

@@ -59,10 +59,9 @@ std::unique_ptr<TestNode> TestNode::start(const Options& options, std::string* e
   }
   std::unique_ptr<TestNode> node(new TestNode());
   // The daemon logs to stdout or stderr; both go to one pipe.
-  std::vector<std::string> args = {"--listen",     options.listen,
-                                   "--data-dir",   options.data_dir.string(),
-                                   "--durability", options.durability,
-                                   "--threads",    std::to_string(options.threads)};
+  std::vector<std::string> args = {
+      "--listen",     options.listen,     "--data-dir", options.data_dir.string(),
+      "--durability", options.durability, "--threads",  std::to_string(options.threads)};
   args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
   node->pid_ = spawn(SESSIOND_DAEMON_PATH, args, fds[1], fds[1]);
   ::close(fds[1]);

@@ -1,0 +1,332 @@
+// sessiond::Client: typed calls over the transport. Each call validates and serializes its
+// request on the caller's thread, hands the bytes to the transport, and parses the answer on
+// the I/O thread; the synchronous calls wait on a future for the asynchronous ones.
+#include "sessiond/client.h"
+
+#include <future>
+#include <mutex>
+#include <optional>
+#include <utility>
+
+#include "detail/transport.h"
+#include "detail/wire_convert.h"
+#include "protocol/sessiond.pb.h"
+
+namespace sessiond {
+
+using client_detail::Call;
+using protocol::Opcode;
+
+class Client::Impl {
+ public:
+  explicit Impl(Options options) : options_(std::move(options)), transport_(options_) {}
+
+  const Options& options() const { return options_; }
+  bool on_io_thread() const { return transport_.on_io_thread(); }
+
+  // Sends `request` and hands `done` the response converted by `convert` (a function from the
+  // parsed Response message to Result<T>).
+  template <typename Response, typename T, typename Convert>
+  void call(Opcode opcode, const google::protobuf::MessageLite& request, bool idempotent,
+            Callback<T> done, Convert convert) {
+    auto pending = std::make_shared<Call>();
+    pending->opcode = opcode;
+    pending->idempotent = idempotent;
+    pending->deadline = std::chrono::steady_clock::now() + options_.timeout;
+    if (!request.SerializeToString(&pending->body)) {
+      fail_later(std::move(done), Status::Internal("cannot serialize the request"));
+      return;
+    }
+    if (pending->body.size() > options_.max_frame_body) {
+      fail_later(std::move(done),
+                 Status::TooLarge(std::string(protocol::opcode_name(opcode)) + " request of " +
+                                  std::to_string(pending->body.size()) +
+                                  " bytes exceeds the frame limit of " +
+                                  std::to_string(options_.max_frame_body)));
+      return;
+    }
+    pending->done = [done = std::move(done), convert = std::move(convert), opcode](
+                        Status status, std::span<const std::uint8_t> body) {
+      if (!status.ok()) {
+        done(Result<T>(std::move(status)));
+        return;
+      }
+      Response response;
+      if (!response.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+        done(Result<T>(Status::Internal(
+            "the answer to " + std::string(protocol::opcode_name(opcode)) + " does not parse")));
+        return;
+      }
+      done(convert(response));
+    };
+    transport_.submit(std::move(pending));
+  }
+
+  // Runs `done(status)` on the I/O thread, as every callback runs.
+  template <typename T>
+  void fail_later(Callback<T> done, Status status) {
+    transport_.post([done = std::move(done), status = std::move(status)]() mutable {
+      done(Result<T>(std::move(status)));
+    });
+  }
+
+  // Runs an asynchronous call and waits for its result.
+  template <typename T, typename Start>
+  Result<T> wait(Start start) {
+    if (transport_.on_io_thread()) {
+      return Status::Internal(
+          "a synchronous sessiond::Client call from a callback would deadlock; use the async_ "
+          "calls there");
+    }
+    std::promise<Result<T>> promise;
+    auto future = promise.get_future();
+    start([&promise](Result<T> result) { promise.set_value(std::move(result)); });
+    return future.get();
+  }
+
+ private:
+  const Options options_;
+  client_detail::Transport transport_;
+};
+
+namespace {
+
+struct Empty {};
+
+// The status of a Result<Empty> (destroy answers nothing but its status).
+Client::Callback<Empty> to_status_callback(Client::StatusCallback done) {
+  return [done = std::move(done)](Result<Empty> result) { done(result.status()); };
+}
+
+}  // namespace
+
+Client::Client(Options options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Client::~Client() = default;
+
+const Client::Options& Client::options() const { return impl_->options(); }
+
+// ---- asynchronous -----------------------------------------------------------------------------
+
+void Client::async_ping(std::string payload, Callback<PingResult> done) {
+  wire::PingRequest request;
+  request.set_payload(std::move(payload));
+  impl_->call<wire::PingResponse, PingResult>(
+      Opcode::kPing, request, true, std::move(done),
+      [](const wire::PingResponse& r) { return Result<PingResult>(client_detail::from_wire(r)); });
+}
+
+void Client::async_create(const CreateOptions& options, Callback<SessionMeta> done) {
+  wire::CreateRequest request;
+  if (auto status = client_detail::to_wire(options, &request); !status.ok()) {
+    impl_->fail_later(std::move(done), std::move(status));
+    return;
+  }
+  impl_->call<wire::CreateResponse, SessionMeta>(
+      Opcode::kCreate, request, false, std::move(done), [](const wire::CreateResponse& r) {
+        return Result<SessionMeta>(client_detail::from_wire(r.session()));
+      });
+}
+
+void Client::async_get(std::string_view id, const GetOptions& options, Callback<Session> done) {
+  wire::GetRequest request;
+  if (auto status = client_detail::to_wire(id, options, &request); !status.ok()) {
+    impl_->fail_later(std::move(done), std::move(status));
+    return;
+  }
+  // A plain read may be repeated; one that touches or records an access changes the session.
+  const bool idempotent = !options.touch && !options.record_access;
+  impl_->call<wire::GetResponse, Session>(
+      Opcode::kGet, request, idempotent, std::move(done), [](const wire::GetResponse& r) {
+        return Result<Session>(client_detail::from_wire(r.session()));
+      });
+}
+
+void Client::async_update(std::string_view id, const UpdateOptions& options,
+                          Callback<SessionMeta> done) {
+  wire::UpdateRequest request;
+  if (auto status = client_detail::to_wire(id, options, &request); !status.ok()) {
+    impl_->fail_later(std::move(done), std::move(status));
+    return;
+  }
+  impl_->call<wire::UpdateResponse, SessionMeta>(
+      Opcode::kUpdate, request, false, std::move(done), [](const wire::UpdateResponse& r) {
+        return Result<SessionMeta>(client_detail::from_wire(r.session()));
+      });
+}
+
+void Client::async_touch(std::string_view id, Callback<SessionMeta> done) {
+  wire::TouchRequest request;
+  if (auto status = client_detail::id_to_wire(id, "id", request.mutable_id()); !status.ok()) {
+    impl_->fail_later(std::move(done), std::move(status));
+    return;
+  }
+  impl_->call<wire::TouchResponse, SessionMeta>(
+      Opcode::kTouch, request, false, std::move(done), [](const wire::TouchResponse& r) {
+        return Result<SessionMeta>(client_detail::from_wire(r.session()));
+      });
+}
+
+void Client::async_destroy(std::string_view id, StatusCallback done) {
+  wire::DestroyRequest request;
+  auto callback = to_status_callback(std::move(done));
+  if (auto status = client_detail::id_to_wire(id, "id", request.mutable_id()); !status.ok()) {
+    impl_->fail_later(std::move(callback), std::move(status));
+    return;
+  }
+  impl_->call<wire::DestroyResponse, Empty>(
+      Opcode::kDestroy, request, false, std::move(callback),
+      [](const wire::DestroyResponse&) { return Result<Empty>(Empty{}); });
+}
+
+void Client::async_regenerate(std::string_view id, const RegenerateOptions& options,
+                              Callback<SessionMeta> done) {
+  wire::RegenerateRequest request;
+  if (auto status = client_detail::to_wire(id, options, &request); !status.ok()) {
+    impl_->fail_later(std::move(done), std::move(status));
+    return;
+  }
+  impl_->call<wire::RegenerateResponse, SessionMeta>(
+      Opcode::kRegenerate, request, false, std::move(done), [](const wire::RegenerateResponse& r) {
+        return Result<SessionMeta>(client_detail::from_wire(r.session()));
+      });
+}
+
+void Client::async_list_user(std::string_view user_id, Callback<std::vector<SessionMeta>> done) {
+  wire::ListUserRequest request;
+  request.set_user_id(std::string(user_id));
+  impl_->call<wire::ListUserResponse, std::vector<SessionMeta>>(
+      Opcode::kListUser, request, true, std::move(done), [](const wire::ListUserResponse& r) {
+        std::vector<SessionMeta> sessions;
+        sessions.reserve(static_cast<std::size_t>(r.sessions_size()));
+        for (const auto& meta : r.sessions()) sessions.push_back(client_detail::from_wire(meta));
+        return Result<std::vector<SessionMeta>>(std::move(sessions));
+      });
+}
+
+void Client::async_revoke_user(std::string_view user_id, std::string_view keep_id,
+                               Callback<std::uint64_t> done) {
+  wire::RevokeUserRequest request;
+  request.set_user_id(std::string(user_id));
+  if (!keep_id.empty()) {
+    if (auto status = client_detail::id_to_wire(keep_id, "keep id", request.mutable_keep_id());
+        !status.ok()) {
+      impl_->fail_later(std::move(done), std::move(status));
+      return;
+    }
+  }
+  impl_->call<wire::RevokeUserResponse, std::uint64_t>(
+      Opcode::kRevokeUser, request, false, std::move(done),
+      [](const wire::RevokeUserResponse& r) { return Result<std::uint64_t>(r.revoked()); });
+}
+
+void Client::async_access_log(std::string_view id, Callback<std::vector<AccessEntry>> done) {
+  wire::AccessLogRequest request;
+  if (auto status = client_detail::id_to_wire(id, "id", request.mutable_id()); !status.ok()) {
+    impl_->fail_later(std::move(done), std::move(status));
+    return;
+  }
+  impl_->call<wire::AccessLogResponse, std::vector<AccessEntry>>(
+      Opcode::kAccessLog, request, true, std::move(done), [](const wire::AccessLogResponse& r) {
+        std::vector<AccessEntry> entries;
+        entries.reserve(static_cast<std::size_t>(r.entries_size()));
+        for (const auto& entry : r.entries()) entries.push_back(client_detail::from_wire(entry));
+        return Result<std::vector<AccessEntry>>(std::move(entries));
+      });
+}
+
+void Client::async_stats(Callback<Stats> done) {
+  wire::StatsRequest request;
+  impl_->call<wire::StatsResponse, Stats>(
+      Opcode::kStats, request, true, std::move(done),
+      [](const wire::StatsResponse& r) { return Result<Stats>(client_detail::from_wire(r)); });
+}
+
+// ---- synchronous ------------------------------------------------------------------------------
+
+Result<PingResult> Client::ping(std::string payload) {
+  return impl_->wait<PingResult>(
+      [&](Callback<PingResult> done) { async_ping(std::move(payload), std::move(done)); });
+}
+
+Result<SessionMeta> Client::create(const CreateOptions& options) {
+  return impl_->wait<SessionMeta>(
+      [&](Callback<SessionMeta> done) { async_create(options, std::move(done)); });
+}
+
+Result<Session> Client::get(std::string_view id, const GetOptions& options) {
+  return impl_->wait<Session>(
+      [&](Callback<Session> done) { async_get(id, options, std::move(done)); });
+}
+
+Result<SessionMeta> Client::update(std::string_view id, const UpdateOptions& options) {
+  return impl_->wait<SessionMeta>(
+      [&](Callback<SessionMeta> done) { async_update(id, options, std::move(done)); });
+}
+
+Result<SessionMeta> Client::touch(std::string_view id) {
+  return impl_->wait<SessionMeta>(
+      [&](Callback<SessionMeta> done) { async_touch(id, std::move(done)); });
+}
+
+Status Client::destroy(std::string_view id) {
+  return impl_
+      ->wait<Empty>([&](Callback<Empty> done) {
+        async_destroy(id, [done = std::move(done)](Status status) {
+          done(status.ok() ? Result<Empty>(Empty{}) : Result<Empty>(std::move(status)));
+        });
+      })
+      .status();
+}
+
+Result<SessionMeta> Client::regenerate(std::string_view id, const RegenerateOptions& options) {
+  return impl_->wait<SessionMeta>(
+      [&](Callback<SessionMeta> done) { async_regenerate(id, options, std::move(done)); });
+}
+
+Result<std::vector<SessionMeta>> Client::list_user(std::string_view user_id) {
+  return impl_->wait<std::vector<SessionMeta>>(
+      [&](Callback<std::vector<SessionMeta>> done) { async_list_user(user_id, std::move(done)); });
+}
+
+Result<std::uint64_t> Client::revoke_user(std::string_view user_id, std::string_view keep_id) {
+  return impl_->wait<std::uint64_t>(
+      [&](Callback<std::uint64_t> done) { async_revoke_user(user_id, keep_id, std::move(done)); });
+}
+
+Result<std::vector<AccessEntry>> Client::access_log(std::string_view id) {
+  return impl_->wait<std::vector<AccessEntry>>(
+      [&](Callback<std::vector<AccessEntry>> done) { async_access_log(id, std::move(done)); });
+}
+
+Result<Stats> Client::stats() {
+  return impl_->wait<Stats>([&](Callback<Stats> done) { async_stats(std::move(done)); });
+}
+
+std::vector<Result<Session>> Client::get_many(std::span<const std::string> ids,
+                                              const GetOptions& options) {
+  if (ids.empty()) return {};
+  std::vector<std::optional<Result<Session>>> slots(ids.size());
+  std::mutex mutex;  // guards `slots` and `remaining` (callbacks run on the I/O thread)
+  std::size_t remaining = ids.size();
+  std::promise<void> all_done;
+  auto finished = all_done.get_future();
+  if (impl_->on_io_thread()) {
+    return std::vector<Result<Session>>(
+        ids.size(), Result<Session>(Status::Internal(
+                        "a synchronous sessiond::Client call from a callback would deadlock")));
+  }
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    async_get(ids[i], options, [&, i](Result<Session> result) {
+      std::lock_guard lock(mutex);
+      slots[i].emplace(std::move(result));
+      if (--remaining == 0) all_done.set_value();
+    });
+  }
+  finished.wait();
+  std::vector<Result<Session>> results;
+  results.reserve(ids.size());
+  for (auto& slot : slots) results.push_back(std::move(*slot));
+  return results;
+}
+
+}  // namespace sessiond

@@ -1,0 +1,507 @@
+// The transport: one I/O thread (an asio::io_context) drives a pool of connections.
+//
+// Calls are posted to the I/O thread, which puts each on the least busy connection. A
+// connection frames the calls into one output buffer while a write is in progress, so a burst of
+// calls leaves in few syscalls (pipelining); responses are matched by request id. Every call
+// also sits in one deque ordered by deadline (all calls share Options::timeout, so arrival order
+// is deadline order): a single timer fails the calls at the front whose deadline has passed.
+//
+// Each TCP connection attempt is a Link; handlers hold the Link they were started for and do
+// nothing when the connection has moved on to another one, so a late completion from a closed
+// socket never touches the new one. When a link fails, its calls are retried or failed as
+// RetryPolicy says, and the connection reconnects after an exponential backoff.
+#include "detail/transport.h"
+
+#include <algorithm>
+#include <asio.hpp>
+#include <cstring>
+#include <deque>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "detail/retry_policy.h"
+#include "protocol/sessiond.pb.h"
+
+namespace sessiond::client_detail {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using asio::ip::tcp;
+
+constexpr std::size_t kReadChunk = 64 * 1024;
+
+std::string op_name(protocol::Opcode opcode) { return std::string(protocol::opcode_name(opcode)); }
+
+}  // namespace
+
+class Transport::State {
+ public:
+  explicit State(const Client::Options& opts);
+
+  void start(std::shared_ptr<Call> call);
+  void complete(Call& call, Status status, std::span<const std::uint8_t> body = {});
+  void shutdown();
+
+  // Declared first: destroyed last, after every timer and socket below.
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> work;
+  const Client::Options options;
+  const RetryPolicy policy;
+  const std::optional<HostPort> endpoint;
+  std::vector<std::unique_ptr<Connection>> connections;
+  std::thread thread;
+  std::thread::id thread_id;
+
+ private:
+  void arm_deadline_timer();
+  void on_deadline_timer();
+  Status timeout_status(const Call& call) const;
+
+  // Every call not yet finished, in submission (= deadline) order; finished calls are dropped
+  // lazily from the front.
+  std::deque<std::shared_ptr<Call>> by_deadline_;
+  asio::steady_timer deadline_timer_;
+  bool deadline_timer_armed_ = false;
+  bool closed_ = false;
+};
+
+class Connection {
+ public:
+  explicit Connection(Transport::State& transport)
+      : t_(transport), retry_timer_(transport.io), connect_timer_(transport.io) {}
+
+  // Sends the call now, or once connected.
+  void enqueue(std::shared_ptr<Call> call);
+  // The call's deadline passed: stop tracking it (a late answer is then ignored).
+  void forget(const Call& call);
+  // Calls queued or in flight here.
+  std::size_t load() const { return waiting_.size() + in_flight_.size(); }
+  bool connected() const { return phase_ == Phase::kConnected; }
+  const std::string& last_error() const { return last_error_; }
+  // Closes the socket and drops every call (the transport has failed them already).
+  void close();
+
+ private:
+  // One TCP connection attempt and its buffers; handlers keep it alive.
+  struct Link {
+    explicit Link(asio::io_context& io) : socket(io), resolver(io) {}
+    tcp::socket socket;
+    tcp::resolver resolver;
+    std::string writing;  // bytes of the write in progress
+    bool write_active = false;
+    std::vector<std::uint8_t> in;  // received, not yet decoded: in[0, in_len)
+    std::size_t in_len = 0;
+  };
+  enum class Phase { kIdle, kConnecting, kConnected, kBackoff };
+
+  void connect();
+  void on_connected(const std::shared_ptr<Link>& link);
+  void send(std::shared_ptr<Call> call);
+  void flush();
+  void read();
+  void on_read(const std::shared_ptr<Link>& link, std::size_t bytes);
+  // False when the frame broke the connection (fail() was called).
+  bool handle_frame(const std::shared_ptr<Link>& link, const protocol::Decoded& frame);
+  void fail(const std::shared_ptr<Link>& link, const std::string& reason);
+  std::string address() const { return t_.options.address; }
+
+  Transport::State& t_;
+  Phase phase_ = Phase::kIdle;
+  std::shared_ptr<Link> link_;                 // the current attempt, or null
+  std::deque<std::shared_ptr<Call>> waiting_;  // not sent on the current link yet
+  std::unordered_map<std::uint32_t, std::shared_ptr<Call>> in_flight_;  // by request id
+  std::string pending_out_;  // framed calls waiting for the write in progress
+  std::uint32_t next_request_id_ = 1;
+  int consecutive_failures_ = 0;
+  std::string last_error_;
+  asio::steady_timer retry_timer_;
+  asio::steady_timer connect_timer_;
+};
+
+// ---- Connection ---------------------------------------------------------------------------
+
+void Connection::enqueue(std::shared_ptr<Call> call) {
+  call->connection = this;
+  if (phase_ == Phase::kConnected) {
+    send(std::move(call));
+    flush();
+    return;
+  }
+  waiting_.push_back(std::move(call));
+  if (phase_ == Phase::kIdle) connect();
+}
+
+void Connection::forget(const Call& call) {
+  if (!call.sent) return;  // a waiting call is skipped once finished
+  auto it = in_flight_.find(call.request_id);
+  if (it != in_flight_.end() && it->second.get() == &call) in_flight_.erase(it);
+}
+
+void Connection::connect() {
+  phase_ = Phase::kConnecting;
+  auto link = std::make_shared<Link>(t_.io);
+  link_ = link;
+  connect_timer_.expires_after(t_.options.timeout);
+  connect_timer_.async_wait([this, link](const std::error_code& ec) {
+    if (ec || link != link_ || phase_ != Phase::kConnecting) return;
+    fail(link, "connecting took longer than " + std::to_string(t_.options.timeout.count()) + " ms");
+  });
+  link->resolver.async_resolve(
+      t_.endpoint->host, t_.endpoint->port,
+      [this, link](const std::error_code& ec, const tcp::resolver::results_type& results) {
+        if (link != link_) return;
+        if (ec) {
+          fail(link, "cannot resolve " + t_.endpoint->host + ": " + ec.message());
+          return;
+        }
+        asio::async_connect(link->socket, results,
+                            [this, link](const std::error_code& error, const tcp::endpoint&) {
+                              if (link != link_) return;
+                              if (error) {
+                                fail(link, error.message());
+                                return;
+                              }
+                              on_connected(link);
+                            });
+      });
+}
+
+void Connection::on_connected(const std::shared_ptr<Link>& link) {
+  connect_timer_.cancel();
+  phase_ = Phase::kConnected;
+  consecutive_failures_ = 0;
+  last_error_.clear();
+  std::error_code ignored;
+  link->socket.set_option(tcp::no_delay(true), ignored);
+  link->in.resize(kReadChunk);
+  read();
+  auto waiting = std::move(waiting_);
+  waiting_.clear();
+  for (auto& call : waiting) {
+    if (!call->finished) send(std::move(call));
+  }
+  flush();
+}
+
+void Connection::send(std::shared_ptr<Call> call) {
+  std::uint32_t id = next_request_id_++;
+  if (id == 0) id = next_request_id_++;  // 0 is what the server uses for stream errors
+  protocol::FrameHeader header;
+  header.opcode = static_cast<std::uint16_t>(call->opcode);
+  header.request_id = id;
+  header.body_length = static_cast<std::uint32_t>(call->body.size());
+  const std::size_t start = pending_out_.size();
+  pending_out_.resize(start + protocol::kHeaderSize);
+  protocol::encode_header(header, reinterpret_cast<std::uint8_t*>(pending_out_.data() + start));
+  pending_out_.append(call->body);
+  call->request_id = id;
+  call->sent = true;
+  ++call->attempts;
+  in_flight_[id] = std::move(call);
+}
+
+void Connection::flush() {
+  auto link = link_;
+  if (!link || phase_ != Phase::kConnected || link->write_active || pending_out_.empty()) return;
+  link->writing.swap(pending_out_);
+  pending_out_.clear();
+  link->write_active = true;
+  asio::async_write(link->socket, asio::buffer(link->writing),
+                    [this, link](const std::error_code& ec, std::size_t) {
+                      if (link != link_) return;
+                      link->write_active = false;
+                      link->writing.clear();
+                      if (ec) {
+                        fail(link, "write failed: " + ec.message());
+                        return;
+                      }
+                      flush();
+                    });
+}
+
+void Connection::read() {
+  auto link = link_;
+  if (link->in.size() - link->in_len < kReadChunk / 4) link->in.resize(link->in_len + kReadChunk);
+  link->socket.async_read_some(
+      asio::buffer(link->in.data() + link->in_len, link->in.size() - link->in_len),
+      [this, link](const std::error_code& ec, std::size_t bytes) {
+        if (link != link_) return;
+        if (ec) {
+          fail(link, ec == asio::error::eof ? std::string("the node closed the connection")
+                                            : "read failed: " + ec.message());
+          return;
+        }
+        on_read(link, bytes);
+      });
+}
+
+void Connection::on_read(const std::shared_ptr<Link>& link, std::size_t bytes) {
+  link->in_len += bytes;
+  std::size_t offset = 0;
+  std::size_t need = 0;
+  while (true) {
+    const auto frame = protocol::decode_frame(
+        std::span<const std::uint8_t>(link->in.data() + offset, link->in_len - offset),
+        t_.options.max_frame_body);
+    if (frame.kind == protocol::Decoded::Kind::kNeedMore) {
+      need = frame.need;
+      break;
+    }
+    if (frame.kind == protocol::Decoded::Kind::kError) {
+      if (frame.framing_lost) {
+        fail(link, "unreadable response stream: " + frame.error.ToString());
+        return;
+      }
+      offset += frame.consumed;  // a well-formed frame we cannot use (unknown opcode)
+      continue;
+    }
+    offset += frame.consumed;
+    if (!handle_frame(link, frame)) return;
+  }
+  if (offset > 0) {
+    std::memmove(link->in.data(), link->in.data() + offset, link->in_len - offset);
+    link->in_len -= offset;
+  }
+  if (need > link->in.size()) link->in.resize(need);
+  read();
+}
+
+bool Connection::handle_frame(const std::shared_ptr<Link>& link, const protocol::Decoded& frame) {
+  const auto& header = frame.header;
+  if (!header.is_response()) {
+    fail(link, "the node sent a request frame instead of a response");
+    return false;
+  }
+  auto it = in_flight_.find(header.request_id);
+  if (it == in_flight_.end()) {
+    if (header.request_id == 0 && header.status != StatusCode::kOk) {
+      // The node could not read our stream and is closing it (docs/protocol.md).
+      wire::ErrorResponse error;
+      error.ParseFromArray(frame.body.data(), static_cast<int>(frame.body.size()));
+      fail(link, "the node rejected the stream: " + std::string(status_code_name(header.status)) +
+                     ": " + error.message());
+      return false;
+    }
+    return true;  // the answer to a call whose deadline passed
+  }
+  std::shared_ptr<Call> call = std::move(it->second);
+  in_flight_.erase(it);
+  if (call->finished) return true;
+  if (header.opcode != static_cast<std::uint16_t>(call->opcode)) {
+    t_.complete(*call, Status::Internal("the node answered " + op_name(call->opcode) +
+                                        " with opcode " + std::to_string(header.opcode)));
+    return true;
+  }
+  if (header.status == StatusCode::kOk) {
+    t_.complete(*call, Status(), frame.body);
+    return true;
+  }
+  wire::ErrorResponse error;
+  std::string message;
+  if (error.ParseFromArray(frame.body.data(), static_cast<int>(frame.body.size()))) {
+    message = error.message();
+    if (header.status == StatusCode::kWrongNode && error.has_wrong_node()) {
+      message += " (owner " + error.wrong_node().owner_address() + ", epoch " +
+                 std::to_string(error.wrong_node().epoch()) + ")";
+    }
+  } else {
+    message = "(unparsable error body)";
+  }
+  t_.complete(*call, Status(header.status, std::move(message)));
+  return true;
+}
+
+void Connection::fail(const std::shared_ptr<Link>& link, const std::string& reason) {
+  if (link != link_) return;
+  const bool was_connecting = phase_ == Phase::kConnecting;
+  std::error_code ignored;
+  link->resolver.cancel();
+  link->socket.close(ignored);
+  link_.reset();
+  connect_timer_.cancel();
+  pending_out_.clear();
+  ++consecutive_failures_;
+  last_error_ = reason;
+
+  const auto now = Clock::now();
+  std::vector<std::shared_ptr<Call>> sent;
+  sent.reserve(in_flight_.size());
+  for (auto& entry : in_flight_) {
+    if (!entry.second->finished) sent.push_back(std::move(entry.second));
+  }
+  in_flight_.clear();
+  std::sort(sent.begin(), sent.end(),
+            [](const auto& a, const auto& b) { return a->request_id < b->request_id; });
+
+  std::deque<std::shared_ptr<Call>> retry;
+  for (auto& call : sent) {
+    if (t_.policy.may_retry(call->idempotent, true, call->attempts, call->deadline, now)) {
+      retry.push_back(std::move(call));
+    } else {
+      std::string message = "connection to " + address() + " lost before " + op_name(call->opcode) +
+                            " was answered (" + reason + ")";
+      if (!call->idempotent) message += "; it may or may not have been applied";
+      t_.complete(*call, Status::Unavailable(std::move(message)));
+    }
+  }
+  for (auto& call : waiting_) {
+    if (call->finished) continue;
+    if (was_connecting) ++call->attempts;
+    if (t_.policy.may_retry(call->idempotent, call->sent, call->attempts, call->deadline, now)) {
+      retry.push_back(std::move(call));
+    } else {
+      t_.complete(*call, Status::Unavailable("cannot connect to " + address() + ": " + reason +
+                                             " (" + std::to_string(call->attempts) + " attempts)"));
+    }
+  }
+  waiting_ = std::move(retry);
+
+  if (waiting_.empty()) {
+    phase_ = Phase::kIdle;  // the next call connects at once
+    return;
+  }
+  phase_ = Phase::kBackoff;
+  retry_timer_.expires_after(t_.policy.delay(consecutive_failures_));
+  retry_timer_.async_wait([this](const std::error_code& ec) {
+    if (ec || phase_ != Phase::kBackoff) return;
+    connect();
+  });
+}
+
+void Connection::close() {
+  if (link_) {
+    std::error_code ignored;
+    link_->resolver.cancel();
+    link_->socket.close(ignored);
+    link_.reset();
+  }
+  retry_timer_.cancel();
+  connect_timer_.cancel();
+  waiting_.clear();
+  in_flight_.clear();
+  pending_out_.clear();
+  phase_ = Phase::kIdle;
+}
+
+// ---- Transport::State ----------------------------------------------------------------------
+
+Transport::State::State(const Client::Options& opts)
+    : work(asio::make_work_guard(io)),
+      options(opts),
+      policy{opts.backoff_initial, opts.backoff_max, opts.backoff_multiplier, opts.max_retries},
+      endpoint(parse_host_port(opts.address)),
+      deadline_timer_(io) {
+  const std::size_t pool = std::max<std::size_t>(1, opts.pool_size);
+  for (std::size_t i = 0; i < pool; ++i) {
+    connections.push_back(std::make_unique<Connection>(*this));
+  }
+}
+
+void Transport::State::start(std::shared_ptr<Call> call) {
+  if (closed_) {
+    complete(*call, Status::Unavailable("the client is shutting down"));
+    return;
+  }
+  if (!endpoint) {
+    complete(*call, Status::InvalidArgument("address '" + options.address +
+                                            "' is not HOST:PORT (port 1-65535)"));
+    return;
+  }
+  by_deadline_.push_back(call);
+  arm_deadline_timer();
+  // The least busy connection; connected ones first, so that a burst does not wait for a
+  // connect when another connection is ready.
+  Connection* best = nullptr;
+  for (auto& connection : connections) {
+    if (best == nullptr || (connection->connected() && !best->connected()) ||
+        (connection->connected() == best->connected() && connection->load() < best->load())) {
+      best = connection.get();
+    }
+  }
+  best->enqueue(std::move(call));
+}
+
+void Transport::State::complete(Call& call, Status status, std::span<const std::uint8_t> body) {
+  if (call.finished) return;
+  call.finished = true;
+  auto done = std::move(call.done);
+  call.done = nullptr;
+  while (!by_deadline_.empty() && by_deadline_.front()->finished) by_deadline_.pop_front();
+  if (done) done(std::move(status), body);
+}
+
+Status Transport::State::timeout_status(const Call& call) const {
+  std::string message = "no answer from " + options.address + " within " +
+                        std::to_string(options.timeout.count()) + " ms to " + op_name(call.opcode);
+  if (call.connection != nullptr && !call.connection->connected() &&
+      !call.connection->last_error().empty()) {
+    message += " (not connected: " + call.connection->last_error() + ")";
+  }
+  return Status::Unavailable(std::move(message));
+}
+
+void Transport::State::arm_deadline_timer() {
+  if (deadline_timer_armed_) return;
+  while (!by_deadline_.empty() && by_deadline_.front()->finished) by_deadline_.pop_front();
+  if (by_deadline_.empty()) return;
+  deadline_timer_armed_ = true;
+  deadline_timer_.expires_at(by_deadline_.front()->deadline);
+  deadline_timer_.async_wait([this](const std::error_code& ec) {
+    deadline_timer_armed_ = false;
+    if (ec || closed_) return;
+    on_deadline_timer();
+  });
+}
+
+void Transport::State::on_deadline_timer() {
+  const auto now = Clock::now();
+  while (!by_deadline_.empty() &&
+         (by_deadline_.front()->finished || by_deadline_.front()->deadline <= now)) {
+    auto call = std::move(by_deadline_.front());
+    by_deadline_.pop_front();
+    if (call->finished) continue;
+    if (call->connection != nullptr) call->connection->forget(*call);
+    complete(*call, timeout_status(*call));
+  }
+  arm_deadline_timer();
+}
+
+void Transport::State::shutdown() {
+  closed_ = true;
+  auto calls = std::move(by_deadline_);
+  by_deadline_.clear();
+  for (auto& call : calls) {
+    complete(*call, Status::Unavailable("the client was destroyed before " + op_name(call->opcode) +
+                                        " was answered"));
+  }
+  for (auto& connection : connections) connection->close();
+  deadline_timer_.cancel();
+  work.reset();
+}
+
+// ---- Transport -----------------------------------------------------------------------------
+
+Transport::Transport(const Client::Options& options) : state_(std::make_unique<State>(options)) {
+  state_->thread = std::thread([state = state_.get()] { state->io.run(); });
+  state_->thread_id = state_->thread.get_id();
+}
+
+Transport::~Transport() {
+  asio::post(state_->io, [state = state_.get()] { state->shutdown(); });
+  state_->thread.join();
+}
+
+void Transport::submit(std::shared_ptr<Call> call) {
+  asio::post(state_->io, [state = state_.get(), call = std::move(call)]() mutable {
+    state->start(std::move(call));
+  });
+}
+
+void Transport::post(std::function<void()> fn) { asio::post(state_->io, std::move(fn)); }
+
+bool Transport::on_io_thread() const { return std::this_thread::get_id() == state_->thread_id; }
+
+}  // namespace sessiond::client_detail

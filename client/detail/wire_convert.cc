@@ -1,0 +1,192 @@
+#include "detail/wire_convert.h"
+
+#include <string>
+
+#include "sessiond/session_id.h"
+
+namespace sessiond::client_detail {
+namespace {
+
+Status timeouts_to_wire(const Timeouts& in, wire::Timeouts* out) {
+  if (in.idle_ms < 0 || in.absolute_ms < 0) {
+    return Status::InvalidArgument("timeouts must not be negative (idle " +
+                                   std::to_string(in.idle_ms) + " ms, absolute " +
+                                   std::to_string(in.absolute_ms) + " ms)");
+  }
+  out->set_idle_ms(static_cast<std::uint64_t>(in.idle_ms));
+  out->set_absolute_ms(static_cast<std::uint64_t>(in.absolute_ms));
+  return {};
+}
+
+void context_to_wire(const ClientContext& in, wire::ClientContext* out) {
+  out->set_ip(in.ip);
+  out->set_user_agent_hash(in.user_agent_hash);
+}
+
+void access_to_wire(const AccessEntry& in, wire::AccessEntry* out) {
+  out->set_time_ms(in.time_ms);
+  out->set_ip(in.ip);
+  out->set_user_agent_hash(in.user_agent_hash);
+  out->set_has_location(in.has_location);
+  out->set_latitude(in.latitude);
+  out->set_longitude(in.longitude);
+}
+
+template <typename Repeated>
+void fields_to_wire(const std::vector<FieldValue>& in, Repeated* out) {
+  out->Reserve(static_cast<int>(in.size()));
+  for (const auto& [name, value] : in) {
+    auto* field = out->Add();
+    field->set_name(name);
+    field->set_value(value);
+  }
+}
+
+Version version_from_wire(const wire::Version& in) { return {in.hlc(), in.region()}; }
+
+wire::Preset preset_to_wire(Preset preset) {
+  switch (preset) {
+    case Preset::kFinance:
+      return wire::FINANCE;
+    case Preset::kHealthcare:
+      return wire::HEALTHCARE;
+    case Preset::kEcommerce:
+      return wire::ECOMMERCE;
+    case Preset::kMedia:
+      return wire::MEDIA;
+    case Preset::kGaming:
+      return wire::GAMING;
+    case Preset::kNodeDefault:
+      break;
+  }
+  return wire::PRESET_UNSPECIFIED;
+}
+
+}  // namespace
+
+Status id_to_wire(std::string_view text, std::string_view what, std::string* out) {
+  auto bytes = session_id_to_bytes(text);
+  if (!bytes) {
+    std::string shown(text.substr(0, 64));
+    return Status::InvalidArgument(std::string(what) + " '" + shown +
+                                   "' is not a session id (43 base64url characters)");
+  }
+  *out = std::move(*bytes);
+  return {};
+}
+
+Status to_wire(const CreateOptions& in, wire::CreateRequest* out) {
+  out->set_user_id(in.user_id);
+  fields_to_wire(in.fields, out->mutable_fields());
+  if (in.timeouts) {
+    if (auto status = timeouts_to_wire(*in.timeouts, out->mutable_timeouts()); !status.ok()) {
+      return status;
+    }
+  } else if (in.preset != Preset::kNodeDefault) {
+    out->set_preset(preset_to_wire(in.preset));
+  }
+  if (in.context) context_to_wire(*in.context, out->mutable_context());
+  return {};
+}
+
+Status to_wire(std::string_view id, const GetOptions& in, wire::GetRequest* out) {
+  if (auto status = id_to_wire(id, "id", out->mutable_id()); !status.ok()) return status;
+  out->set_touch(in.touch);
+  if (in.expect_context) context_to_wire(*in.expect_context, out->mutable_expect_context());
+  if (in.record_access) access_to_wire(*in.record_access, out->mutable_record_access());
+  return {};
+}
+
+Status to_wire(std::string_view id, const UpdateOptions& in, wire::UpdateRequest* out) {
+  if (auto status = id_to_wire(id, "id", out->mutable_id()); !status.ok()) return status;
+  fields_to_wire(in.set, out->mutable_set());
+  for (const auto& name : in.remove) out->add_remove(name);
+  if (in.timeouts) {
+    if (auto status = timeouts_to_wire(*in.timeouts, out->mutable_timeouts()); !status.ok()) {
+      return status;
+    }
+  }
+  if (in.expected_version) {
+    out->mutable_expected_version()->set_hlc(in.expected_version->hlc);
+    out->mutable_expected_version()->set_region(in.expected_version->region);
+  }
+  return {};
+}
+
+Status to_wire(std::string_view id, const RegenerateOptions& in, wire::RegenerateRequest* out) {
+  if (auto status = id_to_wire(id, "id", out->mutable_id()); !status.ok()) return status;
+  if (in.replace_fields) {
+    out->set_replace_fields(true);
+    fields_to_wire(*in.replace_fields, out->mutable_fields());
+  }
+  if (in.user_id) out->set_user_id(*in.user_id);
+  return {};
+}
+
+SessionMeta from_wire(const wire::SessionMeta& in) {
+  SessionMeta out;
+  out.id = session_id_from_bytes(in.id());
+  out.version = version_from_wire(in.version());
+  out.created_at_ms = in.created_at_ms();
+  out.last_access_ms = in.last_access_ms();
+  out.deadline_ms = in.deadline_ms();
+  return out;
+}
+
+AccessEntry from_wire(const wire::AccessEntry& in) {
+  AccessEntry out;
+  out.time_ms = in.time_ms();
+  out.ip = in.ip();
+  out.user_agent_hash = in.user_agent_hash();
+  out.has_location = in.has_location();
+  out.latitude = in.latitude();
+  out.longitude = in.longitude();
+  return out;
+}
+
+Session from_wire(const wire::Session& in) {
+  Session out;
+  out.id = session_id_from_bytes(in.id());
+  out.user_id = in.user_id();
+  out.fields.reserve(static_cast<std::size_t>(in.fields_size()));
+  for (const auto& field : in.fields()) {
+    out.fields.push_back({field.name(), field.value(), version_from_wire(field.version())});
+  }
+  out.created_at_ms = in.created_at_ms();
+  out.last_access_ms = in.last_access_ms();
+  out.timeouts.idle_ms = static_cast<std::int64_t>(in.timeouts().idle_ms());
+  out.timeouts.absolute_ms = static_cast<std::int64_t>(in.timeouts().absolute_ms());
+  out.deadline_ms = in.deadline_ms();
+  if (in.has_context())
+    out.context = ClientContext{in.context().ip(), in.context().user_agent_hash()};
+  out.access_log.reserve(static_cast<std::size_t>(in.access_log_size()));
+  for (const auto& entry : in.access_log()) out.access_log.push_back(from_wire(entry));
+  out.version = version_from_wire(in.version());
+  return out;
+}
+
+PingResult from_wire(const wire::PingResponse& in) {
+  return {in.payload(), in.protocol_version(), in.server()};
+}
+
+Stats from_wire(const wire::StatsResponse& in) {
+  Stats out;
+  out.sessions = in.sessions();
+  out.users = in.users();
+  out.memory_bytes = in.memory_bytes();
+  out.creates = in.creates();
+  out.updates = in.updates();
+  out.destroys = in.destroys();
+  out.regenerates = in.regenerates();
+  out.expiries = in.expiries();
+  out.read_hits = in.read_hits();
+  out.read_misses = in.read_misses();
+  out.touches_persisted = in.touches_persisted();
+  out.touches_coalesced = in.touches_coalesced();
+  out.connections = in.connections();
+  out.protocol_errors = in.protocol_errors();
+  out.disk_bytes = in.disk_bytes();
+  return out;
+}
+
+}  // namespace sessiond::client_detail

@@ -1,0 +1,137 @@
+// sessiond::Client: the application's handle on a sessiond node (DESIGN §8).
+//
+//   sessiond::Client::Options options;
+//   options.address = "127.0.0.1:7400";
+//   sessiond::Client client(options);
+//   sessiond::CreateOptions create;
+//   create.user_id = "alice";
+//   create.fields = {{"cart", "3 items"}};
+//   auto created = client.create(create);
+//   if (!created.ok()) return created.status();
+//   sessiond::GetOptions touch;
+//   touch.touch = true;
+//   auto session = client.get(created->id, touch);
+//
+// (Fill option structs field by field: with gcc, designated initializers that leave members
+// out warn under -Wextra.)
+//
+// Every call returns a Status or a Result<T> (protocol/status.h): expected outcomes such as
+// NOT_FOUND, EXPIRED or VERSION_CONFLICT are statuses, never exceptions. A call that gets no
+// answer within Options::timeout returns UNAVAILABLE with a message that says why (no
+// connection, connection lost, no answer in time). Malformed arguments (an id that is not 43
+// base64url characters, a negative timeout) are INVALID_ARGUMENT without a round trip.
+//
+// Connections: a pool of Options::pool_size TCP connections to one node, opened lazily by the
+// first calls. Each connection pipelines: many calls are in flight at once and their frames are
+// written together. When a connection drops, calls that were not yet sent and idempotent calls
+// (ping, get without touch or access record, list_user, access_log, stats) are retried on a new
+// connection with exponential backoff, within their deadline; other calls that were already
+// sent fail with UNAVAILABLE ("may or may not have been applied").
+//
+// Thread safety: every method may be called from any thread at once. Asynchronous callbacks
+// run on the client's I/O thread: they must not block, and must not call the synchronous
+// methods (those return INTERNAL when called from a callback instead of deadlocking).
+// Destroying the client fails the calls still outstanding with UNAVAILABLE and runs their
+// callbacks before the destructor returns.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/status.h"
+#include "sessiond/session_id.h"
+#include "sessiond/types.h"
+
+namespace sessiond {
+
+// How a Client reaches its node (Client::Options).
+struct ClientOptions {
+  std::string address = "127.0.0.1:7400";  // HOST:PORT of the node
+  // Deadline of each call, from the moment it is made until its answer, retries included.
+  std::chrono::milliseconds timeout{2000};
+  std::size_t pool_size = 2;  // connections to the node (at least 1)
+  // Reconnect backoff: the first retry waits backoff_initial, each further one `multiplier`
+  // times longer, at most backoff_max. A call is attempted at most 1 + max_retries times.
+  std::chrono::milliseconds backoff_initial{10};
+  std::chrono::milliseconds backoff_max{1000};
+  double backoff_multiplier = 2.0;
+  int max_retries = 4;
+  std::uint32_t max_frame_body = 1u << 20;  // largest response body accepted (1 MiB)
+};
+
+class Client {
+ public:
+  using Options = ClientOptions;
+
+  template <typename T>
+  using Callback = std::function<void(Result<T>)>;
+  using StatusCallback = std::function<void(Status)>;
+
+  // Starts the I/O thread; connects lazily (never blocks, never fails).
+  explicit Client(Options options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  const Options& options() const;
+
+  // ---- synchronous calls: block until the answer or the deadline ----------------------------
+
+  // Round trip to the node; echoes `payload`.
+  Result<PingResult> ping(std::string payload = {});
+  // A new session with a fresh id. Not retried once sent.
+  Result<SessionMeta> create(const CreateOptions& options);
+  // The whole session. NOT_FOUND / EXPIRED when it is gone; CONTEXT_MISMATCH when bound to
+  // another context than options.expect_context.
+  Result<Session> get(std::string_view id, const GetOptions& options = {});
+  // Sets and removes fields, optionally changes the timeouts; counts as an access.
+  Result<SessionMeta> update(std::string_view id, const UpdateOptions& options);
+  // Slides the idle deadline (never past the absolute one).
+  Result<SessionMeta> touch(std::string_view id);
+  // Removes the session. NOT_FOUND when there was none.
+  Status destroy(std::string_view id);
+  // A new id for the same data in one atomic step; the old id is destroyed.
+  Result<SessionMeta> regenerate(std::string_view id, const RegenerateOptions& options = {});
+  // The user's alive sessions, oldest first.
+  Result<std::vector<SessionMeta>> list_user(std::string_view user_id);
+  // Destroys every session of the user except `keep_id` (empty: none kept); answers how many.
+  Result<std::uint64_t> revoke_user(std::string_view user_id, std::string_view keep_id = {});
+  // The session's access history, oldest first.
+  Result<std::vector<AccessEntry>> access_log(std::string_view id);
+  // Node counters.
+  Result<Stats> stats();
+
+  // Gets every id in one pipelined burst over the pool; results in the order of `ids`.
+  std::vector<Result<Session>> get_many(std::span<const std::string> ids,
+                                        const GetOptions& options = {});
+
+  // ---- asynchronous calls: return at once; `done` runs exactly once on the I/O thread ------
+
+  void async_ping(std::string payload, Callback<PingResult> done);
+  void async_create(const CreateOptions& options, Callback<SessionMeta> done);
+  void async_get(std::string_view id, const GetOptions& options, Callback<Session> done);
+  void async_update(std::string_view id, const UpdateOptions& options, Callback<SessionMeta> done);
+  void async_touch(std::string_view id, Callback<SessionMeta> done);
+  void async_destroy(std::string_view id, StatusCallback done);
+  void async_regenerate(std::string_view id, const RegenerateOptions& options,
+                        Callback<SessionMeta> done);
+  void async_list_user(std::string_view user_id, Callback<std::vector<SessionMeta>> done);
+  void async_revoke_user(std::string_view user_id, std::string_view keep_id,
+                         Callback<std::uint64_t> done);
+  void async_access_log(std::string_view id, Callback<std::vector<AccessEntry>> done);
+  void async_stats(Callback<Stats> done);
+
+  class Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sessiond

@@ -1,0 +1,28 @@
+// Session ids as the client library hands them out: the 43-character text form.
+//
+// On the wire an id is 32 raw bytes (docs/protocol.md); everywhere in this library's API it is
+// its text form, base64url without padding (RFC 4648 §5), which is what applications put in
+// cookies and logs. These helpers convert between the two.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace sessiond {
+
+inline constexpr std::size_t kSessionIdBytes = 32;
+inline constexpr std::size_t kSessionIdTextLength = 43;
+
+// True when `text` is a well-formed id: 43 characters of [A-Za-z0-9_-] whose last character
+// carries no stray bits (so every id has exactly one text form).
+bool is_valid_session_id(std::string_view text);
+
+// The 32 raw bytes of a text id; nullopt when `text` is not a well-formed id.
+std::optional<std::string> session_id_to_bytes(std::string_view text);
+
+// The text form of 32 raw bytes; an empty string when `bytes` is not 32 bytes long.
+std::string session_id_from_bytes(std::string_view bytes);
+
+}  // namespace sessiond

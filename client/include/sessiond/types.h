@@ -1,0 +1,151 @@
+// The values the client library exchanges with a sessiond node: sessions, their metadata, and
+// the options of each operation. Plain structs, no protocol details.
+//
+// Times are milliseconds since the Unix epoch, durations are milliseconds, and a timeout of 0
+// means "none" (docs/protocol.md). Session ids are the 43-character text form (session_id.h).
+// Field names and values are bytes held in std::string.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace sessiond {
+
+// Version of a write: hybrid logical clock timestamp and the region that made it.
+struct Version {
+  std::uint64_t hlc = 0;
+  std::uint32_t region = 0;
+  friend bool operator==(const Version&, const Version&) = default;
+};
+
+struct Timeouts {
+  std::int64_t idle_ms = 0;      // sliding: expires this long after the last access; 0 = none
+  std::int64_t absolute_ms = 0;  // expires this long after creation; 0 = none
+  friend bool operator==(const Timeouts&, const Timeouts&) = default;
+};
+
+// Timeout policies of DESIGN §2 (absolute / idle). kNodeDefault lets the node choose.
+enum class Preset {
+  kNodeDefault,
+  kFinance,     // 30 min / 10 min
+  kHealthcare,  // 60 min / 15 min
+  kEcommerce,   // 24 h / 30 min
+  kMedia,       // 7 d / 1 h
+  kGaming,      // 30 d / 2 h
+};
+// "finance", ...; "default" for kNodeDefault.
+std::string_view preset_name(Preset preset);
+// Lower-case name as preset_name() spells it; nullopt if unknown.
+std::optional<Preset> preset_from_name(std::string_view name);
+
+// The client context a session can be bound to: an IP address (or prefix) and a user-agent hash.
+struct ClientContext {
+  std::string ip;
+  std::uint64_t user_agent_hash = 0;
+  friend bool operator==(const ClientContext&, const ClientContext&) = default;
+};
+
+// One entry of a session's access history. time_ms is set by the server.
+struct AccessEntry {
+  std::int64_t time_ms = 0;
+  std::string ip;
+  std::uint64_t user_agent_hash = 0;
+  bool has_location = false;
+  double latitude = 0;
+  double longitude = 0;
+  friend bool operator==(const AccessEntry&, const AccessEntry&) = default;
+};
+
+struct Field {
+  std::string name;
+  std::string value;
+  Version version;  // version of the write that last set it (ignored in requests)
+  friend bool operator==(const Field&, const Field&) = default;
+};
+
+// A field to write: name and value.
+using FieldValue = std::pair<std::string, std::string>;
+
+// What the operations that change a session answer: enough to go on without reading it back.
+struct SessionMeta {
+  std::string id;  // text form
+  Version version;
+  std::int64_t created_at_ms = 0;
+  std::int64_t last_access_ms = 0;
+  std::int64_t deadline_ms = 0;  // INT64_MAX when the session has no timeout
+};
+
+struct Session {
+  std::string id;  // text form
+  std::string user_id;
+  std::vector<Field> fields;  // sorted by name
+  std::int64_t created_at_ms = 0;
+  std::int64_t last_access_ms = 0;
+  Timeouts timeouts;
+  std::int64_t deadline_ms = 0;          // INT64_MAX when the session has no timeout
+  std::optional<ClientContext> context;  // the bound context, if any
+  std::vector<AccessEntry> access_log;   // oldest first
+  Version version;
+
+  // The field with this name, or nullptr.
+  const Field* field(std::string_view name) const;
+};
+
+struct CreateOptions {
+  std::string user_id;  // may be empty
+  std::vector<FieldValue> fields;
+  // Policy: explicit timeouts win over the preset; neither means the node's default.
+  Preset preset = Preset::kNodeDefault;
+  std::optional<Timeouts> timeouts;
+  std::optional<ClientContext> context;  // bind the session to this client context
+};
+
+struct GetOptions {
+  bool touch = false;                           // slide the idle deadline
+  std::optional<ClientContext> expect_context;  // CONTEXT_MISMATCH if bound to another one
+  std::optional<AccessEntry> record_access;     // append to the access history
+};
+
+struct UpdateOptions {
+  std::vector<FieldValue> set;
+  std::vector<std::string> remove;
+  std::optional<Timeouts> timeouts;         // new policy
+  std::optional<Version> expected_version;  // VERSION_CONFLICT unless current
+};
+
+struct RegenerateOptions {
+  // When set, replaces the data (an empty vector drops every field); otherwise it is kept.
+  std::optional<std::vector<FieldValue>> replace_fields;
+  std::optional<std::string> user_id;  // bind a user, e.g. at login
+};
+
+struct PingResult {
+  std::string payload;  // echoed
+  std::uint32_t protocol_version = 0;
+  std::string server;  // "sessiond/<version>"
+};
+
+// Node counters (STATS).
+struct Stats {
+  std::uint64_t sessions = 0;
+  std::uint64_t users = 0;
+  std::uint64_t memory_bytes = 0;
+  std::uint64_t creates = 0;
+  std::uint64_t updates = 0;
+  std::uint64_t destroys = 0;
+  std::uint64_t regenerates = 0;
+  std::uint64_t expiries = 0;
+  std::uint64_t read_hits = 0;
+  std::uint64_t read_misses = 0;
+  std::uint64_t touches_persisted = 0;
+  std::uint64_t touches_coalesced = 0;
+  std::uint64_t connections = 0;
+  std::uint64_t protocol_errors = 0;
+  std::uint64_t disk_bytes = 0;
+};
+
+}  // namespace sessiond

@@ -1,0 +1,234 @@
+// sessctl: the command-line tool of sessiond, on the client library.
+//
+//   sessctl [--addr HOST:PORT] [--json] [--timeout-ms N] COMMAND [ARGS]
+//
+// Human-readable output by default, one JSON object per command with --json (errors too, as
+// {"error":{...}} on stdout; the message also goes to stderr). Exit codes: 0 ok, 1 not found
+// or expired, 2 usage (or an argument the node refused), 3 unreachable, 4 any other refusal.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sessctl_support.h"
+#include "sessiond/client.h"
+
+namespace {
+
+using namespace sessiond;           // NOLINT(google-build-using-namespace)
+using namespace sessiond::sessctl;  // NOLINT(google-build-using-namespace)
+
+struct Output {
+  bool json = false;
+
+  int error(const Status& status) const {
+    if (json) std::cout << json_error(status) << "\n";
+    std::cerr << "sessctl: " << status.ToString() << "\n";
+    return exit_code_for(status.code());
+  }
+
+  template <typename T>
+  int print(const Result<T>& result) const {
+    if (!result.ok()) return error(result.status());
+    std::cout << (json ? to_json(*result) + "\n" : to_text(*result));
+    return kExitOk;
+  }
+};
+
+// Parses repeated NAME=VALUE arguments; a usage error names the bad one.
+Result<std::vector<FieldValue>> parse_fields(const std::vector<std::string>& args) {
+  std::vector<FieldValue> fields;
+  for (const auto& arg : args) {
+    auto field = parse_key_value(arg);
+    if (!field.ok()) return field.status();
+    fields.push_back(std::move(*field));
+  }
+  return fields;
+}
+
+// Timeouts from --idle-ms / --absolute-ms when either was given (the other one is then 0,
+// none).
+std::optional<Timeouts> timeouts_from(const std::optional<std::int64_t>& idle_ms,
+                                      const std::optional<std::int64_t>& absolute_ms) {
+  if (!idle_ms && !absolute_ms) return std::nullopt;
+  return Timeouts{idle_ms.value_or(0), absolute_ms.value_or(0)};
+}
+
+// A repeatable option that takes one value per occurrence (so it never eats a positional).
+template <typename T>
+CLI::Option* add_repeated(CLI::App* app, const std::string& name, T& target,
+                          const std::string& help) {
+  return app->add_option(name, target, help)->allow_extra_args(false);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"sessctl: command-line client of sessiond, the session store"};
+  app.require_subcommand(1);
+  app.footer(
+      "Exit codes: 0 ok, 1 not found or expired, 2 usage, 3 unreachable or unavailable, "
+      "4 refused by the node (e.g. VERSION_CONFLICT, TOO_LARGE).");
+
+  std::string address = "127.0.0.1:7400";
+  std::int64_t timeout_ms = 2000;
+  Output out;
+  app.add_option("--addr", address, "HOST:PORT of the node")
+      ->envname("SESSIOND_ADDR")
+      ->capture_default_str();
+  app.add_flag("--json", out.json, "print one JSON object (errors as {\"error\":...})");
+  app.add_option("--timeout-ms", timeout_ms, "deadline of the call")
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{3'600'000}));
+
+  // The command to run once the line has parsed, and its arguments.
+  std::function<int(Client&)> command;
+  std::string id;
+  std::string user;
+  std::vector<std::string> field_args;
+  std::vector<std::string> set_args;
+  std::vector<std::string> remove_args;
+  std::string preset_text;
+  std::optional<std::int64_t> idle_ms;
+  std::optional<std::int64_t> absolute_ms;
+  bool touch = false;
+  std::string keep_id;
+  std::string payload;
+  std::optional<std::string> regenerate_user;
+  const auto non_negative = CLI::Range(std::int64_t{0}, INT64_MAX);
+
+  auto* create = app.add_subcommand("create", "create a session; prints its id and deadline");
+  create->add_option("--user", user, "user id (principal) to index it under");
+  add_repeated(create, "--field", field_args, "NAME=VALUE, repeatable");
+  auto* preset_option =
+      create
+          ->add_option("--preset", preset_text, "finance | healthcare | ecommerce | media | gaming")
+          ->check(CLI::IsMember({"finance", "healthcare", "ecommerce", "media", "gaming"}));
+  auto* idle_option =
+      create->add_option("--idle-ms", idle_ms, "idle timeout (0: none)")->check(non_negative);
+  auto* absolute_option =
+      create->add_option("--absolute-ms", absolute_ms, "absolute timeout (0: none)")
+          ->check(non_negative);
+  preset_option->excludes(idle_option)->excludes(absolute_option);
+  create->callback([&] {
+    command = [&](Client& client) {
+      auto fields = parse_fields(field_args);
+      if (!fields.ok()) return out.error(fields.status());
+      CreateOptions options;
+      options.user_id = user;
+      options.fields = std::move(*fields);
+      if (!preset_text.empty()) options.preset = *preset_from_name(preset_text);
+      options.timeouts = timeouts_from(idle_ms, absolute_ms);
+      return out.print(client.create(options));
+    };
+  });
+
+  auto* get = app.add_subcommand("get", "print a session");
+  get->add_option("id", id, "session id")->required();
+  get->add_flag("--touch", touch, "slide the idle deadline");
+  get->callback([&] {
+    command = [&](Client& client) {
+      GetOptions options;
+      options.touch = touch;
+      return out.print(client.get(id, options));
+    };
+  });
+
+  auto* update = app.add_subcommand("update", "set and remove fields");
+  update->add_option("id", id, "session id")->required();
+  add_repeated(update, "--set", set_args, "NAME=VALUE, repeatable");
+  add_repeated(update, "--remove", remove_args, "field NAME, repeatable");
+  update->add_option("--idle-ms", idle_ms, "new idle timeout (0: none)")->check(non_negative);
+  update->add_option("--absolute-ms", absolute_ms, "new absolute timeout (0: none)")
+      ->check(non_negative);
+  update->callback([&] {
+    command = [&](Client& client) {
+      auto fields = parse_fields(set_args);
+      if (!fields.ok()) return out.error(fields.status());
+      UpdateOptions options;
+      options.set = std::move(*fields);
+      options.remove = remove_args;
+      options.timeouts = timeouts_from(idle_ms, absolute_ms);
+      return out.print(client.update(id, options));
+    };
+  });
+
+  auto* touch_command = app.add_subcommand("touch", "slide a session's idle deadline");
+  touch_command->add_option("id", id, "session id")->required();
+  touch_command->callback(
+      [&] { command = [&](Client& client) { return out.print(client.touch(id)); }; });
+
+  auto* destroy = app.add_subcommand("destroy", "remove a session");
+  destroy->add_option("id", id, "session id")->required();
+  destroy->callback([&] {
+    command = [&](Client& client) {
+      const Status status = client.destroy(id);
+      if (!status.ok()) return out.error(status);
+      std::cout << (out.json ? "{\"destroyed\":" + json_string(id) + "}\n"
+                             : "destroyed " + id + "\n");
+      return kExitOk;
+    };
+  });
+
+  auto* regenerate = app.add_subcommand(
+      "regenerate", "give a session a new id (the old one is destroyed); prints the new id");
+  regenerate->add_option("id", id, "session id")->required();
+  regenerate->add_option("--user", regenerate_user, "bind this user id (e.g. at login)");
+  regenerate->callback([&] {
+    command = [&](Client& client) {
+      RegenerateOptions options;
+      options.user_id = regenerate_user;
+      return out.print(client.regenerate(id, options));
+    };
+  });
+
+  auto* list_user = app.add_subcommand("list-user", "list a user's sessions, oldest first");
+  list_user->add_option("user", user, "user id")->required();
+  list_user->callback(
+      [&] { command = [&](Client& client) { return out.print(client.list_user(user)); }; });
+
+  auto* revoke_user = app.add_subcommand("revoke-user", "destroy every session of a user");
+  revoke_user->add_option("user", user, "user id")->required();
+  revoke_user->add_option("--keep", keep_id, "session id to keep");
+  revoke_user->callback([&] {
+    command = [&](Client& client) {
+      auto revoked = client.revoke_user(user, keep_id);
+      if (!revoked.ok()) return out.error(revoked.status());
+      std::cout << (out.json ? "{\"revoked\":" + std::to_string(*revoked) + "}\n"
+                             : "revoked " + std::to_string(*revoked) +
+                                   (*revoked == 1 ? " session\n" : " sessions\n"));
+      return kExitOk;
+    };
+  });
+
+  auto* access_log = app.add_subcommand("access-log", "print a session's access history");
+  access_log->add_option("id", id, "session id")->required();
+  access_log->callback(
+      [&] { command = [&](Client& client) { return out.print(client.access_log(id)); }; });
+
+  auto* stats = app.add_subcommand("stats", "print the node's counters");
+  stats->callback([&] { command = [&](Client& client) { return out.print(client.stats()); }; });
+
+  auto* ping = app.add_subcommand("ping", "check that the node answers");
+  ping->add_option("payload", payload, "bytes to echo");
+  ping->callback(
+      [&] { command = [&](Client& client) { return out.print(client.ping(payload)); }; });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);  // prints help or the error
+    return code == 0 ? kExitOk : kExitUsage;
+  }
+
+  Client::Options options;
+  options.address = address;
+  options.timeout = std::chrono::milliseconds(timeout_ms);
+  options.pool_size = 1;
+  Client client(options);
+  return command(client);
+}

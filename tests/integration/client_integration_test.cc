@@ -1,0 +1,404 @@
+// The client library and sessctl against real sessiond processes on free loopback ports.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <optional>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sessiond/client.h"
+#include "test_node.h"
+
+#ifndef SESSCTL_PATH
+#error "SESSCTL_PATH must name the sessctl binary"
+#endif
+
+namespace sessiond {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::ProcessResult;
+using testing::TempDir;
+using testing::TestNode;
+using Clock = std::chrono::steady_clock;
+
+// Option builders: designated initializers that leave members out trip gcc's
+// -Wmissing-field-initializers.
+CreateOptions create_with(std::string user, std::vector<FieldValue> fields = {},
+                          std::optional<Timeouts> timeouts = std::nullopt) {
+  CreateOptions options;
+  options.user_id = std::move(user);
+  options.fields = std::move(fields);
+  options.timeouts = timeouts;
+  return options;
+}
+
+GetOptions touching() {
+  GetOptions options;
+  options.touch = true;
+  return options;
+}
+
+TestNode::Options node_options(std::filesystem::path data_dir, std::string listen = "127.0.0.1:0") {
+  TestNode::Options options;
+  options.data_dir = std::move(data_dir);
+  options.listen = std::move(listen);
+  return options;
+}
+
+class ClientIntegration : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string error;
+    node_ = TestNode::start(node_options(dir_.path() / "data"), &error);
+    ASSERT_NE(node_, nullptr) << error;
+  }
+
+  Client::Options options(std::size_t pool_size = 2) const {
+    Client::Options o;
+    o.address = node_->address();
+    o.pool_size = pool_size;
+    o.timeout = 10s;
+    return o;
+  }
+
+  ProcessResult sessctl(std::vector<std::string> args) const {
+    args.insert(args.begin(), {"--addr", node_->address()});
+    return testing::run_process(SESSCTL_PATH, args);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<TestNode> node_;
+};
+
+std::string json_id(const std::string& json) {
+  static const std::regex kId(R"re("id":"([A-Za-z0-9_-]{43})")re");
+  std::smatch match;
+  return std::regex_search(json, match, kId) ? std::string(match[1]) : std::string();
+}
+
+TEST_F(ClientIntegration, EveryOperationThroughTheLibrary) {
+  Client client(options());
+
+  auto ping = client.ping("hi");
+  ASSERT_TRUE(ping.ok()) << ping.status().ToString();
+  EXPECT_EQ(ping->payload, "hi");
+  EXPECT_EQ(ping->protocol_version, 1u);
+
+  CreateOptions create;
+  create.user_id = "alice";
+  create.fields = {{"cart", "3 items"}, {"role", "admin"}};
+  create.preset = Preset::kFinance;
+  auto created = client.create(create);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  EXPECT_TRUE(is_valid_session_id(created->id));
+  EXPECT_GT(created->deadline_ms, created->created_at_ms);
+
+  auto session = client.get(created->id);
+  ASSERT_TRUE(session.ok()) << session.status().ToString();
+  EXPECT_EQ(session->id, created->id);
+  EXPECT_EQ(session->user_id, "alice");
+  ASSERT_NE(session->field("cart"), nullptr);
+  EXPECT_EQ(session->field("cart")->value, "3 items");
+  EXPECT_EQ(session->timeouts, (Timeouts{10 * 60'000, 30 * 60'000}));
+
+  auto updated = client.update(created->id, [] {
+    UpdateOptions options;
+    options.set = {{"cart", "4 items"}, {"theme", "dark"}};
+    options.remove = {"role"};
+    return options;
+  }());
+  ASSERT_TRUE(updated.ok()) << updated.status().ToString();
+  session = client.get(created->id);
+  ASSERT_TRUE(session.ok());
+  EXPECT_EQ(session->field("cart")->value, "4 items");
+  EXPECT_EQ(session->field("theme")->value, "dark");
+  EXPECT_EQ(session->field("role"), nullptr);
+
+  // A write with a stale expected version is refused.
+  UpdateOptions stale;
+  stale.set = {{"cart", "never"}};
+  stale.expected_version = Version{1, 0};
+  EXPECT_EQ(client.update(created->id, stale).code(), StatusCode::kVersionConflict);
+  UpdateOptions current;
+  current.set = {{"cart", "5 items"}};
+  current.expected_version = updated->version;
+  EXPECT_TRUE(client.update(created->id, current).ok());
+
+  auto touched = client.touch(created->id);
+  ASSERT_TRUE(touched.ok()) << touched.status().ToString();
+  EXPECT_GE(touched->last_access_ms, session->last_access_ms);
+
+  GetOptions with_access;
+  with_access.touch = true;
+  AccessEntry access;
+  access.ip = "203.0.113.7";
+  access.user_agent_hash = 42;
+  with_access.record_access = access;
+  ASSERT_TRUE(client.get(created->id, with_access).ok());
+  auto log = client.access_log(created->id);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  ASSERT_FALSE(log->empty());
+  EXPECT_EQ(log->back().ip, "203.0.113.7");
+  EXPECT_EQ(log->back().user_agent_hash, 42u);
+
+  auto second = client.create(create_with("alice"));
+  ASSERT_TRUE(second.ok());
+  auto listed = client.list_user("alice");
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].id, created->id);  // oldest first
+  EXPECT_EQ((*listed)[1].id, second->id);
+
+  auto regenerated = client.regenerate(created->id, [] {
+    RegenerateOptions options;
+    options.user_id = "alice";
+    return options;
+  }());
+  ASSERT_TRUE(regenerated.ok()) << regenerated.status().ToString();
+  EXPECT_NE(regenerated->id, created->id);
+  EXPECT_EQ(client.get(created->id).code(), StatusCode::kNotFound);
+  auto moved = client.get(regenerated->id);
+  ASSERT_TRUE(moved.ok());
+  EXPECT_EQ(moved->field("cart")->value, "5 items");
+
+  auto revoked = client.revoke_user("alice", regenerated->id);
+  ASSERT_TRUE(revoked.ok()) << revoked.status().ToString();
+  EXPECT_EQ(*revoked, 1u);
+  EXPECT_EQ(client.get(second->id).code(), StatusCode::kNotFound);
+  EXPECT_TRUE(client.get(regenerated->id).ok());
+
+  auto stats = client.stats();
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_GE(stats->creates, 2u);
+  EXPECT_GE(stats->regenerates, 1u);
+
+  EXPECT_TRUE(client.destroy(regenerated->id).ok());
+  EXPECT_EQ(client.get(regenerated->id).code(), StatusCode::kNotFound);
+  EXPECT_EQ(client.destroy(regenerated->id).code(), StatusCode::kNotFound);
+  EXPECT_EQ(client.touch(regenerated->id).code(), StatusCode::kNotFound);
+}
+
+TEST_F(ClientIntegration, ContextBoundSessionRefusesAnotherContext) {
+  Client client(options());
+  CreateOptions create;
+  create.context = ClientContext{"198.51.100.1", 7};
+  auto created = client.create(create);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  GetOptions same;
+  same.expect_context = ClientContext{"198.51.100.1", 7};
+  auto bound = client.get(created->id, same);
+  ASSERT_TRUE(bound.ok()) << bound.status().ToString();
+  ASSERT_TRUE(bound->context.has_value());
+  EXPECT_EQ(bound->context->ip, "198.51.100.1");
+  GetOptions other;
+  other.expect_context = ClientContext{"192.0.2.9", 7};
+  EXPECT_EQ(client.get(created->id, other).code(), StatusCode::kContextMismatch);
+}
+
+TEST_F(ClientIntegration, IdleSessionExpires) {
+  Client client(options());
+  auto created = client.create(create_with("", {}, Timeouts{200, 0}));
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  EXPECT_TRUE(client.get(created->id).ok());
+  // Wait for the condition (the session gone), with a deadline.
+  const auto deadline = Clock::now() + 10s;
+  StatusCode code = StatusCode::kOk;
+  while (Clock::now() < deadline) {
+    code = client.get(created->id).code();
+    if (code != StatusCode::kOk) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(code == StatusCode::kNotFound || code == StatusCode::kExpired)
+      << status_code_name(code);
+}
+
+TEST_F(ClientIntegration, PipelinesTenThousandGetsOnOneConnection) {
+  Client client(options(/*pool_size=*/1));
+  std::vector<std::string> created;
+  for (int i = 0; i < 100; ++i) {
+    auto meta = client.create(create_with("", {{"n", std::to_string(i)}}));
+    ASSERT_TRUE(meta.ok()) << meta.status().ToString();
+    created.push_back(meta->id);
+  }
+  std::vector<std::string> ids;
+  for (int i = 0; i < 10'000; ++i) ids.push_back(created[static_cast<std::size_t>(i) % 100]);
+  auto results = client.get_many(ids);
+  ASSERT_EQ(results.size(), ids.size());
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    ASSERT_TRUE(results[i].ok()) << i << ": " << results[i].status().ToString();
+    ASSERT_EQ(results[i]->id, ids[i]);
+    ASSERT_EQ(results[i]->field("n")->value, std::to_string(i % 100));
+  }
+  auto stats = client.stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->connections, 1u);
+}
+
+TEST_F(ClientIntegration, AsyncCallsCompleteOnceEach) {
+  Client client(options());
+  constexpr int kCalls = 2'000;
+  std::atomic<int> ok{0};
+  std::atomic<int> done{0};
+  std::promise<void> all;
+  for (int i = 0; i < kCalls; ++i) {
+    client.async_create(create_with("async"), [&](Result<SessionMeta> result) {
+      if (result.ok()) ok.fetch_add(1);
+      if (done.fetch_add(1) + 1 == kCalls) all.set_value();
+    });
+  }
+  ASSERT_EQ(all.get_future().wait_for(30s), std::future_status::ready);
+  EXPECT_EQ(ok.load(), kCalls);
+  auto listed = client.list_user("async");
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->size(), static_cast<std::size_t>(kCalls));
+}
+
+TEST_F(ClientIntegration, SixtyFourConcurrentClients) {
+  constexpr int kClients = 64;
+  constexpr int kRounds = 20;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int c = 0; c < kClients; ++c) {
+    threads.emplace_back([&, c] {
+      Client client(options(1));
+      for (int r = 0; r < kRounds; ++r) {
+        const std::string value = std::to_string(c) + "/" + std::to_string(r);
+        auto meta = client.create(create_with("user" + std::to_string(c), {{"v", value}}));
+        if (!meta.ok()) {
+          failures.fetch_add(1);
+          continue;
+        }
+        auto session = client.get(meta->id, touching());
+        if (!session.ok() || session->field("v") == nullptr ||
+            session->field("v")->value != value) {
+          failures.fetch_add(1);
+        }
+        if (!client.destroy(meta->id).ok()) failures.fetch_add(1);
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST_F(ClientIntegration, CallToAStoppedNodeFailsAtItsDeadline) {
+  Client::Options o = options();
+  o.timeout = 300ms;
+  Client client(o);
+  ASSERT_TRUE(client.ping().ok());
+  ASSERT_EQ(::kill(node_->pid(), SIGSTOP), 0);
+  const auto start = Clock::now();
+  auto ping = client.ping();
+  const auto elapsed = Clock::now() - start;
+  ::kill(node_->pid(), SIGCONT);
+  EXPECT_EQ(ping.code(), StatusCode::kUnavailable);
+  EXPECT_NE(ping.status().message().find("no answer"), std::string::npos)
+      << ping.status().ToString();
+  EXPECT_GE(elapsed, 290ms);
+  EXPECT_LT(elapsed, 3s);
+  EXPECT_TRUE(client.ping().ok());  // the connection still works once the node runs again
+}
+
+TEST_F(ClientIntegration, ReconnectsAfterKillAndRestartAndAcknowledgedCreatesSurvive) {
+  Client client(options());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 200; ++i) {
+    auto meta = client.create(create_with("", {{"i", std::to_string(i)}}));
+    ASSERT_TRUE(meta.ok()) << meta.status().ToString();
+    ids.push_back(meta->id);
+  }
+  const std::string address = node_->address();
+  node_->kill_hard();
+  std::string error;
+  node_ = TestNode::start(node_options(dir_.path() / "data", address), &error);
+  ASSERT_NE(node_, nullptr) << error;
+
+  // The same client: its connections died with the node; idempotent reads reconnect.
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto session = client.get(ids[i]);
+    ASSERT_TRUE(session.ok()) << i << ": " << session.status().ToString();
+    EXPECT_EQ(session->field("i")->value, std::to_string(i));
+  }
+}
+
+TEST_F(ClientIntegration, SessctlEveryCommandAndExitCodes) {
+  auto created = sessctl({"--json", "create", "--user", "carol", "--field", "cart=2", "--field",
+                          "note=a=b", "--preset", "media"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const std::string id = json_id(created.out);
+  ASSERT_FALSE(id.empty()) << created.out;
+
+  auto got = sessctl({"--json", "get", id});
+  EXPECT_EQ(got.exit_code, 0) << got.err;
+  EXPECT_NE(got.out.find(R"("fields":{"cart":"2","note":"a=b"})"), std::string::npos) << got.out;
+  EXPECT_NE(got.out.find(R"("user_id":"carol")"), std::string::npos) << got.out;
+
+  auto human = sessctl({"get", "--touch", id});
+  EXPECT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_NE(human.out.find("cart = 2"), std::string::npos) << human.out;
+
+  EXPECT_EQ(sessctl({"update", id, "--set", "cart=3", "--remove", "note"}).exit_code, 0);
+  got = sessctl({"--json", "get", id});
+  EXPECT_NE(got.out.find(R"("fields":{"cart":"3"})"), std::string::npos) << got.out;
+
+  EXPECT_EQ(sessctl({"touch", id}).exit_code, 0);
+  auto listed = sessctl({"--json", "list-user", "carol"});
+  EXPECT_EQ(listed.exit_code, 0);
+  EXPECT_EQ(json_id(listed.out), id);
+  EXPECT_EQ(sessctl({"--json", "access-log", id}).exit_code, 0);
+
+  auto regenerated = sessctl({"--json", "regenerate", id, "--user", "dave"});
+  ASSERT_EQ(regenerated.exit_code, 0) << regenerated.err;
+  const std::string new_id = json_id(regenerated.out);
+  ASSERT_FALSE(new_id.empty());
+  auto old = sessctl({"--json", "get", id});
+  EXPECT_EQ(old.exit_code, 1);
+  EXPECT_NE(old.out.find(R"("code":"NOT_FOUND")"), std::string::npos) << old.out;
+
+  auto other = sessctl({"--json", "create", "--user", "dave", "--idle-ms", "60000"});
+  ASSERT_EQ(other.exit_code, 0);
+  auto revoked = sessctl({"--json", "revoke-user", "dave", "--keep", new_id});
+  EXPECT_EQ(revoked.exit_code, 0);
+  EXPECT_NE(revoked.out.find(R"("revoked":1)"), std::string::npos) << revoked.out;
+  EXPECT_EQ(sessctl({"get", json_id(other.out)}).exit_code, 1);
+
+  auto stats = sessctl({"--json", "stats"});
+  EXPECT_EQ(stats.exit_code, 0);
+  EXPECT_NE(stats.out.find(R"("creates":)"), std::string::npos) << stats.out;
+  auto ping = sessctl({"ping"});
+  EXPECT_EQ(ping.exit_code, 0);
+  EXPECT_NE(ping.out.find("pong"), std::string::npos);
+
+  EXPECT_EQ(sessctl({"destroy", new_id}).exit_code, 0);
+  EXPECT_EQ(sessctl({"destroy", new_id}).exit_code, 1);
+
+  // Usage errors: 2.
+  EXPECT_EQ(sessctl({"get", "not-an-id"}).exit_code, 2);
+  EXPECT_EQ(sessctl({"frobnicate"}).exit_code, 2);
+  EXPECT_EQ(sessctl({"create", "--field", "novalue"}).exit_code, 2);
+  EXPECT_EQ(sessctl({"create", "--preset", "finance", "--idle-ms", "5"}).exit_code, 2);
+  EXPECT_EQ(testing::run_process(SESSCTL_PATH, {}).exit_code, 2);
+}
+
+TEST(SessctlUnreachable, ExitsThreeWhenNoNodeListens) {
+  // Start and stop a node to get a loopback port nobody listens on any more.
+  TempDir dir;
+  std::string error;
+  auto node = TestNode::start(node_options(dir.path() / "data"), &error);
+  ASSERT_NE(node, nullptr) << error;
+  const std::string address = node->address();
+  EXPECT_EQ(node->terminate(), 0);  // SIGTERM: a clean exit
+  auto result = testing::run_process(SESSCTL_PATH, {"--addr", address, "--json", "ping"});
+  EXPECT_EQ(result.exit_code, 3) << result.out << result.err;
+  EXPECT_NE(result.out.find(R"("code":"UNAVAILABLE")"), std::string::npos) << result.out;
+}
+
+}  // namespace
+}  // namespace sessiond

@@ -1,0 +1,80 @@
+#include "sessctl_support.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <limits>
+
+namespace sessiond::sessctl {
+namespace {
+
+TEST(ParseKeyValue, SplitsAtTheFirstEqualsSign) {
+  auto field = parse_key_value("cart=a=b");
+  ASSERT_TRUE(field.ok());
+  EXPECT_EQ(field->first, "cart");
+  EXPECT_EQ(field->second, "a=b");
+}
+
+TEST(ParseKeyValue, AllowsAnEmptyValue) {
+  auto field = parse_key_value("flag=");
+  ASSERT_TRUE(field.ok());
+  EXPECT_EQ(field->first, "flag");
+  EXPECT_EQ(field->second, "");
+}
+
+TEST(ParseKeyValue, RejectsAMissingEqualsSignOrName) {
+  EXPECT_EQ(parse_key_value("novalue").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(parse_key_value("=value").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(parse_key_value("").code(), StatusCode::kInvalidArgument);
+}
+
+TEST(ExitCodes, FollowTheDocumentedTable) {
+  EXPECT_EQ(exit_code_for(StatusCode::kOk), 0);
+  EXPECT_EQ(exit_code_for(StatusCode::kNotFound), 1);
+  EXPECT_EQ(exit_code_for(StatusCode::kExpired), 1);
+  EXPECT_EQ(exit_code_for(StatusCode::kInvalidArgument), 2);
+  EXPECT_EQ(exit_code_for(StatusCode::kUnavailable), 3);
+  EXPECT_EQ(exit_code_for(StatusCode::kOverloaded), 3);
+  EXPECT_EQ(exit_code_for(StatusCode::kVersionConflict), 4);
+  EXPECT_EQ(exit_code_for(StatusCode::kInternal), 4);
+}
+
+TEST(JsonString, EscapesQuotesBackslashesAndControlCharacters) {
+  EXPECT_EQ(json_string("a\"b\\c"), R"("a\"b\\c")");
+  EXPECT_EQ(json_string("line\nnext\ttab"), R"("line\nnext\ttab")");
+  EXPECT_EQ(json_string(std::string("\x01\x00", 2)), R"("\u0001\u0000")");
+}
+
+TEST(JsonString, KeepsValidUtf8AndEscapesInvalidBytes) {
+  EXPECT_EQ(json_string("caf\xc3\xa9"), "\"caf\xc3\xa9\"");
+  EXPECT_EQ(json_string("\xe2\x82\xac"), "\"\xe2\x82\xac\"");  // euro sign
+  EXPECT_EQ(json_string("\xff"), R"("\u00ff")");
+  EXPECT_EQ(json_string("\xc3"), R"("\u00c3")");            // truncated sequence
+  EXPECT_EQ(json_string("\xc0\xaf"), R"("\u00c0\u00af")");  // overlong '/'
+}
+
+TEST(FormatTime, PrintsUtcWithMillisecondsAndNeverForNoDeadline) {
+  EXPECT_EQ(format_time_ms(0), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(format_time_ms(1'795'616'485'686), "2026-11-25T14:21:25.686Z");
+  EXPECT_EQ(format_time_ms(std::numeric_limits<std::int64_t>::max()), "never");
+}
+
+TEST(Json, RendersASessionWithItsFields) {
+  Session session;
+  session.id = "id";
+  session.user_id = "alice";
+  session.fields = {{"cart", "3", {}}, {"role", "admin", {}}};
+  session.deadline_ms = 42;
+  const std::string json = to_json(session);
+  EXPECT_NE(json.find(R"("user_id":"alice")"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("fields":{"cart":"3","role":"admin"})"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("deadline_ms":42)"), std::string::npos) << json;
+}
+
+TEST(Json, RendersAnErrorWithItsCodeName) {
+  EXPECT_EQ(json_error(Status::NotFound("gone")),
+            R"({"error":{"code":"NOT_FOUND","message":"gone"}})");
+}
+
+}  // namespace
+}  // namespace sessiond::sessctl
