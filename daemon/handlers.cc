@@ -315,6 +315,8 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       resp.set_connections(counters_.connections.load(std::memory_order_relaxed));
       resp.set_protocol_errors(counters_.protocol_errors.load(std::memory_order_relaxed));
       resp.set_disk_bytes(store_ ? store_->disk_bytes() : 0);
+      resp.set_connections_refused(counters_.connections_refused.load(std::memory_order_relaxed));
+      resp.set_connection_timeouts(counters_.timeouts.load(std::memory_order_relaxed));
       return reply(resp);
     }
     case Opcode::kTopology: {
