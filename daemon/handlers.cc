@@ -94,6 +94,27 @@ storage::AccessEntry access_from(const wire::AccessEntry& e) {
   return {0, e.ip(), e.user_agent_hash(), e.has_location(), e.latitude(), e.longitude()};
 }
 
+// The engine's view of a CREATE request; INVALID_ARGUMENT for a bad policy.
+Result<storage::NewSession> new_session_from(const wire::CreateRequest& req) {
+  storage::NewSession ns;
+  ns.user_id = req.user_id();
+  ns.fields = fields_from(req.fields());
+  if (req.policy_case() == wire::CreateRequest::kTimeouts) {
+    auto t = timeouts_from(req.timeouts());
+    if (!t.ok()) return t.status();
+    ns.timeouts = *t;
+  } else if (req.policy_case() == wire::CreateRequest::kPreset &&
+             req.preset() != wire::PRESET_UNSPECIFIED) {
+    const int p = static_cast<int>(req.preset());
+    if (p < wire::FINANCE || p > wire::GAMING) {
+      return Status::InvalidArgument("unknown preset " + std::to_string(p));
+    }
+    ns.timeouts = storage::preset_timeouts(static_cast<storage::Preset>(p - 1));
+  }
+  if (req.has_context()) ns.context = context_from(req.context());
+  return ns;
+}
+
 }  // namespace
 
 Handlers::Handlers(storage::SessionTable& table, storage::Store* store, Counters& counters,
@@ -116,6 +137,54 @@ void Handlers::append_error(const protocol::FrameHeader& request, const Status& 
   (void)protocol::append_frame(h, body, out, max_body_);
 }
 
+void Handlers::append_ok(const protocol::FrameHeader& request,
+                         const google::protobuf::MessageLite& response, std::string* out) {
+  protocol::FrameHeader h;
+  h.flags = protocol::kFlagResponse;
+  h.opcode = request.opcode;
+  h.request_id = request.request_id;
+  Status s = protocol::append_frame(h, response, out, max_body_);
+  if (!s.ok()) append_error(request, s, out);
+}
+
+void Handlers::handle_creates(std::span<const Request> creates, std::string* out) {
+  if (creates.size() == 1) return handle(creates[0].header, creates[0].body, out);
+  std::vector<storage::NewSession> sessions;
+  std::vector<Status> refused(creates.size());  // answered without reaching the engine
+  std::vector<std::size_t> slot(creates.size());
+  sessions.reserve(creates.size());
+  for (std::size_t i = 0; i < creates.size(); ++i) {
+    wire::CreateRequest req;
+    refused[i] = protocol::parse_body(creates[i].body, Opcode::kCreate, &req);
+    if (!refused[i].ok()) {
+      counters_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    auto ns = new_session_from(req);
+    if (!ns.ok()) {
+      refused[i] = ns.status();
+      continue;
+    }
+    slot[i] = sessions.size();
+    sessions.push_back(std::move(ns).value());
+  }
+  const auto results = table_.create_batch(sessions);
+  for (std::size_t i = 0; i < creates.size(); ++i) {
+    if (!refused[i].ok()) {
+      append_error(creates[i].header, refused[i], out);
+      continue;
+    }
+    const auto& result = results[slot[i]];
+    if (!result.ok()) {
+      append_error(creates[i].header, result.status(), out);
+      continue;
+    }
+    wire::CreateResponse resp;
+    to_wire(*result, resp.mutable_session());
+    append_ok(creates[i].header, resp, out);
+  }
+}
+
 void Handlers::handle(const protocol::FrameHeader& request, std::span<const std::uint8_t> body,
                       std::string* out) {
   const auto opcode = static_cast<Opcode>(request.opcode);
@@ -129,14 +198,8 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     }
     return true;
   };
-  // Sends `response` as the OK answer (or TOO_LARGE if it cannot fit a frame).
   auto reply = [&](const google::protobuf::MessageLite& response) {
-    protocol::FrameHeader h;
-    h.flags = protocol::kFlagResponse;
-    h.opcode = request.opcode;
-    h.request_id = request.request_id;
-    Status s = protocol::append_frame(h, response, out, max_body_);
-    if (!s.ok()) append_error(request, s, out);
+    append_ok(request, response, out);
   };
 
   switch (opcode) {
@@ -161,24 +224,9 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     case Opcode::kCreate: {
       wire::CreateRequest req;
       if (!parse(&req)) return;
-      storage::NewSession ns;
-      ns.user_id = req.user_id();
-      ns.fields = fields_from(req.fields());
-      if (req.policy_case() == wire::CreateRequest::kTimeouts) {
-        auto t = timeouts_from(req.timeouts());
-        if (!t.ok()) return append_error(request, t.status(), out);
-        ns.timeouts = *t;
-      } else if (req.policy_case() == wire::CreateRequest::kPreset &&
-                 req.preset() != wire::PRESET_UNSPECIFIED) {
-        const int p = static_cast<int>(req.preset());
-        if (p < wire::FINANCE || p > wire::GAMING) {
-          return append_error(request,
-                              Status::InvalidArgument("unknown preset " + std::to_string(p)), out);
-        }
-        ns.timeouts = storage::preset_timeouts(static_cast<storage::Preset>(p - 1));
-      }
-      if (req.has_context()) ns.context = context_from(req.context());
-      auto meta = table_.create(ns);
+      auto ns = new_session_from(req);
+      if (!ns.ok()) return append_error(request, ns.status(), out);
+      auto meta = table_.create(*ns);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::CreateResponse resp;
       to_wire(*meta, resp.mutable_session());

@@ -33,6 +33,14 @@ class Handlers {
   // Thread-safe.
   void handle(const protocol::FrameHeader& request, std::span<const std::uint8_t> body,
               std::string* out);
+
+  struct Request {
+    protocol::FrameHeader header;
+    std::span<const std::uint8_t> body;
+  };
+  // Handles consecutive CREATE requests (a pipelining client's) with one RocksDB write for
+  // all of them; appends their responses in order, exactly as handle() would one by one.
+  void handle_creates(std::span<const Request> creates, std::string* out);
   // What TOPOLOGY reports as this node's address; set once the listener is bound, before any
   // request is handled.
   void set_address(std::string address) { address_ = std::move(address); }
@@ -40,6 +48,9 @@ class Handlers {
   void append_error(const protocol::FrameHeader& request, const Status& status, std::string* out);
 
  private:
+  // Appends `response` as the OK answer to `request` (TOO_LARGE if it cannot fit a frame).
+  void append_ok(const protocol::FrameHeader& request,
+                 const google::protobuf::MessageLite& response, std::string* out);
   storage::SessionTable& table_;
   storage::Store* store_;
   Counters& counters_;

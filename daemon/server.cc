@@ -1,8 +1,9 @@
 // Each connection is one coroutine on one worker's io_context (so a connection's work never
 // needs a lock of its own). It reads into a buffer, decodes every complete frame in it, handles
 // them in order, and sends all their responses with one write: a client that pipelines gets
-// many responses per syscall. The buffer grows only to what a header that passed the frame
-// checks announces (at most the frame limit), never to what a client merely claims.
+// many responses per syscall, and its consecutive CREATEs share one RocksDB write. The buffer grows
+// only to what a header that passed the frame checks announces (at most the frame limit), never to
+// what a client merely claims.
 //
 // A watchdog coroutine beside each connection closes it when a partly received frame stalls
 // for --frame-timeout-ms, or when it is idle for --idle-timeout-ms.
@@ -200,6 +201,14 @@ asio::awaitable<void> Server::Impl::serve(std::shared_ptr<Connection> conn) {
   std::vector<std::uint8_t> in(kReadChunk);
   std::size_t used = 0;
   std::string out;
+  // Consecutive CREATEs of one read go to the engine together (one RocksDB write). Their
+  // bodies point into `in`, so they are handled before `in` moves and before any other frame.
+  std::vector<Handlers::Request> creates;
+  auto flush_creates = [&] {
+    if (creates.empty()) return;
+    handlers.handle_creates(creates, &out);
+    creates.clear();
+  };
   bool close_after_write = false;
   while (!close_after_write) {
     if (in.size() - used < 4096 && in.size() < kReadChunk) in.resize(kReadChunk);
@@ -214,6 +223,7 @@ asio::awaitable<void> Server::Impl::serve(std::shared_ptr<Connection> conn) {
       const auto d = protocol::decode_frame(std::span(in.data() + offset, used - offset),
                                             options.max_frame_bytes);
       if (d.kind == protocol::Decoded::Kind::kNeedMore) {
+        flush_creates();
         // The header passed its checks, so d.need is at most header + frame limit.
         if (d.need > in.size() - offset) {
           std::memmove(in.data(), in.data() + offset, used - offset);
@@ -224,6 +234,7 @@ asio::awaitable<void> Server::Impl::serve(std::shared_ptr<Connection> conn) {
         break;
       }
       if (d.kind == protocol::Decoded::Kind::kError) {
+        flush_creates();
         counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
         handlers.append_error(d.header, d.error, &out);
         if (d.framing_lost) {
@@ -234,6 +245,13 @@ asio::awaitable<void> Server::Impl::serve(std::shared_ptr<Connection> conn) {
         offset += d.consumed;
         continue;
       }
+      if (!d.header.is_response() &&
+          d.header.opcode == static_cast<std::uint16_t>(protocol::Opcode::kCreate)) {
+        creates.push_back({d.header, d.body});
+        offset += d.consumed;
+        continue;
+      }
+      flush_creates();
       if (d.header.is_response()) {
         counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
         handlers.append_error(
@@ -243,6 +261,7 @@ asio::awaitable<void> Server::Impl::serve(std::shared_ptr<Connection> conn) {
       }
       offset += d.consumed;
     }
+    flush_creates();
     if (offset > 0) {
       std::memmove(in.data(), in.data() + offset, used - offset);
       used -= offset;

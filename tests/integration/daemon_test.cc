@@ -325,6 +325,37 @@ TEST_F(DaemonTest, PipelinesTenThousandRequestsOnOneConnection) {
   EXPECT_EQ(parse<wire::StatsResponse>(*r).sessions(), 5'000u);
 }
 
+TEST_F(DaemonTest, PipelinedCreatesAreAnsweredInOrderWithBadOnesAlone) {
+  // Consecutive CREATEs share one RocksDB write; each still gets its own answer, in order.
+  auto node = start();
+  ASSERT_NE(node, nullptr);
+  Conn c(node->address());
+  std::string burst;
+  for (std::uint32_t i = 0; i < 200; ++i) {
+    protocol::FrameHeader h;
+    h.opcode = static_cast<std::uint16_t>(Opcode::kCreate);
+    h.request_id = i;
+    wire::CreateRequest req;
+    req.set_user_id("carol");
+    if (i == 50) req.mutable_timeouts()->set_idle_ms(~0ull);  // out of range
+    if (i == 120) req.add_fields()->set_name("");             // empty field name
+    ASSERT_TRUE(protocol::append_frame(h, req, &burst).ok());
+  }
+  c.send_raw(burst);
+  for (std::uint32_t i = 0; i < 200; ++i) {
+    auto r = c.read();
+    ASSERT_TRUE(r) << i;
+    ASSERT_EQ(r->request_id, i);
+    EXPECT_EQ(r->status, i == 50 || i == 120 ? StatusCode::kInvalidArgument : StatusCode::kOk) << i;
+  }
+  wire::ListUserRequest list;
+  list.set_user_id("carol");
+  c.send(Opcode::kListUser, list, 1000);
+  auto r = c.read();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(parse<wire::ListUserResponse>(*r).sessions_size(), 198);
+}
+
 TEST_F(DaemonTest, SixtyFourConcurrentClients) {
   auto node = start();
   ASSERT_NE(node, nullptr);
