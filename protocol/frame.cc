@@ -47,22 +47,38 @@ bool is_known_opcode(std::uint16_t opcode) {
 
 std::string_view opcode_name(Opcode opcode) {
   switch (opcode) {
-    case Opcode::kPing: return "PING";
-    case Opcode::kAuth: return "AUTH";
-    case Opcode::kCreate: return "CREATE";
-    case Opcode::kGet: return "GET";
-    case Opcode::kUpdate: return "UPDATE";
-    case Opcode::kTouch: return "TOUCH";
-    case Opcode::kDestroy: return "DESTROY";
-    case Opcode::kRegenerate: return "REGENERATE";
-    case Opcode::kListUser: return "LIST_USER";
-    case Opcode::kRevokeUser: return "REVOKE_USER";
-    case Opcode::kAccessLog: return "ACCESS_LOG";
-    case Opcode::kStats: return "STATS";
-    case Opcode::kTopology: return "TOPOLOGY";
-    case Opcode::kReplicate: return "REPLICATE";
-    case Opcode::kMigrate: return "MIGRATE";
-    case Opcode::kDigest: return "DIGEST";
+    case Opcode::kPing:
+      return "PING";
+    case Opcode::kAuth:
+      return "AUTH";
+    case Opcode::kCreate:
+      return "CREATE";
+    case Opcode::kGet:
+      return "GET";
+    case Opcode::kUpdate:
+      return "UPDATE";
+    case Opcode::kTouch:
+      return "TOUCH";
+    case Opcode::kDestroy:
+      return "DESTROY";
+    case Opcode::kRegenerate:
+      return "REGENERATE";
+    case Opcode::kListUser:
+      return "LIST_USER";
+    case Opcode::kRevokeUser:
+      return "REVOKE_USER";
+    case Opcode::kAccessLog:
+      return "ACCESS_LOG";
+    case Opcode::kStats:
+      return "STATS";
+    case Opcode::kTopology:
+      return "TOPOLOGY";
+    case Opcode::kReplicate:
+      return "REPLICATE";
+    case Opcode::kMigrate:
+      return "MIGRATE";
+    case Opcode::kDigest:
+      return "DIGEST";
   }
   return "UNKNOWN";
 }
@@ -102,10 +118,10 @@ Decoded decode_frame(std::span<const std::uint8_t> buffer, std::uint32_t max_bod
   h.request_id = load32(p + 8);
   h.body_length = load32(p + 12);
   if (h.version != kProtocolVersion) {
-    Decoded e = error(Status::InvalidArgument("unsupported protocol version " +
-                                              std::to_string(h.version) + " (this node speaks " +
-                                              std::to_string(kProtocolVersion) + ")"),
-                      true);
+    Decoded e = error(
+        Status::InvalidArgument("unsupported protocol version " + std::to_string(h.version) +
+                                " (this node speaks " + std::to_string(kProtocolVersion) + ")"),
+        true);
     e.header = h;
     return e;
   }
@@ -130,8 +146,7 @@ Decoded decode_frame(std::span<const std::uint8_t> buffer, std::uint32_t max_bod
   // (an error answering an unknown opcode, or opcode 0 when no request was read) and is
   // matched by its request id.
   if (!h.is_response() && !is_known_opcode(h.opcode)) {
-    Decoded e =
-        error(Status::InvalidArgument("unknown opcode " + std::to_string(h.opcode)), false);
+    Decoded e = error(Status::InvalidArgument("unknown opcode " + std::to_string(h.opcode)), false);
     e.header = h;
     e.consumed = total;
     return e;
@@ -142,8 +157,8 @@ Decoded decode_frame(std::span<const std::uint8_t> buffer, std::uint32_t max_bod
   return d;
 }
 
-Status append_frame(FrameHeader header, const google::protobuf::MessageLite& body,
-                    std::string* out, std::uint32_t max_body) {
+Status append_frame(FrameHeader header, const google::protobuf::MessageLite& body, std::string* out,
+                    std::uint32_t max_body) {
   const std::size_t size = body.ByteSizeLong();
   if (size > max_body) {
     return Status::TooLarge("response body of " + std::to_string(size) +

@@ -100,8 +100,8 @@ Decoded decode_frame(std::span<const std::uint8_t> buffer,
 
 // Appends a frame with `body` serialized after the header; header.body_length is set here.
 // Fails with TOO_LARGE when the body would exceed max_body (nothing is appended).
-Status append_frame(FrameHeader header, const google::protobuf::MessageLite& body,
-                    std::string* out, std::uint32_t max_body = kDefaultMaxBody);
+Status append_frame(FrameHeader header, const google::protobuf::MessageLite& body, std::string* out,
+                    std::uint32_t max_body = kDefaultMaxBody);
 
 // Parses a body into `message`; INVALID_ARGUMENT naming the opcode when it does not parse.
 Status parse_body(std::span<const std::uint8_t> body, Opcode opcode,

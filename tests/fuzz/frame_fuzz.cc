@@ -24,20 +24,34 @@ void check(bool ok) {
 std::unique_ptr<google::protobuf::MessageLite> request_for(std::uint16_t opcode) {
   namespace wire = sessiond::wire;
   switch (static_cast<Opcode>(opcode)) {
-    case Opcode::kPing: return std::make_unique<wire::PingRequest>();
-    case Opcode::kAuth: return std::make_unique<wire::AuthRequest>();
-    case Opcode::kCreate: return std::make_unique<wire::CreateRequest>();
-    case Opcode::kGet: return std::make_unique<wire::GetRequest>();
-    case Opcode::kUpdate: return std::make_unique<wire::UpdateRequest>();
-    case Opcode::kTouch: return std::make_unique<wire::TouchRequest>();
-    case Opcode::kDestroy: return std::make_unique<wire::DestroyRequest>();
-    case Opcode::kRegenerate: return std::make_unique<wire::RegenerateRequest>();
-    case Opcode::kListUser: return std::make_unique<wire::ListUserRequest>();
-    case Opcode::kRevokeUser: return std::make_unique<wire::RevokeUserRequest>();
-    case Opcode::kAccessLog: return std::make_unique<wire::AccessLogRequest>();
-    case Opcode::kStats: return std::make_unique<wire::StatsRequest>();
-    case Opcode::kTopology: return std::make_unique<wire::TopologyRequest>();
-    default: return std::make_unique<wire::ErrorResponse>();  // internal ops: any message
+    case Opcode::kPing:
+      return std::make_unique<wire::PingRequest>();
+    case Opcode::kAuth:
+      return std::make_unique<wire::AuthRequest>();
+    case Opcode::kCreate:
+      return std::make_unique<wire::CreateRequest>();
+    case Opcode::kGet:
+      return std::make_unique<wire::GetRequest>();
+    case Opcode::kUpdate:
+      return std::make_unique<wire::UpdateRequest>();
+    case Opcode::kTouch:
+      return std::make_unique<wire::TouchRequest>();
+    case Opcode::kDestroy:
+      return std::make_unique<wire::DestroyRequest>();
+    case Opcode::kRegenerate:
+      return std::make_unique<wire::RegenerateRequest>();
+    case Opcode::kListUser:
+      return std::make_unique<wire::ListUserRequest>();
+    case Opcode::kRevokeUser:
+      return std::make_unique<wire::RevokeUserRequest>();
+    case Opcode::kAccessLog:
+      return std::make_unique<wire::AccessLogRequest>();
+    case Opcode::kStats:
+      return std::make_unique<wire::StatsRequest>();
+    case Opcode::kTopology:
+      return std::make_unique<wire::TopologyRequest>();
+    default:
+      return std::make_unique<wire::ErrorResponse>();  // internal ops: any message
   }
 }
 
@@ -64,15 +78,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check(d.consumed <= rest.size() && d.body.size() <= kMaxBody);
     check(d.body.data() == rest.data() + sessiond::protocol::kHeaderSize);
     auto message = request_for(d.header.opcode);
-    if (sessiond::protocol::parse_body(d.body, static_cast<Opcode>(d.header.opcode),
-                                       message.get())
+    if (sessiond::protocol::parse_body(d.body, static_cast<Opcode>(d.header.opcode), message.get())
             .ok()) {
       std::string again;
       sessiond::protocol::FrameHeader h = d.header;
       if (sessiond::protocol::append_frame(h, *message, &again, 1u << 30).ok()) {
         auto redecoded = sessiond::protocol::decode_frame(
-            std::span(reinterpret_cast<const std::uint8_t*>(again.data()), again.size()),
-            1u << 30);
+            std::span(reinterpret_cast<const std::uint8_t*>(again.data()), again.size()), 1u << 30);
         check(redecoded.kind == Decoded::Kind::kFrame);
         check(redecoded.header.request_id == h.request_id);
       }
