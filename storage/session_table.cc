@@ -30,6 +30,7 @@
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <iterator>
 #include <limits>
 
 #include "storage/detail/record.h"
@@ -190,6 +191,8 @@ class SessionTable::Impl {
   Result<RecoveryReport> recover();
   Result<SessionMeta> create(const NewSession& request);
   std::vector<Result<SessionMeta>> create_batch(std::span<const NewSession> requests);
+  void create_chunk(std::span<const NewSession> requests,
+                    std::vector<Result<SessionMeta>>* results);
   Status get(const SessionId& id, const ReadOptions& options, Session* out);
   void get_batch(std::span<const SessionId> ids, const ReadOptions& options, std::span<Session> out,
                  std::span<Status> statuses);
@@ -502,10 +505,25 @@ Result<SessionMeta> SessionTable::Impl::create(const NewSession& request) {
 }
 
 // Group commit: every valid request's record and user-index entry go into one WriteBatch, so
-// the write-ahead log is written once for the lot. The shards involved are locked in index
-// order (the documented ordered case of DESIGN §3) for the length of that one write.
+// the write-ahead log is written once per chunk of kCreateChunk requests. The shards involved
+// are locked in index order (the documented ordered case of DESIGN §3) for the length of that
+// one write; the chunk bounds how many locks one thread holds and how long other requests on
+// those shards wait.
+constexpr std::size_t kCreateChunk = 32;
+
 std::vector<Result<SessionMeta>> SessionTable::Impl::create_batch(
     std::span<const NewSession> requests) {
+  std::vector<Result<SessionMeta>> results;
+  results.reserve(requests.size());
+  for (std::size_t start = 0; start < requests.size(); start += kCreateChunk) {
+    create_chunk(requests.subspan(start, std::min(kCreateChunk, requests.size() - start)),
+                 &results);
+  }
+  return results;
+}
+
+void SessionTable::Impl::create_chunk(std::span<const NewSession> requests,
+                                      std::vector<Result<SessionMeta>>* all_results) {
   std::vector<Result<SessionMeta>> results;
   results.reserve(requests.size());
   std::vector<RecordPtr> records(requests.size());
@@ -550,7 +568,8 @@ std::vector<Result<SessionMeta>> SessionTable::Impl::create_batch(
     for (std::size_t i = 0; i < records.size(); ++i) {
       if (records[i]) results[i] = s;
     }
-    return results;
+    std::move(results.begin(), results.end(), std::back_inserter(*all_results));
+    return;
   }
   for (RecordPtr& r : records) {
     if (!r) continue;
@@ -558,7 +577,7 @@ std::vector<Result<SessionMeta>> SessionTable::Impl::create_batch(
     insert(shard, std::move(r));
     ++shard.counters.creates;
   }
-  return results;
+  std::move(results.begin(), results.end(), std::back_inserter(*all_results));
 }
 
 Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, Session* out) {

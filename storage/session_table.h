@@ -131,9 +131,9 @@ class SessionTable {
   // Creates a session with a fresh id. INVALID_ARGUMENT / TOO_LARGE past a limit, OVERLOADED
   // past the memory budget.
   Result<SessionMeta> create(const NewSession& request);
-  // create() for many requests with one RocksDB write (group commit), as the daemon does for
-  // pipelined or concurrent creates: results[i] answers requests[i]. Invalid requests fail
-  // alone; a failed write fails every valid one and applies none.
+  // create() for many requests with one RocksDB write per 32 of them (group commit), as the
+  // daemon does for pipelined creates: results[i] answers requests[i]. Invalid requests fail
+  // alone; a failed write fails the valid ones of its group of 32 and applies none of them.
   std::vector<Result<SessionMeta>> create_batch(std::span<const NewSession> requests);
   // Copies the session into *out (reusing its buffers). NOT_FOUND or EXPIRED when it is not
   // alive, CONTEXT_MISMATCH per ReadOptions::expect_context.

@@ -136,6 +136,26 @@ TEST_F(SessionTableTest, CreateBatchCreatesValidRequestsAndRejectsInvalidOnesAlo
   EXPECT_EQ(table_.stats().sessions, 2u);
 }
 
+TEST_F(SessionTableTest, CreateBatchLargerThanOneWriteGroup) {
+  // Groups of 32 share a write; results still line up with requests across groups.
+  std::vector<NewSession> batch(100);
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    batch[i].fields = {{"n", std::to_string(i)}};
+    if (i == 40) batch[i].fields.push_back({"n", "dup"});  // invalid, in the second group
+  }
+  auto results = table_.create_batch(batch);
+  ASSERT_EQ(results.size(), batch.size());
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    if (i == 40) {
+      EXPECT_EQ(results[i].code(), StatusCode::kInvalidArgument);
+      continue;
+    }
+    ASSERT_TRUE(results[i].ok()) << i;
+    EXPECT_EQ(read(results[i]->id).field("n")->value, std::to_string(i));
+  }
+  EXPECT_EQ(table_.stats().sessions, 99u);
+}
+
 TEST_F(SessionTableTest, UnknownIdIsNotFound) {
   EXPECT_EQ(get_code(new_session_id()), StatusCode::kNotFound);
   EXPECT_EQ(table_.touch(new_session_id()).code(), StatusCode::kNotFound);
