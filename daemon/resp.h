@@ -1,0 +1,52 @@
+// RESP2, the Redis protocol, as far as the RESP listener (DESIGN §10) needs it: parsing the
+// commands clients send (arrays of bulk strings, and inline commands as redis-cli and telnet
+// send them) and encoding replies.
+//
+// The parser never allocates on a length a client claims: it checks every array size and bulk
+// length against Limits before anything else, and returns the arguments as views into the
+// caller's buffer. Error texts are the ones Redis 7 sends, so clients that match on them work.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sessiond::daemon::resp {
+
+struct Limits {
+  std::size_t max_bulk_bytes = 1u << 20;     // one argument; Redis: proto-max-bulk-len
+  std::size_t max_arguments = 1u << 16;      // per command
+  std::size_t max_inline_bytes = 64u << 10;  // one inline command line (Redis: 64 KiB)
+};
+
+struct Parsed {
+  enum class Kind {
+    kCommand,   // `args` holds the command and its arguments; `consumed` bytes used
+    kNeedMore,  // not a whole command yet
+    kEmpty,     // an empty inline line (skipped, as Redis does); `consumed` bytes used
+    kError,     // a protocol error: reply `error` (an "ERR Protocol error: ..." text), then
+                // close the connection, as Redis does
+  };
+  Kind kind = Kind::kNeedMore;
+  std::size_t consumed = 0;
+  std::string error;
+};
+
+// Parses the first command in `buffer`. With kCommand, `args` holds views into `buffer`, or,
+// for quoted inline arguments, into decoded copies kept per thread: they are valid until the
+// buffer changes or parse_command is called again on this thread.
+Parsed parse_command(std::string_view buffer, const Limits& limits,
+                     std::vector<std::string_view>* args);
+
+// Reply encoders: each appends one RESP2 value to *out.
+void append_simple(std::string* out, std::string_view text);    // +OK
+void append_error(std::string* out, std::string_view text);     // -ERR ... (no CR/LF inside)
+void append_integer(std::string* out, std::int64_t value);      // :42
+void append_bulk(std::string* out, std::string_view value);     // $5\r\nhello
+void append_null(std::string* out);                             // $-1 (nil)
+void append_array_header(std::string* out, std::size_t count);  // *3
+void append_null_array(std::string* out);                       // *-1
+
+}  // namespace sessiond::daemon::resp
