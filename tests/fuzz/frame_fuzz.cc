@@ -51,7 +51,7 @@ std::unique_ptr<google::protobuf::MessageLite> request_for(std::uint16_t opcode)
     case Opcode::kTopology:
       return std::make_unique<wire::TopologyRequest>();
     default:
-      return std::make_unique<wire::ErrorResponse>();  // internal ops: any message
+      return std::make_unique<wire::PingRequest>();  // internal ops: a bytes-only message
   }
 }
 
