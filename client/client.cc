@@ -17,6 +17,22 @@ namespace sessiond {
 using client_detail::Call;
 using protocol::Opcode;
 
+namespace {
+
+// The innermost Client::CallTimeout of this thread, if any.
+std::optional<std::chrono::milliseconds>& scoped_timeout() {
+  thread_local std::optional<std::chrono::milliseconds> timeout;
+  return timeout;
+}
+
+}  // namespace
+
+Client::CallTimeout::CallTimeout(std::chrono::milliseconds timeout) : previous_(scoped_timeout()) {
+  scoped_timeout() = timeout;
+}
+
+Client::CallTimeout::~CallTimeout() { scoped_timeout() = previous_; }
+
 class Client::Impl {
  public:
   explicit Impl(Options options) : options_(std::move(options)), transport_(options_) {}
@@ -32,7 +48,8 @@ class Client::Impl {
     auto pending = std::make_shared<Call>();
     pending->opcode = opcode;
     pending->idempotent = idempotent;
-    pending->deadline = std::chrono::steady_clock::now() + options_.timeout;
+    pending->timeout = scoped_timeout().value_or(options_.timeout);
+    pending->deadline = std::chrono::steady_clock::now() + pending->timeout;
     if (!request.SerializeToString(&pending->body)) {
       fail_later(std::move(done), Status::Internal("cannot serialize the request"));
       return;

@@ -3,8 +3,9 @@
 // Calls are posted to the I/O thread, which puts each on the least busy connection. A
 // connection frames the calls into one output buffer while a write is in progress, so a burst of
 // calls leaves in few syscalls (pipelining); responses are matched by request id. Every call
-// also sits in one deque ordered by deadline (all calls share Options::timeout, so arrival order
-// is deadline order): a single timer fails the calls at the front whose deadline has passed.
+// also sits in one min-heap ordered by deadline (calls may have their own timeouts, see
+// Client::CallTimeout): a single timer, armed for the earliest deadline, fails the calls whose
+// deadline has passed.
 //
 // Each TCP connection attempt is a Link; handlers hold the Link they were started for and do
 // nothing when the connection has moved on to another one, so a late completion from a closed
@@ -60,9 +61,21 @@ class Transport::State {
   void on_deadline_timer();
   Status timeout_status(const Call& call) const;
 
-  // Every call not yet finished, in submission (= deadline) order; finished calls are dropped
-  // lazily from the front.
-  std::deque<std::shared_ptr<Call>> by_deadline_;
+  // Every call not yet finished, as a min-heap on deadline (std::push_heap with
+  // LaterDeadline); finished calls are dropped lazily when they reach the top.
+  struct LaterDeadline {
+    bool operator()(const std::shared_ptr<Call>& a, const std::shared_ptr<Call>& b) const {
+      return a->deadline > b->deadline;
+    }
+  };
+  std::vector<std::shared_ptr<Call>> by_deadline_;
+  void pop_deadline() {
+    std::pop_heap(by_deadline_.begin(), by_deadline_.end(), LaterDeadline());
+    by_deadline_.pop_back();
+  }
+  void drop_finished() {
+    while (!by_deadline_.empty() && by_deadline_.front()->finished) pop_deadline();
+  }
   asio::steady_timer deadline_timer_;
   bool deadline_timer_armed_ = false;
   bool closed_ = false;
@@ -411,7 +424,12 @@ void Transport::State::start(std::shared_ptr<Call> call) {
     return;
   }
   by_deadline_.push_back(call);
-  arm_deadline_timer();
+  std::push_heap(by_deadline_.begin(), by_deadline_.end(), LaterDeadline());
+  if (deadline_timer_armed_ && call->deadline < deadline_timer_.expiry()) {
+    deadline_timer_.cancel();  // its handler re-arms for this earlier deadline
+  } else {
+    arm_deadline_timer();
+  }
   // The least busy connection; connected ones first, so that a burst does not wait for a
   // connect when another connection is ready.
   Connection* best = nullptr;
@@ -429,13 +447,13 @@ void Transport::State::complete(Call& call, Status status, std::span<const std::
   call.finished = true;
   auto done = std::move(call.done);
   call.done = nullptr;
-  while (!by_deadline_.empty() && by_deadline_.front()->finished) by_deadline_.pop_front();
+  drop_finished();
   if (done) done(std::move(status), body);
 }
 
 Status Transport::State::timeout_status(const Call& call) const {
   std::string message = "no answer from " + options.address + " within " +
-                        std::to_string(options.timeout.count()) + " ms to " + op_name(call.opcode);
+                        std::to_string(call.timeout.count()) + " ms to " + op_name(call.opcode);
   if (call.connection != nullptr && !call.connection->connected() &&
       !call.connection->last_error().empty()) {
     message += " (not connected: " + call.connection->last_error() + ")";
@@ -445,13 +463,18 @@ Status Transport::State::timeout_status(const Call& call) const {
 
 void Transport::State::arm_deadline_timer() {
   if (deadline_timer_armed_) return;
-  while (!by_deadline_.empty() && by_deadline_.front()->finished) by_deadline_.pop_front();
+  drop_finished();
   if (by_deadline_.empty()) return;
   deadline_timer_armed_ = true;
   deadline_timer_.expires_at(by_deadline_.front()->deadline);
   deadline_timer_.async_wait([this](const std::error_code& ec) {
     deadline_timer_armed_ = false;
-    if (ec || closed_) return;
+    if (closed_) return;
+    if (ec == asio::error::operation_aborted) {
+      arm_deadline_timer();  // cancelled for an earlier deadline
+      return;
+    }
+    if (ec) return;
     on_deadline_timer();
   });
 }
@@ -460,8 +483,8 @@ void Transport::State::on_deadline_timer() {
   const auto now = Clock::now();
   while (!by_deadline_.empty() &&
          (by_deadline_.front()->finished || by_deadline_.front()->deadline <= now)) {
-    auto call = std::move(by_deadline_.front());
-    by_deadline_.pop_front();
+    auto call = by_deadline_.front();
+    pop_deadline();
     if (call->finished) continue;
     if (call->connection != nullptr) call->connection->forget(*call);
     complete(*call, timeout_status(*call));

@@ -28,6 +28,7 @@ struct Call {
   protocol::Opcode opcode = protocol::Opcode::kPing;
   std::string body;  // serialized request message
   bool idempotent = false;
+  std::chrono::milliseconds timeout{0};  // what `deadline` was computed from (for messages)
   std::chrono::steady_clock::time_point deadline;
   Done done;  // runs once, on the I/O thread
 

@@ -306,6 +306,33 @@ TEST_F(ClientIntegration, CallToAStoppedNodeFailsAtItsDeadline) {
   EXPECT_TRUE(client.ping().ok());  // the connection still works once the node runs again
 }
 
+TEST_F(ClientIntegration, CallTimeoutGivesOneCallItsOwnDeadline) {
+  std::atomic<bool> long_done{false};  // before the client: its callback may run at ~Client
+  Client::Options o = options();
+  o.timeout = 5s;  // the client's default: far longer than the call below may take
+  Client client(o);
+  ASSERT_TRUE(client.ping().ok());
+  ASSERT_EQ(::kill(node_->pid(), SIGSTOP), 0);
+  // A call with the long default is outstanding first; the short one made after it must still
+  // fail at its own, earlier deadline.
+  client.async_ping("slow", [&](Result<PingResult>) { long_done = true; });
+  const auto start = Clock::now();
+  Result<PingResult> ping = Status::Internal("not called");
+  {
+    Client::CallTimeout quick(200ms);
+    ping = client.ping();
+  }
+  const auto elapsed = Clock::now() - start;
+  EXPECT_EQ(ping.code(), StatusCode::kUnavailable);
+  EXPECT_NE(ping.status().message().find("within 200 ms"), std::string::npos)
+      << ping.status().ToString();
+  EXPECT_GE(elapsed, 190ms);
+  EXPECT_LT(elapsed, 2s);
+  EXPECT_FALSE(long_done.load());  // the default deadline still applies to the other call
+  ::kill(node_->pid(), SIGCONT);
+  EXPECT_TRUE(client.ping().ok());
+}
+
 TEST_F(ClientIntegration, ReconnectsAfterKillAndRestartAndAcknowledgedCreatesSurvive) {
   Client client(options());
   std::vector<std::string> ids;

@@ -17,7 +17,8 @@
 //
 // Every call returns a Status or a Result<T> (protocol/status.h): expected outcomes such as
 // NOT_FOUND, EXPIRED or VERSION_CONFLICT are statuses, never exceptions. A call that gets no
-// answer within Options::timeout returns UNAVAILABLE with a message that says why (no
+// answer within its deadline (Options::timeout, or the thread's CallTimeout) returns
+// UNAVAILABLE with a message that says why (no
 // connection, connection lost, no answer in time). Malformed arguments (an id that is not 43
 // base64url characters, a negative timeout) are INVALID_ARGUMENT without a round trip.
 //
@@ -40,6 +41,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -81,6 +83,21 @@ class Client {
   Client& operator=(const Client&) = delete;
 
   const Options& options() const;
+
+  // A deadline for the calls this thread makes while the guard lives, instead of
+  // Options::timeout (guards nest; the innermost wins):
+  //   { sessiond::Client::CallTimeout quick(std::chrono::milliseconds(50)); client.get(id); }
+  // The deadline covers the whole call, retries included.
+  class CallTimeout {
+   public:
+    explicit CallTimeout(std::chrono::milliseconds timeout);
+    ~CallTimeout();
+    CallTimeout(const CallTimeout&) = delete;
+    CallTimeout& operator=(const CallTimeout&) = delete;
+
+   private:
+    std::optional<std::chrono::milliseconds> previous_;
+  };
 
   // ---- synchronous calls: block until the answer or the deadline ----------------------------
 
