@@ -19,11 +19,6 @@ target_include_directories(sessiond_asio SYSTEM INTERFACE ${ASIO_INCLUDE_DIR})
 target_compile_definitions(sessiond_asio INTERFACE ASIO_NO_DEPRECATED ASIO_HAS_CO_AWAIT=1)
 target_link_libraries(sessiond_asio INTERFACE Threads::Threads)
 
-find_path(XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
-find_library(XXHASH_LIBRARY xxhash REQUIRED)
-add_library(sessiond_xxhash INTERFACE)
-target_include_directories(sessiond_xxhash SYSTEM INTERFACE ${XXHASH_INCLUDE_DIR})
-target_link_libraries(sessiond_xxhash INTERFACE ${XXHASH_LIBRARY})
 
 if(SESSIOND_BUILD_TESTS)
   find_package(GTest CONFIG REQUIRED)

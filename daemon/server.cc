@@ -132,7 +132,7 @@ asio::awaitable<void> Server::Impl::accept_loop() {
     auto [ec, socket] = co_await acceptor->async_accept(ctx, kTuple);
     if (ec) {
       if (stopping.load() || ec == asio::error::operation_aborted) break;
-      // Out of file descriptors or memory: say so once a second at most, and wait a little
+      // Out of file descriptors or memory: say so, and wait 100 ms
       // rather than spin; everyone already connected keeps being served.
       spdlog::warn("accept failed: {}", ec.message());
       backoff.expires_after(std::chrono::milliseconds(100));

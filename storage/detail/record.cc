@@ -90,7 +90,7 @@ bool validate_blob(std::string_view blob) {
   std::string_view user;
   std::uint64_t n = 0;
   if (!get_bytes(&blob, &user) || !get_varint(&blob, &n)) return false;
-  if (n > blob.size()) return false;  // every field takes at least 3 bytes
+  if (n > blob.size()) return false;  // every field takes at least 2 bytes
   std::string_view prev_name;
   for (std::uint64_t i = 0; i < n; ++i) {
     std::uint64_t head = 0;
