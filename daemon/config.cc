@@ -40,6 +40,10 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   std::string durability = "async";
   std::string preset = "ecommerce";
   app.add_option("--listen", listen, "HOST:PORT of the native protocol listener (port 0: any)");
+  app.add_option("--resp-port", o.resp_port,
+                 "port of the Redis-protocol (RESP2) listener on the --listen host; -1: off, 0: "
+                 "any (docs/resp.md)")
+      ->check(CLI::Range(-1, 65535));
   app.add_option("--data-dir", o.store.path, "data directory (created when missing)");
   app.add_option("--durability", durability, "memory | async | sync (see docs/operations.md)")
       ->check(CLI::IsMember({"memory", "async", "sync"}));

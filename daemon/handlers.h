@@ -17,7 +17,8 @@ namespace sessiond::daemon {
 
 // Node-wide counters, shared by all connections.
 struct Counters {
-  std::atomic<std::uint64_t> connections{0};          // open now
+  std::atomic<std::uint64_t> connections{0};          // open now (both listeners)
+  std::atomic<std::uint64_t> resp_connections{0};     // of which on the RESP listener
   std::atomic<std::uint64_t> connections_refused{0};  // over --max-connections
   std::atomic<std::uint64_t> protocol_errors{0};      // bad frames and bodies
   std::atomic<std::uint64_t> timeouts{0};             // connections closed by the watchdog

@@ -12,6 +12,7 @@
 
 #include "daemon/config.h"
 #include "daemon/handlers.h"
+#include "daemon/resp_commands.h"
 #include "daemon/server.h"
 #include "storage/clock.h"
 #include "storage/session_table.h"
@@ -66,12 +67,20 @@ int main(int argc, char** argv) {
 
   daemon::Counters counters;
   daemon::Handlers handlers(table, store->get(), counters, "", options.max_frame_bytes);
-  daemon::Server server(options, handlers, counters);
+  daemon::resp::Commands resp_commands(
+      table, storage::SystemClock::instance(),
+      {&counters.resp_connections, 0, storage::SystemClock::instance().now_ms()});
+  daemon::Server server(options, handlers, counters, &resp_commands);
   if (Status s = server.bind(); !s.ok()) {
     spdlog::error("cannot start: {}", s.ToString());
     return 1;
   }
   handlers.set_address(server.address());
+  if (!server.resp_address().empty()) {
+    const std::string address = server.resp_address();
+    resp_commands.set_port(
+        static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1))));
+  }
   table.start_expirer(options.expiry_interval_ms);
 
   asio::io_context signal_context(1);
@@ -85,6 +94,7 @@ int main(int argc, char** argv) {
   std::thread signal_thread([&] { signal_context.run(); });
 
   spdlog::info("listening on {}", server.address());
+  if (!server.resp_address().empty()) spdlog::info("RESP listening on {}", server.resp_address());
   server.run();
 
   signal_context.stop();

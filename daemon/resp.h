@@ -19,6 +19,9 @@ struct Limits {
   std::size_t max_bulk_bytes = 1u << 20;     // one argument; Redis: proto-max-bulk-len
   std::size_t max_arguments = 1u << 16;      // per command
   std::size_t max_inline_bytes = 64u << 10;  // one inline command line (Redis: 64 KiB)
+  // One whole command, all arguments together. Not checked by parse_command (which does not
+  // see partial commands' totals); the reader refuses to buffer more than this.
+  std::size_t max_command_bytes = 8u << 20;
 };
 
 struct Parsed {

@@ -7,6 +7,10 @@
 //
 // A watchdog coroutine beside each connection closes it when a partly received frame stalls
 // for --frame-timeout-ms, or when it is idle for --idle-timeout-ms.
+//
+// RESP connections work the same way with the RESP parser and resp::Commands: every complete
+// command of a read is executed in order, and the replies go out with one write. The buffer
+// grows only with bytes that arrived, up to resp::Limits::max_command_bytes for one command.
 #include "daemon/server.h"
 
 #include <spdlog/spdlog.h>
@@ -20,6 +24,8 @@
 #include <set>
 #include <thread>
 #include <vector>
+
+#include "daemon/resp.h"
 
 namespace sessiond::daemon {
 namespace {
@@ -41,16 +47,19 @@ struct Connection {
 }  // namespace
 
 struct Server::Impl {
-  Impl(const ServerOptions& o, Handlers& h, Counters& c)
-      : options(o), handlers(h), counters(c), contexts(o.threads) {
+  Impl(const ServerOptions& o, Handlers& h, Counters& c, resp::Commands* r)
+      : options(o), handlers(h), counters(c), resp_commands(r), contexts(o.threads) {
     for (auto& ctx : contexts) ctx = std::make_unique<asio::io_context>(1);
   }
 
   const ServerOptions& options;
   Handlers& handlers;
   Counters& counters;
+  resp::Commands* resp_commands;
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::unique_ptr<tcp::acceptor> acceptor;
+  std::unique_ptr<tcp::acceptor> resp_acceptor;
+  std::atomic<std::uint64_t> next_client_id{1};
   std::atomic<bool> stopping{false};
   std::atomic<std::size_t> next_context{0};
   // Keep every io_context running while it waits for work; released by stop().
@@ -58,44 +67,69 @@ struct Server::Impl {
   std::mutex connections_mu;  // guards connections
   std::set<std::shared_ptr<Connection>> connections;
 
-  asio::awaitable<void> accept_loop();
+  Status bind_one(std::uint16_t port, std::unique_ptr<tcp::acceptor>* out);
+  asio::awaitable<void> accept_loop(tcp::acceptor& listener, bool is_resp);
   asio::awaitable<void> serve(std::shared_ptr<Connection> conn);
+  asio::awaitable<void> serve_resp(std::shared_ptr<Connection> conn);
+  // Writes `out` and clears it; false when the connection failed.
+  asio::awaitable<bool> write_out(Connection& conn, std::string& out);
   asio::awaitable<void> watchdog(std::shared_ptr<Connection> conn);
 };
 
-Server::Server(const ServerOptions& options, Handlers& handlers, Counters& counters)
-    : impl_(std::make_unique<Impl>(options, handlers, counters)) {}
+Server::Server(const ServerOptions& options, Handlers& handlers, Counters& counters,
+               resp::Commands* resp)
+    : impl_(std::make_unique<Impl>(options, handlers, counters, resp)) {}
 
 Server::~Server() = default;
 
-Status Server::bind() {
-  auto& ctx = *impl_->contexts[0];
-  const std::string where =
-      impl_->options.listen_host + ":" + std::to_string(impl_->options.listen_port);
+Status Server::Impl::bind_one(std::uint16_t port, std::unique_ptr<tcp::acceptor>* out) {
+  auto& ctx = *contexts[0];
+  const std::string where = options.listen_host + ":" + std::to_string(port);
   asio::error_code ec;
-  const auto ip = asio::ip::make_address(impl_->options.listen_host, ec);
+  const auto ip = asio::ip::make_address(options.listen_host, ec);
   if (ec) return Status::InvalidArgument("cannot listen on " + where + ": not an IP address");
-  const tcp::endpoint endpoint(ip, impl_->options.listen_port);
-  auto acceptor = std::make_unique<tcp::acceptor>(ctx);
-  acceptor->open(endpoint.protocol(), ec);
-  if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor->bind(endpoint, ec);
-  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  const tcp::endpoint endpoint(ip, port);
+  auto bound = std::make_unique<tcp::acceptor>(ctx);
+  bound->open(endpoint.protocol(), ec);
+  if (!ec) bound->set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) bound->bind(endpoint, ec);
+  if (!ec) bound->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return Status::Unavailable("cannot listen on " + where + ": " + ec.message());
-  impl_->acceptor = std::move(acceptor);
+  *out = std::move(bound);
   return {};
 }
 
-std::string Server::address() const {
-  const auto endpoint = impl_->acceptor->local_endpoint();
+Status Server::bind() {
+  if (Status s = impl_->bind_one(impl_->options.listen_port, &impl_->acceptor); !s.ok()) return s;
+  if (impl_->options.resp_port >= 0) {
+    if (impl_->resp_commands == nullptr) return Status::Internal("RESP listener without commands");
+    return impl_->bind_one(static_cast<std::uint16_t>(impl_->options.resp_port),
+                           &impl_->resp_acceptor);
+  }
+  return {};
+}
+
+namespace {
+std::string endpoint_text(const tcp::endpoint& endpoint) {
   const auto host = endpoint.address().to_string();
   return (endpoint.address().is_v6() ? "[" + host + "]" : host) + ":" +
          std::to_string(endpoint.port());
 }
+}  // namespace
+
+std::string Server::address() const { return endpoint_text(impl_->acceptor->local_endpoint()); }
+
+std::string Server::resp_address() const {
+  return impl_->resp_acceptor ? endpoint_text(impl_->resp_acceptor->local_endpoint()) : "";
+}
 
 void Server::run() {
   for (auto& ctx : impl_->contexts) impl_->guards.emplace_back(ctx->get_executor());
-  asio::co_spawn(*impl_->contexts[0], impl_->accept_loop(), asio::detached);
+  asio::co_spawn(*impl_->contexts[0], impl_->accept_loop(*impl_->acceptor, false), asio::detached);
+  if (impl_->resp_acceptor) {
+    asio::co_spawn(*impl_->contexts[0], impl_->accept_loop(*impl_->resp_acceptor, true),
+                   asio::detached);
+  }
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < impl_->contexts.size(); ++i) {
     threads.emplace_back([ctx = impl_->contexts[i].get()] { ctx->run(); });
@@ -109,6 +143,7 @@ void Server::stop() {
   asio::post(*impl_->contexts[0], [impl = impl_.get()] {
     asio::error_code ec;
     if (impl->acceptor) impl->acceptor->close(ec);
+    if (impl->resp_acceptor) impl->resp_acceptor->close(ec);
   });
   {
     // Wake every connection on its own thread: no more reads; what it has received it still
@@ -125,11 +160,11 @@ void Server::stop() {
   for (auto& guard : impl_->guards) guard.reset();
 }
 
-asio::awaitable<void> Server::Impl::accept_loop() {
-  asio::steady_timer backoff(acceptor->get_executor());
+asio::awaitable<void> Server::Impl::accept_loop(tcp::acceptor& listener, bool is_resp) {
+  asio::steady_timer backoff(listener.get_executor());
   while (!stopping.load()) {
     auto& ctx = *contexts[next_context.fetch_add(1) % contexts.size()];
-    auto [ec, socket] = co_await acceptor->async_accept(ctx, kTuple);
+    auto [ec, socket] = co_await listener.async_accept(ctx, kTuple);
     if (ec) {
       if (stopping.load() || ec == asio::error::operation_aborted) break;
       // Out of file descriptors or memory: say so, and wait 100 ms
@@ -141,13 +176,18 @@ asio::awaitable<void> Server::Impl::accept_loop() {
     }
     if (counters.connections.load(std::memory_order_relaxed) >= options.max_connections) {
       counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
-      // One OVERLOADED frame (request id 0), then close: the client learns why.
-      protocol::FrameHeader h;
+      // One OVERLOADED frame (request id 0), or Redis's error, then close: the client learns
+      // why.
       std::string out;
-      handlers.append_error(h,
-                            Status::Overloaded("too many connections (limit " +
-                                               std::to_string(options.max_connections) + ")"),
-                            &out);
+      if (is_resp) {
+        resp::append_error(&out, "ERR max number of clients reached");
+      } else {
+        protocol::FrameHeader h;
+        handlers.append_error(h,
+                              Status::Overloaded("too many connections (limit " +
+                                                 std::to_string(options.max_connections) + ")"),
+                              &out);
+      }
       asio::error_code ignored;
       socket.non_blocking(true, ignored);
       socket.write_some(asio::buffer(out), ignored);
@@ -157,6 +197,7 @@ asio::awaitable<void> Server::Impl::accept_loop() {
     socket.set_option(tcp::no_delay(true));
     auto conn = std::make_shared<Connection>(std::move(socket));
     counters.connections.fetch_add(1, std::memory_order_relaxed);
+    if (is_resp) counters.resp_connections.fetch_add(1, std::memory_order_relaxed);
     {
       std::lock_guard lock(connections_mu);
       connections.insert(conn);
@@ -168,7 +209,11 @@ asio::awaitable<void> Server::Impl::accept_loop() {
       }
     }
     auto executor = conn->socket.get_executor();
-    asio::co_spawn(executor, serve(conn), asio::detached);
+    if (is_resp) {
+      asio::co_spawn(executor, serve_resp(conn), asio::detached);
+    } else {
+      asio::co_spawn(executor, serve(conn), asio::detached);
+    }
     asio::co_spawn(executor, watchdog(conn), asio::detached);
   }
 }
@@ -272,13 +317,7 @@ asio::awaitable<void> Server::Impl::serve(std::shared_ptr<Connection> conn) {
       in.resize(kReadChunk);
       in.shrink_to_fit();
     }
-    if (!out.empty()) {
-      auto [wec, written] = co_await asio::async_write(conn->socket, asio::buffer(out), kTuple);
-      (void)written;
-      if (wec) break;
-      out.clear();
-      if (out.capacity() > 4 * kReadChunk) out.shrink_to_fit();
-    }
+    if (!co_await write_out(*conn, out)) break;
     if (stopping.load() && used == 0) break;  // finished what it had received
   }
   conn->closed = true;
@@ -287,6 +326,81 @@ asio::awaitable<void> Server::Impl::serve(std::shared_ptr<Connection> conn) {
   conn->socket.shutdown(tcp::socket::shutdown_both, ignored);
   conn->socket.close(ignored);
   counters.connections.fetch_sub(1, std::memory_order_relaxed);
+  std::lock_guard lock(connections_mu);
+  connections.erase(conn);
+}
+
+asio::awaitable<bool> Server::Impl::write_out(Connection& conn, std::string& out) {
+  if (out.empty()) co_return true;
+  auto [ec, written] = co_await asio::async_write(conn.socket, asio::buffer(out), kTuple);
+  (void)written;
+  out.clear();
+  if (out.capacity() > 4 * kReadChunk) out.shrink_to_fit();
+  co_return !ec;
+}
+
+asio::awaitable<void> Server::Impl::serve_resp(std::shared_ptr<Connection> conn) {
+  const resp::Limits limits;
+  std::vector<char> in(kReadChunk);
+  std::size_t used = 0;
+  std::string out;
+  std::vector<std::string_view> args;
+  resp::ClientState client;
+  client.id = next_client_id.fetch_add(1, std::memory_order_relaxed);
+  bool close_after_write = false;
+  while (!close_after_write) {
+    if (used == in.size()) {
+      // One command fills the buffer: grow it with what arrives, up to the command limit.
+      if (in.size() >= limits.max_command_bytes) {
+        counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+        resp::append_error(&out, "ERR Protocol error: command longer than " +
+                                     std::to_string(limits.max_command_bytes) + " bytes");
+        co_await write_out(*conn, out);
+        break;
+      }
+      in.resize(std::min(in.size() * 2, limits.max_command_bytes));
+    }
+    auto [ec, n] = co_await conn->socket.async_read_some(
+        asio::buffer(in.data() + used, in.size() - used), kTuple);
+    if (ec || n == 0) break;
+    used += n;
+    conn->last_activity = Clock::now();
+
+    std::size_t offset = 0;
+    while (offset < used && !close_after_write) {
+      const resp::Parsed p =
+          resp::parse_command(std::string_view(in.data() + offset, used - offset), limits, &args);
+      if (p.kind == resp::Parsed::Kind::kNeedMore) break;
+      if (p.kind == resp::Parsed::Kind::kError) {
+        counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+        resp::append_error(&out, p.error);
+        close_after_write = true;
+        break;
+      }
+      offset += p.consumed;
+      if (p.kind == resp::Parsed::Kind::kEmpty) continue;
+      resp_commands->execute(args, client, &out);
+      if (client.close) close_after_write = true;
+    }
+    if (offset > 0) {
+      std::memmove(in.data(), in.data() + offset, used - offset);
+      used -= offset;
+    }
+    conn->partial_frame = used > 0;
+    if (used < kReadChunk && in.size() > kReadChunk) {
+      in.resize(kReadChunk);
+      in.shrink_to_fit();
+    }
+    if (!co_await write_out(*conn, out)) break;
+    if (stopping.load() && used == 0) break;
+  }
+  conn->closed = true;
+  conn->timer.cancel();
+  asio::error_code ignored;
+  conn->socket.shutdown(tcp::socket::shutdown_both, ignored);
+  conn->socket.close(ignored);
+  counters.connections.fetch_sub(1, std::memory_order_relaxed);
+  counters.resp_connections.fetch_sub(1, std::memory_order_relaxed);
   std::lock_guard lock(connections_mu);
   connections.erase(conn);
 }

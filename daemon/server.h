@@ -1,5 +1,6 @@
-// Server: the native-protocol listener. W worker threads, each running its own io_context;
-// connections are handed out round-robin and served by one coroutine each.
+// Server: the native-protocol listener and, when configured, the RESP listener (DESIGN §10).
+// W worker threads, each running its own io_context; connections of both listeners are handed
+// out round-robin and served by one coroutine each.
 #pragma once
 
 #include <functional>
@@ -8,21 +9,26 @@
 
 #include "daemon/config.h"
 #include "daemon/handlers.h"
+#include "daemon/resp_commands.h"
 #include "protocol/status.h"
 
 namespace sessiond::daemon {
 
 class Server {
  public:
-  Server(const ServerOptions& options, Handlers& handlers, Counters& counters);
+  // `resp` serves the RESP listener; it must be given when options.resp_port >= 0.
+  Server(const ServerOptions& options, Handlers& handlers, Counters& counters,
+         resp::Commands* resp = nullptr);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Binds the listener; UNAVAILABLE naming the address when it cannot (in use, no permission).
+  // Binds the listeners; UNAVAILABLE naming the address when it cannot (in use, no permission).
   Status bind();
   // The bound "host:port" (the real port when asked for port 0).
   std::string address() const;
+  // The RESP listener's bound "host:port"; empty when it is off.
+  std::string resp_address() const;
   // Serves until stop(): starts the worker threads and returns when they have finished.
   void run();
   // Stops accepting, lets every connection finish the frames it has received, then makes

@@ -203,6 +203,9 @@ class SessionTable::Impl {
   Result<SessionMeta> regenerate(const SessionId& id, const RegenerateOptions& options);
   std::vector<SessionMeta> list_user(std::string_view user_id);
   Result<std::size_t> revoke_user(std::string_view user_id, const SessionId* keep);
+  Status rewrite(const SessionId& id, RewriteFn decide);
+  Status move(const SessionId& from, const SessionId& to, RewriteFn decide);
+  ScanPage scan(std::uint64_t cursor, std::size_t count);
   // Returns {removed, whether some shard still has due work}.
   std::pair<std::size_t, bool> expire_pass();
   // Persists every record with a coalesced touch or an unsaved access history.
@@ -210,6 +213,14 @@ class SessionTable::Impl {
   // Empties the table (a failed recovery must not leave a partial load behind).
   void clear();
   TableStats stats() const;
+  std::uint64_t size() const {
+    std::uint64_t n = 0;
+    for (const Shard& shard : shards_) {
+      std::lock_guard lock(shard.mu);
+      n += shard.records.size();
+    }
+    return n;
+  }
 
  private:
   Shard& shard_of(const SessionId& id) { return shards_[id_word(id, 8) & mask_]; }
@@ -233,6 +244,15 @@ class SessionTable::Impl {
   // compaction filter drops both together) plus `extra` in one batch; on success nothing of the
   // record is left unpersisted.
   Status persist_record(Record* r, std::span<const StoreOp> extra = {});
+  // update() once the record is found and its version checked.
+  Result<SessionMeta> apply_changes(Shard& shard, Record* old, const FieldChanges& changes,
+                                    std::int64_t now);
+  // Deletes an alive record from disk, then from memory.
+  Status remove(Shard& shard, Record* r);
+  // Builds the record of a Rewrite::kPut for `id`, checked against the limits and the budget
+  // (net of `replacing`, the record it will replace, if any).
+  Result<RecordPtr> put_record(const SessionId& id, const Rewrite& w, const Record* replacing,
+                               std::int64_t now);
   Status check_fields(std::string_view user_id, std::span<const FieldRef> fields) const;
   Status reserve_bytes(std::int64_t delta);
   void account(Shard& shard, std::int64_t delta) {
@@ -659,9 +679,6 @@ Result<SessionMeta> SessionTable::Impl::touch(const SessionId& id) {
 
 Result<SessionMeta> SessionTable::Impl::update(const SessionId& id, const FieldChanges& changes,
                                                std::optional<Version> expected_version) {
-  if (changes.timeouts) {
-    if (Status s = check_timeouts(*changes.timeouts); !s.ok()) return s;
-  }
   const std::int64_t now = clock_.now_ms();
   Shard& shard = shard_of(id);
   std::lock_guard lock(shard.mu);
@@ -671,6 +688,16 @@ Result<SessionMeta> SessionTable::Impl::update(const SessionId& id, const FieldC
   if (expected_version && *expected_version != old->version()) {
     return Status::VersionConflict("session is at a newer version");
   }
+  return apply_changes(shard, old, changes, now);
+}
+
+Result<SessionMeta> SessionTable::Impl::apply_changes(Shard& shard, Record* old,
+                                                      const FieldChanges& changes,
+                                                      std::int64_t now) {
+  if (changes.timeouts) {
+    if (Status s = check_timeouts(*changes.timeouts); !s.ok()) return s;
+  }
+  const SessionId id = old->id;  // `old` is freed by the swap below
   const Version version{hlc_.now(), options_.region};
 
   // Merge: old fields minus removed, overwritten by set (which carry the new version).
@@ -721,7 +748,7 @@ Result<SessionMeta> SessionTable::Impl::update(const SessionId& id, const FieldC
     return s;
   }
   // Swap the new record into the old one's set slot (same id, so same hash) and heap slot.
-  auto it = shard.records.find(id);
+  auto it = shard.records.find(r->id);
   r->heap_index = old->heap_index;
   shard.heap[r->heap_index] = r.get();
   Record* fresh = r.get();
@@ -738,10 +765,13 @@ Status SessionTable::Impl::destroy(const SessionId& id) {
   std::lock_guard lock(shard.mu);
   auto found = find_alive(shard, id, now);
   if (!found.ok()) return found.status();
-  Record* r = *found;
+  return remove(shard, *found);
+}
+
+Status SessionTable::Impl::remove(Shard& shard, Record* r) {
   const std::string_view user = detail::blob_user_id(r->blob());
-  std::array<StoreOp, 2> ops{StoreOp{StoreOp::Kind::kDeleteSession, id_bytes(id), {}, {}, 0},
-                             StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(id), {}, user, 0}};
+  std::array<StoreOp, 2> ops{StoreOp{StoreOp::Kind::kDeleteSession, id_bytes(r->id), {}, {}, 0},
+                             StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(r->id), {}, user, 0}};
   if (Status s = persist(std::span(ops.data(), user.empty() ? 1 : 2)); !s.ok()) return s;
   unlink(shard, r);
   ++shard.counters.destroys;
@@ -875,6 +905,183 @@ Result<std::size_t> SessionTable::Impl::revoke_user(std::string_view user_id,
   return revoked;
 }
 
+// ---- keyed access ---------------------------------------------------------------------------
+
+Result<RecordPtr> SessionTable::Impl::put_record(const SessionId& id, const Rewrite& w,
+                                                 const Record* replacing, std::int64_t now) {
+  if (Status s = check_timeouts(w.timeouts); !s.ok()) return s;
+  const Version version{hlc_.now(), options_.region};
+  thread_local std::vector<FieldRef> refs;
+  thread_local std::string blob;
+  sorted_refs(w.fields, version, &refs);
+  for (std::size_t k = 1; k < refs.size(); ++k) {
+    if (refs[k - 1].name == refs[k].name) {
+      return Status::InvalidArgument("field '" + std::string(refs[k].name) + "' given twice");
+    }
+  }
+  if (Status s = check_fields({}, refs); !s.ok()) return s;
+  detail::encode_blob({}, refs, version, &blob);
+  RecordPtr r = Record::make(id, blob);
+  r->created_at_ms = now;
+  r->last_access_ms = now;
+  r->idle_ms = w.timeouts.idle_ms;
+  r->absolute_ms = w.timeouts.absolute_ms;
+  r->version_hlc = version.hlc;
+  r->version_region = version.region;
+  const std::int64_t delta = static_cast<std::int64_t>(r->footprint()) -
+                             (replacing ? static_cast<std::int64_t>(replacing->footprint()) : 0);
+  if (Status s = reserve_bytes(delta); !s.ok()) return s;
+  return r;
+}
+
+Status SessionTable::Impl::rewrite(const SessionId& id, RewriteFn decide) {
+  const std::int64_t now = clock_.now_ms();
+  Shard& shard = shard_of(id);
+  std::lock_guard lock(shard.mu);
+  Record* current = nullptr;
+  if (auto found = find_alive(shard, id, now); found.ok()) current = *found;
+  thread_local Session session;
+  if (current) detail::record_to_session(*current, &session);
+  Rewrite w;
+  decide(current ? &session : nullptr, now, &w);
+  switch (w.kind) {
+    case Rewrite::Kind::kKeep:
+      return {};
+    case Rewrite::Kind::kDelete:
+      return current ? remove(shard, current) : Status();
+    case Rewrite::Kind::kChange:
+      if (!current) return Status::NotFound();
+      return apply_changes(shard, current, w.changes, now).status();
+    case Rewrite::Kind::kPut:
+      break;
+  }
+  auto made = put_record(id, w, current, now);
+  if (!made.ok()) return made.status();
+  RecordPtr r = std::move(made).value();
+  // The new record has no user; the one it replaces may have had a user-index entry.
+  const std::string_view old_user = current ? detail::blob_user_id(current->blob()) : "";
+  const StoreOp drop_user{StoreOp::Kind::kDeleteUser, id_bytes(id), {}, old_user, 0};
+  if (Status s = persist_record(r.get(), std::span(&drop_user, old_user.empty() ? 0 : 1));
+      !s.ok()) {
+    return s;
+  }
+  if (current) {
+    unlink(shard, current);
+    ++shard.counters.updates;
+  } else {
+    ++shard.counters.creates;
+  }
+  insert(shard, std::move(r));
+  return {};
+}
+
+Status SessionTable::Impl::move(const SessionId& from, const SessionId& to, RewriteFn decide) {
+  if (from == to) return Status::InvalidArgument("source and target are the same session");
+  const std::int64_t now = clock_.now_ms();
+  Shard& from_shard = shard_of(from);
+  Shard& to_shard = shard_of(to);
+  std::unique_lock<std::mutex> first, second;  // index (address) order, as in regenerate()
+  if (&from_shard == &to_shard) {
+    first = std::unique_lock(from_shard.mu);
+  } else {
+    Shard* lo = &from_shard < &to_shard ? &from_shard : &to_shard;
+    Shard* hi = lo == &from_shard ? &to_shard : &from_shard;
+    first = std::unique_lock(lo->mu);
+    second = std::unique_lock(hi->mu);
+  }
+  auto found = find_alive(from_shard, from, now);
+  if (!found.ok()) return found.status();
+  Record* source = *found;
+  Record* target = nullptr;
+  if (auto t = find_alive(to_shard, to, now); t.ok()) target = *t;
+
+  thread_local Session session;
+  detail::record_to_session(*source, &session);
+  Rewrite w;
+  decide(&session, now, &w);
+  if (w.kind == Rewrite::Kind::kKeep) return {};
+  if (w.kind != Rewrite::Kind::kPut) {
+    return Status::InvalidArgument("move() must put the target session or keep");
+  }
+  auto made = put_record(to, w, target, now);
+  if (!made.ok()) return made.status();
+  RecordPtr r = std::move(made).value();
+  // The source leaves memory too, so the budget check above was conservative.
+  std::array<StoreOp, 3> retire;
+  std::size_t n = 0;
+  retire[n++] = StoreOp{StoreOp::Kind::kDeleteSession, id_bytes(from), {}, {}, 0};
+  const std::string_view source_user = detail::blob_user_id(source->blob());
+  if (!source_user.empty()) {
+    retire[n++] = StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(from), {}, source_user, 0};
+  }
+  const std::string_view target_user = target ? detail::blob_user_id(target->blob()) : "";
+  if (!target_user.empty()) {
+    retire[n++] = StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(to), {}, target_user, 0};
+  }
+  if (Status s = persist_record(r.get(), std::span(retire.data(), n)); !s.ok()) return s;
+  unlink(from_shard, source);
+  ++from_shard.counters.destroys;
+  if (target) {
+    unlink(to_shard, target);
+    ++to_shard.counters.updates;
+  } else {
+    ++to_shard.counters.creates;
+  }
+  insert(to_shard, std::move(r));
+  return {};
+}
+
+// The cursor is (shard index << 48) | position, where the position orders a shard's ids by the
+// top 48 bits of their bytes 16..23 (independent of the bytes that pick the shard and the hash
+// slot). Ids never change, so an id alive for the whole walk sits at one fixed place in this
+// order and the walk passes it exactly once. Ties on the 48 bits are returned together.
+namespace {
+constexpr int kScanPositionBits = 48;
+constexpr std::uint64_t kScanPositionMask = (std::uint64_t{1} << kScanPositionBits) - 1;
+std::uint64_t scan_position(const SessionId& id) {
+  return id_word(id, 16) >> (64 - kScanPositionBits);
+}
+}  // namespace
+
+ScanPage SessionTable::Impl::scan(std::uint64_t cursor, std::size_t count) {
+  ScanPage page;
+  count = std::max<std::size_t>(count, 1);
+  std::size_t shard_index = cursor >> kScanPositionBits;
+  std::uint64_t from = cursor & kScanPositionMask;
+  const std::int64_t now = clock_.now_ms();
+  std::vector<std::pair<std::uint64_t, SessionId>> found;
+  while (shard_index < shards_.size()) {
+    found.clear();
+    {
+      Shard& shard = shards_[shard_index];
+      std::lock_guard lock(shard.mu);
+      for (const RecordPtr& r : shard.records) {
+        const std::uint64_t position = scan_position(r->id);
+        if (position >= from && r->deadline_ms() > now) found.emplace_back(position, r->id);
+      }
+    }
+    std::sort(found.begin(), found.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    const std::size_t want = count - page.ids.size();
+    std::size_t take = std::min(want, found.size());
+    while (take > 0 && take < found.size() && found[take].first == found[take - 1].first) ++take;
+    for (std::size_t i = 0; i < take; ++i) page.ids.push_back(found[i].second);
+    if (take < found.size()) {
+      // The shard has more: continue after the last position taken (ties were all taken).
+      page.cursor = (static_cast<std::uint64_t>(shard_index) << kScanPositionBits) |
+                    (found[take - 1].first + 1);
+      return page;
+    }
+    ++shard_index;
+    from = 0;
+    if (page.ids.size() >= count) break;
+  }
+  page.cursor = shard_index < shards_.size()
+                    ? static_cast<std::uint64_t>(shard_index) << kScanPositionBits
+                    : 0;
+  return page;
+}
+
 std::pair<std::size_t, bool> SessionTable::Impl::expire_pass() {
   std::size_t removed = 0;
   bool more = false;
@@ -998,6 +1205,16 @@ std::vector<SessionMeta> SessionTable::list_user(std::string_view user_id) {
 Result<std::size_t> SessionTable::revoke_user(std::string_view user_id, const SessionId* keep) {
   return impl_->revoke_user(user_id, keep);
 }
+Status SessionTable::rewrite(const SessionId& id, RewriteFn decide) {
+  return impl_->rewrite(id, decide);
+}
+Status SessionTable::move(const SessionId& from, const SessionId& to, RewriteFn decide) {
+  return impl_->move(from, to, decide);
+}
+ScanPage SessionTable::scan(std::uint64_t cursor, std::size_t count) {
+  return impl_->scan(cursor, count);
+}
+std::uint64_t SessionTable::size() const { return impl_->size(); }
 std::size_t SessionTable::expire_due() { return impl_->expire_pass().first; }
 TableStats SessionTable::stats() const { return impl_->stats(); }
 

@@ -13,6 +13,8 @@
 // absolute deadline.
 #pragma once
 
+#include <absl/functional/function_ref.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -93,6 +95,31 @@ struct RegenerateOptions {
   std::optional<std::string> user_id;  // e.g. bind the user at login
 };
 
+// What a rewrite() decides to do with the session it looked at.
+struct Rewrite {
+  enum class Kind {
+    kKeep,    // nothing
+    kPut,     // replace it (or create it) with `fields` and `timeouts`, created and accessed now,
+              // with no user, context or access history
+    kChange,  // apply `changes` as update() does (needs a current session: else NOT_FOUND)
+    kDelete,  // remove it (nothing to do when there is none)
+  };
+  Kind kind = Kind::kKeep;
+  std::vector<std::pair<std::string, std::string>> fields;  // kPut; names must be unique
+  Timeouts timeouts;                                        // kPut
+  FieldChanges changes;                                     // kChange
+};
+
+// Sees the alive session (nullptr when there is none: absent or expired) and the table's time
+// now, and fills in the Rewrite. It runs under a shard lock, so it must not call the table.
+using RewriteFn = absl::FunctionRef<void(const Session* current, std::int64_t now, Rewrite* out)>;
+
+// A page of a scan() walk: ids of alive sessions, and the cursor to continue from (0: done).
+struct ScanPage {
+  std::vector<SessionId> ids;
+  std::uint64_t cursor = 0;
+};
+
 struct TableStats {
   std::uint64_t sessions = 0;
   std::uint64_t users = 0;
@@ -160,6 +187,26 @@ class SessionTable {
   // Destroys every alive session of the user except `keep`; returns how many it destroyed.
   Result<std::size_t> revoke_user(std::string_view user_id, const SessionId* keep = nullptr);
 
+  // ---- Keyed access, for callers that choose ids themselves (the RESP listener derives them
+  // from Redis keys, DESIGN §10). Such ids must be as unpredictable as a CSPRNG's (a
+  // cryptographic hash of the caller's name for the session): the table does not re-hash ids.
+
+  // A read-modify-write of one id, atomic for that id: `decide` sees the current session and
+  // chooses what to do; the result is persisted as one write before it is applied. Limits and
+  // the budget apply as for create/update; on any error nothing changed.
+  Status rewrite(const SessionId& id, RewriteFn decide);
+  // Moves the alive session `from` to the id `to`, replacing whatever lives there, as one
+  // atomic write that also deletes `from`. `decide` sees the source (never nullptr) and must
+  // choose kPut (the new session at `to`) or kKeep (nothing happens). NOT_FOUND / EXPIRED when
+  // `from` is not alive; INVALID_ARGUMENT when from == to.
+  Status move(const SessionId& from, const SessionId& to, RewriteFn decide);
+  // Walks every alive session: start with cursor 0, pass each page's cursor back, stop when it
+  // is 0. A session alive for the whole walk is returned exactly once, whatever is written
+  // meanwhile; one created or removed during it may or may not be. A page holds about `count`
+  // ids (more when ids tie, fewer at the end of a shard); each call reads one or more whole
+  // shards, so it costs O(sessions / shards). An unknown cursor ends the walk (empty page, 0).
+  ScanPage scan(std::uint64_t cursor, std::size_t count);
+
   // Removes up to expiry_batch due sessions per shard and persists touches whose on-disk
   // deadline came due; returns the number of sessions removed. Tests call it directly; the
   // background expirer calls it on its interval.
@@ -173,6 +220,8 @@ class SessionTable {
   Status flush();
 
   TableStats stats() const;
+  // Sessions in the table (alive or expired but not yet removed); cheaper than stats().
+  std::uint64_t size() const;
   const TableOptions& options() const { return options_; }
 
  private:

@@ -1,0 +1,1238 @@
+// Each command follows Redis 7.0's implementation of it: the order of its checks (arity, then
+// options, then numbers, then the key's type), its replies and its error texts, so that clients
+// and scripts written against Redis see the same answers. Writes are one SessionTable::rewrite()
+// (or move()) each: the decision runs under the key's shard lock and is persisted before the
+// reply is sent; a reply computed inside a decision is kept aside and sent only if the write
+// succeeded.
+#include "daemon/resp_commands.h"
+
+#include <absl/container/flat_hash_map.h>
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <climits>
+#include <cstring>
+#include <vector>
+
+#include "daemon/resp.h"
+
+namespace sessiond::daemon::resp {
+
+using storage::Field;
+using storage::Rewrite;
+using storage::Session;
+using storage::SessionId;
+
+storage::SessionId key_id(std::string_view key) {
+  // The domain and its NUL come first, so no key hashes like a key of another namespace.
+  static constexpr std::string_view kDomain{"sessiond-resp\0", 14};
+  thread_local std::string input;
+  input.assign(kDomain);
+  input.append(key);
+  SessionId id;
+  SHA256(reinterpret_cast<const unsigned char*>(input.data()), input.size(), id.data());
+  return id;
+}
+
+bool glob_match(std::string_view p, std::string_view s) {
+  std::size_t pi = 0, si = 0;
+  while (pi < p.size()) {
+    const char c = p[pi];
+    if (c == '*') {
+      while (pi + 1 < p.size() && p[pi + 1] == '*') ++pi;
+      if (pi + 1 == p.size()) return true;
+      for (std::size_t k = si; k <= s.size(); ++k) {
+        if (glob_match(p.substr(pi + 1), s.substr(k))) return true;
+      }
+      return false;
+    }
+    if (si == s.size()) return false;
+    if (c == '?') {
+      ++pi, ++si;
+      continue;
+    }
+    if (c == '[') {
+      std::size_t j = pi + 1;
+      const bool negate = j < p.size() && p[j] == '^';
+      if (negate) ++j;
+      bool match = false;
+      while (j < p.size() && p[j] != ']') {
+        if (p[j] == '\\' && j + 1 < p.size()) {
+          ++j;
+          if (p[j] == s[si]) match = true;
+        } else if (j + 2 < p.size() && p[j + 1] == '-') {
+          char lo = p[j], hi = p[j + 2];
+          if (lo > hi) std::swap(lo, hi);
+          if (s[si] >= lo && s[si] <= hi) match = true;
+          j += 2;
+        } else if (p[j] == s[si]) {
+          match = true;
+        }
+        ++j;
+      }
+      if (negate) match = !match;
+      if (!match) return false;
+      pi = j < p.size() ? j + 1 : j;  // an unterminated class ends the pattern, as in Redis
+      ++si;
+      continue;
+    }
+    if (c == '\\' && pi + 1 < p.size()) ++pi;
+    if (p[pi] != s[si]) return false;
+    ++pi, ++si;
+  }
+  return si == s.size();
+}
+
+namespace {
+
+// Field names: the key, a string's value, and prefixes for hash fields and set members.
+constexpr std::string_view kKeyField = "K";
+constexpr std::string_view kValueField = "V";
+constexpr char kHashPrefix = 'H';
+constexpr char kSetPrefix = 'S';
+// The engine accepts timeouts up to 100 years; a longer TTL is an invalid expire time.
+constexpr std::int64_t kMaxTtlMs = 100LL * 365 * 24 * 3600 * 1000;
+
+enum class Type { kNone, kString, kHash, kSet };
+
+// The type of the key's value in `s` (fields are sorted: "H..." < "K" < "S..." < "V").
+Type type_of(const Session* s, std::string_view key) {
+  if (s == nullptr || s->fields.empty()) return Type::kNone;
+  const Field* k = s->field(kKeyField);
+  if (k == nullptr || k->value != key) return Type::kNone;
+  if (s->fields.front().name[0] == kHashPrefix) return Type::kHash;
+  const std::string& last = s->fields.back().name;
+  if (last == kValueField) return Type::kString;
+  if (last[0] == kSetPrefix) return Type::kSet;
+  return Type::kNone;
+}
+
+std::string_view type_name(Type t) {
+  switch (t) {
+    case Type::kString:
+      return "string";
+    case Type::kHash:
+      return "hash";
+    case Type::kSet:
+      return "set";
+    case Type::kNone:
+      break;
+  }
+  return "none";
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string upper(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Redis's string2ll: an optional '-', then digits without a leading zero (or just "0").
+bool parse_ll(std::string_view s, std::int64_t* out) {
+  if (s.empty() || s.size() > 20) return false;
+  std::size_t i = s[0] == '-' ? 1 : 0;
+  if (i == s.size()) return false;
+  if (s[i] == '0' && s.size() > i + 1) return false;
+  if (s[i] == '0' && i == 1) return false;  // "-0"
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+  return ec == std::errc() && ptr == s.data() + s.size();
+}
+
+// ---- replies -----------------------------------------------------------------------------
+
+void err_syntax(std::string* out) { append_error(out, "ERR syntax error"); }
+void err_not_integer(std::string* out) {
+  append_error(out, "ERR value is not an integer or out of range");
+}
+void err_wrong_type(std::string* out) {
+  append_error(out, "WRONGTYPE Operation against a key holding the wrong kind of value");
+}
+void err_arity(std::string* out, std::string_view command) {
+  append_error(out, "ERR wrong number of arguments for '" + std::string(command) + "' command");
+}
+void err_expire(std::string* out, std::string_view command) {
+  append_error(out, "ERR invalid expire time in '" + std::string(command) + "' command");
+}
+void err_status(std::string* out, const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kOverloaded:
+      append_error(out, "OOM command not allowed: " + s.message());
+      return;
+    default:
+      append_error(out, "ERR " + s.message());
+  }
+}
+
+// ---- the command context -------------------------------------------------------------------
+
+struct Ctx {
+  storage::SessionTable& table;
+  const storage::Clock& clock;
+  const NodeInfo& info;
+  ClientState& client;
+  std::span<const std::string_view> args;
+  std::string* out;
+  std::string_view name;  // lower case, as in Redis's error texts
+};
+
+// The alive value of `key`, read into a per-thread session (valid until the next lookup).
+Type lookup(Ctx& c, std::string_view key, const Session** found) {
+  thread_local Session session;
+  *found = nullptr;
+  if (!c.table.get(key_id(key), {}, &session).ok()) return Type::kNone;
+  *found = &session;
+  return type_of(&session, key);
+}
+
+bool key_too_long(Ctx& c, std::string_view key) {
+  if (key.size() <= kMaxKeyBytes) return false;
+  append_error(c.out, "ERR key is " + std::to_string(key.size()) + " bytes; the limit is " +
+                          std::to_string(kMaxKeyBytes));
+  return true;
+}
+
+// Timeouts that put the deadline at `deadline_ms` for a session created at `created_ms`.
+storage::Timeouts timeouts_for(std::int64_t deadline_ms, std::int64_t created_ms) {
+  if (deadline_ms == storage::kNoDeadline) return {};
+  return {0, deadline_ms - created_ms};
+}
+
+std::int64_t deadline_of(const Session& s) { return s.deadline_ms(); }
+
+std::vector<std::pair<std::string, std::string>> string_fields(std::string_view key,
+                                                               std::string_view value) {
+  std::vector<std::pair<std::string, std::string>> f;
+  f.reserve(2);
+  f.emplace_back(kKeyField, key);
+  f.emplace_back(kValueField, value);
+  return f;
+}
+
+// The names that come after a one-byte prefix ('H' or 'S') in a session's fields.
+std::vector<const Field*> prefixed(const Session& s, char prefix) {
+  std::vector<const Field*> out;
+  for (const Field& f : s.fields) {
+    if (!f.name.empty() && f.name[0] == prefix) out.push_back(&f);
+  }
+  return out;
+}
+
+std::string with_prefix(char prefix, std::string_view name) {
+  std::string out;
+  out.reserve(name.size() + 1);
+  out.push_back(prefix);
+  out.append(name);
+  return out;
+}
+
+// Runs a write; on success appends `reply`, else the error.
+void finish(Ctx& c, const Status& s, const std::string& reply) {
+  if (s.ok()) {
+    c.out->append(reply);
+  } else {
+    err_status(c.out, s);
+  }
+}
+
+// ---- expiry arguments (SET, GETEX) ---------------------------------------------------------
+
+enum class ExpireKind { kNone, kEx, kPx, kExAt, kPxAt, kKeepTtl, kPersist };
+
+// Redis's getExpireMillisecondsOrReply: the absolute deadline in ms, or false after replying.
+bool expire_deadline(Ctx& c, ExpireKind kind, std::string_view value, std::int64_t now,
+                     std::int64_t* deadline) {
+  std::int64_t v = 0;
+  if (!parse_ll(value, &v)) {
+    err_not_integer(c.out);
+    return false;
+  }
+  const bool seconds = kind == ExpireKind::kEx || kind == ExpireKind::kExAt;
+  if (v <= 0 || (seconds && v > LLONG_MAX / 1000)) {
+    err_expire(c.out, c.name);
+    return false;
+  }
+  if (seconds) v *= 1000;
+  if (kind == ExpireKind::kEx || kind == ExpireKind::kPx) {
+    if (v > LLONG_MAX - now) {
+      err_expire(c.out, c.name);
+      return false;
+    }
+    v += now;
+  }
+  if (v - now > kMaxTtlMs) {  // sessiond's limit, not Redis's
+    err_expire(c.out, c.name);
+    return false;
+  }
+  *deadline = v;
+  return true;
+}
+
+struct StringOptions {
+  bool nx = false, xx = false, get = false;
+  ExpireKind expire = ExpireKind::kNone;
+  std::string_view expire_value;
+};
+
+// Redis's parseExtendedStringArgumentsOrReply, for SET (is_set) and GETEX.
+bool parse_string_options(Ctx& c, std::size_t first, bool is_set, StringOptions* o) {
+  auto timed = [&] {
+    return o->expire == ExpireKind::kEx || o->expire == ExpireKind::kPx ||
+           o->expire == ExpireKind::kExAt || o->expire == ExpireKind::kPxAt;
+  };
+  for (std::size_t j = first; j < c.args.size(); ++j) {
+    const std::string_view opt = c.args[j];
+    const bool has_next = j + 1 < c.args.size();
+    const ExpireKind e = o->expire;
+    if (is_set && iequals(opt, "nx") && !o->xx) {
+      o->nx = true;
+    } else if (is_set && iequals(opt, "xx") && !o->nx) {
+      o->xx = true;
+    } else if (is_set && iequals(opt, "get")) {
+      o->get = true;
+    } else if (is_set && iequals(opt, "keepttl") && e != ExpireKind::kPersist && !timed()) {
+      o->expire = ExpireKind::kKeepTtl;
+    } else if (!is_set && iequals(opt, "persist") && e != ExpireKind::kKeepTtl && !timed()) {
+      o->expire = ExpireKind::kPersist;
+    } else if (has_next && iequals(opt, "ex") && (e == ExpireKind::kNone || e == ExpireKind::kEx)) {
+      o->expire = ExpireKind::kEx;
+      o->expire_value = c.args[++j];
+    } else if (has_next && iequals(opt, "px") && (e == ExpireKind::kNone || e == ExpireKind::kPx)) {
+      o->expire = ExpireKind::kPx;
+      o->expire_value = c.args[++j];
+    } else if (has_next && iequals(opt, "exat") &&
+               (e == ExpireKind::kNone || e == ExpireKind::kExAt)) {
+      o->expire = ExpireKind::kExAt;
+      o->expire_value = c.args[++j];
+    } else if (has_next && iequals(opt, "pxat") &&
+               (e == ExpireKind::kNone || e == ExpireKind::kPxAt)) {
+      o->expire = ExpireKind::kPxAt;
+      o->expire_value = c.args[++j];
+    } else {
+      err_syntax(c.out);
+      return false;
+    }
+  }
+  return true;
+}
+
+// ---- strings -------------------------------------------------------------------------------
+
+void cmd_get(Ctx& c) {
+  const Session* s;
+  switch (lookup(c, c.args[1], &s)) {
+    case Type::kNone:
+      return append_null(c.out);
+    case Type::kString:
+      return append_bulk(c.out, s->field(kValueField)->value);
+    default:
+      return err_wrong_type(c.out);
+  }
+}
+
+// SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT t|KEEPTTL], and SETEX/PSETEX through it.
+void set_generic(Ctx& c, std::string_view key, std::string_view value, const StringOptions& o) {
+  std::int64_t deadline = storage::kNoDeadline;
+  const std::int64_t now = c.clock.now_ms();
+  if (o.expire != ExpireKind::kNone && o.expire != ExpireKind::kKeepTtl &&
+      !expire_deadline(c, o.expire, o.expire_value, now, &deadline)) {
+    return;
+  }
+  if (key_too_long(c, key)) return;
+  std::string reply;
+  Status s = c.table.rewrite(key_id(key), [&](const Session* cur, std::int64_t at, Rewrite* w) {
+    const Type t = type_of(cur, key);
+    if (o.get) {
+      if (t != Type::kNone && t != Type::kString) return err_wrong_type(&reply);
+      if (t == Type::kString) {
+        append_bulk(&reply, cur->field(kValueField)->value);
+      } else {
+        append_null(&reply);
+      }
+    }
+    if ((o.nx && t != Type::kNone) || (o.xx && t == Type::kNone)) {
+      if (!o.get) append_null(&reply);
+      return;
+    }
+    if (!o.get) append_simple(&reply, "OK");
+    std::int64_t d = deadline;
+    if (o.expire == ExpireKind::kKeepTtl && t != Type::kNone) d = deadline_of(*cur);
+    if (d <= at) {  // a deadline in the past: set, then expired at once
+      w->kind = Rewrite::Kind::kDelete;
+      return;
+    }
+    w->kind = Rewrite::Kind::kPut;
+    w->fields = string_fields(key, value);
+    w->timeouts = timeouts_for(d, at);
+  });
+  finish(c, s, reply);
+}
+
+void cmd_set(Ctx& c) {
+  StringOptions o;
+  if (!parse_string_options(c, 3, true, &o)) return;
+  set_generic(c, c.args[1], c.args[2], o);
+}
+
+void cmd_setex(Ctx& c) {  // SETEX key seconds value; PSETEX key milliseconds value
+  StringOptions o;
+  o.expire = c.name == "setex" ? ExpireKind::kEx : ExpireKind::kPx;
+  o.expire_value = c.args[2];
+  set_generic(c, c.args[1], c.args[3], o);
+}
+
+void cmd_getex(Ctx& c) {
+  StringOptions o;
+  if (!parse_string_options(c, 2, false, &o)) return;
+  const std::int64_t now = c.clock.now_ms();
+  std::int64_t deadline = storage::kNoDeadline;
+  if (o.expire != ExpireKind::kNone && o.expire != ExpireKind::kPersist &&
+      !expire_deadline(c, o.expire, o.expire_value, now, &deadline)) {
+    return;
+  }
+  const std::string_view key = c.args[1];
+  std::string reply;
+  Status s = c.table.rewrite(key_id(key), [&](const Session* cur, std::int64_t at, Rewrite* w) {
+    const Type t = type_of(cur, key);
+    if (t == Type::kNone) return append_null(&reply);
+    if (t != Type::kString) return err_wrong_type(&reply);
+    append_bulk(&reply, cur->field(kValueField)->value);
+    if (o.expire == ExpireKind::kNone) return;
+    if (o.expire == ExpireKind::kPersist) {
+      if (deadline_of(*cur) == storage::kNoDeadline) return;
+      w->kind = Rewrite::Kind::kChange;
+      w->changes.timeouts = storage::Timeouts{};
+      return;
+    }
+    if (deadline <= at) {
+      w->kind = Rewrite::Kind::kDelete;
+      return;
+    }
+    w->kind = Rewrite::Kind::kChange;
+    w->changes.timeouts = timeouts_for(deadline, cur->created_at_ms);
+  });
+  finish(c, s, reply);
+}
+
+void cmd_getdel(Ctx& c) {
+  const std::string_view key = c.args[1];
+  std::string reply;
+  Status s = c.table.rewrite(key_id(key), [&](const Session* cur, std::int64_t, Rewrite* w) {
+    const Type t = type_of(cur, key);
+    if (t == Type::kNone) return append_null(&reply);
+    if (t != Type::kString) return err_wrong_type(&reply);
+    append_bulk(&reply, cur->field(kValueField)->value);
+    w->kind = Rewrite::Kind::kDelete;
+  });
+  finish(c, s, reply);
+}
+
+void cmd_mget(Ctx& c) {
+  append_array_header(c.out, c.args.size() - 1);
+  for (std::size_t i = 1; i < c.args.size(); ++i) {
+    const Session* s;
+    if (lookup(c, c.args[i], &s) == Type::kString) {
+      append_bulk(c.out, s->field(kValueField)->value);
+    } else {
+      append_null(c.out);
+    }
+  }
+}
+
+// ---- keys ----------------------------------------------------------------------------------
+
+// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT key time [NX|XX|GT|LT] (Redis's expireGenericCommand).
+void cmd_expire(Ctx& c) {
+  bool nx = false, xx = false, gt = false, lt = false;
+  for (std::size_t j = 3; j < c.args.size(); ++j) {
+    if (iequals(c.args[j], "nx")) {
+      nx = true;
+    } else if (iequals(c.args[j], "xx")) {
+      xx = true;
+    } else if (iequals(c.args[j], "gt")) {
+      gt = true;
+    } else if (iequals(c.args[j], "lt")) {
+      lt = true;
+    } else {
+      return append_error(c.out, "ERR Unsupported option " + std::string(c.args[j]));
+    }
+  }
+  if (nx && (xx || gt || lt)) {
+    return append_error(c.out,
+                        "ERR NX and XX, GT or LT options at the same time are not compatible");
+  }
+  if (gt && lt) {
+    return append_error(c.out, "ERR GT and LT options at the same time are not compatible");
+  }
+  std::int64_t when = 0;
+  if (!parse_ll(c.args[2], &when)) return err_not_integer(c.out);
+  const bool seconds = c.name == "expire" || c.name == "expireat";
+  const bool relative = c.name == "expire" || c.name == "pexpire";
+  const std::int64_t now = c.clock.now_ms();
+  if (seconds) {
+    if (when > LLONG_MAX / 1000 || when < LLONG_MIN / 1000) return err_expire(c.out, c.name);
+    when *= 1000;
+  }
+  const std::int64_t base = relative ? now : 0;
+  if (when > LLONG_MAX - base) return err_expire(c.out, c.name);
+  when += base;
+  if (when > now && when - now > kMaxTtlMs) return err_expire(c.out, c.name);  // sessiond's
+
+  const std::string_view key = c.args[1];
+  std::string reply;
+  Status s = c.table.rewrite(key_id(key), [&](const Session* cur, std::int64_t at, Rewrite* w) {
+    if (type_of(cur, key) == Type::kNone) return append_integer(&reply, 0);
+    const std::int64_t current = deadline_of(*cur);
+    const bool has_ttl = current != storage::kNoDeadline;
+    if ((nx && has_ttl) || (xx && !has_ttl) || (gt && (!has_ttl || when <= current)) ||
+        (lt && has_ttl && when >= current)) {
+      return append_integer(&reply, 0);
+    }
+    append_integer(&reply, 1);
+    if (when <= at) {
+      w->kind = Rewrite::Kind::kDelete;
+      return;
+    }
+    w->kind = Rewrite::Kind::kChange;
+    w->changes.timeouts = timeouts_for(when, cur->created_at_ms);
+  });
+  finish(c, s, reply);
+}
+
+void cmd_persist(Ctx& c) {
+  const std::string_view key = c.args[1];
+  std::string reply;
+  Status s = c.table.rewrite(key_id(key), [&](const Session* cur, std::int64_t, Rewrite* w) {
+    if (type_of(cur, key) == Type::kNone || deadline_of(*cur) == storage::kNoDeadline) {
+      return append_integer(&reply, 0);
+    }
+    append_integer(&reply, 1);
+    w->kind = Rewrite::Kind::kChange;
+    w->changes.timeouts = storage::Timeouts{};
+  });
+  finish(c, s, reply);
+}
+
+void cmd_ttl(Ctx& c) {  // TTL and PTTL
+  const Session* s;
+  if (lookup(c, c.args[1], &s) == Type::kNone) return append_integer(c.out, -2);
+  const std::int64_t deadline = deadline_of(*s);
+  if (deadline == storage::kNoDeadline) return append_integer(c.out, -1);
+  const std::int64_t ttl = std::max<std::int64_t>(deadline - c.clock.now_ms(), 0);
+  append_integer(c.out, c.name == "pttl" ? ttl : (ttl + 500) / 1000);
+}
+
+void cmd_type(Ctx& c) {
+  const Session* s;
+  append_simple(c.out, type_name(lookup(c, c.args[1], &s)));
+}
+
+void cmd_del(Ctx& c) {  // DEL and UNLINK
+  std::int64_t deleted = 0;
+  for (std::size_t i = 1; i < c.args.size(); ++i) {
+    const std::string_view key = c.args[i];
+    bool found = false;
+    Status s = c.table.rewrite(key_id(key), [&](const Session* cur, std::int64_t, Rewrite* w) {
+      if (type_of(cur, key) == Type::kNone) return;
+      found = true;
+      w->kind = Rewrite::Kind::kDelete;
+    });
+    if (!s.ok()) return err_status(c.out, s);
+    if (found) ++deleted;
+  }
+  append_integer(c.out, deleted);
+}
+
+void cmd_exists(Ctx& c) {
+  std::int64_t n = 0;
+  for (std::size_t i = 1; i < c.args.size(); ++i) {
+    const Session* s;
+    if (lookup(c, c.args[i], &s) != Type::kNone) ++n;
+  }
+  append_integer(c.out, n);
+}
+
+void cmd_rename(Ctx& c) {
+  const std::string_view from = c.args[1], to = c.args[2];
+  const Session* s;
+  if (from == to) {
+    if (lookup(c, from, &s) == Type::kNone) return append_error(c.out, "ERR no such key");
+    return append_simple(c.out, "OK");
+  }
+  if (key_too_long(c, to)) return;
+  bool missing = false;
+  Status st =
+      c.table.move(key_id(from), key_id(to), [&](const Session* src, std::int64_t at, Rewrite* w) {
+        if (type_of(src, from) == Type::kNone) {
+          missing = true;
+          return;
+        }
+        w->kind = Rewrite::Kind::kPut;
+        w->fields.reserve(src->fields.size());
+        for (const Field& f : src->fields) {
+          w->fields.emplace_back(f.name, f.name == kKeyField ? std::string(to) : f.value);
+        }
+        w->timeouts = timeouts_for(deadline_of(*src), at);
+      });
+  if (missing || st.code() == StatusCode::kNotFound || st.code() == StatusCode::kExpired) {
+    return append_error(c.out, "ERR no such key");
+  }
+  finish(c, st, "+OK\r\n");
+}
+
+// Calls visit(key, session) for each RESP key on one page of a table walk; returns the next
+// cursor. Sessions of other namespaces (native ones) are skipped.
+template <typename Visit>
+std::uint64_t scan_keys(Ctx& c, std::uint64_t cursor, std::size_t count, Visit visit) {
+  const storage::ScanPage page = c.table.scan(cursor, count);
+  Session s;
+  for (const SessionId& id : page.ids) {
+    if (!c.table.get(id, {}, &s).ok()) continue;
+    const Field* k = s.field(kKeyField);
+    if (k == nullptr || key_id(k->value) != id) continue;
+    visit(k->value, s);
+  }
+  return page.cursor;
+}
+
+void cmd_scan(Ctx& c) {
+  std::uint64_t cursor = 0;
+  const std::string_view text = c.args[1];
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), cursor);
+  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size()) {
+    return append_error(c.out, "ERR invalid cursor");
+  }
+  std::int64_t count = 10;
+  std::string_view pattern;
+  std::string_view type;
+  bool use_pattern = false, use_type = false;
+  for (std::size_t i = 2; i < c.args.size();) {
+    const bool pair = c.args.size() - i >= 2;
+    if (pair && iequals(c.args[i], "count")) {
+      if (!parse_ll(c.args[i + 1], &count)) return err_not_integer(c.out);
+      if (count < 1) return err_syntax(c.out);
+    } else if (pair && iequals(c.args[i], "match")) {
+      pattern = c.args[i + 1];
+      use_pattern = pattern != "*";
+    } else if (pair && iequals(c.args[i], "type")) {
+      type = c.args[i + 1];
+      use_type = true;
+    } else {
+      return err_syntax(c.out);
+    }
+    i += 2;
+  }
+  std::vector<std::string> keys;
+  const std::uint64_t next =
+      scan_keys(c, cursor, static_cast<std::size_t>(std::min<std::int64_t>(count, 1'000'000)),
+                [&](std::string_view key, const Session& s) {
+                  if (use_pattern && !glob_match(pattern, key)) return;
+                  if (use_type && !iequals(type_name(type_of(&s, key)), type)) return;
+                  keys.emplace_back(key);
+                });
+  append_array_header(c.out, 2);
+  append_bulk(c.out, std::to_string(next));
+  append_array_header(c.out, keys.size());
+  for (const std::string& k : keys) append_bulk(c.out, k);
+}
+
+void cmd_keys(Ctx& c) {
+  std::vector<std::string> keys;
+  std::uint64_t cursor = 0;
+  do {
+    cursor = scan_keys(c, cursor, 1000, [&](std::string_view key, const Session&) {
+      if (glob_match(c.args[1], key)) keys.emplace_back(key);
+    });
+  } while (cursor != 0);
+  append_array_header(c.out, keys.size());
+  for (const std::string& k : keys) append_bulk(c.out, k);
+}
+
+void cmd_dbsize(Ctx& c) { append_integer(c.out, static_cast<std::int64_t>(c.table.size())); }
+
+void cmd_flushdb(Ctx& c) {  // FLUSHDB / FLUSHALL [ASYNC|SYNC]
+  if (c.args.size() > 2 ||
+      (c.args.size() == 2 && !iequals(c.args[1], "async") && !iequals(c.args[1], "sync"))) {
+    return err_syntax(c.out);
+  }
+  std::uint64_t cursor = 0;
+  do {
+    const storage::ScanPage page = c.table.scan(cursor, 1000);
+    for (const SessionId& id : page.ids) {
+      Status s = c.table.rewrite(id, [&](const Session* cur, std::int64_t, Rewrite* w) {
+        const Field* k = cur ? cur->field(kKeyField) : nullptr;
+        if (k != nullptr && key_id(k->value) == id) w->kind = Rewrite::Kind::kDelete;
+      });
+      if (!s.ok()) return err_status(c.out, s);
+    }
+    cursor = page.cursor;
+  } while (cursor != 0);
+  append_simple(c.out, "OK");
+}
+
+// ---- hashes and sets -------------------------------------------------------------------------
+
+// Adds prefixed names (with values) to a key of type `want`, creating it if needed; `added`
+// counts names that were not there. Later duplicates in the command win, as in Redis.
+Status add_members(Ctx& c, std::string_view key, Type want,
+                   const std::vector<std::pair<std::string, std::string>>& items,
+                   std::int64_t* added, bool* wrong_type) {
+  return c.table.rewrite(key_id(key), [&](const Session* cur, std::int64_t, Rewrite* w) {
+    const Type t = type_of(cur, key);
+    if (t != Type::kNone && t != want) {
+      *wrong_type = true;
+      return;
+    }
+    *added = 0;
+    for (const auto& [name, value] : items) {
+      if (t == Type::kNone || cur->field(name) == nullptr) ++*added;
+    }
+    if (t == Type::kNone) {
+      w->kind = Rewrite::Kind::kPut;
+      w->fields = items;
+      w->fields.emplace_back(kKeyField, key);
+      return;
+    }
+    if (want == Type::kSet && *added == 0) return;  // nothing new: no write
+    w->kind = Rewrite::Kind::kChange;
+    w->changes.set = items;
+  });
+}
+
+// Items with their prefix, duplicates folded (the last one wins).
+std::vector<std::pair<std::string, std::string>> fold(
+    std::vector<std::pair<std::string, std::string>> items) {
+  std::vector<std::pair<std::string, std::string>> out;
+  absl::flat_hash_map<std::string, std::size_t> where;
+  for (auto& item : items) {
+    auto [it, fresh] = where.emplace(item.first, out.size());
+    if (fresh) {
+      out.push_back(std::move(item));
+    } else {
+      out[it->second].second = std::move(item.second);
+    }
+  }
+  return out;
+}
+
+void cmd_hset(Ctx& c) {  // HSET and HMSET
+  if (c.args.size() % 2 == 1) return err_arity(c.out, c.name);
+  const std::string_view key = c.args[1];
+  if (key_too_long(c, key)) return;
+  std::vector<std::pair<std::string, std::string>> items;
+  for (std::size_t i = 2; i + 1 < c.args.size(); i += 2) {
+    items.emplace_back(with_prefix(kHashPrefix, c.args[i]), c.args[i + 1]);
+  }
+  std::int64_t added = 0;
+  bool wrong_type = false;
+  Status s = add_members(c, key, Type::kHash, fold(std::move(items)), &added, &wrong_type);
+  if (wrong_type) return err_wrong_type(c.out);
+  if (!s.ok()) return err_status(c.out, s);
+  if (c.name == "hmset") return append_simple(c.out, "OK");
+  append_integer(c.out, added);
+}
+
+void cmd_sadd(Ctx& c) {
+  const std::string_view key = c.args[1];
+  if (key_too_long(c, key)) return;
+  std::vector<std::pair<std::string, std::string>> items;
+  for (std::size_t i = 2; i < c.args.size(); ++i) {
+    items.emplace_back(with_prefix(kSetPrefix, c.args[i]), std::string());
+  }
+  std::int64_t added = 0;
+  bool wrong_type = false;
+  Status s = add_members(c, key, Type::kSet, fold(std::move(items)), &added, &wrong_type);
+  if (wrong_type) return err_wrong_type(c.out);
+  if (!s.ok()) return err_status(c.out, s);
+  append_integer(c.out, added);
+}
+
+// HDEL and SREM: removes names; the key goes when its last one does.
+void remove_members(Ctx& c, Type want, char prefix) {
+  const std::string_view key = c.args[1];
+  std::vector<std::string> names;
+  for (std::size_t i = 2; i < c.args.size(); ++i) names.push_back(with_prefix(prefix, c.args[i]));
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  std::string reply;
+  Status s = c.table.rewrite(key_id(key), [&](const Session* cur, std::int64_t, Rewrite* w) {
+    const Type t = type_of(cur, key);
+    if (t == Type::kNone) return append_integer(&reply, 0);
+    if (t != want) return err_wrong_type(&reply);
+    std::int64_t removed = 0;
+    for (const std::string& n : names) {
+      if (cur->field(n) != nullptr) ++removed;
+    }
+    append_integer(&reply, removed);
+    if (removed == 0) return;
+    if (static_cast<std::size_t>(removed) == prefixed(*cur, prefix).size()) {
+      w->kind = Rewrite::Kind::kDelete;
+      return;
+    }
+    w->kind = Rewrite::Kind::kChange;
+    w->changes.remove = names;
+  });
+  finish(c, s, reply);
+}
+
+void cmd_hdel(Ctx& c) { remove_members(c, Type::kHash, kHashPrefix); }
+void cmd_srem(Ctx& c) { remove_members(c, Type::kSet, kSetPrefix); }
+
+// Looks up a key that must be of type `want` (or absent); replies WRONGTYPE otherwise.
+bool lookup_as(Ctx& c, Type want, const Session** s) {
+  const Type t = lookup(c, c.args[1], s);
+  if (t != Type::kNone && t != want) {
+    err_wrong_type(c.out);
+    return false;
+  }
+  if (t == Type::kNone) *s = nullptr;
+  return true;
+}
+
+const Field* member(const Session* s, char prefix, std::string_view name) {
+  return s ? s->field(with_prefix(prefix, name)) : nullptr;
+}
+
+void cmd_hget(Ctx& c) {
+  const Session* s;
+  if (!lookup_as(c, Type::kHash, &s)) return;
+  const Field* f = member(s, kHashPrefix, c.args[2]);
+  if (f == nullptr) return append_null(c.out);
+  append_bulk(c.out, f->value);
+}
+
+void cmd_hmget(Ctx& c) {
+  const Session* s;
+  if (!lookup_as(c, Type::kHash, &s)) return;
+  append_array_header(c.out, c.args.size() - 2);
+  for (std::size_t i = 2; i < c.args.size(); ++i) {
+    const Field* f = member(s, kHashPrefix, c.args[i]);
+    if (f == nullptr) {
+      append_null(c.out);
+    } else {
+      append_bulk(c.out, f->value);
+    }
+  }
+}
+
+void cmd_hgetall(Ctx& c) {  // HGETALL, HKEYS, HVALS
+  const Session* s;
+  if (!lookup_as(c, Type::kHash, &s)) return;
+  const auto fields = s ? prefixed(*s, kHashPrefix) : std::vector<const Field*>{};
+  const bool keys = c.name != "hvals", values = c.name != "hkeys";
+  append_array_header(c.out, fields.size() * (keys && values ? 2 : 1));
+  for (const Field* f : fields) {
+    if (keys) append_bulk(c.out, std::string_view(f->name).substr(1));
+    if (values) append_bulk(c.out, f->value);
+  }
+}
+
+void cmd_hexists(Ctx& c) {
+  const Session* s;
+  if (!lookup_as(c, Type::kHash, &s)) return;
+  append_integer(c.out, member(s, kHashPrefix, c.args[2]) != nullptr ? 1 : 0);
+}
+
+void cmd_hlen(Ctx& c) {  // HLEN and SCARD
+  const Type want = c.name == "hlen" ? Type::kHash : Type::kSet;
+  const Session* s;
+  if (!lookup_as(c, want, &s)) return;
+  const auto n = s ? prefixed(*s, want == Type::kHash ? kHashPrefix : kSetPrefix).size() : 0;
+  append_integer(c.out, static_cast<std::int64_t>(n));
+}
+
+void cmd_smembers(Ctx& c) {
+  const Session* s;
+  if (!lookup_as(c, Type::kSet, &s)) return;
+  const auto members = s ? prefixed(*s, kSetPrefix) : std::vector<const Field*>{};
+  append_array_header(c.out, members.size());
+  for (const Field* f : members) append_bulk(c.out, std::string_view(f->name).substr(1));
+}
+
+void cmd_sismember(Ctx& c) {
+  const Session* s;
+  if (!lookup_as(c, Type::kSet, &s)) return;
+  append_integer(c.out, member(s, kSetPrefix, c.args[2]) != nullptr ? 1 : 0);
+}
+
+// ---- connection and server -------------------------------------------------------------------
+
+void cmd_ping(Ctx& c) {
+  if (c.args.size() > 2) return err_arity(c.out, c.name);
+  if (c.args.size() == 2) return append_bulk(c.out, c.args[1]);
+  append_simple(c.out, "PONG");
+}
+
+void cmd_echo(Ctx& c) { append_bulk(c.out, c.args[1]); }
+
+// Without configured credentials (authentication arrives with DESIGN §9), AUTH behaves as a
+// Redis server whose default user has no password.
+bool authenticate(Ctx& c, std::string_view user, std::string* out) {
+  if (user == "default") return true;
+  (void)c;
+  append_error(out, "WRONGPASS invalid username-password pair or user is disabled.");
+  return false;
+}
+
+void cmd_auth(Ctx& c) {
+  if (c.args.size() > 3) return err_syntax(c.out);
+  if (c.args.size() == 2) {
+    return append_error(c.out,
+                        "ERR AUTH <password> called without any password configured for the "
+                        "default user. Are you sure your client is configured correctly?");
+  }
+  if (authenticate(c, c.args[1], c.out)) append_simple(c.out, "OK");
+}
+
+bool valid_client_name(std::string_view name) {
+  return std::all_of(name.begin(), name.end(), [](char ch) { return ch >= '!' && ch <= '~'; });
+}
+
+bool set_client_name(Ctx& c, std::string_view name) {
+  if (!valid_client_name(name)) {
+    append_error(c.out, "ERR Client names cannot contain spaces, newlines or special characters.");
+    return false;
+  }
+  c.client.name = name;
+  return true;
+}
+
+void cmd_hello(Ctx& c) {
+  std::size_t next = 1;
+  std::int64_t version = 0;
+  if (c.args.size() >= 2) {
+    if (!parse_ll(c.args[next++], &version)) {
+      return append_error(c.out, "ERR Protocol version is not an integer or out of range");
+    }
+    // Only RESP2 is spoken: RESP3-first clients take this reply as "fall back to RESP2".
+    if (version != 2) return append_error(c.out, "NOPROTO unsupported protocol version");
+  }
+  std::string_view user, name;
+  bool has_auth = false, has_name = false;
+  for (std::size_t j = next; j < c.args.size(); ++j) {
+    const std::size_t more = c.args.size() - 1 - j;
+    if (iequals(c.args[j], "auth") && more >= 2) {
+      user = c.args[j + 1];
+      has_auth = true;
+      j += 2;
+    } else if (iequals(c.args[j], "setname") && more >= 1) {
+      name = c.args[j + 1];
+      has_name = true;
+      j += 1;
+    } else {
+      return append_error(c.out,
+                          "ERR Syntax error in HELLO option '" + std::string(c.args[j]) + "'");
+    }
+  }
+  if (has_auth && !authenticate(c, user, c.out)) return;
+  if (has_name && !set_client_name(c, name)) return;
+  append_array_header(c.out, 14);
+  append_bulk(c.out, "server");
+  append_bulk(c.out, "redis");
+  append_bulk(c.out, "version");
+  append_bulk(c.out, "7.0.15");
+  append_bulk(c.out, "proto");
+  append_integer(c.out, 2);
+  append_bulk(c.out, "id");
+  append_integer(c.out, static_cast<std::int64_t>(c.client.id));
+  append_bulk(c.out, "mode");
+  append_bulk(c.out, "standalone");
+  append_bulk(c.out, "role");
+  append_bulk(c.out, "master");
+  append_bulk(c.out, "modules");
+  append_array_header(c.out, 0);
+}
+
+void cmd_select(Ctx& c) {
+  std::int64_t db = 0;
+  if (!parse_ll(c.args[1], &db) || db < INT_MIN || db > INT_MAX) return err_not_integer(c.out);
+  if (db != 0) return append_error(c.out, "ERR DB index is out of range");
+  append_simple(c.out, "OK");
+}
+
+void cmd_quit(Ctx& c) {
+  c.client.close = true;
+  append_simple(c.out, "OK");
+}
+
+std::string client_info_line(const Ctx& c) {
+  return "id=" + std::to_string(c.client.id) + " name=" + c.client.name + " db=0 resp=2" +
+         " lib-name=" + c.client.lib_name + " lib-ver=" + c.client.lib_version + "\n";
+}
+
+void cmd_client(Ctx& c) {
+  const std::string sub = lower(c.args[1]);
+  const std::size_t n = c.args.size();
+  auto arity = [&](bool ok) {
+    if (!ok) err_arity(c.out, "client|" + sub);
+    return ok;
+  };
+  if (sub == "setname") {
+    if (arity(n == 3) && set_client_name(c, c.args[2])) append_simple(c.out, "OK");
+  } else if (sub == "getname") {
+    if (!arity(n == 2)) return;
+    if (c.client.name.empty()) return append_null(c.out);
+    append_bulk(c.out, c.client.name);
+  } else if (sub == "setinfo") {
+    if (!arity(n == 4)) return;
+    if (!valid_client_name(c.args[3])) {
+      return append_error(c.out, "ERR " + upper(c.args[2]) +
+                                     " cannot contain spaces, newlines or special characters.");
+    }
+    if (iequals(c.args[2], "lib-name")) {
+      c.client.lib_name = c.args[3];
+    } else if (iequals(c.args[2], "lib-ver")) {
+      c.client.lib_version = c.args[3];
+    } else {
+      return append_error(c.out, "ERR Unrecognized option '" + std::string(c.args[2]) + "'");
+    }
+    append_simple(c.out, "OK");
+  } else if (sub == "id") {
+    if (arity(n == 2)) append_integer(c.out, static_cast<std::int64_t>(c.client.id));
+  } else if (sub == "info") {
+    if (arity(n == 2)) append_bulk(c.out, client_info_line(c));
+  } else if (sub == "help") {
+    static constexpr std::string_view kHelp[] = {
+        "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "GETNAME",
+        "    Return the name of the current connection.",
+        "ID",
+        "    Return the ID of the current connection.",
+        "INFO",
+        "    Return information about the current client connection.",
+        "SETINFO <option> <value>",
+        "    Set client meta attr (LIB-NAME or LIB-VER).",
+        "SETNAME <name>",
+        "    Assign the name <name> to the current connection.",
+        "HELP",
+        "    Print this help."};
+    append_array_header(c.out, std::size(kHelp));
+    for (std::string_view line : kHelp) append_simple(c.out, line);
+  } else {
+    append_error(c.out, "ERR unknown subcommand '" + std::string(c.args[1].substr(0, 128)) +
+                            "'. Try CLIENT HELP.");
+  }
+}
+
+void cmd_info(Ctx& c);
+void cmd_command(Ctx& c);
+
+// ---- the command table -----------------------------------------------------------------------
+
+struct Spec {
+  void (*run)(Ctx&);
+  int arity;  // Redis's: N exactly N arguments (with the name), -N at least N
+  std::string_view group;
+  std::string_view summary;
+};
+
+const absl::flat_hash_map<std::string, Spec>& command_table() {
+  static const auto* table = new absl::flat_hash_map<std::string, Spec>{
+      {"get", {cmd_get, 2, "string", "Returns the string value of a key."}},
+      {"set", {cmd_set, -3, "string", "Sets the string value of a key, with options."}},
+      {"setex", {cmd_setex, 4, "string", "Sets a value and its expiration in seconds."}},
+      {"psetex", {cmd_setex, 4, "string", "Sets a value and its expiration in milliseconds."}},
+      {"getex", {cmd_getex, -2, "string", "Returns a value and changes its expiration."}},
+      {"getdel", {cmd_getdel, 2, "string", "Returns a value and deletes the key."}},
+      {"mget", {cmd_mget, -2, "string", "Returns the values of several keys."}},
+      {"expire", {cmd_expire, -3, "generic", "Sets a key's time to live in seconds."}},
+      {"pexpire", {cmd_expire, -3, "generic", "Sets a key's time to live in milliseconds."}},
+      {"expireat", {cmd_expire, -3, "generic", "Sets a key's expiration as a Unix time."}},
+      {"pexpireat", {cmd_expire, -3, "generic", "Sets a key's expiration as a Unix time in ms."}},
+      {"persist", {cmd_persist, 2, "generic", "Removes a key's expiration."}},
+      {"ttl", {cmd_ttl, 2, "generic", "Returns a key's time to live in seconds."}},
+      {"pttl", {cmd_ttl, 2, "generic", "Returns a key's time to live in milliseconds."}},
+      {"type", {cmd_type, 2, "generic", "Returns the type of a key's value."}},
+      {"del", {cmd_del, -2, "generic", "Deletes keys."}},
+      {"unlink", {cmd_del, -2, "generic", "Deletes keys."}},
+      {"exists", {cmd_exists, -2, "generic", "Counts the keys that exist."}},
+      {"rename", {cmd_rename, 3, "generic", "Renames a key, replacing the target."}},
+      {"scan", {cmd_scan, -2, "generic", "Iterates over the keys."}},
+      {"keys", {cmd_keys, 2, "generic", "Returns the keys matching a pattern."}},
+      {"dbsize", {cmd_dbsize, 1, "server", "Returns the number of keys."}},
+      {"flushdb", {cmd_flushdb, -1, "server", "Deletes every key."}},
+      {"flushall", {cmd_flushdb, -1, "server", "Deletes every key."}},
+      {"hset", {cmd_hset, -4, "hash", "Sets fields of a hash."}},
+      {"hmset", {cmd_hset, -4, "hash", "Sets fields of a hash."}},
+      {"hget", {cmd_hget, 3, "hash", "Returns the value of a hash field."}},
+      {"hmget", {cmd_hmget, -3, "hash", "Returns the values of hash fields."}},
+      {"hgetall", {cmd_hgetall, 2, "hash", "Returns every field and value of a hash."}},
+      {"hkeys", {cmd_hgetall, 2, "hash", "Returns the fields of a hash."}},
+      {"hvals", {cmd_hgetall, 2, "hash", "Returns the values of a hash."}},
+      {"hdel", {cmd_hdel, -3, "hash", "Deletes fields of a hash."}},
+      {"hexists", {cmd_hexists, 3, "hash", "Tells whether a hash field exists."}},
+      {"hlen", {cmd_hlen, 2, "hash", "Returns the number of fields of a hash."}},
+      {"sadd", {cmd_sadd, -3, "set", "Adds members to a set."}},
+      {"srem", {cmd_srem, -3, "set", "Removes members from a set."}},
+      {"smembers", {cmd_smembers, 2, "set", "Returns the members of a set."}},
+      {"sismember", {cmd_sismember, 3, "set", "Tells whether a member is in a set."}},
+      {"scard", {cmd_hlen, 2, "set", "Returns the number of members of a set."}},
+      {"ping", {cmd_ping, -1, "connection", "Answers PONG or the message."}},
+      {"echo", {cmd_echo, 2, "connection", "Returns the message."}},
+      {"auth", {cmd_auth, -2, "connection", "Authenticates the connection."}},
+      {"hello", {cmd_hello, -1, "connection", "Handshakes (RESP2 only)."}},
+      {"select", {cmd_select, 2, "connection", "Selects database 0."}},
+      {"quit", {cmd_quit, -1, "connection", "Closes the connection."}},
+      {"client", {cmd_client, -2, "connection", "Names and describes the connection."}},
+      {"info", {cmd_info, -1, "server", "Returns information about the server."}},
+      {"command", {cmd_command, -1, "server", "Describes the commands."}},
+  };
+  return *table;
+}
+
+void cmd_command(Ctx& c) {
+  const auto& table = command_table();
+  auto info = [&](const std::string& name, const Spec& spec) {
+    append_array_header(c.out, 10);
+    append_bulk(c.out, name);
+    append_integer(c.out, spec.arity);
+    append_array_header(c.out, 0);  // flags
+    const bool keyed = spec.group != "connection" && spec.group != "server" && name != "scan";
+    append_integer(c.out, keyed ? 1 : 0);
+    append_integer(c.out, keyed ? (spec.arity < 0 && name != "set" ? -1 : 1) : 0);
+    append_integer(c.out, keyed ? 1 : 0);
+    for (int i = 0; i < 4; ++i) append_array_header(c.out, 0);  // acl, tips, key specs, subs
+  };
+  std::vector<std::string> names;
+  for (const auto& [name, spec] : table) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  if (c.args.size() == 1) {
+    append_array_header(c.out, names.size());
+    for (const std::string& name : names) info(name, table.at(name));
+    return;
+  }
+  const std::string sub = lower(c.args[1]);
+  if (sub == "count" && c.args.size() == 2) {
+    return append_integer(c.out, static_cast<std::int64_t>(table.size()));
+  }
+  if (sub == "info" || sub == "docs") {
+    std::vector<std::string> wanted;
+    if (c.args.size() == 2) {
+      wanted = names;
+    } else {
+      for (std::size_t i = 2; i < c.args.size(); ++i) wanted.push_back(lower(c.args[i]));
+    }
+    if (sub == "info") {
+      append_array_header(c.out, wanted.size());
+      for (const std::string& name : wanted) {
+        auto it = table.find(name);
+        if (it == table.end()) {
+          append_null_array(c.out);
+        } else {
+          info(name, it->second);
+        }
+      }
+      return;
+    }
+    std::vector<const std::string*> known;
+    for (const std::string& name : wanted) {
+      if (table.contains(name)) known.push_back(&name);
+    }
+    append_array_header(c.out, known.size() * 2);
+    for (const std::string* name : known) {
+      const Spec& spec = table.at(*name);
+      append_bulk(c.out, *name);
+      append_array_header(c.out, 4);
+      append_bulk(c.out, "summary");
+      append_bulk(c.out, spec.summary);
+      append_bulk(c.out, "group");
+      append_bulk(c.out, spec.group);
+    }
+    return;
+  }
+  if (sub == "count") return err_arity(c.out, "command|count");
+  append_error(c.out, "ERR unknown subcommand '" + std::string(c.args[1].substr(0, 128)) +
+                          "'. Try COMMAND HELP.");
+}
+
+void cmd_info(Ctx& c) {
+  std::vector<std::string> sections;
+  for (std::size_t i = 1; i < c.args.size(); ++i) sections.push_back(lower(c.args[i]));
+  auto wants = [&](std::string_view s) {
+    if (sections.empty()) return true;
+    for (const std::string& w : sections) {
+      if (w == s || w == "all" || w == "everything" || w == "default") return true;
+    }
+    return false;
+  };
+  const storage::TableStats stats = c.table.stats();
+  const std::int64_t now = c.clock.now_ms();
+  std::string text;
+  auto line = [&](std::string_view k, const std::string& v) {
+    text.append(k).append(":").append(v).append("\r\n");
+  };
+  if (wants("server")) {
+    text += "# Server\r\n";
+    line("redis_version", "7.0.15");
+    line("sessiond_version", "0.1.0");
+    line("redis_mode", "standalone");
+    line("tcp_port", std::to_string(c.info.port));
+    line("uptime_in_seconds", std::to_string((now - c.info.started_ms) / 1000));
+    text += "\r\n";
+  }
+  if (wants("clients")) {
+    text += "# Clients\r\n";
+    line("connected_clients",
+         std::to_string(c.info.connected_clients ? c.info.connected_clients->load() : 0));
+    text += "\r\n";
+  }
+  if (wants("memory")) {
+    text += "# Memory\r\n";
+    line("used_memory", std::to_string(stats.memory_bytes));
+    line("maxmemory", std::to_string(c.table.options().memory_budget_bytes));
+    line("maxmemory_policy", "noeviction");
+    text += "\r\n";
+  }
+  if (wants("keyspace")) {
+    text += "# Keyspace\r\n";
+    if (stats.sessions > 0) line("db0", "keys=" + std::to_string(stats.sessions));
+    text += "\r\n";
+  }
+  if (text.size() >= 2) text.resize(text.size() - 2);  // no blank line at the end
+  append_bulk(c.out, text);
+}
+
+}  // namespace
+
+Commands::Commands(storage::SessionTable& table, const storage::Clock& clock, NodeInfo info)
+    : table_(table), clock_(clock), info_(info) {}
+
+void Commands::execute(std::span<const std::string_view> args, ClientState& client,
+                       std::string* out) {
+  const std::string name = lower(args[0].substr(0, 64));
+  const auto& table = command_table();
+  auto it = args[0].size() <= 64 ? table.find(name) : table.end();
+  if (it == table.end()) {
+    // Redis quotes the arguments while their text is under 128 characters, each cut to what
+    // is left of those 128.
+    std::string quoted;
+    for (std::size_t i = 1; i < args.size() && quoted.size() < 128; ++i) {
+      quoted += "'" + std::string(args[i].substr(0, 128 - quoted.size())) + "' ";
+    }
+    return append_error(out, "ERR unknown command '" + std::string(args[0].substr(0, 128)) +
+                                 "', with args beginning with: " + quoted);
+  }
+  const Spec& spec = it->second;
+  const auto n = static_cast<int>(std::min<std::size_t>(args.size(), INT_MAX));
+  if ((spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity)) {
+    return err_arity(out, name);
+  }
+  Ctx c{table_, clock_, info_, client, args, out, it->first};
+  spec.run(c);
+}
+
+}  // namespace sessiond::daemon::resp

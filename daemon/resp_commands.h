@@ -1,0 +1,62 @@
+// The Redis commands of the RESP listener (DESIGN §10), executed on the session engine.
+//
+// Mapping (docs/resp.md): a Redis key lives in its own namespace as the session whose id is
+// SHA-256("sessiond-resp" NUL key). The session's fields hold the key itself ("K") and its
+// value: a string in field "V", a hash's fields as "H" + name, a set's members as "S" + member.
+// A TTL is the session's absolute deadline (idle timeout 0), so it never slides on reads.
+// Replies and error texts are Redis 7.0's.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "storage/clock.h"
+#include "storage/session.h"
+#include "storage/session_table.h"
+
+namespace sessiond::daemon::resp {
+
+// Longest accepted key (Redis allows 512 MB; session keys are tens of bytes).
+inline constexpr std::size_t kMaxKeyBytes = 1024;
+
+// The id of a key's session.
+storage::SessionId key_id(std::string_view key);
+
+// What a connection carries between its commands.
+struct ClientState {
+  std::uint64_t id = 0;  // CLIENT ID
+  std::string name;      // CLIENT SETNAME
+  std::string lib_name, lib_version;
+  bool close = false;  // QUIT: close once the reply is written
+};
+
+// Node facts INFO reports.
+struct NodeInfo {
+  const std::atomic<std::uint64_t>* connected_clients = nullptr;  // RESP connections open now
+  std::uint16_t port = 0;
+  std::int64_t started_ms = 0;
+};
+
+class Commands {
+ public:
+  Commands(storage::SessionTable& table, const storage::Clock& clock, NodeInfo info);
+
+  // Executes one command (args[0] is its name; args is not empty) and appends exactly one
+  // reply to *out. Thread-safe; never throws on input.
+  void execute(std::span<const std::string_view> args, ClientState& client, std::string* out);
+  // The listener's port, for INFO; set once it is bound, before any command runs.
+  void set_port(std::uint16_t port) { info_.port = port; }
+
+ private:
+  storage::SessionTable& table_;
+  const storage::Clock& clock_;
+  NodeInfo info_;
+};
+
+// Redis's glob-style pattern match (SCAN MATCH): * ? [abc] [^a-z] and \ escapes.
+bool glob_match(std::string_view pattern, std::string_view text);
+
+}  // namespace sessiond::daemon::resp
