@@ -1,6 +1,7 @@
-// libFuzzer target for the RESP parser (daemon/resp.h): parses every command in the input as
-// the RESP listener will, checks the parser's promises, and checks that a parsed command
-// re-encoded as an array of bulk strings parses back to the same arguments.
+// libFuzzer target for the RESP listener's input path: parses every command in the input as
+// the listener does (daemon/resp.h), checks the parser's promises and that a parsed command
+// re-encoded as an array of bulk strings parses back to the same arguments, then executes it
+// (daemon/resp_commands.h) on an in-memory table and checks that exactly one reply came back.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -9,12 +10,34 @@
 #include <vector>
 
 #include "daemon/resp.h"
+#include "daemon/resp_commands.h"
+#include "storage/clock.h"
+#include "storage/session_table.h"
 
 namespace {
 
 void check(bool ok) {
   if (!ok) std::abort();
 }
+
+// One reply: a type byte, and CRLF at the end.
+bool one_reply(const std::string& out) {
+  return out.size() >= 3 && std::string_view("+-:$*").find(out[0]) != std::string_view::npos &&
+         out.compare(out.size() - 2, 2, "\r\n") == 0;
+}
+
+struct Engine {
+  Engine() : table(options(), clock, nullptr), commands(table, clock, {nullptr, 0, 0}) {}
+  static sessiond::storage::TableOptions options() {
+    sessiond::storage::TableOptions o;
+    o.shard_count = 4;
+    o.max_session_bytes = 64 << 10;
+    return o;
+  }
+  sessiond::storage::ManualClock clock;
+  sessiond::storage::SessionTable table;
+  sessiond::daemon::resp::Commands commands;
+};
 
 }  // namespace
 
@@ -48,6 +71,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       const Parsed q = sessiond::daemon::resp::parse_command(encoded, roomy, &again);
       check(q.kind == Parsed::Kind::kCommand && q.consumed == encoded.size());
       check(std::vector<std::string>(again.begin(), again.end()) == copy);
+
+      static Engine* engine = new Engine;
+      sessiond::daemon::resp::ClientState client;
+      std::string out;
+      engine->commands.execute(args, client, &out);
+      check(one_reply(out));
+      engine->clock.advance_ms(37);  // TTLs run out across commands
+      if (engine->table.size() > 1000) {
+        const std::vector<std::string_view> flush{"FLUSHDB"};
+        out.clear();
+        engine->commands.execute(flush, client, &out);
+        check(out == "+OK\r\n");
+      }
     }
     rest.remove_prefix(p.consumed);
   }
