@@ -76,6 +76,7 @@ std::string_view id_bytes(const SessionId& id) {
 
 constexpr std::int64_t kMaxTimeoutMs = 100LL * 365 * 24 * 3600 * 1000;  // 100 years
 constexpr std::size_t kMaxIpBytes = 64;
+constexpr std::size_t kMaxShards = 1u << 16;  // scan cursors need the index to fit 16 bits
 
 struct Counters {
   std::uint64_t creates = 0, updates = 0, destroys = 0, regenerates = 0, expiries = 0,
@@ -182,7 +183,7 @@ class SessionTable::Impl {
   Impl(const TableOptions& options, const Clock& clock, Store* store)
       : options_(options), clock_(clock), store_(store), hlc_(clock) {
     std::size_t n = 1;
-    while (n < std::max<std::size_t>(options.shard_count, 1)) n <<= 1;
+    while (n < std::clamp<std::size_t>(options.shard_count, 1, kMaxShards)) n <<= 1;
     shards_ = std::vector<Shard>(n);
     user_shards_ = std::vector<UserShard>(n);
     mask_ = n - 1;
@@ -1031,12 +1032,14 @@ Status SessionTable::Impl::move(const SessionId& from, const SessionId& to, Rewr
   return {};
 }
 
-// The cursor is (shard index << 48) | position, where the position orders a shard's ids by the
-// top 48 bits of their bytes 16..23 (independent of the bytes that pick the shard and the hash
+// The cursor is (shard index << 37) | position, where the position orders a shard's ids by the
+// top 37 bits of their bytes 16..23 (independent of the bytes that pick the shard and the hash
 // slot). Ids never change, so an id alive for the whole walk sits at one fixed place in this
-// order and the walk passes it exactly once. Ties on the 48 bits are returned together.
+// order and the walk passes it exactly once. Ties on the 37 bits are returned together. With at
+// most 2^16 shards a cursor stays below 2^53, so clients that hold it in a double (node-redis
+// does) get it back exactly.
 namespace {
-constexpr int kScanPositionBits = 48;
+constexpr int kScanPositionBits = 37;
 constexpr std::uint64_t kScanPositionMask = (std::uint64_t{1} << kScanPositionBits) - 1;
 std::uint64_t scan_position(const SessionId& id) {
   return id_word(id, 16) >> (64 - kScanPositionBits);

@@ -37,7 +37,7 @@
 namespace sessiond::storage {
 
 struct TableOptions {
-  std::size_t shard_count = 256;                                    // rounded up to a power of two
+  std::size_t shard_count = 256;  // rounded up to a power of two, at most 65536
   Timeouts default_timeouts = preset_timeouts(Preset::kEcommerce);  // when a create names none
   std::uint32_t region = 0;                                         // stamped into every version
   std::size_t access_log_length = 10;

@@ -246,6 +246,32 @@ TEST_F(KeyedTest, ScanReturnsEachLongLivedIdExactlyOnce) {
   for (const auto& [id, n] : seen) EXPECT_EQ(n, 1);
 }
 
+// node-redis holds cursors in a double: they must stay exact there, whatever the shard count.
+TEST(KeyedScan, CursorsFitADoubleWithTheMostShards) {
+  ManualClock clock;
+  TableOptions o;
+  o.shard_count = 1u << 20;  // clamped to 2^16
+  SessionTable table(o, clock, nullptr);
+  std::set<SessionId> ids;
+  for (int i = 0; i < 200; ++i) {
+    auto m = table.create({});
+    ASSERT_TRUE(m.ok());
+    ids.insert(m->id);
+  }
+  std::set<SessionId> seen;
+  std::uint64_t cursor = 0;
+  std::uint64_t largest = 0;
+  do {
+    const ScanPage page = table.scan(cursor, 1);
+    for (const SessionId& id : page.ids) EXPECT_TRUE(seen.insert(id).second);
+    cursor = page.cursor;
+    largest = std::max(largest, cursor);
+    EXPECT_LT(cursor, std::uint64_t{1} << 53);
+  } while (cursor != 0);
+  EXPECT_EQ(seen, ids);
+  EXPECT_GT(largest, std::uint64_t{1} << 48);  // the walk did reach the high shards
+}
+
 TEST_F(KeyedTest, ScanSkipsExpiredAndEndsOnAnUnknownCursor) {
   ASSERT_TRUE(put(id_of(10), {{"a", "1"}}, {0, 10}).ok());
   ASSERT_TRUE(put(id_of(11), {{"a", "1"}}).ok());
