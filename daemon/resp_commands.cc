@@ -688,18 +688,35 @@ void cmd_flushdb(Ctx& c) {  // FLUSHDB / FLUSHALL [ASYNC|SYNC]
 
 // Adds prefixed names (with values) to a key of type `want`, creating it if needed; `added`
 // counts names that were not there. Later duplicates in the command win, as in Redis.
-Status add_members(Ctx& c, std::string_view key, Type want,
-                   const std::vector<std::pair<std::string, std::string>>& items,
-                   std::int64_t* added, bool* wrong_type) {
-  return c.table.rewrite(key_id(key), [&](const Session* cur, std::int64_t, Rewrite* w) {
+// Names and counts are checked here, in the client's terms (without the one-byte prefix and
+// the key's own field), before the engine checks its limits.
+void add_members(Ctx& c, std::string_view key, Type want,
+                 const std::vector<std::pair<std::string, std::string>>& items) {
+  const std::string_view what = want == Type::kHash ? "hash field" : "set member";
+  const std::size_t max_name = c.table.options().max_field_name_bytes - 1;
+  const std::size_t max_members = c.table.options().max_fields - 1;
+  for (const auto& item : items) {
+    if (item.first.size() - 1 > max_name) {
+      return append_error(c.out, "ERR " + std::string(what) + " of " +
+                                     std::to_string(item.first.size() - 1) +
+                                     " bytes; sessiond's limit is " + std::to_string(max_name));
+    }
+  }
+  std::int64_t added = 0;
+  bool wrong_type = false, too_many = false;
+  Status s = c.table.rewrite(key_id(key), [&](const Session* cur, std::int64_t, Rewrite* w) {
     const Type t = type_of(cur, key);
     if (t != Type::kNone && t != want) {
-      *wrong_type = true;
+      wrong_type = true;
       return;
     }
-    *added = 0;
     for (const auto& [name, value] : items) {
-      if (t == Type::kNone || cur->field(name) == nullptr) ++*added;
+      if (t == Type::kNone || cur->field(name) == nullptr) ++added;
+    }
+    const std::size_t existing = t == Type::kNone ? 0 : cur->fields.size() - 1;
+    if (existing + static_cast<std::size_t>(added) > max_members) {
+      too_many = true;
+      return;
     }
     if (t == Type::kNone) {
       w->kind = Rewrite::Kind::kPut;
@@ -707,10 +724,18 @@ Status add_members(Ctx& c, std::string_view key, Type want,
       w->fields.emplace_back(kKeyField, key);
       return;
     }
-    if (want == Type::kSet && *added == 0) return;  // nothing new: no write
+    if (want == Type::kSet && added == 0) return;  // nothing new: no write
     w->kind = Rewrite::Kind::kChange;
     w->changes.set = items;
   });
+  if (wrong_type) return err_wrong_type(c.out);
+  if (too_many) {
+    return append_error(c.out, "ERR a key holds at most " + std::to_string(max_members) + " " +
+                                   std::string(what) + "s in sessiond");
+  }
+  if (!s.ok()) return err_status(c.out, s);
+  if (c.name == "hmset") return append_simple(c.out, "OK");
+  append_integer(c.out, added);
 }
 
 // Items with their prefix, duplicates folded (the last one wins).
@@ -737,13 +762,7 @@ void cmd_hset(Ctx& c) {  // HSET and HMSET
   for (std::size_t i = 2; i + 1 < c.args.size(); i += 2) {
     items.emplace_back(with_prefix(kHashPrefix, c.args[i]), c.args[i + 1]);
   }
-  std::int64_t added = 0;
-  bool wrong_type = false;
-  Status s = add_members(c, key, Type::kHash, fold(std::move(items)), &added, &wrong_type);
-  if (wrong_type) return err_wrong_type(c.out);
-  if (!s.ok()) return err_status(c.out, s);
-  if (c.name == "hmset") return append_simple(c.out, "OK");
-  append_integer(c.out, added);
+  add_members(c, key, Type::kHash, fold(std::move(items)));
 }
 
 void cmd_sadd(Ctx& c) {
@@ -753,12 +772,7 @@ void cmd_sadd(Ctx& c) {
   for (std::size_t i = 2; i < c.args.size(); ++i) {
     items.emplace_back(with_prefix(kSetPrefix, c.args[i]), std::string());
   }
-  std::int64_t added = 0;
-  bool wrong_type = false;
-  Status s = add_members(c, key, Type::kSet, fold(std::move(items)), &added, &wrong_type);
-  if (wrong_type) return err_wrong_type(c.out);
-  if (!s.ok()) return err_status(c.out, s);
-  append_integer(c.out, added);
+  add_members(c, key, Type::kSet, fold(std::move(items)));
 }
 
 // HDEL and SREM: removes names; the key goes when its last one does.
@@ -893,7 +907,7 @@ void cmd_auth(Ctx& c) {
   if (c.args.size() == 2) {
     return append_error(c.out,
                         "ERR AUTH <password> called without any password configured for the "
-                        "default user. Are you sure your client is configured correctly?");
+                        "default user. Are you sure your configuration is correct?");
   }
   if (authenticate(c, c.args[1], c.out)) append_simple(c.out, "OK");
 }

@@ -228,6 +228,21 @@ TEST_F(RespCommandsTest, Hashes) {
   EXPECT_EQ(run({"PTTL", "t"}), ":900\r\n");
 }
 
+TEST_F(RespCommandsTest, MemberLimitsInTheClientsTerms) {
+  EXPECT_EQ(run({"HSET", "h", std::string(255, 'f'), "v"}), ":1\r\n");
+  EXPECT_EQ(run({"HSET", "h", std::string(256, 'f'), "v"}),
+            "-ERR hash field of 256 bytes; sessiond's limit is 255\r\n");
+  for (int i = 1; i < 255; ++i) {
+    ASSERT_EQ(run({"HSET", "h", "f" + std::to_string(i), "v"}), ":1\r\n") << i;
+  }
+  EXPECT_EQ(run({"HLEN", "h"}), ":255\r\n");
+  EXPECT_EQ(run({"HSET", "h", "one-more", "v"}),
+            "-ERR a key holds at most 255 hash fields in sessiond\r\n");
+  EXPECT_EQ(run({"HSET", "h", "f1", "changed"}), ":0\r\n");  // overwriting is fine
+  EXPECT_EQ(run({"SADD", "s", std::string(256, 'm')}),
+            "-ERR set member of 256 bytes; sessiond's limit is 255\r\n");
+}
+
 TEST_F(RespCommandsTest, Sets) {
   EXPECT_EQ(run({"SADD", "s", "x", "y", "x"}), ":2\r\n");
   EXPECT_EQ(run({"SADD", "s", "y"}), ":0\r\n");
@@ -276,7 +291,7 @@ TEST_F(RespCommandsTest, ConnectionAndServerCommands) {
   EXPECT_EQ(run({"SELECT", "x"}), kNotInteger);
   EXPECT_EQ(run({"AUTH", "pw"}),
             "-ERR AUTH <password> called without any password configured for the default user. "
-            "Are you sure your client is configured correctly?\r\n");
+            "Are you sure your configuration is correct?\r\n");
   EXPECT_EQ(run({"AUTH", "default", "pw"}), kOk);
   EXPECT_EQ(run({"AUTH", "bob", "pw"}),
             "-WRONGPASS invalid username-password pair or user is disabled.\r\n");
