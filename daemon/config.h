@@ -17,7 +17,7 @@ struct ServerOptions {
   std::uint16_t listen_port = 7400;  // 0: any free port (logged at start)
   // The RESP (Redis protocol) listener on listen_host: -1 off, 0 any free port (logged).
   int resp_port = -1;
-  unsigned threads = 0;              // 0: hardware concurrency
+  unsigned threads = 0;  // 0: hardware concurrency
   std::uint32_t max_frame_bytes = 1u << 20;
   std::size_t max_connections = 10'000;
   std::int64_t idle_timeout_ms = 300'000;  // a connection with nothing to do; 0 = never

@@ -344,17 +344,17 @@ void cmd_get(Ctx& c) {
   }
 }
 
-// SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT t|KEEPTTL], and SETEX/PSETEX through it.
-void set_generic(Ctx& c, std::string_view key, std::string_view value, const StringOptions& o) {
+// SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT t|KEEPTTL], and SETEX/PSETEX through it, in
+// two steps so that a pipeline's SETs can share one write (Commands::execute_all): checking the
+// arguments, then the decision on the key's current value.
+struct SetRequest {
+  std::string_view key, value;
+  StringOptions options;
   std::int64_t deadline = storage::kNoDeadline;
-  const std::int64_t now = c.clock.now_ms();
-  if (o.expire != ExpireKind::kNone && o.expire != ExpireKind::kKeepTtl &&
-      !expire_deadline(c, o.expire, o.expire_value, now, &deadline)) {
-    return;
-  }
-  if (key_too_long(c, key)) return;
   std::string reply;
-  Status s = c.table.rewrite(key_id(key), [&](const Session* cur, std::int64_t at, Rewrite* w) {
+
+  void decide(const Session* cur, std::int64_t at, Rewrite* w) {
+    const StringOptions& o = options;
     const Type t = type_of(cur, key);
     if (o.get) {
       if (t != Type::kNone && t != Type::kString) return err_wrong_type(&reply);
@@ -378,21 +378,35 @@ void set_generic(Ctx& c, std::string_view key, std::string_view value, const Str
     w->kind = Rewrite::Kind::kPut;
     w->fields = string_fields(key, value);
     w->timeouts = timeouts_for(d, at);
+  }
+};
+
+// Checks a SET, SETEX or PSETEX (c.name) and fills *r; false after replying the error.
+bool prepare_set(Ctx& c, SetRequest* r) {
+  r->key = c.args[1];
+  if (c.name == "set") {
+    r->value = c.args[2];
+    if (!parse_string_options(c, 3, true, &r->options)) return false;
+  } else {  // SETEX key seconds value; PSETEX key milliseconds value
+    r->value = c.args[3];
+    r->options.expire = c.name == "setex" ? ExpireKind::kEx : ExpireKind::kPx;
+    r->options.expire_value = c.args[2];
+  }
+  const ExpireKind e = r->options.expire;
+  if (e != ExpireKind::kNone && e != ExpireKind::kKeepTtl &&
+      !expire_deadline(c, e, r->options.expire_value, c.clock.now_ms(), &r->deadline)) {
+    return false;
+  }
+  return !key_too_long(c, r->key);
+}
+
+void cmd_set(Ctx& c) {  // SET, SETEX, PSETEX
+  SetRequest r;
+  if (!prepare_set(c, &r)) return;
+  Status s = c.table.rewrite(key_id(r.key), [&](const Session* cur, std::int64_t at, Rewrite* w) {
+    r.decide(cur, at, w);
   });
-  finish(c, s, reply);
-}
-
-void cmd_set(Ctx& c) {
-  StringOptions o;
-  if (!parse_string_options(c, 3, true, &o)) return;
-  set_generic(c, c.args[1], c.args[2], o);
-}
-
-void cmd_setex(Ctx& c) {  // SETEX key seconds value; PSETEX key milliseconds value
-  StringOptions o;
-  o.expire = c.name == "setex" ? ExpireKind::kEx : ExpireKind::kPx;
-  o.expire_value = c.args[2];
-  set_generic(c, c.args[1], c.args[3], o);
+  finish(c, s, r.reply);
 }
 
 void cmd_getex(Ctx& c) {
@@ -1058,8 +1072,8 @@ const absl::flat_hash_map<std::string, Spec>& command_table() {
   static const auto* table = new absl::flat_hash_map<std::string, Spec>{
       {"get", {cmd_get, 2, "string", "Returns the string value of a key."}},
       {"set", {cmd_set, -3, "string", "Sets the string value of a key, with options."}},
-      {"setex", {cmd_setex, 4, "string", "Sets a value and its expiration in seconds."}},
-      {"psetex", {cmd_setex, 4, "string", "Sets a value and its expiration in milliseconds."}},
+      {"setex", {cmd_set, 4, "string", "Sets a value and its expiration in seconds."}},
+      {"psetex", {cmd_set, 4, "string", "Sets a value and its expiration in milliseconds."}},
       {"getex", {cmd_getex, -2, "string", "Returns a value and changes its expiration."}},
       {"getdel", {cmd_getdel, 2, "string", "Returns a value and deletes the key."}},
       {"mget", {cmd_mget, -2, "string", "Returns the values of several keys."}},
@@ -1225,11 +1239,13 @@ void cmd_info(Ctx& c) {
 Commands::Commands(storage::SessionTable& table, const storage::Clock& clock, NodeInfo info)
     : table_(table), clock_(clock), info_(info) {}
 
-void Commands::execute(std::span<const std::string_view> args, ClientState& client,
-                       std::string* out) {
-  const std::string name = lower(args[0].substr(0, 64));
+namespace {
+
+// The command's table entry after the arity check, or nullptr after replying the error.
+const std::pair<const std::string, Spec>* find_command(std::span<const std::string_view> args,
+                                                       std::string* out) {
   const auto& table = command_table();
-  auto it = args[0].size() <= 64 ? table.find(name) : table.end();
+  auto it = args[0].size() <= 64 ? table.find(lower(args[0])) : table.end();
   if (it == table.end()) {
     // Redis quotes the arguments while their text is under 128 characters, each cut to what
     // is left of those 128.
@@ -1237,16 +1253,85 @@ void Commands::execute(std::span<const std::string_view> args, ClientState& clie
     for (std::size_t i = 1; i < args.size() && quoted.size() < 128; ++i) {
       quoted += "'" + std::string(args[i].substr(0, 128 - quoted.size())) + "' ";
     }
-    return append_error(out, "ERR unknown command '" + std::string(args[0].substr(0, 128)) +
-                                 "', with args beginning with: " + quoted);
+    append_error(out, "ERR unknown command '" + std::string(args[0].substr(0, 128)) +
+                          "', with args beginning with: " + quoted);
+    return nullptr;
   }
-  const Spec& spec = it->second;
+  const int arity = it->second.arity;
   const auto n = static_cast<int>(std::min<std::size_t>(args.size(), INT_MAX));
-  if ((spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity)) {
-    return err_arity(out, name);
+  if ((arity > 0 && n != arity) || (arity < 0 && n < -arity)) {
+    err_arity(out, it->first);
+    return nullptr;
   }
-  Ctx c{table_, clock_, info_, client, args, out, it->first};
-  spec.run(c);
+  return &*it;
+}
+
+}  // namespace
+
+void Commands::execute(std::span<const std::string_view> args, ClientState& client,
+                       std::string* out) {
+  const auto* command = find_command(args, out);
+  if (command == nullptr) return;
+  Ctx c{table_, clock_, info_, client, args, out, command->first};
+  command->second.run(c);
+}
+
+void Commands::execute_all(std::span<const std::vector<std::string_view>> commands,
+                           ClientState& client, std::string* out) {
+  // Consecutive SETs wait in `pending` and go to the engine together; anything else first
+  // sends them, so replies keep the commands' order.
+  thread_local std::vector<SetRequest> pending;
+  pending.clear();
+  auto send_pending = [&] {
+    if (pending.empty()) return;
+    // RewriteFn refers to its callable, so the callables live in `deciders` for the call.
+    struct Decider {
+      SetRequest* request;
+      void operator()(const Session* cur, std::int64_t at, Rewrite* w) const {
+        request->decide(cur, at, w);
+      }
+    };
+    std::vector<storage::SessionId> ids;
+    std::vector<Decider> deciders;
+    ids.reserve(pending.size());
+    deciders.reserve(pending.size());
+    for (SetRequest& r : pending) {
+      ids.push_back(key_id(r.key));
+      deciders.push_back(Decider{&r});
+    }
+    const std::vector<storage::RewriteFn> decides(deciders.begin(), deciders.end());
+    std::vector<Status> statuses(pending.size());
+    table_.rewrite_batch(ids, decides, statuses);
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+      if (statuses[i].ok()) {
+        out->append(pending[i].reply);
+      } else {
+        err_status(out, statuses[i]);
+      }
+    }
+    pending.clear();
+  };
+  for (const std::vector<std::string_view>& args : commands) {
+    if (client.close) break;  // QUIT: what follows is not executed
+    std::string error;
+    const auto* command = find_command(args, &error);
+    if (command != nullptr && command->second.run == cmd_set) {
+      Ctx c{table_, clock_, info_, client, args, &error, command->first};
+      SetRequest r;
+      if (prepare_set(c, &r)) {
+        pending.push_back(std::move(r));
+        continue;
+      }
+    }
+    send_pending();
+    if (command == nullptr || !error.empty()) {
+      out->append(error);
+      continue;
+    }
+    Ctx c{table_, clock_, info_, client, args, out, command->first};
+    command->second.run(c);
+  }
+  send_pending();
 }
 
 }  // namespace sessiond::daemon::resp

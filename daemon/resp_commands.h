@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "storage/clock.h"
 #include "storage/session.h"
@@ -47,6 +48,11 @@ class Commands {
   // Executes one command (args[0] is its name; args is not empty) and appends exactly one
   // reply to *out. Thread-safe; never throws on input.
   void execute(std::span<const std::string_view> args, ClientState& client, std::string* out);
+  // execute() for the consecutive commands of one read, in order, with their replies in order;
+  // SET, SETEX and PSETEX among them share RocksDB writes (SessionTable::rewrite_batch).
+  // Commands after a QUIT are not executed. The arguments must stay valid for the call.
+  void execute_all(std::span<const std::vector<std::string_view>> commands, ClientState& client,
+                   std::string* out);
   // The listener's port, for INFO; set once it is bound, before any command runs.
   void set_port(std::uint16_t port) { info_.port = port; }
 

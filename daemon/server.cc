@@ -15,6 +15,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <atomic>
@@ -345,6 +346,7 @@ asio::awaitable<void> Server::Impl::serve_resp(std::shared_ptr<Connection> conn)
   std::size_t used = 0;
   std::string out;
   std::vector<std::string_view> args;
+  std::vector<std::vector<std::string_view>> commands;  // reused from read to read
   resp::ClientState client;
   client.id = next_client_id.fetch_add(1, std::memory_order_relaxed);
   bool close_after_write = false;
@@ -366,22 +368,40 @@ asio::awaitable<void> Server::Impl::serve_resp(std::shared_ptr<Connection> conn)
     used += n;
     conn->last_activity = Clock::now();
 
+    // The commands of this read are collected and executed together (their SETs share
+    // RocksDB writes). Their arguments view into `in`, which stays put until they have run;
+    // a quoted inline argument lives in the parser's per-thread storage instead, so such a
+    // command runs at once, after those collected before it.
     std::size_t offset = 0;
+    std::size_t collected = 0;
+    auto run_collected = [&] {
+      resp_commands->execute_all(std::span(commands.data(), collected), client, &out);
+      collected = 0;
+      if (client.close) close_after_write = true;
+    };
     while (offset < used && !close_after_write) {
       const resp::Parsed p =
           resp::parse_command(std::string_view(in.data() + offset, used - offset), limits, &args);
       if (p.kind == resp::Parsed::Kind::kNeedMore) break;
       if (p.kind == resp::Parsed::Kind::kError) {
-        counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-        resp::append_error(&out, p.error);
+        run_collected();
+        if (!client.close) {
+          counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+          resp::append_error(&out, p.error);
+        }
         close_after_write = true;
         break;
       }
       offset += p.consumed;
       if (p.kind == resp::Parsed::Kind::kEmpty) continue;
-      resp_commands->execute(args, client, &out);
-      if (client.close) close_after_write = true;
+      const bool in_buffer = std::all_of(args.begin(), args.end(), [&](std::string_view a) {
+        return a.data() >= in.data() && a.data() + a.size() <= in.data() + used;
+      });
+      if (collected == commands.size()) commands.emplace_back();
+      commands[collected++].assign(args.begin(), args.end());
+      if (!in_buffer) run_collected();
     }
+    run_collected();
     if (offset > 0) {
       std::memmove(in.data(), in.data() + offset, used - offset);
       used -= offset;

@@ -205,6 +205,10 @@ class SessionTable::Impl {
   std::vector<SessionMeta> list_user(std::string_view user_id);
   Result<std::size_t> revoke_user(std::string_view user_id, const SessionId* keep);
   Status rewrite(const SessionId& id, RewriteFn decide);
+  void rewrite_batch(std::span<const SessionId> ids, std::span<const RewriteFn> decides,
+                     std::span<Status> statuses);
+  void rewrite_chunk(std::span<const SessionId> ids, std::span<const RewriteFn> decides,
+                     std::span<Status> statuses);
   Status move(const SessionId& from, const SessionId& to, RewriteFn decide);
   ScanPage scan(std::uint64_t cursor, std::size_t count);
   // Returns {removed, whether some shard still has due work}.
@@ -250,6 +254,9 @@ class SessionTable::Impl {
                                     std::int64_t now);
   // Deletes an alive record from disk, then from memory.
   Status remove(Shard& shard, Record* r);
+  // Puts `r` in the place of `old` (same id) in memory: set slot, heap slot, user index,
+  // accounting. Persists nothing; frees `old`.
+  void replace(Shard& shard, Record* old, RecordPtr r);
   // Builds the record of a Rewrite::kPut for `id`, checked against the limits and the budget
   // (net of `replacing`, the record it will replace, if any).
   Result<RecordPtr> put_record(const SessionId& id, const Rewrite& w, const Record* replacing,
@@ -967,13 +974,141 @@ Status SessionTable::Impl::rewrite(const SessionId& id, RewriteFn decide) {
     return s;
   }
   if (current) {
-    unlink(shard, current);
+    replace(shard, current, std::move(r));
     ++shard.counters.updates;
   } else {
+    insert(shard, std::move(r));
     ++shard.counters.creates;
   }
-  insert(shard, std::move(r));
   return {};
+}
+
+void SessionTable::Impl::replace(Shard& shard, Record* old, RecordPtr r) {
+  const std::string_view old_user = detail::blob_user_id(old->blob());
+  const std::string_view new_user = detail::blob_user_id(r->blob());
+  if (old_user != new_user) {
+    index_user(old_user, old->id, false);
+    index_user(new_user, r->id, true);
+  }
+  account(shard,
+          static_cast<std::int64_t>(r->footprint()) - static_cast<std::int64_t>(old->footprint()));
+  auto it = shard.records.find(r->id);
+  r->heap_index = old->heap_index;
+  shard.heap[r->heap_index] = r.get();
+  Record* fresh = r.get();
+  const_cast<RecordPtr&>(*it).swap(r);  // the key is unchanged, so the set stays valid
+  heap_fix(shard.heap, fresh);
+}
+
+constexpr std::size_t kRewriteChunk = 32;
+
+void SessionTable::Impl::rewrite_batch(std::span<const SessionId> ids,
+                                       std::span<const RewriteFn> decides,
+                                       std::span<Status> statuses) {
+  std::size_t start = 0;
+  while (start < ids.size()) {
+    // A chunk ends before an id it already holds: that decision must see the earlier one.
+    std::size_t end = start;
+    while (end < ids.size() && end - start < kRewriteChunk &&
+           std::find(ids.begin() + static_cast<std::ptrdiff_t>(start),
+                     ids.begin() + static_cast<std::ptrdiff_t>(end),
+                     ids[end]) == ids.begin() + static_cast<std::ptrdiff_t>(end)) {
+      ++end;
+    }
+    rewrite_chunk(ids.subspan(start, end - start), decides.subspan(start, end - start),
+                  statuses.subspan(start, end - start));
+    start = end;
+  }
+}
+
+// As create_chunk(): the shards involved locked in index order, every decision made, one
+// write, then everything applied in memory.
+void SessionTable::Impl::rewrite_chunk(std::span<const SessionId> ids,
+                                       std::span<const RewriteFn> decides,
+                                       std::span<Status> statuses) {
+  std::vector<std::size_t> shard_indexes;
+  shard_indexes.reserve(ids.size());
+  for (const SessionId& id : ids) shard_indexes.push_back(id_word(id, 8) & mask_);
+  std::sort(shard_indexes.begin(), shard_indexes.end());
+  shard_indexes.erase(std::unique(shard_indexes.begin(), shard_indexes.end()), shard_indexes.end());
+  std::vector<std::unique_lock<std::mutex>> locks;
+  locks.reserve(shard_indexes.size());
+  for (std::size_t index : shard_indexes) locks.emplace_back(shards_[index].mu);
+
+  const std::int64_t now = clock_.now_ms();
+  struct Step {
+    Record* current = nullptr;
+    Rewrite::Kind kind = Rewrite::Kind::kKeep;
+    RecordPtr record;  // kPut
+  };
+  std::vector<Step> steps(ids.size());
+  std::vector<std::string> values;
+  values.reserve(ids.size());  // StoreOps view into these: no reallocation
+  std::vector<StoreOp> ops;
+  ops.reserve(2 * ids.size());
+  thread_local Session session;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    Shard& shard = shard_of(ids[i]);
+    Step& step = steps[i];
+    if (auto found = find_alive(shard, ids[i], now); found.ok()) step.current = *found;
+    if (step.current) detail::record_to_session(*step.current, &session);
+    Rewrite w;
+    decides[i](step.current ? &session : nullptr, now, &w);
+    statuses[i] = Status();
+    step.kind = w.kind;
+    if (w.kind == Rewrite::Kind::kKeep ||
+        (w.kind == Rewrite::Kind::kDelete && step.current == nullptr)) {
+      step.kind = Rewrite::Kind::kKeep;
+      continue;
+    }
+    if (w.kind == Rewrite::Kind::kChange) {
+      statuses[i] = Status::InvalidArgument("rewrite_batch() does not take kChange");
+      step.kind = Rewrite::Kind::kKeep;
+      continue;
+    }
+    const std::string_view old_user =
+        step.current ? detail::blob_user_id(step.current->blob()) : "";
+    if (w.kind == Rewrite::Kind::kPut) {
+      auto made = put_record(ids[i], w, step.current, now);
+      if (!made.ok()) {
+        statuses[i] = made.status();
+        step.kind = Rewrite::Kind::kKeep;
+        continue;
+      }
+      step.record = std::move(made).value();
+      if (store_) {
+        detail::encode_value(*step.record, &values.emplace_back());
+        ops.push_back(StoreOp{StoreOp::Kind::kPutSession, id_bytes(ids[i]), values.back(), {}, 0});
+      }
+    } else if (store_) {
+      ops.push_back(StoreOp{StoreOp::Kind::kDeleteSession, id_bytes(ids[i]), {}, {}, 0});
+    }
+    if (store_ && !old_user.empty()) {
+      ops.push_back(StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(ids[i]), {}, old_user, 0});
+    }
+  }
+  if (Status s = persist(ops); !s.ok()) {
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (steps[i].kind != Rewrite::Kind::kKeep) statuses[i] = s;
+    }
+    return;
+  }
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    Step& step = steps[i];
+    Shard& shard = shard_of(ids[i]);
+    if (step.kind == Rewrite::Kind::kDelete) {
+      unlink(shard, step.current);
+      ++shard.counters.destroys;
+    } else if (step.kind == Rewrite::Kind::kPut) {
+      if (step.current) {
+        replace(shard, step.current, std::move(step.record));
+        ++shard.counters.updates;
+      } else {
+        insert(shard, std::move(step.record));
+        ++shard.counters.creates;
+      }
+    }
+  }
 }
 
 Status SessionTable::Impl::move(const SessionId& from, const SessionId& to, RewriteFn decide) {
@@ -1218,6 +1353,10 @@ ScanPage SessionTable::scan(std::uint64_t cursor, std::size_t count) {
   return impl_->scan(cursor, count);
 }
 std::uint64_t SessionTable::size() const { return impl_->size(); }
+void SessionTable::rewrite_batch(std::span<const SessionId> ids, std::span<const RewriteFn> decides,
+                                 std::span<Status> statuses) {
+  impl_->rewrite_batch(ids, decides, statuses);
+}
 std::size_t SessionTable::expire_due() { return impl_->expire_pass().first; }
 TableStats SessionTable::stats() const { return impl_->stats(); }
 

@@ -195,6 +195,14 @@ class SessionTable {
   // chooses what to do; the result is persisted as one write before it is applied. Limits and
   // the budget apply as for create/update; on any error nothing changed.
   Status rewrite(const SessionId& id, RewriteFn decide);
+  // rewrite() for many ids with one RocksDB write per group of up to 32 distinct ids (group
+  // commit), as the RESP listener does for a pipelining client's consecutive SETs. Decisions
+  // run in order, each under its shard's lock, and may choose kKeep, kPut or kDelete (kChange
+  // answers INVALID_ARGUMENT); an id repeated in the batch sees the earlier decision applied.
+  // statuses[i] answers decides[i]; a failed write fails the decisions of its group and
+  // applies none of them. `statuses` must be at least as long as `ids`.
+  void rewrite_batch(std::span<const SessionId> ids, std::span<const RewriteFn> decides,
+                     std::span<Status> statuses);
   // Moves the alive session `from` to the id `to`, replacing whatever lives there, as one
   // atomic write that also deletes `from`. `decide` sees the source (never nullptr) and must
   // choose kPut (the new session at `to`) or kKeep (nothing happens). NOT_FOUND / EXPIRED when

@@ -210,6 +210,53 @@ TEST_F(KeyedTest, MoveErrors) {
   EXPECT_FALSE(read(b));
 }
 
+TEST_F(KeyedTest, BatchAppliesInOrderAndARepeatedIdSeesTheEarlierDecision) {
+  const SessionId a = id_of(20), b = id_of(21), c = id_of(22);
+  ASSERT_TRUE(put(c, {{"v", "old"}}).ok());
+  std::vector<std::string> seen;
+  auto append = [&](std::string value) {
+    return [&, value](const Session* cur, std::int64_t, Rewrite* w) {
+      seen.push_back(cur ? cur->field("v")->value : "-");
+      w->kind = Rewrite::Kind::kPut;
+      w->fields = {{"v", (cur ? cur->field("v")->value : "") + value}};
+    };
+  };
+  auto first = append("1"), second = append("2"), third = append("3");
+  auto change = [](const Session*, std::int64_t, Rewrite* w) { w->kind = Rewrite::Kind::kChange; };
+  auto remove = [](const Session*, std::int64_t, Rewrite* w) { w->kind = Rewrite::Kind::kDelete; };
+  const std::vector<SessionId> ids{a, b, a, c, b, c};
+  const std::vector<RewriteFn> decides{first, second, third, change, remove, remove};
+  std::vector<Status> statuses(ids.size());
+  table_.rewrite_batch(ids, decides, statuses);
+  EXPECT_EQ(seen, (std::vector<std::string>{"-", "-", "1"}));
+  for (std::size_t i : {0, 1, 2, 4, 5}) EXPECT_TRUE(statuses[i].ok()) << i;
+  EXPECT_EQ(statuses[3].code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(read(a)->field("v")->value, "13");
+  EXPECT_FALSE(read(b));  // put, then deleted by a later decision
+  EXPECT_FALSE(read(c));  // the refused kChange left it; the delete removed it
+  EXPECT_EQ(table_.size(), 1u);
+}
+
+TEST_F(KeyedTest, BatchLimitsFailAloneAndBudgetsHold) {
+  const SessionId a = id_of(23), b = id_of(24);
+  auto too_many = [](const Session*, std::int64_t, Rewrite* w) {
+    w->kind = Rewrite::Kind::kPut;
+    w->fields = {{"a", ""}, {"b", ""}, {"c", ""}, {"d", ""}, {"e", ""}};  // max_fields = 4
+  };
+  auto fine = [](const Session*, std::int64_t, Rewrite* w) {
+    w->kind = Rewrite::Kind::kPut;
+    w->fields = {{"a", "1"}};
+  };
+  const std::vector<SessionId> ids{a, b};
+  const std::vector<RewriteFn> decides{too_many, fine};
+  std::vector<Status> statuses(2);
+  table_.rewrite_batch(ids, decides, statuses);
+  EXPECT_EQ(statuses[0].code(), StatusCode::kTooLarge);
+  EXPECT_TRUE(statuses[1].ok());
+  EXPECT_FALSE(read(a));
+  EXPECT_TRUE(read(b));
+}
+
 // Every id alive for the whole walk comes back exactly once, while other ids come and go
 // between pages, and a page is never far over its count.
 TEST_F(KeyedTest, ScanReturnsEachLongLivedIdExactlyOnce) {
@@ -323,16 +370,34 @@ TEST(KeyedPersistence, RewritesAndMovesSurviveAReopen) {
                     .rewrite(c, [](const Session*, std::int64_t,
                                    Rewrite* w) { w->kind = Rewrite::Kind::kDelete; })
                     .ok());
+    // A batch: one write for several keys.
+    const SessionId d = id_of(15), e = id_of(16);
+    auto put_d = [](const Session*, std::int64_t, Rewrite* w) {
+      w->kind = Rewrite::Kind::kPut;
+      w->fields = {{"v", "d"}};
+    };
+    const std::vector<SessionId> ids{d, e, e};
+    auto remove_e = [](const Session*, std::int64_t, Rewrite* w) {
+      w->kind = Rewrite::Kind::kDelete;
+    };
+    // RewriteFn refers to its callable: the lambdas must outlive the call.
+    const std::vector<RewriteFn> decides{put_d, put_d, remove_e};
+    std::vector<Status> statuses(3);
+    table.rewrite_batch(ids, decides, statuses);
+    for (const Status& st : statuses) ASSERT_TRUE(st.ok()) << st.ToString();
   }
   auto store = Store::open(so, clock);
   ASSERT_TRUE(store.ok());
   SessionTable table({}, clock, store->get());
   auto report = table.recover();
   ASSERT_TRUE(report.ok());
-  EXPECT_EQ(report->loaded, 1u);
+  EXPECT_EQ(report->loaded, 2u);  // b, and d of the batch (e was put, then deleted)
   Session s;
   EXPECT_FALSE(table.get(a, {}, &s).ok());
   EXPECT_FALSE(table.get(c, {}, &s).ok());
+  EXPECT_FALSE(table.get(id_of(16), {}, &s).ok());
+  ASSERT_TRUE(table.get(id_of(15), {}, &s).ok());
+  EXPECT_EQ(s.field("v")->value, "d");
   ASSERT_TRUE(table.get(b, {}, &s).ok());
   EXPECT_EQ(s.field("v")->value, "a-moved");
   EXPECT_EQ(s.deadline_ms(), kNoDeadline);
