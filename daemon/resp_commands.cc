@@ -7,13 +7,15 @@
 #include "daemon/resp_commands.h"
 
 #include <absl/container/flat_hash_map.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
 
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "daemon/resp.h"
@@ -26,13 +28,21 @@ using storage::Session;
 using storage::SessionId;
 
 storage::SessionId key_id(std::string_view key) {
-  // The domain and its NUL come first, so no key hashes like a key of another namespace.
+  // The domain and its NUL come first, so no key hashes like a key of another namespace. The
+  // digest is fetched once and each thread keeps a context: OpenSSL's one-shot SHA256() looks
+  // the algorithm up under a lock on every call.
   static constexpr std::string_view kDomain{"sessiond-resp\0", 14};
-  thread_local std::string input;
-  input.assign(kDomain);
-  input.append(key);
+  static EVP_MD* const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  thread_local const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(),
+                                                                                 EVP_MD_CTX_free);
   SessionId id;
-  SHA256(reinterpret_cast<const unsigned char*>(input.data()), input.size(), id.data());
+  unsigned int size = 0;
+  if (sha256 == nullptr || ctx == nullptr || EVP_DigestInit_ex2(ctx.get(), sha256, nullptr) != 1 ||
+      EVP_DigestUpdate(ctx.get(), kDomain.data(), kDomain.size()) != 1 ||
+      EVP_DigestUpdate(ctx.get(), key.data(), key.size()) != 1 ||
+      EVP_DigestFinal_ex(ctx.get(), id.data(), &size) != 1 || size != id.size()) {
+    std::abort();  // only when OpenSSL itself is broken: no key could be found again
+  }
   return id;
 }
 
@@ -1278,12 +1288,16 @@ void Commands::execute(std::span<const std::string_view> args, ClientState& clie
 
 void Commands::execute_all(std::span<const std::vector<std::string_view>> commands,
                            ClientState& client, std::string* out) {
-  // Consecutive SETs wait in `pending` and go to the engine together; anything else first
-  // sends them, so replies keep the commands' order.
-  thread_local std::vector<SetRequest> pending;
-  pending.clear();
-  auto send_pending = [&] {
-    if (pending.empty()) return;
+  // Consecutive SETs wait in `sets`, consecutive GETs in `gets`, and each run goes to the
+  // engine together (one RocksDB write; overlapping memory reads). Anything else first sends
+  // what waits, so replies keep the commands' order.
+  thread_local std::vector<SetRequest> sets;
+  thread_local std::vector<std::string_view> gets;
+  thread_local std::vector<Session> sessions;
+  sets.clear();
+  gets.clear();
+  auto send_sets = [&] {
+    if (sets.empty()) return;
     // RewriteFn refers to its callable, so the callables live in `deciders` for the call.
     struct Decider {
       SetRequest* request;
@@ -1293,37 +1307,65 @@ void Commands::execute_all(std::span<const std::vector<std::string_view>> comman
     };
     std::vector<storage::SessionId> ids;
     std::vector<Decider> deciders;
-    ids.reserve(pending.size());
-    deciders.reserve(pending.size());
-    for (SetRequest& r : pending) {
+    ids.reserve(sets.size());
+    deciders.reserve(sets.size());
+    for (SetRequest& r : sets) {
       ids.push_back(key_id(r.key));
       deciders.push_back(Decider{&r});
     }
     const std::vector<storage::RewriteFn> decides(deciders.begin(), deciders.end());
-    std::vector<Status> statuses(pending.size());
+    std::vector<Status> statuses(sets.size());
     table_.rewrite_batch(ids, decides, statuses);
-    for (std::size_t i = 0; i < pending.size(); ++i) {
+    for (std::size_t i = 0; i < sets.size(); ++i) {
       if (statuses[i].ok()) {
-        out->append(pending[i].reply);
+        out->append(sets[i].reply);
       } else {
         err_status(out, statuses[i]);
       }
     }
-    pending.clear();
+    sets.clear();
+  };
+  auto send_gets = [&] {
+    if (gets.empty()) return;
+    std::vector<storage::SessionId> ids;
+    ids.reserve(gets.size());
+    for (std::string_view key : gets) ids.push_back(key_id(key));
+    if (sessions.size() < gets.size()) sessions.resize(gets.size());
+    std::vector<Status> statuses(gets.size());
+    table_.get_batch(ids, {}, sessions, statuses);
+    for (std::size_t i = 0; i < gets.size(); ++i) {
+      switch (statuses[i].ok() ? type_of(&sessions[i], gets[i]) : Type::kNone) {
+        case Type::kNone:
+          append_null(out);
+          break;
+        case Type::kString:
+          append_bulk(out, sessions[i].field(kValueField)->value);
+          break;
+        default:
+          err_wrong_type(out);
+      }
+    }
+    gets.clear();
   };
   for (const std::vector<std::string_view>& args : commands) {
     if (client.close) break;  // QUIT: what follows is not executed
     std::string error;
     const auto* command = find_command(args, &error);
+    if (command != nullptr && command->second.run == cmd_get) {
+      send_sets();
+      gets.push_back(args[1]);
+      continue;
+    }
+    send_gets();
     if (command != nullptr && command->second.run == cmd_set) {
       Ctx c{table_, clock_, info_, client, args, &error, command->first};
       SetRequest r;
       if (prepare_set(c, &r)) {
-        pending.push_back(std::move(r));
+        sets.push_back(std::move(r));
         continue;
       }
     }
-    send_pending();
+    send_sets();
     if (command == nullptr || !error.empty()) {
       out->append(error);
       continue;
@@ -1331,7 +1373,8 @@ void Commands::execute_all(std::span<const std::vector<std::string_view>> comman
     Ctx c{table_, clock_, info_, client, args, out, command->first};
     command->second.run(c);
   }
-  send_pending();
+  send_sets();
+  send_gets();
 }
 
 }  // namespace sessiond::daemon::resp

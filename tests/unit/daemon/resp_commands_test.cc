@@ -95,21 +95,31 @@ TEST_F(RespCommandsTest, GetSetAndTheirOptions) {
 
 // A pipeline's SETs share writes; replies and effects must be those of one-by-one execution.
 TEST_F(RespCommandsTest, PipelinedCommandsKeepTheirOrder) {
-  const std::vector<std::vector<std::string_view>> commands{
-      {"SET", "a", "1"},           {"GET", "a"},
-      {"SET", "a", "2"},           {"SET", "b", "x", "EX", "0"},
-      {"SET", "a", "3", "GET"},    {"SETEX", "c", "5", "v"},
-      {"HSET", "c", "f", "v"},     {"SET", "a", "4", "NX"},
-      {"PSETEX", "a", "100", "5"}, {"NOPE"},
-      {"SET", "d", "1"},           {"QUIT"},
-      {"SET", "after", "quit"}};
+  const std::vector<std::vector<std::string_view>> commands{{"SET", "a", "1"},
+                                                            {"GET", "a"},
+                                                            {"SET", "a", "2"},
+                                                            {"SET", "b", "x", "EX", "0"},
+                                                            {"SET", "a", "3", "GET"},
+                                                            {"SETEX", "c", "5", "v"},
+                                                            {"HSET", "c", "f", "v"},
+                                                            {"GET", "c"},
+                                                            {"GET", "zz"},
+                                                            {"GET", "a"},
+                                                            {"SET", "a", "4", "NX"},
+                                                            {"PSETEX", "a", "100", "5"},
+                                                            {"NOPE"},
+                                                            {"SET", "d", "1"},
+                                                            {"QUIT"},
+                                                            {"SET", "after", "quit"}};
   std::string out;
   commands_.execute_all(commands, client_, &out);
   EXPECT_EQ(out,
             "+OK\r\n$1\r\n1\r\n+OK\r\n-ERR invalid expire time in 'set' command\r\n"
             "$1\r\n2\r\n+OK\r\n" +
                 std::string(kWrongType) +
-                "$-1\r\n+OK\r\n-ERR unknown command 'NOPE', with args beginning with: \r\n"
+                "$1\r\nv\r\n$-1\r\n$1\r\n3\r\n$-1\r\n+OK\r\n-ERR unknown command 'NOPE', with args "
+                "beginning "
+                "with: \r\n"
                 "+OK\r\n+OK\r\n");
   EXPECT_TRUE(client_.close);
   client_.close = false;
