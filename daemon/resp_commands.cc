@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <climits>
@@ -46,53 +47,68 @@ storage::SessionId key_id(std::string_view key) {
   return id;
 }
 
-bool glob_match(std::string_view p, std::string_view s) {
-  std::size_t pi = 0, si = 0;
-  while (pi < p.size()) {
-    const char c = p[pi];
-    if (c == '*') {
-      while (pi + 1 < p.size() && p[pi + 1] == '*') ++pi;
-      if (pi + 1 == p.size()) return true;
-      for (std::size_t k = si; k <= s.size(); ++k) {
-        if (glob_match(p.substr(pi + 1), s.substr(k))) return true;
+namespace {
+
+// Matches one pattern element at p[*pi] (a literal, \x, ? or a [class]) against `ch`, and
+// moves *pi past it. An unterminated class runs to the end of the pattern, as in Redis.
+bool match_one(std::string_view p, std::size_t* pi, char ch) {
+  const char c = p[*pi];
+  if (c == '?') {
+    ++*pi;
+    return true;
+  }
+  if (c == '[') {
+    std::size_t j = *pi + 1;
+    const bool negate = j < p.size() && p[j] == '^';
+    if (negate) ++j;
+    bool match = false;
+    while (j < p.size() && p[j] != ']') {
+      if (p[j] == '\\' && j + 1 < p.size()) {
+        ++j;
+        if (p[j] == ch) match = true;
+      } else if (j + 2 < p.size() && p[j + 1] == '-') {
+        char lo = p[j], hi = p[j + 2];
+        if (lo > hi) std::swap(lo, hi);
+        if (ch >= lo && ch <= hi) match = true;
+        j += 2;
+      } else if (p[j] == ch) {
+        match = true;
       }
-      return false;
+      ++j;
     }
-    if (si == s.size()) return false;
-    if (c == '?') {
-      ++pi, ++si;
+    *pi = j < p.size() ? j + 1 : j;
+    return match != negate;
+  }
+  if (c == '\\' && *pi + 1 < p.size()) ++*pi;
+  return p[(*pi)++] == ch;
+}
+
+}  // namespace
+
+// Iterative, with backtracking to the last '*' only: O(pattern x text) for any input (a
+// recursive matcher is exponential on patterns like *a*a*a*...b).
+bool glob_match(std::string_view p, std::string_view s) {
+  constexpr std::size_t kNone = std::string_view::npos;
+  std::size_t pi = 0, si = 0, star = kNone, star_si = 0;
+  while (si < s.size()) {
+    if (pi < p.size() && p[pi] == '*') {
+      while (pi < p.size() && p[pi] == '*') ++pi;
+      star = pi;
+      star_si = si;
       continue;
     }
-    if (c == '[') {
-      std::size_t j = pi + 1;
-      const bool negate = j < p.size() && p[j] == '^';
-      if (negate) ++j;
-      bool match = false;
-      while (j < p.size() && p[j] != ']') {
-        if (p[j] == '\\' && j + 1 < p.size()) {
-          ++j;
-          if (p[j] == s[si]) match = true;
-        } else if (j + 2 < p.size() && p[j + 1] == '-') {
-          char lo = p[j], hi = p[j + 2];
-          if (lo > hi) std::swap(lo, hi);
-          if (s[si] >= lo && s[si] <= hi) match = true;
-          j += 2;
-        } else if (p[j] == s[si]) {
-          match = true;
-        }
-        ++j;
-      }
-      if (negate) match = !match;
-      if (!match) return false;
-      pi = j < p.size() ? j + 1 : j;  // an unterminated class ends the pattern, as in Redis
+    std::size_t next = pi;
+    if (pi < p.size() && match_one(p, &next, s[si])) {
+      pi = next;
       ++si;
       continue;
     }
-    if (c == '\\' && pi + 1 < p.size()) ++pi;
-    if (p[pi] != s[si]) return false;
-    ++pi, ++si;
+    if (star == kNone) return false;
+    pi = star;  // let the last '*' take one more character
+    si = ++star_si;
   }
-  return si == s.size();
+  while (pi < p.size() && p[pi] == '*') ++pi;
+  return pi == p.size();
 }
 
 namespace {
@@ -265,31 +281,49 @@ enum class ExpireKind { kNone, kEx, kPx, kExAt, kPxAt, kKeepTtl, kPersist };
 
 // Redis's getExpireMillisecondsOrReply: the absolute deadline in ms, or false after replying.
 bool expire_deadline(Ctx& c, ExpireKind kind, std::string_view value, std::int64_t now,
-                     std::int64_t* deadline) {
+                     std::int64_t* deadline, std::string* out = nullptr) {
+  if (out == nullptr) out = c.out;
   std::int64_t v = 0;
   if (!parse_ll(value, &v)) {
-    err_not_integer(c.out);
+    err_not_integer(out);
     return false;
   }
   const bool seconds = kind == ExpireKind::kEx || kind == ExpireKind::kExAt;
   if (v <= 0 || (seconds && v > LLONG_MAX / 1000)) {
-    err_expire(c.out, c.name);
+    err_expire(out, c.name);
     return false;
   }
   if (seconds) v *= 1000;
   if (kind == ExpireKind::kEx || kind == ExpireKind::kPx) {
     if (v > LLONG_MAX - now) {
-      err_expire(c.out, c.name);
+      err_expire(out, c.name);
       return false;
     }
     v += now;
   }
   if (v - now > kMaxTtlMs) {  // sessiond's limit, not Redis's
-    err_expire(c.out, c.name);
+    err_expire(out, c.name);
     return false;
   }
   *deadline = v;
   return true;
+}
+
+// Moves the key's deadline to `deadline` (kNoDeadline: none; must be after `at`). The engine
+// measures an absolute timeout from the session's creation; when that is out of its range (an
+// old key given a long TTL, or a wall clock that stepped back) the key is written anew,
+// created now, with the same contents.
+void set_deadline(const Session& cur, std::int64_t deadline, std::int64_t at, Rewrite* w) {
+  const std::int64_t absolute = deadline - cur.created_at_ms;
+  if (deadline == storage::kNoDeadline || (absolute > 0 && absolute <= kMaxTtlMs)) {
+    w->kind = Rewrite::Kind::kChange;
+    w->changes.timeouts = timeouts_for(deadline, cur.created_at_ms);
+    return;
+  }
+  w->kind = Rewrite::Kind::kPut;
+  w->fields.clear();
+  for (const Field& f : cur.fields) w->fields.emplace_back(f.name, f.value);
+  w->timeouts = timeouts_for(deadline, at);
 }
 
 struct StringOptions {
@@ -419,35 +453,31 @@ void cmd_set(Ctx& c) {  // SET, SETEX, PSETEX
   finish(c, s, r.reply);
 }
 
-void cmd_getex(Ctx& c) {
+void cmd_getex(Ctx& c) {  // Redis 7.0's order: options, the key and its type, the time
   StringOptions o;
   if (!parse_string_options(c, 2, false, &o)) return;
-  const std::int64_t now = c.clock.now_ms();
-  std::int64_t deadline = storage::kNoDeadline;
-  if (o.expire != ExpireKind::kNone && o.expire != ExpireKind::kPersist &&
-      !expire_deadline(c, o.expire, o.expire_value, now, &deadline)) {
-    return;
-  }
   const std::string_view key = c.args[1];
   std::string reply;
   Status s = c.table.rewrite(key_id(key), [&](const Session* cur, std::int64_t at, Rewrite* w) {
     const Type t = type_of(cur, key);
     if (t == Type::kNone) return append_null(&reply);
     if (t != Type::kString) return err_wrong_type(&reply);
+    std::int64_t deadline = storage::kNoDeadline;
+    if (o.expire != ExpireKind::kNone && o.expire != ExpireKind::kPersist &&
+        !expire_deadline(c, o.expire, o.expire_value, at, &deadline, &reply)) {
+      return;
+    }
     append_bulk(&reply, cur->field(kValueField)->value);
     if (o.expire == ExpireKind::kNone) return;
     if (o.expire == ExpireKind::kPersist) {
-      if (deadline_of(*cur) == storage::kNoDeadline) return;
-      w->kind = Rewrite::Kind::kChange;
-      w->changes.timeouts = storage::Timeouts{};
+      if (deadline_of(*cur) != storage::kNoDeadline) set_deadline(*cur, deadline, at, w);
       return;
     }
     if (deadline <= at) {
       w->kind = Rewrite::Kind::kDelete;
       return;
     }
-    w->kind = Rewrite::Kind::kChange;
-    w->changes.timeouts = timeouts_for(deadline, cur->created_at_ms);
+    set_deadline(*cur, deadline, at, w);
   });
   finish(c, s, reply);
 }
@@ -531,8 +561,7 @@ void cmd_expire(Ctx& c) {
       w->kind = Rewrite::Kind::kDelete;
       return;
     }
-    w->kind = Rewrite::Kind::kChange;
-    w->changes.timeouts = timeouts_for(when, cur->created_at_ms);
+    set_deadline(*cur, when, at, w);
   });
   finish(c, s, reply);
 }
@@ -565,20 +594,51 @@ void cmd_type(Ctx& c) {
   append_simple(c.out, type_name(lookup(c, c.args[1], &s)));
 }
 
-void cmd_del(Ctx& c) {  // DEL and UNLINK
-  std::int64_t deleted = 0;
-  for (std::size_t i = 1; i < c.args.size(); ++i) {
-    const std::string_view key = c.args[i];
-    bool found = false;
-    Status s = c.table.rewrite(key_id(key), [&](const Session* cur, std::int64_t, Rewrite* w) {
-      if (type_of(cur, key) == Type::kNone) return;
-      found = true;
-      w->kind = Rewrite::Kind::kDelete;
-    });
-    if (!s.ok()) return err_status(c.out, s);
-    if (found) ++deleted;
+// Deletes, with one RocksDB write per group of keys, the sessions whose decision says so;
+// returns how many went, or the first error.
+struct DeleteIf {
+  const std::string_view* key;  // nullptr: any key of the RESP namespace
+  std::uint8_t* found;
+  void operator()(const Session* cur, std::int64_t, Rewrite* w) const {
+    const Field* k = cur ? cur->field(kKeyField) : nullptr;
+    if (k == nullptr) return;
+    if (key == nullptr ? key_id(k->value) != cur->id : type_of(cur, *key) == Type::kNone) return;
+    *found = 1;
+    w->kind = Rewrite::Kind::kDelete;
   }
-  append_integer(c.out, deleted);
+};
+
+Result<std::int64_t> delete_all(Ctx& c, std::span<const SessionId> ids,
+                                std::span<const std::string_view> keys) {
+  std::int64_t deleted = 0;
+  constexpr std::size_t kGroup = 256;
+  for (std::size_t start = 0; start < ids.size(); start += kGroup) {
+    const std::size_t n = std::min(kGroup, ids.size() - start);
+    std::vector<std::uint8_t> found(n, 0);
+    std::vector<DeleteIf> deciders;
+    deciders.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      deciders.push_back(DeleteIf{keys.empty() ? nullptr : &keys[start + i], &found[i]});
+    }
+    const std::vector<storage::RewriteFn> decides(deciders.begin(), deciders.end());
+    std::vector<Status> statuses(n);
+    c.table.rewrite_batch(ids.subspan(start, n), decides, statuses);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!statuses[i].ok()) return statuses[i];
+      if (found[i]) ++deleted;
+    }
+  }
+  return deleted;
+}
+
+void cmd_del(Ctx& c) {  // DEL and UNLINK
+  const std::span<const std::string_view> keys = c.args.subspan(1);
+  std::vector<SessionId> ids;
+  ids.reserve(keys.size());
+  for (std::string_view key : keys) ids.push_back(key_id(key));
+  auto deleted = delete_all(c, ids, keys);
+  if (!deleted.ok()) return err_status(c.out, deleted.status());
+  append_integer(c.out, *deleted);
 }
 
 void cmd_exists(Ctx& c) {
@@ -696,13 +756,8 @@ void cmd_flushdb(Ctx& c) {  // FLUSHDB / FLUSHALL [ASYNC|SYNC]
   std::uint64_t cursor = 0;
   do {
     const storage::ScanPage page = c.table.scan(cursor, 1000);
-    for (const SessionId& id : page.ids) {
-      Status s = c.table.rewrite(id, [&](const Session* cur, std::int64_t, Rewrite* w) {
-        const Field* k = cur ? cur->field(kKeyField) : nullptr;
-        if (k != nullptr && key_id(k->value) == id) w->kind = Rewrite::Kind::kDelete;
-      });
-      if (!s.ok()) return err_status(c.out, s);
-    }
+    auto deleted = delete_all(c, page.ids, {});
+    if (!deleted.ok()) return err_status(c.out, deleted.status());
     cursor = page.cursor;
   } while (cursor != 0);
   append_simple(c.out, "OK");
@@ -1132,6 +1187,16 @@ const absl::flat_hash_map<std::string, Spec>& command_table() {
   return *table;
 }
 
+// First key, last key (-1: the last argument) and step, as COMMAND reports them.
+std::array<int, 3> key_positions(std::string_view name, const Spec& spec) {
+  if (spec.group == "connection" || spec.group == "server" || name == "scan" || name == "keys") {
+    return {0, 0, 0};
+  }
+  if (name == "del" || name == "unlink" || name == "exists" || name == "mget") return {1, -1, 1};
+  if (name == "rename") return {1, 2, 1};
+  return {1, 1, 1};
+}
+
 void cmd_command(Ctx& c) {
   const auto& table = command_table();
   auto info = [&](const std::string& name, const Spec& spec) {
@@ -1139,10 +1204,7 @@ void cmd_command(Ctx& c) {
     append_bulk(c.out, name);
     append_integer(c.out, spec.arity);
     append_array_header(c.out, 0);  // flags
-    const bool keyed = spec.group != "connection" && spec.group != "server" && name != "scan";
-    append_integer(c.out, keyed ? 1 : 0);
-    append_integer(c.out, keyed ? (spec.arity < 0 && name != "set" ? -1 : 1) : 0);
-    append_integer(c.out, keyed ? 1 : 0);
+    for (int position : key_positions(name, spec)) append_integer(c.out, position);
     for (int i = 0; i < 4; ++i) append_array_header(c.out, 0);  // acl, tips, key specs, subs
   };
   std::vector<std::string> names;
@@ -1291,6 +1353,9 @@ void Commands::execute_all(std::span<const std::vector<std::string_view>> comman
   // Consecutive SETs wait in `sets`, consecutive GETs in `gets`, and each run goes to the
   // engine together (one RocksDB write; overlapping memory reads). Anything else first sends
   // what waits, so replies keep the commands' order.
+  // At most kMaxBatch commands wait: a read of many small GETs must not copy every value at
+  // once, and the per-thread sessions keep their buffers only up to that size.
+  constexpr std::size_t kMaxBatch = 128;
   thread_local std::vector<SetRequest> sets;
   thread_local std::vector<std::string_view> gets;
   thread_local std::vector<Session> sessions;
@@ -1354,6 +1419,7 @@ void Commands::execute_all(std::span<const std::vector<std::string_view>> comman
     if (command != nullptr && command->second.run == cmd_get) {
       send_sets();
       gets.push_back(args[1]);
+      if (gets.size() == kMaxBatch) send_gets();
       continue;
     }
     send_gets();
@@ -1362,6 +1428,7 @@ void Commands::execute_all(std::span<const std::vector<std::string_view>> comman
       SetRequest r;
       if (prepare_set(c, &r)) {
         sets.push_back(std::move(r));
+        if (sets.size() == kMaxBatch) send_sets();
         continue;
       }
     }
@@ -1375,6 +1442,11 @@ void Commands::execute_all(std::span<const std::vector<std::string_view>> comman
   }
   send_sets();
   send_gets();
+  for (Session& session : sessions) {  // large values are not kept between reads
+    std::size_t bytes = 0;
+    for (const Field& f : session.fields) bytes += f.name.capacity() + f.value.capacity();
+    if (bytes > (64u << 10)) session = Session();
+  }
 }
 
 }  // namespace sessiond::daemon::resp

@@ -16,10 +16,10 @@
 // them, so a mass expiry costs no I/O.
 //
 // Locks: shard.mu guards a shard; user_shard.mu guards a slice of the user index. Session shard
-// locks come first, several only in REGENERATE (two) and create_batch (one per shard involved),
-// always in index order; a user-shard lock is taken under them, one at a time, never the other
-// way round. Persistence happens under the session shard lock so that the order of writes to
-// one session on disk is the order in memory.
+// locks come first, several only in REGENERATE and move() (two) and in create_batch and
+// rewrite_batch (one per shard involved), always in index order; a user-shard lock is taken under
+// them, one at a time, never the other way round. Persistence happens under the session shard lock
+// so that the order of writes to one session on disk is the order in memory.
 #include "storage/session_table.h"
 
 #include <absl/container/flat_hash_map.h>
@@ -259,8 +259,9 @@ class SessionTable::Impl {
   void replace(Shard& shard, Record* old, RecordPtr r);
   // Builds the record of a Rewrite::kPut for `id`, checked against the limits and the budget
   // (net of `replacing`, the record it will replace, if any).
+  // `pending` is what earlier records of the same batch will add to the budget.
   Result<RecordPtr> put_record(const SessionId& id, const Rewrite& w, const Record* replacing,
-                               std::int64_t now);
+                               std::int64_t now, std::int64_t pending = 0);
   Status check_fields(std::string_view user_id, std::span<const FieldRef> fields) const;
   Status reserve_bytes(std::int64_t delta);
   void account(Shard& shard, std::int64_t delta) {
@@ -358,7 +359,7 @@ Status SessionTable::Impl::persist_record(Record* r, std::span<const StoreOp> ex
     thread_local std::string value;
     detail::encode_value(*r, &value);
     const std::string_view user = detail::blob_user_id(r->blob());
-    std::array<StoreOp, 4> ops;
+    std::array<StoreOp, 5> ops;  // the record, its user entry, and move()'s three at most
     std::size_t n = 0;
     ops[n++] = StoreOp{StoreOp::Kind::kPutSession, id_bytes(r->id), value, {}, 0};
     if (!user.empty()) {
@@ -916,7 +917,8 @@ Result<std::size_t> SessionTable::Impl::revoke_user(std::string_view user_id,
 // ---- keyed access ---------------------------------------------------------------------------
 
 Result<RecordPtr> SessionTable::Impl::put_record(const SessionId& id, const Rewrite& w,
-                                                 const Record* replacing, std::int64_t now) {
+                                                 const Record* replacing, std::int64_t now,
+                                                 std::int64_t pending) {
   if (Status s = check_timeouts(w.timeouts); !s.ok()) return s;
   const Version version{hlc_.now(), options_.region};
   thread_local std::vector<FieldRef> refs;
@@ -938,7 +940,7 @@ Result<RecordPtr> SessionTable::Impl::put_record(const SessionId& id, const Rewr
   r->version_region = version.region;
   const std::int64_t delta = static_cast<std::int64_t>(r->footprint()) -
                              (replacing ? static_cast<std::int64_t>(replacing->footprint()) : 0);
-  if (Status s = reserve_bytes(delta); !s.ok()) return s;
+  if (Status s = reserve_bytes(delta + std::max<std::int64_t>(pending, 0)); !s.ok()) return s;
   return r;
 }
 
@@ -1047,6 +1049,7 @@ void SessionTable::Impl::rewrite_chunk(std::span<const SessionId> ids,
   std::vector<StoreOp> ops;
   ops.reserve(2 * ids.size());
   thread_local Session session;
+  std::int64_t pending_bytes = 0;  // what the group's puts add, for the budget check
   for (std::size_t i = 0; i < ids.size(); ++i) {
     Shard& shard = shard_of(ids[i]);
     Step& step = steps[i];
@@ -1062,6 +1065,7 @@ void SessionTable::Impl::rewrite_chunk(std::span<const SessionId> ids,
       continue;
     }
     if (w.kind == Rewrite::Kind::kChange) {
+      // A change merges with the current fields; not needed by the batch's callers yet.
       statuses[i] = Status::InvalidArgument("rewrite_batch() does not take kChange");
       step.kind = Rewrite::Kind::kKeep;
       continue;
@@ -1069,13 +1073,15 @@ void SessionTable::Impl::rewrite_chunk(std::span<const SessionId> ids,
     const std::string_view old_user =
         step.current ? detail::blob_user_id(step.current->blob()) : "";
     if (w.kind == Rewrite::Kind::kPut) {
-      auto made = put_record(ids[i], w, step.current, now);
+      auto made = put_record(ids[i], w, step.current, now, pending_bytes);
       if (!made.ok()) {
         statuses[i] = made.status();
         step.kind = Rewrite::Kind::kKeep;
         continue;
       }
       step.record = std::move(made).value();
+      pending_bytes += static_cast<std::int64_t>(step.record->footprint()) -
+                       (step.current ? static_cast<std::int64_t>(step.current->footprint()) : 0);
       if (store_) {
         detail::encode_value(*step.record, &values.emplace_back());
         ops.push_back(StoreOp{StoreOp::Kind::kPutSession, id_bytes(ids[i]), values.back(), {}, 0});
@@ -1087,7 +1093,7 @@ void SessionTable::Impl::rewrite_chunk(std::span<const SessionId> ids,
       ops.push_back(StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(ids[i]), {}, old_user, 0});
     }
   }
-  if (Status s = persist(ops); !s.ok()) {
+  if (Status s = ops.empty() ? Status() : persist(ops); !s.ok()) {
     for (std::size_t i = 0; i < ids.size(); ++i) {
       if (steps[i].kind != Rewrite::Kind::kKeep) statuses[i] = s;
     }

@@ -5,7 +5,8 @@
 // agree and no caller ever sees a write that failed to persist.
 //
 // Thread safety: every method may be called from any thread. Each operation is atomic for the
-// session(s) it names. REGENERATE locks the two shards involved in index order; REVOKE_USER is
+// session(s) it names. REGENERATE and move() lock the two shards involved in index order,
+// create_batch and rewrite_batch the shards of a group; REVOKE_USER is
 // atomic per session (a session created concurrently with the revoke may survive it).
 //
 // Expiry: a session is alive while now < deadline. Readers never see an expired session even

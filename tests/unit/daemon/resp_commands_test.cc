@@ -369,6 +369,32 @@ TEST_F(RespCommandsTest, UnknownCommandsAndLimits) {
   EXPECT_EQ(run({"EXISTS", "big"}), ":0\r\n");
 }
 
+// Found in review: Redis 7.0 checks the key and its type before the time; a TTL on an old key
+// is measured from now, whatever the engine counts from; COMMAND's key positions.
+TEST_F(RespCommandsTest, ReviewFindings) {
+  EXPECT_EQ(run({"GETEX", "missing", "EX", "abc"}), kNil);
+  run({"HSET", "h", "f", "v"});
+  EXPECT_EQ(run({"GETEX", "h", "EX", "0"}), kWrongType);
+  run({"SET", "old", "v"});
+  clock_.advance_ms(2LL * 365 * 24 * 3600 * 1000);       // two years later
+  const std::int64_t long_ttl = 99LL * 365 * 24 * 3600;  // 99 years, from now
+  EXPECT_EQ(run({"EXPIRE", "old", std::to_string(long_ttl)}), ":1\r\n");
+  EXPECT_EQ(run({"TTL", "old"}), ":" + std::to_string(long_ttl) + "\r\n");
+  EXPECT_EQ(run({"GETEX", "old", "PX", "1234"}), "$1\r\nv\r\n");
+  EXPECT_EQ(run({"PTTL", "old"}), ":1234\r\n");
+  EXPECT_EQ(run({"COMMAND", "INFO", "rename"}),
+            "*1\r\n*10\r\n$6\r\nrename\r\n:3\r\n*0\r\n:1\r\n:2\r\n:1\r\n*0\r\n*0\r\n*0\r\n*"
+            "0\r\n");
+  // Many keys in one DEL go through the engine in groups.
+  std::vector<std::string> keys;
+  for (int i = 0; i < 600; ++i) keys.push_back("k" + std::to_string(i));
+  for (const std::string& k : keys) run({"SET", k, "v"});
+  std::vector<std::string_view> del{"DEL"};
+  del.insert(del.end(), keys.begin(), keys.end());
+  del.push_back("k0");  // named twice, deleted once
+  EXPECT_EQ(run(del), ":600\r\n");
+}
+
 TEST(GlobMatch, RedisPatterns) {
   EXPECT_TRUE(glob_match("*", ""));
   EXPECT_TRUE(glob_match("sess:*", "sess:abc"));
@@ -384,6 +410,13 @@ TEST(GlobMatch, RedisPatterns) {
   EXPECT_FALSE(glob_match("a\\*b", "axb"));
   EXPECT_TRUE(glob_match("*a*b*", "xxaxxbxx"));
   EXPECT_FALSE(glob_match("*a*b", "xxbxxa"));
+  EXPECT_TRUE(glob_match("a*", "a"));
+  EXPECT_TRUE(glob_match("**", "anything"));
+  EXPECT_FALSE(glob_match("[abc", "d"));
+  // A recursive matcher takes exponential time here (Redis's CVE-2022-36021); this one is
+  // linear in the pattern times the text, so the test ends at once.
+  EXPECT_FALSE(glob_match("*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b", std::string(1024, 'a')));
+  EXPECT_TRUE(glob_match("*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*", std::string(1024, 'a')));
 }
 
 }  // namespace
