@@ -6,12 +6,15 @@
 // {"error":{...}} on stdout; the message also goes to stderr). Exit codes: 0 ok, 1 not found
 // or expired, 2 usage (or an argument the node refused), 3 unreachable, 4 any other refusal.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <iostream>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sessctl_support.h"
@@ -218,11 +221,28 @@ int main(int argc, char** argv) {
   ping->callback(
       [&] { command = [&](Client& client) { return out.print(client.ping(payload)); }; });
 
+  // Session ids are base64url, so one in 64 begins with '-', which CLI11 would take for an
+  // option. Such an argument (43 id characters) is marked before parsing and unmarked after.
+  constexpr char kIdMark = '\x01';
+  auto looks_like_dash_id = [](std::string_view a) {
+    return a.size() == 43 && a[0] == '-' && std::all_of(a.begin(), a.end(), [](char c) {
+             return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+           });
+  };
+  std::vector<std::string> args(argv, argv + argc);
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    if (looks_like_dash_id(args[i])) args[i].insert(0, 1, kIdMark);
+  }
+  std::vector<char*> arg_pointers;
+  for (std::string& a : args) arg_pointers.push_back(a.data());
   try {
-    app.parse(argc, argv);
+    app.parse(static_cast<int>(arg_pointers.size()), arg_pointers.data());
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);  // prints help or the error
     return code == 0 ? kExitOk : kExitUsage;
+  }
+  for (std::string* text : {&id, &keep_id, &payload}) {
+    if (!text->empty() && (*text)[0] == kIdMark) text->erase(0, 1);
   }
 
   Client::Options options;

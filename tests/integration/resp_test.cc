@@ -1,0 +1,249 @@
+// The RESP listener of a real sessiond process, over plain sockets: what a kill -9 leaves of
+// acknowledged writes, protocol errors and limits that close a connection, a port in use, and
+// the connection limit. Command semantics are compared with a real Redis by
+// tests/clients/redis-cli.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/test_node.h"
+
+namespace sessiond::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// The RESP address from the node's log ("RESP listening on HOST:PORT"), waiting for it.
+std::string resp_address(const TestNode& node) {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const std::string log = node.log();
+    const auto at = log.find("RESP listening on ");
+    if (at != std::string::npos) {
+      const auto start = at + std::string("RESP listening on ").size();
+      const auto end = log.find_first_of(" \r\n", start);
+      if (end != std::string::npos) return log.substr(start, end - start);
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  ADD_FAILURE() << "no RESP listening line in:\n" << node.log();
+  return "";
+}
+
+// A blocking RESP client: sends commands as arrays of bulk strings, reads replies as text
+// ("+OK", "-ERR ...", ":1", "$v" for a bulk, "$nil", "*N" then the elements).
+class Conn {
+ public:
+  explicit Conn(const std::string& address) {
+    const auto colon = address.rfind(':');
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1))));
+    inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr);
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    timeval tv{10, 0};  // no read waits forever
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+  }
+  ~Conn() { ::close(fd_); }
+  bool connected() const { return connected_; }
+
+  void send_raw(const std::string& bytes) {
+    std::size_t sent = 0;
+    while (sent < bytes.size()) {
+      const ssize_t n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      sent += static_cast<std::size_t>(n);
+    }
+  }
+  static std::string encode(const std::vector<std::string>& args) {
+    std::string out = "*" + std::to_string(args.size()) + "\r\n";
+    for (const std::string& a : args) out += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+    return out;
+  }
+  std::string call(const std::vector<std::string>& args) {
+    send_raw(encode(args));
+    return reply().value_or("(closed)");
+  }
+  // One reply, or nullopt when the server closed the connection (or 10 s passed).
+  std::optional<std::string> reply() {
+    auto line = read_line();
+    if (!line) return std::nullopt;
+    if ((*line)[0] == '$') {
+      const long n = std::stol(line->substr(1));
+      if (n < 0) return "$nil";
+      auto body = read_exact(static_cast<std::size_t>(n) + 2);
+      if (!body) return std::nullopt;
+      return "$" + body->substr(0, static_cast<std::size_t>(n));
+    }
+    if ((*line)[0] == '*') {
+      std::string out = *line;
+      for (long i = 0, n = std::stol(line->substr(1)); i < n; ++i) {
+        auto element = reply();
+        if (!element) return std::nullopt;
+        out += " " + *element;
+      }
+      return out;
+    }
+    return line;
+  }
+  // True when the server has closed the connection (EOF within 10 s).
+  bool closed_by_server() {
+    char c;
+    return ::recv(fd_, &c, 1, 0) == 0;
+  }
+
+ private:
+  std::optional<std::string> read_line() {
+    for (;;) {
+      const auto end = buffer_.find("\r\n");
+      if (end != std::string::npos) {
+        std::string line = buffer_.substr(0, end);
+        buffer_.erase(0, end + 2);
+        return line;
+      }
+      if (!fill()) return std::nullopt;
+    }
+  }
+  std::optional<std::string> read_exact(std::size_t n) {
+    while (buffer_.size() < n) {
+      if (!fill()) return std::nullopt;
+    }
+    std::string out = buffer_.substr(0, n);
+    buffer_.erase(0, n);
+    return out;
+  }
+  bool fill() {
+    char chunk[65536];
+    const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+    if (n <= 0) return false;
+    buffer_.append(chunk, static_cast<std::size_t>(n));
+    return true;
+  }
+  int fd_ = -1;
+  bool connected_ = false;
+  std::string buffer_;
+};
+
+std::unique_ptr<TestNode> start_node(const TempDir& dir, std::vector<std::string> extra = {}) {
+  TestNode::Options options;
+  options.data_dir = dir.path() / "data";
+  options.extra_args = {"--resp-port", "0"};
+  options.extra_args.insert(options.extra_args.end(), extra.begin(), extra.end());
+  std::string error;
+  auto node = TestNode::start(options, &error);
+  EXPECT_TRUE(node) << error;
+  return node;
+}
+
+// Every write a pipelining client saw acknowledged is there after kill -9 and a restart
+// (async durability: the WAL reaches the OS before the reply), TTLs included.
+TEST(RespDaemon, AcknowledgedWritesSurviveKillNine) {
+  TempDir dir;
+  constexpr int kKeys = 500;
+  {
+    auto node = start_node(dir);
+    ASSERT_TRUE(node);
+    Conn conn(resp_address(*node));
+    ASSERT_TRUE(conn.connected());
+    std::string pipeline;
+    for (int i = 0; i < kKeys; ++i) {
+      pipeline +=
+          Conn::encode({"SET", "sess:" + std::to_string(i), "v" + std::to_string(i), "EX", "3600"});
+    }
+    pipeline += Conn::encode({"HSET", "user:1", "name", "alice", "role", "admin"});
+    pipeline += Conn::encode({"SADD", "idx:alice", "sess:1", "sess:2"});
+    pipeline += Conn::encode({"DEL", "sess:0"});
+    conn.send_raw(pipeline);
+    for (int i = 0; i < kKeys; ++i) ASSERT_EQ(conn.reply(), "+OK") << i;
+    ASSERT_EQ(conn.reply(), ":2");
+    ASSERT_EQ(conn.reply(), ":2");
+    ASSERT_EQ(conn.reply(), ":1");
+    node->kill_hard();
+  }
+  auto node = start_node(dir);
+  ASSERT_TRUE(node);
+  Conn conn(resp_address(*node));
+  ASSERT_TRUE(conn.connected());
+  EXPECT_EQ(conn.call({"DBSIZE"}), ":" + std::to_string(kKeys - 1 + 2));
+  EXPECT_EQ(conn.call({"GET", "sess:0"}), "$nil");
+  for (int i = 1; i < kKeys; ++i) {
+    ASSERT_EQ(conn.call({"GET", "sess:" + std::to_string(i)}), "$v" + std::to_string(i)) << i;
+  }
+  const std::string ttl = conn.call({"TTL", "sess:7"});
+  ASSERT_EQ(ttl[0], ':');
+  EXPECT_GT(std::stol(ttl.substr(1)), 3500);
+  EXPECT_LE(std::stol(ttl.substr(1)), 3600);
+  EXPECT_EQ(conn.call({"HGETALL", "user:1"}), "*4 $name $alice $role $admin");
+  EXPECT_EQ(conn.call({"SMEMBERS", "idx:alice"}), "*2 $sess:1 $sess:2");
+}
+
+TEST(RespDaemon, ProtocolErrorsAnswerThenClose) {
+  TempDir dir;
+  auto node = start_node(dir);
+  ASSERT_TRUE(node);
+  const std::string address = resp_address(*node);
+  {
+    Conn conn(address);
+    conn.send_raw("PING\r\n*1\r\n$99999999999\r\n");  // a bulk over the limit: never awaited
+    EXPECT_EQ(conn.reply(), "+PONG");
+    EXPECT_EQ(conn.reply(), "-ERR Protocol error: invalid bulk length");
+    EXPECT_TRUE(conn.closed_by_server());
+  }
+  {
+    Conn conn(address);
+    conn.send_raw("*2\r\n$4\r\nECHO\r\n$3\r\nabcXY");  // bulk not followed by CRLF
+    EXPECT_EQ(conn.reply().value_or("(closed)").rfind("-ERR Protocol error", 0), 0u);
+    EXPECT_TRUE(conn.closed_by_server());
+  }
+  {
+    Conn conn(address);  // unknown commands and wrong arity do not close
+    EXPECT_EQ(conn.call({"NOPE"}), "-ERR unknown command 'NOPE', with args beginning with: ");
+    EXPECT_EQ(conn.call({"GET"}), "-ERR wrong number of arguments for 'get' command");
+    EXPECT_EQ(conn.call({"QUIT"}), "+OK");
+    EXPECT_TRUE(conn.closed_by_server());
+  }
+  Conn conn(address);  // the node is still serving
+  EXPECT_EQ(conn.call({"PING"}), "+PONG");
+}
+
+TEST(RespDaemon, ConnectionLimitAnswersLikeRedis) {
+  TempDir dir;
+  auto node = start_node(dir, {"--max-connections", "2"});
+  ASSERT_TRUE(node);
+  const std::string address = resp_address(*node);
+  Conn a(address), b(address);
+  ASSERT_EQ(a.call({"PING"}), "+PONG");
+  ASSERT_EQ(b.call({"PING"}), "+PONG");
+  Conn c(address);
+  EXPECT_EQ(c.reply(), "-ERR max number of clients reached");
+  EXPECT_TRUE(c.closed_by_server());
+  EXPECT_EQ(a.call({"PING"}), "+PONG");
+}
+
+TEST(RespDaemon, PortInUseIsAClearStartFailure) {
+  TempDir dir;
+  auto first = start_node(dir);
+  ASSERT_TRUE(first);
+  const std::string address = resp_address(*first);
+  const std::string port = address.substr(address.rfind(':') + 1);
+  TempDir other;
+  TestNode::Options options;
+  options.data_dir = other.path() / "data";
+  options.extra_args = {"--resp-port", port};
+  std::string error;
+  auto second = TestNode::start(options, &error);
+  EXPECT_FALSE(second);
+  EXPECT_NE(error.find("cannot listen on 127.0.0.1:" + port), std::string::npos) << error;
+}
+
+}  // namespace
+}  // namespace sessiond::testing
