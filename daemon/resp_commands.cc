@@ -1449,4 +1449,69 @@ void Commands::execute_all(std::span<const std::vector<std::string_view>> comman
   }
 }
 
+struct SetGroup::Impl {
+  explicit Impl(Commands& c) : commands(c) {}
+  Commands& commands;
+  std::vector<SetRequest> requests;
+  std::vector<std::string*> outs;  // where requests[i]'s reply goes
+};
+
+SetGroup::SetGroup(Commands& commands) : impl_(std::make_unique<Impl>(commands)) {}
+SetGroup::~SetGroup() = default;
+bool SetGroup::empty() const { return impl_->requests.empty(); }
+
+bool SetGroup::add(std::span<const std::vector<std::string_view>> commands, std::string* out) {
+  const std::size_t before = impl_->requests.size();
+  ClientState unused;  // SETs neither read nor change the connection's state
+  for (const std::vector<std::string_view>& args : commands) {
+    std::string error;
+    const auto* command = find_command(args, &error);
+    if (command != nullptr && command->second.run == cmd_set) {
+      Commands& cs = impl_->commands;
+      Ctx c{cs.table_, cs.clock_, cs.info_, unused, args, &error, command->first};
+      SetRequest r;
+      if (prepare_set(c, &r)) {
+        impl_->requests.push_back(std::move(r));
+        impl_->outs.push_back(out);
+        continue;
+      }
+    }
+    impl_->requests.resize(before);  // not all SETs: the caller runs them in order instead
+    impl_->outs.resize(before);
+    return false;
+  }
+  return true;
+}
+
+void SetGroup::run() {
+  std::vector<SetRequest>& requests = impl_->requests;
+  if (requests.empty()) return;
+  struct Decider {
+    SetRequest* request;
+    void operator()(const Session* cur, std::int64_t at, Rewrite* w) const {
+      request->decide(cur, at, w);
+    }
+  };
+  std::vector<storage::SessionId> ids;
+  std::vector<Decider> deciders;
+  ids.reserve(requests.size());
+  deciders.reserve(requests.size());
+  for (SetRequest& r : requests) {
+    ids.push_back(key_id(r.key));
+    deciders.push_back(Decider{&r});
+  }
+  const std::vector<storage::RewriteFn> decides(deciders.begin(), deciders.end());
+  std::vector<Status> statuses(requests.size());
+  impl_->commands.table_.rewrite_batch(ids, decides, statuses);
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    if (statuses[i].ok()) {
+      impl_->outs[i]->append(requests[i].reply);
+    } else {
+      err_status(impl_->outs[i], statuses[i]);
+    }
+  }
+  requests.clear();
+  impl_->outs.clear();
+}
+
 }  // namespace sessiond::daemon::resp

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -57,9 +58,35 @@ class Commands {
   void set_port(std::uint16_t port) { info_.port = port; }
 
  private:
+  friend class SetGroup;
   storage::SessionTable& table_;
   const storage::Clock& clock_;
   NodeInfo info_;
+};
+
+// Group commit across connections: the reads of several connections that hold only SETs
+// (SET, SETEX, PSETEX), gathered by one worker thread and executed as one
+// SessionTable::rewrite_batch, as Redis writes its AOF once per turn of its event loop. Not
+// thread-safe: one group per worker thread.
+class SetGroup {
+ public:
+  explicit SetGroup(Commands& commands);
+  ~SetGroup();
+  SetGroup(const SetGroup&) = delete;
+  SetGroup& operator=(const SetGroup&) = delete;
+
+  // Takes the commands of one read when every one is a SET, SETEX or PSETEX that passes its
+  // checks: run() will append their replies to *out, in order. Otherwise takes nothing and
+  // answers false (the caller executes them with execute_all). The arguments must stay valid
+  // until run().
+  bool add(std::span<const std::vector<std::string_view>> commands, std::string* out);
+  // Executes what was taken (one RocksDB write per 32 keys), appends the replies, empties.
+  void run();
+  bool empty() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 // Redis's glob-style pattern match (SCAN MATCH): * ? [abc] [^a-z] and \ escapes.

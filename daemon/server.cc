@@ -37,9 +37,16 @@ constexpr auto kTuple = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr std::size_t kReadChunk = 64 * 1024;
 
 struct Connection {
-  explicit Connection(tcp::socket s) : socket(std::move(s)), timer(socket.get_executor()) {}
+  Connection(tcp::socket s, std::size_t w)
+      : socket(std::move(s)),
+        timer(socket.get_executor()),
+        wake(socket.get_executor()),
+        worker(w) {}
   tcp::socket socket;
   asio::steady_timer timer;
+  asio::steady_timer wake;  // cancelled when the worker's SET group has run
+  std::size_t worker;       // index of the io_context (and worker state) serving it
+  bool group_done = false;
   Clock::time_point last_activity = Clock::now();
   bool partial_frame = false;
   bool closed = false;
@@ -51,6 +58,10 @@ struct Server::Impl {
   Impl(const ServerOptions& o, Handlers& h, Counters& c, resp::Commands* r)
       : options(o), handlers(h), counters(c), resp_commands(r), contexts(o.threads) {
     for (auto& ctx : contexts) ctx = std::make_unique<asio::io_context>(1);
+    workers.resize(contexts.size());
+    if (resp_commands != nullptr) {
+      for (Worker& w : workers) w.group = std::make_unique<resp::SetGroup>(*resp_commands);
+    }
   }
 
   const ServerOptions& options;
@@ -65,6 +76,14 @@ struct Server::Impl {
   std::atomic<std::size_t> next_context{0};
   // Keep every io_context running while it waits for work; released by stop().
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  // Per worker thread (touched only from its io_context): the SETs of several RESP connections
+  // waiting to go to the engine as one batch, and the connections waiting for their replies.
+  struct Worker {
+    std::unique_ptr<resp::SetGroup> group;
+    std::vector<Connection*> waiting;
+    bool run_posted = false;
+  };
+  std::vector<Worker> workers;
   std::mutex connections_mu;  // guards connections
   std::set<std::shared_ptr<Connection>> connections;
 
@@ -164,7 +183,8 @@ void Server::stop() {
 asio::awaitable<void> Server::Impl::accept_loop(tcp::acceptor& listener, bool is_resp) {
   asio::steady_timer backoff(listener.get_executor());
   while (!stopping.load()) {
-    auto& ctx = *contexts[next_context.fetch_add(1) % contexts.size()];
+    const std::size_t worker = next_context.fetch_add(1) % contexts.size();
+    auto& ctx = *contexts[worker];
     auto [ec, socket] = co_await listener.async_accept(ctx, kTuple);
     if (ec) {
       if (stopping.load() || ec == asio::error::operation_aborted) break;
@@ -196,7 +216,7 @@ asio::awaitable<void> Server::Impl::accept_loop(tcp::acceptor& listener, bool is
       continue;
     }
     socket.set_option(tcp::no_delay(true));
-    auto conn = std::make_shared<Connection>(std::move(socket));
+    auto conn = std::make_shared<Connection>(std::move(socket), worker);
     counters.connections.fetch_add(1, std::memory_order_relaxed);
     if (is_resp) counters.resp_connections.fetch_add(1, std::memory_order_relaxed);
     {
@@ -400,6 +420,29 @@ asio::awaitable<void> Server::Impl::serve_resp(std::shared_ptr<Connection> conn)
       if (collected == commands.size()) commands.emplace_back();
       commands[collected++].assign(args.begin(), args.end());
       if (!in_buffer) run_collected();
+    }
+    if (collected > 0 && !close_after_write &&
+        workers[conn->worker].group->add(std::span(commands.data(), collected), &out)) {
+      // Only SETs: they join the other connections' SETs of this turn of the event loop, and
+      // the group runs once the handlers already queued (other reads) have added theirs.
+      collected = 0;
+      Worker& worker = workers[conn->worker];
+      worker.waiting.push_back(conn.get());
+      if (!worker.run_posted) {
+        worker.run_posted = true;
+        asio::post(conn->socket.get_executor(), [&worker] {
+          worker.run_posted = false;
+          worker.group->run();
+          for (Connection* waiting : worker.waiting) {
+            waiting->group_done = true;
+            waiting->wake.cancel();
+          }
+          worker.waiting.clear();
+        });
+      }
+      conn->group_done = false;
+      conn->wake.expires_at(Clock::time_point::max());
+      while (!conn->group_done) co_await conn->wake.async_wait(kTuple);
     }
     run_collected();
     if (offset > 0) {

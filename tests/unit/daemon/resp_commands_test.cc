@@ -129,6 +129,32 @@ TEST_F(RespCommandsTest, PipelinedCommandsKeepTheirOrder) {
   EXPECT_EQ(run({"EXISTS", "b", "d", "after"}), ":1\r\n");
 }
 
+// Reads of several connections that hold only SETs run as one group; each gets its replies.
+TEST_F(RespCommandsTest, SetGroupAcrossConnections) {
+  SetGroup group(commands_);
+  const std::vector<std::vector<std::string_view>> a{{"SET", "k", "1"}, {"SET", "j", "x", "NX"}};
+  const std::vector<std::vector<std::string_view>> b{{"SET", "k", "2", "GET"},
+                                                     {"SETEX", "t", "9", "v"}};
+  const std::vector<std::vector<std::string_view>> mixed{{"SET", "m", "1"}, {"GET", "m"}};
+  const std::vector<std::vector<std::string_view>> bad{{"SET", "m", "1", "EX", "0"}};
+  std::string out_a, out_b, out_mixed, out_bad;
+  EXPECT_TRUE(group.add(a, &out_a));
+  EXPECT_TRUE(group.add(b, &out_b));
+  EXPECT_FALSE(group.add(mixed, &out_mixed));  // not only SETs: nothing taken
+  EXPECT_FALSE(group.add(bad, &out_bad));      // a SET that fails its checks: the caller runs it
+  EXPECT_FALSE(group.empty());
+  EXPECT_EQ(run({"EXISTS", "k", "m"}), ":0\r\n");  // nothing ran yet
+  group.run();
+  EXPECT_TRUE(group.empty());
+  EXPECT_EQ(out_a, "+OK\r\n+OK\r\n");
+  EXPECT_EQ(out_b, "$1\r\n1\r\n+OK\r\n");  // the second read's SET saw the first's
+  EXPECT_EQ(out_mixed, "");
+  EXPECT_EQ(out_bad, "");
+  EXPECT_EQ(run({"GET", "k"}), "$1\r\n2\r\n");
+  EXPECT_EQ(run({"PTTL", "t"}), ":9000\r\n");
+  EXPECT_EQ(run({"EXISTS", "m"}), ":0\r\n");
+}
+
 TEST_F(RespCommandsTest, TtlsFollowTheClockExactly) {
   EXPECT_EQ(run({"SET", "k", "v", "PX", "1500"}), kOk);
   EXPECT_EQ(run({"PTTL", "k"}), ":1500\r\n");
