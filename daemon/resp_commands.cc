@@ -444,6 +444,38 @@ bool prepare_set(Ctx& c, SetRequest* r) {
   return !key_too_long(c, r->key);
 }
 
+// Runs SETs as one SessionTable::rewrite_batch and appends each reply (or error) to
+// *outs[i], in order.
+void run_sets(storage::SessionTable& table, std::span<SetRequest> requests,
+              std::span<std::string* const> outs) {
+  if (requests.empty()) return;
+  // RewriteFn refers to its callable, so the callables live in `deciders` for the call.
+  struct Decider {
+    SetRequest* request;
+    void operator()(const Session* cur, std::int64_t at, Rewrite* w) const {
+      request->decide(cur, at, w);
+    }
+  };
+  std::vector<storage::SessionId> ids;
+  std::vector<Decider> deciders;
+  ids.reserve(requests.size());
+  deciders.reserve(requests.size());
+  for (SetRequest& r : requests) {
+    ids.push_back(key_id(r.key));
+    deciders.push_back(Decider{&r});
+  }
+  const std::vector<storage::RewriteFn> decides(deciders.begin(), deciders.end());
+  std::vector<Status> statuses(requests.size());
+  table.rewrite_batch(ids, decides, statuses);
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    if (statuses[i].ok()) {
+      outs[i]->append(requests[i].reply);
+    } else {
+      err_status(outs[i], statuses[i]);
+    }
+  }
+}
+
 void cmd_set(Ctx& c) {  // SET, SETEX, PSETEX
   SetRequest r;
   if (!prepare_set(c, &r)) return;
@@ -1362,32 +1394,7 @@ void Commands::execute_all(std::span<const std::vector<std::string_view>> comman
   sets.clear();
   gets.clear();
   auto send_sets = [&] {
-    if (sets.empty()) return;
-    // RewriteFn refers to its callable, so the callables live in `deciders` for the call.
-    struct Decider {
-      SetRequest* request;
-      void operator()(const Session* cur, std::int64_t at, Rewrite* w) const {
-        request->decide(cur, at, w);
-      }
-    };
-    std::vector<storage::SessionId> ids;
-    std::vector<Decider> deciders;
-    ids.reserve(sets.size());
-    deciders.reserve(sets.size());
-    for (SetRequest& r : sets) {
-      ids.push_back(key_id(r.key));
-      deciders.push_back(Decider{&r});
-    }
-    const std::vector<storage::RewriteFn> decides(deciders.begin(), deciders.end());
-    std::vector<Status> statuses(sets.size());
-    table_.rewrite_batch(ids, decides, statuses);
-    for (std::size_t i = 0; i < sets.size(); ++i) {
-      if (statuses[i].ok()) {
-        out->append(sets[i].reply);
-      } else {
-        err_status(out, statuses[i]);
-      }
-    }
+    run_sets(table_, sets, std::vector<std::string*>(sets.size(), out));
     sets.clear();
   };
   auto send_gets = [&] {
@@ -1484,33 +1491,8 @@ bool SetGroup::add(std::span<const std::vector<std::string_view>> commands, std:
 }
 
 void SetGroup::run() {
-  std::vector<SetRequest>& requests = impl_->requests;
-  if (requests.empty()) return;
-  struct Decider {
-    SetRequest* request;
-    void operator()(const Session* cur, std::int64_t at, Rewrite* w) const {
-      request->decide(cur, at, w);
-    }
-  };
-  std::vector<storage::SessionId> ids;
-  std::vector<Decider> deciders;
-  ids.reserve(requests.size());
-  deciders.reserve(requests.size());
-  for (SetRequest& r : requests) {
-    ids.push_back(key_id(r.key));
-    deciders.push_back(Decider{&r});
-  }
-  const std::vector<storage::RewriteFn> decides(deciders.begin(), deciders.end());
-  std::vector<Status> statuses(requests.size());
-  impl_->commands.table_.rewrite_batch(ids, decides, statuses);
-  for (std::size_t i = 0; i < requests.size(); ++i) {
-    if (statuses[i].ok()) {
-      impl_->outs[i]->append(requests[i].reply);
-    } else {
-      err_status(impl_->outs[i], statuses[i]);
-    }
-  }
-  requests.clear();
+  run_sets(impl_->commands.table_, impl_->requests, impl_->outs);
+  impl_->requests.clear();
   impl_->outs.clear();
 }
 

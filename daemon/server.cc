@@ -94,6 +94,8 @@ struct Server::Impl {
   // Writes `out` and clears it; false when the connection failed.
   asio::awaitable<bool> write_out(Connection& conn, std::string& out);
   asio::awaitable<void> watchdog(std::shared_ptr<Connection> conn);
+  // Closes a connection whose serving coroutine has ended and forgets it.
+  void finish(const std::shared_ptr<Connection>& conn, bool is_resp);
 };
 
 Server::Server(const ServerOptions& options, Handlers& handlers, Counters& counters,
@@ -341,12 +343,17 @@ asio::awaitable<void> Server::Impl::serve(std::shared_ptr<Connection> conn) {
     if (!co_await write_out(*conn, out)) break;
     if (stopping.load() && used == 0) break;  // finished what it had received
   }
+  finish(conn, false);
+}
+
+void Server::Impl::finish(const std::shared_ptr<Connection>& conn, bool is_resp) {
   conn->closed = true;
   conn->timer.cancel();
   asio::error_code ignored;
   conn->socket.shutdown(tcp::socket::shutdown_both, ignored);
   conn->socket.close(ignored);
   counters.connections.fetch_sub(1, std::memory_order_relaxed);
+  if (is_resp) counters.resp_connections.fetch_sub(1, std::memory_order_relaxed);
   std::lock_guard lock(connections_mu);
   connections.erase(conn);
 }
@@ -457,15 +464,7 @@ asio::awaitable<void> Server::Impl::serve_resp(std::shared_ptr<Connection> conn)
     if (!co_await write_out(*conn, out)) break;
     if (stopping.load() && used == 0) break;
   }
-  conn->closed = true;
-  conn->timer.cancel();
-  asio::error_code ignored;
-  conn->socket.shutdown(tcp::socket::shutdown_both, ignored);
-  conn->socket.close(ignored);
-  counters.connections.fetch_sub(1, std::memory_order_relaxed);
-  counters.resp_connections.fetch_sub(1, std::memory_order_relaxed);
-  std::lock_guard lock(connections_mu);
-  connections.erase(conn);
+  finish(conn, true);
 }
 
 }  // namespace sessiond::daemon

@@ -96,6 +96,16 @@ struct alignas(64) UserShard {
   absl::flat_hash_map<std::string, absl::flat_hash_set<SessionId, IdHash>> users;
 };
 
+// Locks two shards (one, if they are the same) in index (address) order.
+std::pair<std::unique_lock<std::mutex>, std::unique_lock<std::mutex>> lock_two(Shard& a, Shard& b) {
+  if (&a == &b) return {std::unique_lock(a.mu), std::unique_lock<std::mutex>()};
+  Shard& lo = &a < &b ? a : b;
+  Shard& hi = &a < &b ? b : a;
+  std::unique_lock first(lo.mu);
+  std::unique_lock second(hi.mu);
+  return {std::move(first), std::move(second)};
+}
+
 // ---- expiry heap ----------------------------------------------------------------------------
 
 std::int64_t heap_key(const Record* r) { return r->persisted_deadline_ms(); }
@@ -798,16 +808,7 @@ Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
   while (new_id == id) new_id = new_session_id();
   Shard& old_shard = shard_of(id);
   Shard& new_shard = shard_of(new_id);
-  // Two shard locks, always taken in index (address) order.
-  std::unique_lock<std::mutex> first, second;
-  if (&old_shard == &new_shard) {
-    first = std::unique_lock(old_shard.mu);
-  } else {
-    Shard* lo = &old_shard < &new_shard ? &old_shard : &new_shard;
-    Shard* hi = lo == &old_shard ? &new_shard : &old_shard;
-    first = std::unique_lock(lo->mu);
-    second = std::unique_lock(hi->mu);
-  }
+  const auto locks = lock_two(old_shard, new_shard);
   auto found = find_alive(old_shard, id, now);
   if (!found.ok()) return found.status();
   Record* old = *found;
@@ -1122,15 +1123,7 @@ Status SessionTable::Impl::move(const SessionId& from, const SessionId& to, Rewr
   const std::int64_t now = clock_.now_ms();
   Shard& from_shard = shard_of(from);
   Shard& to_shard = shard_of(to);
-  std::unique_lock<std::mutex> first, second;  // index (address) order, as in regenerate()
-  if (&from_shard == &to_shard) {
-    first = std::unique_lock(from_shard.mu);
-  } else {
-    Shard* lo = &from_shard < &to_shard ? &from_shard : &to_shard;
-    Shard* hi = lo == &from_shard ? &to_shard : &from_shard;
-    first = std::unique_lock(lo->mu);
-    second = std::unique_lock(hi->mu);
-  }
+  const auto locks = lock_two(from_shard, to_shard);
   auto found = find_alive(from_shard, from, now);
   if (!found.ok()) return found.status();
   Record* source = *found;
