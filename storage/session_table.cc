@@ -265,8 +265,8 @@ class SessionTable::Impl {
   // Deletes an alive record from disk, then from memory.
   Status remove(Shard& shard, Record* r);
   // Puts `r` in the place of `old` (same id) in memory: set slot, heap slot, user index,
-  // accounting. Persists nothing; frees `old`.
-  void replace(Shard& shard, Record* old, RecordPtr r);
+  // accounting (`old_bytes`: what `old` was counted for). Persists nothing; frees `old`.
+  void replace(Shard& shard, Record* old, RecordPtr r, std::int64_t old_bytes);
   // Builds the record of a Rewrite::kPut for `id`, checked against the limits and the budget
   // (net of `replacing`, the record it will replace, if any).
   // `pending` is what earlier records of the same batch will add to the budget.
@@ -766,14 +766,8 @@ Result<SessionMeta> SessionTable::Impl::apply_changes(Shard& shard, Record* old,
     old->extras = std::move(r->extras);
     return s;
   }
-  // Swap the new record into the old one's set slot (same id, so same hash) and heap slot.
-  auto it = shard.records.find(r->id);
-  r->heap_index = old->heap_index;
-  shard.heap[r->heap_index] = r.get();
   Record* fresh = r.get();
-  const_cast<RecordPtr&>(*it).swap(r);  // the key is unchanged, so the set stays valid
-  heap_fix(shard.heap, fresh);
-  account(shard, delta);
+  replace(shard, old, std::move(r), old_bytes);
   ++shard.counters.updates;
   return meta_of(*fresh);
 }
@@ -977,7 +971,7 @@ Status SessionTable::Impl::rewrite(const SessionId& id, RewriteFn decide) {
     return s;
   }
   if (current) {
-    replace(shard, current, std::move(r));
+    replace(shard, current, std::move(r), static_cast<std::int64_t>(current->footprint()));
     ++shard.counters.updates;
   } else {
     insert(shard, std::move(r));
@@ -986,15 +980,15 @@ Status SessionTable::Impl::rewrite(const SessionId& id, RewriteFn decide) {
   return {};
 }
 
-void SessionTable::Impl::replace(Shard& shard, Record* old, RecordPtr r) {
+void SessionTable::Impl::replace(Shard& shard, Record* old, RecordPtr r, std::int64_t old_bytes) {
   const std::string_view old_user = detail::blob_user_id(old->blob());
   const std::string_view new_user = detail::blob_user_id(r->blob());
   if (old_user != new_user) {
     index_user(old_user, old->id, false);
     index_user(new_user, r->id, true);
   }
-  account(shard,
-          static_cast<std::int64_t>(r->footprint()) - static_cast<std::int64_t>(old->footprint()));
+  account(shard, static_cast<std::int64_t>(r->footprint()) - old_bytes);
+  // Into the old record's set slot (same id, so same hash) and heap slot.
   auto it = shard.records.find(r->id);
   r->heap_index = old->heap_index;
   shard.heap[r->heap_index] = r.get();
@@ -1108,7 +1102,8 @@ void SessionTable::Impl::rewrite_chunk(std::span<const SessionId> ids,
       ++shard.counters.destroys;
     } else if (step.kind == Rewrite::Kind::kPut) {
       if (step.current) {
-        replace(shard, step.current, std::move(step.record));
+        replace(shard, step.current, std::move(step.record),
+                static_cast<std::int64_t>(step.current->footprint()));
         ++shard.counters.updates;
       } else {
         insert(shard, std::move(step.record));

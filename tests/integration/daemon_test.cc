@@ -43,15 +43,8 @@ struct Response {
 class Conn {
  public:
   explicit Conn(const std::string& address) {
-    const auto colon = address.rfind(':');
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1))));
-    ::inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr);
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
-    int one = 1;
-    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    fd_ = testing::connect_to(address);
+    connected_ = fd_ >= 0;
   }
   ~Conn() {
     if (fd_ >= 0) ::close(fd_);

@@ -43,17 +43,14 @@ std::string resp_address(const TestNode& node) {
 class Conn {
  public:
   explicit Conn(const std::string& address) {
-    const auto colon = address.rfind(':');
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1))));
-    inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr);
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    fd_ = connect_to(address);
+    connected_ = fd_ >= 0;
     timeval tv{10, 0};  // no read waits forever
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+    if (connected_) setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   }
-  ~Conn() { ::close(fd_); }
+  ~Conn() {
+    if (fd_ >= 0) ::close(fd_);
+  }
   bool connected() const { return connected_; }
 
   void send_raw(const std::string& bytes) {

@@ -59,6 +59,10 @@ struct ProcessResult {
   std::string err;
 };
 
+// A TCP connection to "HOST:PORT" (IPv4 loopback in these tests) with TCP_NODELAY: the
+// descriptor, or -1 when the connection failed. The caller closes it.
+int connect_to(const std::string& address);
+
 // Runs `program` with `args` and waits for it (a 30 s deadline, then SIGKILL).
 ProcessResult run_process(const std::string& program, const std::vector<std::string>& args);
 
