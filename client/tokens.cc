@@ -1,0 +1,407 @@
+// HS256 JSON Web Tokens. The JSON here is only what a JWT needs: writing a flat object of
+// strings and integers, and reading one object whose members may be any JSON value (nested
+// values are skipped, with a depth limit), so that tokens made by other libraries verify too.
+#include "sessiond/tokens.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <array>
+#include <cmath>
+#include <cstdlib>
+#include <optional>
+
+namespace sessiond {
+namespace {
+
+constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+int value_of(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '-') return 62;
+  if (c == '_') return 63;
+  return -1;
+}
+
+std::array<unsigned char, 32> hmac_sha256(std::string_view key, std::string_view data) {
+  std::array<unsigned char, 32> mac{};
+  unsigned int size = 0;
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+           reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac.data(),
+           &size) == nullptr ||
+      size != mac.size()) {
+    std::abort();  // only when OpenSSL itself is broken: no token could be trusted
+  }
+  return mac;
+}
+
+// ---- JSON --------------------------------------------------------------------------------
+
+void append_json_string(std::string* out, std::string_view s) {
+  out->push_back('"');
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out->push_back('\\');
+      out->push_back(c);
+    } else if (u < 0x20) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out->append("\\u00");
+      out->push_back(kHex[u >> 4]);
+      out->push_back(kHex[u & 15]);
+    } else {
+      out->push_back(c);
+    }
+  }
+  out->push_back('"');
+}
+
+void append_utf8(std::string* out, std::uint32_t cp) {
+  if (cp < 0x80) {
+    out->push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+// A reader for one JSON text (RFC 8259) that holds an object.
+class JsonReader {
+ public:
+  explicit JsonReader(std::string_view text) : s_(text) {}
+
+  // Calls member(name) for each member, positioned at its value, which member must consume
+  // (with string(), number() or skip()). False on any syntax error or trailing bytes.
+  template <typename Member>
+  bool object(Member member) {
+    space();
+    if (!eat('{')) return false;
+    space();
+    if (eat('}')) return end();
+    for (;;) {
+      std::string name;
+      space();
+      if (!string(&name)) return false;
+      space();
+      if (!eat(':')) return false;
+      space();
+      if (!member(name)) return false;
+      space();
+      if (eat('}')) return end();
+      if (!eat(',')) return false;
+    }
+  }
+
+  bool string(std::string* out) {
+    if (!eat('"')) return false;
+    out->clear();
+    while (i_ < s_.size()) {
+      const char c = s_[i_++];
+      if (c == '"') return true;
+      if (static_cast<unsigned char>(c) < 0x20) return false;
+      if (c != '\\') {
+        out->push_back(c);
+        continue;
+      }
+      if (i_ == s_.size()) return false;
+      const char e = s_[i_++];
+      switch (e) {
+        case '"':
+        case '\\':
+        case '/':
+          out->push_back(e);
+          break;
+        case 'b':
+          out->push_back('\b');
+          break;
+        case 'f':
+          out->push_back('\f');
+          break;
+        case 'n':
+          out->push_back('\n');
+          break;
+        case 'r':
+          out->push_back('\r');
+          break;
+        case 't':
+          out->push_back('\t');
+          break;
+        case 'u': {
+          std::uint32_t cp = 0;
+          if (!hex4(&cp)) return false;
+          if (cp >= 0xD800 && cp < 0xDC00) {  // a high surrogate needs its low half
+            std::uint32_t low = 0;
+            if (!eat('\\') || !eat('u') || !hex4(&low) || low < 0xDC00 || low > 0xDFFF) {
+              return false;
+            }
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            return false;
+          }
+          append_utf8(out, cp);
+          break;
+        }
+        default:
+          return false;
+      }
+    }
+    return false;
+  }
+
+  // A JSON number; NumericDate values may carry a fraction, which is dropped.
+  bool number(std::int64_t* out) {
+    const std::size_t start = i_;
+    if (i_ < s_.size() && s_[i_] == '-') ++i_;
+    if (i_ == s_.size() || !digit(s_[i_])) return false;
+    if (s_[i_] == '0') {
+      ++i_;
+    } else {
+      while (i_ < s_.size() && digit(s_[i_])) ++i_;
+    }
+    if (i_ < s_.size() && s_[i_] == '.') {
+      ++i_;
+      if (i_ == s_.size() || !digit(s_[i_])) return false;
+      while (i_ < s_.size() && digit(s_[i_])) ++i_;
+    }
+    if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
+      ++i_;
+      if (i_ < s_.size() && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
+      if (i_ == s_.size() || !digit(s_[i_])) return false;
+      while (i_ < s_.size() && digit(s_[i_])) ++i_;
+    }
+    const std::string text(s_.substr(start, i_ - start));
+    const double value = std::strtod(text.c_str(), nullptr);
+    if (!std::isfinite(value) || std::fabs(value) > 9.2e18) return false;
+    *out = static_cast<std::int64_t>(value);
+    return true;
+  }
+
+  // Any JSON value, nested up to 32 levels.
+  bool skip(int depth = 0) {
+    if (depth > 32 || i_ == s_.size()) return false;
+    const char c = s_[i_];
+    if (c == '"') {
+      std::string ignored;
+      return string(&ignored);
+    }
+    if (c == '{' || c == '[') {
+      const char close = c == '{' ? '}' : ']';
+      ++i_;
+      space();
+      if (eat(close)) return true;
+      for (;;) {
+        space();
+        if (c == '{') {
+          std::string ignored;
+          if (!string(&ignored)) return false;
+          space();
+          if (!eat(':')) return false;
+          space();
+        }
+        if (!skip(depth + 1)) return false;
+        space();
+        if (eat(close)) return true;
+        if (!eat(',')) return false;
+      }
+    }
+    for (std::string_view word : {"true", "false", "null"}) {
+      if (s_.substr(i_, word.size()) == word) {
+        i_ += word.size();
+        return true;
+      }
+    }
+    std::int64_t ignored = 0;
+    return number(&ignored);
+  }
+
+ private:
+  static bool digit(char c) { return c >= '0' && c <= '9'; }
+  void space() {
+    while (i_ < s_.size() &&
+           (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) {
+      ++i_;
+    }
+  }
+  bool eat(char c) {
+    if (i_ < s_.size() && s_[i_] == c) {
+      ++i_;
+      return true;
+    }
+    return false;
+  }
+  bool end() {
+    space();
+    return i_ == s_.size();
+  }
+  bool hex4(std::uint32_t* out) {
+    if (s_.size() - i_ < 4) return false;
+    *out = 0;
+    for (int k = 0; k < 4; ++k) {
+      const char c = s_[i_++];
+      const int v = digit(c)                 ? c - '0'
+                    : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+                    : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                                             : -1;
+      if (v < 0) return false;
+      *out = *out * 16 + static_cast<std::uint32_t>(v);
+    }
+    return true;
+  }
+
+  std::string_view s_;
+  std::size_t i_ = 0;
+};
+
+Status unauthenticated(std::string message) {
+  return Status(StatusCode::kUnauthenticated, std::move(message));
+}
+
+}  // namespace
+
+std::string base64url_encode(std::string_view bytes) {
+  std::string out;
+  out.reserve((bytes.size() * 4 + 2) / 3);
+  std::size_t i = 0;
+  for (; i + 3 <= bytes.size(); i += 3) {
+    const auto v = (static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i])) << 16) |
+                   (static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i + 1])) << 8) |
+                   static_cast<unsigned char>(bytes[i + 2]);
+    for (int shift : {18, 12, 6, 0}) out.push_back(kAlphabet[(v >> shift) & 63]);
+  }
+  const std::size_t rest = bytes.size() - i;
+  if (rest > 0) {
+    std::uint32_t v = static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i])) << 16;
+    if (rest == 2) v |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i + 1])) << 8;
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+    if (rest == 2) out.push_back(kAlphabet[(v >> 6) & 63]);
+  }
+  return out;
+}
+
+Result<std::string> base64url_decode(std::string_view text) {
+  if (text.size() % 4 == 1) return Status::InvalidArgument("not base64url (length)");
+  std::string out;
+  out.reserve(text.size() * 3 / 4);
+  std::uint32_t bits = 0;
+  int count = 0;
+  for (char c : text) {
+    const int v = value_of(c);
+    if (v < 0) return Status::InvalidArgument("not base64url (character)");
+    bits = (bits << 6) | static_cast<std::uint32_t>(v);
+    count += 6;
+    if (count >= 8) {
+      count -= 8;
+      out.push_back(static_cast<char>((bits >> count) & 0xFF));
+    }
+  }
+  if ((bits & ((1u << count) - 1)) != 0) {
+    return Status::InvalidArgument("not base64url (trailing bits)");
+  }
+  return out;
+}
+
+Result<TokenSigner> TokenSigner::create(std::string key) {
+  if (key.size() < 32) {
+    return Status::InvalidArgument("an HS256 key needs at least 32 bytes; this one has " +
+                                   std::to_string(key.size()));
+  }
+  return TokenSigner(std::move(key));
+}
+
+std::string TokenSigner::issue(const TokenClaims& claims) const {
+  std::string payload = "{";
+  auto member = [&](std::string_view name) {
+    if (payload.size() > 1) payload.push_back(',');
+    append_json_string(&payload, name);
+    payload.push_back(':');
+  };
+  if (!claims.issuer.empty()) {
+    member("iss");
+    append_json_string(&payload, claims.issuer);
+  }
+  if (!claims.subject.empty()) {
+    member("sub");
+    append_json_string(&payload, claims.subject);
+  }
+  for (const auto& [name, value] :
+       {std::pair<std::string_view, std::int64_t>{"iat", claims.issued_at},
+        {"nbf", claims.not_before},
+        {"exp", claims.expires_at}}) {
+    if (value == 0) continue;
+    member(name);
+    payload += std::to_string(value);
+  }
+  payload.push_back('}');
+  std::string token = base64url_encode(R"({"alg":"HS256","typ":"JWT"})");
+  token.push_back('.');
+  token += base64url_encode(payload);
+  const auto mac = hmac_sha256(key_, token);
+  token.push_back('.');
+  token +=
+      base64url_encode(std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
+  return token;
+}
+
+Result<TokenClaims> TokenSigner::verify(std::string_view token, std::int64_t now_s,
+                                        std::int64_t leeway_s) const {
+  const auto first = token.find('.');
+  const auto second = first == std::string_view::npos ? first : token.find('.', first + 1);
+  if (second == std::string_view::npos || token.find('.', second + 1) != std::string_view::npos) {
+    return unauthenticated("not a compact JWT (three base64url parts)");
+  }
+  auto header = base64url_decode(token.substr(0, first));
+  auto payload = base64url_decode(token.substr(first + 1, second - first - 1));
+  auto signature = base64url_decode(token.substr(second + 1));
+  if (!header.ok() || !payload.ok() || !signature.ok()) {
+    return unauthenticated("a part of the token is not base64url");
+  }
+  std::string alg;
+  JsonReader header_reader(*header);
+  const bool header_ok = header_reader.object([&](const std::string& name) {
+    return name == "alg" ? header_reader.string(&alg) : header_reader.skip();
+  });
+  if (!header_ok) return unauthenticated("the token's header is not a JSON object");
+  if (alg != "HS256") return unauthenticated("the token is not signed with HS256");
+  // The signature is checked before anything in the payload is read.
+  const auto mac = hmac_sha256(key_, token.substr(0, second));
+  if (signature->size() != mac.size() ||
+      CRYPTO_memcmp(signature->data(), mac.data(), mac.size()) != 0) {
+    return unauthenticated("the token's signature does not match");
+  }
+  TokenClaims claims;
+  JsonReader reader(*payload);
+  const bool payload_ok = reader.object([&](const std::string& name) {
+    if (name == "iss") return reader.string(&claims.issuer);
+    if (name == "sub") return reader.string(&claims.subject);
+    if (name == "iat") return reader.number(&claims.issued_at);
+    if (name == "nbf") return reader.number(&claims.not_before);
+    if (name == "exp") return reader.number(&claims.expires_at);
+    return reader.skip();
+  });
+  if (!payload_ok) return unauthenticated("the token's claims are not a JSON object");
+  if (claims.expires_at != 0 && now_s - leeway_s >= claims.expires_at) {
+    return Status::Expired("the token expired at " + std::to_string(claims.expires_at));
+  }
+  if (claims.not_before != 0 && now_s + leeway_s < claims.not_before) {
+    return unauthenticated("the token is not valid before " + std::to_string(claims.not_before));
+  }
+  if (claims.issued_at != 0 && now_s + leeway_s < claims.issued_at) {
+    return unauthenticated("the token was issued in the future");
+  }
+  return claims;
+}
+
+}  // namespace sessiond
