@@ -6,6 +6,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
 
 #include <array>
 #include <cmath>
@@ -402,6 +403,122 @@ Result<TokenClaims> TokenSigner::verify(std::string_view token, std::int64_t now
     return unauthenticated("the token was issued in the future");
   }
   return claims;
+}
+
+// ---- sealed cookies ---------------------------------------------------------------------
+
+namespace {
+
+constexpr std::uint8_t kCookieFormat = 1;
+constexpr std::size_t kNonceBytes = 12;
+constexpr std::size_t kTagBytes = 16;
+constexpr std::size_t kHeaderBytes = 2 + kNonceBytes;  // format, key id, nonce
+constexpr std::size_t kCookieOverhead = kHeaderBytes + 8 + kTagBytes;
+
+struct CipherContext {
+  CipherContext() : ctx(EVP_CIPHER_CTX_new()) {
+    if (ctx == nullptr) std::abort();
+  }
+  ~CipherContext() { EVP_CIPHER_CTX_free(ctx); }
+  CipherContext(const CipherContext&) = delete;
+  CipherContext& operator=(const CipherContext&) = delete;
+  EVP_CIPHER_CTX* ctx;
+};
+
+const unsigned char* bytes_of(std::string_view s) {
+  return reinterpret_cast<const unsigned char*>(s.data());
+}
+
+}  // namespace
+
+Result<CookieSealer> CookieSealer::create(std::map<std::uint8_t, std::string> keys,
+                                          std::uint8_t current) {
+  if (!keys.contains(current)) {
+    return Status::InvalidArgument("the current key id " + std::to_string(current) +
+                                   " is not among the keys");
+  }
+  for (const auto& [id, key] : keys) {
+    if (key.size() != 32) {
+      return Status::InvalidArgument("key " + std::to_string(id) + " has " +
+                                     std::to_string(key.size()) + " bytes; AES-256-GCM needs 32");
+    }
+  }
+  return CookieSealer(std::move(keys), current);
+}
+
+Result<std::string> CookieSealer::seal(std::string_view value, std::int64_t expires_at_s) const {
+  const std::size_t raw = kCookieOverhead + value.size();
+  const std::size_t text = (raw * 4 + 2) / 3;
+  if (text > kMaxCookieBytes) {
+    return Status::TooLarge("a sealed cookie of " + std::to_string(value.size()) +
+                            " bytes of value would be " + std::to_string(text) +
+                            " bytes; browsers keep at most " + std::to_string(kMaxCookieBytes));
+  }
+  std::string out(kHeaderBytes, '\0');
+  out[0] = static_cast<char>(kCookieFormat);
+  out[1] = static_cast<char>(current_);
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data() + 2), kNonceBytes) != 1) {
+    return Status::Internal("no random bytes for the nonce");
+  }
+  std::string plain(8, '\0');
+  for (int i = 0; i < 8; ++i) {
+    plain[static_cast<std::size_t>(i)] =
+        static_cast<char>(static_cast<std::uint64_t>(expires_at_s) >> (56 - 8 * i));
+  }
+  plain.append(value);
+  out.resize(kHeaderBytes + plain.size() + kTagBytes);
+  auto* cipher = reinterpret_cast<unsigned char*>(out.data() + kHeaderBytes);
+  CipherContext c;
+  int len = 0;
+  const std::string& key = keys_.at(current_);
+  if (EVP_EncryptInit_ex(c.ctx, EVP_aes_256_gcm(), nullptr, bytes_of(key),
+                         bytes_of(std::string_view(out).substr(2, kNonceBytes))) != 1 ||
+      EVP_EncryptUpdate(c.ctx, nullptr, &len, bytes_of(out), 2) != 1 ||
+      EVP_EncryptUpdate(c.ctx, cipher, &len, bytes_of(plain), static_cast<int>(plain.size())) !=
+          1 ||
+      EVP_EncryptFinal_ex(c.ctx, cipher + len, &len) != 1 ||
+      EVP_CIPHER_CTX_ctrl(c.ctx, EVP_CTRL_GCM_GET_TAG, static_cast<int>(kTagBytes),
+                          cipher + plain.size()) != 1) {
+    return Status::Internal("AES-256-GCM encryption failed");
+  }
+  return base64url_encode(out);
+}
+
+Result<std::string> CookieSealer::open(std::string_view cookie, std::int64_t now_s) const {
+  if (cookie.size() > kMaxCookieBytes) return unauthenticated("not a sealed cookie (size)");
+  auto raw = base64url_decode(cookie);
+  if (!raw.ok() || raw->size() < kCookieOverhead ||
+      static_cast<std::uint8_t>((*raw)[0]) != kCookieFormat) {
+    return unauthenticated("not a sealed cookie");
+  }
+  const auto key = keys_.find(static_cast<std::uint8_t>((*raw)[1]));
+  if (key == keys_.end()) return unauthenticated("the cookie's key is not (or no longer) known");
+  const std::string_view sealed(*raw);
+  const std::size_t cipher_bytes = sealed.size() - kHeaderBytes - kTagBytes;
+  std::string tag(sealed.substr(kHeaderBytes + cipher_bytes));
+  std::string plain(cipher_bytes, '\0');
+  CipherContext c;
+  int len = 0;
+  if (EVP_DecryptInit_ex(c.ctx, EVP_aes_256_gcm(), nullptr, bytes_of(key->second),
+                         bytes_of(sealed.substr(2, kNonceBytes))) != 1 ||
+      EVP_DecryptUpdate(c.ctx, nullptr, &len, bytes_of(sealed), 2) != 1 ||
+      EVP_DecryptUpdate(c.ctx, reinterpret_cast<unsigned char*>(plain.data()), &len,
+                        bytes_of(sealed.substr(kHeaderBytes)),
+                        static_cast<int>(cipher_bytes)) != 1 ||
+      EVP_CIPHER_CTX_ctrl(c.ctx, EVP_CTRL_GCM_SET_TAG, static_cast<int>(kTagBytes), tag.data()) !=
+          1 ||
+      EVP_DecryptFinal_ex(c.ctx, reinterpret_cast<unsigned char*>(plain.data()) + len, &len) <= 0) {
+    return unauthenticated("the cookie does not authenticate");
+  }
+  std::uint64_t expiry = 0;
+  for (int i = 0; i < 8; ++i) {
+    expiry = (expiry << 8) | static_cast<unsigned char>(plain[static_cast<std::size_t>(i)]);
+  }
+  if (now_s >= static_cast<std::int64_t>(expiry)) {
+    return Status::Expired("the cookie expired at " +
+                           std::to_string(static_cast<std::int64_t>(expiry)));
+  }
+  return plain.substr(8);
 }
 
 }  // namespace sessiond

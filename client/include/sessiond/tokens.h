@@ -1,5 +1,6 @@
-// Stateless session tokens (DESIGN §9): JSON Web Tokens signed with HS256 (RFC 7519, RFC 7515),
-// for applications that keep a session in the client instead of in sessiond.
+// Stateless session tokens (DESIGN §9), for applications that keep a session in the client
+// instead of in sessiond: JSON Web Tokens signed with HS256 (RFC 7519, RFC 7515), and sealed
+// cookies (AES-256-GCM).
 //
 // Only HS256 is accepted when verifying: a token whose header names any other algorithm
 // ("none" included) is refused, as is any token whose signature does not match (compared in
@@ -7,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -42,6 +44,33 @@ class TokenSigner {
  private:
   explicit TokenSigner(std::string key) : key_(std::move(key)) {}
   std::string key_;
+};
+
+// Sealed cookies: a value encrypted and authenticated with AES-256-GCM, its expiry inside, under
+// one of a set of numbered keys so that keys can rotate: the current key seals, every key in
+// the set opens. The cookie is base64url of: format (1), key id, a random 12-byte nonce, then
+// the encrypted expiry (8 bytes) and value, then the 16-byte tag; the format and key id are
+// authenticated too.
+class CookieSealer {
+ public:
+  // Browsers keep at most 4096 bytes of a cookie.
+  static constexpr std::size_t kMaxCookieBytes = 4096;
+
+  // `keys` maps key ids to 32-byte keys and must hold `current`: INVALID_ARGUMENT otherwise.
+  static Result<CookieSealer> create(std::map<std::uint8_t, std::string> keys,
+                                     std::uint8_t current);
+
+  // TOO_LARGE when the cookie would pass kMaxCookieBytes (a value of more than 3,034 bytes).
+  Result<std::string> seal(std::string_view value, std::int64_t expires_at_s) const;
+  // The value: UNAUTHENTICATED for a cookie that is malformed, tampered with or sealed under a
+  // key id not in the set; EXPIRED at or after its expiry.
+  Result<std::string> open(std::string_view cookie, std::int64_t now_s) const;
+
+ private:
+  CookieSealer(std::map<std::uint8_t, std::string> keys, std::uint8_t current)
+      : keys_(std::move(keys)), current_(current) {}
+  std::map<std::uint8_t, std::string> keys_;
+  std::uint8_t current_;
 };
 
 // base64url without padding (RFC 4648 §5), as JWTs use it.

@@ -147,3 +147,83 @@ TEST(Tokens, OnlyHs256WithTheRightKey) {
 
 }  // namespace
 }  // namespace sessiond
+
+namespace sessiond {
+namespace {
+
+CookieSealer sealer(std::map<std::uint8_t, std::string> keys, std::uint8_t current) {
+  auto s = CookieSealer::create(std::move(keys), current);
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return *s;
+}
+
+const std::string kKey1(32, '1'), kKey2(32, '2');
+
+TEST(SealedCookies, SealThenOpen) {
+  const CookieSealer s = sealer({{1, kKey1}}, 1);
+  const std::string binary("cart=3;user=alice\0\xff", 19);
+  auto cookie = s.seal(binary, 2000);
+  ASSERT_TRUE(cookie.ok());
+  auto value = s.open(*cookie, 1999);
+  ASSERT_TRUE(value.ok()) << value.status().ToString();
+  EXPECT_EQ(*value, binary);
+  EXPECT_EQ(s.open(*cookie, 2000).status().code(), StatusCode::kExpired);
+  // A random nonce: the same value seals differently each time, and nothing of it shows.
+  auto again = s.seal("cart=3;user=alice", 2000);
+  ASSERT_TRUE(again.ok());
+  EXPECT_NE(*again, *cookie);
+  EXPECT_EQ(base64url_decode(*again)->find("alice"), std::string::npos);
+  auto empty = s.seal("", 2000);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(*s.open(*empty, 0), "");
+}
+
+TEST(SealedCookies, KeysRotate) {
+  const CookieSealer old_only = sealer({{1, kKey1}}, 1);
+  const CookieSealer rotating = sealer({{1, kKey1}, {2, kKey2}}, 2);
+  const CookieSealer new_only = sealer({{2, kKey2}}, 2);
+  const std::string old_cookie = *old_only.seal("v", 100);
+  const std::string new_cookie = *rotating.seal("v", 100);
+  EXPECT_EQ(*rotating.open(old_cookie, 0), "v");  // still accepted during the grace period
+  EXPECT_EQ(*new_only.open(new_cookie, 0), "v");
+  EXPECT_EQ(new_only.open(old_cookie, 0).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(old_only.open(new_cookie, 0).status().code(), StatusCode::kUnauthenticated);
+  // The same key id with another key: the tag does not match.
+  const CookieSealer impostor = sealer({{1, kKey2}}, 1);
+  EXPECT_EQ(impostor.open(old_cookie, 0).status().code(), StatusCode::kUnauthenticated);
+}
+
+TEST(SealedCookies, EverySingleBitFlipIsRejected) {
+  const CookieSealer s = sealer({{1, kKey1}, {2, kKey2}}, 1);
+  const std::string cookie = *s.seal("user=alice", 4'000'000'000);
+  const std::string raw = *base64url_decode(cookie);
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    for (int bit = 0; bit < 8; ++bit) {
+      std::string bad = raw;
+      bad[i] = static_cast<char>(bad[i] ^ (1 << bit));
+      EXPECT_EQ(s.open(base64url_encode(bad), 0).status().code(), StatusCode::kUnauthenticated)
+          << "byte " << i << " bit " << bit;
+    }
+  }
+  for (std::size_t i = 0; i < cookie.size(); ++i) {  // and in its text form
+    std::string bad = cookie;
+    bad[i] = static_cast<char>(bad[i] ^ 2);
+    EXPECT_FALSE(s.open(bad, 0).ok()) << i;
+  }
+  EXPECT_FALSE(s.open(cookie.substr(0, cookie.size() - 1), 0).ok());
+  EXPECT_FALSE(s.open("", 0).ok());
+}
+
+TEST(SealedCookies, FourKibLimitAndBadKeys) {
+  const CookieSealer s = sealer({{7, kKey1}}, 7);
+  auto largest = s.seal(std::string(3034, 'v'), 100);
+  ASSERT_TRUE(largest.ok());
+  EXPECT_LE(largest->size(), CookieSealer::kMaxCookieBytes);
+  EXPECT_EQ(s.seal(std::string(3035, 'v'), 100).status().code(), StatusCode::kTooLarge);
+  EXPECT_EQ(CookieSealer::create({{1, kKey1}}, 2).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(CookieSealer::create({{1, std::string(16, 'k')}}, 1).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace sessiond
