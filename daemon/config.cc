@@ -39,6 +39,7 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   std::string listen = "127.0.0.1:7400";
   std::string durability = "async";
   std::string preset = "ecommerce";
+  std::string user_limit_policy = "revoke-oldest";
   app.add_option("--listen", listen, "HOST:PORT of the native protocol listener (port 0: any)");
   app.add_option("--resp-port", o.resp_port,
                  "port of the Redis-protocol (RESP2) listener on the --listen host; -1: off, 0: "
@@ -67,6 +68,11 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                  "persist a touch once it moves the deadline by this fraction of the idle "
                  "timeout")
       ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--max-sessions-per-user", o.table.max_sessions_per_user,
+                 "sessions one user may hold (0: no limit); see --user-limit-policy");
+  app.add_option("--user-limit-policy", user_limit_policy,
+                 "past --max-sessions-per-user: revoke-oldest (make room) | refuse (FORBIDDEN)")
+      ->check(CLI::IsMember({"revoke-oldest", "refuse"}));
   app.add_option("--memory-budget-bytes", o.table.memory_budget_bytes,
                  "refuse new sessions past this many bytes of records (0: no limit)");
   app.add_option("--expiry-interval-ms", o.expiry_interval_ms, "how often the expirer runs")
@@ -94,6 +100,9 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   }
   o.store.durability = *storage::durability_from_name(durability);
   o.table.default_timeouts = storage::preset_timeouts(*storage::preset_from_name(preset));
+  o.table.user_limit_policy = user_limit_policy == "refuse"
+                                  ? storage::TableOptions::UserLimitPolicy::kRefuse
+                                  : storage::TableOptions::UserLimitPolicy::kRevokeOldest;
   if (o.threads == 0) o.threads = std::max(1u, std::thread::hardware_concurrency());
   return out;
 }

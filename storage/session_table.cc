@@ -274,6 +274,10 @@ class SessionTable::Impl {
                                std::int64_t now, std::int64_t pending = 0);
   Status check_fields(std::string_view user_id, std::span<const FieldRef> fields) const;
   Status reserve_bytes(std::int64_t delta);
+  // The per-user limit before a session is added to `user` (see TableOptions): destroys the
+  // user's oldest sessions to make room, or answers FORBIDDEN. Takes its own locks: call it
+  // holding none.
+  Status make_room_for(std::string_view user);
   void account(Shard& shard, std::int64_t delta) {
     shard.bytes = static_cast<std::size_t>(static_cast<std::int64_t>(shard.bytes) + delta);
     total_bytes_.fetch_add(delta, std::memory_order_relaxed);
@@ -522,7 +526,25 @@ Result<RecordPtr> SessionTable::Impl::new_record(const NewSession& request) {
   return r;
 }
 
+Status SessionTable::Impl::make_room_for(std::string_view user) {
+  const std::size_t limit = options_.max_sessions_per_user;
+  if (limit == 0 || user.empty()) return {};
+  std::vector<SessionMeta> sessions = list_user(user);  // oldest first
+  if (sessions.size() < limit) return {};
+  if (options_.user_limit_policy == TableOptions::UserLimitPolicy::kRefuse) {
+    return Status(StatusCode::kForbidden, "user '" + std::string(user) + "' has " +
+                                              std::to_string(sessions.size()) +
+                                              " sessions; the limit is " + std::to_string(limit));
+  }
+  for (std::size_t i = 0; i + limit <= sessions.size(); ++i) {
+    const Status s = destroy(sessions[i].id);
+    if (!s.ok() && s.code() != StatusCode::kNotFound && s.code() != StatusCode::kExpired) return s;
+  }
+  return {};
+}
+
 Result<SessionMeta> SessionTable::Impl::create(const NewSession& request) {
+  if (Status s = make_room_for(request.user_id); !s.ok()) return s;
   auto made = new_record(request);
   if (!made.ok()) return made.status();
   RecordPtr r = std::move(made).value();
@@ -554,6 +576,11 @@ std::vector<Result<SessionMeta>> SessionTable::Impl::create_batch(
     std::span<const NewSession> requests) {
   std::vector<Result<SessionMeta>> results;
   results.reserve(requests.size());
+  if (options_.max_sessions_per_user > 0) {
+    // Each create must see the ones before it for its user's count: one by one.
+    for (const NewSession& request : requests) results.push_back(create(request));
+    return results;
+  }
   for (std::size_t start = 0; start < requests.size(); start += kCreateChunk) {
     create_chunk(requests.subspan(start, std::min(kCreateChunk, requests.size() - start)),
                  &results);
@@ -796,6 +823,14 @@ Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
   if (options.user_id && options.user_id->size() > options_.max_user_id_bytes) {
     return Status::TooLarge("user id is " + std::to_string(options.user_id->size()) +
                             " bytes; the limit is " + std::to_string(options_.max_user_id_bytes));
+  }
+  if (options.user_id && options_.max_sessions_per_user > 0) {
+    // Moving the session to another user counts against that user's limit.
+    Session current;
+    if (Status s = get(id, {}, &current); !s.ok()) return s;
+    if (current.user_id != *options.user_id) {
+      if (Status s = make_room_for(*options.user_id); !s.ok()) return s;
+    }
   }
   const std::int64_t now = clock_.now_ms();
   SessionId new_id = new_session_id();

@@ -52,6 +52,13 @@ struct TableOptions {
   std::size_t max_field_name_bytes = 256;
   std::size_t max_user_id_bytes = 256;
   std::size_t max_session_bytes = 1u << 20;  // user id + names + values
+  // Sessions per user (0 = no limit). When a create (or a regenerate that moves a session to
+  // another user) would pass it, the user's oldest sessions are destroyed to make room
+  // (kRevokeOldest) or the request answers FORBIDDEN (kRefuse). Checked, not reserved, like
+  // the memory budget: concurrent creates for one user can pass it by a few.
+  std::size_t max_sessions_per_user = 0;
+  enum class UserLimitPolicy { kRevokeOldest, kRefuse };
+  UserLimitPolicy user_limit_policy = UserLimitPolicy::kRevokeOldest;
   // Memory budget for records (bytes, 0 = none). When reached, CREATE and REGENERATE answer
   // OVERLOADED and existing sessions keep working; nothing is evicted. It is checked, not
   // reserved, so concurrent creates can pass it by a few records.

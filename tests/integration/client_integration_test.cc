@@ -429,3 +429,35 @@ TEST(SessctlUnreachable, ExitsThreeWhenNoNodeListens) {
 
 }  // namespace
 }  // namespace sessiond
+
+namespace sessiond {
+namespace {
+
+// The per-user session limit of a real node, through the client library and sessctl.
+TEST(ClientIntegrationLimits, SessionsPerUserAreLimited) {
+  TempDir dir;
+  TestNode::Options o = node_options(dir.path() / "data");
+  o.extra_args = {"--max-sessions-per-user", "2", "--user-limit-policy", "refuse"};
+  std::string error;
+  auto node = TestNode::start(o, &error);
+  ASSERT_NE(node, nullptr) << error;
+  Client::Options co;
+  co.address = node->address();
+  co.timeout = 10s;
+  Client client(co);
+  ASSERT_TRUE(client.create(create_with("alice")).ok());
+  ASSERT_TRUE(client.create(create_with("alice")).ok());
+  auto refused = client.create(create_with("alice"));
+  EXPECT_EQ(refused.status().code(), StatusCode::kForbidden) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("the limit is 2"), std::string::npos);
+  auto listed = client.list_user("alice");
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->size(), 2u);
+  // sessctl reports the refusal with its "other refusal" exit code.
+  auto out =
+      testing::run_process(SESSCTL_PATH, {"--addr", node->address(), "create", "--user", "alice"});
+  EXPECT_EQ(out.exit_code, 4) << out.err;
+}
+
+}  // namespace
+}  // namespace sessiond

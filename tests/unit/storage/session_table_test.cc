@@ -577,3 +577,70 @@ TEST_F(SessionTableTest, StatsCountOperations) {
 
 }  // namespace
 }  // namespace sessiond::storage
+
+namespace sessiond::storage {
+namespace {
+
+// The per-user limit (issue 5): the oldest sessions make room, or the create is refused.
+class UserLimitTest : public ::testing::Test {
+ protected:
+  static Result<SessionMeta> create(SessionTable& table, std::string user) {
+    NewSession req;
+    req.user_id = std::move(user);
+    return table.create(req);
+  }
+  ManualClock clock_;
+};
+
+TEST_F(UserLimitTest, OldestSessionsMakeRoom) {
+  TableOptions o;
+  o.shard_count = 4;
+  o.max_sessions_per_user = 2;
+  SessionTable table(o, clock_, nullptr);
+  auto first = create(table, "alice");
+  clock_.advance_ms(1);
+  auto second = create(table, "alice");
+  clock_.advance_ms(1);
+  ASSERT_TRUE(create(table, "bob").ok());
+  auto third = create(table, "alice");
+  ASSERT_TRUE(first.ok() && second.ok() && third.ok());
+  const auto alice = table.list_user("alice");
+  ASSERT_EQ(alice.size(), 2u);
+  EXPECT_EQ(alice[0].id, second->id);
+  EXPECT_EQ(alice[1].id, third->id);
+  Session s;
+  EXPECT_EQ(table.get(first->id, {}, &s).code(), StatusCode::kNotFound);
+  EXPECT_EQ(table.list_user("bob").size(), 1u);
+  // A pipelined batch counts each create against the ones before it.
+  std::vector<NewSession> batch(3);
+  for (auto& r : batch) r.user_id = "carol";
+  for (const auto& r : table.create_batch(batch)) EXPECT_TRUE(r.ok());
+  EXPECT_EQ(table.list_user("carol").size(), 2u);
+}
+
+TEST_F(UserLimitTest, RefusePolicyAnswersForbidden) {
+  TableOptions o;
+  o.shard_count = 4;
+  o.max_sessions_per_user = 2;
+  o.user_limit_policy = TableOptions::UserLimitPolicy::kRefuse;
+  SessionTable table(o, clock_, nullptr);
+  ASSERT_TRUE(create(table, "alice").ok());
+  ASSERT_TRUE(create(table, "alice").ok());
+  auto refused = create(table, "alice");
+  EXPECT_EQ(refused.status().code(), StatusCode::kForbidden);
+  EXPECT_EQ(table.list_user("alice").size(), 2u);
+  EXPECT_TRUE(create(table, "").ok());  // sessions without a user are not limited
+  // Regenerating a session into a full user is refused too; within the same user it is not.
+  auto guest = create(table, "bob");
+  ASSERT_TRUE(guest.ok());
+  RegenerateOptions to_alice;
+  to_alice.user_id = "alice";
+  EXPECT_EQ(table.regenerate(guest->id, to_alice).status().code(), StatusCode::kForbidden);
+  RegenerateOptions same;
+  same.user_id = "alice";
+  EXPECT_TRUE(table.regenerate(table.list_user("alice")[0].id, same).ok());
+  EXPECT_EQ(table.list_user("alice").size(), 2u);
+}
+
+}  // namespace
+}  // namespace sessiond::storage
