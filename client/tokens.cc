@@ -8,10 +8,12 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdlib>
 #include <optional>
+#include <vector>
 
 namespace sessiond {
 namespace {
@@ -519,6 +521,127 @@ Result<std::string> CookieSealer::open(std::string_view cookie, std::int64_t now
                            std::to_string(static_cast<std::int64_t>(expiry)));
   }
   return plain.substr(8);
+}
+
+// ---- federated sessions -------------------------------------------------------------------
+
+namespace {
+
+Status check_service(std::string_view service) {
+  if (service.empty() || service.size() > 128 || service.find(',') != std::string_view::npos) {
+    return Status::InvalidArgument("a service name is 1-128 bytes without ','");
+  }
+  return {};
+}
+
+std::vector<std::string> services_of(const Session& master) {
+  std::vector<std::string> out;
+  const Field* f = master.field(Federation::kServicesField);
+  if (f == nullptr) return out;
+  std::string_view rest = f->value;
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    out.emplace_back(rest.substr(0, comma));
+    rest.remove_prefix(comma == std::string_view::npos ? rest.size() : comma + 1);
+  }
+  return out;
+}
+
+// Rewrites the master's service list with `change`, retrying when another writer got there
+// first (the update carries the version it read).
+template <typename Change>
+Status change_services(Client& client, std::string_view master_id, Change change) {
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    auto master = client.get(master_id);
+    if (!master.ok()) return master.status();
+    std::vector<std::string> services = services_of(*master);
+    if (!change(&services)) return {};  // nothing to do
+    std::string joined;
+    for (const std::string& s : services) joined += (joined.empty() ? "" : ",") + s;
+    UpdateOptions update;
+    if (joined.empty()) {
+      update.remove.emplace_back(Federation::kServicesField);
+    } else {
+      update.set.push_back(FieldValue{std::string(Federation::kServicesField), joined});
+    }
+    update.expected_version = master->version;
+    auto done = client.update(master_id, update);
+    if (done.ok()) return {};
+    if (done.status().code() != StatusCode::kVersionConflict) return done.status();
+  }
+  return Status::Unavailable("the master session kept changing; try again");
+}
+
+}  // namespace
+
+Result<Federation> Federation::create(std::string key) {
+  if (key.size() < 32) {
+    return Status::InvalidArgument("a federation key needs at least 32 bytes; this one has " +
+                                   std::to_string(key.size()));
+  }
+  return Federation(std::move(key));
+}
+
+std::string Federation::mac_of(std::string_view master_id, std::string_view service) const {
+  std::string input = "sessiond-federation";
+  input.push_back('\0');
+  input.append(master_id);
+  input.push_back('\0');
+  input.append(service);
+  const auto mac = hmac_sha256(key_, input);
+  return std::string(reinterpret_cast<const char*>(mac.data()), mac.size());
+}
+
+Result<std::string> Federation::grant(Client& client, std::string_view master_id,
+                                      std::string_view service) const {
+  if (Status s = check_service(service); !s.ok()) return s;
+  const Status s = change_services(client, master_id, [&](std::vector<std::string>* services) {
+    if (std::find(services->begin(), services->end(), service) != services->end()) return false;
+    services->emplace_back(service);
+    return true;
+  });
+  if (!s.ok()) return s;
+  return base64url_encode(service) + "." + std::string(master_id) + "." +
+         base64url_encode(mac_of(master_id, service));
+}
+
+Status Federation::withdraw(Client& client, std::string_view master_id,
+                            std::string_view service) const {
+  if (Status s = check_service(service); !s.ok()) return s;
+  return change_services(client, master_id, [&](std::vector<std::string>* services) {
+    const auto it = std::find(services->begin(), services->end(), service);
+    if (it == services->end()) return false;
+    services->erase(it);
+    return true;
+  });
+}
+
+Result<std::string> Federation::validate(Client& client, std::string_view token,
+                                         std::string_view service) const {
+  const auto first = token.find('.');
+  const auto last = token.rfind('.');
+  if (first == std::string_view::npos || first == last) {
+    return unauthenticated("not a service token");
+  }
+  auto named = base64url_decode(token.substr(0, first));
+  auto mac = base64url_decode(token.substr(last + 1));
+  const std::string master_id(token.substr(first + 1, last - first - 1));
+  if (!named.ok() || !mac.ok() || *named != service) {
+    return unauthenticated("not a token for service '" + std::string(service) + "'");
+  }
+  const std::string expected = mac_of(master_id, service);
+  if (mac->size() != expected.size() ||
+      CRYPTO_memcmp(mac->data(), expected.data(), expected.size()) != 0) {
+    return unauthenticated("the service token's MAC does not match");
+  }
+  auto master = client.get(master_id);
+  if (!master.ok()) return master.status();
+  const auto services = services_of(*master);
+  if (std::find(services.begin(), services.end(), service) == services.end()) {
+    return Status(StatusCode::kForbidden,
+                  "the master session no longer authorises '" + std::string(service) + "'");
+  }
+  return master_id;
 }
 
 }  // namespace sessiond

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "sessiond/client.h"
+#include "sessiond/tokens.h"
 #include "test_node.h"
 
 #ifndef SESSCTL_PATH
@@ -457,6 +458,40 @@ TEST(ClientIntegrationLimits, SessionsPerUserAreLimited) {
   auto out =
       testing::run_process(SESSCTL_PATH, {"--addr", node->address(), "create", "--user", "alice"});
   EXPECT_EQ(out.exit_code, 4) << out.err;
+}
+
+// Federated sessions on a real node: service tokens live and die with their master session.
+TEST_F(ClientIntegration, FederatedServiceTokensFollowTheirMaster) {
+  Client client(options());
+  auto federation = Federation::create(std::string(32, 'f'));
+  ASSERT_TRUE(federation.ok());
+  auto master = client.create(create_with("alice"));
+  ASSERT_TRUE(master.ok());
+  auto billing = federation->grant(client, master->id, "billing");
+  auto mail = federation->grant(client, master->id, "mail");
+  ASSERT_TRUE(billing.ok() && mail.ok()) << billing.status().ToString();
+  EXPECT_EQ(*federation->validate(client, *billing, "billing"), master->id);
+  EXPECT_EQ(*federation->validate(client, *mail, "mail"), master->id);
+  EXPECT_EQ(client.get(master->id)->field(Federation::kServicesField)->value, "billing,mail");
+  // Another service's token, a tampered one, another key's: refused before sessiond is asked.
+  EXPECT_EQ(federation->validate(client, *billing, "mail").status().code(),
+            StatusCode::kUnauthenticated);
+  std::string tampered = *billing;
+  tampered[tampered.size() - 2] = tampered[tampered.size() - 2] == 'A' ? 'B' : 'A';
+  EXPECT_EQ(federation->validate(client, tampered, "billing").status().code(),
+            StatusCode::kUnauthenticated);
+  auto other = Federation::create(std::string(32, 'o'));
+  EXPECT_EQ(other->validate(client, *billing, "billing").status().code(),
+            StatusCode::kUnauthenticated);
+  EXPECT_EQ(federation->grant(client, master->id, "a,b").status().code(),
+            StatusCode::kInvalidArgument);
+  // Withdrawing one service ends its token alone; ending the master ends them all.
+  ASSERT_TRUE(federation->withdraw(client, master->id, "mail").ok());
+  EXPECT_EQ(federation->validate(client, *mail, "mail").status().code(), StatusCode::kForbidden);
+  EXPECT_TRUE(federation->validate(client, *billing, "billing").ok());
+  ASSERT_TRUE(client.revoke_user("alice").ok());
+  EXPECT_EQ(federation->validate(client, *billing, "billing").status().code(),
+            StatusCode::kNotFound);
 }
 
 }  // namespace

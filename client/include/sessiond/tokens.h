@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "protocol/status.h"
+#include "sessiond/client.h"
 
 namespace sessiond {
 
@@ -71,6 +72,37 @@ class CookieSealer {
       : keys_(std::move(keys)), current_(current) {}
   std::map<std::uint8_t, std::string> keys_;
   std::uint8_t current_;
+};
+
+// Federated sessions: one master session in sessiond and, for each service the user reaches, a
+// service token bound to the master's id and the service's name by an HMAC. A service checks
+// its token's HMAC and then asks sessiond that the master is alive and still lists the service
+// (field kServicesField, comma-separated), so ending the master session (logout, REVOKE_USER,
+// expiry) ends every service token at once, and withdrawing a service ends its token alone.
+class Federation {
+ public:
+  static constexpr std::string_view kServicesField = "sessiond.services";
+
+  // `key` (at least 32 bytes) is shared by whoever grants and validates service tokens.
+  static Result<Federation> create(std::string key);
+
+  // Authorises `service` on the master session and returns its token: "service.master-id.mac"
+  // (service and mac in base64url). Service names are 1-128 bytes without ','.
+  Result<std::string> grant(Client& client, std::string_view master_id,
+                            std::string_view service) const;
+  // Removes `service` from the master's list; its token stops validating.
+  Status withdraw(Client& client, std::string_view master_id, std::string_view service) const;
+  // The master session's id when `token` is the one for `service`: UNAUTHENTICATED for a
+  // forged, tampered or other service's token (checked in constant time, before sessiond is
+  // asked), NOT_FOUND / EXPIRED when the master session has ended, FORBIDDEN when the master
+  // no longer lists the service.
+  Result<std::string> validate(Client& client, std::string_view token,
+                               std::string_view service) const;
+
+ private:
+  explicit Federation(std::string key) : key_(std::move(key)) {}
+  std::string mac_of(std::string_view master_id, std::string_view service) const;
+  std::string key_;
 };
 
 // base64url without padding (RFC 4648 §5), as JWTs use it.
