@@ -83,6 +83,11 @@ int main(int argc, char** argv) {
   app.add_option("--addr", address, "HOST:PORT of the node")
       ->envname("SESSIOND_ADDR")
       ->capture_default_str();
+  std::string secret;
+  app.add_option("--secret", secret,
+                 "shared secret to AUTH with (prefer $SESSIOND_SECRET: the command line shows "
+                 "in ps)")
+      ->envname("SESSIOND_SECRET");
   app.add_flag("--json", out.json, "print one JSON object (errors as {\"error\":...})");
   app.add_option("--timeout-ms", timeout_ms, "deadline of the call")
       ->capture_default_str()
@@ -249,6 +254,7 @@ int main(int argc, char** argv) {
   options.address = address;
   options.timeout = std::chrono::milliseconds(timeout_ms);
   options.pool_size = 1;
+  options.secret = secret;
   Client client(options);
   return command(client);
 }

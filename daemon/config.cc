@@ -45,6 +45,13 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                  "port of the Redis-protocol (RESP2) listener on the --listen host; -1: off, 0: "
                  "any (docs/resp.md)")
       ->check(CLI::Range(-1, 65535));
+  app.add_option("--app-secret", o.auth.app_secret,
+                 "shared secret of the app role (session operations); put secrets in the "
+                 "--config file, not on the command line (docs/security.md)");
+  app.add_option("--admin-secret", o.auth.admin_secret,
+                 "shared secret of the admin role (sessions, STATS, FLUSHDB)");
+  app.add_option("--peer-secret", o.auth.peer_secret,
+                 "shared secret of the peer role (node-to-node operations)");
   app.add_option("--data-dir", o.store.path, "data directory (created when missing)");
   app.add_option("--durability", durability, "memory | async | sync (see docs/operations.md)")
       ->check(CLI::IsMember({"memory", "async", "sync"}));

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/auth.h"
 #include "protocol/status.h"
 #include "storage/session_table.h"
 #include "storage/store.h"
@@ -24,6 +25,7 @@ struct ServerOptions {
   std::int64_t frame_timeout_ms = 10'000;  // a frame that started arriving must complete
   std::int64_t expiry_interval_ms = 100;
   std::string log_level = "info";
+  AuthConfig auth;              // secrets of the roles; none: authentication off
   storage::StoreOptions store;  // path defaults to ./var
   storage::TableOptions table;
 };

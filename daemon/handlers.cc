@@ -9,6 +9,26 @@
 namespace sessiond::daemon {
 namespace {
 
+// Which role may send what (DESIGN §9): PING and AUTH are open; session operations and
+// TOPOLOGY need app or admin; STATS needs admin; node-to-node operations need peer.
+bool permitted(Role role, protocol::Opcode opcode) {
+  switch (opcode) {
+    case protocol::Opcode::kPing:
+    case protocol::Opcode::kAuth:
+      return true;
+    case protocol::Opcode::kStats:
+      return role == Role::kAdmin;
+    case protocol::Opcode::kReplicate:
+    case protocol::Opcode::kMigrate:
+    case protocol::Opcode::kDigest:
+      return role == Role::kPeer;
+    case protocol::Opcode::kTopology:
+      return role != Role::kNone;
+    default:
+      return role == Role::kApp || role == Role::kAdmin;
+  }
+}
+
 using protocol::Opcode;
 namespace wire = sessiond::wire;
 
@@ -118,12 +138,13 @@ Result<storage::NewSession> new_session_from(const wire::CreateRequest& req) {
 }  // namespace
 
 Handlers::Handlers(storage::SessionTable& table, storage::Store* store, Counters& counters,
-                   std::string address, std::uint32_t max_body)
+                   std::string address, std::uint32_t max_body, AuthConfig auth)
     : table_(table),
       store_(store),
       counters_(counters),
       address_(std::move(address)),
-      max_body_(max_body) {}
+      max_body_(max_body),
+      auth_(std::move(auth)) {}
 
 void Handlers::append_error(const protocol::FrameHeader& request, const Status& status,
                             std::string* out) {
@@ -147,8 +168,11 @@ void Handlers::append_ok(const protocol::FrameHeader& request,
   if (!s.ok()) append_error(request, s, out);
 }
 
-void Handlers::handle_creates(std::span<const Request> creates, std::string* out) {
-  if (creates.size() == 1) return handle(creates[0].header, creates[0].body, out);
+void Handlers::handle_creates(std::span<const Request> creates, Role* role, std::string* out) {
+  if (creates.size() == 1 || !permitted(*role, Opcode::kCreate)) {
+    for (const Request& c : creates) handle(c.header, c.body, role, out);
+    return;
+  }
   std::vector<storage::NewSession> sessions;
   std::vector<Status> refused(creates.size());  // answered without reaching the engine
   std::vector<std::size_t> slot(creates.size());
@@ -186,8 +210,17 @@ void Handlers::handle_creates(std::span<const Request> creates, std::string* out
 }
 
 void Handlers::handle(const protocol::FrameHeader& request, std::span<const std::uint8_t> body,
-                      std::string* out) {
+                      Role* role, std::string* out) {
   const auto opcode = static_cast<Opcode>(request.opcode);
+  if (protocol::is_known_opcode(request.opcode) && !permitted(*role, opcode)) {
+    return append_error(
+        request,
+        *role == Role::kNone
+            ? Status(StatusCode::kUnauthenticated, "authenticate with AUTH first")
+            : Status(StatusCode::kForbidden, "role " + std::string(role_name(*role)) + " may not " +
+                                                 std::string(protocol::opcode_name(opcode))),
+        out);
+  }
   // Parses the request body into M, or answers INVALID_ARGUMENT and returns false.
   auto parse = [&](auto* message) {
     Status s = protocol::parse_body(body, opcode, message);
@@ -215,10 +248,16 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     case Opcode::kAuth: {
       wire::AuthRequest req;
       if (!parse(&req)) return;
-      // Authentication arrives with the security issue; until then every connection is
-      // trusted, as documented, and AUTH says so.
+      // With no secret configured every connection is trusted (admin), and AUTH says so.
+      if (auth_.enabled()) {
+        const Role given = auth_.authenticate(req.secret());
+        if (given == Role::kNone) {
+          return append_error(request, Status(StatusCode::kUnauthenticated, "wrong secret"), out);
+        }
+        *role = given;
+      }
       wire::AuthResponse resp;
-      resp.set_role("admin");
+      resp.set_role(std::string(role_name(*role)));
       return reply(resp);
     }
     case Opcode::kCreate: {

@@ -8,6 +8,7 @@
 #include <span>
 #include <string>
 
+#include "daemon/auth.h"
 #include "protocol/frame.h"
 #include "protocol/status.h"
 #include "storage/session_table.h"
@@ -28,11 +29,12 @@ class Handlers {
  public:
   // `store` may be null (tests). `address` is what TOPOLOGY reports for this node.
   Handlers(storage::SessionTable& table, storage::Store* store, Counters& counters,
-           std::string address, std::uint32_t max_body);
+           std::string address, std::uint32_t max_body, AuthConfig auth = {});
 
-  // Handles one well-framed request and appends exactly one response frame to *out.
-  // Thread-safe.
-  void handle(const protocol::FrameHeader& request, std::span<const std::uint8_t> body,
+  // Handles one well-framed request and appends exactly one response frame to *out. `role` is
+  // the connection's (start it at auth().initial_role()); AUTH changes it, and a request its
+  // role may not send answers UNAUTHENTICATED (no role yet) or FORBIDDEN. Thread-safe.
+  void handle(const protocol::FrameHeader& request, std::span<const std::uint8_t> body, Role* role,
               std::string* out);
 
   struct Request {
@@ -41,7 +43,8 @@ class Handlers {
   };
   // Handles consecutive CREATE requests (a pipelining client's) with one RocksDB write for
   // all of them; appends their responses in order, exactly as handle() would one by one.
-  void handle_creates(std::span<const Request> creates, std::string* out);
+  void handle_creates(std::span<const Request> creates, Role* role, std::string* out);
+  const AuthConfig& auth() const { return auth_; }
   // What TOPOLOGY reports as this node's address; set once the listener is bound, before any
   // request is handled.
   void set_address(std::string address) { address_ = std::move(address); }
@@ -57,6 +60,7 @@ class Handlers {
   Counters& counters_;
   std::string address_;
   std::uint32_t max_body_;
+  AuthConfig auth_;
 };
 
 }  // namespace sessiond::daemon

@@ -66,10 +66,12 @@ int main(int argc, char** argv) {
                recovered->skipped_expired, recovered->duration_ms);
 
   daemon::Counters counters;
-  daemon::Handlers handlers(table, store->get(), counters, "", options.max_frame_bytes);
+  daemon::Handlers handlers(table, store->get(), counters, "", options.max_frame_bytes,
+                            options.auth);
+  if (options.auth.enabled()) spdlog::info("authentication on: clients must AUTH first");
   daemon::resp::Commands resp_commands(
       table, storage::SystemClock::instance(),
-      {&counters.resp_connections, 0, storage::SystemClock::instance().now_ms()});
+      {&counters.resp_connections, 0, storage::SystemClock::instance().now_ms(), &options.auth});
   daemon::Server server(options, handlers, counters, &resp_commands);
   if (Status s = server.bind(); !s.ok()) {
     spdlog::error("cannot start: {}", s.ToString());

@@ -1006,9 +1006,19 @@ void cmd_echo(Ctx& c) { append_bulk(c.out, c.args[1]); }
 
 // Without configured credentials (authentication arrives with DESIGN §9), AUTH behaves as a
 // Redis server whose default user has no password.
-bool authenticate(Ctx& c, std::string_view user, std::string* out) {
-  if (user == "default") return true;
-  (void)c;
+// With secrets configured (--app-secret and friends) the password decides the role, whatever
+// the user name; without, AUTH behaves as a Redis whose default user has no password.
+bool authenticate(Ctx& c, std::string_view user, std::string_view password, std::string* out) {
+  const AuthConfig* auth = c.info.auth;
+  if (auth != nullptr && auth->enabled()) {
+    const Role role = auth->authenticate(password);
+    if (role != Role::kNone) {
+      c.client.role = role;
+      return true;
+    }
+  } else if (user == "default") {
+    return true;
+  }
   append_error(out, "WRONGPASS invalid username-password pair or user is disabled.");
   return false;
 }
@@ -1016,11 +1026,15 @@ bool authenticate(Ctx& c, std::string_view user, std::string* out) {
 void cmd_auth(Ctx& c) {
   if (c.args.size() > 3) return err_syntax(c.out);
   if (c.args.size() == 2) {
-    return append_error(c.out,
-                        "ERR AUTH <password> called without any password configured for the "
-                        "default user. Are you sure your configuration is correct?");
+    if (c.info.auth == nullptr || !c.info.auth->enabled()) {
+      return append_error(c.out,
+                          "ERR AUTH <password> called without any password configured for the "
+                          "default user. Are you sure your configuration is correct?");
+    }
+    if (authenticate(c, "default", c.args[1], c.out)) append_simple(c.out, "OK");
+    return;
   }
-  if (authenticate(c, c.args[1], c.out)) append_simple(c.out, "OK");
+  if (authenticate(c, c.args[1], c.args[2], c.out)) append_simple(c.out, "OK");
 }
 
 bool valid_client_name(std::string_view name) {
@@ -1046,12 +1060,13 @@ void cmd_hello(Ctx& c) {
     // Only RESP2 is spoken: RESP3-first clients take this reply as "fall back to RESP2".
     if (version != 2) return append_error(c.out, "NOPROTO unsupported protocol version");
   }
-  std::string_view user, name;
+  std::string_view user, password, name;
   bool has_auth = false, has_name = false;
   for (std::size_t j = next; j < c.args.size(); ++j) {
     const std::size_t more = c.args.size() - 1 - j;
     if (iequals(c.args[j], "auth") && more >= 2) {
       user = c.args[j + 1];
+      password = c.args[j + 2];
       has_auth = true;
       j += 2;
     } else if (iequals(c.args[j], "setname") && more >= 1) {
@@ -1063,7 +1078,7 @@ void cmd_hello(Ctx& c) {
                           "ERR Syntax error in HELLO option '" + std::string(c.args[j]) + "'");
     }
   }
-  if (has_auth && !authenticate(c, user, c.out)) return;
+  if (has_auth && !authenticate(c, user, password, c.out)) return;
   if (has_name && !set_client_name(c, name)) return;
   append_array_header(c.out, 14);
   append_bulk(c.out, "server");
@@ -1345,8 +1360,23 @@ Commands::Commands(storage::SessionTable& table, const storage::Clock& clock, No
 
 namespace {
 
-// The command's table entry after the arity check, or nullptr after replying the error.
+// What a role may run: before AUTH only AUTH, HELLO and QUIT (as Redis with a password);
+// FLUSHDB and FLUSHALL need admin; data commands need app or admin; connection commands any
+// role.
+const char* refusal(Role role, std::string_view name, const Spec& spec) {
+  if (role == Role::kNone) {
+    return name == "auth" || name == "hello" || name == "quit" ? nullptr
+                                                               : "NOAUTH Authentication required.";
+  }
+  if (name == "flushdb" || name == "flushall") return role == Role::kAdmin ? nullptr : "";
+  if (spec.group == "connection" || name == "command") return nullptr;
+  return role == Role::kApp || role == Role::kAdmin ? nullptr : "";
+}
+
+// The command's table entry after the arity and permission checks, or nullptr after replying
+// the error.
 const std::pair<const std::string, Spec>* find_command(std::span<const std::string_view> args,
+                                                       const ClientState& client,
                                                        std::string* out) {
   const auto& table = command_table();
   auto it = args[0].size() <= 64 ? table.find(lower(args[0])) : table.end();
@@ -1367,6 +1397,13 @@ const std::pair<const std::string, Spec>* find_command(std::span<const std::stri
     err_arity(out, it->first);
     return nullptr;
   }
+  // Redis checks the name and the arity first, then the permission.
+  if (const char* refused = refusal(client.role, it->first, it->second)) {
+    append_error(out, *refused != '\0' ? std::string(refused)
+                                       : "NOPERM this user has no permissions to run the '" +
+                                             it->first + "' command");
+    return nullptr;
+  }
   return &*it;
 }
 
@@ -1374,7 +1411,7 @@ const std::pair<const std::string, Spec>* find_command(std::span<const std::stri
 
 void Commands::execute(std::span<const std::string_view> args, ClientState& client,
                        std::string* out) {
-  const auto* command = find_command(args, out);
+  const auto* command = find_command(args, client, out);
   if (command == nullptr) return;
   Ctx c{table_, clock_, info_, client, args, out, command->first};
   command->second.run(c);
@@ -1422,7 +1459,7 @@ void Commands::execute_all(std::span<const std::vector<std::string_view>> comman
   for (const std::vector<std::string_view>& args : commands) {
     if (client.close) break;  // QUIT: what follows is not executed
     std::string error;
-    const auto* command = find_command(args, &error);
+    const auto* command = find_command(args, client, &error);
     if (command != nullptr && command->second.run == cmd_get) {
       send_sets();
       gets.push_back(args[1]);
@@ -1469,10 +1506,11 @@ bool SetGroup::empty() const { return impl_->requests.empty(); }
 
 bool SetGroup::add(std::span<const std::vector<std::string_view>> commands, std::string* out) {
   const std::size_t before = impl_->requests.size();
-  ClientState unused;  // SETs neither read nor change the connection's state
+  ClientState unused;  // SETs neither read nor change the connection's state (the server
+                       // groups only reads of app and admin connections)
   for (const std::vector<std::string_view>& args : commands) {
     std::string error;
-    const auto* command = find_command(args, &error);
+    const auto* command = find_command(args, unused, &error);
     if (command != nullptr && command->second.run == cmd_set) {
       Commands& cs = impl_->commands;
       Ctx c{cs.table_, cs.clock_, cs.info_, unused, args, &error, command->first};

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "daemon/auth.h"
 #include "storage/clock.h"
 #include "storage/session.h"
 #include "storage/session_table.h"
@@ -33,6 +34,8 @@ struct ClientState {
   std::string name;      // CLIENT SETNAME
   std::string lib_name, lib_version;
   bool close = false;  // QUIT: close once the reply is written
+  // What the connection may do (daemon/auth.h): start it at AuthConfig::initial_role().
+  Role role = Role::kAdmin;
 };
 
 // Node facts INFO reports.
@@ -40,6 +43,7 @@ struct NodeInfo {
   const std::atomic<std::uint64_t>* connected_clients = nullptr;  // RESP connections open now
   std::uint16_t port = 0;
   std::int64_t started_ms = 0;
+  const AuthConfig* auth = nullptr;  // the node's secrets; nullptr: authentication off
 };
 
 class Commands {

@@ -272,9 +272,10 @@ asio::awaitable<void> Server::Impl::serve(std::shared_ptr<Connection> conn) {
   // Consecutive CREATEs of one read go to the engine together (one RocksDB write). Their
   // bodies point into `in`, so they are handled before `in` moves and before any other frame.
   std::vector<Handlers::Request> creates;
+  Role role = handlers.auth().initial_role();
   auto flush_creates = [&] {
     if (creates.empty()) return;
-    handlers.handle_creates(creates, &out);
+    handlers.handle_creates(creates, &role, &out);
     creates.clear();
   };
   bool close_after_write = false;
@@ -325,7 +326,7 @@ asio::awaitable<void> Server::Impl::serve(std::shared_ptr<Connection> conn) {
         handlers.append_error(
             d.header, Status::InvalidArgument("clients send requests, not responses"), &out);
       } else {
-        handlers.handle(d.header, d.body, &out);
+        handlers.handle(d.header, d.body, &role, &out);
       }
       offset += d.consumed;
     }
@@ -376,6 +377,7 @@ asio::awaitable<void> Server::Impl::serve_resp(std::shared_ptr<Connection> conn)
   std::vector<std::vector<std::string_view>> commands;  // reused from read to read
   resp::ClientState client;
   client.id = next_client_id.fetch_add(1, std::memory_order_relaxed);
+  client.role = handlers.auth().initial_role();
   bool close_after_write = false;
   while (!close_after_write) {
     if (used == in.size()) {
@@ -429,6 +431,7 @@ asio::awaitable<void> Server::Impl::serve_resp(std::shared_ptr<Connection> conn)
       if (!in_buffer) run_collected();
     }
     if (collected > 0 && !close_after_write &&
+        (client.role == Role::kApp || client.role == Role::kAdmin) &&
         workers[conn->worker].group->add(std::span(commands.data(), collected), &out)) {
       // Only SETs: they join the other connections' SETs of this turn of the event loop, and
       // the group runs once the handlers already queued (other reads) have added theirs.

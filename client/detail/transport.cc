@@ -29,6 +29,9 @@
 namespace sessiond::client_detail {
 namespace {
 
+// Request id of the AUTH a connection sends first when Options::secret is set.
+constexpr std::uint32_t kAuthRequestId = 0xFFFFFFFF;
+
 using Clock = std::chrono::steady_clock;
 using asio::ip::tcp;
 
@@ -128,6 +131,7 @@ class Connection {
   std::unordered_map<std::uint32_t, std::shared_ptr<Call>> in_flight_;  // by request id
   std::string pending_out_;  // framed calls waiting for the write in progress
   std::uint32_t next_request_id_ = 1;
+  std::string auth_error_;  // why this connection's AUTH was refused, if it was
   int consecutive_failures_ = 0;
   std::string last_error_;
   asio::steady_timer retry_timer_;
@@ -191,6 +195,21 @@ void Connection::on_connected(const std::shared_ptr<Link>& link) {
   link->socket.set_option(tcp::no_delay(true), ignored);
   link->in.resize(kReadChunk);
   read();
+  if (!t_.options.secret.empty()) {
+    // AUTH goes first; the node handles a connection's frames in order, so every call after it
+    // runs with the role it grants.
+    wire::AuthRequest auth;
+    auth.set_secret(t_.options.secret);
+    const std::string body = auth.SerializeAsString();
+    protocol::FrameHeader header;
+    header.opcode = static_cast<std::uint16_t>(protocol::Opcode::kAuth);
+    header.request_id = kAuthRequestId;
+    header.body_length = static_cast<std::uint32_t>(body.size());
+    const std::size_t start = pending_out_.size();
+    pending_out_.resize(start + protocol::kHeaderSize);
+    protocol::encode_header(header, reinterpret_cast<std::uint8_t*>(pending_out_.data() + start));
+    pending_out_.append(body);
+  }
   auto waiting = std::move(waiting_);
   waiting_.clear();
   for (auto& call : waiting) {
@@ -201,7 +220,8 @@ void Connection::on_connected(const std::shared_ptr<Link>& link) {
 
 void Connection::send(std::shared_ptr<Call> call) {
   std::uint32_t id = next_request_id_++;
-  if (id == 0) id = next_request_id_++;  // 0 is what the server uses for stream errors
+  // 0 is what the server uses for stream errors; kAuthRequestId is the connection's AUTH.
+  while (id == 0 || id == kAuthRequestId) id = next_request_id_++;
   protocol::FrameHeader header;
   header.opcode = static_cast<std::uint16_t>(call->opcode);
   header.request_id = id;
@@ -288,6 +308,17 @@ bool Connection::handle_frame(const std::shared_ptr<Link>& link, const protocol:
     fail(link, "the node sent a request frame instead of a response");
     return false;
   }
+  if (header.request_id == kAuthRequestId) {
+    // A refused AUTH leaves the connection unauthenticated: the node answers each call after
+    // it UNAUTHENTICATED, and those answers carry the reason.
+    auth_error_.clear();
+    if (header.status != StatusCode::kOk) {
+      wire::ErrorResponse error;
+      error.ParseFromArray(frame.body.data(), static_cast<int>(frame.body.size()));
+      auth_error_ = "AUTH with Options::secret failed: " + error.message();
+    }
+    return true;
+  }
   auto it = in_flight_.find(header.request_id);
   if (it == in_flight_.end()) {
     if (header.request_id == 0 && header.status != StatusCode::kOk) {
@@ -322,6 +353,9 @@ bool Connection::handle_frame(const std::shared_ptr<Link>& link, const protocol:
     }
   } else {
     message = "(unparsable error body)";
+  }
+  if (header.status == StatusCode::kUnauthenticated && !auth_error_.empty()) {
+    message = auth_error_;
   }
   t_.complete(*call, Status(header.status, std::move(message)));
   return true;

@@ -494,5 +494,40 @@ TEST_F(ClientIntegration, FederatedServiceTokensFollowTheirMaster) {
             StatusCode::kNotFound);
 }
 
+// Authentication and roles on a real node (issue 5): nothing without AUTH, app for sessions,
+// admin for STATS, and a wrong secret says so.
+TEST(ClientIntegrationAuth, RolesFromSharedSecrets) {
+  TempDir dir;
+  TestNode::Options o = node_options(dir.path() / "data");
+  o.extra_args = {"--app-secret", "app-secret-1", "--admin-secret", "admin-secret-2"};
+  std::string error;
+  auto node = TestNode::start(o, &error);
+  ASSERT_NE(node, nullptr) << error;
+  auto client_with = [&](std::string secret) {
+    Client::Options co;
+    co.address = node->address();
+    co.timeout = 10s;
+    co.secret = std::move(secret);
+    return std::make_unique<Client>(co);
+  };
+  auto anonymous = client_with("");
+  EXPECT_TRUE(anonymous->ping().ok());  // PING is open
+  EXPECT_EQ(anonymous->create(create_with("alice")).status().code(), StatusCode::kUnauthenticated);
+  auto app = client_with("app-secret-1");
+  auto created = app->create(create_with("alice"));
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  EXPECT_TRUE(app->get(created->id).ok());
+  EXPECT_EQ(app->stats().status().code(), StatusCode::kForbidden);
+  auto admin = client_with("admin-secret-2");
+  auto stats = admin->stats();
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_TRUE(admin->get(created->id).ok());
+  auto wrong = client_with("not-the-secret");
+  auto refused = wrong->get(created->id);
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnauthenticated);
+  EXPECT_NE(refused.status().message().find("AUTH with Options::secret failed"), std::string::npos)
+      << refused.status().message();
+}
+
 }  // namespace
 }  // namespace sessiond

@@ -66,6 +66,10 @@ struct ClientOptions {
   double backoff_multiplier = 2.0;
   int max_retries = 4;
   std::uint32_t max_frame_body = 1u << 20;  // largest response body accepted (1 MiB)
+  // Shared secret of the role to authenticate as (docs/security.md); every connection sends
+  // AUTH with it first. Empty: no AUTH (a node without secrets treats everyone as admin). A
+  // wrong secret fails the connection's calls.
+  std::string secret;
 };
 
 class Client {

@@ -447,3 +447,63 @@ TEST(GlobMatch, RedisPatterns) {
 
 }  // namespace
 }  // namespace sessiond::daemon::resp
+
+namespace sessiond::daemon::resp {
+namespace {
+
+// With secrets configured: nothing but AUTH, HELLO and QUIT before authenticating; the
+// password picks the role; FLUSHDB needs admin (issue 5).
+TEST(RespAuth, RolesFromSecrets) {
+  storage::ManualClock clock;
+  storage::SessionTable table({}, clock, nullptr);
+  AuthConfig auth;
+  auth.app_secret = "app-secret";
+  auth.admin_secret = "admin-secret";
+  Commands commands(table, clock, {nullptr, 6379, 0, &auth});
+  ClientState client;
+  client.role = auth.initial_role();
+  auto run = [&](std::vector<std::string_view> args) {
+    std::string out;
+    commands.execute(args, client, &out);
+    return out;
+  };
+  EXPECT_EQ(run({"PING"}), "-NOAUTH Authentication required.\r\n");
+  EXPECT_EQ(run({"SET", "k", "v"}), "-NOAUTH Authentication required.\r\n");
+  EXPECT_EQ(run({"GET"}), "-ERR wrong number of arguments for 'get' command\r\n");  // arity first
+  EXPECT_EQ(run({"AUTH", "nope"}),
+            "-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+  EXPECT_EQ(client.role, Role::kNone);
+  EXPECT_EQ(run({"AUTH", "app-secret"}), "+OK\r\n");
+  EXPECT_EQ(client.role, Role::kApp);
+  EXPECT_EQ(run({"SET", "k", "v"}), "+OK\r\n");
+  EXPECT_EQ(run({"FLUSHDB"}),
+            "-NOPERM this user has no permissions to run the 'flushdb' command\r\n");
+  EXPECT_EQ(run({"AUTH", "default", "admin-secret"}), "+OK\r\n");
+  EXPECT_EQ(client.role, Role::kAdmin);
+  EXPECT_EQ(run({"FLUSHDB"}), "+OK\r\n");
+  ClientState other;
+  other.role = auth.initial_role();
+  std::string out;
+  commands.execute(std::vector<std::string_view>{"HELLO", "2", "AUTH", "default", "app-secret"},
+                   other, &out);
+  EXPECT_EQ(out.substr(0, 4), "*14\r");
+  EXPECT_EQ(other.role, Role::kApp);
+}
+
+TEST(AuthConfig, SecretsPickRoles) {
+  AuthConfig off;
+  EXPECT_FALSE(off.enabled());
+  EXPECT_EQ(off.initial_role(), Role::kAdmin);
+  AuthConfig on;
+  on.app_secret = "a-secret";
+  on.peer_secret = "p-secret";
+  EXPECT_EQ(on.initial_role(), Role::kNone);
+  EXPECT_EQ(on.authenticate("a-secret"), Role::kApp);
+  EXPECT_EQ(on.authenticate("p-secret"), Role::kPeer);
+  EXPECT_EQ(on.authenticate(""), Role::kNone);  // the unset admin secret matches nothing
+  EXPECT_EQ(on.authenticate("a-secre"), Role::kNone);
+  EXPECT_EQ(on.authenticate("a-secretx"), Role::kNone);
+}
+
+}  // namespace
+}  // namespace sessiond::daemon::resp
