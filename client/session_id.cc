@@ -1,5 +1,5 @@
-// base64url without padding for 32-byte ids: 32 bytes = 10 groups of 3 bytes (40 characters)
-// plus 2 bytes (3 characters, the last one carrying 4 bits of data and 2 zero bits).
+// base64url without padding (RFC 4648 §5): session ids (32 bytes = 43 characters, the last one
+// carrying 4 bits of data and 2 zero bits) and tokens.
 #include "sessiond/session_id.h"
 
 #include <array>
@@ -24,33 +24,9 @@ constexpr auto kDecode = make_decode_table();
 
 }  // namespace
 
-std::optional<std::string> session_id_to_bytes(std::string_view text) {
-  if (text.size() != kSessionIdTextLength) return std::nullopt;
+std::string base64url_encode(std::string_view bytes) {
   std::string out;
-  out.reserve(kSessionIdBytes);
-  std::uint32_t bits = 0;
-  int bit_count = 0;
-  for (char c : text) {
-    const int value = kDecode[static_cast<unsigned char>(c)];
-    if (value < 0) return std::nullopt;
-    bits = (bits << 6) | static_cast<std::uint32_t>(value);
-    bit_count += 6;
-    if (bit_count >= 8) {
-      bit_count -= 8;
-      out.push_back(static_cast<char>((bits >> bit_count) & 0xFF));
-    }
-  }
-  // 43 * 6 = 258 bits: 2 bits are left over and must be zero for the text to be canonical.
-  if ((bits & ((1u << bit_count) - 1)) != 0) return std::nullopt;
-  return out;
-}
-
-bool is_valid_session_id(std::string_view text) { return session_id_to_bytes(text).has_value(); }
-
-std::string session_id_from_bytes(std::string_view bytes) {
-  if (bytes.size() != kSessionIdBytes) return {};
-  std::string out;
-  out.reserve(kSessionIdTextLength);
+  out.reserve((bytes.size() * 4 + 2) / 3);
   std::uint32_t bits = 0;
   int bit_count = 0;
   for (char c : bytes) {
@@ -58,11 +34,48 @@ std::string session_id_from_bytes(std::string_view bytes) {
     bit_count += 8;
     while (bit_count >= 6) {
       bit_count -= 6;
-      out.push_back(kAlphabet[(bits >> bit_count) & 0x3F]);
+      out.push_back(kAlphabet[(bits >> bit_count) & 63]);
     }
   }
-  if (bit_count > 0) out.push_back(kAlphabet[(bits << (6 - bit_count)) & 0x3F]);
+  if (bit_count > 0) out.push_back(kAlphabet[(bits << (6 - bit_count)) & 63]);
   return out;
+}
+
+Result<std::string> base64url_decode(std::string_view text) {
+  if (text.size() % 4 == 1) return Status::InvalidArgument("not base64url (length)");
+  std::string out;
+  out.reserve(text.size() * 3 / 4);
+  std::uint32_t bits = 0;
+  int bit_count = 0;
+  for (char c : text) {
+    const int value = kDecode[static_cast<unsigned char>(c)];
+    if (value < 0) return Status::InvalidArgument("not base64url (character)");
+    bits = (bits << 6) | static_cast<std::uint32_t>(value);
+    bit_count += 6;
+    if (bit_count >= 8) {
+      bit_count -= 8;
+      out.push_back(static_cast<char>((bits >> bit_count) & 0xFF));
+    }
+  }
+  // The bits left over must be zero for the text to be canonical.
+  if ((bits & ((1u << bit_count) - 1)) != 0) {
+    return Status::InvalidArgument("not base64url (trailing bits)");
+  }
+  return out;
+}
+
+std::optional<std::string> session_id_to_bytes(std::string_view text) {
+  if (text.size() != kSessionIdTextLength) return std::nullopt;
+  auto bytes = base64url_decode(text);
+  if (!bytes.ok()) return std::nullopt;
+  return std::move(bytes).value();
+}
+
+bool is_valid_session_id(std::string_view text) { return session_id_to_bytes(text).has_value(); }
+
+std::string session_id_from_bytes(std::string_view bytes) {
+  if (bytes.size() != kSessionIdBytes) return {};
+  return base64url_encode(bytes);
 }
 
 }  // namespace sessiond

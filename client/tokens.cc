@@ -18,17 +18,6 @@
 namespace sessiond {
 namespace {
 
-constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-int value_of(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '-') return 62;
-  if (c == '_') return 63;
-  return -1;
-}
-
 std::array<unsigned char, 32> hmac_sha256(std::string_view key, std::string_view data) {
   std::array<unsigned char, 32> mac{};
   unsigned int size = 0;
@@ -272,49 +261,6 @@ Status unauthenticated(std::string message) {
 }
 
 }  // namespace
-
-std::string base64url_encode(std::string_view bytes) {
-  std::string out;
-  out.reserve((bytes.size() * 4 + 2) / 3);
-  std::size_t i = 0;
-  for (; i + 3 <= bytes.size(); i += 3) {
-    const auto v = (static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i])) << 16) |
-                   (static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i + 1])) << 8) |
-                   static_cast<unsigned char>(bytes[i + 2]);
-    for (int shift : {18, 12, 6, 0}) out.push_back(kAlphabet[(v >> shift) & 63]);
-  }
-  const std::size_t rest = bytes.size() - i;
-  if (rest > 0) {
-    std::uint32_t v = static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i])) << 16;
-    if (rest == 2) v |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i + 1])) << 8;
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    if (rest == 2) out.push_back(kAlphabet[(v >> 6) & 63]);
-  }
-  return out;
-}
-
-Result<std::string> base64url_decode(std::string_view text) {
-  if (text.size() % 4 == 1) return Status::InvalidArgument("not base64url (length)");
-  std::string out;
-  out.reserve(text.size() * 3 / 4);
-  std::uint32_t bits = 0;
-  int count = 0;
-  for (char c : text) {
-    const int v = value_of(c);
-    if (v < 0) return Status::InvalidArgument("not base64url (character)");
-    bits = (bits << 6) | static_cast<std::uint32_t>(v);
-    count += 6;
-    if (count >= 8) {
-      count -= 8;
-      out.push_back(static_cast<char>((bits >> count) & 0xFF));
-    }
-  }
-  if ((bits & ((1u << count) - 1)) != 0) {
-    return Status::InvalidArgument("not base64url (trailing bits)");
-  }
-  return out;
-}
 
 Result<TokenSigner> TokenSigner::create(std::string key) {
   if (key.size() < 32) {

@@ -10,6 +10,8 @@
 #include <string>
 #include <string_view>
 
+#include "protocol/status.h"
+
 namespace sessiond {
 
 inline constexpr std::size_t kSessionIdBytes = 32;
@@ -24,5 +26,10 @@ std::optional<std::string> session_id_to_bytes(std::string_view text);
 
 // The text form of 32 raw bytes; an empty string when `bytes` is not 32 bytes long.
 std::string session_id_from_bytes(std::string_view bytes);
+
+// base64url without padding (RFC 4648 §5), as session ids and JWTs use it.
+std::string base64url_encode(std::string_view bytes);
+// Refuses padding, characters outside the alphabet and non-canonical trailing bits.
+Result<std::string> base64url_decode(std::string_view text);
 
 }  // namespace sessiond

@@ -14,6 +14,7 @@
 
 #include "protocol/status.h"
 #include "sessiond/client.h"
+#include "sessiond/session_id.h"  // base64url_encode, base64url_decode
 
 namespace sessiond {
 
@@ -104,10 +105,5 @@ class Federation {
   std::string mac_of(std::string_view master_id, std::string_view service) const;
   std::string key_;
 };
-
-// base64url without padding (RFC 4648 §5), as JWTs use it.
-std::string base64url_encode(std::string_view bytes);
-// Refuses padding, characters outside the alphabet and non-canonical trailing bits.
-Result<std::string> base64url_decode(std::string_view text);
 
 }  // namespace sessiond
