@@ -40,11 +40,16 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   std::string durability = "async";
   std::string preset = "ecommerce";
   std::string user_limit_policy = "revoke-oldest";
+  std::string mismatch_policy = "report";
   app.add_option("--listen", listen, "HOST:PORT of the native protocol listener (port 0: any)");
   app.add_option("--resp-port", o.resp_port,
                  "port of the Redis-protocol (RESP2) listener on the --listen host; -1: off, 0: "
                  "any (docs/resp.md)")
       ->check(CLI::Range(-1, 65535));
+  app.add_option("--context-mismatch-policy", mismatch_policy,
+                 "a GET from another client context than the session is bound to: report "
+                 "(CONTEXT_MISMATCH) | destroy (CONTEXT_MISMATCH, and the session is destroyed)")
+      ->check(CLI::IsMember({"report", "destroy"}));
   app.add_option("--app-secret", o.auth.app_secret,
                  "shared secret of the app role (session operations); put secrets in the "
                  "--config file, not on the command line (docs/security.md)");
@@ -107,6 +112,7 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   }
   o.store.durability = *storage::durability_from_name(durability);
   o.table.default_timeouts = storage::preset_timeouts(*storage::preset_from_name(preset));
+  o.destroy_on_context_mismatch = mismatch_policy == "destroy";
   o.table.user_limit_policy = user_limit_policy == "refuse"
                                   ? storage::TableOptions::UserLimitPolicy::kRefuse
                                   : storage::TableOptions::UserLimitPolicy::kRevokeOldest;

@@ -25,8 +25,9 @@ struct ServerOptions {
   std::int64_t frame_timeout_ms = 10'000;  // a frame that started arriving must complete
   std::int64_t expiry_interval_ms = 100;
   std::string log_level = "info";
-  AuthConfig auth;              // secrets of the roles; none: authentication off
-  storage::StoreOptions store;  // path defaults to ./var
+  AuthConfig auth;                           // secrets of the roles; none: authentication off
+  bool destroy_on_context_mismatch = false;  // --context-mismatch-policy destroy
+  storage::StoreOptions store;               // path defaults to ./var
   storage::TableOptions table;
 };
 

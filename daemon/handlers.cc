@@ -294,6 +294,12 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (!id.ok()) return append_error(request, id.status(), out);
       thread_local storage::Session session;
       Status s = table_.get(*id, ro, &session);
+      if (s.code() == StatusCode::kContextMismatch && destroy_on_mismatch_) {
+        // A context that does not match may be a stolen id in use: end the session.
+        const Status destroyed = table_.destroy(*id);
+        s = Status(StatusCode::kContextMismatch,
+                   s.message() + (destroyed.ok() ? "; the session was destroyed" : ""));
+      }
       if (!s.ok()) return append_error(request, s, out);
       if (opcode == Opcode::kGet) {
         wire::GetResponse resp;

@@ -45,6 +45,9 @@ class Handlers {
   // all of them; appends their responses in order, exactly as handle() would one by one.
   void handle_creates(std::span<const Request> creates, Role* role, std::string* out);
   const AuthConfig& auth() const { return auth_; }
+  // --context-mismatch-policy destroy: a GET whose context does not match the session's bound
+  // one also destroys the session (the answer is still CONTEXT_MISMATCH). Set before serving.
+  void set_destroy_on_context_mismatch(bool destroy) { destroy_on_mismatch_ = destroy; }
   // What TOPOLOGY reports as this node's address; set once the listener is bound, before any
   // request is handled.
   void set_address(std::string address) { address_ = std::move(address); }
@@ -61,6 +64,7 @@ class Handlers {
   std::string address_;
   std::uint32_t max_body_;
   AuthConfig auth_;
+  bool destroy_on_mismatch_ = false;
 };
 
 }  // namespace sessiond::daemon

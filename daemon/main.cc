@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
   daemon::Counters counters;
   daemon::Handlers handlers(table, store->get(), counters, "", options.max_frame_bytes,
                             options.auth);
+  handlers.set_destroy_on_context_mismatch(options.destroy_on_context_mismatch);
   if (options.auth.enabled()) spdlog::info("authentication on: clients must AUTH first");
   daemon::resp::Commands resp_commands(
       table, storage::SystemClock::instance(),

@@ -1,10 +1,14 @@
 #include "storage/session.h"
 
+#include <arpa/inet.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <optional>
 
 namespace sessiond::storage {
 namespace {
@@ -128,6 +132,73 @@ const Field* Session::field(std::string_view name) const {
   auto it = std::lower_bound(fields.begin(), fields.end(), name,
                              [](const Field& f, std::string_view n) { return f.name < n; });
   return it != fields.end() && it->name == name ? &*it : nullptr;
+}
+
+namespace {
+
+// An address as 16 bytes (IPv4 as its IPv4-mapped IPv6 form) and, for a prefix, its length in
+// those 128 bits; nullopt when the text is not an address or prefix.
+struct Network {
+  std::array<unsigned char, 16> bytes{};
+  int bits = 128;
+};
+
+std::optional<Network> parse_network(std::string_view text, bool allow_prefix) {
+  Network n;
+  std::string address(text);
+  int prefix = -1;
+  if (const auto slash = address.find('/'); slash != std::string::npos) {
+    if (!allow_prefix) return std::nullopt;
+    const std::string digits = address.substr(slash + 1);
+    if (digits.empty() || digits.size() > 3 ||
+        digits.find_first_not_of("0123456789") != std::string::npos) {
+      return std::nullopt;
+    }
+    prefix = std::stoi(digits);
+    address.resize(slash);
+  }
+  in_addr v4{};
+  in6_addr v6{};
+  if (inet_pton(AF_INET, address.c_str(), &v4) == 1) {
+    if (prefix > 32) return std::nullopt;
+    n.bytes[10] = n.bytes[11] = 0xFF;
+    std::memcpy(n.bytes.data() + 12, &v4, 4);
+    n.bits = prefix < 0 ? 128 : 96 + prefix;
+  } else if (inet_pton(AF_INET6, address.c_str(), &v6) == 1) {
+    if (prefix > 128) return std::nullopt;
+    std::memcpy(n.bytes.data(), &v6, 16);
+    n.bits = prefix < 0 ? 128 : prefix;
+  } else {
+    return std::nullopt;
+  }
+  return n;
+}
+
+bool in_network(const Network& net, const Network& address) {
+  for (int bit = 0; bit < net.bits; bit += 8) {
+    const int take = std::min(8, net.bits - bit);
+    const auto mask = static_cast<unsigned char>(0xFF << (8 - take));
+    if ((net.bytes[static_cast<std::size_t>(bit / 8)] & mask) !=
+        (address.bytes[static_cast<std::size_t>(bit / 8)] & mask)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string context_ip_error(std::string_view ip) {
+  if (ip.empty() || parse_network(ip, true)) return {};
+  return "'" + std::string(ip) + "' is not an IP address or prefix (a.b.c.d/n, x:x::/n)";
+}
+
+bool context_matches(const ClientContext& bound, const ClientContext& given) {
+  if (bound.user_agent_hash != given.user_agent_hash) return false;
+  if (bound.ip.empty() || bound.ip == given.ip) return true;  // empty: the user agent only
+  const auto net = parse_network(bound.ip, true);
+  const auto address = parse_network(given.ip, false);
+  return net && address && in_network(*net, *address);
 }
 
 }  // namespace sessiond::storage

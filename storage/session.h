@@ -63,10 +63,20 @@ struct Field {
 // Client context a session can be bound to (DESIGN §9): an IP address or prefix, and a hash of
 // the user-agent string.
 struct ClientContext {
-  std::string ip;
+  std::string
+      ip;  // an address, or (bound contexts only) a prefix: "203.0.113.0/24", "2001:db8::/64"
   std::uint64_t user_agent_hash = 0;
   friend bool operator==(const ClientContext&, const ClientContext&) = default;
 };
+
+// Whether a request's context matches the one a session is bound to: the same user-agent hash,
+// and the same address, an address inside the bound prefix (IPv4 or IPv6), or any address
+// when the bound ip is empty. Addresses are
+// compared as parsed, so "::ffff:0:0" style spellings of one address match.
+bool context_matches(const ClientContext& bound, const ClientContext& given);
+// INVALID_ARGUMENT text when `ip` is neither an address nor a prefix (bits within the family's
+// length); empty when it is fine. An empty ip binds only the user agent.
+std::string context_ip_error(std::string_view ip);
 
 // One entry of the access history.
 struct AccessEntry {

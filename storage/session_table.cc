@@ -179,6 +179,11 @@ Status check_context(const std::optional<ClientContext>& c) {
   if (c && c->ip.size() > kMaxIpBytes) {
     return Status::InvalidArgument("client IP longer than 64 bytes");
   }
+  if (c) {
+    if (std::string error = context_ip_error(c->ip); !error.empty()) {
+      return Status::InvalidArgument(std::move(error));
+    }
+  }
   return {};
 }
 
@@ -654,7 +659,7 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
   if (!found.ok()) return found.status();
   Record* r = *found;
   if (options.expect_context && r->extras && r->extras->context &&
-      *r->extras->context != *options.expect_context) {
+      !context_matches(*r->extras->context, *options.expect_context)) {
     ++shard.counters.read_misses;
     return Status::ContextMismatch("session is bound to another client context");
   }

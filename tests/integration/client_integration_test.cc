@@ -529,5 +529,36 @@ TEST(ClientIntegrationAuth, RolesFromSharedSecrets) {
       << refused.status().message();
 }
 
+// Binding to a prefix, and the destroy policy (issue 5): a session bound to 203.0.113.0/24
+// answers any address inside it; an address outside is CONTEXT_MISMATCH and ends it.
+TEST(ClientIntegrationContext, PrefixBindingAndDestroyPolicy) {
+  TempDir dir;
+  TestNode::Options o = node_options(dir.path() / "data");
+  o.extra_args = {"--context-mismatch-policy", "destroy"};
+  std::string error;
+  auto node = TestNode::start(o, &error);
+  ASSERT_NE(node, nullptr) << error;
+  Client::Options co;
+  co.address = node->address();
+  co.timeout = 10s;
+  Client client(co);
+  CreateOptions create;
+  create.context = ClientContext{"203.0.113.0/24", 7};
+  auto created = client.create(create);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  GetOptions inside;
+  inside.expect_context = ClientContext{"203.0.113.77", 7};
+  EXPECT_TRUE(client.get(created->id, inside).ok());
+  GetOptions other_agent;
+  other_agent.expect_context = ClientContext{"203.0.113.77", 8};
+  auto mismatch = client.get(created->id, other_agent);
+  EXPECT_EQ(mismatch.status().code(), StatusCode::kContextMismatch);
+  EXPECT_NE(mismatch.status().message().find("destroyed"), std::string::npos);
+  EXPECT_EQ(client.get(created->id, inside).status().code(), StatusCode::kNotFound);
+  CreateOptions bad;
+  bad.context = ClientContext{"203.0.113.0/33", 7};
+  EXPECT_EQ(client.create(bad).status().code(), StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace sessiond

@@ -111,5 +111,29 @@ TEST(HybridLogicalClock, NeverGoesBackAndMovesPastObservedTimestamps) {
   EXPECT_GT(hlc.now(), remote);
 }
 
+TEST(ContextMatch, AddressesAndPrefixes) {
+  const ClientContext v4{"203.0.113.0/24", 1};
+  EXPECT_TRUE(context_matches(v4, {"203.0.113.1", 1}));
+  EXPECT_TRUE(context_matches(v4, {"203.0.113.255", 1}));
+  EXPECT_FALSE(context_matches(v4, {"203.0.114.1", 1}));
+  EXPECT_FALSE(context_matches(v4, {"203.0.113.1", 2}));  // another user agent
+  EXPECT_TRUE(context_matches({"198.51.100.7", 1}, {"198.51.100.7", 1}));
+  EXPECT_FALSE(context_matches({"198.51.100.7", 1}, {"198.51.100.8", 1}));
+  EXPECT_TRUE(context_matches({"198.51.100.7", 1}, {"::ffff:198.51.100.7", 1}));
+  const ClientContext v6{"2001:db8:1:2::/64", 1};
+  EXPECT_TRUE(context_matches(v6, {"2001:db8:1:2:abcd::1", 1}));
+  EXPECT_FALSE(context_matches(v6, {"2001:db8:1:3::1", 1}));
+  EXPECT_FALSE(context_matches(v6, {"203.0.113.1", 1}));
+  EXPECT_TRUE(context_matches({"", 5}, {"192.0.2.1", 5}));  // bound to the user agent only
+  EXPECT_FALSE(context_matches({"", 5}, {"192.0.2.1", 6}));
+  EXPECT_FALSE(context_matches(v4, {"203.0.113.0/24x", 1}));  // a request gives an address
+  EXPECT_TRUE(context_ip_error("10.0.0.0/8").empty());
+  EXPECT_TRUE(context_ip_error("").empty());
+  EXPECT_FALSE(context_ip_error("10.0.0.0/33").empty());
+  EXPECT_FALSE(context_ip_error("2001:db8::/129").empty());
+  EXPECT_FALSE(context_ip_error("example.com").empty());
+  EXPECT_FALSE(context_ip_error("10.0.0.0/").empty());
+}
+
 }  // namespace
 }  // namespace sessiond::storage
