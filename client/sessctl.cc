@@ -107,6 +107,7 @@ int main(int argc, char** argv) {
   std::string keep_id;
   std::string payload;
   std::optional<std::string> regenerate_user;
+  bool regenerate_authenticated = false;
   const auto non_negative = CLI::Range(std::int64_t{0}, INT64_MAX);
 
   auto* create = app.add_subcommand("create", "create a session; prints its id and deadline");
@@ -186,10 +187,13 @@ int main(int argc, char** argv) {
       "regenerate", "give a session a new id (the old one is destroyed); prints the new id");
   regenerate->add_option("id", id, "session id")->required();
   regenerate->add_option("--user", regenerate_user, "bind this user id (e.g. at login)");
+  regenerate->add_flag("--authenticated", regenerate_authenticated,
+                       "mark the login: set field sessiond.authenticated_at to now");
   regenerate->callback([&] {
     command = [&](Client& client) {
       RegenerateOptions options;
       options.user_id = regenerate_user;
+      options.mark_authenticated = regenerate_authenticated;
       return out.print(client.regenerate(id, options));
     };
   });

@@ -360,6 +360,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       storage::RegenerateOptions opts;
       if (req.replace_fields()) opts.replace_fields = fields_from(req.fields());
       if (req.has_user_id()) opts.user_id = req.user_id();
+      opts.mark_authenticated = req.mark_authenticated();
       auto meta = table_.regenerate(*id, opts);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::RegenerateResponse resp;

@@ -859,6 +859,16 @@ Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
     detail::blob_fields(old->blob(), old->version(), &refs);
     for (FieldRef& f : refs) f.version = version;  // a new session: every field written now
   }
+  const std::string authenticated_at = std::to_string(now);
+  if (options.mark_authenticated) {  // the login step: replace or insert, keeping names sorted
+    auto at = std::lower_bound(refs.begin(), refs.end(), kAuthenticatedAtField,
+                               [](const FieldRef& f, std::string_view n) { return f.name < n; });
+    if (at != refs.end() && at->name == kAuthenticatedAtField) {
+      at->value = authenticated_at;
+    } else {
+      refs.insert(at, FieldRef{kAuthenticatedAtField, authenticated_at, version});
+    }
+  }
   if (Status s = check_fields(new_user, refs); !s.ok()) return s;
   detail::encode_blob(new_user, refs, version, &blob);
 

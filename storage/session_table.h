@@ -98,9 +98,14 @@ struct FieldChanges {
   std::optional<Timeouts> timeouts;                      // new policy, from now on
 };
 
+// The field a REGENERATE with mark_authenticated sets: when the login happened (ms since the
+// epoch, decimal).
+inline constexpr std::string_view kAuthenticatedAtField = "sessiond.authenticated_at";
+
 struct RegenerateOptions {
   std::optional<std::vector<std::pair<std::string, std::string>>> replace_fields;  // new data
   std::optional<std::string> user_id;  // e.g. bind the user at login
+  bool mark_authenticated = false;     // set kAuthenticatedAtField to now
 };
 
 // What a rewrite() decides to do with the session it looked at.

@@ -120,6 +120,7 @@ Status to_wire(std::string_view id, const RegenerateOptions& in, wire::Regenerat
     fields_to_wire(*in.replace_fields, out->mutable_fields());
   }
   if (in.user_id) out->set_user_id(*in.user_id);
+  out->set_mark_authenticated(in.mark_authenticated);
   return {};
 }
 

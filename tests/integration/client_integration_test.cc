@@ -560,5 +560,28 @@ TEST(ClientIntegrationContext, PrefixBindingAndDestroyPolicy) {
   EXPECT_EQ(client.create(bad).status().code(), StatusCode::kInvalidArgument);
 }
 
+// A session fixation attempt (issue 5): the attacker plants a pre-login id; the login step
+// regenerates it, so the planted id reads nothing afterwards, while the user's new id carries
+// the data and the login time.
+TEST_F(ClientIntegration, FixationAttemptFailsAfterTheLoginStep) {
+  Client client(options());
+  auto planted = client.create(create_with("", {FieldValue{"theme", "dark"}}));
+  ASSERT_TRUE(planted.ok());
+  RegenerateOptions login;
+  login.user_id = "victim";
+  login.mark_authenticated = true;
+  auto logged_in = client.regenerate(planted->id, login);
+  ASSERT_TRUE(logged_in.ok()) << logged_in.status().ToString();
+  EXPECT_EQ(client.get(planted->id).status().code(), StatusCode::kNotFound);
+  auto session = client.get(logged_in->id);
+  ASSERT_TRUE(session.ok());
+  EXPECT_EQ(session->user_id, "victim");
+  EXPECT_EQ(session->field("theme")->value, "dark");
+  ASSERT_NE(session->field("sessiond.authenticated_at"), nullptr);
+  EXPECT_GT(std::stoll(session->field("sessiond.authenticated_at")->value), 0);
+  auto by_sessctl = sessctl({"--json", "regenerate", logged_in->id, "--authenticated"});
+  EXPECT_EQ(by_sessctl.exit_code, 0) << by_sessctl.err;
+}
+
 }  // namespace
 }  // namespace sessiond

@@ -121,6 +121,8 @@ struct RegenerateOptions {
   // When set, replaces the data (an empty vector drops every field); otherwise it is kept.
   std::optional<std::vector<FieldValue>> replace_fields;
   std::optional<std::string> user_id;  // bind a user, e.g. at login
+  // The login step: also set field "sessiond.authenticated_at" to the time (ms, decimal).
+  bool mark_authenticated = false;
 };
 
 struct PingResult {

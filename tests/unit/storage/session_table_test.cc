@@ -644,3 +644,43 @@ TEST_F(UserLimitTest, RefusePolicyAnswersForbidden) {
 
 }  // namespace
 }  // namespace sessiond::storage
+
+namespace sessiond::storage {
+namespace {
+
+// REGENERATE as the login step (issue 5): new id, same data, old id dead, the login time set.
+TEST(RegenerateLogin, MarksTheSessionAuthenticated) {
+  ManualClock clock;
+  SessionTable table({}, clock, nullptr);
+  NewSession req;
+  req.fields = {{"cart", "[1]"}, {"z", "last"}};
+  auto anonymous = table.create(req);
+  ASSERT_TRUE(anonymous.ok());
+  clock.advance_ms(5);
+  RegenerateOptions login;
+  login.user_id = "alice";
+  login.mark_authenticated = true;
+  auto logged_in = table.regenerate(anonymous->id, login);
+  ASSERT_TRUE(logged_in.ok());
+  Session s;
+  // The pre-login id (which an attacker may have planted: session fixation) is now useless.
+  EXPECT_EQ(table.get(anonymous->id, {}, &s).code(), StatusCode::kNotFound);
+  ASSERT_TRUE(table.get(logged_in->id, {}, &s).ok());
+  EXPECT_EQ(s.user_id, "alice");
+  EXPECT_EQ(s.field("cart")->value, "[1]");
+  ASSERT_NE(s.field(kAuthenticatedAtField), nullptr);
+  EXPECT_EQ(s.field(kAuthenticatedAtField)->value, std::to_string(clock.now_ms()));
+  ASSERT_EQ(s.fields.size(), 3u);
+  EXPECT_TRUE(std::is_sorted(s.fields.begin(), s.fields.end(),
+                             [](const Field& a, const Field& b) { return a.name < b.name; }));
+  // A second login replaces the time rather than adding a field.
+  clock.advance_ms(7);
+  auto again = table.regenerate(logged_in->id, login);
+  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE(table.get(again->id, {}, &s).ok());
+  EXPECT_EQ(s.fields.size(), 3u);
+  EXPECT_EQ(s.field(kAuthenticatedAtField)->value, std::to_string(clock.now_ms()));
+}
+
+}  // namespace
+}  // namespace sessiond::storage
