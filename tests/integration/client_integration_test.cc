@@ -434,18 +434,32 @@ TEST(SessctlUnreachable, ExitsThreeWhenNoNodeListens) {
 namespace sessiond {
 namespace {
 
+// A node started with extra flags (the security settings of issue 5).
+class ConfiguredNode : public ::testing::Test {
+ protected:
+  // Starts the node; the test fails (and node_ stays null) when it does not come up.
+  void start(std::vector<std::string> extra_args) {
+    TestNode::Options o = node_options(dir_.path() / "data");
+    o.extra_args = std::move(extra_args);
+    std::string error;
+    node_ = TestNode::start(o, &error);
+    ASSERT_NE(node_, nullptr) << error;
+  }
+  Client::Options client_options(std::string secret = {}) const {
+    Client::Options co;
+    co.address = node_->address();
+    co.timeout = 10s;
+    co.secret = std::move(secret);
+    return co;
+  }
+  TempDir dir_;
+  std::unique_ptr<TestNode> node_;
+};
+
 // The per-user session limit of a real node, through the client library and sessctl.
-TEST(ClientIntegrationLimits, SessionsPerUserAreLimited) {
-  TempDir dir;
-  TestNode::Options o = node_options(dir.path() / "data");
-  o.extra_args = {"--max-sessions-per-user", "2", "--user-limit-policy", "refuse"};
-  std::string error;
-  auto node = TestNode::start(o, &error);
-  ASSERT_NE(node, nullptr) << error;
-  Client::Options co;
-  co.address = node->address();
-  co.timeout = 10s;
-  Client client(co);
+TEST_F(ConfiguredNode, SessionsPerUserAreLimited) {
+  ASSERT_NO_FATAL_FAILURE(start({"--max-sessions-per-user", "2", "--user-limit-policy", "refuse"}));
+  Client client(client_options());
   ASSERT_TRUE(client.create(create_with("alice")).ok());
   ASSERT_TRUE(client.create(create_with("alice")).ok());
   auto refused = client.create(create_with("alice"));
@@ -456,7 +470,7 @@ TEST(ClientIntegrationLimits, SessionsPerUserAreLimited) {
   EXPECT_EQ(listed->size(), 2u);
   // sessctl reports the refusal with its "other refusal" exit code.
   auto out =
-      testing::run_process(SESSCTL_PATH, {"--addr", node->address(), "create", "--user", "alice"});
+      testing::run_process(SESSCTL_PATH, {"--addr", node_->address(), "create", "--user", "alice"});
   EXPECT_EQ(out.exit_code, 4) << out.err;
 }
 
@@ -496,19 +510,11 @@ TEST_F(ClientIntegration, FederatedServiceTokensFollowTheirMaster) {
 
 // Authentication and roles on a real node (issue 5): nothing without AUTH, app for sessions,
 // admin for STATS, and a wrong secret says so.
-TEST(ClientIntegrationAuth, RolesFromSharedSecrets) {
-  TempDir dir;
-  TestNode::Options o = node_options(dir.path() / "data");
-  o.extra_args = {"--app-secret", "app-secret-1", "--admin-secret", "admin-secret-2"};
-  std::string error;
-  auto node = TestNode::start(o, &error);
-  ASSERT_NE(node, nullptr) << error;
+TEST_F(ConfiguredNode, RolesFromSharedSecrets) {
+  ASSERT_NO_FATAL_FAILURE(
+      start({"--app-secret", "app-secret-1", "--admin-secret", "admin-secret-2"}));
   auto client_with = [&](std::string secret) {
-    Client::Options co;
-    co.address = node->address();
-    co.timeout = 10s;
-    co.secret = std::move(secret);
-    return std::make_unique<Client>(co);
+    return std::make_unique<Client>(client_options(std::move(secret)));
   };
   auto anonymous = client_with("");
   EXPECT_TRUE(anonymous->ping().ok());  // PING is open
@@ -531,17 +537,9 @@ TEST(ClientIntegrationAuth, RolesFromSharedSecrets) {
 
 // Binding to a prefix, and the destroy policy (issue 5): a session bound to 203.0.113.0/24
 // answers any address inside it; an address outside is CONTEXT_MISMATCH and ends it.
-TEST(ClientIntegrationContext, PrefixBindingAndDestroyPolicy) {
-  TempDir dir;
-  TestNode::Options o = node_options(dir.path() / "data");
-  o.extra_args = {"--context-mismatch-policy", "destroy"};
-  std::string error;
-  auto node = TestNode::start(o, &error);
-  ASSERT_NE(node, nullptr) << error;
-  Client::Options co;
-  co.address = node->address();
-  co.timeout = 10s;
-  Client client(co);
+TEST_F(ConfiguredNode, PrefixBindingAndDestroyPolicy) {
+  ASSERT_NO_FATAL_FAILURE(start({"--context-mismatch-policy", "destroy"}));
+  Client client(client_options());
   CreateOptions create;
   create.context = ClientContext{"203.0.113.0/24", 7};
   auto created = client.create(create);
