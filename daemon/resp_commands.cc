@@ -1431,6 +1431,7 @@ void Commands::execute_all(std::span<const std::vector<std::string_view>> comman
   sets.clear();
   gets.clear();
   auto send_sets = [&] {
+    if (sets.empty()) return;
     run_sets(table_, sets, std::vector<std::string*>(sets.size(), out));
     sets.clear();
   };
@@ -1453,6 +1454,11 @@ void Commands::execute_all(std::span<const std::vector<std::string_view>> comman
         default:
           err_wrong_type(out);
       }
+    }
+    for (std::size_t i = 0; i < gets.size(); ++i) {  // large values are not kept between reads
+      std::size_t bytes = 0;
+      for (const Field& f : sessions[i].fields) bytes += f.name.capacity() + f.value.capacity();
+      if (bytes > (64u << 10)) sessions[i] = Session();
     }
     gets.clear();
   };
@@ -1486,11 +1492,6 @@ void Commands::execute_all(std::span<const std::vector<std::string_view>> comman
   }
   send_sets();
   send_gets();
-  for (Session& session : sessions) {  // large values are not kept between reads
-    std::size_t bytes = 0;
-    for (const Field& f : session.fields) bytes += f.name.capacity() + f.value.capacity();
-    if (bytes > (64u << 10)) session = Session();
-  }
 }
 
 struct SetGroup::Impl {

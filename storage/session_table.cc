@@ -248,6 +248,16 @@ class SessionTable::Impl {
     return user_shards_[absl::Hash<std::string_view>{}(user)&mask_];
   }
 
+  // Locks the shards with these indexes (repeats allowed) in index order.
+  std::vector<std::unique_lock<std::mutex>> lock_shards(std::vector<std::size_t> indexes) {
+    std::sort(indexes.begin(), indexes.end());
+    indexes.erase(std::unique(indexes.begin(), indexes.end()), indexes.end());
+    std::vector<std::unique_lock<std::mutex>> locks;
+    locks.reserve(indexes.size());
+    for (std::size_t index : indexes) locks.emplace_back(shards_[index].mu);
+    return locks;
+  }
+
   Status persist(std::span<const StoreOp> ops) { return store_ ? store_->write(ops) : Status(); }
 
   // Validates a create request and builds its record (with a fresh id), within the budget.
@@ -599,6 +609,7 @@ void SessionTable::Impl::create_chunk(std::span<const NewSession> requests,
   results.reserve(requests.size());
   std::vector<RecordPtr> records(requests.size());
   std::vector<std::size_t> shard_indexes;
+  shard_indexes.reserve(requests.size());
   for (std::size_t i = 0; i < requests.size(); ++i) {
     auto made = new_record(requests[i]);
     if (!made.ok()) {
@@ -609,11 +620,7 @@ void SessionTable::Impl::create_chunk(std::span<const NewSession> requests,
     shard_indexes.push_back(id_word(records[i]->id, 8) & mask_);
     results.emplace_back(meta_of(*records[i]));
   }
-  std::sort(shard_indexes.begin(), shard_indexes.end());
-  shard_indexes.erase(std::unique(shard_indexes.begin(), shard_indexes.end()), shard_indexes.end());
-  std::vector<std::unique_lock<std::mutex>> locks;
-  locks.reserve(shard_indexes.size());
-  for (std::size_t index : shard_indexes) locks.emplace_back(shards_[index].mu);
+  const auto locks = lock_shards(std::move(shard_indexes));
 
   std::vector<std::string> values;
   std::vector<StoreOp> ops;
@@ -1076,11 +1083,7 @@ void SessionTable::Impl::rewrite_chunk(std::span<const SessionId> ids,
   std::vector<std::size_t> shard_indexes;
   shard_indexes.reserve(ids.size());
   for (const SessionId& id : ids) shard_indexes.push_back(id_word(id, 8) & mask_);
-  std::sort(shard_indexes.begin(), shard_indexes.end());
-  shard_indexes.erase(std::unique(shard_indexes.begin(), shard_indexes.end()), shard_indexes.end());
-  std::vector<std::unique_lock<std::mutex>> locks;
-  locks.reserve(shard_indexes.size());
-  for (std::size_t index : shard_indexes) locks.emplace_back(shards_[index].mu);
+  const auto locks = lock_shards(std::move(shard_indexes));
 
   const std::int64_t now = clock_.now_ms();
   struct Step {
