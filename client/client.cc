@@ -154,7 +154,7 @@ void Client::async_get(std::string_view id, const GetOptions& options, Callback<
   const bool idempotent = !options.touch && !options.record_access;
   impl_->call<wire::GetResponse, Session>(
       Opcode::kGet, request, idempotent, std::move(done), [](const wire::GetResponse& r) {
-        return Result<Session>(client_detail::from_wire(r.session()));
+        return Result<Session>(client_detail::from_wire(r));
       });
 }
 

@@ -139,10 +139,32 @@ int main(int argc, char** argv) {
   auto* get = app.add_subcommand("get", "print a session");
   get->add_option("id", id, "session id")->required();
   get->add_flag("--touch", touch, "slide the idle deadline");
+  std::string access_ip;
+  std::uint64_t access_ua = 0;
+  std::vector<double> access_at;
+  get->add_option("--record-ip", access_ip,
+                  "record an access from this client IP (hijack detection runs on it)");
+  get->add_option("--record-ua-hash", access_ua, "the recorded access's user-agent hash");
+  get->add_option("--record-at", access_at, "the recorded access's location: LAT LON")
+      ->expected(2)
+      ->check(CLI::Range(-180.0, 180.0));
   get->callback([&] {
     command = [&](Client& client) {
       GetOptions options;
       options.touch = touch;
+      if (!access_ip.empty() || access_ua != 0 || !access_at.empty()) {
+        AccessEntry& entry = options.record_access.emplace();
+        entry.ip = access_ip;
+        entry.user_agent_hash = access_ua;
+        if (access_at.size() == 2) {
+          if (access_at[0] < -90 || access_at[0] > 90) {
+            return out.error(Status::InvalidArgument("--record-at: latitude outside -90..90"));
+          }
+          entry.has_location = true;
+          entry.latitude = access_at[0];
+          entry.longitude = access_at[1];
+        }
+      }
       return out.print(client.get(id, options));
     };
   });
@@ -231,10 +253,11 @@ int main(int argc, char** argv) {
       [&] { command = [&](Client& client) { return out.print(client.ping(payload)); }; });
 
   // Session ids are base64url, so one in 64 begins with '-', which CLI11 would take for an
-  // option. Such an argument (43 id characters) is marked before parsing and unmarked after.
+  // option. Such an argument (43 or 64 id characters) is marked before parsing and unmarked after.
   constexpr char kIdMark = '\x01';
   auto looks_like_dash_id = [](std::string_view a) {
-    return a.size() == 43 && a[0] == '-' && std::all_of(a.begin(), a.end(), [](char c) {
+    return (a.size() == 43 || a.size() == 64) && a[0] == '-' &&
+           std::all_of(a.begin(), a.end(), [](char c) {
              return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
            });
   };

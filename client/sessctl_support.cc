@@ -177,7 +177,16 @@ std::string to_json(const Session& session) {
     if (i > 0) out += ",";
     out += json_access(session.access_log[i]);
   }
-  return out + "],\"version\":" + json_version(session.version) + "}";
+  out += "],\"version\":" + json_version(session.version);
+  if (!session.detections.empty()) {
+    out += ",\"detections\":[";
+    for (std::size_t i = 0; i < session.detections.size(); ++i) {
+      if (i > 0) out += ",";
+      out += json_string(session.detections[i].message);
+    }
+    out += "]";
+  }
+  return out + "}";
 }
 
 std::string to_json(const std::vector<SessionMeta>& sessions) {
@@ -215,6 +224,10 @@ std::string to_json(const Stats& s) {
       {"touches_coalesced", s.touches_coalesced},
       {"connections", s.connections},
       {"protocol_errors", s.protocol_errors},
+      {"forged_ids", s.forged_ids},
+      {"hijack_impossible_travel", s.hijack_impossible_travel},
+      {"hijack_many_ips", s.hijack_many_ips},
+      {"context_mismatches", s.context_mismatches},
   };
   std::string out = "{";
   bool first = true;
@@ -259,6 +272,7 @@ std::string to_text(const Session& session) {
   for (const auto& field : session.fields) {
     out += "  " + field.name + " = " + field.value + "\n";
   }
+  for (const auto& d : session.detections) out += "SUSPICIOUS:  " + d.message + "\n";
   return out;
 }
 
@@ -305,6 +319,10 @@ std::string to_text(const Stats& s) {
       {"touches coalesced", s.touches_coalesced},
       {"connections", s.connections},
       {"protocol errors", s.protocol_errors},
+      {"forged ids", s.forged_ids},
+      {"hijack: travel", s.hijack_impossible_travel},
+      {"hijack: many IPs", s.hijack_many_ips},
+      {"context mismatches", s.context_mismatches},
   };
   std::string out;
   for (const auto& [name, value] : counters) {

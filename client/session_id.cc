@@ -1,5 +1,5 @@
 // base64url without padding (RFC 4648 §5): session ids (32 bytes = 43 characters, the last one
-// carrying 4 bits of data and 2 zero bits) and tokens.
+// carrying 4 bits of data and 2 zero bits; signed ids 48 bytes = 64 characters) and tokens.
 #include "sessiond/session_id.h"
 
 #include <array>
@@ -65,7 +65,9 @@ Result<std::string> base64url_decode(std::string_view text) {
 }
 
 std::optional<std::string> session_id_to_bytes(std::string_view text) {
-  if (text.size() != kSessionIdTextLength) return std::nullopt;
+  if (text.size() != kSessionIdTextLength && text.size() != kSignedSessionIdTextLength) {
+    return std::nullopt;
+  }
   auto bytes = base64url_decode(text);
   if (!bytes.ok()) return std::nullopt;
   return std::move(bytes).value();
@@ -74,7 +76,7 @@ std::optional<std::string> session_id_to_bytes(std::string_view text) {
 bool is_valid_session_id(std::string_view text) { return session_id_to_bytes(text).has_value(); }
 
 std::string session_id_from_bytes(std::string_view bytes) {
-  if (bytes.size() != kSessionIdBytes) return {};
+  if (bytes.size() != kSessionIdBytes && bytes.size() != kSignedSessionIdBytes) return {};
   return base64url_encode(bytes);
 }
 

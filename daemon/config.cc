@@ -41,6 +41,11 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   std::string preset = "ecommerce";
   std::string user_limit_policy = "revoke-oldest";
   std::string mismatch_policy = "report";
+  std::string hijack_policy = "report";
+  std::string signed_ids = "presets";
+  std::vector<std::string> preset_policies;
+  HijackRules& hijack = o.security.hijack;
+  double ip_window_s = static_cast<double>(hijack.ip_window_ms) / 1000.0;
   app.add_option("--listen", listen, "HOST:PORT of the native protocol listener (port 0: any)");
   app.add_option("--resp-port", o.resp_port,
                  "port of the Redis-protocol (RESP2) listener on the --listen host; -1: off, 0: "
@@ -50,6 +55,33 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                  "a GET from another client context than the session is bound to: report "
                  "(CONTEXT_MISMATCH) | destroy (CONTEXT_MISMATCH, and the session is destroyed)")
       ->check(CLI::IsMember({"report", "destroy"}));
+  app.add_option("--hijack-policy", hijack_policy,
+                 "a GET that records an access and looks like a hijack (impossible travel, too "
+                 "many IPs): report (in the answer) | destroy (the session) | revoke-user (every "
+                 "session of its user); HIJACK_SUSPECTED unless report")
+      ->check(CLI::IsMember({"report", "destroy", "revoke-user"}));
+  app.add_option("--hijack-max-speed-kmh", hijack.max_speed_kmh,
+                 "impossible travel: faster than this between two located accesses (0: off)")
+      ->check(CLI::Range(0.0, 1e9));
+  app.add_option("--hijack-min-distance-km", hijack.min_distance_km,
+                 "impossible travel: nearer accesses never count (geolocation is coarse)")
+      ->check(CLI::Range(0.0, 40'000.0));
+  app.add_option("--hijack-max-ips", hijack.max_distinct_ips,
+                 "too many IPs: more distinct client IPs than this within the window (0: off; "
+                 "at most --access-log-length are seen)");
+  app.add_option("--hijack-ip-window-s", ip_window_s, "the window of --hijack-max-ips")
+      ->check(CLI::Range(1.0, 86'400.0 * 365));
+  app.add_option("--signed-ids", signed_ids,
+                 "off (no id is signed) | presets (sessions of presets with signed-ids=on: "
+                 "finance and healthcare by default) | all (every id, and bare ids are refused)")
+      ->check(CLI::IsMember({"off", "presets", "all"}));
+  app.add_option("--id-key-file", o.id_key_file,
+                 "keys of signed ids ('current HEX', optional 'previous HEX UNTIL_MS'); default "
+                 "<data-dir>/id-keys, made on first start. Every node of a group needs the same");
+  app.add_option("--preset-policy", preset_policies,
+                 "PRESET:KEY=VALUE[,...] with context-mismatch=report|destroy, "
+                 "hijack=report|destroy|revoke-user, signed-ids=on|off; repeatable "
+                 "(docs/security.md has the defaults)");
   app.add_option("--app-secret", o.auth.app_secret,
                  "shared secret of the app role (session operations); put secrets in the "
                  "--config file, not on the command line (docs/security.md)");
@@ -112,7 +144,25 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   }
   o.store.durability = *storage::durability_from_name(durability);
   o.table.default_timeouts = storage::preset_timeouts(*storage::preset_from_name(preset));
-  o.destroy_on_context_mismatch = mismatch_policy == "destroy";
+  SecurityPolicy& sec = o.security;
+  sec.node.destroy_on_context_mismatch = mismatch_policy == "destroy";
+  sec.node.on_hijack = *hijack_action_from_name(hijack_policy);
+  hijack.ip_window_ms = static_cast<std::int64_t>(ip_window_s * 1000.0);
+  sec.default_preset = *storage::preset_from_name(preset);
+  for (const std::string& spec : preset_policies) {
+    if (Status s = apply_preset_policy(spec, &sec); !s.ok()) {
+      out.exit = true;
+      out.exit_code = 2;
+      out.message = "sessiond: " + s.message();
+      return out;
+    }
+  }
+  if (signed_ids == "off") {
+    for (auto& p : sec.presets) p.sign_ids = false;
+  } else if (signed_ids == "all") {
+    sec.node.sign_ids = true;
+    sec.require_signed_ids = true;
+  }
   o.table.user_limit_policy = user_limit_policy == "refuse"
                                   ? storage::TableOptions::UserLimitPolicy::kRefuse
                                   : storage::TableOptions::UserLimitPolicy::kRevokeOldest;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "daemon/auth.h"
+#include "daemon/security.h"
 #include "protocol/status.h"
 #include "storage/session_table.h"
 #include "storage/store.h"
@@ -25,10 +26,18 @@ struct ServerOptions {
   std::int64_t frame_timeout_ms = 10'000;  // a frame that started arriving must complete
   std::int64_t expiry_interval_ms = 100;
   std::string log_level = "info";
-  AuthConfig auth;                           // secrets of the roles; none: authentication off
-  bool destroy_on_context_mismatch = false;  // --context-mismatch-policy destroy
-  storage::StoreOptions store;               // path defaults to ./var
+  AuthConfig auth;              // secrets of the roles; none: authentication off
+  SecurityPolicy security;      // context, hijack and signed-id policies
+  std::string id_key_file;      // signed-id keys; empty: <data dir>/id-keys
+  storage::StoreOptions store;  // path defaults to ./var
   storage::TableOptions table;
+
+  // Whether some session may get a signed id (then the node loads or makes its keys).
+  bool needs_id_keys() const {
+    bool any = security.node.sign_ids || security.require_signed_ids;
+    for (const auto& p : security.presets) any = any || p.sign_ids;
+    return any;
+  }
 };
 
 // Outcome of parsing: options to run with, or an exit code and text for the caller to print

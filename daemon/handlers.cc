@@ -32,15 +32,6 @@ bool permitted(Role role, protocol::Opcode opcode) {
 using protocol::Opcode;
 namespace wire = sessiond::wire;
 
-Result<storage::SessionId> id_from(const std::string& bytes) {
-  if (bytes.size() != sizeof(storage::SessionId)) {
-    return Status::InvalidArgument("a session id is 32 bytes, got " + std::to_string(bytes.size()));
-  }
-  storage::SessionId id;
-  std::memcpy(id.data(), bytes.data(), id.size());
-  return id;
-}
-
 std::string id_bytes(const storage::SessionId& id) {
   return {reinterpret_cast<const char*>(id.data()), id.size()};
 }
@@ -67,8 +58,8 @@ void to_wire(const storage::Version& v, wire::Version* out) {
   out->set_region(v.region);
 }
 
-void to_wire(const storage::SessionMeta& m, wire::SessionMeta* out) {
-  out->set_id(id_bytes(m.id));
+void to_wire(const storage::SessionMeta& m, std::string wire_id, wire::SessionMeta* out) {
+  out->set_id(std::move(wire_id));
   to_wire(m.version, out->mutable_version());
   out->set_created_at_ms(m.created_at_ms);
   out->set_last_access_ms(m.last_access_ms);
@@ -84,8 +75,8 @@ void to_wire(const storage::AccessEntry& e, wire::AccessEntry* out) {
   out->set_longitude(e.longitude);
 }
 
-void to_wire(const storage::Session& s, wire::Session* out) {
-  out->set_id(id_bytes(s.id));
+void to_wire(const storage::Session& s, std::string wire_id, wire::Session* out) {
+  out->set_id(std::move(wire_id));
   out->set_user_id(s.user_id);
   for (const auto& f : s.fields) {
     auto* wf = out->add_fields();
@@ -114,8 +105,21 @@ storage::AccessEntry access_from(const wire::AccessEntry& e) {
   return {0, e.ip(), e.user_agent_hash(), e.has_location(), e.latitude(), e.longitude()};
 }
 
-// The engine's view of a CREATE request; INVALID_ARGUMENT for a bad policy.
-Result<storage::NewSession> new_session_from(const wire::CreateRequest& req) {
+void to_wire(const HijackFinding& f, wire::HijackDetection* out) {
+  out->set_kind(f.kind == HijackFinding::Kind::kImpossibleTravel
+                    ? wire::HijackDetection::IMPOSSIBLE_TRAVEL
+                    : wire::HijackDetection::MANY_IPS);
+  out->set_message(f.message);
+  out->set_distance_km(f.distance_km);
+  out->set_speed_kmh(f.speed_kmh);
+  out->set_interval_ms(f.interval_ms);
+  out->set_distinct_ips(f.distinct_ips);
+}
+
+// The engine's view of a CREATE request, with the preset it is kept under and whether its id
+// is signed; INVALID_ARGUMENT for a bad policy.
+Result<storage::NewSession> new_session_from(const wire::CreateRequest& req,
+                                             const SecurityPolicy& policy, bool can_sign) {
   storage::NewSession ns;
   ns.user_id = req.user_id();
   ns.fields = fields_from(req.fields());
@@ -129,8 +133,13 @@ Result<storage::NewSession> new_session_from(const wire::CreateRequest& req) {
     if (p < wire::FINANCE || p > wire::GAMING) {
       return Status::InvalidArgument("unknown preset " + std::to_string(p));
     }
-    ns.timeouts = storage::preset_timeouts(static_cast<storage::Preset>(p - 1));
+    ns.preset = static_cast<storage::Preset>(p - 1);
+    ns.timeouts = storage::preset_timeouts(*ns.preset);
   }
+  if (req.policy_case() != wire::CreateRequest::kTimeouts && !ns.preset) {
+    ns.preset = policy.default_preset;  // the table's default timeouts are this preset's
+  }
+  ns.signed_id = can_sign && policy.for_session(ns.preset).sign_ids;
   if (req.has_context()) ns.context = context_from(req.context());
   return ns;
 }
@@ -145,6 +154,94 @@ Handlers::Handlers(storage::SessionTable& table, storage::Store* store, Counters
       address_(std::move(address)),
       max_body_(max_body),
       auth_(std::move(auth)) {}
+
+void Handlers::set_security(SecurityPolicy policy, IdSigner signer, const storage::Clock& clock) {
+  policy_ = std::move(policy);
+  signer_ = std::move(signer);
+  clock_ = &clock;
+}
+
+Result<storage::SessionId> Handlers::parse_id(const std::string& bytes) {
+  storage::SessionId id;
+  if (bytes.size() != sizeof id && bytes.size() != kSignedIdBytes) {
+    return Status::InvalidArgument("a session id is 32 bytes (48 when signed), got " +
+                                   std::to_string(bytes.size()));
+  }
+  std::memcpy(id.data(), bytes.data(), id.size());
+  if (bytes.size() == sizeof id) {
+    if (!policy_.require_signed_ids) return id;
+    counters_.forged_ids.fetch_add(1, std::memory_order_relaxed);
+    return Status::NotFound("this node accepts signed session ids only");
+  }
+  const auto tag =
+      std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()) + id.size(), kIdTagBytes);
+  if (signer_.verify(id, tag, clock_->now_ms())) return id;
+  counters_.forged_ids.fetch_add(1, std::memory_order_relaxed);
+  return Status::NotFound(
+      "session id signature does not verify (forged, or signed with a "
+      "retired key)");
+}
+
+std::string Handlers::wire_id(const storage::SessionId& id, bool is_signed) const {
+  return is_signed && signer_.enabled() ? signer_.sign(id) : id_bytes(id);
+}
+
+void Handlers::handle_get(const protocol::FrameHeader& request, const storage::SessionId& id,
+                          const storage::ReadOptions& options, bool access_log_only,
+                          std::string* out) {
+  thread_local storage::Session session;
+  Status s = table_.get(id, options, &session);
+  if (s.code() == StatusCode::kContextMismatch) {
+    counters_.context_mismatches.fetch_add(1, std::memory_order_relaxed);
+    // A context that does not match may be a stolen id in use: end the session, per policy.
+    if (policy_.for_session(session.preset).destroy_on_context_mismatch &&
+        table_.destroy(id).ok()) {
+      s = Status(StatusCode::kContextMismatch, s.message() + "; the session was destroyed");
+    }
+  }
+  if (!s.ok()) return append_error(request, s, out);
+  if (access_log_only) {
+    wire::AccessLogResponse resp;
+    for (const auto& e : session.access_log) to_wire(e, resp.add_entries());
+    return append_ok(request, resp, out);
+  }
+  std::vector<HijackFinding> findings;
+  if (options.record_access) findings = detect_hijack(session.access_log, policy_.hijack);
+  for (const auto& f : findings) {
+    (f.kind == HijackFinding::Kind::kImpossibleTravel ? counters_.hijack_travel
+                                                      : counters_.hijack_many_ips)
+        .fetch_add(1, std::memory_order_relaxed);
+  }
+  const HijackAction action = policy_.for_session(session.preset).on_hijack;
+  if (findings.empty() || action == HijackAction::kReport) {
+    wire::GetResponse resp;
+    to_wire(session, wire_id(session.id, session.signed_id), resp.mutable_session());
+    for (const auto& f : findings) to_wire(f, resp.add_detections());
+    return append_ok(request, resp, out);
+  }
+  // The session is ended before anyone gets its data: the reader may be the attacker.
+  std::string ended = "the session was destroyed";
+  if (action == HijackAction::kRevokeUser && !session.user_id.empty()) {
+    auto n = table_.revoke_user(session.user_id);
+    ended = n.ok() ? "every session of the user was revoked (" + std::to_string(*n) + ")"
+                   : "revoking the user's sessions failed: " + n.status().message();
+  } else if (Status d = table_.destroy(id); !d.ok() && d.code() != StatusCode::kNotFound) {
+    ended = "destroying the session failed: " + d.message();
+  }
+  std::string message = "hijack suspected: ";
+  for (std::size_t i = 0; i < findings.size(); ++i) {
+    message += (i ? "; " : "") + findings[i].message;
+  }
+  protocol::FrameHeader h;
+  h.flags = protocol::kFlagResponse;
+  h.opcode = request.opcode;
+  h.request_id = request.request_id;
+  h.status = StatusCode::kHijackSuspected;
+  wire::ErrorResponse body;
+  body.set_message(message + "; " + ended);
+  for (const auto& f : findings) to_wire(f, body.add_detections());
+  (void)protocol::append_frame(h, body, out, max_body_);
+}
 
 void Handlers::append_error(const protocol::FrameHeader& request, const Status& status,
                             std::string* out) {
@@ -184,7 +281,7 @@ void Handlers::handle_creates(std::span<const Request> creates, Role* role, std:
       counters_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    auto ns = new_session_from(req);
+    auto ns = new_session_from(req, policy_, signer_.enabled());
     if (!ns.ok()) {
       refused[i] = ns.status();
       continue;
@@ -204,7 +301,7 @@ void Handlers::handle_creates(std::span<const Request> creates, Role* role, std:
       continue;
     }
     wire::CreateResponse resp;
-    to_wire(*result, resp.mutable_session());
+    to_wire(*result, wire_id(result->id, result->signed_id), resp.mutable_session());
     append_ok(creates[i].header, resp, out);
   }
 }
@@ -263,12 +360,12 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     case Opcode::kCreate: {
       wire::CreateRequest req;
       if (!parse(&req)) return;
-      auto ns = new_session_from(req);
+      auto ns = new_session_from(req, policy_, signer_.enabled());
       if (!ns.ok()) return append_error(request, ns.status(), out);
       auto meta = table_.create(*ns);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::CreateResponse resp;
-      to_wire(*meta, resp.mutable_session());
+      to_wire(*meta, wire_id(meta->id, meta->signed_id), resp.mutable_session());
       return reply(resp);
     }
     case Opcode::kGet:
@@ -276,11 +373,11 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       storage::ReadOptions ro;
       std::optional<storage::ClientContext> expect;
       std::optional<storage::AccessEntry> access;
-      Result<storage::SessionId> id = Status::InvalidArgument("");
+      std::string id_text;
       if (opcode == Opcode::kGet) {
         wire::GetRequest req;
         if (!parse(&req)) return;
-        id = id_from(req.id());
+        id_text = std::move(*req.mutable_id());
         ro.touch = req.touch();
         if (req.has_expect_context())
           ro.expect_context = &expect.emplace(context_from(req.expect_context()));
@@ -289,31 +386,16 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       } else {
         wire::AccessLogRequest req;
         if (!parse(&req)) return;
-        id = id_from(req.id());
+        id_text = std::move(*req.mutable_id());
       }
+      auto id = parse_id(id_text);
       if (!id.ok()) return append_error(request, id.status(), out);
-      thread_local storage::Session session;
-      Status s = table_.get(*id, ro, &session);
-      if (s.code() == StatusCode::kContextMismatch && destroy_on_mismatch_) {
-        // A context that does not match may be a stolen id in use: end the session.
-        const Status destroyed = table_.destroy(*id);
-        s = Status(StatusCode::kContextMismatch,
-                   s.message() + (destroyed.ok() ? "; the session was destroyed" : ""));
-      }
-      if (!s.ok()) return append_error(request, s, out);
-      if (opcode == Opcode::kGet) {
-        wire::GetResponse resp;
-        to_wire(session, resp.mutable_session());
-        return reply(resp);
-      }
-      wire::AccessLogResponse resp;
-      for (const auto& e : session.access_log) to_wire(e, resp.add_entries());
-      return reply(resp);
+      return handle_get(request, *id, ro, opcode == Opcode::kAccessLog, out);
     }
     case Opcode::kUpdate: {
       wire::UpdateRequest req;
       if (!parse(&req)) return;
-      auto id = id_from(req.id());
+      auto id = parse_id(req.id());
       if (!id.ok()) return append_error(request, id.status(), out);
       storage::FieldChanges ch;
       ch.set = fields_from(req.set());
@@ -330,24 +412,24 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       auto meta = table_.update(*id, ch, expected);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::UpdateResponse resp;
-      to_wire(*meta, resp.mutable_session());
+      to_wire(*meta, wire_id(meta->id, meta->signed_id), resp.mutable_session());
       return reply(resp);
     }
     case Opcode::kTouch: {
       wire::TouchRequest req;
       if (!parse(&req)) return;
-      auto id = id_from(req.id());
+      auto id = parse_id(req.id());
       if (!id.ok()) return append_error(request, id.status(), out);
       auto meta = table_.touch(*id);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::TouchResponse resp;
-      to_wire(*meta, resp.mutable_session());
+      to_wire(*meta, wire_id(meta->id, meta->signed_id), resp.mutable_session());
       return reply(resp);
     }
     case Opcode::kDestroy: {
       wire::DestroyRequest req;
       if (!parse(&req)) return;
-      auto id = id_from(req.id());
+      auto id = parse_id(req.id());
       if (!id.ok()) return append_error(request, id.status(), out);
       if (Status s = table_.destroy(*id); !s.ok()) return append_error(request, s, out);
       return reply(wire::DestroyResponse());
@@ -355,7 +437,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     case Opcode::kRegenerate: {
       wire::RegenerateRequest req;
       if (!parse(&req)) return;
-      auto id = id_from(req.id());
+      auto id = parse_id(req.id());
       if (!id.ok()) return append_error(request, id.status(), out);
       storage::RegenerateOptions opts;
       if (req.replace_fields()) opts.replace_fields = fields_from(req.fields());
@@ -364,14 +446,16 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       auto meta = table_.regenerate(*id, opts);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::RegenerateResponse resp;
-      to_wire(*meta, resp.mutable_session());
+      to_wire(*meta, wire_id(meta->id, meta->signed_id), resp.mutable_session());
       return reply(resp);
     }
     case Opcode::kListUser: {
       wire::ListUserRequest req;
       if (!parse(&req)) return;
       wire::ListUserResponse resp;
-      for (const auto& m : table_.list_user(req.user_id())) to_wire(m, resp.add_sessions());
+      for (const auto& m : table_.list_user(req.user_id())) {
+        to_wire(m, wire_id(m.id, m.signed_id), resp.add_sessions());
+      }
       return reply(resp);
     }
     case Opcode::kRevokeUser: {
@@ -379,7 +463,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (!parse(&req)) return;
       std::optional<storage::SessionId> keep;
       if (!req.keep_id().empty()) {
-        auto k = id_from(req.keep_id());
+        auto k = parse_id(req.keep_id());
         if (!k.ok()) return append_error(request, k.status(), out);
         keep = *k;
       }
@@ -411,6 +495,10 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       resp.set_disk_bytes(store_ ? store_->disk_bytes() : 0);
       resp.set_connections_refused(counters_.connections_refused.load(std::memory_order_relaxed));
       resp.set_connection_timeouts(counters_.timeouts.load(std::memory_order_relaxed));
+      resp.set_forged_ids(counters_.forged_ids.load(std::memory_order_relaxed));
+      resp.set_hijack_impossible_travel(counters_.hijack_travel.load(std::memory_order_relaxed));
+      resp.set_hijack_many_ips(counters_.hijack_many_ips.load(std::memory_order_relaxed));
+      resp.set_context_mismatches(counters_.context_mismatches.load(std::memory_order_relaxed));
       return reply(resp);
     }
     case Opcode::kTopology: {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "daemon/auth.h"
+#include "daemon/security.h"
 #include "protocol/frame.h"
 #include "protocol/status.h"
 #include "storage/session_table.h"
@@ -23,6 +24,10 @@ struct Counters {
   std::atomic<std::uint64_t> connections_refused{0};  // over --max-connections
   std::atomic<std::uint64_t> protocol_errors{0};      // bad frames and bodies
   std::atomic<std::uint64_t> timeouts{0};             // connections closed by the watchdog
+  std::atomic<std::uint64_t> forged_ids{0};           // refused before lookup (signed ids)
+  std::atomic<std::uint64_t> hijack_travel{0};        // impossible-travel findings
+  std::atomic<std::uint64_t> hijack_many_ips{0};      // too-many-IPs findings
+  std::atomic<std::uint64_t> context_mismatches{0};   // GETs from another bound context
 };
 
 class Handlers {
@@ -45,9 +50,11 @@ class Handlers {
   // all of them; appends their responses in order, exactly as handle() would one by one.
   void handle_creates(std::span<const Request> creates, Role* role, std::string* out);
   const AuthConfig& auth() const { return auth_; }
-  // --context-mismatch-policy destroy: a GET whose context does not match the session's bound
-  // one also destroys the session (the answer is still CONTEXT_MISMATCH). Set before serving.
-  void set_destroy_on_context_mismatch(bool destroy) { destroy_on_mismatch_ = destroy; }
+  // The session-security policy (context mismatch, hijack detection, signed ids; see
+  // security.h) and the keys of signed ids; `clock` times the key rotation's grace period.
+  // Set before serving. Without it: report only, no signed ids.
+  void set_security(SecurityPolicy policy, IdSigner signer,
+                    const storage::Clock& clock = storage::SystemClock::instance());
   // What TOPOLOGY reports as this node's address; set once the listener is bound, before any
   // request is handled.
   void set_address(std::string address) { address_ = std::move(address); }
@@ -58,13 +65,23 @@ class Handlers {
   // Appends `response` as the OK answer to `request` (TOO_LARGE if it cannot fit a frame).
   void append_ok(const protocol::FrameHeader& request,
                  const google::protobuf::MessageLite& response, std::string* out);
+  // The session id in a request: 32 bytes, or 48 whose tag verifies. A bad tag, or a bare id
+  // when every id must be signed, is NOT_FOUND before any lookup, and counted.
+  Result<storage::SessionId> parse_id(const std::string& bytes);
+  // The id as this node hands it out: signed when the session is.
+  std::string wire_id(const storage::SessionId& id, bool is_signed) const;
+  // The GET path: the read, then the context and hijack policies.
+  void handle_get(const protocol::FrameHeader& request, const storage::SessionId& id,
+                  const storage::ReadOptions& options, bool access_log_only, std::string* out);
   storage::SessionTable& table_;
   storage::Store* store_;
   Counters& counters_;
   std::string address_;
   std::uint32_t max_body_;
   AuthConfig auth_;
-  bool destroy_on_mismatch_ = false;
+  SecurityPolicy policy_;
+  IdSigner signer_;
+  const storage::Clock* clock_ = &storage::SystemClock::instance();
 };
 
 }  // namespace sessiond::daemon

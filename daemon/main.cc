@@ -8,6 +8,7 @@
 
 #include <asio.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 
 #include "daemon/config.h"
@@ -68,7 +69,22 @@ int main(int argc, char** argv) {
   daemon::Counters counters;
   daemon::Handlers handlers(table, store->get(), counters, "", options.max_frame_bytes,
                             options.auth);
-  handlers.set_destroy_on_context_mismatch(options.destroy_on_context_mismatch);
+  daemon::IdSigner signer;
+  if (options.needs_id_keys()) {
+    const bool default_file = options.id_key_file.empty();
+    const std::string path = default_file
+                                 ? (std::filesystem::path(options.store.path) / "id-keys").string()
+                                 : options.id_key_file;
+    auto keys = daemon::load_id_keys(path, default_file);
+    if (!keys.ok()) {
+      spdlog::error("cannot start: {}", keys.status().ToString());
+      return 1;
+    }
+    spdlog::info("signed session ids: keys from {}{}", path,
+                 keys->previous.empty() ? "" : " (with a previous key in its grace period)");
+    signer = daemon::IdSigner(std::move(keys).value());
+  }
+  handlers.set_security(options.security, std::move(signer));
   if (options.auth.enabled()) spdlog::info("authentication on: clients must AUTH first");
   daemon::resp::Commands resp_commands(
       table, storage::SystemClock::instance(),

@@ -30,6 +30,8 @@ std::string_view status_code_name(StatusCode code) {
       return "UNAVAILABLE";
     case StatusCode::kInternal:
       return "INTERNAL";
+    case StatusCode::kHijackSuspected:
+      return "HIJACK_SUSPECTED";
   }
   return "UNKNOWN";
 }

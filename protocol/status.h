@@ -28,6 +28,7 @@ enum class StatusCode : std::uint8_t {
   kOverloaded = 10,
   kUnavailable = 11,
   kInternal = 12,
+  kHijackSuspected = 13,  // hijack detection ended the session (or the user's sessions)
 };
 
 // Upper-case protocol name of a code ("NOT_FOUND"); "UNKNOWN" for values outside the enum.

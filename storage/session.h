@@ -99,6 +99,8 @@ struct Session {
   std::optional<ClientContext> context;
   std::vector<AccessEntry> access_log;  // oldest first, at most the configured length
   Version version;                      // version of the last write to the session
+  std::optional<Preset> preset;         // the policy preset it was created with, if any
+  bool signed_id = false;               // its id is handed out with an HMAC tag (DESIGN §9)
 
   std::int64_t deadline_ms() const {
     return compute_deadline(created_at_ms, last_access_ms, timeouts);

@@ -188,7 +188,7 @@ Status check_context(const std::optional<ClientContext>& c) {
 }
 
 SessionMeta meta_of(const Record& r) {
-  return {r.id, r.version(), r.created_at_ms, r.last_access_ms, r.deadline_ms()};
+  return {r.id, r.version(), r.created_at_ms, r.last_access_ms, r.deadline_ms(), r.signed_id != 0};
 }
 
 }  // namespace
@@ -200,6 +200,8 @@ class SessionTable::Impl {
     std::size_t n = 1;
     while (n < std::clamp<std::size_t>(options.shard_count, 1, kMaxShards)) n <<= 1;
     shards_ = std::vector<Shard>(n);
+    // Room for the blob's own lengths within what a record can hold.
+    options_.max_session_bytes = std::min(options_.max_session_bytes, detail::kMaxBlobBytes / 2);
     user_shards_ = std::vector<UserShard>(n);
     mask_ = n - 1;
   }
@@ -533,6 +535,8 @@ Result<RecordPtr> SessionTable::Impl::new_record(const NewSession& request) {
   r->absolute_ms = timeouts.absolute_ms;
   r->version_hlc = version.hlc;
   r->version_region = version.region;
+  r->set_preset(request.preset);
+  r->signed_id = request.signed_id ? 1 : 0;
   if (request.context) {
     r->extras = std::make_unique<detail::Extras>();
     r->extras->context = request.context;
@@ -668,6 +672,7 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
   if (options.expect_context && r->extras && r->extras->context &&
       !context_matches(*r->extras->context, *options.expect_context)) {
     ++shard.counters.read_misses;
+    detail::record_to_session(*r, out);  // for the caller's policy, not for its client
     return Status::ContextMismatch("session is bound to another client context");
   }
   if (options.record_access) {
@@ -794,6 +799,8 @@ Result<SessionMeta> SessionTable::Impl::apply_changes(Shard& shard, Record* old,
   r->absolute_ms = changes.timeouts ? changes.timeouts->absolute_ms : old->absolute_ms;
   r->version_hlc = version.hlc;
   r->version_region = version.region;
+  r->preset_code = old->preset_code;  // new timeouts keep the session's policy class
+  r->signed_id = old->signed_id;
   const auto old_bytes = static_cast<std::int64_t>(old->footprint());  // before extras move
   r->extras = std::move(old->extras);
   const std::int64_t delta = static_cast<std::int64_t>(r->footprint()) - old_bytes;
@@ -886,6 +893,8 @@ Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
   r->absolute_ms = old->absolute_ms;
   r->version_hlc = version.hlc;
   r->version_region = version.region;
+  r->preset_code = old->preset_code;
+  r->signed_id = old->signed_id;
   if (old->extras) r->extras = std::make_unique<detail::Extras>(*old->extras);
   if (Status s = reserve_bytes(static_cast<std::int64_t>(r->footprint()) -
                                static_cast<std::int64_t>(old->footprint()));

@@ -73,6 +73,7 @@ struct SessionMeta {
   std::int64_t created_at_ms = 0;
   std::int64_t last_access_ms = 0;
   std::int64_t deadline_ms = kNoDeadline;
+  bool signed_id = false;  // created with NewSession::signed_id (the caller signs the id)
 };
 
 struct NewSession {
@@ -80,6 +81,10 @@ struct NewSession {
   std::vector<std::pair<std::string, std::string>> fields;  // names must be unique
   std::optional<Timeouts> timeouts;                         // nullopt: the table's default
   std::optional<ClientContext> context;
+  // Kept with the session for the caller's policies (DESIGN §2, §9); the table only stores them
+  // (and keeps them through regenerate). `preset` does not set the timeouts: `timeouts` does.
+  std::optional<Preset> preset;
+  bool signed_id = false;  // the caller hands the id out with an HMAC tag
 };
 
 struct ReadOptions {
@@ -176,7 +181,8 @@ class SessionTable {
   // alone; a failed write fails the valid ones of its group of 32 and applies none of them.
   std::vector<Result<SessionMeta>> create_batch(std::span<const NewSession> requests);
   // Copies the session into *out (reusing its buffers). NOT_FOUND or EXPIRED when it is not
-  // alive, CONTEXT_MISMATCH per ReadOptions::expect_context.
+  // alive, CONTEXT_MISMATCH per ReadOptions::expect_context (then *out holds the session as it
+  // is, untouched and without the access recorded, for the caller's policy).
   Status get(const SessionId& id, const ReadOptions& options, Session* out);
   // get() for many ids at once, as a pipelining client sends them: out[i] and the returned
   // statuses[i] are what get(ids[i], options, &out[i]) would give. Each read is atomic on its

@@ -68,8 +68,9 @@ Status id_to_wire(std::string_view text, std::string_view what, std::string* out
   auto bytes = session_id_to_bytes(text);
   if (!bytes) {
     std::string shown(text.substr(0, 64));
-    return Status::InvalidArgument(std::string(what) + " '" + shown +
-                                   "' is not a session id (43 base64url characters)");
+    return Status::InvalidArgument(
+        std::string(what) + " '" + shown +
+        "' is not a session id (43 base64url characters, 64 when signed)");
   }
   *out = std::move(*bytes);
   return {};
@@ -166,6 +167,24 @@ Session from_wire(const wire::Session& in) {
   return out;
 }
 
+Session from_wire(const wire::GetResponse& in) {
+  Session out = from_wire(in.session());
+  for (const auto& d : in.detections()) {
+    HijackDetection h;
+    h.kind = d.kind() == wire::HijackDetection::IMPOSSIBLE_TRAVEL
+                 ? HijackDetection::Kind::kImpossibleTravel
+             : d.kind() == wire::HijackDetection::MANY_IPS ? HijackDetection::Kind::kManyIps
+                                                           : HijackDetection::Kind::kOther;
+    h.message = d.message();
+    h.distance_km = d.distance_km();
+    h.speed_kmh = d.speed_kmh();
+    h.interval_ms = d.interval_ms();
+    h.distinct_ips = d.distinct_ips();
+    out.detections.push_back(std::move(h));
+  }
+  return out;
+}
+
 PingResult from_wire(const wire::PingResponse& in) {
   return {in.payload(), in.protocol_version(), in.server()};
 }
@@ -187,6 +206,10 @@ Stats from_wire(const wire::StatsResponse& in) {
   out.connections = in.connections();
   out.protocol_errors = in.protocol_errors();
   out.disk_bytes = in.disk_bytes();
+  out.forged_ids = in.forged_ids();
+  out.hijack_impossible_travel = in.hijack_impossible_travel();
+  out.hijack_many_ips = in.hijack_many_ips();
+  out.context_mismatches = in.context_mismatches();
   return out;
 }
 

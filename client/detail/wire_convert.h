@@ -22,6 +22,8 @@ Status to_wire(std::string_view id, const RegenerateOptions& in, wire::Regenerat
 
 SessionMeta from_wire(const wire::SessionMeta& in);
 Session from_wire(const wire::Session& in);
+// The session and what hijack detection reported with it.
+Session from_wire(const wire::GetResponse& in);
 AccessEntry from_wire(const wire::AccessEntry& in);
 PingResult from_wire(const wire::PingResponse& in);
 Stats from_wire(const wire::StatsResponse& in);

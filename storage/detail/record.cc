@@ -15,6 +15,7 @@ RecordPtr Record::make(const SessionId& id, std::string_view blob) {
   void* mem = ::operator new(sizeof(Record) + blob.size());
   auto* r = new (mem) Record();
   r->id = id;
+  // Callers check max_session_bytes, which the table caps below kMaxBlobBytes.
   r->blob_size = static_cast<std::uint32_t>(blob.size());
   if (!blob.empty())
     std::memcpy(reinterpret_cast<char*>(r) + sizeof(Record), blob.data(), blob.size());
@@ -171,6 +172,8 @@ void record_to_session(const Record& r, Session* out) {
   out->last_access_ms = r.last_access_ms;
   out->timeouts = r.timeouts();
   out->version = r.version();
+  out->preset = r.preset();
+  out->signed_id = r.signed_id != 0;
   if (r.extras) {
     out->context = r.extras->context;
     out->access_log = r.extras->access_log;
@@ -191,7 +194,8 @@ void encode_value(const Record& r, std::string* out) {
   put_fixed64(out, r.version_hlc);
   put_varint(out, r.version_region);
   const bool has_context = r.extras && r.extras->context;
-  out->push_back(has_context ? 1 : 0);
+  out->push_back(
+      static_cast<char>((has_context ? 1 : 0) | (r.signed_id ? 2 : 0) | (r.preset_code << 2)));
   if (has_context) {
     put_bytes(out, r.extras->context->ip);
     put_fixed64(out, r.extras->context->user_agent_hash);
@@ -241,6 +245,7 @@ Result<RecordPtr> decode_value(std::string_view id, std::string_view value) {
   const auto flags = static_cast<std::uint8_t>(in.front());
   in.remove_prefix(1);
   auto extras = std::make_unique<Extras>();
+  if (flags >= 32) return corrupt("unknown flags");
   if (flags & 1) {
     std::string_view ip;
     std::uint64_t ua = 0;
@@ -278,6 +283,9 @@ Result<RecordPtr> decode_value(std::string_view id, std::string_view value) {
   r->absolute_ms = static_cast<std::int64_t>(absolute);
   r->version_hlc = hlc;
   r->version_region = static_cast<std::uint32_t>(region);
+  r->signed_id = (flags & 2) ? 1 : 0;
+  if (((flags >> 2) & 7) > 5) return corrupt("unknown preset");
+  r->preset_code = (flags >> 2) & 7u;
   if (extras->context || !extras->access_log.empty()) r->extras = std::move(extras);
   if (static_cast<std::int64_t>(deadline) != r->persisted_deadline_ms()) {
     return corrupt("deadline does not match timeouts");

@@ -9,7 +9,8 @@
 // Blob:   varint user_len, user_id, varint n, n x { varint (name_len << 1 | has_version), name,
 //         varint value_len, value, [fixed64 hlc, varint region] if has_version }
 // Value:  u8 format (1), fixed64 deadline, varint created, last_access, idle, absolute,
-//         fixed64 hlc, varint region, u8 flags (1: context), [varint ip_len, ip, fixed64 ua],
+//         fixed64 hlc, varint region, u8 flags (1: context, 2: signed id, bits 2-4: preset + 1
+//         or 0), [varint ip_len, ip, fixed64 ua],
 //         varint log_n, log_n x { varint time, varint ip_len, ip, fixed64 ua, u8 has_loc,
 //         [fixed64 lat, fixed64 lon] }, blob (the rest).
 // The deadline sits at a fixed offset so the compaction filter reads it without decoding.
@@ -30,6 +31,8 @@ namespace sessiond::storage::detail {
 inline constexpr std::uint8_t kValueFormat = 1;
 inline constexpr std::size_t kValueDeadlineOffset = 1;
 inline constexpr std::size_t kValueHeaderSize = 9;
+// Largest blob a record can hold (Record::blob_size has 28 bits).
+inline constexpr std::size_t kMaxBlobBytes = (std::size_t{1} << 28) - 1;
 
 // Context and access history: absent for most sessions until they are read with access
 // recording, so they live behind one pointer.
@@ -58,13 +61,22 @@ struct Record {
   // How far last_access_ms has moved since the last persisted write (touch coalescing). The
   // on-disk deadline derives from last_access_ms - unpersisted_ms.
   std::uint32_t unpersisted_ms = 0;
-  std::uint32_t blob_size = 0;
+  std::uint32_t blob_size : 28 = 0;   // sessions are far smaller (TableOptions::max_session_bytes)
+  std::uint32_t preset_code : 3 = 0;  // 0: created with explicit timeouts; else Preset + 1
+  std::uint32_t signed_id : 1 = 0;    // handed out with an HMAC tag (DESIGN §9)
 
   // A record with room for `blob` copied after the header; other members zeroed.
   static RecordPtr make(const SessionId& id, std::string_view blob);
 
   std::string_view blob() const { return {reinterpret_cast<const char*>(this + 1), blob_size}; }
   Timeouts timeouts() const { return {idle_ms, absolute_ms}; }
+  std::optional<Preset> preset() const {
+    return preset_code == 0 ? std::nullopt
+                            : std::optional<Preset>(static_cast<Preset>(preset_code - 1));
+  }
+  void set_preset(std::optional<Preset> p) {
+    preset_code = p ? static_cast<std::uint32_t>(*p) + 1 : 0;
+  }
   Version version() const { return {version_hlc, version_region}; }
   std::int64_t deadline_ms() const {
     return compute_deadline(created_at_ms, last_access_ms, timeouts());

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <optional>
 #include <regex>
@@ -579,6 +580,130 @@ TEST_F(ClientIntegration, FixationAttemptFailsAfterTheLoginStep) {
   EXPECT_GT(std::stoll(session->field("sessiond.authenticated_at")->value), 0);
   auto by_sessctl = sessctl({"--json", "regenerate", logged_in->id, "--authenticated"});
   EXPECT_EQ(by_sessctl.exit_code, 0) << by_sessctl.err;
+}
+
+CreateOptions finance_session(std::string user) {
+  CreateOptions options = create_with(std::move(user));
+  options.preset = Preset::kFinance;
+  return options;
+}
+
+GetOptions recording_from(std::string ip, double lat, double lon) {
+  GetOptions options;
+  AccessEntry& access = options.record_access.emplace();
+  access.ip = std::move(ip);
+  access.has_location = true;
+  access.latitude = lat;
+  access.longitude = lon;
+  return options;
+}
+
+// Signed ids on a real node (issue 5): finance sessions get them by default, a forged one is
+// refused and counted, and the node's key (made on first start in the data directory) keeps
+// them valid across a restart.
+TEST_F(ConfiguredNode, FinanceSessionsHaveSignedIdsThatSurviveARestart) {
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  std::string id;
+  {
+    Client client(client_options());
+    auto created = client.create(finance_session("erin"));
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    id = created->id;
+    EXPECT_EQ(id.size(), kSignedSessionIdTextLength);
+    EXPECT_EQ(client.create(create_with("erin"))->id.size(), kSessionIdTextLength);
+    ASSERT_TRUE(client.get(id).ok());
+    for (std::size_t at : {std::size_t{0}, std::size_t{50}, std::size_t{63}}) {
+      std::string forged = id;
+      forged[at] = forged[at] == 'A' ? 'Q' : 'A';  // a 6-bit group changes: still canonical
+      EXPECT_EQ(client.get(forged).status().code(), StatusCode::kNotFound) << forged;
+    }
+    auto stats = client.stats();
+    ASSERT_TRUE(stats.ok());
+    EXPECT_EQ(stats->forged_ids, 3u);
+  }
+  EXPECT_TRUE(std::filesystem::exists(dir_.path() / "data" / "id-keys"));
+  node_.reset();
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  Client client(client_options());
+  auto session = client.get(id);
+  ASSERT_TRUE(session.ok()) << session.status().ToString();
+  EXPECT_EQ(session->id, id);
+  auto listed = testing::run_process(SESSCTL_PATH, {"--addr", node_->address(), "get", id});
+  EXPECT_EQ(listed.exit_code, 0) << listed.err;
+}
+
+// Key rotation: ids signed with the previous key work until its grace period ends.
+TEST_F(ConfiguredNode, KeyRotationKeepsOldIdsValidForTheGracePeriod) {
+  const std::string keys = (dir_.path() / "keys").string();
+  const std::string key_a(64, 'a'), key_b(64, 'b');
+  std::ofstream(keys) << "current " << key_a << "\n";
+  ASSERT_NO_FATAL_FAILURE(start({"--id-key-file", keys}));
+  std::string id;
+  {
+    Client client(client_options());
+    auto created = client.create(finance_session("frank"));
+    ASSERT_TRUE(created.ok());
+    id = created->id;
+  }
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  for (auto [until, alive] : {std::pair{now_ms + 3'600'000, true}, {now_ms - 1, false}}) {
+    node_.reset();
+    std::ofstream(keys) << "current " << key_b << "\nprevious " << key_a << " " << until << "\n";
+    ASSERT_NO_FATAL_FAILURE(start({"--id-key-file", keys}));
+    Client client(client_options());
+    auto got = client.get(id);
+    EXPECT_EQ(got.ok(), alive) << got.status().ToString();
+    if (alive) {
+      // The node hands the id back signed with the current key; that form works too.
+      EXPECT_NE(got->id, id);
+      EXPECT_TRUE(client.get(got->id).ok());
+    }
+  }
+  // A key file that is not there is an error at start, not a fresh key.
+  node_.reset();
+  TestNode::Options o = node_options(dir_.path() / "data");
+  o.extra_args = {"--id-key-file", (dir_.path() / "missing").string()};
+  std::string error;
+  EXPECT_EQ(TestNode::start(o, &error), nullptr);
+}
+
+// Hijack detection on a real node (issue 5): a finance session read from Tokyo three minutes
+// after Paris ends every session of its user; an ecommerce session only reports it.
+TEST_F(ConfiguredNode, ASessionReadFromFarAwayWithinMinutesIsCaught) {
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  Client client(client_options());
+  auto id = client.create(finance_session("grace"));
+  auto other = client.create(finance_session("grace"));
+  ASSERT_TRUE(id.ok() && other.ok());
+  ASSERT_TRUE(client.get(id->id, recording_from("198.51.100.7", 48.8566, 2.3522)).ok());
+  auto stolen = client.get(id->id, recording_from("203.0.113.66", 35.6762, 139.6503));
+  EXPECT_EQ(stolen.status().code(), StatusCode::kHijackSuspected) << stolen.status().ToString();
+  EXPECT_NE(stolen.status().message().find("impossible travel"), std::string::npos);
+  EXPECT_NE(stolen.status().message().find("revoked (2)"), std::string::npos);
+  EXPECT_EQ(client.get(other->id).status().code(), StatusCode::kNotFound);
+  auto listed = client.list_user("grace");
+  ASSERT_TRUE(listed.ok());
+  EXPECT_TRUE(listed->empty());
+
+  auto shop = client.create(create_with("heidi"));
+  ASSERT_TRUE(shop.ok());
+  ASSERT_TRUE(client.get(shop->id, recording_from("198.51.100.7", 48.8566, 2.3522)).ok());
+  auto reported = client.get(shop->id, recording_from("203.0.113.66", 35.6762, 139.6503));
+  ASSERT_TRUE(reported.ok()) << reported.status().ToString();
+  ASSERT_EQ(reported->detections.size(), 1u);
+  EXPECT_EQ(reported->detections[0].kind, HijackDetection::Kind::kImpossibleTravel);
+  EXPECT_GT(reported->detections[0].distance_km, 9000);
+  // sessctl shows it, and records the access it is given.
+  auto shown = testing::run_process(
+      SESSCTL_PATH, {"--addr", node_->address(), "get", shop->id, "--record-ip", "192.0.2.1",
+                     "--record-at", "-33.8688", "151.2093"});
+  EXPECT_EQ(shown.exit_code, 0) << shown.err;
+  EXPECT_NE(shown.out.find("SUSPICIOUS:  impossible travel"), std::string::npos) << shown.out;
+  auto stats = client.stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->hijack_impossible_travel, 3u);
 }
 
 }  // namespace

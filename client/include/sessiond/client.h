@@ -19,7 +19,7 @@
 // NOT_FOUND, EXPIRED or VERSION_CONFLICT are statuses, never exceptions. A call that gets no
 // answer within its deadline (Options::timeout, or the thread's CallTimeout) returns
 // UNAVAILABLE with a message that says why (no
-// connection, connection lost, no answer in time). Malformed arguments (an id that is not 43
+// connection, connection lost, no answer in time). Malformed arguments (an id that is not 43 or 64
 // base64url characters, a negative timeout) are INVALID_ARGUMENT without a round trip.
 //
 // Connections: a pool of Options::pool_size TCP connections to one node, opened lazily by the

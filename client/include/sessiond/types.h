@@ -2,8 +2,8 @@
 // the options of each operation. Plain structs, no protocol details.
 //
 // Times are milliseconds since the Unix epoch, durations are milliseconds, and a timeout of 0
-// means "none" (docs/protocol.md). Session ids are the 43-character text form (session_id.h).
-// Field names and values are bytes held in std::string.
+// means "none" (docs/protocol.md). Session ids are the 43-character text form, 64 when signed
+// (session_id.h). Field names and values are bytes held in std::string.
 #pragma once
 
 #include <cstdint>
@@ -79,6 +79,19 @@ struct SessionMeta {
   std::int64_t deadline_ms = 0;  // INT64_MAX when the session has no timeout
 };
 
+// What the node's hijack detection saw on a get() that recorded an access (docs/security.md).
+// With the node's policy "report" the session comes back with it; otherwise the get answers
+// HIJACK_SUSPECTED and the session is gone.
+struct HijackDetection {
+  enum class Kind { kImpossibleTravel, kManyIps, kOther };
+  Kind kind = Kind::kOther;
+  std::string message;  // "impossible travel: 9530 km in 5.0 min (114360 km/h > 1000)"
+  double distance_km = 0;
+  double speed_kmh = 0;
+  std::int64_t interval_ms = 0;
+  std::uint32_t distinct_ips = 0;
+};
+
 struct Session {
   std::string id;  // text form
   std::string user_id;
@@ -90,6 +103,7 @@ struct Session {
   std::optional<ClientContext> context;  // the bound context, if any
   std::vector<AccessEntry> access_log;   // oldest first
   Version version;
+  std::vector<HijackDetection> detections;  // from get() with record_access; usually empty
 
   // The field with this name, or nullptr.
   const Field* field(std::string_view name) const;
@@ -148,6 +162,10 @@ struct Stats {
   std::uint64_t connections = 0;
   std::uint64_t protocol_errors = 0;
   std::uint64_t disk_bytes = 0;
+  std::uint64_t forged_ids = 0;  // ids refused before lookup (signed ids)
+  std::uint64_t hijack_impossible_travel = 0;
+  std::uint64_t hijack_many_ips = 0;
+  std::uint64_t context_mismatches = 0;
 };
 
 }  // namespace sessiond

@@ -392,6 +392,50 @@ TEST(Persistence, RegenerateDestroyAndRevokeUserSurviveReopen) {
   EXPECT_EQ(ids_of(table.list_user("carol")), std::vector<SessionId>{kept});
 }
 
+// The preset and the signed-id mark are kept for the daemon's policies through update,
+// regenerate and a restart.
+TEST(Persistence, PresetAndSignedMarkSurviveUpdateRegenerateAndReopen) {
+  TempDir tmp;
+  ManualClock clock;
+  const std::string path = tmp.sub("data");
+  SessionId id, plain;
+  {
+    auto node = open_node(path, clock);
+    ASSERT_NE(node, nullptr);
+    NewSession request = new_session("alice", {{"cart", "1"}}, preset_timeouts(Preset::kFinance));
+    request.preset = Preset::kFinance;
+    request.signed_id = true;
+    auto created = node->table->create(request);
+    ASSERT_TRUE(created.ok());
+    EXPECT_TRUE(created->signed_id);
+    FieldChanges change;
+    change.set = {{"cart", "2"}};
+    change.timeouts = Timeouts{1000 * kMinute, 0};
+    auto updated = node->table->update(created->id, change);
+    ASSERT_TRUE(updated.ok());
+    EXPECT_TRUE(updated->signed_id);
+    auto regenerated = node->table->regenerate(created->id);
+    ASSERT_TRUE(regenerated.ok());
+    EXPECT_TRUE(regenerated->signed_id);
+    id = regenerated->id;
+    plain = create_or_fail(*node->table, new_session("alice", {}));
+  }
+  auto node = open_node(path, clock);
+  ASSERT_NE(node, nullptr);
+  auto session = read_session(*node->table, id);
+  ASSERT_TRUE(session);
+  EXPECT_EQ(session->preset, Preset::kFinance);
+  EXPECT_TRUE(session->signed_id);
+  EXPECT_EQ(session->field("cart")->value, "2");
+  auto other = read_session(*node->table, plain);
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->preset, std::nullopt);
+  EXPECT_FALSE(other->signed_id);
+  const auto listed = node->table->list_user("alice");
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_NE(listed[0].signed_id, listed[1].signed_id);
+}
+
 TEST(Persistence, VersionsAfterReopenExceedRecoveredOnesEvenWhenTheClockIsBehind) {
   TempDir tmp;
   ManualClock clock;

@@ -20,6 +20,8 @@ RecordPtr sample_record(bool with_extras) {
   r->version_hlc = v.hlc;
   r->version_region = v.region;
   if (with_extras) {
+    r->set_preset(Preset::kGaming);  // the highest code the flags hold
+    r->signed_id = 1;
     r->extras = std::make_unique<Extras>();
     r->extras->context = ClientContext{"203.0.113.7", 0xabcdef};
     r->extras->access_log.push_back({r->created_at_ms, "203.0.113.7", 0xabcdef, true, 48.85, 2.35});
@@ -56,6 +58,28 @@ TEST(RecordCodec, ValueRoundTripsEverything) {
     record_to_session(*r, &a);
     record_to_session(**back, &b);
     EXPECT_EQ(a, b);
+    EXPECT_EQ(b.preset, extras ? std::optional(Preset::kGaming) : std::nullopt);
+    EXPECT_EQ(b.signed_id, extras);
+  }
+}
+
+TEST(RecordCodec, UnknownFlagsAndPresetsAreRejected) {
+  RecordPtr r = sample_record(false);
+  std::string value;
+  encode_value(*r, &value);
+  std::string_view id(reinterpret_cast<const char*>(r->id.data()), r->id.size());
+  // The flags byte follows the header's varints; find it as the byte that changes with them.
+  r->set_preset(Preset::kMedia);
+  std::string with_preset;
+  encode_value(*r, &with_preset);
+  ASSERT_EQ(with_preset.size(), value.size());
+  std::size_t at = 0;
+  while (at < value.size() && value[at] == with_preset[at]) ++at;
+  ASSERT_LT(at, value.size());
+  for (int flags : {6 << 2, 7 << 2, 32, 64, 128}) {
+    std::string bad = value;
+    bad[at] = static_cast<char>(flags);
+    EXPECT_FALSE(decode_value(id, bad).ok()) << flags;
   }
 }
 

@@ -103,14 +103,14 @@ class Hammer {
   // Creates the counter and the private sessions, runs the workers and the clock thread, and
   // returns when all have finished.
   void run() {
-    NewSession counter{"", {{"n", "0"}}, Timeouts{0, 0}, std::nullopt};
+    NewSession counter{"", {{"n", "0"}}, Timeouts{0, 0}, std::nullopt, std::nullopt, false};
     auto created = table_.create(counter);
     ASSERT_TRUE(created.ok()) << created.status().ToString();
     counter_id_ = created->id;
     observed_.resize(kWorkers);
     for (int w = 0; w < kWorkers; ++w) {
       for (int p = 0; p < kPrivateSessions; ++p) {
-        NewSession request{private_user(w), {{"k", "0"}}, Timeouts{0, 0}, std::nullopt};
+        NewSession request{private_user(w), {{"k", "0"}}, Timeouts{0, 0}, std::nullopt, std::nullopt, false};
         auto made = table_.create(request);
         ASSERT_TRUE(made.ok()) << made.status().ToString();
         observed_[static_cast<std::size_t>(w)].privates.push_back({made->id, {{"k", "0"}}});
