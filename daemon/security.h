@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -37,10 +38,14 @@ Result<IdKeys> load_id_keys(const std::string& path, bool create_if_missing);
 // The key file's text for `keys` (what load_id_keys reads).
 std::string id_keys_text(const IdKeys& keys);
 
+// Thread-safe: the HMAC states of the keys are prepared once and copied per call.
 class IdSigner {
  public:
-  IdSigner() = default;  // no keys: sign() must not be called, verify() refuses every tag
+  IdSigner();  // no keys: sign() must not be called, verify() refuses every tag
   explicit IdSigner(IdKeys keys);
+  ~IdSigner();
+  IdSigner(IdSigner&&) noexcept;
+  IdSigner& operator=(IdSigner&&) noexcept;
   bool enabled() const { return !keys_.current.empty(); }
   // id || tag under the current key (kSignedIdBytes).
   std::string sign(const storage::SessionId& id) const;
@@ -49,8 +54,12 @@ class IdSigner {
   bool verify(const storage::SessionId& id, std::span<const std::uint8_t> tag,
               std::int64_t now_ms) const;
 
+  struct Key;  // HMAC-SHA256 inner and outer states after the key's pad blocks
+
  private:
   IdKeys keys_;
+  std::unique_ptr<Key> current_;
+  std::unique_ptr<Key> previous_;
 };
 
 // ---- hijack detection ---------------------------------------------------------------------

@@ -571,6 +571,17 @@ TEST_F(DaemonTest, HelpListsEveryOptionAndBadFlagsAreUsageErrors) {
   EXPECT_NE(bad.err.find("durability"), std::string::npos) << bad.err;
   auto bad_listen = testing::run_process(SESSIOND_DAEMON_PATH, {"--listen", "nowhere"});
   EXPECT_EQ(bad_listen.exit_code, 2);
+  for (const char* flag : {"--signed-ids", "--id-key-file", "--hijack-policy",
+                           "--hijack-max-speed-kmh", "--hijack-max-ips", "--preset-policy"}) {
+    EXPECT_NE(help.out.find(flag), std::string::npos) << flag;
+  }
+  auto bad_policy =
+      testing::run_process(SESSIOND_DAEMON_PATH, {"--preset-policy", "finance:hijack=ban"});
+  EXPECT_EQ(bad_policy.exit_code, 2);
+  EXPECT_NE(bad_policy.err.find("--preset-policy 'finance:hijack=ban'"), std::string::npos)
+      << bad_policy.err;
+  auto bad_mode = testing::run_process(SESSIOND_DAEMON_PATH, {"--signed-ids", "some"});
+  EXPECT_EQ(bad_mode.exit_code, 2);
 }
 
 TEST_F(DaemonTest, ConfigFileSetsOptionsAndFlagsOverrideIt) {
@@ -578,7 +589,10 @@ TEST_F(DaemonTest, ConfigFileSetsOptionsAndFlagsOverrideIt) {
   {
     std::FILE* f = std::fopen(config.c_str(), "w");
     ASSERT_NE(f, nullptr);
-    std::fputs("default-preset = \"finance\"\nthreads = 1\n", f);
+    std::fputs(
+        "default-preset = \"finance\"\nthreads = 1\n"
+        "preset-policy = [\"finance:signed-ids=off\", \"media:hijack=destroy\"]\n",
+        f);
     std::fclose(f);
   }
   auto node = start({"--config", config.string()});
@@ -591,6 +605,7 @@ TEST_F(DaemonTest, ConfigFileSetsOptionsAndFlagsOverrideIt) {
   auto r = c.read();
   ASSERT_TRUE(r);
   EXPECT_EQ(parse<wire::GetResponse>(*r).session().timeouts().idle_ms(), 10u * 60 * 1000);
+  EXPECT_EQ(id.size(), 32u);  // the file's preset-policy turned finance's signed ids off
   // The file said 1 thread; the command line (TestNode passes --threads 2) wins.
   EXPECT_NE(node->log().find("2 worker threads"), std::string::npos) << node->log();
 }

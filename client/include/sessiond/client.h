@@ -110,7 +110,9 @@ class Client {
   // A new session with a fresh id. Not retried once sent.
   Result<SessionMeta> create(const CreateOptions& options);
   // The whole session. NOT_FOUND / EXPIRED when it is gone; CONTEXT_MISMATCH when bound to
-  // another context than options.expect_context.
+  // another context than options.expect_context. With options.record_access the node runs
+  // hijack detection: findings come in Session::detections, or as HIJACK_SUSPECTED when the
+  // node's policy ended the session (docs/security.md).
   Result<Session> get(std::string_view id, const GetOptions& options = {});
   // Sets and removes fields, optionally changes the timeouts; counts as an access.
   Result<SessionMeta> update(std::string_view id, const UpdateOptions& options);

@@ -3,6 +3,8 @@
 #include "daemon/security.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <sys/stat.h>
 
 #include <fstream>
@@ -53,6 +55,22 @@ TEST(IdSigner, SignsAndVerifiesAndEveryBitFlipOfTheTagIsRefused) {
   // Another key's tag, and a signer without keys, refuse it.
   EXPECT_FALSE(IdSigner(keys_of('x')).verify(id, tag_of(s), 0));
   EXPECT_FALSE(IdSigner().verify(id, tag_of(s), 0));
+}
+
+TEST(IdSigner, TheTagIsTruncatedHmacSha256AsOpenSslComputesIt) {
+  for (char k : {'\0', 'k', '\xff'}) {
+    const IdKeys keys = keys_of(k);
+    const IdSigner signer(keys);
+    for (int i = 0; i < 16; ++i) {
+      const storage::SessionId id = storage::new_session_id();
+      unsigned char mac[32];
+      unsigned int len = 0;
+      HMAC(EVP_sha256(), keys.current.data(), static_cast<int>(keys.current.size()), id.data(),
+           id.size(), mac, &len);
+      ASSERT_EQ(len, 32u);
+      EXPECT_EQ(signer.sign(id).substr(32), std::string(reinterpret_cast<char*>(mac), kIdTagBytes));
+    }
+  }
 }
 
 TEST(IdSigner, ThePreviousKeyIsAcceptedOnlyDuringItsGracePeriod) {
