@@ -117,8 +117,15 @@ TEST(Client, ManyPipelinedCallsAllTimeOutTogether) {
   const auto start = Clock::now();
   auto results = client.get_many(ids);
   ASSERT_EQ(results.size(), ids.size());
-  for (const auto& result : results) EXPECT_EQ(result.code(), StatusCode::kUnavailable);
-  EXPECT_LT(Clock::now() - start, 2s);
+  for (const auto& result : results) {
+    EXPECT_EQ(result.code(), StatusCode::kUnavailable);
+    EXPECT_NE(result.status().message().find("within 300 ms"), std::string::npos)
+        << result.status().ToString();
+  }
+  // Together, not one after another: one by one they would take 500 x 300 ms = 150 s. The
+  // bound is loose on purpose (sanitizer builds on a loaded machine are slow); what it tells
+  // apart is parallel from serial, not fast from slow.
+  EXPECT_LT(Clock::now() - start, 30s);
 }
 
 TEST(Client, RefusedConnectionFailsAfterBackoffNotAtTheDeadline) {
