@@ -186,6 +186,10 @@ std::string Handlers::wire_id(const storage::SessionId& id, bool is_signed) cons
   return is_signed && signer_.enabled() ? signer_.sign(id) : id_bytes(id);
 }
 
+void Handlers::meta_to_wire(const storage::SessionMeta& meta, wire::SessionMeta* out) const {
+  to_wire(meta, wire_id(meta.id, meta.signed_id), out);
+}
+
 void Handlers::handle_get(const protocol::FrameHeader& request, const storage::SessionId& id,
                           const storage::ReadOptions& options, bool access_log_only,
                           std::string* out) {
@@ -301,7 +305,7 @@ void Handlers::handle_creates(std::span<const Request> creates, Role* role, std:
       continue;
     }
     wire::CreateResponse resp;
-    to_wire(*result, wire_id(result->id, result->signed_id), resp.mutable_session());
+    meta_to_wire(*result, resp.mutable_session());
     append_ok(creates[i].header, resp, out);
   }
 }
@@ -365,7 +369,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       auto meta = table_.create(*ns);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::CreateResponse resp;
-      to_wire(*meta, wire_id(meta->id, meta->signed_id), resp.mutable_session());
+      meta_to_wire(*meta, resp.mutable_session());
       return reply(resp);
     }
     case Opcode::kGet:
@@ -412,7 +416,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       auto meta = table_.update(*id, ch, expected);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::UpdateResponse resp;
-      to_wire(*meta, wire_id(meta->id, meta->signed_id), resp.mutable_session());
+      meta_to_wire(*meta, resp.mutable_session());
       return reply(resp);
     }
     case Opcode::kTouch: {
@@ -423,7 +427,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       auto meta = table_.touch(*id);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::TouchResponse resp;
-      to_wire(*meta, wire_id(meta->id, meta->signed_id), resp.mutable_session());
+      meta_to_wire(*meta, resp.mutable_session());
       return reply(resp);
     }
     case Opcode::kDestroy: {
@@ -446,7 +450,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       auto meta = table_.regenerate(*id, opts);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::RegenerateResponse resp;
-      to_wire(*meta, wire_id(meta->id, meta->signed_id), resp.mutable_session());
+      meta_to_wire(*meta, resp.mutable_session());
       return reply(resp);
     }
     case Opcode::kListUser: {
@@ -454,7 +458,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (!parse(&req)) return;
       wire::ListUserResponse resp;
       for (const auto& m : table_.list_user(req.user_id())) {
-        to_wire(m, wire_id(m.id, m.signed_id), resp.add_sessions());
+        meta_to_wire(m, resp.add_sessions());
       }
       return reply(resp);
     }

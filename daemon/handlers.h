@@ -15,6 +15,10 @@
 #include "storage/session_table.h"
 #include "storage/store.h"
 
+namespace sessiond::wire {
+class SessionMeta;
+}
+
 namespace sessiond::daemon {
 
 // Node-wide counters, shared by all connections.
@@ -70,6 +74,7 @@ class Handlers {
   Result<storage::SessionId> parse_id(const std::string& bytes);
   // The id as this node hands it out: signed when the session is.
   std::string wire_id(const storage::SessionId& id, bool is_signed) const;
+  void meta_to_wire(const storage::SessionMeta& meta, wire::SessionMeta* out) const;
   // The GET path: the read, then the context and hijack policies.
   void handle_get(const protocol::FrameHeader& request, const storage::SessionId& id,
                   const storage::ReadOptions& options, bool access_log_only, std::string* out);
