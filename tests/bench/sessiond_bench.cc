@@ -150,6 +150,7 @@ struct BenchOptions {
   std::int64_t timeout_ms = 2000;
   std::string csv;
   std::uint64_t seed = 1;
+  std::string preset = "ecommerce";  // finance / healthcare sessions have signed ids
 };
 
 // Cumulative weights of the mix, in kOpNames order.
@@ -243,7 +244,12 @@ class Worker {
       for (char& c : value) c = static_cast<char>(letter(rng_));
       create_.fields.emplace_back("field" + std::to_string(f), std::move(value));
     }
-    create_.preset = Preset::kEcommerce;  // 24 h absolute, 30 min idle: nothing expires
+    // Each preset's timeouts outlast a run (at least 30 min absolute, 10 min idle).
+    create_.preset = options.preset == "finance"      ? Preset::kFinance
+                     : options.preset == "healthcare" ? Preset::kHealthcare
+                     : options.preset == "media"      ? Preset::kMedia
+                     : options.preset == "gaming"     ? Preset::kGaming
+                                                      : Preset::kEcommerce;
     std::string update_value(create_.fields[0].second.size(), 'u');
     update_.set.emplace_back("field0", std::move(update_value));
     get_.touch = true;
@@ -640,6 +646,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 600'000))
       ->capture_default_str();
   app.add_option("--csv", options.csv, "write op,count,ops_per_s,p50_us,p99_us,p999_us here");
+  app.add_option("--preset", options.preset,
+                 "preset of the sessions created (finance and healthcare: signed ids)")
+      ->check(CLI::IsMember({"finance", "healthcare", "ecommerce", "media", "gaming"}))
+      ->capture_default_str();
   app.add_option("--seed", options.seed, "random seed (operations, keys, values)")
       ->capture_default_str();
   try {
