@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "daemon/auth.h"
+#include "daemon/tls.h"
 #include "protocol/status.h"
 #include "storage/session_table.h"
 #include "storage/store.h"
@@ -26,6 +27,7 @@ struct ServerOptions {
   std::int64_t expiry_interval_ms = 100;
   std::string log_level = "info";
   AuthConfig auth;                           // secrets of the roles; none: authentication off
+  TlsOptions tls;                            // TLS on the native listener; off by default
   bool destroy_on_context_mismatch = false;  // --context-mismatch-policy destroy
   storage::StoreOptions store;               // path defaults to ./var
   storage::TableOptions table;

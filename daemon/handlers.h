@@ -23,6 +23,7 @@ struct Counters {
   std::atomic<std::uint64_t> connections_refused{0};  // over --max-connections
   std::atomic<std::uint64_t> protocol_errors{0};      // bad frames and bodies
   std::atomic<std::uint64_t> timeouts{0};             // connections closed by the watchdog
+  std::atomic<std::uint64_t> tls_handshake_failures{0};  // TLS connections that never got going
 };
 
 class Handlers {
