@@ -1,6 +1,6 @@
 // sessctl: the command-line tool of sessiond, on the client library.
 //
-//   sessctl [--addr HOST:PORT] [--json] [--timeout-ms N] COMMAND [ARGS]
+//   sessctl [--addr HOST:PORT] [--json] [--timeout-ms N] [--tls ...] COMMAND [ARGS]
 //
 // Human-readable output by default, one JSON object per command with --json (errors too, as
 // {"error":{...}} on stdout; the message also goes to stderr). Exit codes: 0 ok, 1 not found
@@ -88,6 +88,20 @@ int main(int argc, char** argv) {
                  "shared secret to AUTH with (prefer $SESSIOND_SECRET: the command line shows "
                  "in ps)")
       ->envname("SESSIOND_SECRET");
+  ClientTlsOptions tls;
+  app.add_flag("--tls", tls.enabled, "connect with TLS (docs/tls.md); implied by --tls-ca/-cert")
+      ->envname("SESSIOND_TLS");
+  app.add_option("--tls-ca", tls.ca_file,
+                 "PEM CA bundle to verify the node with (default: the system's trust store)")
+      ->envname("SESSIOND_TLS_CA");
+  app.add_option("--tls-cert", tls.cert_file,
+                 "PEM client certificate for mutual TLS (its OU may grant a role); needs --tls-key")
+      ->envname("SESSIOND_TLS_CERT");
+  app.add_option("--tls-key", tls.key_file, "PEM private key of --tls-cert")
+      ->envname("SESSIOND_TLS_KEY");
+  app.add_option("--tls-server-name", tls.server_name,
+                 "name or IP the node's certificate must carry (default: the host of --addr)")
+      ->envname("SESSIOND_TLS_SERVER_NAME");
   app.add_flag("--json", out.json, "print one JSON object (errors as {\"error\":...})");
   app.add_option("--timeout-ms", timeout_ms, "deadline of the call")
       ->capture_default_str()
@@ -282,6 +296,11 @@ int main(int argc, char** argv) {
   options.timeout = std::chrono::milliseconds(timeout_ms);
   options.pool_size = 1;
   options.secret = secret;
+  if (!tls.ca_file.empty() || !tls.cert_file.empty() || !tls.key_file.empty() ||
+      !tls.server_name.empty()) {
+    tls.enabled = true;
+  }
+  options.tls = tls;
   Client client(options);
   return command(client);
 }

@@ -228,6 +228,7 @@ std::string to_json(const Stats& s) {
       {"hijack_impossible_travel", s.hijack_impossible_travel},
       {"hijack_many_ips", s.hijack_many_ips},
       {"context_mismatches", s.context_mismatches},
+      {"tls_handshake_failures", s.tls_handshake_failures},
   };
   std::string out = "{";
   bool first = true;
@@ -323,11 +324,12 @@ std::string to_text(const Stats& s) {
       {"hijack: travel", s.hijack_impossible_travel},
       {"hijack: many IPs", s.hijack_many_ips},
       {"context mismatches", s.context_mismatches},
+      {"TLS handshakes failed", s.tls_handshake_failures},
   };
   std::string out;
   for (const auto& [name, value] : counters) {
     char line[96];
-    std::snprintf(line, sizeof line, "%-18s %" PRIu64 "\n", name, value);
+    std::snprintf(line, sizeof line, "%-22s %" PRIu64 "\n", name, value);
     out += line;
   }
   return out;

@@ -46,6 +46,7 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   std::vector<std::string> preset_policies;
   HijackRules& hijack = o.security.hijack;
   double ip_window_s = static_cast<double>(hijack.ip_window_ms) / 1000.0;
+  std::string client_auth = "none";
   app.add_option("--listen", listen, "HOST:PORT of the native protocol listener (port 0: any)");
   app.add_option("--resp-port", o.resp_port,
                  "port of the Redis-protocol (RESP2) listener on the --listen host; -1: off, 0: "
@@ -89,6 +90,16 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                  "shared secret of the admin role (sessions, STATS, FLUSHDB)");
   app.add_option("--peer-secret", o.auth.peer_secret,
                  "shared secret of the peer role (node-to-node operations)");
+  app.add_option("--tls-cert", o.tls.cert_file,
+                 "PEM certificate (chain) of the node: TLS on the native listener; needs "
+                 "--tls-key (docs/tls.md)");
+  app.add_option("--tls-key", o.tls.key_file, "PEM private key of --tls-cert (unencrypted)");
+  app.add_option("--tls-client-ca", o.tls.client_ca_file,
+                 "PEM CA bundle that client certificates must chain to (with --tls-client-auth)");
+  app.add_option("--tls-client-auth", client_auth,
+                 "client certificates: none | optional (verified when given) | require; a "
+                 "certificate with OU app, admin or peer grants that role")
+      ->check(CLI::IsMember({"none", "optional", "require"}));
   app.add_option("--data-dir", o.store.path, "data directory (created when missing)");
   app.add_option("--durability", durability, "memory | async | sync (see docs/operations.md)")
       ->check(CLI::IsMember({"memory", "async", "sync"}));
@@ -140,6 +151,15 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
     out.exit = true;
     out.exit_code = 2;
     out.message = "sessiond: --listen: " + s.message();
+    return out;
+  }
+  o.tls.client_auth = client_auth == "require"    ? TlsOptions::ClientAuth::kRequire
+                      : client_auth == "optional" ? TlsOptions::ClientAuth::kOptional
+                                                  : TlsOptions::ClientAuth::kNone;
+  if (Status s = validate_tls_options(o.tls); !s.ok()) {
+    out.exit = true;
+    out.exit_code = 2;
+    out.message = "sessiond: " + s.message();
     return out;
   }
   o.store.durability = *storage::durability_from_name(durability);

@@ -8,6 +8,7 @@
 
 #include "daemon/auth.h"
 #include "daemon/security.h"
+#include "daemon/tls.h"
 #include "protocol/status.h"
 #include "storage/session_table.h"
 #include "storage/store.h"
@@ -27,6 +28,7 @@ struct ServerOptions {
   std::int64_t expiry_interval_ms = 100;
   std::string log_level = "info";
   AuthConfig auth;              // secrets of the roles; none: authentication off
+  TlsOptions tls;               // TLS on the native listener; off by default
   SecurityPolicy security;      // context, hijack and signed-id policies
   std::string id_key_file;      // signed-id keys; empty: <data dir>/id-keys
   storage::StoreOptions store;  // path defaults to ./var

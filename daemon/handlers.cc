@@ -503,6 +503,8 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       resp.set_hijack_impossible_travel(counters_.hijack_travel.load(std::memory_order_relaxed));
       resp.set_hijack_many_ips(counters_.hijack_many_ips.load(std::memory_order_relaxed));
       resp.set_context_mismatches(counters_.context_mismatches.load(std::memory_order_relaxed));
+      resp.set_tls_handshake_failures(
+          counters_.tls_handshake_failures.load(std::memory_order_relaxed));
       return reply(resp);
     }
     case Opcode::kTopology: {

@@ -23,15 +23,16 @@ namespace sessiond::daemon {
 
 // Node-wide counters, shared by all connections.
 struct Counters {
-  std::atomic<std::uint64_t> connections{0};          // open now (both listeners)
-  std::atomic<std::uint64_t> resp_connections{0};     // of which on the RESP listener
-  std::atomic<std::uint64_t> connections_refused{0};  // over --max-connections
-  std::atomic<std::uint64_t> protocol_errors{0};      // bad frames and bodies
-  std::atomic<std::uint64_t> timeouts{0};             // connections closed by the watchdog
-  std::atomic<std::uint64_t> forged_ids{0};           // refused before lookup (signed ids)
-  std::atomic<std::uint64_t> hijack_travel{0};        // impossible-travel findings
-  std::atomic<std::uint64_t> hijack_many_ips{0};      // too-many-IPs findings
-  std::atomic<std::uint64_t> context_mismatches{0};   // GETs from another bound context
+  std::atomic<std::uint64_t> connections{0};             // open now (both listeners)
+  std::atomic<std::uint64_t> resp_connections{0};        // of which on the RESP listener
+  std::atomic<std::uint64_t> connections_refused{0};     // over --max-connections
+  std::atomic<std::uint64_t> protocol_errors{0};         // bad frames and bodies
+  std::atomic<std::uint64_t> timeouts{0};                // connections closed by the watchdog
+  std::atomic<std::uint64_t> forged_ids{0};              // refused before lookup (signed ids)
+  std::atomic<std::uint64_t> hijack_travel{0};           // impossible-travel findings
+  std::atomic<std::uint64_t> hijack_many_ips{0};         // too-many-IPs findings
+  std::atomic<std::uint64_t> context_mismatches{0};      // GETs from another bound context
+  std::atomic<std::uint64_t> tls_handshake_failures{0};  // TLS connections that never got going
 };
 
 class Handlers {

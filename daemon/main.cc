@@ -52,6 +52,14 @@ int main(int argc, char** argv) {
   spdlog::info("sessiond 0.1.0 starting: data dir {}, durability {}, {} worker threads",
                options.store.path, storage::durability_name(options.store.durability),
                options.threads);
+  if (options.tls.enabled()) {
+    // Unusable certificate files fail the start before a recovery that may take a while (the
+    // server loads them again when it binds).
+    if (auto tls = daemon::make_server_context(options.tls); !tls.ok()) {
+      spdlog::error("cannot start: {}", tls.status().ToString());
+      return 1;
+    }
+  }
   auto store = storage::Store::open(options.store, storage::SystemClock::instance());
   if (!store.ok()) {
     spdlog::error("cannot start: {}", store.status().ToString());
@@ -112,8 +120,17 @@ int main(int argc, char** argv) {
   });
   std::thread signal_thread([&] { signal_context.run(); });
 
+  if (options.tls.enabled()) {
+    spdlog::info("TLS on the native listener: certificate {}, client certificates {}",
+                 options.tls.cert_file, daemon::client_auth_name(options.tls.client_auth));
+  }
   spdlog::info("listening on {}", server.address());
-  if (!server.resp_address().empty()) spdlog::info("RESP listening on {}", server.resp_address());
+  if (!server.resp_address().empty()) {
+    spdlog::info("RESP listening on {}", server.resp_address());
+    if (options.tls.enabled()) {
+      spdlog::warn("the RESP listener is plaintext: TLS covers the native listener only");
+    }
+  }
   server.run();
 
   signal_context.stop();

@@ -8,6 +8,12 @@
 // A watchdog coroutine beside each connection closes it when a partly received frame stalls
 // for --frame-timeout-ms, or when it is idle for --idle-timeout-ms.
 //
+// With --tls-cert the native listener speaks TLS: a connection first completes its handshake
+// within the frame timeout (the watchdog treats the handshake as a partly received frame), takes
+// the role of its verified client certificate (tls.h), then runs the same loop over the TLS
+// stream. A client that says nothing, or speaks plaintext, is closed and counted in
+// Counters::tls_handshake_failures.
+//
 // RESP connections work the same way with the RESP parser and resp::Commands: every complete
 // command of a read is executed in order, and the replies go out with one write. The buffer
 // grows only with bytes that arrived, up to resp::Limits::max_command_bytes for one command.
@@ -18,15 +24,18 @@
 #include <algorithm>
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/ssl.hpp>
 #include <atomic>
 #include <chrono>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <vector>
 
 #include "daemon/resp.h"
+#include "daemon/tls.h"
 
 namespace sessiond::daemon {
 namespace {
@@ -43,6 +52,8 @@ struct Connection {
         wake(socket.get_executor()),
         worker(w) {}
   tcp::socket socket;
+  // The TLS layer over `socket` on a TLS listener. Closing `socket` also ends it.
+  std::optional<asio::ssl::stream<tcp::socket&>> tls;
   asio::steady_timer timer;
   asio::steady_timer wake;  // cancelled when the worker's SET group has run
   std::size_t worker;       // index of the io_context (and worker state) serving it
@@ -71,6 +82,7 @@ struct Server::Impl {
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<tcp::acceptor> resp_acceptor;
+  std::unique_ptr<asio::ssl::context> tls_context;  // the native listener's; null: plaintext
   std::atomic<std::uint64_t> next_client_id{1};
   std::atomic<bool> stopping{false};
   std::atomic<std::size_t> next_context{0};
@@ -90,9 +102,16 @@ struct Server::Impl {
   Status bind_one(std::uint16_t port, std::unique_ptr<tcp::acceptor>* out);
   asio::awaitable<void> accept_loop(tcp::acceptor& listener, bool is_resp);
   asio::awaitable<void> serve(std::shared_ptr<Connection> conn);
+  // The native protocol loop over `stream`: the connection's socket or its TLS stream.
+  template <typename Stream>
+  asio::awaitable<void> serve_frames(Connection& conn, Stream& stream, Role role);
+  // Runs the TLS handshake of conn.tls: the role the connection starts with, or nullopt when
+  // the handshake failed (counted and logged).
+  asio::awaitable<std::optional<Role>> tls_handshake(Connection& conn);
   asio::awaitable<void> serve_resp(std::shared_ptr<Connection> conn);
-  // Writes `out` and clears it; false when the connection failed.
-  asio::awaitable<bool> write_out(Connection& conn, std::string& out);
+  // Writes `out` to `stream` and clears it; false when the connection failed.
+  template <typename Stream>
+  asio::awaitable<bool> write_out(Stream& stream, std::string& out);
   asio::awaitable<void> watchdog(std::shared_ptr<Connection> conn);
   // Closes a connection whose serving coroutine has ended and forgets it.
   void finish(const std::shared_ptr<Connection>& conn, bool is_resp);
@@ -122,6 +141,12 @@ Status Server::Impl::bind_one(std::uint16_t port, std::unique_ptr<tcp::acceptor>
 }
 
 Status Server::bind() {
+  if (impl_->options.tls.enabled()) {
+    auto ctx = make_server_context(impl_->options.tls);
+    if (!ctx.ok()) return ctx.status();
+    // asio's context takes ownership of the OpenSSL one.
+    impl_->tls_context = std::make_unique<asio::ssl::context>(std::move(*ctx).release());
+  }
   if (Status s = impl_->bind_one(impl_->options.listen_port, &impl_->acceptor); !s.ok()) return s;
   if (impl_->options.resp_port >= 0) {
     if (impl_->resp_commands == nullptr) return Status::Internal("RESP listener without commands");
@@ -200,11 +225,11 @@ asio::awaitable<void> Server::Impl::accept_loop(tcp::acceptor& listener, bool is
     if (counters.connections.load(std::memory_order_relaxed) >= options.max_connections) {
       counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
       // One OVERLOADED frame (request id 0), or Redis's error, then close: the client learns
-      // why.
+      // why. A TLS client could not read a plaintext frame, so it is just closed.
       std::string out;
       if (is_resp) {
         resp::append_error(&out, "ERR max number of clients reached");
-      } else {
+      } else if (!tls_context) {
         protocol::FrameHeader h;
         handlers.append_error(h,
                               Status::Overloaded("too many connections (limit " +
@@ -219,6 +244,7 @@ asio::awaitable<void> Server::Impl::accept_loop(tcp::acceptor& listener, bool is
     }
     socket.set_option(tcp::no_delay(true));
     auto conn = std::make_shared<Connection>(std::move(socket), worker);
+    if (!is_resp && tls_context) conn->tls.emplace(conn->socket, *tls_context);
     counters.connections.fetch_add(1, std::memory_order_relaxed);
     if (is_resp) counters.resp_connections.fetch_add(1, std::memory_order_relaxed);
     {
@@ -266,13 +292,56 @@ asio::awaitable<void> Server::Impl::watchdog(std::shared_ptr<Connection> conn) {
 }
 
 asio::awaitable<void> Server::Impl::serve(std::shared_ptr<Connection> conn) {
+  if (conn->tls) {
+    if (const std::optional<Role> role = co_await tls_handshake(*conn)) {
+      co_await serve_frames(*conn, *conn->tls, *role);
+    }
+  } else {
+    co_await serve_frames(*conn, conn->socket, handlers.auth().initial_role());
+  }
+  finish(conn, false);
+}
+
+asio::awaitable<std::optional<Role>> Server::Impl::tls_handshake(Connection& conn) {
+  // The watchdog gives a partly received frame --frame-timeout-ms; the handshake gets the same
+  // from its start, whatever the client trickles in.
+  conn.partial_frame = true;
+  conn.last_activity = Clock::now();
+  asio::error_code peer_error;
+  const auto peer = conn.socket.remote_endpoint(peer_error);
+  auto [ec] = co_await conn.tls->async_handshake(asio::ssl::stream_base::server, kTuple);
+  conn.partial_frame = false;
+  conn.last_activity = Clock::now();
+  if (ec) {
+    if (!stopping.load()) {
+      counters.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
+      spdlog::debug("TLS handshake with {} failed: {}",
+                    peer_error ? std::string("a client") : endpoint_text(peer),
+                    conn.closed || !conn.socket.is_open() ? "no handshake within the frame timeout"
+                                                          : ec.message());
+    }
+    co_return std::nullopt;
+  }
+  if (options.tls.client_auth == TlsOptions::ClientAuth::kNone) {
+    co_return handlers.auth().initial_role();
+  }
+  // Client certificates were asked for: the connection has what its certificate grants, and
+  // else nothing until AUTH (docs/tls.md), whether or not secrets are configured. OpenSSL has
+  // verified any certificate it accepted; the check below only guards that.
+  SSL* ssl = conn.tls->native_handle();
+  X509* certificate = SSL_get0_peer_certificate(ssl);
+  if (certificate == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) co_return Role::kNone;
+  co_return role_from_certificate(certificate);
+}
+
+template <typename Stream>
+asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& stream, Role role) {
   std::vector<std::uint8_t> in(kReadChunk);
   std::size_t used = 0;
   std::string out;
   // Consecutive CREATEs of one read go to the engine together (one RocksDB write). Their
   // bodies point into `in`, so they are handled before `in` moves and before any other frame.
   std::vector<Handlers::Request> creates;
-  Role role = handlers.auth().initial_role();
   auto flush_creates = [&] {
     if (creates.empty()) return;
     handlers.handle_creates(creates, &role, &out);
@@ -281,11 +350,11 @@ asio::awaitable<void> Server::Impl::serve(std::shared_ptr<Connection> conn) {
   bool close_after_write = false;
   while (!close_after_write) {
     if (in.size() - used < 4096 && in.size() < kReadChunk) in.resize(kReadChunk);
-    auto [ec, n] = co_await conn->socket.async_read_some(
-        asio::buffer(in.data() + used, in.size() - used), kTuple);
+    auto [ec, n] =
+        co_await stream.async_read_some(asio::buffer(in.data() + used, in.size() - used), kTuple);
     if (ec || n == 0) break;
     used += n;
-    conn->last_activity = Clock::now();
+    conn.last_activity = Clock::now();
 
     std::size_t offset = 0;
     for (;;) {
@@ -335,16 +404,15 @@ asio::awaitable<void> Server::Impl::serve(std::shared_ptr<Connection> conn) {
       std::memmove(in.data(), in.data() + offset, used - offset);
       used -= offset;
     }
-    conn->partial_frame = used > 0;
+    conn.partial_frame = used > 0;
     // Give back a buffer that a large frame grew, once it is done with.
     if (used == 0 && in.size() > kReadChunk) {
       in.resize(kReadChunk);
       in.shrink_to_fit();
     }
-    if (!co_await write_out(*conn, out)) break;
+    if (!co_await write_out(stream, out)) break;
     if (stopping.load() && used == 0) break;  // finished what it had received
   }
-  finish(conn, false);
 }
 
 void Server::Impl::finish(const std::shared_ptr<Connection>& conn, bool is_resp) {
@@ -359,9 +427,10 @@ void Server::Impl::finish(const std::shared_ptr<Connection>& conn, bool is_resp)
   connections.erase(conn);
 }
 
-asio::awaitable<bool> Server::Impl::write_out(Connection& conn, std::string& out) {
+template <typename Stream>
+asio::awaitable<bool> Server::Impl::write_out(Stream& stream, std::string& out) {
   if (out.empty()) co_return true;
-  auto [ec, written] = co_await asio::async_write(conn.socket, asio::buffer(out), kTuple);
+  auto [ec, written] = co_await asio::async_write(stream, asio::buffer(out), kTuple);
   (void)written;
   out.clear();
   if (out.capacity() > 4 * kReadChunk) out.shrink_to_fit();
@@ -386,7 +455,7 @@ asio::awaitable<void> Server::Impl::serve_resp(std::shared_ptr<Connection> conn)
         counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
         resp::append_error(&out, "ERR Protocol error: command longer than " +
                                      std::to_string(limits.max_command_bytes) + " bytes");
-        co_await write_out(*conn, out);
+        co_await write_out(conn->socket, out);
         break;
       }
       in.resize(std::min(in.size() * 2, limits.max_command_bytes));
@@ -464,7 +533,7 @@ asio::awaitable<void> Server::Impl::serve_resp(std::shared_ptr<Connection> conn)
       in.resize(kReadChunk);
       in.shrink_to_fit();
     }
-    if (!co_await write_out(*conn, out)) break;
+    if (!co_await write_out(conn->socket, out)) break;
     if (stopping.load() && used == 0) break;
   }
   finish(conn, true);

@@ -11,10 +11,15 @@
 // nothing when the connection has moved on to another one, so a late completion from a closed
 // socket never touches the new one. When a link fails, its calls are retried or failed as
 // RetryPolicy says, and the connection reconnects after an exponential backoff.
+//
+// With Options::tls a Link also holds a TLS stream over its socket: the handshake runs after the
+// TCP connect, within the same connect deadline, and reads and writes go through the stream.
+// The OpenSSL context is built once per transport (tls_context.h).
 #include "detail/transport.h"
 
 #include <algorithm>
 #include <asio.hpp>
+#include <asio/ssl.hpp>
 #include <cstring>
 #include <deque>
 #include <optional>
@@ -24,6 +29,7 @@
 #include <vector>
 
 #include "detail/retry_policy.h"
+#include "detail/tls_context.h"
 #include "protocol/sessiond.pb.h"
 
 namespace sessiond::client_detail {
@@ -55,6 +61,10 @@ class Transport::State {
   const Client::Options options;
   const RetryPolicy policy;
   const std::optional<HostPort> endpoint;
+  // With Options::tls: the context every connection's TLS stream uses, or why there is none
+  // (a file that cannot be used; every call fails with it).
+  std::unique_ptr<asio::ssl::context> tls_context;
+  Status tls_error;
   std::vector<std::unique_ptr<Connection>> connections;
   std::thread thread;
   std::thread::id thread_id;
@@ -105,15 +115,34 @@ class Connection {
   struct Link {
     explicit Link(asio::io_context& io) : socket(io), resolver(io) {}
     tcp::socket socket;
+    std::optional<asio::ssl::stream<tcp::socket&>> tls;  // over `socket`, with Options::tls
     tcp::resolver resolver;
     std::string writing;  // bytes of the write in progress
     bool write_active = false;
     std::vector<std::uint8_t> in;  // received, not yet decoded: in[0, in_len)
     std::size_t in_len = 0;
+
+    template <typename Buffer, typename Handler>
+    void async_read_some(const Buffer& buffer, Handler&& handler) {
+      if (tls) {
+        tls->async_read_some(buffer, std::forward<Handler>(handler));
+      } else {
+        socket.async_read_some(buffer, std::forward<Handler>(handler));
+      }
+    }
+    template <typename Buffer, typename Handler>
+    void async_write(const Buffer& buffer, Handler&& handler) {
+      if (tls) {
+        asio::async_write(*tls, buffer, std::forward<Handler>(handler));
+      } else {
+        asio::async_write(socket, buffer, std::forward<Handler>(handler));
+      }
+    }
   };
   enum class Phase { kIdle, kConnecting, kConnected, kBackoff };
 
   void connect();
+  void handshake(const std::shared_ptr<Link>& link);
   void on_connected(const std::shared_ptr<Link>& link);
   void send(std::shared_ptr<Call> call);
   void flush();
@@ -160,6 +189,7 @@ void Connection::forget(const Call& call) {
 void Connection::connect() {
   phase_ = Phase::kConnecting;
   auto link = std::make_shared<Link>(t_.io);
+  if (t_.tls_context) link->tls.emplace(link->socket, *t_.tls_context);
   link_ = link;
   connect_timer_.expires_after(t_.options.timeout);
   connect_timer_.async_wait([this, link](const std::error_code& ec) {
@@ -181,8 +211,30 @@ void Connection::connect() {
                                 fail(link, error.message());
                                 return;
                               }
-                              on_connected(link);
+                              if (link->tls) {
+                                handshake(link);
+                              } else {
+                                on_connected(link);
+                              }
                             });
+      });
+}
+
+void Connection::handshake(const std::shared_ptr<Link>& link) {
+  const std::string& name =
+      t_.options.tls.server_name.empty() ? t_.endpoint->host : t_.options.tls.server_name;
+  if (Status s = prepare_client_connection(link->tls->native_handle(), name); !s.ok()) {
+    fail(link, s.message());
+    return;
+  }
+  link->tls->async_handshake(
+      asio::ssl::stream_base::client, [this, link](const std::error_code& ec) {
+        if (link != link_) return;
+        if (ec) {
+          fail(link, "TLS handshake failed: " + tls_failure_reason(link->tls->native_handle(), ec));
+          return;
+        }
+        on_connected(link);
       });
 }
 
@@ -242,7 +294,7 @@ void Connection::flush() {
   link->writing.swap(pending_out_);
   pending_out_.clear();
   link->write_active = true;
-  asio::async_write(link->socket, asio::buffer(link->writing),
+  link->async_write(asio::buffer(link->writing),
                     [this, link](const std::error_code& ec, std::size_t) {
                       if (link != link_) return;
                       link->write_active = false;
@@ -258,13 +310,22 @@ void Connection::flush() {
 void Connection::read() {
   auto link = link_;
   if (link->in.size() - link->in_len < kReadChunk / 4) link->in.resize(link->in_len + kReadChunk);
-  link->socket.async_read_some(
+  link->async_read_some(
       asio::buffer(link->in.data() + link->in_len, link->in.size() - link->in_len),
       [this, link](const std::error_code& ec, std::size_t bytes) {
         if (link != link_) return;
+        if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+          fail(link, "the node closed the connection");
+          return;
+        }
+        if (ec && link->tls && ec.category() == asio::error::get_ssl_category()) {
+          // TLS 1.3 completes the client's handshake before the node has checked the client
+          // certificate; a refusal (an alert) arrives here.
+          fail(link, "TLS error: " + tls_failure_reason(link->tls->native_handle(), ec));
+          return;
+        }
         if (ec) {
-          fail(link, ec == asio::error::eof ? std::string("the node closed the connection")
-                                            : "read failed: " + ec.message());
+          fail(link, "read failed: " + ec.message());
           return;
         }
         on_read(link, bytes);
@@ -441,6 +502,15 @@ Transport::State::State(const Client::Options& opts)
       policy{opts.backoff_initial, opts.backoff_max, opts.backoff_multiplier, opts.max_retries},
       endpoint(parse_host_port(opts.address)),
       deadline_timer_(io) {
+  if (opts.tls.enabled) {
+    auto ctx = make_client_context(opts.tls);
+    if (ctx.ok()) {
+      // asio's context takes ownership of the OpenSSL one.
+      tls_context = std::make_unique<asio::ssl::context>(ctx->release());
+    } else {
+      tls_error = ctx.status();
+    }
+  }
   const std::size_t pool = std::max<std::size_t>(1, opts.pool_size);
   for (std::size_t i = 0; i < pool; ++i) {
     connections.push_back(std::make_unique<Connection>(*this));
@@ -455,6 +525,10 @@ void Transport::State::start(std::shared_ptr<Call> call) {
   if (!endpoint) {
     complete(*call, Status::InvalidArgument("address '" + options.address +
                                             "' is not HOST:PORT (port 1-65535)"));
+    return;
+  }
+  if (!tls_error.ok()) {
+    complete(*call, tls_error);
     return;
   }
   by_deadline_.push_back(call);

@@ -210,6 +210,7 @@ Stats from_wire(const wire::StatsResponse& in) {
   out.hijack_impossible_travel = in.hijack_impossible_travel();
   out.hijack_many_ips = in.hijack_many_ips();
   out.context_mismatches = in.context_mismatches();
+  out.tls_handshake_failures = in.tls_handshake_failures();
   return out;
 }
 

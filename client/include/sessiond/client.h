@@ -22,12 +22,12 @@
 // connection, connection lost, no answer in time). Malformed arguments (an id that is not 43 or 64
 // base64url characters, a negative timeout) are INVALID_ARGUMENT without a round trip.
 //
-// Connections: a pool of Options::pool_size TCP connections to one node, opened lazily by the
-// first calls. Each connection pipelines: many calls are in flight at once and their frames are
-// written together. When a connection drops, calls that were not yet sent and idempotent calls
-// (ping, get without touch or access record, list_user, access_log, stats) are retried on a new
-// connection with exponential backoff, within their deadline; other calls that were already
-// sent fail with UNAVAILABLE ("may or may not have been applied").
+// Connections: a pool of Options::pool_size TCP (or TLS, Options::tls) connections to one node,
+// opened lazily by the first calls. Each connection pipelines: many calls are in flight at once and
+// their frames are written together. When a connection drops, calls that were not yet sent and
+// idempotent calls (ping, get without touch or access record, list_user, access_log, stats) are
+// retried on a new connection with exponential backoff, within their deadline; other calls that
+// were already sent fail with UNAVAILABLE ("may or may not have been applied").
 //
 // Thread safety: every method may be called from any thread at once. Asynchronous callbacks
 // run on the client's I/O thread: they must not block, and must not call the synchronous
@@ -53,6 +53,23 @@
 
 namespace sessiond {
 
+// TLS to the node (ClientOptions::tls; docs/tls.md). Off by default. A handshake that fails
+// (an untrusted or misnamed certificate, a node without TLS, a refused client certificate)
+// fails the calls with UNAVAILABLE "TLS handshake failed: <why>"; a file that cannot be used
+// fails them with INVALID_ARGUMENT naming it.
+struct ClientTlsOptions {
+  bool enabled = false;
+  // PEM CA bundle that the node's certificate must chain to; empty: the system's trust store.
+  std::string ca_file;
+  // PEM certificate and unencrypted private key shown to the node (mutual TLS); both or
+  // neither. A certificate whose subject OU is app, admin or peer grants that role.
+  std::string cert_file;
+  std::string key_file;
+  // The DNS name or IP address the node's certificate must carry, also sent as SNI (when a
+  // name); empty: the host of ClientOptions::address.
+  std::string server_name;
+};
+
 // How a Client reaches its node (Client::Options).
 struct ClientOptions {
   std::string address = "127.0.0.1:7400";  // HOST:PORT of the node
@@ -70,6 +87,7 @@ struct ClientOptions {
   // AUTH with it first. Empty: no AUTH (a node without secrets treats everyone as admin). A
   // wrong secret fails the connection's calls.
   std::string secret;
+  ClientTlsOptions tls;  // TLS to the node; off by default
 };
 
 class Client {

@@ -166,6 +166,7 @@ struct Stats {
   std::uint64_t hijack_impossible_travel = 0;
   std::uint64_t hijack_many_ips = 0;
   std::uint64_t context_mismatches = 0;
+  std::uint64_t tls_handshake_failures = 0;
 };
 
 }  // namespace sessiond
