@@ -137,6 +137,11 @@ int main(int argc, char** argv) {
       create->add_option("--absolute-ms", absolute_ms, "absolute timeout (0: none)")
           ->check(non_negative);
   preset_option->excludes(idle_option)->excludes(absolute_option);
+  std::optional<std::string> context_ip;
+  std::optional<std::uint64_t> context_ua;
+  create->add_option("--bind-ip", context_ip,
+                     "bind the session to this client address or CIDR prefix (203.0.113.0/24)");
+  create->add_option("--bind-ua-hash", context_ua, "bind the session to this user-agent hash");
   create->callback([&] {
     command = [&](Client& client) {
       auto fields = parse_fields(field_args);
@@ -146,6 +151,9 @@ int main(int argc, char** argv) {
       options.fields = std::move(*fields);
       if (!preset_text.empty()) options.preset = *preset_from_name(preset_text);
       options.timeouts = timeouts_from(idle_ms, absolute_ms);
+      if (context_ip || context_ua) {
+        options.context = ClientContext{context_ip.value_or(""), context_ua.value_or(0)};
+      }
       return out.print(client.create(options));
     };
   });
@@ -156,6 +164,11 @@ int main(int argc, char** argv) {
   std::string access_ip;
   std::uint64_t access_ua = 0;
   std::vector<double> access_at;
+  std::optional<std::string> expect_ip;
+  std::optional<std::uint64_t> expect_ua;
+  get->add_option("--expect-ip", expect_ip,
+                  "the reader's address: CONTEXT_MISMATCH if the session is bound elsewhere");
+  get->add_option("--expect-ua-hash", expect_ua, "the reader's user-agent hash");
   get->add_option("--record-ip", access_ip,
                   "record an access from this client IP (hijack detection runs on it)");
   get->add_option("--record-ua-hash", access_ua, "the recorded access's user-agent hash");
@@ -166,6 +179,9 @@ int main(int argc, char** argv) {
     command = [&](Client& client) {
       GetOptions options;
       options.touch = touch;
+      if (expect_ip || expect_ua) {
+        options.expect_context = ClientContext{expect_ip.value_or(""), expect_ua.value_or(0)};
+      }
       if (!access_ip.empty() || access_ua != 0 || !access_at.empty()) {
         AccessEntry& entry = options.record_access.emplace();
         entry.ip = access_ip;

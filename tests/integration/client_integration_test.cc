@@ -80,7 +80,7 @@ class ClientIntegration : public ::testing::Test {
 };
 
 std::string json_id(const std::string& json) {
-  static const std::regex kId(R"re("id":"([A-Za-z0-9_-]{43})")re");
+  static const std::regex kId(R"re("id":"([A-Za-z0-9_-]{43}|[A-Za-z0-9_-]{64})")re");
   std::smatch match;
   return std::regex_search(json, match, kId) ? std::string(match[1]) : std::string();
 }
@@ -436,6 +436,31 @@ namespace sessiond {
 namespace {
 
 // A node started with extra flags (the security settings of issue 5).
+// Binding from sessctl: a finance session bound to a prefix is destroyed by a read from outside
+// it (the finance preset's context policy), and the mismatch is counted.
+TEST_F(ClientIntegration, SessctlBindsAndChecksTheContext) {
+  auto created = sessctl({"--json", "create", "--user", "ivan", "--preset", "finance", "--bind-ip",
+                          "203.0.113.0/24", "--bind-ua-hash", "77"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const std::string id = json_id(created.out);
+  ASSERT_EQ(id.size(), kSignedSessionIdTextLength) << created.out;
+  auto inside =
+      sessctl({"--json", "get", id, "--expect-ip", "203.0.113.9", "--expect-ua-hash", "77"});
+  EXPECT_EQ(inside.exit_code, 0) << inside.err;
+  EXPECT_NE(inside.out.find(R"("context":{"ip":"203.0.113.0/24","user_agent_hash":77})"),
+            std::string::npos)
+      << inside.out;
+  auto outside = sessctl({"get", id, "--expect-ip", "198.51.100.1", "--expect-ua-hash", "77"});
+  EXPECT_EQ(outside.exit_code, 4) << outside.err;
+  EXPECT_NE(outside.err.find("CONTEXT_MISMATCH"), std::string::npos) << outside.err;
+  EXPECT_NE(outside.err.find("destroyed"), std::string::npos) << outside.err;
+  EXPECT_EQ(sessctl({"get", id}).exit_code, 1);
+  Client client(options());
+  auto stats = client.stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->context_mismatches, 1u);
+}
+
 class ConfiguredNode : public ::testing::Test {
  protected:
   // Starts the node; the test fails (and node_ stays null) when it does not come up.
