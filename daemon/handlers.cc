@@ -242,7 +242,7 @@ void Handlers::handle_get(const protocol::FrameHeader& request, const storage::S
   h.request_id = request.request_id;
   h.status = StatusCode::kHijackSuspected;
   wire::ErrorResponse body;
-  body.set_message(message + "; " + ended);
+  body.set_message(protocol::printable_text(message + "; " + ended));
   for (const auto& f : findings) to_wire(f, body.add_detections());
   (void)protocol::append_frame(h, body, out, max_body_);
 }
@@ -255,7 +255,7 @@ void Handlers::append_error(const protocol::FrameHeader& request, const Status& 
   h.request_id = request.request_id;
   h.status = status.ok() ? StatusCode::kInternal : status.code();
   wire::ErrorResponse body;
-  body.set_message(status.message());
+  body.set_message(protocol::printable_text(status.message()));
   (void)protocol::append_frame(h, body, out, max_body_);
 }
 

@@ -103,6 +103,12 @@ Decoded decode_frame(std::span<const std::uint8_t> buffer,
 Status append_frame(FrameHeader header, const google::protobuf::MessageLite& body, std::string* out,
                     std::uint32_t max_body = kDefaultMaxBody);
 
+// `text` made fit for a protobuf `string` field (which must be valid UTF-8, or the receiver
+// refuses the whole message): valid UTF-8 sequences of printable characters are kept, every
+// other byte (invalid UTF-8, control characters) is written as \xNN. For error messages that
+// quote what a client sent.
+std::string printable_text(std::string_view text);
+
 // Parses a body into `message`; INVALID_ARGUMENT naming the opcode when it does not parse.
 Status parse_body(std::span<const std::uint8_t> body, Opcode opcode,
                   google::protobuf::MessageLite* message);

@@ -462,5 +462,19 @@ TEST_F(SecureHandlers, AContextMismatchDestroysFinanceSessionsButOnlyReportsForM
   EXPECT_EQ(counters_.context_mismatches.load(), 2u);
 }
 
+// An error message that quotes what the client sent stays parsable (found by handlers_fuzz:
+// protobuf refuses a string field that is not UTF-8, so the client saw no message at all).
+TEST_F(SecureHandlers, ErrorsQuotingClientBytesReachTheClient) {
+  wire::CreateRequest req;
+  for (int i = 0; i < 2; ++i) {
+    auto* f = req.add_fields();
+    f->set_name("\xff\xfe");
+    f->set_value("v");
+  }
+  wire::CreateResponse resp;
+  EXPECT_EQ(call(protocol::Opcode::kCreate, req, &resp).status, StatusCode::kInvalidArgument);
+  EXPECT_EQ(last_error_.message(), "field '\\xff\\xfe' given twice");
+}
+
 }  // namespace
 }  // namespace sessiond::daemon

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -218,6 +219,37 @@ TEST(Opcode, NamesAndKnownSet) {
   EXPECT_FALSE(is_known_opcode(63));
   EXPECT_TRUE(is_known_opcode(64));
   EXPECT_FALSE(is_known_opcode(67));
+}
+
+TEST(PrintableText, KeepsValidUtf8AndEscapesEverythingElse) {
+  EXPECT_EQ(printable_text("field 'cart' given twice"), "field 'cart' given twice");
+  EXPECT_EQ(printable_text("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8d\xaa"),
+            "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8d\xaa");  // 2, 3 and 4 bytes
+  EXPECT_EQ(printable_text("a\xff"
+                           "b"),
+            "a\\xffb");                                                   // never valid
+  EXPECT_EQ(printable_text("line\nbreak\t"), "line\\x0abreak\\x09");      // control characters
+  EXPECT_EQ(printable_text("\xc0\xaf"), "\\xc0\\xaf");                    // overlong '/'
+  EXPECT_EQ(printable_text("\xed\xa0\x80"), "\\xed\\xa0\\x80");           // a surrogate
+  EXPECT_EQ(printable_text("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");  // past U+10FFFF
+  EXPECT_EQ(printable_text("end\xe2\x82"), "end\\xe2\\x82");              // cut short
+  EXPECT_EQ(printable_text(std::string("nul\0", 4)), "nul\\x00");
+}
+
+// Whatever a client sends, an error message quoting it stays a message the receiver can parse
+// (protobuf refuses a string field that is not UTF-8, and the whole response with it).
+TEST(PrintableText, AnyBytesMakeAParsableErrorResponse) {
+  std::mt19937 rng(7);
+  for (int round = 0; round < 2000; ++round) {
+    std::string bytes(static_cast<std::size_t>(rng() % 24), '\0');
+    for (char& c : bytes) c = static_cast<char>(rng());
+    if (round < 256) bytes = std::string(1, static_cast<char>(round));
+    wire::ErrorResponse error;
+    error.set_message("field '" + printable_text(bytes) + "' given twice");
+    wire::ErrorResponse back;
+    ASSERT_TRUE(back.ParseFromString(error.SerializeAsString())) << round;
+    EXPECT_EQ(back.message(), error.message());
+  }
 }
 
 }  // namespace
