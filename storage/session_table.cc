@@ -679,6 +679,12 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
     if (options.record_access->ip.size() > kMaxIpBytes) {
       return Status::InvalidArgument("client IP longer than 64 bytes");
     }
+    const AccessEntry& a = *options.record_access;
+    if (a.has_location && !(a.latitude >= -90 && a.latitude <= 90 && a.longitude >= -180 &&
+                            a.longitude <= 180)) {  // NaN fails every comparison
+      return Status::InvalidArgument(
+          "location outside latitude -90..90 and longitude -180..180 (degrees)");
+    }
     if (options_.access_log_length > 0) {
       const std::size_t before = r->footprint();
       if (!r->extras) r->extras = std::make_unique<detail::Extras>();

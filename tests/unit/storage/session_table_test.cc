@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <limits>
 #include <thread>
 
 namespace sessiond::storage {
@@ -494,6 +495,37 @@ TEST_F(SessionTableTest, AccessLogKeepsTheLastN) {
   EXPECT_EQ(s.access_log[0].ip, "10.0.0.2");
   EXPECT_EQ(s.access_log[2].ip, "10.0.0.4");
   EXPECT_EQ(s.access_log[2].time_ms, clock_.now_ms());
+}
+
+TEST_F(SessionTableTest, AnAccessWithAnImpossibleLocationIsRefusedAndNotRecorded) {
+  SessionMeta m = make();
+  Session s;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  for (auto [lat, lon] : {std::pair{91.0, 0.0},
+                          {-90.5, 0.0},
+                          {0.0, 180.5},
+                          {nan, 0.0},
+                          {0.0, nan},
+                          {inf, 0.0},
+                          {0.0, -inf}}) {
+    AccessEntry e;
+    e.ip = "10.0.0.1";
+    e.has_location = true;
+    e.latitude = lat;
+    e.longitude = lon;
+    ReadOptions ro;
+    ro.record_access = &e;
+    EXPECT_EQ(table_.get(m.id, ro, &s).code(), StatusCode::kInvalidArgument) << lat << "," << lon;
+  }
+  AccessEntry edge;
+  edge.has_location = true;
+  edge.latitude = -90;
+  edge.longitude = 180;
+  ReadOptions ro;
+  ro.record_access = &edge;
+  ASSERT_TRUE(table_.get(m.id, ro, &s).ok());
+  ASSERT_EQ(s.access_log.size(), 1u);  // only the valid one
 }
 
 TEST_F(SessionTableTest, MemoryBudgetRefusesNewSessionsButServesOld) {
