@@ -89,7 +89,10 @@ int main(int argc, char** argv) {
       return 1;
     }
     spdlog::info("signed session ids: keys from {}{}", path,
-                 keys->previous.empty() ? "" : " (with a previous key in its grace period)");
+                 keys->previous.empty()
+                     ? std::string()
+                     : " (the previous key is accepted until " +
+                           std::to_string(keys->previous_until_ms) + " ms since the epoch)");
     signer = daemon::IdSigner(std::move(keys).value());
   }
   handlers.set_security(options.security, std::move(signer));
