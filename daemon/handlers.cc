@@ -183,7 +183,9 @@ Result<storage::SessionId> Handlers::parse_id(const std::string& bytes) {
 }
 
 std::string Handlers::wire_id(const storage::SessionId& id, bool is_signed) const {
-  return is_signed && signer_.enabled() ? signer_.sign(id) : id_bytes(id);
+  // With every id signed (--signed-ids all), so are those of sessions made before.
+  return (is_signed || policy_.require_signed_ids) && signer_.enabled() ? signer_.sign(id)
+                                                                        : id_bytes(id);
 }
 
 void Handlers::meta_to_wire(const storage::SessionMeta& meta, wire::SessionMeta* out) const {
@@ -194,7 +196,23 @@ void Handlers::handle_get(const protocol::FrameHeader& request, const storage::S
                           const storage::ReadOptions& options, bool access_log_only,
                           std::string* out) {
   thread_local storage::Session session;
-  Status s = table_.get(id, options, &session);
+  // Hijack detection runs under the session's lock on the history with this access in it, so
+  // that a session its policy ends is gone before a concurrent read can get it.
+  std::vector<HijackFinding> findings;
+  HijackAction action = HijackAction::kReport;
+  const auto judge = [&](const storage::Session& s) {
+    findings = detect_hijack(s.access_log, policy_.hijack);
+    action = policy_.for_session(s.preset).on_hijack;
+    return !findings.empty() && action != HijackAction::kReport;
+  };
+  storage::ReadOptions read = options;
+  if (options.record_access) read.judge.emplace(judge);
+  Status s = table_.get(id, read, &session);
+  for (const auto& f : findings) {
+    (f.kind == HijackFinding::Kind::kImpossibleTravel ? counters_.hijack_travel
+                                                      : counters_.hijack_many_ips)
+        .fetch_add(1, std::memory_order_relaxed);
+  }
   if (s.code() == StatusCode::kContextMismatch) {
     counters_.context_mismatches.fetch_add(1, std::memory_order_relaxed);
     // A context that does not match may be a stolen id in use: end the session, per policy.
@@ -203,60 +221,61 @@ void Handlers::handle_get(const protocol::FrameHeader& request, const storage::S
       s = Status(StatusCode::kContextMismatch, s.message() + "; the session was destroyed");
     }
   }
+  if (s.code() == StatusCode::kHijackSuspected)
+    return hijack_response(request, findings, action, session.user_id, out);
   if (!s.ok()) return append_error(request, s, out);
   if (access_log_only) {
     wire::AccessLogResponse resp;
     for (const auto& e : session.access_log) to_wire(e, resp.add_entries());
     return append_ok(request, resp, out);
   }
-  std::vector<HijackFinding> findings;
-  if (options.record_access) findings = detect_hijack(session.access_log, policy_.hijack);
-  for (const auto& f : findings) {
-    (f.kind == HijackFinding::Kind::kImpossibleTravel ? counters_.hijack_travel
-                                                      : counters_.hijack_many_ips)
-        .fetch_add(1, std::memory_order_relaxed);
-  }
-  const HijackAction action = policy_.for_session(session.preset).on_hijack;
-  if (findings.empty() || action == HijackAction::kReport) {
-    wire::GetResponse resp;
-    to_wire(session, wire_id(session.id, session.signed_id), resp.mutable_session());
-    for (const auto& f : findings) to_wire(f, resp.add_detections());
-    return append_ok(request, resp, out);
-  }
-  // The session is ended before anyone gets its data: the reader may be the attacker.
+  wire::GetResponse resp;
+  to_wire(session, wire_id(session.id, session.signed_id), resp.mutable_session());
+  for (const auto& f : findings) to_wire(f, resp.add_detections());
+  append_ok(request, resp, out);
+}
+
+void Handlers::hijack_response(const protocol::FrameHeader& request,
+                               const std::vector<HijackFinding>& findings, HijackAction action,
+                               const std::string& user_id, std::string* out) {
+  // The session itself is gone already (the table ended it under its lock); revoke-user ends
+  // the user's other sessions too.
   std::string ended = "the session was destroyed";
-  if (action == HijackAction::kRevokeUser && !session.user_id.empty()) {
-    auto n = table_.revoke_user(session.user_id);
-    ended = n.ok() ? "every session of the user was revoked (" + std::to_string(*n) + ")"
-                   : "revoking the user's sessions failed: " + n.status().message();
-  } else if (Status d = table_.destroy(id); !d.ok() && d.code() != StatusCode::kNotFound) {
-    ended = "destroying the session failed: " + d.message();
+  if (action == HijackAction::kRevokeUser && !user_id.empty()) {
+    auto n = table_.revoke_user(user_id);
+    ended = n.ok() ? "every session of the user was revoked (" + std::to_string(*n + 1) + ")"
+                   : "the session was destroyed; revoking the user's other sessions failed: " +
+                         n.status().message();
   }
   std::string message = "hijack suspected: ";
   for (std::size_t i = 0; i < findings.size(); ++i) {
     message += (i ? "; " : "") + findings[i].message;
   }
-  protocol::FrameHeader h;
-  h.flags = protocol::kFlagResponse;
-  h.opcode = request.opcode;
-  h.request_id = request.request_id;
-  h.status = StatusCode::kHijackSuspected;
   wire::ErrorResponse body;
-  body.set_message(protocol::printable_text(message + "; " + ended));
+  body.set_message(protocol::printable_text(message + "; " + ended, kMaxErrorMessageBytes));
   for (const auto& f : findings) to_wire(f, body.add_detections());
-  (void)protocol::append_frame(h, body, out, max_body_);
+  append_error_body(request, StatusCode::kHijackSuspected, body, out);
 }
 
 void Handlers::append_error(const protocol::FrameHeader& request, const Status& status,
                             std::string* out) {
+  wire::ErrorResponse body;
+  body.set_message(protocol::printable_text(status.message(), kMaxErrorMessageBytes));
+  append_error_body(request, status.ok() ? StatusCode::kInternal : status.code(), body, out);
+}
+
+void Handlers::append_error_body(const protocol::FrameHeader& request, StatusCode code,
+                                 const wire::ErrorResponse& body, std::string* out) {
   protocol::FrameHeader h;
   h.flags = protocol::kFlagResponse;
   h.opcode = request.opcode;
   h.request_id = request.request_id;
-  h.status = status.ok() ? StatusCode::kInternal : status.code();
-  wire::ErrorResponse body;
-  body.set_message(protocol::printable_text(status.message()));
-  (void)protocol::append_frame(h, body, out, max_body_);
+  h.status = code;
+  if (protocol::append_frame(h, body, out, max_body_).ok()) return;
+  // Every request gets its one answer, even when the error's details do not fit a frame.
+  wire::ErrorResponse brief;
+  brief.set_message("(the error's details do not fit the frame limit)");
+  (void)protocol::append_frame(h, brief, out, max_body_);
 }
 
 void Handlers::append_ok(const protocol::FrameHeader& request,

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "daemon/auth.h"
 #include "daemon/security.h"
@@ -17,7 +18,8 @@
 
 namespace sessiond::wire {
 class SessionMeta;
-}
+class ErrorResponse;
+}  // namespace sessiond::wire
 
 namespace sessiond::daemon {
 
@@ -79,6 +81,16 @@ class Handlers {
   // The GET path: the read, then the context and hijack policies.
   void handle_get(const protocol::FrameHeader& request, const storage::SessionId& id,
                   const storage::ReadOptions& options, bool access_log_only, std::string* out);
+  // HIJACK_SUSPECTED for a session the table ended, after revoking its user's other sessions
+  // when that is the policy.
+  void hijack_response(const protocol::FrameHeader& request,
+                       const std::vector<HijackFinding>& findings, HijackAction action,
+                       const std::string& user_id, std::string* out);
+  // Appends an error frame with `body`; a short fixed message when it does not fit max_body.
+  void append_error_body(const protocol::FrameHeader& request, StatusCode code,
+                         const wire::ErrorResponse& body, std::string* out);
+  // Error messages quote what clients sent: at most this much of it goes back.
+  static constexpr std::size_t kMaxErrorMessageBytes = 1024;
   storage::SessionTable& table_;
   storage::Store* store_;
   Counters& counters_;

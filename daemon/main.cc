@@ -77,18 +77,27 @@ int main(int argc, char** argv) {
   daemon::Counters counters;
   daemon::Handlers handlers(table, store->get(), counters, "", options.max_frame_bytes,
                             options.auth);
+  // The keys of signed ids: loaded (and made, in the data directory, on the first start that
+  // signs) whenever ids are signed, and whenever a key file is there, so that the ids handed
+  // out before --signed-ids was turned off keep verifying.
   daemon::IdSigner signer;
-  if (options.needs_id_keys()) {
-    const bool default_file = options.id_key_file.empty();
-    const std::string path = default_file
-                                 ? (std::filesystem::path(options.store.path) / "id-keys").string()
-                                 : options.id_key_file;
-    auto keys = daemon::load_id_keys(path, default_file);
+  const bool default_file = options.id_key_file.empty();
+  const std::string key_path =
+      default_file ? (std::filesystem::path(options.store.path) / "id-keys").string()
+                   : options.id_key_file;
+  if (options.needs_id_keys() || !default_file || std::filesystem::exists(key_path)) {
+    auto keys = daemon::load_id_keys(key_path, default_file && options.needs_id_keys());
     if (!keys.ok()) {
       spdlog::error("cannot start: {}", keys.status().ToString());
       return 1;
     }
-    spdlog::info("signed session ids: keys from {}{}", path,
+    if (keys->generated) {
+      spdlog::warn(
+          "made a new id signing key in {}: every node of a group needs the same file "
+          "(docs/security.md)",
+          key_path);
+    }
+    spdlog::info("signed session ids: keys from {}{}", key_path,
                  keys->previous.empty()
                      ? std::string()
                      : " (the previous key is accepted until " +
@@ -96,6 +105,16 @@ int main(int argc, char** argv) {
     signer = daemon::IdSigner(std::move(keys).value());
   }
   handlers.set_security(options.security, std::move(signer));
+  // Hijack detection sees only the kept access history: say so when a check cannot fire.
+  const auto& rules = options.security.hijack;
+  if (options.table.access_log_length < 2 &&
+      (rules.max_speed_kmh > 0 || rules.max_distinct_ips > 0)) {
+    spdlog::warn("--access-log-length {} keeps too few accesses for hijack detection",
+                 options.table.access_log_length);
+  } else if (rules.max_distinct_ips >= options.table.access_log_length) {
+    spdlog::warn("--hijack-max-ips {} can never be passed with --access-log-length {}",
+                 rules.max_distinct_ips, options.table.access_log_length);
+  }
   if (options.auth.enabled()) spdlog::info("authentication on: clients must AUTH first");
   daemon::resp::Commands resp_commands(
       table, storage::SystemClock::instance(),

@@ -4,13 +4,17 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -46,27 +50,58 @@ std::string to_hex(std::string_view bytes) {
 
 }  // namespace
 
-Result<IdKeys> load_id_keys(const std::string& path, bool create_if_missing) {
-  std::ifstream in(path);
-  if (!in) {
-    if (!create_if_missing || access(path.c_str(), F_OK) == 0) {
-      return Status::InvalidArgument("cannot read the id key file " + path);
-    }
-    IdKeys keys;
-    keys.current.resize(kIdKeyBytes);
-    if (RAND_bytes(reinterpret_cast<unsigned char*>(keys.current.data()),
-                   static_cast<int>(kIdKeyBytes)) != 1) {
-      return Status::Internal("the CSPRNG failed to make an id key");
-    }
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-    if (fd < 0) return Status::InvalidArgument("cannot create the id key file " + path);
-    const std::string text = id_keys_text(keys);
-    const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-                    ::fsync(fd) == 0;
-    ::close(fd);
-    if (!ok) return Status::Unavailable("cannot write the id key file " + path);
-    return keys;
+namespace {
+
+// Writes a fresh key file where none is: a temporary file in the same directory, written and
+// synced, linked into place (so a crash leaves no empty key file and a concurrent start cannot
+// overwrite one), then the directory synced (so the name survives a power loss).
+Result<IdKeys> make_id_key_file(const std::string& path) {
+  IdKeys keys;
+  keys.current.resize(kIdKeyBytes);
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(keys.current.data()),
+                 static_cast<int>(kIdKeyBytes)) != 1) {
+    return Status::Internal("the CSPRNG failed to make an id key");
   }
+  keys.generated = true;
+  const std::string temp = path + ".new";
+  ::unlink(temp.c_str());
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) return Status::Unavailable("cannot create " + temp + ": " + std::strerror(errno));
+  const std::string text = id_keys_text(keys);
+  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+                       ::fsync(fd) == 0;
+  ::close(fd);
+  const bool linked = written && ::link(temp.c_str(), path.c_str()) == 0;
+  const int error = errno;
+  ::unlink(temp.c_str());
+  if (!linked) {
+    return Status::Unavailable("cannot write the id key file " + path + ": " +
+                               std::strerror(error));
+  }
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  if (const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY); dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return keys;
+}
+
+}  // namespace
+
+Result<IdKeys> load_id_keys(const std::string& path, bool create_if_missing) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT && create_if_missing) return make_id_key_file(path);
+    return Status::InvalidArgument("cannot read the id key file " + path + ": " +
+                                   std::strerror(errno));
+  }
+  if ((st.st_mode & 077) != 0) {
+    return Status::InvalidArgument("the id key file " + path +
+                                   " is readable or writable by others than its owner; chmod "
+                                   "600 it (and make new keys if others may have read it)");
+  }
+  std::ifstream in(path);
+  if (!in) return Status::InvalidArgument("cannot read the id key file " + path);
   IdKeys keys;
   std::string line;
   for (int number = 1; std::getline(in, line); ++number) {
@@ -80,8 +115,12 @@ Result<IdKeys> load_id_keys(const std::string& path, bool create_if_missing) {
     auto key = from_hex(hex);
     if (!key.ok()) return Status::InvalidArgument(where() + key.status().message());
     if (kind == "current" && until.empty()) {
+      if (!keys.current.empty()) return Status::InvalidArgument(where() + "a second 'current' key");
       keys.current = *key;
     } else if (kind == "previous") {
+      if (!keys.previous.empty()) {
+        return Status::InvalidArgument(where() + "a second 'previous' key");
+      }
       std::int64_t ms = 0;
       auto [ptr, ec] = std::from_chars(until.data(), until.data() + until.size(), ms);
       if (until.empty() || ec != std::errc() || ptr != until.data() + until.size() || ms < 0) {
@@ -200,9 +239,12 @@ std::vector<HijackFinding> detect_hijack(std::span<const storage::AccessEntry> l
                                    [](const storage::AccessEntry& e) { return e.has_location; });
     if (from != earlier.rend()) {
       const double km = distance_km(from->latitude, from->longitude, now.latitude, now.longitude);
+      // Accesses out of order (the clock stepped back) say nothing about speed; two at the same
+      // millisecond count as one millisecond apart.
       const std::int64_t interval = std::max<std::int64_t>(now.time_ms - from->time_ms, 1);
       const double kmh = km / (static_cast<double>(interval) / 3'600'000.0);
-      if (km >= rules.min_distance_km && kmh > rules.max_speed_kmh) {
+      if (now.time_ms >= from->time_ms && km >= rules.min_distance_km &&
+          kmh > rules.max_speed_kmh) {
         char text[160];
         std::snprintf(text, sizeof text,
                       "impossible travel: %.0f km in %.1f min (%.0f km/h > %.0f)", km,

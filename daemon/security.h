@@ -29,11 +29,13 @@ struct IdKeys {
   std::string current;   // kIdKeyBytes raw bytes; empty: no signing
   std::string previous;  // empty: none
   std::int64_t previous_until_ms = 0;
+  bool generated = false;  // load_id_keys made the file just now
 };
 
 // Reads a key file ("current HEX" line, optional "previous HEX UNTIL_MS" line, '#' comments).
 // When `create_if_missing` and the file does not exist, writes one with a fresh random key
-// (mode 0600). Errors name the file and the line.
+// (mode 0600, atomically). A file that others than its owner may read or write is refused.
+// Errors name the file and the line.
 Result<IdKeys> load_id_keys(const std::string& path, bool create_if_missing);
 // The key file's text for `keys` (what load_id_keys reads).
 std::string id_keys_text(const IdKeys& keys);

@@ -2,6 +2,7 @@
 
 #include <google/protobuf/message_lite.h>
 
+#include <algorithm>
 #include <string>
 
 namespace sessiond::protocol {
@@ -157,9 +158,9 @@ Decoded decode_frame(std::span<const std::uint8_t> buffer, std::uint32_t max_bod
   return d;
 }
 
-std::string printable_text(std::string_view text) {
+std::string printable_text(std::string_view text, std::size_t max_bytes) {
   std::string out;
-  out.reserve(text.size());
+  out.reserve(std::min(text.size(), max_bytes));
   const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
   for (std::size_t i = 0; i < text.size();) {
     const unsigned char c = byte(i);
@@ -167,10 +168,11 @@ std::string printable_text(std::string_view text) {
     // no overlong forms, no surrogates, nothing past U+10FFFF.
     std::size_t n = 0;
     unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0x20 && c < 0x7F) {
+    if (c >= 0x20 && c < 0x7F && c != '\\') {
       n = 1;
     } else if (c >= 0xC2 && c <= 0xDF) {
       n = 2;
+      if (c == 0xC2) lo = 0xA0;  // not the C1 controls U+0080..U+009F
     } else if (c >= 0xE0 && c <= 0xEF) {
       n = 3;
       if (c == 0xE0) lo = 0xA0;
@@ -184,6 +186,18 @@ std::string printable_text(std::string_view text) {
     for (std::size_t k = 1; ok && k < n; ++k) {
       const unsigned char b = byte(i + k);
       ok = k == 1 ? (b >= lo && b <= hi) : (b >= 0x80 && b <= 0xBF);
+    }
+    // U+202A..U+202E and U+2066..U+2069 (E2 80 AA..AE, E2 81 A6..A9) reorder text on display.
+    if (ok && n == 3 && c == 0xE2) {
+      const unsigned char b1 = byte(i + 1), b2 = byte(i + 2);
+      if ((b1 == 0x80 && b2 >= 0xAA && b2 <= 0xAE) || (b1 == 0x81 && b2 >= 0xA6 && b2 <= 0xA9)) {
+        ok = false;
+      }
+    }
+    const std::size_t adds = ok ? n : 4;
+    if (out.size() + adds > max_bytes) {
+      out += "...";
+      break;
     }
     if (ok) {
       out.append(text.substr(i, n));

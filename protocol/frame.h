@@ -104,10 +104,11 @@ Status append_frame(FrameHeader header, const google::protobuf::MessageLite& bod
                     std::uint32_t max_body = kDefaultMaxBody);
 
 // `text` made fit for a protobuf `string` field (which must be valid UTF-8, or the receiver
-// refuses the whole message): valid UTF-8 sequences of printable characters are kept, every
-// other byte (invalid UTF-8, control characters) is written as \xNN. For error messages that
-// quote what a client sent.
-std::string printable_text(std::string_view text);
+// refuses the whole message) and for a terminal: valid UTF-8 sequences of printable characters
+// are kept; every other byte (invalid UTF-8, C0 and C1 control characters, the bidirectional
+// overrides and isolates that reorder what a terminal shows) and the backslash are written as
+// \xNN. At most max_bytes of output, then "...". For error messages that quote a client.
+std::string printable_text(std::string_view text, std::size_t max_bytes = SIZE_MAX);
 
 // Parses a body into `message`; INVALID_ARGUMENT naming the opcode when it does not parse.
 Status parse_body(std::span<const std::uint8_t> body, Opcode opcode,

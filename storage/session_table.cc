@@ -707,6 +707,10 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
   }
   ++shard.counters.read_hits;
   detail::record_to_session(*r, out);
+  if (options.judge && (*options.judge)(*out)) {
+    if (Status s = remove(shard, r); !s.ok()) return s;
+    return Status(StatusCode::kHijackSuspected, "the session was destroyed");
+  }
   return {};
 }
 

@@ -95,6 +95,12 @@ struct ReadOptions {
   // When set, appended to the access history (its time_ms is replaced by now). Persisted with
   // the session's next write or by flush(), like a coalesced touch.
   const AccessEntry* record_access = nullptr;
+  // When set, sees the session as the read would return it (access recorded, touch applied),
+  // under the session's lock, and returns true to end it there and then: the session is
+  // destroyed (persisted) before anyone else can read it, and get() answers HIJACK_SUSPECTED
+  // with *out holding the session as it was. For hijack detection (daemon/security.h). It must
+  // not call the table.
+  std::optional<absl::FunctionRef<bool(const Session&)>> judge;
 };
 
 struct FieldChanges {
@@ -182,7 +188,8 @@ class SessionTable {
   std::vector<Result<SessionMeta>> create_batch(std::span<const NewSession> requests);
   // Copies the session into *out (reusing its buffers). NOT_FOUND or EXPIRED when it is not
   // alive, CONTEXT_MISMATCH per ReadOptions::expect_context (then *out holds the session as it
-  // is, untouched and without the access recorded, for the caller's policy).
+  // is, untouched and without the access recorded, for the caller's policy), HIJACK_SUSPECTED
+  // when ReadOptions::judge ended it.
   Status get(const SessionId& id, const ReadOptions& options, Session* out);
   // get() for many ids at once, as a pipelining client sends them: out[i] and the returned
   // statuses[i] are what get(ids[i], options, &out[i]) would give. Each read is atomic on its

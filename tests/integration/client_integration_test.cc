@@ -661,7 +661,13 @@ TEST_F(ConfiguredNode, FinanceSessionsHaveSignedIdsThatSurviveARestart) {
 TEST_F(ConfiguredNode, KeyRotationKeepsOldIdsValidForTheGracePeriod) {
   const std::string keys = (dir_.path() / "keys").string();
   const std::string key_a(64, 'a'), key_b(64, 'b');
-  std::ofstream(keys) << "current " << key_a << "\n";
+  const auto write_keys = [&](const std::string& text) {
+    std::ofstream(keys) << text;
+    std::filesystem::permissions(
+        keys, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
+        std::filesystem::perm_options::replace);
+  };
+  write_keys("current " + key_a + "\n");
   ASSERT_NO_FATAL_FAILURE(start({"--id-key-file", keys}));
   std::string id;
   {
@@ -675,7 +681,7 @@ TEST_F(ConfiguredNode, KeyRotationKeepsOldIdsValidForTheGracePeriod) {
                           .count();
   for (auto [until, alive] : {std::pair{now_ms + 3'600'000, true}, {now_ms - 1, false}}) {
     node_.reset();
-    std::ofstream(keys) << "current " << key_b << "\nprevious " << key_a << " " << until << "\n";
+    write_keys("current " + key_b + "\nprevious " + key_a + " " + std::to_string(until) + "\n");
     ASSERT_NO_FATAL_FAILURE(start({"--id-key-file", keys}));
     Client client(client_options());
     auto got = client.get(id);

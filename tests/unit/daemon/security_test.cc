@@ -7,6 +7,7 @@
 #include <openssl/hmac.h>
 #include <sys/stat.h>
 
+#include <filesystem>
 #include <fstream>
 #include <span>
 
@@ -25,6 +26,12 @@ using storage::AccessEntry;
 using storage::Preset;
 
 constexpr std::int64_t kMinute = 60'000;
+
+// Writes a key file as an operator would: readable by its owner only.
+void write_private(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+  ::chmod(path.c_str(), 0600);
+}
 
 IdKeys keys_of(char current, char previous = 0, std::int64_t until = 0) {
   IdKeys k;
@@ -89,15 +96,18 @@ TEST(IdKeys, TheKeyFileIsMadeOnceAndReadBack) {
   auto made = load_id_keys(path, true);
   ASSERT_TRUE(made.ok()) << made.status().ToString();
   EXPECT_EQ(made->current.size(), kIdKeyBytes);
+  EXPECT_TRUE(made->generated);
+  EXPECT_FALSE(std::filesystem::exists(path + ".new"));  // the temporary file is gone
   struct stat st {};
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   auto again = load_id_keys(path, true);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->current, made->current);  // not a new key on every start
+  EXPECT_FALSE(again->generated);
 
   IdKeys rotated = keys_of('n', 'o', 1'234);
-  std::ofstream(path) << id_keys_text(rotated);
+  write_private(path, id_keys_text(rotated));
   auto read = load_id_keys(path, false);
   ASSERT_TRUE(read.ok()) << read.status().ToString();
   EXPECT_EQ(read->current, rotated.current);
@@ -110,7 +120,7 @@ TEST(IdKeys, BadKeyFilesAreClearErrors) {
   const std::string path = (dir.path() / "keys").string();
   EXPECT_NE(load_id_keys(path, false).status().message().find("cannot read"), std::string::npos);
   const auto error_for = [&](const std::string& text) {
-    std::ofstream(path) << text;
+    write_private(path, text);
     return load_id_keys(path, false).status().message();
   };
   EXPECT_NE(error_for("current abc\n").find(":1: a key is 64 hex digits"), std::string::npos);
@@ -121,6 +131,16 @@ TEST(IdKeys, BadKeyFilesAreClearErrors) {
   EXPECT_NE(error_for("current " + std::string(63, 'a') + "g\n").find("hex digits only"),
             std::string::npos);
   EXPECT_NE(error_for("next " + hex + "\n").find("expected 'current HEX'"), std::string::npos);
+  EXPECT_NE(error_for("current " + hex + "\ncurrent " + hex + "\n").find(":2: a second 'current'"),
+            std::string::npos);
+  // A key others may read is not a secret any more.
+  write_private(path, "current " + hex + "\n");
+  ASSERT_TRUE(load_id_keys(path, false).ok());
+  for (mode_t mode : {0644, 0640, 0604, 0620}) {
+    ::chmod(path.c_str(), mode);
+    EXPECT_NE(load_id_keys(path, true).status().message().find("chmod 600"), std::string::npos)
+        << std::oct << mode;
+  }
   EXPECT_TRUE(load_id_keys((dir.path() / "keys").string(), false).status().code() ==
               StatusCode::kInvalidArgument);
 }
@@ -165,6 +185,9 @@ TEST(Hijack, ImpossibleTravelIsJudgedAgainstTheLastLocatedAccess) {
   log.back() = at(t0 + 1, "198.51.100.1", -33.87, 151.21);
   EXPECT_TRUE(detect_hijack(log, off).empty());
   EXPECT_EQ(detect_hijack(log, rules).size(), 1u);  // same instant: any distance is too fast
+  // The clock stepped back: the order of the two is unknown, so no speed can be judged.
+  log.back() = at(t0 - 5 * kMinute, "198.51.100.1", -33.87, 151.21);
+  EXPECT_TRUE(detect_hijack(log, rules).empty());
 }
 
 TEST(Hijack, TooManyDistinctIpsWithinTheWindow) {
@@ -474,6 +497,82 @@ TEST_F(SecureHandlers, ErrorsQuotingClientBytesReachTheClient) {
   wire::CreateResponse resp;
   EXPECT_EQ(call(protocol::Opcode::kCreate, req, &resp).status, StatusCode::kInvalidArgument);
   EXPECT_EQ(last_error_.message(), "field '\\xff\\xfe' given twice");
+}
+
+// Pipelined CREATEs go through handle_creates (one RocksDB write for the group): the same
+// presets, the same signed ids as one by one.
+TEST_F(SecureHandlers, PipelinedCreatesGetTheirPresetsAndSignedIds) {
+  std::vector<std::string> bodies;
+  for (auto preset : {wire::FINANCE, wire::MEDIA, wire::HEALTHCARE}) {
+    wire::CreateRequest req;
+    req.set_user_id("erin");
+    req.set_preset(preset);
+    bodies.push_back(req.SerializeAsString());
+  }
+  std::vector<Handlers::Request> requests;
+  for (std::size_t i = 0; i < bodies.size(); ++i) {
+    protocol::FrameHeader h;
+    h.opcode = static_cast<std::uint16_t>(protocol::Opcode::kCreate);
+    h.request_id = static_cast<std::uint32_t>(i + 1);
+    requests.push_back(
+        {h, std::span(reinterpret_cast<const std::uint8_t*>(bodies[i].data()), bodies[i].size())});
+  }
+  std::string out;
+  Role role = Role::kApp;
+  handlers_.handle_creates(requests, &role, &out);
+  std::vector<std::string> ids;
+  std::span<const std::uint8_t> rest(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
+  while (!rest.empty()) {
+    auto d = protocol::decode_frame(rest, 1u << 20);
+    ASSERT_EQ(d.kind, protocol::Decoded::Kind::kFrame);
+    ASSERT_EQ(d.header.status, StatusCode::kOk);
+    wire::CreateResponse resp;
+    ASSERT_TRUE(resp.ParseFromArray(d.body.data(), static_cast<int>(d.body.size())));
+    ids.push_back(resp.session().id());
+    rest = rest.subspan(d.consumed);
+  }
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_EQ(ids[0].size(), kSignedIdBytes);
+  EXPECT_EQ(ids[1].size(), 32u);
+  EXPECT_EQ(ids[2].size(), kSignedIdBytes);
+  for (const auto& id : ids) EXPECT_EQ(get_code(id), StatusCode::kOk);
+}
+
+// --signed-ids off after a time with signing: new sessions are not signed, and the signed ids
+// already handed out keep working (the node still loads its keys to verify them).
+TEST_F(SecureHandlers, TurningSigningOffKeepsIssuedSignedIdsWorking) {
+  const std::string signed_before = create(wire::FINANCE);
+  ASSERT_EQ(signed_before.size(), kSignedIdBytes);
+  SecurityPolicy off;
+  for (auto& p : off.presets) p.sign_ids = false;
+  reset(off);
+  EXPECT_EQ(create(wire::FINANCE).size(), 32u);
+  wire::GetRequest get;
+  get.set_id(signed_before);
+  wire::GetResponse got;
+  ASSERT_EQ(call(protocol::Opcode::kGet, get, &got).status, StatusCode::kOk);
+  EXPECT_EQ(got.session().id(), signed_before);  // still handed out as the client holds it
+  EXPECT_EQ(forged(), 0u);
+}
+
+// --signed-ids all after a time without: every id the node hands out is signed from now on,
+// older sessions' included, and their bare ids are refused like guesses.
+TEST_F(SecureHandlers, RequiringSignedIdsSignsOlderSessionsToo) {
+  const std::string bare = create(wire::MEDIA, "frank");
+  ASSERT_EQ(bare.size(), 32u);
+  SecurityPolicy all;
+  all.node.sign_ids = true;
+  all.require_signed_ids = true;
+  reset(all);
+  EXPECT_EQ(get_code(bare), StatusCode::kNotFound);
+  wire::ListUserRequest list;
+  list.set_user_id("frank");
+  wire::ListUserResponse listed;
+  call(protocol::Opcode::kListUser, list, &listed);
+  ASSERT_EQ(listed.sessions_size(), 1);
+  EXPECT_EQ(listed.sessions(0).id().size(), kSignedIdBytes);
+  EXPECT_EQ(listed.sessions(0).id().substr(0, 32), bare);
+  EXPECT_EQ(get_code(listed.sessions(0).id()), StatusCode::kOk);
 }
 
 }  // namespace

@@ -234,6 +234,21 @@ TEST(PrintableText, KeepsValidUtf8AndEscapesEverythingElse) {
   EXPECT_EQ(printable_text("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");  // past U+10FFFF
   EXPECT_EQ(printable_text("end\xe2\x82"), "end\\xe2\\x82");              // cut short
   EXPECT_EQ(printable_text(std::string("nul\0", 4)), "nul\\x00");
+  EXPECT_EQ(printable_text("a\\x41"), "a\\x5cx41");  // a backslash is escaped too
+  EXPECT_EQ(printable_text("\xc2\x85\xc2\xa0"), "\\xc2\\x85\xc2\xa0");  // C1 NEL; NBSP kept
+  EXPECT_EQ(printable_text("\xe2\x80\xae"
+                           "evil"),
+            "\\xe2\\x80\\xaeevil");                              // RIGHT-TO-LEFT OVERRIDE
+  EXPECT_EQ(printable_text("\xe2\x81\xa6"), "\\xe2\\x81\\xa6");  // LEFT-TO-RIGHT ISOLATE
+  EXPECT_EQ(printable_text("\xe2\x80\x94"), "\xe2\x80\x94");     // EM DASH kept
+}
+
+TEST(PrintableText, IsCutAtTheLimitBetweenCharacters) {
+  EXPECT_EQ(printable_text("abcdef", 4), "abcd...");
+  EXPECT_EQ(printable_text("ab\xff", 4), "ab...");                    // an escape is not split
+  EXPECT_EQ(printable_text("a\xc3\xa9\xc3\xa9", 4), "a\xc3\xa9...");  // nor a character
+  EXPECT_EQ(printable_text(std::string(100'000, '\xff'), 1024).size(), 1024u + 3);
+  EXPECT_EQ(printable_text("short", 1024), "short");
 }
 
 // Whatever a client sends, an error message quoting it stays a message the receiver can parse
