@@ -153,9 +153,8 @@ void Client::async_get(std::string_view id, const GetOptions& options, Callback<
   // A plain read may be repeated; one that touches or records an access changes the session.
   const bool idempotent = !options.touch && !options.record_access;
   impl_->call<wire::GetResponse, Session>(
-      Opcode::kGet, request, idempotent, std::move(done), [](const wire::GetResponse& r) {
-        return Result<Session>(client_detail::from_wire(r));
-      });
+      Opcode::kGet, request, idempotent, std::move(done),
+      [](const wire::GetResponse& r) { return Result<Session>(client_detail::from_wire(r)); });
 }
 
 void Client::async_update(std::string_view id, const UpdateOptions& options,
