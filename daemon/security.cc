@@ -48,10 +48,6 @@ std::string to_hex(std::string_view bytes) {
   return out;
 }
 
-}  // namespace
-
-namespace {
-
 // Writes a fresh key file where none is: a temporary file in the same directory, written and
 // synced, linked into place (so a crash leaves no empty key file and a concurrent start cannot
 // overwrite one), then the directory synced (so the name survives a power loss).
