@@ -52,13 +52,15 @@ int main(int argc, char** argv) {
   spdlog::info("sessiond 0.1.0 starting: data dir {}, durability {}, {} worker threads",
                options.store.path, storage::durability_name(options.store.durability),
                options.threads);
+  // Unusable certificate files fail the start before a recovery that may take a while.
+  daemon::SslCtxPtr tls_context;
   if (options.tls.enabled()) {
-    // Unusable certificate files fail the start before a recovery that may take a while (the
-    // server loads them again when it binds).
-    if (auto tls = daemon::make_server_context(options.tls); !tls.ok()) {
-      spdlog::error("cannot start: {}", tls.status().ToString());
+    auto made = daemon::make_server_context(options.tls);
+    if (!made.ok()) {
+      spdlog::error("cannot start: {}", made.status().ToString());
       return 1;
     }
+    tls_context = std::move(made).value();
   }
   auto store = storage::Store::open(options.store, storage::SystemClock::instance());
   if (!store.ok()) {
@@ -120,6 +122,7 @@ int main(int argc, char** argv) {
       table, storage::SystemClock::instance(),
       {&counters.resp_connections, 0, storage::SystemClock::instance().now_ms(), &options.auth});
   daemon::Server server(options, handlers, counters, &resp_commands);
+  if (tls_context) server.use_tls_context(std::move(tls_context));
   if (Status s = server.bind(); !s.ok()) {
     spdlog::error("cannot start: {}", s.ToString());
     return 1;

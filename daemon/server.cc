@@ -140,12 +140,16 @@ Status Server::Impl::bind_one(std::uint16_t port, std::unique_ptr<tcp::acceptor>
   return {};
 }
 
+void Server::use_tls_context(SslCtxPtr context) {
+  // asio's context takes ownership of the OpenSSL one.
+  impl_->tls_context = std::make_unique<asio::ssl::context>(context.release());
+}
+
 Status Server::bind() {
-  if (impl_->options.tls.enabled()) {
+  if (impl_->options.tls.enabled() && !impl_->tls_context) {
     auto ctx = make_server_context(impl_->options.tls);
     if (!ctx.ok()) return ctx.status();
-    // asio's context takes ownership of the OpenSSL one.
-    impl_->tls_context = std::make_unique<asio::ssl::context>(std::move(*ctx).release());
+    use_tls_context(std::move(ctx).value());
   }
   if (Status s = impl_->bind_one(impl_->options.listen_port, &impl_->acceptor); !s.ok()) return s;
   if (impl_->options.resp_port >= 0) {

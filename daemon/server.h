@@ -10,6 +10,7 @@
 #include "daemon/config.h"
 #include "daemon/handlers.h"
 #include "daemon/resp_commands.h"
+#include "daemon/tls.h"
 #include "protocol/status.h"
 
 namespace sessiond::daemon {
@@ -23,6 +24,10 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
+  // The TLS context of the native listener, when the caller has made it already (main does,
+  // to fail on unusable certificate files before recovery); otherwise bind() makes it from
+  // options.tls. Call before bind().
+  void use_tls_context(SslCtxPtr context);
   // Binds the listeners; UNAVAILABLE naming the address when it cannot (in use, no permission).
   Status bind();
   // The bound "host:port" (the real port when asked for port 0).
