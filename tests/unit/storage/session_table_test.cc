@@ -672,6 +672,18 @@ TEST_F(UserLimitTest, RefusePolicyAnswersForbidden) {
   same.user_id = "alice";
   EXPECT_TRUE(table.regenerate(table.list_user("alice")[0].id, same).ok());
   EXPECT_EQ(table.list_user("alice").size(), 2u);
+  // The limit check is not a read: a regenerate counts no read hit or miss.
+  const TableStats before = table.stats();
+  ASSERT_TRUE(table.regenerate(guest->id, RegenerateOptions{}).ok());
+  RegenerateOptions to_dave;
+  to_dave.user_id = "dave";
+  auto moved = table.regenerate(table.list_user("bob")[0].id, to_dave);
+  ASSERT_TRUE(moved.ok()) << moved.status().ToString();
+  EXPECT_EQ(table.stats().read_hits, before.read_hits);
+  EXPECT_EQ(table.stats().read_misses, before.read_misses);
+  // A dead session is still NOT_FOUND (counted once, as any miss).
+  EXPECT_EQ(table.regenerate(guest->id, to_dave).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(table.stats().read_misses, before.read_misses + 1);
 }
 
 }  // namespace
