@@ -725,13 +725,26 @@ std::uint64_t scan_keys(Ctx& c, std::uint64_t cursor, std::size_t count, Visit v
   return page.cursor;
 }
 
-void cmd_scan(Ctx& c) {
-  std::uint64_t cursor = 0;
-  const std::string_view text = c.args[1];
-  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), cursor);
-  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size()) {
-    return append_error(c.out, "ERR invalid cursor");
+// A cursor as Redis 7.0 reads it (strtoul, base 10): an optional sign, then digits; "-N" is
+// 2^64 - N; "" is 0; leading space, other characters and overflow are invalid.
+std::optional<std::uint64_t> parse_cursor(std::string_view text) {
+  bool negative = false;
+  if (!text.empty() && (text.front() == '+' || text.front() == '-')) {
+    negative = text.front() == '-';
+    text.remove_prefix(1);
+    if (text.empty()) return std::nullopt;  // a sign alone: no digits
   }
+  std::uint64_t value = 0;
+  if (text.empty()) return value;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || ptr != text.data() + text.size()) return std::nullopt;
+  return negative ? 0 - value : value;
+}
+
+void cmd_scan(Ctx& c) {
+  const std::optional<std::uint64_t> parsed = parse_cursor(c.args[1]);
+  if (!parsed) return append_error(c.out, "ERR invalid cursor");
+  const std::uint64_t cursor = *parsed;
   std::int64_t count = 10;
   std::string_view pattern;
   std::string_view type;

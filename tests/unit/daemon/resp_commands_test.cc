@@ -335,6 +335,15 @@ TEST_F(RespCommandsTest, ScanWalksEveryKeyOnceWithMatchAndType) {
   EXPECT_EQ(scan_all({"TYPE", "hash"}), std::multiset<std::string>{"user:1"});
   EXPECT_EQ(scan_all({"MATCH", "sess:1?"}).size(), 10u);
   EXPECT_EQ(run({"SCAN", "abc"}), "-ERR invalid cursor\r\n");
+  // Cursors as Redis's strtoul reads them: a sign is allowed, "" is 0, "-1" is 2^64 - 1 (a
+  // cursor this node never hands out: the walk ends), overflow and a bare sign are invalid.
+  const std::string first_page = run({"SCAN", "0", "COUNT", "1000"});
+  EXPECT_EQ(run({"SCAN", "+0", "COUNT", "1000"}), first_page);
+  EXPECT_EQ(run({"SCAN", "", "COUNT", "1000"}), first_page);
+  EXPECT_EQ(run({"SCAN", "-1"}), "*2\r\n$1\r\n0\r\n*0\r\n");
+  for (const char* bad : {"-", "+", "--1", "+-1", " 0", "0 ", "18446744073709551616", "0x10"}) {
+    EXPECT_EQ(run({"SCAN", bad}), "-ERR invalid cursor\r\n") << bad;
+  }
   EXPECT_EQ(run({"SCAN", "0", "COUNT", "0"}), kSyntax);
   EXPECT_EQ(run({"SCAN", "0", "COUNT"}), kSyntax);
   EXPECT_EQ(run({"KEYS", "user:*"}), "*1\r\n$6\r\nuser:1\r\n");
