@@ -147,21 +147,20 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
     if (e.get_name() == "CallForAllHelp") out.message = app.help("", CLI::AppFormatMode::All);
     return out;
   }
-  if (Status s = parse_host_port(listen, &o.listen_host, &o.listen_port); !s.ok()) {
+  // A usage error: exit 2 with `message`.
+  const auto usage_error = [&](const std::string& message) {
     out.exit = true;
     out.exit_code = 2;
-    out.message = "sessiond: --listen: " + s.message();
+    out.message = "sessiond: " + message;
     return out;
+  };
+  if (Status s = parse_host_port(listen, &o.listen_host, &o.listen_port); !s.ok()) {
+    return usage_error("--listen: " + s.message());
   }
   o.tls.client_auth = client_auth == "require"    ? TlsOptions::ClientAuth::kRequire
                       : client_auth == "optional" ? TlsOptions::ClientAuth::kOptional
                                                   : TlsOptions::ClientAuth::kNone;
-  if (Status s = validate_tls_options(o.tls); !s.ok()) {
-    out.exit = true;
-    out.exit_code = 2;
-    out.message = "sessiond: " + s.message();
-    return out;
-  }
+  if (Status s = validate_tls_options(o.tls); !s.ok()) return usage_error(s.message());
   o.store.durability = *storage::durability_from_name(durability);
   o.table.default_timeouts = storage::preset_timeouts(*storage::preset_from_name(preset));
   SecurityPolicy& sec = o.security;
@@ -170,12 +169,7 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   hijack.ip_window_ms = static_cast<std::int64_t>(ip_window_s * 1000.0);
   sec.default_preset = *storage::preset_from_name(preset);
   for (const std::string& spec : preset_policies) {
-    if (Status s = apply_preset_policy(spec, &sec); !s.ok()) {
-      out.exit = true;
-      out.exit_code = 2;
-      out.message = "sessiond: " + s.message();
-      return out;
-    }
+    if (Status s = apply_preset_policy(spec, &sec); !s.ok()) return usage_error(s.message());
   }
   if (signed_ids == "off") {
     for (auto& p : sec.presets) p.sign_ids = false;

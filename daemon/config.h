@@ -34,7 +34,8 @@ struct ServerOptions {
   storage::StoreOptions store;  // path defaults to ./var
   storage::TableOptions table;
 
-  // Whether some session may get a signed id (then the node loads or makes its keys).
+  // Whether some new session may get a signed id: then the node makes its key file when it
+  // has none (it loads an existing one in any case, to verify ids handed out before).
   bool needs_id_keys() const {
     bool any = security.node.sign_ids || security.require_signed_ids;
     for (const auto& p : security.presets) any = any || p.sign_ids;

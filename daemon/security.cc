@@ -209,10 +209,6 @@ bool IdSigner::verify(const storage::SessionId& id, std::span<const std::uint8_t
          CRYPTO_memcmp(previous_->mac(id).data(), tag.data(), kIdTagBytes) == 0;
 }
 
-std::string_view hijack_kind_name(HijackFinding::Kind kind) {
-  return kind == HijackFinding::Kind::kImpossibleTravel ? "impossible_travel" : "many_ips";
-}
-
 double distance_km(double lat1, double lon1, double lat2, double lon2) {
   constexpr double kEarthRadiusKm = 6371.0088;
   constexpr double kRad = 3.14159265358979323846 / 180.0;

@@ -82,8 +82,6 @@ struct HijackFinding {
   std::int64_t interval_ms = 0;
   std::uint32_t distinct_ips = 0;
 };
-std::string_view hijack_kind_name(HijackFinding::Kind kind);  // "impossible_travel", "many_ips"
-
 // Great-circle distance (haversine, mean Earth radius 6371.0088 km).
 double distance_km(double lat1, double lon1, double lat2, double lon2);
 
