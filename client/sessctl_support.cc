@@ -229,6 +229,10 @@ std::string to_json(const Stats& s) {
       {"hijack_many_ips", s.hijack_many_ips},
       {"context_mismatches", s.context_mismatches},
       {"tls_handshake_failures", s.tls_handshake_failures},
+      {"connections_refused", s.connections_refused},
+      {"connections_refused_per_ip", s.connections_refused_per_ip},
+      {"connection_timeouts", s.connection_timeouts},
+      {"slow_readers", s.slow_readers},
   };
   std::string out = "{";
   bool first = true;
@@ -325,6 +329,10 @@ std::string to_text(const Stats& s) {
       {"hijack: many IPs", s.hijack_many_ips},
       {"context mismatches", s.context_mismatches},
       {"TLS handshakes failed", s.tls_handshake_failures},
+      {"connections refused", s.connections_refused},
+      {"refused per address", s.connections_refused_per_ip},
+      {"connection timeouts", s.connection_timeouts},
+      {"slow readers closed", s.slow_readers},
   };
   std::string out;
   for (const auto& [name, value] : counters) {

@@ -4,6 +4,8 @@
 #include <charconv>
 #include <thread>
 
+#include "daemon/handlers.h"
+
 namespace sessiond::daemon {
 
 Status parse_host_port(const std::string& text, std::string* host, std::uint16_t* port) {
@@ -104,13 +106,27 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   app.add_option("--durability", durability, "memory | async | sync (see docs/operations.md)")
       ->check(CLI::IsMember({"memory", "async", "sync"}));
   app.add_option("--threads", o.threads, "worker threads (0: one per core)");
+  std::size_t max_session_bytes = 0;
+  app.add_option("--max-session-bytes", max_session_bytes,
+                 "largest session data (user id, field names and values); 0: what the frame "
+                 "limit leaves room for (every session must fit a GET answer)");
   app.add_option("--max-frame-bytes", o.max_frame_bytes, "largest accepted frame body")
       ->check(CLI::Range(1024u, 64u << 20));
   app.add_option("--max-connections", o.max_connections, "connections served at once");
+  app.add_option("--max-connections-per-ip", o.max_connections_per_ip,
+                 "connections one client address may hold at once (0: no limit)");
+  app.add_option("--max-output-bytes", o.max_output_bytes,
+                 "replies one connection may have waiting to be sent: past this it is not read "
+                 "until they are; a RESP reply larger than this is refused")
+      ->check(CLI::Range(std::size_t{64} << 10, std::size_t{1} << 30));
+  app.add_option("--send-timeout-ms", o.send_timeout_ms,
+                 "close a connection that takes none of its replies for this long")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{3'600'000}));
   app.add_option("--idle-timeout-ms", o.idle_timeout_ms,
                  "close a connection idle this long (0: never)");
   app.add_option("--frame-timeout-ms", o.frame_timeout_ms,
-                 "close a connection whose partly received frame stalls this long")
+                 "close a connection whose frame (RESP command) is not complete this long after "
+                 "its first byte")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{3'600'000}));
   app.add_option("--default-preset", preset,
                  "timeouts of sessions created without any: finance | healthcare | ecommerce "
@@ -180,6 +196,26 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   o.table.user_limit_policy = user_limit_policy == "refuse"
                                   ? storage::TableOptions::UserLimitPolicy::kRefuse
                                   : storage::TableOptions::UserLimitPolicy::kRevokeOldest;
+  // Every session the node accepts must fit the answer that returns it.
+  const std::size_t overhead = Handlers::session_answer_overhead(o.table);
+  constexpr std::size_t kMinSessionBytes = 1024;
+  if (o.max_frame_bytes < overhead + kMinSessionBytes) {
+    return usage_error("--max-frame-bytes " + std::to_string(o.max_frame_bytes) +
+                       " leaves no room for session data: a GET answer needs up to " +
+                       std::to_string(overhead) + " bytes besides it (with --access-log-length " +
+                       std::to_string(o.table.access_log_length) + "); raise --max-frame-bytes " +
+                       "to at least " + std::to_string(overhead + kMinSessionBytes));
+  }
+  const std::size_t room = o.max_frame_bytes - overhead;
+  if (max_session_bytes > room) {
+    return usage_error("--max-session-bytes " + std::to_string(max_session_bytes) +
+                       " does not fit --max-frame-bytes " + std::to_string(o.max_frame_bytes) +
+                       ": a GET answer needs up to " + std::to_string(overhead) +
+                       " bytes besides the data; lower --max-session-bytes to at most " +
+                       std::to_string(room) + " or raise --max-frame-bytes to at least " +
+                       std::to_string(max_session_bytes + overhead));
+  }
+  o.table.max_session_bytes = max_session_bytes == 0 ? room : max_session_bytes;
   if (o.threads == 0) o.threads = std::max(1u, std::thread::hardware_concurrency());
   return out;
 }

@@ -24,7 +24,14 @@ struct ServerOptions {
   std::uint32_t max_frame_bytes = 1u << 20;
   std::size_t max_connections = 10'000;
   std::int64_t idle_timeout_ms = 300'000;  // a connection with nothing to do; 0 = never
-  std::int64_t frame_timeout_ms = 10'000;  // a frame that started arriving must complete
+  std::int64_t frame_timeout_ms = 10'000;  // a frame must complete this long after its first byte
+  // Replies a connection may have waiting to be sent; past it the connection is not read until
+  // they are (backpressure), and a RESP reply that alone would pass it is refused.
+  std::size_t max_output_bytes = 4u << 20;
+  // A connection whose replies the kernel takes none of for this long (the client does not
+  // read) is closed.
+  std::int64_t send_timeout_ms = 10'000;
+  std::size_t max_connections_per_ip = 0;  // 0: no limit
   std::int64_t expiry_interval_ms = 100;
   std::string log_level = "info";
   AuthConfig auth;              // secrets of the roles; none: authentication off

@@ -146,6 +146,29 @@ Result<storage::NewSession> new_session_from(const wire::CreateRequest& req,
 
 }  // namespace
 
+std::size_t Handlers::session_answer_overhead(const storage::TableOptions& table) {
+  // Upper bounds of the protobuf encoding (sessiond.proto): a tag is 1 byte here, a length at
+  // most 5, a varint at most 10, a double 8.
+  constexpr std::size_t kTag = 1, kLength = 5, kVarint = 10, kDouble = 8;
+  constexpr std::size_t kSubmessage = kTag + kLength;
+  constexpr std::size_t kVersion = kSubmessage + 2 * (kTag + kVarint);
+  constexpr std::size_t kPerField = kSubmessage + 2 * (kTag + kLength) + kVersion;
+  constexpr std::size_t kIp = kTag + kLength + storage::kMaxIpBytes;
+  constexpr std::size_t kPerAccess =
+      kSubmessage + 2 * (kTag + kVarint) + kIp + (kTag + 1) + 2 * (kTag + kDouble);
+  // A finding's message is a short sentence (security.cc); 512 bytes is far above it.
+  constexpr std::size_t kDetection =
+      kSubmessage + 3 * (kTag + kVarint) + (kTag + kLength + 512) + 2 * (kTag + kDouble);
+  constexpr std::size_t kFixed = kSubmessage                        // GetResponse.session
+                                 + kTag + kLength + kSignedIdBytes  // id
+                                 + kTag + kLength                   // user id's framing
+                                 + 3 * (kTag + kVarint)             // created, accessed, deadline
+                                 + kSubmessage + 2 * (kTag + kVarint)  // timeouts
+                                 + kSubmessage + kIp + kTag + kVarint  // context
+                                 + kVersion + 2 * kDetection;          // both kinds of finding
+  return kFixed + kPerField * table.max_fields + kPerAccess * table.access_log_length;
+}
+
 Handlers::Handlers(storage::SessionTable& table, storage::Store* store, Counters& counters,
                    std::string address, std::uint32_t max_body, AuthConfig auth)
     : table_(table),
@@ -524,6 +547,9 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       resp.set_context_mismatches(counters_.context_mismatches.load(std::memory_order_relaxed));
       resp.set_tls_handshake_failures(
           counters_.tls_handshake_failures.load(std::memory_order_relaxed));
+      resp.set_slow_readers(counters_.slow_readers.load(std::memory_order_relaxed));
+      resp.set_connections_refused_per_ip(
+          counters_.connections_refused_per_ip.load(std::memory_order_relaxed));
       return reply(resp);
     }
     case Opcode::kTopology: {

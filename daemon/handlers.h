@@ -25,13 +25,15 @@ namespace sessiond::daemon {
 
 // Node-wide counters, shared by all connections.
 struct Counters {
-  std::atomic<std::uint64_t> connections{0};             // open now (both listeners)
-  std::atomic<std::uint64_t> resp_connections{0};        // of which on the RESP listener
-  std::atomic<std::uint64_t> connections_refused{0};     // over --max-connections
-  std::atomic<std::uint64_t> protocol_errors{0};         // bad frames and bodies
-  std::atomic<std::uint64_t> timeouts{0};                // connections closed by the watchdog
-  std::atomic<std::uint64_t> forged_ids{0};              // refused before lookup (signed ids)
-  std::atomic<std::uint64_t> hijack_travel{0};           // impossible-travel findings
+  std::atomic<std::uint64_t> connections{0};                 // open now (both listeners)
+  std::atomic<std::uint64_t> resp_connections{0};            // of which on the RESP listener
+  std::atomic<std::uint64_t> connections_refused{0};         // over --max-connections
+  std::atomic<std::uint64_t> connections_refused_per_ip{0};  // over --max-connections-per-ip
+  std::atomic<std::uint64_t> slow_readers{0};     // closed: took none of their replies in time
+  std::atomic<std::uint64_t> protocol_errors{0};  // bad frames and bodies
+  std::atomic<std::uint64_t> timeouts{0};       // closed by the watchdog: a stalled frame, or idle
+  std::atomic<std::uint64_t> forged_ids{0};     // refused before lookup (signed ids)
+  std::atomic<std::uint64_t> hijack_travel{0};  // impossible-travel findings
   std::atomic<std::uint64_t> hijack_many_ips{0};         // too-many-IPs findings
   std::atomic<std::uint64_t> context_mismatches{0};      // GETs from another bound context
   std::atomic<std::uint64_t> tls_handshake_failures{0};  // TLS connections that never got going
@@ -57,6 +59,11 @@ class Handlers {
   // all of them; appends their responses in order, exactly as handle() would one by one.
   void handle_creates(std::span<const Request> creates, Role* role, std::string* out);
   const AuthConfig& auth() const { return auth_; }
+  // The most bytes a GET answer's body can take beyond what TableOptions::max_session_bytes
+  // counts (user id, field names and values): ids, times, versions, per-field framing, the
+  // bound context, the access history and hijack findings. A node whose max_session_bytes plus
+  // this fits its frame limit can always send every session it has accepted.
+  static std::size_t session_answer_overhead(const storage::TableOptions& table);
   // The session-security policy (context mismatch, hijack detection, signed ids; see
   // security.h) and the keys of signed ids; `clock` times the key rotation's grace period.
   // Set before serving. Without it: report only, no signed ids.

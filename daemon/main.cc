@@ -117,10 +117,15 @@ int main(int argc, char** argv) {
     spdlog::warn("--hijack-max-ips {} can never be passed with --access-log-length {}",
                  rules.max_distinct_ips, options.table.access_log_length);
   }
+  spdlog::info(
+      "limits: frames up to {} bytes, session data up to {} bytes, {} bytes of replies waiting "
+      "per connection",
+      options.max_frame_bytes, options.table.max_session_bytes, options.max_output_bytes);
   if (options.auth.enabled()) spdlog::info("authentication on: clients must AUTH first");
   daemon::resp::Commands resp_commands(
       table, storage::SystemClock::instance(),
-      {&counters.resp_connections, 0, storage::SystemClock::instance().now_ms(), &options.auth});
+      {&counters.resp_connections, 0, storage::SystemClock::instance().now_ms(), &options.auth,
+       options.max_output_bytes});
   daemon::Server server(options, handlers, counters, &resp_commands);
   if (tls_context) server.use_tls_context(std::move(tls_context));
   if (Status s = server.bind(); !s.ok()) {

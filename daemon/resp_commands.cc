@@ -232,6 +232,18 @@ bool key_too_long(Ctx& c, std::string_view key) {
   return true;
 }
 
+// True, after replacing what the command appended since `start` with an error, when its reply
+// has passed NodeInfo::max_reply_bytes: commands whose reply grows with their arguments or the
+// data call it as they go, so that no reply is ever built whole past the limit.
+bool reply_too_large(Ctx& c, std::size_t start) {
+  const std::size_t limit = c.info.max_reply_bytes;
+  if (limit == 0 || c.out->size() - start <= limit) return false;
+  c.out->resize(start);
+  append_error(c.out, "ERR the reply would be larger than " + std::to_string(limit) +
+                          " bytes (--max-output-bytes): ask for less at a time");
+  return true;
+}
+
 // Timeouts that put the deadline at `deadline_ms` for a session created at `created_ms`.
 storage::Timeouts timeouts_for(std::int64_t deadline_ms, std::int64_t created_ms) {
   if (deadline_ms == storage::kNoDeadline) return {};
@@ -528,11 +540,13 @@ void cmd_getdel(Ctx& c) {
 }
 
 void cmd_mget(Ctx& c) {
+  const std::size_t start = c.out->size();
   append_array_header(c.out, c.args.size() - 1);
   for (std::size_t i = 1; i < c.args.size(); ++i) {
     const Session* s;
     if (lookup(c, c.args[i], &s) == Type::kString) {
       append_bulk(c.out, s->field(kValueField)->value);
+      if (reply_too_large(c, start)) return;
     } else {
       append_null(c.out);
     }
@@ -710,8 +724,9 @@ void cmd_rename(Ctx& c) {
   finish(c, st, "+OK\r\n");
 }
 
-// Calls visit(key, session) for each RESP key on one page of a table walk; returns the next
-// cursor. Sessions of other namespaces (native ones) are skipped.
+// Calls visit(key, session) for each RESP key on one page of a table walk, until it answers
+// true (enough); returns the next cursor. Sessions of other namespaces (native ones) are
+// skipped.
 template <typename Visit>
 std::uint64_t scan_keys(Ctx& c, std::uint64_t cursor, std::size_t count, Visit visit) {
   const storage::ScanPage page = c.table.scan(cursor, count);
@@ -720,7 +735,7 @@ std::uint64_t scan_keys(Ctx& c, std::uint64_t cursor, std::size_t count, Visit v
     if (!c.table.get(id, {}, &s).ok()) continue;
     const Field* k = s.field(kKeyField);
     if (k == nullptr || key_id(k->value) != id) continue;
-    visit(k->value, s);
+    if (visit(k->value, s)) break;
   }
   return page.cursor;
 }
@@ -765,30 +780,44 @@ void cmd_scan(Ctx& c) {
     }
     i += 2;
   }
-  std::vector<std::string> keys;
+  // The keys are encoded into `keys` as they are found, so the reply limit applies as it grows.
+  std::string keys;
+  std::size_t found = 0;
+  const std::size_t start = c.out->size();
   const std::uint64_t next =
       scan_keys(c, cursor, static_cast<std::size_t>(std::min<std::int64_t>(count, 1'000'000)),
                 [&](std::string_view key, const Session& s) {
-                  if (use_pattern && !glob_match(pattern, key)) return;
-                  if (use_type && !iequals(type_name(type_of(&s, key)), type)) return;
-                  keys.emplace_back(key);
+                  if (use_pattern && !glob_match(pattern, key)) return false;
+                  if (use_type && !iequals(type_name(type_of(&s, key)), type)) return false;
+                  append_bulk(&keys, key);
+                  ++found;
+                  return c.info.max_reply_bytes != 0 && keys.size() > c.info.max_reply_bytes;
                 });
   append_array_header(c.out, 2);
   append_bulk(c.out, std::to_string(next));
-  append_array_header(c.out, keys.size());
-  for (const std::string& k : keys) append_bulk(c.out, k);
+  append_array_header(c.out, found);
+  c.out->append(keys);
+  reply_too_large(c, start);
 }
 
 void cmd_keys(Ctx& c) {
-  std::vector<std::string> keys;
+  std::string keys;
+  std::size_t found = 0;
+  const std::size_t start = c.out->size();
   std::uint64_t cursor = 0;
+  bool full = false;
   do {
     cursor = scan_keys(c, cursor, 1000, [&](std::string_view key, const Session&) {
-      if (glob_match(c.args[1], key)) keys.emplace_back(key);
+      if (!glob_match(c.args[1], key)) return false;
+      append_bulk(&keys, key);
+      ++found;
+      full = c.info.max_reply_bytes != 0 && keys.size() > c.info.max_reply_bytes;
+      return full;
     });
-  } while (cursor != 0);
-  append_array_header(c.out, keys.size());
-  for (const std::string& k : keys) append_bulk(c.out, k);
+  } while (cursor != 0 && !full);
+  append_array_header(c.out, found);
+  c.out->append(keys);
+  reply_too_large(c, start);
 }
 
 void cmd_dbsize(Ctx& c) { append_integer(c.out, static_cast<std::int64_t>(c.table.size())); }
@@ -956,6 +985,7 @@ void cmd_hget(Ctx& c) {
 void cmd_hmget(Ctx& c) {
   const Session* s;
   if (!lookup_as(c, Type::kHash, &s)) return;
+  const std::size_t start = c.out->size();
   append_array_header(c.out, c.args.size() - 2);
   for (std::size_t i = 2; i < c.args.size(); ++i) {
     const Field* f = member(s, kHashPrefix, c.args[i]);
@@ -963,6 +993,7 @@ void cmd_hmget(Ctx& c) {
       append_null(c.out);
     } else {
       append_bulk(c.out, f->value);
+      if (reply_too_large(c, start)) return;
     }
   }
 }
@@ -972,10 +1003,12 @@ void cmd_hgetall(Ctx& c) {  // HGETALL, HKEYS, HVALS
   if (!lookup_as(c, Type::kHash, &s)) return;
   const auto fields = s ? prefixed(*s, kHashPrefix) : std::vector<const Field*>{};
   const bool keys = c.name != "hvals", values = c.name != "hkeys";
+  const std::size_t start = c.out->size();
   append_array_header(c.out, fields.size() * (keys && values ? 2 : 1));
   for (const Field* f : fields) {
     if (keys) append_bulk(c.out, std::string_view(f->name).substr(1));
     if (values) append_bulk(c.out, f->value);
+    if (reply_too_large(c, start)) return;
   }
 }
 
@@ -997,8 +1030,12 @@ void cmd_smembers(Ctx& c) {
   const Session* s;
   if (!lookup_as(c, Type::kSet, &s)) return;
   const auto members = s ? prefixed(*s, kSetPrefix) : std::vector<const Field*>{};
+  const std::size_t start = c.out->size();
   append_array_header(c.out, members.size());
-  for (const Field* f : members) append_bulk(c.out, std::string_view(f->name).substr(1));
+  for (const Field* f : members) {
+    append_bulk(c.out, std::string_view(f->name).substr(1));
+    if (reply_too_large(c, start)) return;
+  }
 }
 
 void cmd_sismember(Ctx& c) {
@@ -1430,14 +1467,18 @@ void Commands::execute(std::span<const std::string_view> args, ClientState& clie
   command->second.run(c);
 }
 
-void Commands::execute_all(std::span<const std::vector<std::string_view>> commands,
-                           ClientState& client, std::string* out) {
+std::size_t Commands::execute_all(std::span<const std::vector<std::string_view>> commands,
+                                  ClientState& client, std::string* out,
+                                  std::size_t output_budget) {
   // Consecutive SETs wait in `sets`, consecutive GETs in `gets`, and each run goes to the
   // engine together (one RocksDB write; overlapping memory reads). Anything else first sends
   // what waits, so replies keep the commands' order.
   // At most kMaxBatch commands wait: a read of many small GETs must not copy every value at
   // once, and the per-thread sessions keep their buffers only up to that size.
+  // GETs copy their values, so fewer of them wait: a batch of GETs is what the replies can pass
+  // the output budget by.
   constexpr std::size_t kMaxBatch = 128;
+  constexpr std::size_t kMaxGetBatch = 16;
   thread_local std::vector<SetRequest> sets;
   thread_local std::vector<std::string_view> gets;
   thread_local std::vector<Session> sessions;
@@ -1475,14 +1516,17 @@ void Commands::execute_all(std::span<const std::vector<std::string_view>> comman
     }
     gets.clear();
   };
+  std::size_t executed = 0;
   for (const std::vector<std::string_view>& args : commands) {
     if (client.close) break;  // QUIT: what follows is not executed
+    if (out->size() >= output_budget) break;
+    ++executed;
     std::string error;
     const auto* command = find_command(args, client, &error);
     if (command != nullptr && command->second.run == cmd_get) {
       send_sets();
       gets.push_back(args[1]);
-      if (gets.size() == kMaxBatch) send_gets();
+      if (gets.size() == kMaxGetBatch) send_gets();
       continue;
     }
     send_gets();
@@ -1505,6 +1549,7 @@ void Commands::execute_all(std::span<const std::vector<std::string_view>> comman
   }
   send_sets();
   send_gets();
+  return executed;
 }
 
 struct SetGroup::Impl {

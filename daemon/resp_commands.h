@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -44,6 +45,9 @@ struct NodeInfo {
   std::uint16_t port = 0;
   std::int64_t started_ms = 0;
   const AuthConfig* auth = nullptr;  // the node's secrets; nullptr: authentication off
+  // A reply that alone would be larger (MGET of many keys, KEYS, HGETALL...) is refused with
+  // an error instead of being built whole; 0: no limit.
+  std::size_t max_reply_bytes = 0;
 };
 
 class Commands {
@@ -53,11 +57,15 @@ class Commands {
   // Executes one command (args[0] is its name; args is not empty) and appends exactly one
   // reply to *out. Thread-safe; never throws on input.
   void execute(std::span<const std::string_view> args, ClientState& client, std::string* out);
-  // execute() for the consecutive commands of one read, in order, with their replies in order;
-  // SET, SETEX and PSETEX among them share RocksDB writes (SessionTable::rewrite_batch).
-  // Commands after a QUIT are not executed. The arguments must stay valid for the call.
-  void execute_all(std::span<const std::vector<std::string_view>> commands, ClientState& client,
-                   std::string* out);
+  // execute() for consecutive commands, in order, with their replies in order; SET, SETEX and
+  // PSETEX among them share RocksDB writes (SessionTable::rewrite_batch), as do GETs their
+  // reads. Stops at a QUIT, or before a command once *out holds `output_budget` bytes or more
+  // (the batch in progress still appends its replies), and answers how many commands it has
+  // executed: the caller sends the replies and calls again with the rest. The arguments must
+  // stay valid for the call.
+  std::size_t execute_all(std::span<const std::vector<std::string_view>> commands,
+                          ClientState& client, std::string* out,
+                          std::size_t output_budget = SIZE_MAX);
   // The listener's port, for INFO; set once it is bound, before any command runs.
   void set_port(std::uint16_t port) { info_.port = port; }
 

@@ -28,6 +28,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -43,7 +44,16 @@ namespace {
 using asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 constexpr auto kTuple = asio::experimental::as_tuple(asio::use_awaitable);
+// A connection's read buffer starts at kInitialBuffer and doubles while reads fill it, up to
+// kReadChunk for a stream of small frames, or up to the frame (command) limit for one frame.
+constexpr std::size_t kInitialBuffer = 4 * 1024;
 constexpr std::size_t kReadChunk = 64 * 1024;
+// Fairness: a connection handles at most this many requests of a pipeline before it writes
+// their replies and lets the worker's other connections run.
+constexpr std::size_t kSliceRequests = 64;
+// Before AUTH, when authentication is on, a frame (a RESP command) may be at most this long:
+// AUTH, PING and HELLO need far less, and a stranger gets no large buffer.
+constexpr std::uint32_t kMaxUnauthenticatedFrame = 4 * 1024;
 
 struct Connection {
   Connection(tcp::socket s, std::size_t w)
@@ -57,9 +67,14 @@ struct Connection {
   asio::steady_timer timer;
   asio::steady_timer wake;  // cancelled when the worker's SET group has run
   std::size_t worker;       // index of the io_context (and worker state) serving it
+  asio::ip::address peer;   // for --max-connections-per-ip
   bool group_done = false;
-  Clock::time_point last_activity = Clock::now();
-  bool partial_frame = false;
+  // The watchdog's view (touched only from the connection's io_context):
+  Clock::time_point last_activity = Clock::now();  // last bytes received
+  bool partial_frame = false;                      // part of a frame (command) is buffered...
+  Clock::time_point frame_started;                 // ...since the read that brought its first byte
+  bool writing = false;                            // replies are being written...
+  Clock::time_point write_progress;                // ...and the kernel last took some of them then
   bool closed = false;
 };
 
@@ -96,8 +111,9 @@ struct Server::Impl {
     bool run_posted = false;
   };
   std::vector<Worker> workers;
-  std::mutex connections_mu;  // guards connections
+  std::mutex connections_mu;  // guards connections and per_ip
   std::set<std::shared_ptr<Connection>> connections;
+  std::map<asio::ip::address, std::size_t> per_ip;  // open connections per client address
 
   Status bind_one(std::uint16_t port, std::unique_ptr<tcp::acceptor>* out);
   asio::awaitable<void> accept_loop(tcp::acceptor& listener, bool is_resp);
@@ -109,9 +125,19 @@ struct Server::Impl {
   // the handshake failed (counted and logged).
   asio::awaitable<std::optional<Role>> tls_handshake(Connection& conn);
   asio::awaitable<void> serve_resp(std::shared_ptr<Connection> conn);
-  // Writes `out` to `stream` and clears it; false when the connection failed.
+  // The RESP loop over conn.socket.
+  asio::awaitable<void> serve_commands(Connection& conn);
+  // Writes `out` to `stream` and clears it; false when the connection failed (or the watchdog
+  // closed it for not reading). The time spent writing does not count against a partly
+  // received frame.
   template <typename Stream>
-  asio::awaitable<bool> write_out(Stream& stream, std::string& out);
+  asio::awaitable<bool> write_out(Connection& conn, Stream& stream, std::string& out);
+  // After a read has been handled: whether part of a frame is left in the buffer, and whether
+  // the read completed any frame (then the part left began in this read).
+  static void note_partial_frame(Connection& conn, bool partial, bool completed_any);
+  // Refuses a new connection with one error reply (OVERLOADED frame or Redis's error).
+  template <typename Socket>
+  void refuse(Socket& socket, bool is_resp, const std::string& why);
   asio::awaitable<void> watchdog(std::shared_ptr<Connection> conn);
   // Closes a connection whose serving coroutine has ended and forgets it.
   void finish(const std::shared_ptr<Connection>& conn, bool is_resp);
@@ -228,26 +254,29 @@ asio::awaitable<void> Server::Impl::accept_loop(tcp::acceptor& listener, bool is
     }
     if (counters.connections.load(std::memory_order_relaxed) >= options.max_connections) {
       counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
-      // One OVERLOADED frame (request id 0), or Redis's error, then close: the client learns
-      // why. A TLS client could not read a plaintext frame, so it is just closed.
-      std::string out;
-      if (is_resp) {
-        resp::append_error(&out, "ERR max number of clients reached");
-      } else if (!tls_context) {
-        protocol::FrameHeader h;
-        handlers.append_error(h,
-                              Status::Overloaded("too many connections (limit " +
-                                                 std::to_string(options.max_connections) + ")"),
-                              &out);
-      }
-      asio::error_code ignored;
-      socket.non_blocking(true, ignored);
-      socket.write_some(asio::buffer(out), ignored);
-      socket.close(ignored);
+      refuse(socket, is_resp,
+             "too many connections (limit " + std::to_string(options.max_connections) + ")");
       continue;
+    }
+    asio::error_code peer_error;
+    const asio::ip::address peer = socket.remote_endpoint(peer_error).address();
+    if (peer_error) continue;  // gone already
+    if (options.max_connections_per_ip > 0) {
+      std::lock_guard lock(connections_mu);
+      std::size_t& open = per_ip[peer];
+      if (open >= options.max_connections_per_ip) {
+        if (open == 0) per_ip.erase(peer);
+        counters.connections_refused_per_ip.fetch_add(1, std::memory_order_relaxed);
+        refuse(socket, is_resp,
+               "too many connections from " + peer.to_string() + " (limit " +
+                   std::to_string(options.max_connections_per_ip) + " per address)");
+        continue;
+      }
+      ++open;
     }
     socket.set_option(tcp::no_delay(true));
     auto conn = std::make_shared<Connection>(std::move(socket), worker);
+    conn->peer = peer;
     if (!is_resp && tls_context) conn->tls.emplace(conn->socket, *tls_context);
     counters.connections.fetch_add(1, std::memory_order_relaxed);
     if (is_resp) counters.resp_connections.fetch_add(1, std::memory_order_relaxed);
@@ -271,27 +300,55 @@ asio::awaitable<void> Server::Impl::accept_loop(tcp::acceptor& listener, bool is
   }
 }
 
+template <typename Socket>
+void Server::Impl::refuse(Socket& socket, bool is_resp, const std::string& why) {
+  // The client learns why, then the connection closes. A TLS client could not read a plaintext
+  // frame, so it is just closed.
+  std::string out;
+  if (is_resp) {
+    resp::append_error(&out, "ERR max number of clients reached");
+  } else if (!tls_context) {
+    protocol::FrameHeader h;
+    handlers.append_error(h, Status::Overloaded(why), &out);
+  }
+  asio::error_code ignored;
+  socket.non_blocking(true, ignored);
+  socket.write_some(asio::buffer(out), ignored);
+  socket.close(ignored);
+}
+
+// Closes a connection when a partly received frame has not completed within --frame-timeout-ms
+// of its first byte, when the kernel has taken none of its replies for --send-timeout-ms (a
+// client that does not read), or when it has been idle for --idle-timeout-ms.
 asio::awaitable<void> Server::Impl::watchdog(std::shared_ptr<Connection> conn) {
   const auto frame_timeout = std::chrono::milliseconds(options.frame_timeout_ms);
+  const auto send_timeout = std::chrono::milliseconds(options.send_timeout_ms);
   const auto idle_timeout = std::chrono::milliseconds(options.idle_timeout_ms);
   while (!conn->closed) {
-    const auto deadline = conn->partial_frame           ? conn->last_activity + frame_timeout
+    const auto now = Clock::now();
+    const auto deadline = conn->writing                 ? conn->write_progress + send_timeout
+                          : conn->partial_frame         ? conn->frame_started + frame_timeout
                           : options.idle_timeout_ms > 0 ? conn->last_activity + idle_timeout
-                                                        : Clock::now() + frame_timeout;
-    conn->timer.expires_at(std::min(deadline, Clock::now() + frame_timeout));
-    co_await conn->timer.async_wait(kTuple);
-    if (conn->closed) break;
-    const bool stalled = conn->partial_frame && Clock::now() - conn->last_activity >= frame_timeout;
-    const bool idle = !conn->partial_frame && options.idle_timeout_ms > 0 &&
-                      Clock::now() - conn->last_activity >= idle_timeout;
-    if (stalled || idle) {
-      counters.timeouts.fetch_add(1, std::memory_order_relaxed);
-      spdlog::debug("closing {} connection", stalled ? "stalled" : "idle");
+                                                        : Clock::time_point::max();
+    if (now >= deadline) {
+      if (conn->writing) {
+        counters.slow_readers.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        counters.timeouts.fetch_add(1, std::memory_order_relaxed);
+      }
+      spdlog::debug("closing a connection: {}",
+                    conn->writing         ? "it does not read its replies"
+                    : conn->partial_frame ? "a frame did not complete within the frame timeout"
+                                          : "idle");
       asio::error_code ec;
-      conn->socket.close(ec);  // the pending read fails and serve() ends
+      conn->socket.close(ec);  // the pending read or write fails and serve() ends
       break;
     }
-    if (stopping.load()) break;
+    // A frame or a write that starts while this sleeps has a deadline at least the shorter
+    // timeout away, so sleeping no longer than that never misses one. Woken early by stop()
+    // and when serve() ends; the state is looked at again then.
+    conn->timer.expires_at(std::min(deadline, now + std::min(frame_timeout, send_timeout)));
+    co_await conn->timer.async_wait(kTuple);
   }
 }
 
@@ -310,7 +367,7 @@ asio::awaitable<std::optional<Role>> Server::Impl::tls_handshake(Connection& con
   // The watchdog gives a partly received frame --frame-timeout-ms; the handshake gets the same
   // from its start, whatever the client trickles in.
   conn.partial_frame = true;
-  conn.last_activity = Clock::now();
+  conn.frame_started = conn.last_activity = Clock::now();
   asio::error_code peer_error;
   const auto peer = conn.socket.remote_endpoint(peer_error);
   auto [ec] = co_await conn.tls->async_handshake(asio::ssl::stream_base::server, kTuple);
@@ -340,81 +397,103 @@ asio::awaitable<std::optional<Role>> Server::Impl::tls_handshake(Connection& con
 
 template <typename Stream>
 asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& stream, Role role) {
-  std::vector<std::uint8_t> in(kReadChunk);
+  // The buffer starts small and doubles only when a read filled it: it grows with the bytes
+  // that arrived, never with a length a header claims.
+  std::vector<std::uint8_t> in(kInitialBuffer);
   std::size_t used = 0;
   std::string out;
-  // Consecutive CREATEs of one read go to the engine together (one RocksDB write). Their
-  // bodies point into `in`, so they are handled before `in` moves and before any other frame.
+  // Consecutive CREATEs go to the engine together (one RocksDB write). Their bodies point into
+  // `in`, so they are handled before `in` moves and before any other frame.
   std::vector<Handlers::Request> creates;
   auto flush_creates = [&] {
     if (creates.empty()) return;
     handlers.handle_creates(creates, &role, &out);
     creates.clear();
   };
+  // Before AUTH (when authentication is on) only small frames: AUTH and PING need no more.
+  const auto unauthenticated = [&] { return role == Role::kNone && handlers.auth().enabled(); };
+  const auto frame_limit = [&] {
+    return unauthenticated() ? std::min(kMaxUnauthenticatedFrame, options.max_frame_bytes)
+                             : options.max_frame_bytes;
+  };
   bool close_after_write = false;
+  bool filled = false;  // the last read filled the buffer: more is probably waiting
   while (!close_after_write) {
-    if (in.size() - used < 4096 && in.size() < kReadChunk) in.resize(kReadChunk);
+    if (used == in.size() || (filled && in.size() < kReadChunk)) {
+      in.resize(std::min(in.size() * 2,
+                         std::max<std::size_t>(kReadChunk, protocol::kHeaderSize + frame_limit())));
+    }
     auto [ec, n] =
         co_await stream.async_read_some(asio::buffer(in.data() + used, in.size() - used), kTuple);
     if (ec || n == 0) break;
+    filled = n == in.size() - used;
     used += n;
     conn.last_activity = Clock::now();
 
+    // The complete frames of the buffer, in slices: at most kSliceRequests requests, or
+    // until the replies reach --max-output-bytes. After each slice the replies are written
+    // (the connection is not read meanwhile: a client that does not read its answers stops
+    // being served, not the node growing), and the write lets the worker's other connections
+    // run before the next slice.
     std::size_t offset = 0;
-    for (;;) {
-      const auto d = protocol::decode_frame(std::span(in.data() + offset, used - offset),
-                                            options.max_frame_bytes);
-      if (d.kind == protocol::Decoded::Kind::kNeedMore) {
-        flush_creates();
-        // The header passed its checks, so d.need is at most header + frame limit.
-        if (d.need > in.size() - offset) {
-          std::memmove(in.data(), in.data() + offset, used - offset);
-          used -= offset;
-          offset = 0;
-          if (d.need > in.size()) in.resize(d.need);
-        }
-        break;
-      }
-      if (d.kind == protocol::Decoded::Kind::kError) {
-        flush_creates();
-        counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-        handlers.append_error(d.header, d.error, &out);
-        if (d.framing_lost) {
-          close_after_write = true;
-          offset = used;
+    bool need_more = false;
+    bool consumed_any = false;
+    while (!need_more && !close_after_write) {
+      std::size_t handled = 0;
+      while (handled < kSliceRequests && out.size() < options.max_output_bytes) {
+        const bool before_auth = unauthenticated();
+        const auto d =
+            protocol::decode_frame(std::span(in.data() + offset, used - offset), frame_limit());
+        if (d.kind == protocol::Decoded::Kind::kNeedMore) {
+          need_more = true;
           break;
         }
+        ++handled;
+        consumed_any = true;
+        if (d.kind == protocol::Decoded::Kind::kError) {
+          flush_creates();
+          counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+          handlers.append_error(d.header,
+                                before_auth && d.error.code() == StatusCode::kTooLarge
+                                    ? Status::TooLarge(d.error.message() + " before AUTH")
+                                    : d.error,
+                                &out);
+          if (d.framing_lost) {
+            close_after_write = true;
+            offset = used;
+            break;
+          }
+          offset += d.consumed;
+          continue;
+        }
         offset += d.consumed;
-        continue;
-      }
-      if (!d.header.is_response() &&
-          d.header.opcode == static_cast<std::uint16_t>(protocol::Opcode::kCreate)) {
-        creates.push_back({d.header, d.body});
-        offset += d.consumed;
-        continue;
+        if (!d.header.is_response() &&
+            d.header.opcode == static_cast<std::uint16_t>(protocol::Opcode::kCreate)) {
+          creates.push_back({d.header, d.body});
+          continue;
+        }
+        flush_creates();
+        if (d.header.is_response()) {
+          counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+          handlers.append_error(
+              d.header, Status::InvalidArgument("clients send requests, not responses"), &out);
+        } else {
+          handlers.handle(d.header, d.body, &role, &out);
+        }
       }
       flush_creates();
-      if (d.header.is_response()) {
-        counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-        handlers.append_error(
-            d.header, Status::InvalidArgument("clients send requests, not responses"), &out);
-      } else {
-        handlers.handle(d.header, d.body, &role, &out);
-      }
-      offset += d.consumed;
+      if (!co_await write_out(conn, stream, out)) co_return;
     }
-    flush_creates();
     if (offset > 0) {
       std::memmove(in.data(), in.data() + offset, used - offset);
       used -= offset;
     }
-    conn.partial_frame = used > 0;
+    note_partial_frame(conn, used > 0, consumed_any);
     // Give back a buffer that a large frame grew, once it is done with.
     if (used == 0 && in.size() > kReadChunk) {
       in.resize(kReadChunk);
       in.shrink_to_fit();
     }
-    if (!co_await write_out(stream, out)) break;
     if (stopping.load() && used == 0) break;  // finished what it had received
   }
 }
@@ -429,118 +508,175 @@ void Server::Impl::finish(const std::shared_ptr<Connection>& conn, bool is_resp)
   if (is_resp) counters.resp_connections.fetch_sub(1, std::memory_order_relaxed);
   std::lock_guard lock(connections_mu);
   connections.erase(conn);
+  if (options.max_connections_per_ip > 0) {
+    if (auto it = per_ip.find(conn->peer); it != per_ip.end() && --it->second == 0) {
+      per_ip.erase(it);
+    }
+  }
 }
 
 template <typename Stream>
-asio::awaitable<bool> Server::Impl::write_out(Stream& stream, std::string& out) {
+asio::awaitable<bool> Server::Impl::write_out(Connection& conn, Stream& stream, std::string& out) {
   if (out.empty()) co_return true;
-  auto [ec, written] = co_await asio::async_write(stream, asio::buffer(out), kTuple);
-  (void)written;
+  const auto started = Clock::now();
+  conn.writing = true;
+  conn.write_progress = started;
+  std::size_t written = 0;
+  bool ok = true;
+  while (written < out.size()) {
+    auto [ec, n] = co_await stream.async_write_some(
+        asio::buffer(out.data() + written, out.size() - written), kTuple);
+    if (ec) {
+      ok = false;
+      break;
+    }
+    written += n;
+    conn.write_progress = Clock::now();
+  }
+  conn.writing = false;
+  if (conn.partial_frame) conn.frame_started += Clock::now() - started;
   out.clear();
   if (out.capacity() > 4 * kReadChunk) out.shrink_to_fit();
-  co_return !ec;
+  co_return ok;
+}
+
+void Server::Impl::note_partial_frame(Connection& conn, bool partial, bool completed_any) {
+  if (partial && (completed_any || !conn.partial_frame)) conn.frame_started = Clock::now();
+  conn.partial_frame = partial;
 }
 
 asio::awaitable<void> Server::Impl::serve_resp(std::shared_ptr<Connection> conn) {
+  co_await serve_commands(*conn);
+  finish(conn, true);
+}
+
+asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
   const resp::Limits limits;
-  std::vector<char> in(kReadChunk);
+  std::vector<char> in(kInitialBuffer);
   std::size_t used = 0;
   std::string out;
   std::vector<std::string_view> args;
-  std::vector<std::vector<std::string_view>> commands;  // reused from read to read
+  std::vector<std::vector<std::string_view>> commands;  // reused from slice to slice
   resp::ClientState client;
   client.id = next_client_id.fetch_add(1, std::memory_order_relaxed);
   client.role = handlers.auth().initial_role();
   bool close_after_write = false;
+  bool filled = false;  // the last read filled the buffer: more is probably waiting
   while (!close_after_write) {
-    if (used == in.size()) {
-      // One command fills the buffer: grow it with what arrives, up to the command limit.
-      if (in.size() >= limits.max_command_bytes) {
-        counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-        resp::append_error(&out, "ERR Protocol error: command longer than " +
-                                     std::to_string(limits.max_command_bytes) + " bytes");
-        co_await write_out(conn->socket, out);
-        break;
-      }
-      in.resize(std::min(in.size() * 2, limits.max_command_bytes));
+    if (used == in.size() || (filled && in.size() < kReadChunk)) {
+      // Grows with what arrives; command_limit() below refuses one command that gets too long.
+      in.resize(std::min(in.size() * 2, std::max(kReadChunk, limits.max_command_bytes)));
     }
-    auto [ec, n] = co_await conn->socket.async_read_some(
+    auto [ec, n] = co_await conn.socket.async_read_some(
         asio::buffer(in.data() + used, in.size() - used), kTuple);
     if (ec || n == 0) break;
+    filled = n == in.size() - used;
     used += n;
-    conn->last_activity = Clock::now();
+    conn.last_activity = Clock::now();
 
-    // The commands of this read are collected and executed together (their SETs share
-    // RocksDB writes). Their arguments view into `in`, which stays put until they have run;
-    // a quoted inline argument lives in the parser's per-thread storage instead, so such a
-    // command runs at once, after those collected before it.
+    // The complete commands of the buffer, in slices of at most kSliceRequests commands; the
+    // replies are written whenever they reach --max-output-bytes and after each slice (the
+    // connection is not read meanwhile, and the write lets the worker's other connections run).
+    // The commands' arguments view into `in`, which stays put until they have run; a quoted
+    // inline argument lives in the parser's per-thread storage instead, so such a command runs
+    // at once, after those collected before it.
     std::size_t offset = 0;
-    std::size_t collected = 0;
-    auto run_collected = [&] {
-      resp_commands->execute_all(std::span(commands.data(), collected), client, &out);
-      collected = 0;
-      if (client.close) close_after_write = true;
-    };
-    while (offset < used && !close_after_write) {
-      const resp::Parsed p =
-          resp::parse_command(std::string_view(in.data() + offset, used - offset), limits, &args);
-      if (p.kind == resp::Parsed::Kind::kNeedMore) break;
-      if (p.kind == resp::Parsed::Kind::kError) {
-        run_collected();
-        if (!client.close) {
-          counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-          resp::append_error(&out, p.error);
-        }
-        close_after_write = true;
-        break;
-      }
-      offset += p.consumed;
-      if (p.kind == resp::Parsed::Kind::kEmpty) continue;
-      const bool in_buffer = std::all_of(args.begin(), args.end(), [&](std::string_view a) {
-        return a.data() >= in.data() && a.data() + a.size() <= in.data() + used;
-      });
-      if (collected == commands.size()) commands.emplace_back();
-      commands[collected++].assign(args.begin(), args.end());
-      if (!in_buffer) run_collected();
-    }
-    if (collected > 0 && !close_after_write &&
-        (client.role == Role::kApp || client.role == Role::kAdmin) &&
-        workers[conn->worker].group->add(std::span(commands.data(), collected), &out)) {
-      // Only SETs: they join the other connections' SETs of this turn of the event loop, and
-      // the group runs once the handlers already queued (other reads) have added theirs.
-      collected = 0;
-      Worker& worker = workers[conn->worker];
-      worker.waiting.push_back(conn.get());
-      if (!worker.run_posted) {
-        worker.run_posted = true;
-        asio::post(conn->socket.get_executor(), [&worker] {
-          worker.run_posted = false;
-          worker.group->run();
-          for (Connection* waiting : worker.waiting) {
-            waiting->group_done = true;
-            waiting->wake.cancel();
+    bool need_more = false;
+    bool consumed_any = false;
+    while (!need_more && !close_after_write) {
+      std::size_t collected = 0;
+      // Runs the collected commands, writing whenever the replies reach the cap.
+      auto run_collected = [&]() -> asio::awaitable<bool> {
+        std::size_t done = 0;
+        while (done < collected && !client.close) {
+          done += resp_commands->execute_all(std::span(commands.data() + done, collected - done),
+                                             client, &out, options.max_output_bytes);
+          if (out.size() >= options.max_output_bytes &&
+              !co_await write_out(conn, conn.socket, out)) {
+            co_return false;
           }
-          worker.waiting.clear();
+        }
+        collected = 0;
+        if (client.close) close_after_write = true;
+        co_return true;
+      };
+      std::size_t parsed = 0;
+      while (parsed < kSliceRequests && offset < used && !close_after_write) {
+        const resp::Parsed p =
+            resp::parse_command(std::string_view(in.data() + offset, used - offset), limits, &args);
+        if (p.kind == resp::Parsed::Kind::kNeedMore) break;
+        consumed_any = true;
+        if (p.kind == resp::Parsed::Kind::kError) {
+          if (!co_await run_collected()) co_return;
+          if (!client.close) {
+            counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+            resp::append_error(&out, p.error);
+          }
+          close_after_write = true;
+          break;
+        }
+        offset += p.consumed;
+        if (p.kind == resp::Parsed::Kind::kEmpty) continue;
+        ++parsed;
+        const bool in_buffer = std::all_of(args.begin(), args.end(), [&](std::string_view a) {
+          return a.data() >= in.data() && a.data() + a.size() <= in.data() + used;
         });
+        if (collected == commands.size()) commands.emplace_back();
+        commands[collected++].assign(args.begin(), args.end());
+        if (!in_buffer && !co_await run_collected()) co_return;
       }
-      conn->group_done = false;
-      conn->wake.expires_at(Clock::time_point::max());
-      while (!conn->group_done) co_await conn->wake.async_wait(kTuple);
+      need_more = parsed < kSliceRequests && !close_after_write;
+      if (collected > 0 && !close_after_write &&
+          (client.role == Role::kApp || client.role == Role::kAdmin) &&
+          workers[conn.worker].group->add(std::span(commands.data(), collected), &out)) {
+        // Only SETs: they join the other connections' SETs of this turn of the event loop, and
+        // the group runs once the handlers already queued (other reads) have added theirs.
+        collected = 0;
+        Worker& worker = workers[conn.worker];
+        worker.waiting.push_back(&conn);
+        if (!worker.run_posted) {
+          worker.run_posted = true;
+          asio::post(conn.socket.get_executor(), [&worker] {
+            worker.run_posted = false;
+            worker.group->run();
+            for (Connection* waiting : worker.waiting) {
+              waiting->group_done = true;
+              waiting->wake.cancel();
+            }
+            worker.waiting.clear();
+          });
+        }
+        conn.group_done = false;
+        conn.wake.expires_at(Clock::time_point::max());
+        while (!conn.group_done) co_await conn.wake.async_wait(kTuple);
+      }
+      if (!co_await run_collected()) co_return;
+      if (!co_await write_out(conn, conn.socket, out)) co_return;
     }
-    run_collected();
     if (offset > 0) {
       std::memmove(in.data(), in.data() + offset, used - offset);
       used -= offset;
     }
-    conn->partial_frame = used > 0;
+    // One command may take up to the command limit; before AUTH (when authentication is on)
+    // only a small one.
+    const bool unauthenticated = client.role == Role::kNone && handlers.auth().enabled();
+    const std::size_t command_limit =
+        unauthenticated ? kMaxUnauthenticatedFrame : limits.max_command_bytes;
+    if (!close_after_write && used >= command_limit) {
+      counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+      resp::append_error(&out, "ERR Protocol error: command longer than " +
+                                   std::to_string(command_limit) + " bytes" +
+                                   (unauthenticated ? " before AUTH" : ""));
+      co_await write_out(conn, conn.socket, out);
+      break;
+    }
+    note_partial_frame(conn, used > 0, consumed_any);
     if (used < kReadChunk && in.size() > kReadChunk) {
       in.resize(kReadChunk);
       in.shrink_to_fit();
     }
-    if (!co_await write_out(conn->socket, out)) break;
     if (stopping.load() && used == 0) break;
   }
-  finish(conn, true);
 }
 
 }  // namespace sessiond::daemon

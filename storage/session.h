@@ -60,6 +60,9 @@ struct Field {
   friend bool operator==(const Field&, const Field&) = default;
 };
 
+// Longest IP text (or prefix) of a client context or an access entry.
+inline constexpr std::size_t kMaxIpBytes = 64;
+
 // Client context a session can be bound to (DESIGN §9): an IP address or prefix, and a hash of
 // the user-agent string.
 struct ClientContext {

@@ -75,7 +75,6 @@ std::string_view id_bytes(const SessionId& id) {
 }
 
 constexpr std::int64_t kMaxTimeoutMs = 100LL * 365 * 24 * 3600 * 1000;  // 100 years
-constexpr std::size_t kMaxIpBytes = 64;
 constexpr std::size_t kMaxShards = 1u << 16;  // scan cursors need the index to fit 16 bits
 
 struct Counters {

@@ -211,6 +211,10 @@ Stats from_wire(const wire::StatsResponse& in) {
   out.hijack_many_ips = in.hijack_many_ips();
   out.context_mismatches = in.context_mismatches();
   out.tls_handshake_failures = in.tls_handshake_failures();
+  out.connections_refused = in.connections_refused();
+  out.connections_refused_per_ip = in.connections_refused_per_ip();
+  out.connection_timeouts = in.connection_timeouts();
+  out.slow_readers = in.slow_readers();
   return out;
 }
 

@@ -21,6 +21,7 @@
 
 #include "protocol/frame.h"
 #include "protocol/sessiond.pb.h"
+#include "raw_conn.h"
 #include "test_node.h"
 
 namespace sessiond {
@@ -32,96 +33,10 @@ using testing::TempDir;
 using testing::TestNode;
 using Clock = std::chrono::steady_clock;
 
-struct Response {
-  StatusCode status = StatusCode::kOk;
-  std::uint32_t request_id = 0;
-  std::uint16_t opcode = 0;
-  std::string body;
-};
-
-// A blocking loopback connection that sends raw bytes and reads whole frames with a deadline.
-class Conn {
- public:
-  explicit Conn(const std::string& address) {
-    fd_ = testing::connect_to(address);
-    connected_ = fd_ >= 0;
-  }
-  ~Conn() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  bool connected() const { return connected_; }
-
-  void send_raw(std::string_view bytes) {
-    while (!bytes.empty()) {
-      const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-      if (n <= 0) return;
-      bytes.remove_prefix(static_cast<std::size_t>(n));
-    }
-  }
-  void send(Opcode op, const google::protobuf::MessageLite& body, std::uint32_t request_id) {
-    std::string out;
-    protocol::FrameHeader h;
-    h.opcode = static_cast<std::uint16_t>(op);
-    h.request_id = request_id;
-    ASSERT_TRUE(protocol::append_frame(h, body, &out).ok());
-    send_raw(out);
-  }
-  // The next frame, or nullopt if the connection closed or the deadline passed.
-  std::optional<Response> read(std::chrono::milliseconds patience = 10s) {
-    const auto deadline = Clock::now() + patience;
-    for (;;) {
-      const auto span =
-          std::span(reinterpret_cast<const std::uint8_t*>(buffer_.data()), buffer_.size());
-      const auto d = protocol::decode_frame(span, 64u << 20);
-      if (d.kind == protocol::Decoded::Kind::kFrame) {
-        Response r{d.header.status, d.header.request_id, d.header.opcode,
-                   std::string(reinterpret_cast<const char*>(d.body.data()), d.body.size())};
-        buffer_.erase(0, d.consumed);
-        return r;
-      }
-      if (d.kind == protocol::Decoded::Kind::kError) return std::nullopt;
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) return std::nullopt;
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
-      char chunk[65536];
-      const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-      if (n <= 0) return std::nullopt;
-      buffer_.append(chunk, static_cast<std::size_t>(n));
-    }
-  }
-  // True when the server closed the connection within the deadline: an orderly close, or a
-  // reset (what the kernel sends when the server closes with client bytes still unread).
-  bool closed_by_server(std::chrono::milliseconds patience = 10s) {
-    const auto deadline = Clock::now() + patience;
-    for (;;) {
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      pollfd p{fd_, POLLIN, 0};
-      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
-      char chunk[4096];
-      const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-      if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
-      if (n < 0) return false;
-      // Bytes still in flight before the close (e.g. the error frame): keep draining.
-    }
-  }
-
- private:
-  int fd_ = -1;
-  bool connected_ = false;
-  std::string buffer_;
-};
-
-template <typename M>
-M parse(const Response& r) {
-  M m;
-  EXPECT_TRUE(m.ParseFromString(r.body));
-  return m;
-}
-
-std::string error_message(const Response& r) { return parse<wire::ErrorResponse>(r).message(); }
+using testing::Conn;
+using testing::error_message;
+using testing::parse;
+using testing::Response;
 
 class DaemonTest : public ::testing::Test {
  protected:

@@ -39,6 +39,8 @@ class TestNode {
   // SIGTERM, then the exit status (-1 if it had to be killed).
   int terminate();
   std::string log() const;
+  // The process's resident memory now (VmRSS), in bytes; 0 when it cannot be read.
+  std::size_t rss_bytes() const;
 
  private:
   TestNode() = default;

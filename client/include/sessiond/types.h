@@ -167,6 +167,10 @@ struct Stats {
   std::uint64_t hijack_many_ips = 0;
   std::uint64_t context_mismatches = 0;
   std::uint64_t tls_handshake_failures = 0;
+  std::uint64_t connections_refused = 0;         // over the node's connection limit
+  std::uint64_t connections_refused_per_ip = 0;  // over its per-address limit
+  std::uint64_t connection_timeouts = 0;  // closed: a frame did not complete in time, or idle
+  std::uint64_t slow_readers = 0;         // closed: took none of their replies in time
 };
 
 }  // namespace sessiond

@@ -316,6 +316,51 @@ class SecureHandlers : public ::testing::Test {
   wire::ErrorResponse last_error_;
 };
 
+// The node derives its session size limit from the frame limit with
+// Handlers::session_answer_overhead: a session as large as it gets in every part (signed id,
+// longest user id, every field, a bound context, a full access history, both kinds of
+// hijack finding) must answer with no more than its data plus that overhead.
+TEST_F(SecureHandlers, TheLargestSessionFitsItsDataPlusTheAnswerOverhead) {
+  SecurityPolicy p;
+  p.node.sign_ids = true;
+  p.hijack.max_distinct_ips = 1;
+  reset(p);
+  const storage::TableOptions limits;
+  wire::CreateRequest req;
+  req.set_user_id(std::string(limits.max_user_id_bytes, 'u'));
+  req.mutable_context()->set_ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128");
+  req.mutable_context()->set_user_agent_hash(~0ull);
+  std::size_t data = req.user_id().size();
+  for (std::size_t i = 0; i < limits.max_fields; ++i) {
+    auto* f = req.add_fields();
+    f->set_name(std::to_string(1000 + i) + std::string(196, 'n'));
+    f->set_value(std::string(3000, 'v'));
+    data += f->name().size() + f->value().size();
+  }
+  wire::CreateResponse created;
+  ASSERT_EQ(call(protocol::Opcode::kCreate, req, &created).status, StatusCode::kOk)
+      << last_error_.message();
+  wire::GetResponse resp;
+  for (std::size_t i = 0; i <= limits.access_log_length; ++i) {
+    clock_.advance_ms(kMinute);
+    wire::GetRequest get;
+    get.set_id(created.session().id());
+    get.mutable_expect_context()->set_ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+    get.mutable_expect_context()->set_user_agent_hash(~0ull);
+    auto* access = get.mutable_record_access();
+    access->set_ip("2001:0db8:0000:0000:0000:ff00:0042:" + std::to_string(1000 + i));
+    access->set_user_agent_hash(~0ull);
+    access->set_has_location(true);
+    access->set_latitude(i % 2 ? -89.999999 : 89.999999);
+    access->set_longitude(i % 2 ? -179.999999 : 179.999999);
+    ASSERT_EQ(call(protocol::Opcode::kGet, get, &resp).status, StatusCode::kOk)
+        << last_error_.message();
+  }
+  ASSERT_EQ(resp.session().access_log_size(), static_cast<int>(limits.access_log_length));
+  ASSERT_EQ(resp.detections_size(), 2);  // impossible travel and too many IPs
+  EXPECT_LE(resp.ByteSizeLong(), data + Handlers::session_answer_overhead(limits));
+}
+
 TEST_F(SecureHandlers, FinanceAndHealthcareSessionsGetSignedIdsOthersDoNot) {
   EXPECT_EQ(create(wire::FINANCE).size(), kSignedIdBytes);
   EXPECT_EQ(create(wire::HEALTHCARE).size(), kSignedIdBytes);
