@@ -265,7 +265,6 @@ asio::awaitable<void> Server::Impl::accept_loop(tcp::acceptor& listener, bool is
       std::lock_guard lock(connections_mu);
       std::size_t& open = per_ip[peer];
       if (open >= options.max_connections_per_ip) {
-        if (open == 0) per_ip.erase(peer);
         counters.connections_refused_per_ip.fetch_add(1, std::memory_order_relaxed);
         refuse(socket, is_resp,
                "too many connections from " + peer.to_string() + " (limit " +
@@ -564,7 +563,7 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
   bool filled = false;  // the last read filled the buffer: more is probably waiting
   while (!close_after_write) {
     if (used == in.size() || (filled && in.size() < kReadChunk)) {
-      // Grows with what arrives; command_limit() below refuses one command that gets too long.
+      // Grows with what arrives; the command limit below refuses one command that gets too long.
       in.resize(std::min(in.size() * 2, std::max(kReadChunk, limits.max_command_bytes)));
     }
     auto [ec, n] = co_await conn.socket.async_read_some(
