@@ -359,6 +359,44 @@ TEST_F(SignalsTest, SighupLoadsNewCertificatesForNewConnectionsOnly) {
   EXPECT_EQ(node->terminate(), 0);
 }
 
+TEST_F(SignalsTest, SighupLoadsANewClientCaForNewConnectionsOnly) {
+  for (const char* name : {"first", "second"}) {
+    auto made = testing::run_process(SESSIOND_MAKE_CERTS, {dir_.sub(name)});
+    ASSERT_EQ(made.exit_code, 0) << made.out << made.err;
+  }
+  const fs::path client_ca = dir_.path() / "client-ca.crt";
+  fs::copy_file(dir_.sub("first") + "/ca.crt", client_ca);
+  auto node = start({"--tls-cert", dir_.sub("first") + "/node.crt", "--tls-key",
+                     dir_.sub("first") + "/node.key", "--tls-client-ca", client_ca.string(),
+                     "--tls-client-auth", "require"});
+  ASSERT_NE(node, nullptr);
+  // A client of the node (which keeps the first CA's certificate) with the app certificate
+  // that `issuer`'s CA signed.
+  const auto with_certificate_of = [&](const std::string& issuer) {
+    Client::Options co = client_options(*node);
+    co.pool_size = 1;
+    co.tls.enabled = true;
+    co.tls.ca_file = dir_.sub("first") + "/ca.crt";
+    co.tls.cert_file = dir_.sub(issuer) + "/app.crt";
+    co.tls.key_file = dir_.sub(issuer) + "/app.key";
+    return co;
+  };
+  Client open_before(with_certificate_of("first"));
+  ASSERT_TRUE(open_before.ping().ok());
+  EXPECT_FALSE(Client(with_certificate_of("second")).ping().ok());
+
+  fs::copy_file(dir_.sub("second") + "/ca.crt", client_ca, fs::copy_options::overwrite_existing);
+  node->send_signal(SIGHUP);
+  ASSERT_TRUE(node->wait_for_log(kReloaded, 10s)) << node->log();
+  EXPECT_TRUE(contains(node->log(), "client CA " + client_ca.string())) << node->log();
+  auto fresh = Client(with_certificate_of("second")).ping();
+  EXPECT_TRUE(fresh.ok()) << fresh.status().ToString();
+  EXPECT_FALSE(Client(with_certificate_of("first")).ping().ok());
+  auto kept = open_before.ping();
+  EXPECT_TRUE(kept.ok()) << kept.status().ToString();
+  EXPECT_EQ(node->terminate(), 0);
+}
+
 TEST_F(SignalsTest, SigquitStopsGracefullyAndFlushes) {
   std::string id;
   {
