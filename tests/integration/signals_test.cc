@@ -9,12 +9,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "protocol/frame.h"
@@ -134,8 +136,38 @@ TEST_F(SignalsTest, SighupInMemoryDurabilityKeepsServingEveryAcknowledgedSession
     ids.push_back(created->id);
   }
 
+  // Another client keeps creating while the node reloads.
+  std::atomic<bool> stop{false};
+  std::atomic<int> acknowledged{0};
+  std::atomic<int> failed{0};
+  std::vector<std::string> during;  // written by the creator thread until it is joined
+  std::thread creator([&] {
+    Client busy(client_options(*node));
+    while (!stop.load()) {
+      auto created = create(busy, Preset::kNodeDefault, "during");
+      if (!created.ok()) {
+        failed.fetch_add(1);
+        continue;
+      }
+      during.push_back(created->id);
+      acknowledged.fetch_add(1);
+    }
+  });
+  const auto wait_for_creates = [&](int count) {
+    const auto deadline = Clock::now() + 10s;
+    while (acknowledged.load() < count && Clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);  // polling the counter: the condition ends the wait
+    }
+    return acknowledged.load() >= count;
+  };
+  EXPECT_TRUE(wait_for_creates(10));
   node->send_signal(SIGHUP);
-  ASSERT_TRUE(node->wait_for_log(kReloaded, 10s)) << node->log();
+  const bool reloaded = node->wait_for_log(kReloaded, 10s);
+  EXPECT_TRUE(wait_for_creates(acknowledged.load() + 10)) << "creates after the reload";
+  stop = true;
+  creator.join();
+  ASSERT_TRUE(reloaded) << node->log();
+  EXPECT_EQ(failed.load(), 0);
   EXPECT_TRUE(node->running()) << node->log();
   EXPECT_TRUE(client.ping().ok());
   EXPECT_TRUE(Client(client_options(*node)).ping().ok()) << "a new connection after SIGHUP";
@@ -144,6 +176,10 @@ TEST_F(SignalsTest, SighupInMemoryDurabilityKeepsServingEveryAcknowledgedSession
     ASSERT_TRUE(got.ok()) << i << ": " << got.status().ToString();
     ASSERT_NE(got->field("cart"), nullptr);
     EXPECT_EQ(got->field("cart")->value, "item " + std::to_string(i));
+  }
+  for (const std::string& id : during) {
+    auto got = client.get(id);
+    ASSERT_TRUE(got.ok()) << id << ": " << got.status().ToString();
   }
   // The log says what the reload did, one line per thing.
   const std::string log = node->log();
