@@ -84,6 +84,8 @@ Result<NodeIdKeys> load_node_id_keys(const ServerOptions& options) {
 
 std::vector<std::string> settings_needing_restart(const ServerOptions& running,
                                                   const ServerOptions& wanted) {
+  // Every option of ServerOptions is either here or applied by Reloader::reload; a new option
+  // goes to one of the two (and to docs/operations.md, "Signals").
   std::vector<std::string> out;
   const auto check = [&](bool differs, const char* flag) {
     if (differs) out.emplace_back(flag);
