@@ -179,12 +179,12 @@ Handlers::Handlers(storage::SessionTable& table, storage::Store* store, Counters
       auth_(std::move(auth)) {}
 
 void Handlers::set_security(SecurityPolicy policy, IdSigner signer, const storage::Clock& clock) {
-  policy_ = std::move(policy);
-  signer_ = std::move(signer);
-  clock_ = &clock;
+  security_.store(
+      std::make_shared<const Security>(Security{std::move(policy), std::move(signer), &clock}),
+      std::memory_order_release);
 }
 
-Result<storage::SessionId> Handlers::parse_id(const std::string& bytes) {
+Result<storage::SessionId> Handlers::parse_id(const Security& security, const std::string& bytes) {
   storage::SessionId id;
   if (bytes.size() != sizeof id && bytes.size() != kSignedIdBytes) {
     return Status::InvalidArgument("a session id is 32 bytes (48 when signed), got " +
@@ -192,40 +192,43 @@ Result<storage::SessionId> Handlers::parse_id(const std::string& bytes) {
   }
   std::memcpy(id.data(), bytes.data(), id.size());
   if (bytes.size() == sizeof id) {
-    if (!policy_.require_signed_ids) return id;
+    if (!security.policy.require_signed_ids) return id;
     counters_.forged_ids.fetch_add(1, std::memory_order_relaxed);
     return Status::NotFound("this node accepts signed session ids only");
   }
   const auto tag =
       std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()) + id.size(), kIdTagBytes);
-  if (signer_.verify(id, tag, clock_->now_ms())) return id;
+  if (security.signer.verify(id, tag, security.clock->now_ms())) return id;
   counters_.forged_ids.fetch_add(1, std::memory_order_relaxed);
   return Status::NotFound(
       "session id signature does not verify (forged, or signed with a "
       "retired key)");
 }
 
-std::string Handlers::wire_id(const storage::SessionId& id, bool is_signed) const {
+std::string Handlers::wire_id(const Security& security, const storage::SessionId& id,
+                              bool is_signed) {
   // With every id signed (--signed-ids all), so are those of sessions made before.
-  return (is_signed || policy_.require_signed_ids) && signer_.enabled() ? signer_.sign(id)
-                                                                        : id_bytes(id);
+  return (is_signed || security.policy.require_signed_ids) && security.signer.enabled()
+             ? security.signer.sign(id)
+             : id_bytes(id);
 }
 
-void Handlers::meta_to_wire(const storage::SessionMeta& meta, wire::SessionMeta* out) const {
-  to_wire(meta, wire_id(meta.id, meta.signed_id), out);
+void Handlers::meta_to_wire(const Security& security, const storage::SessionMeta& meta,
+                            wire::SessionMeta* out) {
+  to_wire(meta, wire_id(security, meta.id, meta.signed_id), out);
 }
 
-void Handlers::handle_get(const protocol::FrameHeader& request, const storage::SessionId& id,
-                          const storage::ReadOptions& options, bool access_log_only,
-                          std::string* out) {
+void Handlers::handle_get(const Security& security, const protocol::FrameHeader& request,
+                          const storage::SessionId& id, const storage::ReadOptions& options,
+                          bool access_log_only, std::string* out) {
   thread_local storage::Session session;
   // Hijack detection runs under the session's lock on the history with this access in it, so
   // that a session its policy ends is gone before a concurrent read can get it.
   std::vector<HijackFinding> findings;
   HijackAction action = HijackAction::kReport;
   const auto judge = [&](const storage::Session& s) {
-    findings = detect_hijack(s.access_log, policy_.hijack);
-    action = policy_.for_session(s.preset).on_hijack;
+    findings = detect_hijack(s.access_log, security.policy.hijack);
+    action = security.policy.for_session(s.preset).on_hijack;
     return !findings.empty() && action != HijackAction::kReport;
   };
   storage::ReadOptions read = options;
@@ -239,7 +242,7 @@ void Handlers::handle_get(const protocol::FrameHeader& request, const storage::S
   if (s.code() == StatusCode::kContextMismatch) {
     counters_.context_mismatches.fetch_add(1, std::memory_order_relaxed);
     // A context that does not match may be a stolen id in use: end the session, per policy.
-    if (policy_.for_session(session.preset).destroy_on_context_mismatch &&
+    if (security.policy.for_session(session.preset).destroy_on_context_mismatch &&
         table_.destroy(id).ok()) {
       s = Status(StatusCode::kContextMismatch, s.message() + "; the session was destroyed");
     }
@@ -253,7 +256,7 @@ void Handlers::handle_get(const protocol::FrameHeader& request, const storage::S
     return append_ok(request, resp, out);
   }
   wire::GetResponse resp;
-  to_wire(session, wire_id(session.id, session.signed_id), resp.mutable_session());
+  to_wire(session, wire_id(security, session.id, session.signed_id), resp.mutable_session());
   for (const auto& f : findings) to_wire(f, resp.add_detections());
   append_ok(request, resp, out);
 }
@@ -316,6 +319,7 @@ void Handlers::handle_creates(std::span<const Request> creates, Role* role, std:
     for (const Request& c : creates) handle(c.header, c.body, role, out);
     return;
   }
+  const auto security = security_.load(std::memory_order_acquire);
   std::vector<storage::NewSession> sessions;
   std::vector<Status> refused(creates.size());  // answered without reaching the engine
   std::vector<std::size_t> slot(creates.size());
@@ -327,7 +331,7 @@ void Handlers::handle_creates(std::span<const Request> creates, Role* role, std:
       counters_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    auto ns = new_session_from(req, policy_, signer_.enabled());
+    auto ns = new_session_from(req, security->policy, security->signer.enabled());
     if (!ns.ok()) {
       refused[i] = ns.status();
       continue;
@@ -347,7 +351,7 @@ void Handlers::handle_creates(std::span<const Request> creates, Role* role, std:
       continue;
     }
     wire::CreateResponse resp;
-    meta_to_wire(*result, resp.mutable_session());
+    meta_to_wire(*security, *result, resp.mutable_session());
     append_ok(creates[i].header, resp, out);
   }
 }
@@ -364,6 +368,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
                                                  std::string(protocol::opcode_name(opcode))),
         out);
   }
+  const auto security = security_.load(std::memory_order_acquire);
   // Parses the request body into M, or answers INVALID_ARGUMENT and returns false.
   auto parse = [&](auto* message) {
     Status s = protocol::parse_body(body, opcode, message);
@@ -406,12 +411,12 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     case Opcode::kCreate: {
       wire::CreateRequest req;
       if (!parse(&req)) return;
-      auto ns = new_session_from(req, policy_, signer_.enabled());
+      auto ns = new_session_from(req, security->policy, security->signer.enabled());
       if (!ns.ok()) return append_error(request, ns.status(), out);
       auto meta = table_.create(*ns);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::CreateResponse resp;
-      meta_to_wire(*meta, resp.mutable_session());
+      meta_to_wire(*security, *meta, resp.mutable_session());
       return reply(resp);
     }
     case Opcode::kGet:
@@ -434,14 +439,14 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
         if (!parse(&req)) return;
         id_text = std::move(*req.mutable_id());
       }
-      auto id = parse_id(id_text);
+      auto id = parse_id(*security, id_text);
       if (!id.ok()) return append_error(request, id.status(), out);
-      return handle_get(request, *id, ro, opcode == Opcode::kAccessLog, out);
+      return handle_get(*security, request, *id, ro, opcode == Opcode::kAccessLog, out);
     }
     case Opcode::kUpdate: {
       wire::UpdateRequest req;
       if (!parse(&req)) return;
-      auto id = parse_id(req.id());
+      auto id = parse_id(*security, req.id());
       if (!id.ok()) return append_error(request, id.status(), out);
       storage::FieldChanges ch;
       ch.set = fields_from(req.set());
@@ -458,24 +463,24 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       auto meta = table_.update(*id, ch, expected);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::UpdateResponse resp;
-      meta_to_wire(*meta, resp.mutable_session());
+      meta_to_wire(*security, *meta, resp.mutable_session());
       return reply(resp);
     }
     case Opcode::kTouch: {
       wire::TouchRequest req;
       if (!parse(&req)) return;
-      auto id = parse_id(req.id());
+      auto id = parse_id(*security, req.id());
       if (!id.ok()) return append_error(request, id.status(), out);
       auto meta = table_.touch(*id);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::TouchResponse resp;
-      meta_to_wire(*meta, resp.mutable_session());
+      meta_to_wire(*security, *meta, resp.mutable_session());
       return reply(resp);
     }
     case Opcode::kDestroy: {
       wire::DestroyRequest req;
       if (!parse(&req)) return;
-      auto id = parse_id(req.id());
+      auto id = parse_id(*security, req.id());
       if (!id.ok()) return append_error(request, id.status(), out);
       if (Status s = table_.destroy(*id); !s.ok()) return append_error(request, s, out);
       return reply(wire::DestroyResponse());
@@ -483,7 +488,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     case Opcode::kRegenerate: {
       wire::RegenerateRequest req;
       if (!parse(&req)) return;
-      auto id = parse_id(req.id());
+      auto id = parse_id(*security, req.id());
       if (!id.ok()) return append_error(request, id.status(), out);
       storage::RegenerateOptions opts;
       if (req.replace_fields()) opts.replace_fields = fields_from(req.fields());
@@ -492,7 +497,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       auto meta = table_.regenerate(*id, opts);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::RegenerateResponse resp;
-      meta_to_wire(*meta, resp.mutable_session());
+      meta_to_wire(*security, *meta, resp.mutable_session());
       return reply(resp);
     }
     case Opcode::kListUser: {
@@ -500,7 +505,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (!parse(&req)) return;
       wire::ListUserResponse resp;
       for (const auto& m : table_.list_user(req.user_id())) {
-        meta_to_wire(m, resp.add_sessions());
+        meta_to_wire(*security, m, resp.add_sessions());
       }
       return reply(resp);
     }
@@ -509,7 +514,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (!parse(&req)) return;
       std::optional<storage::SessionId> keep;
       if (!req.keep_id().empty()) {
-        auto k = parse_id(req.keep_id());
+        auto k = parse_id(*security, req.keep_id());
         if (!k.ok()) return append_error(request, k.status(), out);
         keep = *k;
       }

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -66,7 +67,8 @@ class Handlers {
   static std::size_t session_answer_overhead(const storage::TableOptions& table);
   // The session-security policy (context mismatch, hijack detection, signed ids; see
   // security.h) and the keys of signed ids; `clock` times the key rotation's grace period.
-  // Set before serving. Without it: report only, no signed ids.
+  // Without it: report only, no signed ids. Thread-safe, also while serving (a SIGHUP reload):
+  // each request sees either the old pair or the new one, never a mix.
   void set_security(SecurityPolicy policy, IdSigner signer,
                     const storage::Clock& clock = storage::SystemClock::instance());
   // What TOPOLOGY reports as this node's address; set once the listener is bound, before any
@@ -79,15 +81,25 @@ class Handlers {
   // Appends `response` as the OK answer to `request` (TOO_LARGE if it cannot fit a frame).
   void append_ok(const protocol::FrameHeader& request,
                  const google::protobuf::MessageLite& response, std::string* out);
+  // What set_security installs, never changed once published: a request reads the current
+  // one once (one atomic load) and uses it throughout, so a reload cannot tear a request.
+  struct Security {
+    SecurityPolicy policy;
+    IdSigner signer;
+    const storage::Clock* clock = &storage::SystemClock::instance();
+  };
   // The session id in a request: 32 bytes, or 48 whose tag verifies. A bad tag, or a bare id
   // when every id must be signed, is NOT_FOUND before any lookup, and counted.
-  Result<storage::SessionId> parse_id(const std::string& bytes);
+  Result<storage::SessionId> parse_id(const Security& security, const std::string& bytes);
   // The id as this node hands it out: signed when the session is.
-  std::string wire_id(const storage::SessionId& id, bool is_signed) const;
-  void meta_to_wire(const storage::SessionMeta& meta, wire::SessionMeta* out) const;
+  static std::string wire_id(const Security& security, const storage::SessionId& id,
+                             bool is_signed);
+  static void meta_to_wire(const Security& security, const storage::SessionMeta& meta,
+                           wire::SessionMeta* out);
   // The GET path: the read, then the context and hijack policies.
-  void handle_get(const protocol::FrameHeader& request, const storage::SessionId& id,
-                  const storage::ReadOptions& options, bool access_log_only, std::string* out);
+  void handle_get(const Security& security, const protocol::FrameHeader& request,
+                  const storage::SessionId& id, const storage::ReadOptions& options,
+                  bool access_log_only, std::string* out);
   // HIJACK_SUSPECTED for a session the table ended, after revoking its user's other sessions
   // when that is the policy.
   void hijack_response(const protocol::FrameHeader& request,
@@ -104,9 +116,8 @@ class Handlers {
   std::string address_;
   std::uint32_t max_body_;
   AuthConfig auth_;
-  SecurityPolicy policy_;
-  IdSigner signer_;
-  const storage::Clock* clock_ = &storage::SystemClock::instance();
+  // Replaced whole by set_security; never null.
+  std::atomic<std::shared_ptr<const Security>> security_{std::make_shared<const Security>()};
 };
 
 }  // namespace sessiond::daemon

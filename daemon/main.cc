@@ -1,6 +1,8 @@
-// sessiond: opens the store, recovers the sessions, serves the native protocol until SIGTERM
-// or SIGINT, then finishes in-flight requests, flushes and exits 0. Exit 1: could not start
-// (the log says why); exit 2: bad command line.
+// sessiond: opens the store, recovers the sessions, serves the native protocol until SIGTERM,
+// SIGINT or SIGQUIT, then finishes in-flight requests, flushes and exits 0. SIGHUP reloads what
+// can change without a restart (daemon/reload.h); SIGUSR1 and SIGUSR2 are logged and ignored
+// (docs/operations.md, "Signals"). Exit 1: could not start (the log says why); exit 2: bad
+// command line.
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -8,11 +10,12 @@
 
 #include <asio.hpp>
 #include <cstdio>
-#include <filesystem>
+#include <functional>
 #include <thread>
 
 #include "daemon/config.h"
 #include "daemon/handlers.h"
+#include "daemon/reload.h"
 #include "daemon/resp_commands.h"
 #include "daemon/server.h"
 #include "storage/clock.h"
@@ -33,6 +36,25 @@ void raise_file_limit() {
   }
 }
 
+const char* signal_name(int number) {
+  switch (number) {
+    case SIGHUP:
+      return "SIGHUP";
+    case SIGINT:
+      return "SIGINT";
+    case SIGQUIT:
+      return "SIGQUIT";
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGUSR1:
+      return "SIGUSR1";
+    case SIGUSR2:
+      return "SIGUSR2";
+    default:
+      return "a signal";
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -47,6 +69,9 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   spdlog::set_level(spdlog::level::from_str(options.log_level));
   ::signal(SIGPIPE, SIG_IGN);
+  // Until the signal handling below is in place (after recovery): the default action of these
+  // would end the node, and none of them asks for that.
+  for (int number : {SIGHUP, SIGUSR1, SIGUSR2}) ::signal(number, SIG_IGN);
   raise_file_limit();
 
   spdlog::info("sessiond 0.1.0 starting: data dir {}, durability {}, {} worker threads",
@@ -79,33 +104,27 @@ int main(int argc, char** argv) {
   daemon::Counters counters;
   daemon::Handlers handlers(table, store->get(), counters, "", options.max_frame_bytes,
                             options.auth);
-  // The keys of signed ids: loaded (and made, in the data directory, on the first start that
-  // signs) whenever ids are signed, and whenever a key file is there, so that the ids handed
-  // out before --signed-ids was turned off keep verifying.
-  daemon::IdSigner signer;
-  const bool default_file = options.id_key_file.empty();
-  const std::string key_path =
-      default_file ? (std::filesystem::path(options.store.path) / "id-keys").string()
-                   : options.id_key_file;
-  if (options.needs_id_keys() || !default_file || std::filesystem::exists(key_path)) {
-    auto keys = daemon::load_id_keys(key_path, default_file && options.needs_id_keys());
-    if (!keys.ok()) {
-      spdlog::error("cannot start: {}", keys.status().ToString());
-      return 1;
-    }
-    if (keys->generated) {
-      spdlog::warn(
-          "made a new id signing key in {}: every node of a group needs the same file "
-          "(docs/security.md)",
-          key_path);
-    }
-    spdlog::info("signed session ids: keys from {}{}", key_path,
-                 keys->previous.empty()
+  // The keys of signed ids (daemon/reload.h says which file, and when it is made).
+  auto keys = daemon::load_node_id_keys(options);
+  if (!keys.ok()) {
+    spdlog::error("cannot start: {}", keys.status().ToString());
+    return 1;
+  }
+  if (keys->keys.generated) {
+    spdlog::warn(
+        "made a new id signing key in {}: every node of a group needs the same file "
+        "(docs/security.md)",
+        keys->path);
+  }
+  if (keys->loaded) {
+    spdlog::info("signed session ids: keys from {}{}", keys->path,
+                 keys->keys.previous.empty()
                      ? std::string()
                      : " (the previous key is accepted until " +
-                           std::to_string(keys->previous_until_ms) + " ms since the epoch)");
-    signer = daemon::IdSigner(std::move(keys).value());
+                           std::to_string(keys->keys.previous_until_ms) + " ms since the epoch)");
   }
+  daemon::IdSigner signer;
+  if (keys->loaded) signer = daemon::IdSigner(keys->keys);
   handlers.set_security(options.security, std::move(signer));
   // Hijack detection sees only the kept access history: say so when a check cannot fire.
   const auto& rules = options.security.hijack;
@@ -140,14 +159,30 @@ int main(int argc, char** argv) {
   }
   table.start_expirer(options.expiry_interval_ms);
 
+  // The signals, handled on a thread of their own (docs/operations.md, "Signals"): every one
+  // that stops the node lets it finish and flush; SIGHUP reloads; SIGUSR1/2, whose default
+  // action would end the node without a flush, are logged and ignored.
+  daemon::Reloader reloader(argc, argv, options, keys->keys, handlers, server);
   asio::io_context signal_context(1);
-  asio::signal_set signals(signal_context, SIGINT, SIGTERM);
-  signals.async_wait([&](const asio::error_code& ec, int number) {
+  asio::signal_set signals(signal_context, SIGINT, SIGTERM, SIGQUIT);
+  for (int number : {SIGHUP, SIGUSR1, SIGUSR2}) signals.add(number);
+  std::function<void(const asio::error_code&, int)> on_signal = [&](const asio::error_code& ec,
+                                                                    int number) {
     if (ec) return;
-    spdlog::info("received {}, stopping: finishing in-flight requests",
-                 number == SIGTERM ? "SIGTERM" : "SIGINT");
-    server.stop();
-  });
+    if (number == SIGHUP) {
+      spdlog::info("received SIGHUP: reloading the command line and config file");
+      if (Status s = reloader.reload(); !s.ok()) {
+        spdlog::warn("reload failed, every setting keeps its running value: {}", s.message());
+      }
+    } else if (number == SIGUSR1 || number == SIGUSR2) {
+      spdlog::info("received {}: ignored (it has no use here)", signal_name(number));
+    } else {
+      spdlog::info("received {}, stopping: finishing in-flight requests", signal_name(number));
+      server.stop();
+    }
+    signals.async_wait(on_signal);
+  };
+  signals.async_wait(on_signal);
   std::thread signal_thread([&] { signal_context.run(); });
 
   if (options.tls.enabled()) {

@@ -171,6 +171,17 @@ void Server::use_tls_context(SslCtxPtr context) {
   impl_->tls_context = std::make_unique<asio::ssl::context>(context.release());
 }
 
+void Server::reload_tls(SslCtxPtr context) {
+  // accept_loop reads tls_context on contexts[0], so the swap happens there, between two
+  // accepts. The old context may go: each open connection's SSL holds a reference on the
+  // SSL_CTX it was made from (SSL_new takes one), which lives until the last of them ends.
+  auto fresh = std::make_shared<asio::ssl::context>(context.release());
+  asio::post(*impl_->contexts[0], [impl = impl_.get(), fresh] {
+    if (impl->tls_context)
+      impl->tls_context = std::make_unique<asio::ssl::context>(std::move(*fresh));
+  });
+}
+
 Status Server::bind() {
   if (impl_->options.tls.enabled() && !impl_->tls_context) {
     auto ctx = make_server_context(impl_->options.tls);

@@ -28,6 +28,11 @@ class Server {
   // to fail on unusable certificate files before recovery); otherwise bind() makes it from
   // options.tls. Call before bind().
   void use_tls_context(SslCtxPtr context);
+  // Replaces the native listener's TLS context while serving (a SIGHUP reload): connections
+  // accepted from then on use `context`, those already open keep the one they started with.
+  // Safe from any thread; ignored when the listener is plaintext (turning TLS on or off takes
+  // a restart).
+  void reload_tls(SslCtxPtr context);
   // Binds the listeners; UNAVAILABLE naming the address when it cannot (in use, no permission).
   Status bind();
   // The bound "host:port" (the real port when asked for port 0).

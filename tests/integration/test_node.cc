@@ -135,15 +135,49 @@ void TestNode::kill_hard() {
   wait_and_reap(10s);
 }
 
-int TestNode::terminate() {
-  if (pid_ > 0) ::kill(pid_, SIGTERM);
+int TestNode::terminate() { return stop_with(SIGTERM); }
+
+int TestNode::stop_with(int number) {
+  if (pid_ > 0) ::kill(pid_, number);
   wait_and_reap(10s);
   return exit_status_;
+}
+
+void TestNode::send_signal(int number) {
+  if (pid_ > 0) ::kill(pid_, number);
+}
+
+bool TestNode::running() {
+  if (pid_ <= 0) return false;
+  int status = 0;
+  if (::waitpid(pid_, &status, WNOHANG) != pid_) return true;
+  exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  pid_ = -1;
+  if (log_reader_.joinable()) log_reader_.join();
+  return false;
 }
 
 std::string TestNode::log() const {
   std::lock_guard lock(log_mutex_);
   return log_;
+}
+
+bool TestNode::wait_for_log(const std::string& text, std::chrono::milliseconds patience,
+                            std::size_t count) const {
+  const auto deadline = Clock::now() + patience;
+  while (true) {
+    std::size_t seen = 0;
+    {
+      std::lock_guard lock(log_mutex_);
+      for (auto at = log_.find(text); at != std::string::npos; at = log_.find(text, at + 1)) {
+        ++seen;
+      }
+    }
+    if (seen >= count) return true;
+    if (Clock::now() >= deadline) return false;
+    // Polling the log with a short pause: the condition, not the pause, ends the wait.
+    std::this_thread::sleep_for(10ms);
+  }
 }
 
 ProcessResult run_process(const std::string& program, const std::vector<std::string>& args) {

@@ -38,9 +38,19 @@ class TestNode {
   void kill_hard();
   // SIGTERM, then the exit status (-1 if it had to be killed).
   int terminate();
+  // Sends `number` to the node, then waits for its exit: the exit status (-1 if it did not exit
+  // within 10 s and was killed, or if the signal killed it).
+  int stop_with(int number);
+  // Sends `number` to the node and returns at once (for signals that do not stop it).
+  void send_signal(int number);
+  // Whether the process is still there (it has not exited).
+  bool running();
   std::string log() const;
   // The process's resident memory now (VmRSS), in bytes; 0 when it cannot be read.
   std::size_t rss_bytes() const;
+  // Waits until the log holds `text` at least `count` times; false at the deadline.
+  bool wait_for_log(const std::string& text, std::chrono::milliseconds patience,
+                    std::size_t count = 1) const;
 
  private:
   TestNode() = default;

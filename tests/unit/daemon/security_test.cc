@@ -7,9 +7,11 @@
 #include <openssl/hmac.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <span>
+#include <thread>
 
 #include "daemon/handlers.h"
 #include "protocol/frame.h"
@@ -618,6 +620,72 @@ TEST_F(SecureHandlers, RequiringSignedIdsSignsOlderSessionsToo) {
   EXPECT_EQ(listed.sessions(0).id().size(), kSignedIdBytes);
   EXPECT_EQ(listed.sessions(0).id().substr(0, 32), bare);
   EXPECT_EQ(get_code(listed.sessions(0).id()), StatusCode::kOk);
+}
+
+TEST_F(SecureHandlers, SetSecurityWhileServingGivesEveryRequestOneWholePolicy) {
+  // What a SIGHUP reload does: replace the policy and the keys while worker threads serve.
+  // Finance ids are signed under one policy and bare under the other, and the two key sets
+  // accept each other's ids, so every id a worker gets must answer a GET; a request that mixed
+  // two snapshots, or read one while it was replaced, would show here or under TSan.
+  const std::int64_t far = clock_.now_ms() + 1000 * kMinute;
+  SecurityPolicy signing = policy_;
+  SecurityPolicy bare = policy_;
+  bare.presets[static_cast<std::size_t>(Preset::kFinance)].sign_ids = false;
+  std::atomic<bool> done{false};
+  std::atomic<int> failures{0};
+  std::atomic<int> requests{0};
+  const auto serve = [&] {
+    Role role = Role::kAdmin;
+    while (!done.load()) {
+      wire::CreateRequest create;
+      create.set_user_id("alice");
+      create.set_preset(wire::FINANCE);
+      std::string body;
+      create.SerializeToString(&body);
+      protocol::FrameHeader h;
+      h.opcode = static_cast<std::uint16_t>(protocol::Opcode::kCreate);
+      h.body_length = static_cast<std::uint32_t>(body.size());
+      std::string out;
+      handlers_.handle(h,
+                       std::span(reinterpret_cast<const std::uint8_t*>(body.data()), body.size()),
+                       &role, &out);
+      auto d = protocol::decode_frame(
+          std::span(reinterpret_cast<const std::uint8_t*>(out.data()), out.size()), 1u << 20);
+      wire::CreateResponse created;
+      if (d.header.status != StatusCode::kOk ||
+          !created.ParseFromArray(d.body.data(), static_cast<int>(d.body.size()))) {
+        failures.fetch_add(1);
+        continue;
+      }
+      wire::GetRequest get;
+      get.set_id(created.session().id());
+      get.SerializeToString(&body);
+      h.opcode = static_cast<std::uint16_t>(protocol::Opcode::kGet);
+      h.body_length = static_cast<std::uint32_t>(body.size());
+      out.clear();
+      handlers_.handle(h,
+                       std::span(reinterpret_cast<const std::uint8_t*>(body.data()), body.size()),
+                       &role, &out);
+      d = protocol::decode_frame(
+          std::span(reinterpret_cast<const std::uint8_t*>(out.data()), out.size()), 1u << 20);
+      if (d.header.status != StatusCode::kOk) failures.fetch_add(1);
+      requests.fetch_add(2);
+    }
+  };
+  std::thread a(serve);
+  std::thread b(serve);
+  for (int i = 0; i < 300; ++i) {
+    const int served = requests.load();
+    handlers_.set_security(i % 2 ? bare : signing,
+                           IdSigner(i % 2 ? keys_of('j', 'k', far) : keys_of('k', 'j', far)),
+                           clock_);
+    // Each snapshot serves a few requests before the next replaces it.
+    while (requests.load() < served + 4) std::this_thread::yield();
+  }
+  done = true;
+  a.join();
+  b.join();
+  EXPECT_EQ(failures.load(), 0);
 }
 
 }  // namespace
