@@ -229,6 +229,7 @@ std::string to_json(const Stats& s) {
       {"hijack_many_ips", s.hijack_many_ips},
       {"context_mismatches", s.context_mismatches},
       {"tls_handshake_failures", s.tls_handshake_failures},
+      {"auth_failures", s.auth_failures},
   };
   std::string out = "{";
   bool first = true;
@@ -325,6 +326,7 @@ std::string to_text(const Stats& s) {
       {"hijack: many IPs", s.hijack_many_ips},
       {"context mismatches", s.context_mismatches},
       {"TLS handshakes failed", s.tls_handshake_failures},
+      {"AUTH failures", s.auth_failures},
   };
   std::string out;
   for (const auto& [name, value] : counters) {

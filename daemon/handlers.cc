@@ -288,9 +288,10 @@ void Handlers::append_ok(const protocol::FrameHeader& request,
   if (!s.ok()) append_error(request, s, out);
 }
 
-void Handlers::handle_creates(std::span<const Request> creates, Role* role, std::string* out) {
-  if (creates.size() == 1 || !permitted(*role, Opcode::kCreate)) {
-    for (const Request& c : creates) handle(c.header, c.body, role, out);
+void Handlers::handle_creates(std::span<const Request> creates, ConnectionState* state,
+                              std::string* out) {
+  if (creates.size() == 1 || !permitted(state->role, Opcode::kCreate) || state->close) {
+    for (const Request& c : creates) handle(c.header, c.body, state, out);
     return;
   }
   std::vector<storage::NewSession> sessions;
@@ -330,7 +331,11 @@ void Handlers::handle_creates(std::span<const Request> creates, Role* role, std:
 }
 
 void Handlers::handle(const protocol::FrameHeader& request, std::span<const std::uint8_t> body,
-                      Role* role, std::string* out) {
+                      ConnectionState* state, std::string* out) {
+  // Closing after too many failed AUTHs: what a client pipelined behind them gets no answer
+  // (in particular, no more guesses are checked).
+  if (state->close) return;
+  Role* const role = &state->role;
   const auto opcode = static_cast<Opcode>(request.opcode);
   if (protocol::is_known_opcode(request.opcode) && !permitted(*role, opcode)) {
     return append_error(
@@ -372,7 +377,15 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (auth_.enabled()) {
         const Role given = auth_.authenticate(req.secret());
         if (given == Role::kNone) {
-          return append_error(request, Status(StatusCode::kUnauthenticated, "wrong secret"), out);
+          counters_.auth_failures.record(state->peer);
+          state->close = ++state->auth_failures >= kMaxAuthFailures;
+          return append_error(
+              request,
+              Status(StatusCode::kUnauthenticated,
+                     state->close ? "wrong secret; closing the connection after " +
+                                        std::to_string(kMaxAuthFailures) + " failed AUTHs"
+                                  : std::string("wrong secret")),
+              out);
         }
         *role = given;
       }
@@ -524,6 +537,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       resp.set_context_mismatches(counters_.context_mismatches.load(std::memory_order_relaxed));
       resp.set_tls_handshake_failures(
           counters_.tls_handshake_failures.load(std::memory_order_relaxed));
+      resp.set_auth_failures(counters_.auth_failures.total());
       return reply(resp);
     }
     case Opcode::kTopology: {

@@ -120,7 +120,8 @@ int main(int argc, char** argv) {
   if (options.auth.enabled()) spdlog::info("authentication on: clients must AUTH first");
   daemon::resp::Commands resp_commands(
       table, storage::SystemClock::instance(),
-      {&counters.resp_connections, 0, storage::SystemClock::instance().now_ms(), &options.auth});
+      {&counters.resp_connections, 0, storage::SystemClock::instance().now_ms(), &options.auth,
+       &counters.auth_failures});
   daemon::Server server(options, handlers, counters, &resp_commands);
   if (tls_context) server.use_tls_context(std::move(tls_context));
   if (Status s = server.bind(); !s.ok()) {

@@ -33,9 +33,12 @@ struct ClientState {
   std::uint64_t id = 0;  // CLIENT ID
   std::string name;      // CLIENT SETNAME
   std::string lib_name, lib_version;
-  bool close = false;  // QUIT: close once the reply is written
+  // QUIT, or the kMaxAuthFailures-th failed AUTH: close once the reply is written.
+  bool close = false;
   // What the connection may do (daemon/auth.h): start it at AuthConfig::initial_role().
   Role role = Role::kAdmin;
+  unsigned auth_failures = 0;  // failed AUTHs (and HELLO ... AUTH) with secrets configured
+  std::string peer;            // the client's address, for the log; "" when unknown
 };
 
 // Node facts INFO reports.
@@ -44,6 +47,7 @@ struct NodeInfo {
   std::uint16_t port = 0;
   std::int64_t started_ms = 0;
   const AuthConfig* auth = nullptr;  // the node's secrets; nullptr: authentication off
+  AuthFailures* auth_failures = nullptr;  // where failed AUTHs are counted; nullptr: nowhere
 };
 
 class Commands {

@@ -343,12 +343,16 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
   std::vector<std::uint8_t> in(kReadChunk);
   std::size_t used = 0;
   std::string out;
+  ConnectionState state;  // what the handlers keep between this connection's requests
+  state.role = role;
+  asio::error_code no_peer;
+  state.peer = conn.socket.remote_endpoint(no_peer).address().to_string();
   // Consecutive CREATEs of one read go to the engine together (one RocksDB write). Their
   // bodies point into `in`, so they are handled before `in` moves and before any other frame.
   std::vector<Handlers::Request> creates;
   auto flush_creates = [&] {
     if (creates.empty()) return;
-    handlers.handle_creates(creates, &role, &out);
+    handlers.handle_creates(creates, &state, &out);
     creates.clear();
   };
   bool close_after_write = false;
@@ -399,7 +403,7 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
         handlers.append_error(
             d.header, Status::InvalidArgument("clients send requests, not responses"), &out);
       } else {
-        handlers.handle(d.header, d.body, &role, &out);
+        handlers.handle(d.header, d.body, &state, &out);
       }
       offset += d.consumed;
     }
@@ -414,7 +418,7 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
       in.resize(kReadChunk);
       in.shrink_to_fit();
     }
-    if (!co_await write_out(stream, out)) break;
+    if (!co_await write_out(stream, out) || state.close) break;
     if (stopping.load() && used == 0) break;  // finished what it had received
   }
 }
@@ -451,6 +455,8 @@ asio::awaitable<void> Server::Impl::serve_resp(std::shared_ptr<Connection> conn)
   resp::ClientState client;
   client.id = next_client_id.fetch_add(1, std::memory_order_relaxed);
   client.role = handlers.auth().initial_role();
+  asio::error_code no_peer;
+  client.peer = conn->socket.remote_endpoint(no_peer).address().to_string();
   bool close_after_write = false;
   while (!close_after_write) {
     if (used == in.size()) {

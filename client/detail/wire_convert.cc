@@ -211,6 +211,7 @@ Stats from_wire(const wire::StatsResponse& in) {
   out.hijack_many_ips = in.hijack_many_ips();
   out.context_mismatches = in.context_mismatches();
   out.tls_handshake_failures = in.tls_handshake_failures();
+  out.auth_failures = in.auth_failures();
   return out;
 }
 

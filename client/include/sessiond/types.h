@@ -167,6 +167,7 @@ struct Stats {
   std::uint64_t hijack_many_ips = 0;
   std::uint64_t context_mismatches = 0;
   std::uint64_t tls_handshake_failures = 0;
+  std::uint64_t auth_failures = 0;  // AUTHs with a wrong secret
 };
 
 }  // namespace sessiond

@@ -266,9 +266,10 @@ class SecureHandlers : public ::testing::Test {
     h.request_id = 7;
     h.body_length = static_cast<std::uint32_t>(body.size());
     std::string out;
-    Role role = Role::kAdmin;
+    ConnectionState state;
+    state.role = Role::kAdmin;
     handlers_.handle(h, std::span(reinterpret_cast<const std::uint8_t*>(body.data()), body.size()),
-                     &role, &out);
+                     &state, &out);
     auto d = protocol::decode_frame(
         std::span(reinterpret_cast<const std::uint8_t*>(out.data()), out.size()), 1u << 20);
     EXPECT_EQ(d.kind, protocol::Decoded::Kind::kFrame);
@@ -518,8 +519,9 @@ TEST_F(SecureHandlers, PipelinedCreatesGetTheirPresetsAndSignedIds) {
         {h, std::span(reinterpret_cast<const std::uint8_t*>(bodies[i].data()), bodies[i].size())});
   }
   std::string out;
-  Role role = Role::kApp;
-  handlers_.handle_creates(requests, &role, &out);
+  ConnectionState state;
+  state.role = Role::kApp;
+  handlers_.handle_creates(requests, &state, &out);
   std::vector<std::string> ids;
   std::span<const std::uint8_t> rest(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
   while (!rest.empty()) {
