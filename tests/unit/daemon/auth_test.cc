@@ -38,6 +38,10 @@ TEST(AuthFailures, LogsAtMostOncePerIntervalAndTheNextLineCountsWhatWasHeldBack)
             "1 failed AUTH attempt in the last 60.0 s, latest from an "
             "unknown address");
   EXPECT_EQ(failures.total(), 5u);
+  // The wall clock stepped back a minute: the next failure is logged, not held back.
+  clock.advance_ms(-60'000);
+  EXPECT_EQ(failures.record("10.0.0.5"), "1 failed AUTH attempt, latest from 10.0.0.5");
+  EXPECT_EQ(failures.total(), 6u);
 }
 
 // Threads failing at once: every failure counted, one line while the clock stands still, and
