@@ -233,6 +233,7 @@ std::string to_json(const Stats& s) {
       {"connections_refused_per_ip", s.connections_refused_per_ip},
       {"connection_timeouts", s.connection_timeouts},
       {"slow_readers", s.slow_readers},
+      {"auth_failures", s.auth_failures},
   };
   std::string out = "{";
   bool first = true;
@@ -333,6 +334,7 @@ std::string to_text(const Stats& s) {
       {"refused per address", s.connections_refused_per_ip},
       {"connection timeouts", s.connection_timeouts},
       {"slow readers closed", s.slow_readers},
+      {"AUTH failures", s.auth_failures},
   };
   std::string out;
   for (const auto& [name, value] : counters) {

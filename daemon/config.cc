@@ -1,6 +1,7 @@
 #include "daemon/config.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
 #include <thread>
 
@@ -27,6 +28,27 @@ Status parse_host_port(const std::string& text, std::string* host, std::uint16_t
   *port = static_cast<std::uint16_t>(value);
   return {};
 }
+
+namespace {
+
+// Whether the TOML file at `path` (one CLI11 has read already) sets a role's secret.
+bool config_holds_secret(const std::string& path) {
+  try {
+    for (const CLI::ConfigItem& item : CLI::ConfigTOML().from_file(path)) {
+      std::string name = item.name;
+      std::replace(name.begin(), name.end(), '_', '-');
+      const bool secret = name == "app-secret" || name == "admin-secret" || name == "peer-secret";
+      const bool set = std::any_of(item.inputs.begin(), item.inputs.end(),
+                                   [](const std::string& value) { return !value.empty(); });
+      if (secret && set) return true;
+    }
+  } catch (const CLI::Error&) {
+    return true;  // unreadable now: be safe, the mode check says what is wrong
+  }
+  return false;
+}
+
+}  // namespace
 
 ParsedOptions parse_options(int argc, const char* const* argv) {
   ParsedOptions out;
@@ -170,6 +192,20 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
     out.message = "sessiond: " + message;
     return out;
   };
+  // A config file that holds a role's secret is refused unless only its owner may read and
+  // write it, as the id key file is: exit 1, the start is refused (the command line is fine).
+  if (const CLI::Option* config = app.get_config_ptr(); config != nullptr && config->count() > 0) {
+    const std::string path = config->as<std::string>();
+    if (config_holds_secret(path)) {
+      if (Status s = require_owner_only(path, "the config file", "change the secrets in it");
+          !s.ok()) {
+        out.exit = true;
+        out.exit_code = 1;
+        out.message = "sessiond: cannot start: " + s.message();
+        return out;
+      }
+    }
+  }
   if (Status s = parse_host_port(listen, &o.listen_host, &o.listen_port); !s.ok()) {
     return usage_error("--listen: " + s.message());
   }

@@ -314,9 +314,10 @@ void Handlers::append_ok(const protocol::FrameHeader& request,
   if (!s.ok()) append_error(request, s, out);
 }
 
-void Handlers::handle_creates(std::span<const Request> creates, Role* role, std::string* out) {
-  if (creates.size() == 1 || !permitted(*role, Opcode::kCreate)) {
-    for (const Request& c : creates) handle(c.header, c.body, role, out);
+void Handlers::handle_creates(std::span<const Request> creates, ConnectionState* state,
+                              std::string* out) {
+  if (creates.size() == 1 || !permitted(state->role, Opcode::kCreate) || state->close) {
+    for (const Request& c : creates) handle(c.header, c.body, state, out);
     return;
   }
   const auto security = security_.load(std::memory_order_acquire);
@@ -357,7 +358,11 @@ void Handlers::handle_creates(std::span<const Request> creates, Role* role, std:
 }
 
 void Handlers::handle(const protocol::FrameHeader& request, std::span<const std::uint8_t> body,
-                      Role* role, std::string* out) {
+                      ConnectionState* state, std::string* out) {
+  // Closing after too many failed AUTHs: what a client pipelined behind them gets no answer
+  // (in particular, no more guesses are checked).
+  if (state->close) return;
+  Role* const role = &state->role;
   const auto opcode = static_cast<Opcode>(request.opcode);
   if (protocol::is_known_opcode(request.opcode) && !permitted(*role, opcode)) {
     return append_error(
@@ -400,7 +405,15 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (auth_.enabled()) {
         const Role given = auth_.authenticate(req.secret());
         if (given == Role::kNone) {
-          return append_error(request, Status(StatusCode::kUnauthenticated, "wrong secret"), out);
+          counters_.auth_failures.record(state->peer);
+          state->close = ++state->auth_failures >= kMaxAuthFailures;
+          return append_error(
+              request,
+              Status(StatusCode::kUnauthenticated,
+                     state->close ? "wrong secret; closing the connection after " +
+                                        std::to_string(kMaxAuthFailures) + " failed AUTHs"
+                                  : std::string("wrong secret")),
+              out);
         }
         *role = given;
       }
@@ -555,6 +568,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       resp.set_slow_readers(counters_.slow_readers.load(std::memory_order_relaxed));
       resp.set_connections_refused_per_ip(
           counters_.connections_refused_per_ip.load(std::memory_order_relaxed));
+      resp.set_auth_failures(counters_.auth_failures.total());
       return reply(resp);
     }
     case Opcode::kTopology: {

@@ -38,6 +38,15 @@ struct Counters {
   std::atomic<std::uint64_t> hijack_many_ips{0};         // too-many-IPs findings
   std::atomic<std::uint64_t> context_mismatches{0};      // GETs from another bound context
   std::atomic<std::uint64_t> tls_handshake_failures{0};  // TLS connections that never got going
+  AuthFailures auth_failures;  // wrong secrets given to AUTH (both listeners); logged rate-limited
+};
+
+// What a native connection carries between its requests.
+struct ConnectionState {
+  Role role = Role::kNone;     // start it at AuthConfig::initial_role(); AUTH changes it
+  unsigned auth_failures = 0;  // failed AUTHs on this connection
+  bool close = false;          // close once what is answered is written (after kMaxAuthFailures)
+  std::string peer;            // the client's address, for the log; "" when unknown
 };
 
 class Handlers {
@@ -46,11 +55,13 @@ class Handlers {
   Handlers(storage::SessionTable& table, storage::Store* store, Counters& counters,
            std::string address, std::uint32_t max_body, AuthConfig auth = {});
 
-  // Handles one well-framed request and appends exactly one response frame to *out. `role` is
-  // the connection's (start it at auth().initial_role()); AUTH changes it, and a request its
-  // role may not send answers UNAUTHENTICATED (no role yet) or FORBIDDEN. Thread-safe.
-  void handle(const protocol::FrameHeader& request, std::span<const std::uint8_t> body, Role* role,
-              std::string* out);
+  // Handles one well-framed request and appends exactly one response frame to *out. `state` is
+  // the connection's: AUTH changes its role, and a request its role may not send answers
+  // UNAUTHENTICATED (no role yet) or FORBIDDEN. The kMaxAuthFailures-th failed AUTH sets
+  // state->close; requests handled after that are dropped unanswered (the caller closes the
+  // connection once it has written *out). Thread-safe.
+  void handle(const protocol::FrameHeader& request, std::span<const std::uint8_t> body,
+              ConnectionState* state, std::string* out);
 
   struct Request {
     protocol::FrameHeader header;
@@ -58,7 +69,7 @@ class Handlers {
   };
   // Handles consecutive CREATE requests (a pipelining client's) with one RocksDB write for
   // all of them; appends their responses in order, exactly as handle() would one by one.
-  void handle_creates(std::span<const Request> creates, Role* role, std::string* out);
+  void handle_creates(std::span<const Request> creates, ConnectionState* state, std::string* out);
   const AuthConfig& auth() const { return auth_; }
   // The most bytes a GET answer's body can take beyond what TableOptions::max_session_bytes
   // counts (user id, field names and values): ids, times, versions, per-field framing, the

@@ -144,7 +144,7 @@ int main(int argc, char** argv) {
   daemon::resp::Commands resp_commands(
       table, storage::SystemClock::instance(),
       {&counters.resp_connections, 0, storage::SystemClock::instance().now_ms(), &options.auth,
-       options.max_output_bytes});
+       options.max_output_bytes, &counters.auth_failures});
   daemon::Server server(options, handlers, counters, &resp_commands);
   if (tls_context) server.use_tls_context(std::move(tls_context));
   if (Status s = server.bind(); !s.ok()) {

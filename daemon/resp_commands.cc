@@ -1054,10 +1054,11 @@ void cmd_ping(Ctx& c) {
 
 void cmd_echo(Ctx& c) { append_bulk(c.out, c.args[1]); }
 
-// Without configured credentials (authentication arrives with DESIGN §9), AUTH behaves as a
-// Redis server whose default user has no password.
 // With secrets configured (--app-secret and friends) the password decides the role, whatever
 // the user name; without, AUTH behaves as a Redis whose default user has no password.
+// A wrong password is counted node-wide, and the kMaxAuthFailures-th on a connection closes it
+// after the reply (a guesser gets no more tries on it). Without secrets nothing is guessed, and
+// a wrong user name is answered as Redis does, connection kept.
 bool authenticate(Ctx& c, std::string_view user, std::string_view password, std::string* out) {
   const AuthConfig* auth = c.info.auth;
   if (auth != nullptr && auth->enabled()) {
@@ -1066,6 +1067,8 @@ bool authenticate(Ctx& c, std::string_view user, std::string_view password, std:
       c.client.role = role;
       return true;
     }
+    if (c.info.auth_failures != nullptr) c.info.auth_failures->record(c.client.peer);
+    if (++c.client.auth_failures >= kMaxAuthFailures) c.client.close = true;
   } else if (user == "default") {
     return true;
   }
@@ -1129,6 +1132,14 @@ void cmd_hello(Ctx& c) {
     }
   }
   if (has_auth && !authenticate(c, user, password, c.out)) return;
+  // Redis 7 checks this after HELLO's own AUTH and before SETNAME.
+  if (c.client.role == Role::kNone) {
+    return append_error(c.out,
+                        "NOAUTH HELLO must be called with the client already authenticated, "
+                        "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+                        "authenticate the client and select the RESP protocol version at the "
+                        "same time");
+  }
   if (has_name && !set_client_name(c, name)) return;
   append_array_header(c.out, 14);
   append_bulk(c.out, "server");

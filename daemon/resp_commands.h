@@ -34,9 +34,12 @@ struct ClientState {
   std::uint64_t id = 0;  // CLIENT ID
   std::string name;      // CLIENT SETNAME
   std::string lib_name, lib_version;
-  bool close = false;  // QUIT: close once the reply is written
+  // QUIT, or the kMaxAuthFailures-th failed AUTH: close once the reply is written.
+  bool close = false;
   // What the connection may do (daemon/auth.h): start it at AuthConfig::initial_role().
   Role role = Role::kAdmin;
+  unsigned auth_failures = 0;  // failed AUTHs (and HELLO ... AUTH) with secrets configured
+  std::string peer;            // the client's address, for the log; "" when unknown
 };
 
 // Node facts INFO reports.
@@ -48,6 +51,7 @@ struct NodeInfo {
   // A reply that alone would be larger (MGET of many keys, KEYS, HGETALL...) is refused with
   // an error instead of being built whole; 0: no limit.
   std::size_t max_reply_bytes = 0;
+  AuthFailures* auth_failures = nullptr;  // where failed AUTHs are counted; nullptr: nowhere
 };
 
 class Commands {

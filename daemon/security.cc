@@ -84,18 +84,27 @@ Result<IdKeys> make_id_key_file(const std::string& path) {
 
 }  // namespace
 
-Result<IdKeys> load_id_keys(const std::string& path, bool create_if_missing) {
+Status require_owner_only(const std::string& path, std::string_view what, std::string_view advice) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT && create_if_missing) return make_id_key_file(path);
-    return Status::InvalidArgument("cannot read the id key file " + path + ": " +
+    return Status::InvalidArgument("cannot read " + std::string(what) + " " + path + ": " +
                                    std::strerror(errno));
   }
   if ((st.st_mode & 077) != 0) {
-    return Status::InvalidArgument("the id key file " + path +
+    return Status::InvalidArgument(std::string(what) + " " + path +
                                    " is readable or writable by others than its owner; chmod "
-                                   "600 it (and make new keys if others may have read it)");
+                                   "600 it (and " +
+                                   std::string(advice) + " if others may have read it)");
   }
+  return {};
+}
+
+Result<IdKeys> load_id_keys(const std::string& path, bool create_if_missing) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 && errno == ENOENT && create_if_missing) {
+    return make_id_key_file(path);
+  }
+  if (Status s = require_owner_only(path, "the id key file", "make new keys"); !s.ok()) return s;
   std::ifstream in(path);
   if (!in) return Status::InvalidArgument("cannot read the id key file " + path);
   IdKeys keys;

@@ -39,6 +39,10 @@ struct IdKeys {
 Result<IdKeys> load_id_keys(const std::string& path, bool create_if_missing);
 // The key file's text for `keys` (what load_id_keys reads).
 std::string id_keys_text(const IdKeys& keys);
+// Refuses a file that holds secrets (the id key file, a config file with a role's secret)
+// when others than its owner may read or write it: INVALID_ARGUMENT naming it as `what` ("the
+// id key file"), saying to chmod 600 it, then `advice` (what to do if others read it).
+Status require_owner_only(const std::string& path, std::string_view what, std::string_view advice);
 
 // Thread-safe: the HMAC states of the keys are prepared once and copied per call.
 class IdSigner {

@@ -412,16 +412,21 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
   std::vector<std::uint8_t> in(kInitialBuffer);
   std::size_t used = 0;
   std::string out;
+  ConnectionState state;  // what the handlers keep between this connection's requests
+  state.role = role;
+  state.peer = conn.peer.to_string();
   // Consecutive CREATEs go to the engine together (one RocksDB write). Their bodies point into
   // `in`, so they are handled before `in` moves and before any other frame.
   std::vector<Handlers::Request> creates;
   auto flush_creates = [&] {
     if (creates.empty()) return;
-    handlers.handle_creates(creates, &role, &out);
+    handlers.handle_creates(creates, &state, &out);
     creates.clear();
   };
   // Before AUTH (when authentication is on) only small frames: AUTH and PING need no more.
-  const auto unauthenticated = [&] { return role == Role::kNone && handlers.auth().enabled(); };
+  const auto unauthenticated = [&] {
+    return state.role == Role::kNone && handlers.auth().enabled();
+  };
   const auto frame_limit = [&] {
     return unauthenticated() ? std::min(kMaxUnauthenticatedFrame, options.max_frame_bytes)
                              : options.max_frame_bytes;
@@ -488,7 +493,11 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
           handlers.append_error(
               d.header, Status::InvalidArgument("clients send requests, not responses"), &out);
         } else {
-          handlers.handle(d.header, d.body, &role, &out);
+          handlers.handle(d.header, d.body, &state, &out);
+        }
+        if (state.close) {  // e.g. too many failed AUTHs: what follows is not handled
+          close_after_write = true;
+          break;
         }
       }
       flush_creates();
@@ -570,6 +579,7 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
   resp::ClientState client;
   client.id = next_client_id.fetch_add(1, std::memory_order_relaxed);
   client.role = handlers.auth().initial_role();
+  client.peer = conn.peer.to_string();
   bool close_after_write = false;
   bool filled = false;  // the last read filled the buffer: more is probably waiting
   while (!close_after_write) {

@@ -15,8 +15,10 @@
 #include <rocksdb/memtablerep.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -141,6 +143,26 @@ Status from_rocks(const rocksdb::Status& s, std::string_view what) {
     return Status::Unavailable(std::move(msg));
   }
   return Status::Internal(std::move(msg));
+}
+
+// Why RocksDB could not open the database in `path`, as the operator must act on it. RocksDB
+// reports a directory it may not write and a LOCK another process holds alike, as an IO error
+// "While open a file for lock" / "While lock file": the permission is checked first.
+Status open_failure(const std::string& path, const rocksdb::Status& s) {
+  const std::string text = s.ToString();
+  const bool denied = text.find("Permission denied") != std::string::npos ||
+                      text.find("Read-only file system") != std::string::npos;
+  if (::access(path.c_str(), W_OK) != 0 || denied) {
+    const int error = errno;
+    return Status::Unavailable("data directory " + path + " is not writable by this user (uid " +
+                               std::to_string(::geteuid()) +
+                               "): " + (denied ? text : std::strerror(error)));
+  }
+  if (s.IsIOError() && text.find("lock") != std::string::npos) {
+    return Status::Unavailable("data directory " + path +
+                               " is in use by another process (RocksDB LOCK held): " + text);
+  }
+  return Status::Internal("cannot open the database in " + path + ": " + text);
 }
 
 }  // namespace
@@ -320,14 +342,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
   rocksdb::DB* raw = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   auto s = rocksdb::DB::Open(db_options, path, families, &handles, &raw);
-  if (!s.ok()) {
-    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
-      return Status::Unavailable(
-          "data directory " + path +
-          " is in use by another process (RocksDB LOCK held): " + s.ToString());
-    }
-    return Status::Internal("cannot open the database in " + path + ": " + s.ToString());
-  }
+  if (!s.ok()) return open_failure(path, s);
   impl->db.reset(raw);
   // The default family is opened because RocksDB requires it; sessiond never uses it.
   impl->db->DestroyColumnFamilyHandle(handles.back());

@@ -215,6 +215,7 @@ Stats from_wire(const wire::StatsResponse& in) {
   out.connections_refused_per_ip = in.connections_refused_per_ip();
   out.connection_timeouts = in.connection_timeouts();
   out.slow_readers = in.slow_readers();
+  out.auth_failures = in.auth_failures();
   return out;
 }
 

@@ -64,7 +64,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   handlers.set_security(policy, sessiond::daemon::IdSigner(keys), clock);
 
   std::vector<std::string> created;  // wire ids, in the order the node handed them out
-  sessiond::daemon::Role role = sessiond::daemon::Role::kAdmin;
+  sessiond::daemon::ConnectionState state;  // no secrets: admin, and no AUTH ever fails
+  state.role = sessiond::daemon::Role::kAdmin;
   // Checks that `out` holds exactly one response for each of `requests`, in order, and keeps
   // the ids that CREATE and REGENERATE handed out.
   const auto check_responses = [&](const std::vector<sessiond::protocol::FrameHeader>& requests,
@@ -96,7 +97,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const auto flush_creates = [&] {
     if (creates.empty()) return;
     std::string out;
-    handlers.handle_creates(creates, &role, &out);
+    handlers.handle_creates(creates, &state, &out);
     check_responses(create_headers, out);
     creates.clear();
     create_headers.clear();
@@ -124,7 +125,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     std::string out;
     const auto bytes = std::span(reinterpret_cast<const std::uint8_t*>(body.data()), body.size());
-    handlers.handle(d.header, bytes, &role, &out);
+    handlers.handle(d.header, bytes, &state, &out);
     check_responses({d.header}, out);
   }
   flush_creates();

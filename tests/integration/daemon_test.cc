@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -15,6 +16,7 @@
 #include <chrono>
 #include <cstring>
 #include <optional>
+#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -470,7 +472,53 @@ TEST_F(DaemonTest, SecondInstanceOnTheSameDataDirectoryFailsAtOnce) {
                                                             (dir_.path() / "data").string()});
   EXPECT_EQ(second.exit_code, 1);
   EXPECT_NE(second.err.find("in use by another process"), std::string::npos) << second.err;
+  EXPECT_EQ(second.err.find("not writable"), std::string::npos) << second.err;
   EXPECT_TRUE(answers_ping(*node));
+}
+
+// A data directory the node's user may not write is reported as such, not as "in use by
+// another process" (RocksDB says "lock" in both cases): a fresh empty one, and one holding a
+// database. Root ignores mode bits, so as root the node runs as nobody (setpriv).
+TEST_F(DaemonTest, DataDirectoryThatIsNotWritableSaysSo) {
+  std::string program = SESSIOND_DAEMON_PATH;
+  std::vector<std::string> args;
+  uid_t uid = ::geteuid();
+  if (uid == 0) {
+    if (::access("/usr/bin/setpriv", X_OK) != 0) {
+      GTEST_SKIP() << "running as root without /usr/bin/setpriv: root writes a mode 0555 "
+                      "directory, and there is no simple way to run the node as another user";
+    }
+    program = "/usr/bin/setpriv";
+    args = {"--reuid=65534", "--regid=65534", "--clear-groups", SESSIOND_DAEMON_PATH};
+    uid = 65534;
+    ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);  // mkdtemp made it 0700
+  }
+  const auto refused_as_not_writable = [&](const std::string& data) {
+    auto run = args;
+    run.insert(run.end(), {"--listen", "127.0.0.1:0", "--data-dir", data});
+    const auto result = testing::run_process(program, run);
+    EXPECT_EQ(result.exit_code, 1) << result.err;
+    EXPECT_NE(result.err.find("data directory " + data + " is not writable by this user (uid " +
+                              std::to_string(uid) + ")"),
+              std::string::npos)
+        << result.err;
+    EXPECT_EQ(result.err.find("in use by another process"), std::string::npos) << result.err;
+  };
+  const std::string fresh = (dir_.path() / "fresh").string();
+  ASSERT_EQ(::mkdir(fresh.c_str(), 0555), 0);
+  ASSERT_EQ(::chmod(fresh.c_str(), 0555), 0);  // whatever the umask
+  refused_as_not_writable(fresh);
+
+  {
+    auto node = start();  // makes a database in dir_/data
+    ASSERT_NE(node, nullptr);
+    EXPECT_EQ(node->terminate(), 0);
+  }
+  const std::string existing = (dir_.path() / "data").string();
+  ASSERT_EQ(::chmod(existing.c_str(), 0555), 0);
+  refused_as_not_writable(existing);
+  ::chmod(fresh.c_str(), 0755);  // so that TempDir can remove them when not root
+  ::chmod(existing.c_str(), 0755);
 }
 
 TEST_F(DaemonTest, HelpListsEveryOptionAndBadFlagsAreUsageErrors) {
@@ -523,6 +571,160 @@ TEST_F(DaemonTest, ConfigFileSetsOptionsAndFlagsOverrideIt) {
   EXPECT_EQ(id.size(), 32u);  // the file's preset-policy turned finance's signed ids off
   // The file said 1 thread; the command line (TestNode passes --threads 2) wins.
   EXPECT_NE(node->log().find("2 worker threads"), std::string::npos) << node->log();
+}
+
+// A config file that sets a role's secret must be readable and writable by its owner only,
+// as the id key file: otherwise the node refuses to start (exit 1) and says how to fix it. A
+// config file without secrets is accepted whatever its mode.
+TEST_F(DaemonTest, ConfigFileWithSecretsMustBeOwnerOnly) {
+  const auto config = dir_.path() / "sessiond.toml";
+  const auto write_config = [&](const char* text, mode_t mode) {
+    std::FILE* f = std::fopen(config.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs(text, f);
+    std::fclose(f);
+    ASSERT_EQ(::chmod(config.c_str(), mode), 0);
+  };
+  const std::string data = (dir_.path() / "data").string();
+  for (mode_t mode : {0644, 0660, 0602}) {
+    ASSERT_NO_FATAL_FAILURE(write_config("admin-secret = \"s3cret-admin\"\n", mode));
+    const auto refused = testing::run_process(
+        SESSIOND_DAEMON_PATH,
+        {"--config", config.string(), "--listen", "127.0.0.1:0", "--data-dir", data});
+    EXPECT_EQ(refused.exit_code, 1) << std::oct << mode << " " << refused.err;
+    EXPECT_NE(refused.err.find("cannot start: the config file " + config.string() +
+                               " is readable or writable by others than its owner; chmod 600 it"),
+              std::string::npos)
+        << refused.err;
+  }
+  ASSERT_NO_FATAL_FAILURE(write_config("admin-secret = \"s3cret-admin\"\n", 0600));
+  {
+    auto node = start({"--config", config.string()});
+    ASSERT_NE(node, nullptr);
+    EXPECT_NE(node->log().find("authentication on"), std::string::npos) << node->log();
+  }
+  ASSERT_NO_FATAL_FAILURE(write_config("threads = 1\n", 0666));
+  auto node = start({"--config", config.string()});
+  ASSERT_NE(node, nullptr);
+  EXPECT_TRUE(answers_ping(*node));
+}
+
+// What the node logs about failed AUTHs: "N failed AUTH attempts[ in the last S s], latest
+// from PEER" lines, as (N, peer) pairs.
+std::vector<std::pair<std::uint64_t, std::string>> auth_failure_lines(const std::string& log) {
+  static const std::regex line(
+      R"((\d+) failed AUTH attempts?(?: in the last [0-9.]+ s)?, latest from (\S+))");
+  std::vector<std::pair<std::uint64_t, std::string>> out;
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), line); it != std::sregex_iterator();
+       ++it) {
+    out.emplace_back(std::stoull((*it)[1].str()), (*it)[2].str());
+  }
+  return out;
+}
+
+// Waits (with a deadline) for `done`, polling: the condition, not the pause, ends the wait.
+template <typename Condition>
+bool eventually(Condition done, std::chrono::milliseconds patience) {
+  const auto deadline = Clock::now() + patience;
+  while (!done()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+// Wrong secrets: the third on a connection is answered and closes it, even with more guesses
+// (and the right secret) pipelined behind it; every failure is counted in STATS; the log gets
+// at most about a line a second, and its lines together count every failure.
+TEST_F(DaemonTest, FailedAuthsAreCountedLoggedRateLimitedAndCloseTheConnection) {
+  auto node = start({"--app-secret", "app-secret-1", "--admin-secret", "admin-secret-1"});
+  ASSERT_NE(node, nullptr);
+  const auto started = Clock::now();
+  std::uint64_t failures = 0;
+  const auto auth_request = [](const std::string& secret, std::uint32_t rid) {
+    wire::AuthRequest req;
+    req.set_secret(secret);
+    std::string out;
+    protocol::FrameHeader h;
+    h.opcode = static_cast<std::uint16_t>(Opcode::kAuth);
+    h.request_id = rid;
+    EXPECT_TRUE(protocol::append_frame(h, req, &out).ok());
+    return out;
+  };
+  {
+    Conn c(node->address());
+    ASSERT_TRUE(c.connected());
+    std::string pipeline;
+    for (std::uint32_t rid = 1; rid <= 3; ++rid) pipeline += auth_request("guess", rid);
+    pipeline += auth_request("app-secret-1", 4);
+    c.send_raw(pipeline);
+    for (std::uint32_t rid = 1; rid <= 3; ++rid) {
+      auto r = c.read();
+      ASSERT_TRUE(r) << rid;
+      EXPECT_EQ(r->request_id, rid);
+      EXPECT_EQ(r->status, StatusCode::kUnauthenticated);
+      if (rid == 3) {
+        EXPECT_NE(error_message(*r).find("closing the connection after 3 failed AUTHs"),
+                  std::string::npos)
+            << error_message(*r);
+      }
+    }
+    failures += 3;
+    EXPECT_FALSE(c.read(5s)) << "the AUTH after the third failure was answered";
+    EXPECT_TRUE(c.closed_by_server());
+  }
+  ASSERT_TRUE(eventually([&] { return !auth_failure_lines(node->log()).empty(); }, 10s))
+      << node->log();
+  EXPECT_EQ(auth_failure_lines(node->log()).front(),
+            (std::pair<std::uint64_t, std::string>{1, "127.0.0.1"}));
+
+  // A burst from many connections: counted in full, logged in few lines.
+  for (int i = 0; i < 30; ++i) {
+    Conn c(node->address());
+    ASSERT_TRUE(c.connected());
+    c.send_raw(auth_request("guess-a", 1) + auth_request("guess-b", 2) +
+               auth_request("guess-c", 3));
+    for (int k = 0; k < 3; ++k) ASSERT_TRUE(c.read()) << i;
+    EXPECT_TRUE(c.closed_by_server());
+    failures += 3;
+  }
+  // One more failure at a time until a line reports those held back (the next line comes a
+  // second after the previous one).
+  for (;;) {
+    Conn c(node->address());
+    ASSERT_TRUE(c.connected());
+    c.send_raw(auth_request("guess-late", 1));
+    ASSERT_TRUE(c.read());
+    ++failures;
+    if (eventually([&] { return auth_failure_lines(node->log()).size() >= 2; }, 200ms)) break;
+    ASSERT_LT(Clock::now() - started, 15s) << node->log();
+  }
+  const auto lines = auth_failure_lines(node->log());
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started);
+  EXPECT_LE(lines.size(), static_cast<std::size_t>(seconds.count()) + 2) << node->log();
+  EXPECT_GT(lines.back().first, 1u) << node->log();  // it counts the failures held back
+  std::uint64_t logged = 0;
+  for (const auto& [count, peer] : lines) {
+    logged += count;
+    EXPECT_EQ(peer, "127.0.0.1");
+  }
+  EXPECT_EQ(logged, failures) << node->log();
+
+  // Two typos and then the right secret: still in, and STATS (admin) counts every failure.
+  Conn admin(node->address());
+  admin.send_raw(auth_request("typo-1", 1) + auth_request("typo-2", 2) +
+                 auth_request("admin-secret-1", 3));
+  for (std::uint32_t rid = 1; rid <= 3; ++rid) {
+    auto r = admin.read();
+    ASSERT_TRUE(r) << rid;
+    EXPECT_EQ(r->status, rid == 3 ? StatusCode::kOk : StatusCode::kUnauthenticated);
+  }
+  failures += 2;
+  admin.send(Opcode::kStats, wire::StatsRequest(), 4);
+  auto r = admin.read();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, StatusCode::kOk) << error_message(*r);
+  EXPECT_EQ(parse<wire::StatsResponse>(*r).auth_failures(), failures);
 }
 
 }  // namespace

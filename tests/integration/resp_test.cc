@@ -135,5 +135,38 @@ TEST(RespDaemon, PortInUseIsAClearStartFailure) {
   EXPECT_NE(error.find("cannot listen on 127.0.0.1:" + port), std::string::npos) << error;
 }
 
+// With secrets configured: HELLO before AUTH answers NOAUTH as Redis 7 does, HELLO ... AUTH
+// authenticates, and the third wrong password on a connection (AUTH or HELLO ... AUTH) is
+// answered and then closes it, with nothing pipelined behind it executed. Failures are logged.
+TEST(RespDaemon, HelloNeedsAuthAndThreeFailedAuthsCloseTheConnection) {
+  TempDir dir;
+  auto node = start_node(dir, {"--app-secret", "app-secret-1"});
+  ASSERT_TRUE(node);
+  const std::string address = resp_address(*node);
+  const std::string wrongpass = "-WRONGPASS invalid username-password pair or user is disabled.";
+  {
+    Conn conn(address);
+    ASSERT_TRUE(conn.connected());
+    EXPECT_EQ(conn.call({"HELLO", "2"}),
+              "-NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+              "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+              "select the RESP protocol version at the same time");
+    EXPECT_EQ(conn.call({"HELLO", "2", "AUTH", "default", "guess-1"}), wrongpass);
+    EXPECT_EQ(conn.call({"AUTH", "guess-2"}), wrongpass);
+    EXPECT_EQ(conn.call({"PING"}), "-NOAUTH Authentication required.");  // still open
+    conn.send_raw(Conn::encode({"AUTH", "default", "guess-3"}) +
+                  Conn::encode({"AUTH", "app-secret-1"}) + Conn::encode({"SET", "k", "v"}));
+    EXPECT_EQ(conn.reply(), wrongpass);
+    EXPECT_EQ(conn.reply(), std::nullopt);  // closed: neither the AUTH nor the SET ran
+  }
+  Conn conn(address);
+  ASSERT_TRUE(conn.connected());
+  const std::string hello = conn.call({"HELLO", "2", "AUTH", "default", "app-secret-1"});
+  EXPECT_EQ(hello.substr(0, 3), "*14") << hello;
+  EXPECT_EQ(conn.call({"GET", "k"}), "$nil");  // the SET behind the third failure never ran
+  EXPECT_NE(node->log().find("1 failed AUTH attempt, latest from 127.0.0.1"), std::string::npos)
+      << node->log();
+}
+
 }  // namespace
 }  // namespace sessiond::testing

@@ -268,9 +268,10 @@ class SecureHandlers : public ::testing::Test {
     h.request_id = 7;
     h.body_length = static_cast<std::uint32_t>(body.size());
     std::string out;
-    Role role = Role::kAdmin;
+    ConnectionState state;
+    state.role = Role::kAdmin;
     handlers_.handle(h, std::span(reinterpret_cast<const std::uint8_t*>(body.data()), body.size()),
-                     &role, &out);
+                     &state, &out);
     auto d = protocol::decode_frame(
         std::span(reinterpret_cast<const std::uint8_t*>(out.data()), out.size()), 1u << 20);
     EXPECT_EQ(d.kind, protocol::Decoded::Kind::kFrame);
@@ -565,8 +566,9 @@ TEST_F(SecureHandlers, PipelinedCreatesGetTheirPresetsAndSignedIds) {
         {h, std::span(reinterpret_cast<const std::uint8_t*>(bodies[i].data()), bodies[i].size())});
   }
   std::string out;
-  Role role = Role::kApp;
-  handlers_.handle_creates(requests, &role, &out);
+  ConnectionState state;
+  state.role = Role::kApp;
+  handlers_.handle_creates(requests, &state, &out);
   std::vector<std::string> ids;
   std::span<const std::uint8_t> rest(reinterpret_cast<const std::uint8_t*>(out.data()), out.size());
   while (!rest.empty()) {
@@ -635,7 +637,8 @@ TEST_F(SecureHandlers, SetSecurityWhileServingGivesEveryRequestOneWholePolicy) {
   std::atomic<int> failures{0};
   std::atomic<int> requests{0};
   const auto serve = [&] {
-    Role role = Role::kAdmin;
+    ConnectionState state;
+    state.role = Role::kAdmin;
     while (!done.load()) {
       wire::CreateRequest create;
       create.set_user_id("alice");
@@ -648,7 +651,7 @@ TEST_F(SecureHandlers, SetSecurityWhileServingGivesEveryRequestOneWholePolicy) {
       std::string out;
       handlers_.handle(h,
                        std::span(reinterpret_cast<const std::uint8_t*>(body.data()), body.size()),
-                       &role, &out);
+                       &state, &out);
       auto d = protocol::decode_frame(
           std::span(reinterpret_cast<const std::uint8_t*>(out.data()), out.size()), 1u << 20);
       wire::CreateResponse created;
@@ -665,7 +668,7 @@ TEST_F(SecureHandlers, SetSecurityWhileServingGivesEveryRequestOneWholePolicy) {
       out.clear();
       handlers_.handle(h,
                        std::span(reinterpret_cast<const std::uint8_t*>(body.data()), body.size()),
-                       &role, &out);
+                       &state, &out);
       d = protocol::decode_frame(
           std::span(reinterpret_cast<const std::uint8_t*>(out.data()), out.size()), 1u << 20);
       if (d.header.status != StatusCode::kOk) failures.fetch_add(1);
