@@ -1,7 +1,8 @@
 // libFuzzer target for the RESP listener's input path: parses every command in the input as
 // the listener does (daemon/resp.h), checks the parser's promises and that a parsed command
 // re-encoded as an array of bulk strings parses back to the same arguments, then executes it
-// (daemon/resp_commands.h) on an in-memory table and checks that exactly one reply came back.
+// (daemon/resp_commands.h) on an in-memory table and checks that exactly one reply came back,
+// and that no reply passes the reply limit (a multi-key reply past it becomes an error).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -26,8 +27,14 @@ bool one_reply(const std::string& out) {
          out.compare(out.size() - 2, 2, "\r\n") == 0;
 }
 
+// Above the largest single value (max_session_bytes below), so only replies that grow with
+// their arguments or the data can reach it.
+constexpr std::size_t kMaxReplyBytes = 96 << 10;
+
 struct Engine {
-  Engine() : table(options(), clock, nullptr), commands(table, clock, {nullptr, 0, 0}) {}
+  Engine()
+      : table(options(), clock, nullptr),
+        commands(table, clock, {nullptr, 0, 0, nullptr, kMaxReplyBytes}) {}
   static sessiond::storage::TableOptions options() {
     sessiond::storage::TableOptions o;
     o.shard_count = 4;
@@ -77,7 +84,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       std::string out;
       engine->commands.execute(args, client, &out);
       check(one_reply(out));
-      engine->clock.advance_ms(37);  // TTLs run out across commands
+      check(out.size() <= kMaxReplyBytes + 256);  // the limit, or an error in its place
+      engine->clock.advance_ms(37);               // TTLs run out across commands
       if (engine->table.size() > 1000) {
         const std::vector<std::string_view> flush{"FLUSHDB"};
         out.clear();
