@@ -176,12 +176,16 @@ Handlers::Handlers(storage::SessionTable& table, storage::Store* store, Counters
       counters_(counters),
       address_(std::move(address)),
       max_body_(max_body),
-      auth_(std::move(auth)) {}
+      auth_(std::move(auth)) {
+  snapshots_.push_back(std::make_unique<const Security>());
+  security_.store(snapshots_.back().get(), std::memory_order_release);
+}
 
 void Handlers::set_security(SecurityPolicy policy, IdSigner signer, const storage::Clock& clock) {
-  security_.store(
-      std::make_shared<const Security>(Security{std::move(policy), std::move(signer), &clock}),
-      std::memory_order_release);
+  std::lock_guard lock(snapshots_mu_);
+  snapshots_.push_back(
+      std::make_unique<const Security>(Security{std::move(policy), std::move(signer), &clock}));
+  security_.store(snapshots_.back().get(), std::memory_order_release);
 }
 
 Result<storage::SessionId> Handlers::parse_id(const Security& security, const std::string& bytes) {
@@ -320,7 +324,7 @@ void Handlers::handle_creates(std::span<const Request> creates, ConnectionState*
     for (const Request& c : creates) handle(c.header, c.body, state, out);
     return;
   }
-  const auto security = security_.load(std::memory_order_acquire);
+  const Security* security = security_.load(std::memory_order_acquire);
   std::vector<storage::NewSession> sessions;
   std::vector<Status> refused(creates.size());  // answered without reaching the engine
   std::vector<std::size_t> slot(creates.size());
@@ -373,7 +377,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
                                                  std::string(protocol::opcode_name(opcode))),
         out);
   }
-  const auto security = security_.load(std::memory_order_acquire);
+  const Security* security = security_.load(std::memory_order_acquire);
   // Parses the request body into M, or answers INVALID_ARGUMENT and returns false.
   auto parse = [&](auto* message) {
     Status s = protocol::parse_body(body, opcode, message);

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -127,8 +128,13 @@ class Handlers {
   std::string address_;
   std::uint32_t max_body_;
   AuthConfig auth_;
-  // Replaced whole by set_security; never null.
-  std::atomic<std::shared_ptr<const Security>> security_{std::make_shared<const Security>()};
+  // The current snapshot, replaced whole by set_security; never null. A request loads it once
+  // (one acquire load, no reference count to contend on) and uses it throughout.
+  std::atomic<const Security*> security_;
+  // Every snapshot ever published, kept until the handlers end, since a request on another
+  // thread may still use the one it loaded: reloads are rare and a snapshot is small.
+  std::mutex snapshots_mu_;  // guards snapshots_
+  std::vector<std::unique_ptr<const Security>> snapshots_;
 };
 
 }  // namespace sessiond::daemon
