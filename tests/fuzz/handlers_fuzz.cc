@@ -63,7 +63,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   policy.hijack.max_distinct_ips = 2;
   handlers.set_security(policy, sessiond::daemon::IdSigner(keys), clock);
 
-  std::vector<std::string> created;  // wire ids, in the order the node handed them out
+  std::vector<std::string> created;         // wire ids, in the order the node handed them out
   sessiond::daemon::ConnectionState state;  // no secrets: admin, and no AUTH ever fails
   state.role = sessiond::daemon::Role::kAdmin;
   // Checks that `out` holds exactly one response for each of `requests`, in order, and keeps

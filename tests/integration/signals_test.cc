@@ -210,7 +210,8 @@ TEST_F(SignalsTest, SighupAppliesTheLogLevelAndPresetPoliciesOfTheConfigFile) {
   node->send_signal(SIGHUP);
   ASSERT_TRUE(node->wait_for_log(kReloaded, 10s)) << node->log();
   // The first close happened before the reload, so its (absent) line would come first.
-  EXPECT_FALSE(contains(node->log(), "a frame did not complete within the frame timeout")) << node->log();
+  EXPECT_FALSE(contains(node->log(), "a frame did not complete within the frame timeout"))
+      << node->log();
   EXPECT_TRUE(contains(node->log(), "reload: log level debug (was info)")) << node->log();
   EXPECT_TRUE(contains(node->log(), "finance signed-ids on -> off")) << node->log();
   // --threads comes from the command line (TestNode passes 2), so the file's 1 changes nothing.
@@ -218,7 +219,8 @@ TEST_F(SignalsTest, SighupAppliesTheLogLevelAndPresetPoliciesOfTheConfigFile) {
 
   // Debug lines now show.
   ASSERT_TRUE(stalled_connection_is_closed(node->address(), 10s));
-  EXPECT_TRUE(node->wait_for_log("a frame did not complete within the frame timeout", 10s)) << node->log();
+  EXPECT_TRUE(node->wait_for_log("a frame did not complete within the frame timeout", 10s))
+      << node->log();
   // New finance sessions get bare ids; the signed id handed out before still works.
   auto bare_after = create(client, Preset::kFinance, "after");
   ASSERT_TRUE(bare_after.ok()) << bare_after.status().ToString();
