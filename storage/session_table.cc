@@ -290,10 +290,18 @@ class SessionTable::Impl {
                                std::int64_t now, std::int64_t pending = 0);
   Status check_fields(std::string_view user_id, std::span<const FieldRef> fields) const;
   Status reserve_bytes(std::int64_t delta);
-  // The per-user limit before a session is added to `user` (see TableOptions): destroys the
-  // user's oldest sessions to make room, or answers FORBIDDEN. Takes its own locks: call it
-  // holding none.
-  Status make_room_for(std::string_view user);
+  // The per-user limit before a session is added to `user` (see TableOptions): the user's
+  // oldest sessions that must end to make room (none when there is room), or FORBIDDEN under
+  // the refuse policy. Only looks: the caller ends them in the write that adds the session,
+  // so a request that fails ends nothing. Takes its own locks: call it holding none.
+  Result<std::vector<SessionId>> sessions_to_evict(std::string_view user);
+  // Under the locks of the shards of `ids`: the ops that end those still alive and still of
+  // `user` (appended to *ops) and the records to unlink once they are written.
+  void retire_evicted(std::span<const SessionId> ids, std::string_view user, std::int64_t now,
+                      std::vector<StoreOp>* ops, std::vector<std::pair<Shard*, Record*>>* ending);
+  // After the write: drops the evicted records from memory and counts them as destroys.
+  void unlink_evicted(std::span<const std::pair<Shard*, Record*>> ending);
+  std::size_t shard_index(const SessionId& id) const { return id_word(id, 8) & mask_; }
   void account(Shard& shard, std::int64_t delta) {
     shard.bytes = static_cast<std::size_t>(static_cast<std::int64_t>(shard.bytes) + delta);
     total_bytes_.fetch_add(delta, std::memory_order_relaxed);
@@ -544,43 +552,75 @@ Result<RecordPtr> SessionTable::Impl::new_record(const NewSession& request) {
   return r;
 }
 
-Status SessionTable::Impl::make_room_for(std::string_view user) {
+Result<std::vector<SessionId>> SessionTable::Impl::sessions_to_evict(std::string_view user) {
   const std::size_t limit = options_.max_sessions_per_user;
-  if (limit == 0 || user.empty()) return {};
+  std::vector<SessionId> out;
+  if (limit == 0 || user.empty()) return out;
   std::vector<SessionMeta> sessions = list_user(user);  // oldest first
-  if (sessions.size() < limit) return {};
+  if (sessions.size() < limit) return out;
   if (options_.user_limit_policy == TableOptions::UserLimitPolicy::kRefuse) {
     return Status(StatusCode::kForbidden, "user '" + std::string(user) + "' has " +
                                               std::to_string(sessions.size()) +
                                               " sessions; the limit is " + std::to_string(limit));
   }
-  for (std::size_t i = 0; i + limit <= sessions.size(); ++i) {
-    const Status s = destroy(sessions[i].id);
-    if (!s.ok() && s.code() != StatusCode::kNotFound && s.code() != StatusCode::kExpired) return s;
+  for (std::size_t i = 0; i + limit <= sessions.size(); ++i) out.push_back(sessions[i].id);
+  return out;
+}
+
+void SessionTable::Impl::retire_evicted(std::span<const SessionId> ids, std::string_view user,
+                                        std::int64_t now, std::vector<StoreOp>* ops,
+                                        std::vector<std::pair<Shard*, Record*>>* ending) {
+  for (const SessionId& id : ids) {
+    Shard& shard = shard_of(id);
+    auto it = shard.records.find(id);
+    if (it == shard.records.end()) continue;  // ended meanwhile
+    Record* r = it->get();
+    if (r->deadline_ms() <= now || detail::blob_user_id(r->blob()) != user) continue;
+    ops->push_back(StoreOp{StoreOp::Kind::kDeleteSession, id_bytes(r->id), {}, {}, 0});
+    ops->push_back(StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(r->id), {}, user, 0});
+    ending->emplace_back(&shard, r);
   }
-  return {};
+}
+
+void SessionTable::Impl::unlink_evicted(std::span<const std::pair<Shard*, Record*>> ending) {
+  for (const auto& [shard, r] : ending) {
+    unlink(*shard, r);
+    ++shard->counters.destroys;
+  }
 }
 
 Result<SessionMeta> SessionTable::Impl::create(const NewSession& request) {
-  if (Status s = make_room_for(request.user_id); !s.ok()) return s;
+  // Everything that can refuse the request comes before anything ends: the record's checks,
+  // the limit's policy, and then one write that adds the session and ends the evicted ones.
   auto made = new_record(request);
   if (!made.ok()) return made.status();
   RecordPtr r = std::move(made).value();
-  // A collision has probability 2^-256; if it ever happens the new id may belong to another
-  // shard, so look again under that shard's lock.
-  Shard* shard = &shard_of(r->id);
-  std::unique_lock lock(shard->mu);
-  while (shard->records.contains(r->id)) {
-    lock.unlock();
-    r->id = new_session_id();
-    shard = &shard_of(r->id);
-    lock = std::unique_lock(shard->mu);
+  auto evict = sessions_to_evict(request.user_id);
+  if (!evict.ok()) return evict.status();
+  std::vector<std::size_t> indexes;
+  for (;;) {
+    indexes.assign({shard_index(r->id)});
+    for (const SessionId& id : *evict) indexes.push_back(shard_index(id));
+    auto locks = lock_shards(indexes);
+    // A collision has probability 2^-256; if it ever happens the new id may belong to another
+    // shard, so look again under that shard's lock.
+    if (shard_of(r->id).records.contains(r->id)) {
+      locks.clear();
+      r->id = new_session_id();
+      continue;
+    }
+    const std::int64_t now = clock_.now_ms();
+    std::vector<StoreOp> retire;
+    std::vector<std::pair<Shard*, Record*>> ending;
+    retire_evicted(*evict, request.user_id, now, &retire, &ending);
+    if (Status s = persist_record(r.get(), retire); !s.ok()) return s;
+    unlink_evicted(ending);
+    Shard& shard = shard_of(r->id);
+    SessionMeta meta = meta_of(*r);
+    insert(shard, std::move(r));
+    ++shard.counters.creates;
+    return meta;
   }
-  if (Status s = persist_record(r.get()); !s.ok()) return s;
-  SessionMeta meta = meta_of(*r);
-  insert(*shard, std::move(r));
-  ++shard->counters.creates;
-  return meta;
 }
 
 // Group commit: every valid request's record and user-index entry go into one WriteBatch, so
@@ -620,7 +660,7 @@ void SessionTable::Impl::create_chunk(std::span<const NewSession> requests,
       continue;
     }
     records[i] = std::move(made).value();
-    shard_indexes.push_back(id_word(records[i]->id, 8) & mask_);
+    shard_indexes.push_back(shard_index(records[i]->id));
     results.emplace_back(meta_of(*records[i]));
   }
   const auto locks = lock_shards(std::move(shard_indexes));
@@ -852,6 +892,7 @@ Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
     return Status::TooLarge("user id is " + std::to_string(options.user_id->size()) +
                             " bytes; the limit is " + std::to_string(options_.max_user_id_bytes));
   }
+  std::vector<SessionId> evict;
   if (options.user_id && options_.max_sessions_per_user > 0) {
     // Moving the session to another user counts against that user's limit. A look at its user,
     // not a read (no counters, no expiry): the regenerate below reports a session not alive.
@@ -864,15 +905,19 @@ Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
           it != shard.records.end() && detail::blob_user_id((*it)->blob()) != *options.user_id;
     }
     if (other_user) {
-      if (Status s = make_room_for(*options.user_id); !s.ok()) return s;
+      auto found = sessions_to_evict(*options.user_id);
+      if (!found.ok()) return found.status();
+      evict = std::move(found).value();
     }
   }
-  const std::int64_t now = clock_.now_ms();
   SessionId new_id = new_session_id();
   while (new_id == id) new_id = new_session_id();
   Shard& old_shard = shard_of(id);
   Shard& new_shard = shard_of(new_id);
-  const auto locks = lock_two(old_shard, new_shard);
+  std::vector<std::size_t> indexes{shard_index(id), shard_index(new_id)};
+  for (const SessionId& e : evict) indexes.push_back(shard_index(e));
+  const auto locks = lock_shards(std::move(indexes));
+  const std::int64_t now = clock_.now_ms();
   auto found = find_alive(old_shard, id, now);
   if (!found.ok()) return found.status();
   Record* old = *found;
@@ -903,7 +948,11 @@ Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
   detail::encode_blob(new_user, refs, version, &blob);
 
   RecordPtr r = Record::make(new_id, blob);
-  r->created_at_ms = now;
+  // The idle timeout starts now, the absolute one does not: regenerating periodically must not
+  // keep a session alive forever. Only a new user (an anonymous session logging in) starts a
+  // new lifetime.
+  const bool new_lifetime = new_user != old_user;
+  r->created_at_ms = new_lifetime ? now : old->created_at_ms;
   r->last_access_ms = now;
   r->idle_ms = old->idle_ms;
   r->absolute_ms = old->absolute_ms;
@@ -917,13 +966,17 @@ Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
       !s.ok()) {
     return s;
   }
-  std::array<StoreOp, 2> retire;  // the old id and its user-index entry go in the same batch
-  std::size_t n = 0;
-  retire[n++] = StoreOp{StoreOp::Kind::kDeleteSession, id_bytes(id), {}, {}, 0};
+  // The old id and its user-index entry, and the new user's sessions that make room, go in the
+  // same batch.
+  std::vector<StoreOp> retire;
+  retire.push_back(StoreOp{StoreOp::Kind::kDeleteSession, id_bytes(id), {}, {}, 0});
   if (!old_user.empty()) {
-    retire[n++] = StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(id), {}, old_user, 0};
+    retire.push_back(StoreOp{StoreOp::Kind::kDeleteUser, id_bytes(id), {}, old_user, 0});
   }
-  if (Status s = persist_record(r.get(), std::span(retire.data(), n)); !s.ok()) return s;
+  std::vector<std::pair<Shard*, Record*>> ending;
+  retire_evicted(evict, new_user, now, &retire, &ending);
+  if (Status s = persist_record(r.get(), retire); !s.ok()) return s;
+  unlink_evicted(ending);
   SessionMeta meta = meta_of(*r);
   unlink(old_shard, old);
   insert(new_shard, std::move(r));

@@ -54,8 +54,9 @@ struct TableOptions {
   std::size_t max_session_bytes = 1u << 20;  // user id + names + values
   // Sessions per user (0 = no limit). When a create (or a regenerate that moves a session to
   // another user) would pass it, the user's oldest sessions are destroyed to make room
-  // (kRevokeOldest) or the request answers FORBIDDEN (kRefuse). Checked, not reserved, like
-  // the memory budget: concurrent creates for one user can pass it by a few.
+  // (kRevokeOldest: in the same write that adds the session, and only once every other check
+  // has passed) or the request answers FORBIDDEN (kRefuse). Checked, not reserved, like the
+  // memory budget: concurrent creates for one user can pass it by a few.
   std::size_t max_sessions_per_user = 0;
   enum class UserLimitPolicy { kRevokeOldest, kRefuse };
   UserLimitPolicy user_limit_policy = UserLimitPolicy::kRevokeOldest;
@@ -206,7 +207,10 @@ class SessionTable {
   // Removes the session. NOT_FOUND / EXPIRED if it was not alive.
   Status destroy(const SessionId& id);
   // One atomic step: a new id, the same data (or options.replace_fields), and the old id gone.
-  // The new session starts its timeouts now. NOT_FOUND / EXPIRED for a dead old id.
+  // The idle timeout restarts now; the absolute deadline (created_at) stays the old session's,
+  // unless options.user_id changes the user, which starts a new lifetime. NOT_FOUND / EXPIRED
+  // for a dead old id; a request that fails changes nothing (the per-user limit evicts only in
+  // the write that succeeds).
   Result<SessionMeta> regenerate(const SessionId& id, const RegenerateOptions& options = {});
   // The user's alive sessions, oldest first.
   std::vector<SessionMeta> list_user(std::string_view user_id);

@@ -322,8 +322,10 @@ class Hammer {
         }
         check_version(result->version);
         ASSERT_NE(result->id, id);
-        ASSERT_GE(result->created_at_ms, t0);
+        // A regenerate keeps the session's lifetime (created_at) unless it moves it to another
+        // user, which starts a new one now.
         ASSERT_LE(result->created_at_ms, t1);
+        ASSERT_GT(result->deadline_ms, t0);
         seen.ended.push_back(id);
         seen.issued.push_back(result->id);
         ++seen.regenerates;

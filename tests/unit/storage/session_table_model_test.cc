@@ -550,7 +550,9 @@ class ModelRun {
     ModelSession fresh;
     fresh.user_id = options.user_id.value_or(m->user_id);
     for (const auto& [name, value] : fields) fresh.fields[name] = {value, meta.version};
-    fresh.created_at_ms = fresh.last_access_ms = now();
+    // The same user keeps the session's lifetime (its absolute deadline); a new one starts it.
+    fresh.created_at_ms = fresh.user_id == m->user_id ? m->created_at_ms : now();
+    fresh.last_access_ms = now();
     fresh.timeouts = m->timeouts;
     fresh.version = meta.version;
     fresh.context = m->context;

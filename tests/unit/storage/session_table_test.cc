@@ -346,7 +346,8 @@ TEST_F(SessionTableTest, RegenerateGivesNewIdSameDataAndKillsOldId) {
   auto r = table_.regenerate(m.id);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_NE(r->id, m.id);
-  EXPECT_EQ(r->created_at_ms, clock_.now_ms());
+  EXPECT_EQ(r->created_at_ms, m.created_at_ms);  // the same lifetime (the same user)
+  EXPECT_EQ(r->last_access_ms, clock_.now_ms());
   EXPECT_EQ(get_code(m.id), StatusCode::kNotFound);  // fixation: the old id is useless
   Session s = read(r->id);
   EXPECT_EQ(s.field("cart")->value, "[7]");
@@ -377,6 +378,37 @@ TEST_F(SessionTableTest, RegenerateOfExpiredIdFailsAndCreatesNothing) {
   EXPECT_EQ(table_.regenerate(m.id).code(), StatusCode::kExpired);
   EXPECT_EQ(table_.stats().sessions, 0u);
   EXPECT_TRUE(table_.list_user("alice").empty());
+}
+
+// Issue 11, review finding 3: REGENERATE restarted the absolute timeout, so regenerating
+// periodically kept a session alive forever. The absolute deadline stays; only a new user (an
+// anonymous session logging in) starts a new lifetime.
+TEST_F(SessionTableTest, RegenerateKeepsTheAbsoluteDeadlineUnlessTheUserChanges) {
+  const Timeouts timeouts{0, 10'000};  // absolute only
+  SessionMeta m = make("alice", {}, timeouts);
+  const std::int64_t deadline = m.deadline_ms;
+  SessionId id = m.id;
+  for (int i = 0; i < 4; ++i) {  // every 3 s, past the 10 s lifetime
+    clock_.advance_ms(3'000);
+    auto r = table_.regenerate(id);
+    if (clock_.now_ms() >= deadline) {
+      EXPECT_FALSE(r.ok()) << "regenerated past its absolute deadline";
+      break;
+    }
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->deadline_ms, deadline);
+    id = r->id;
+  }
+  EXPECT_NE(get_code(id), StatusCode::kOk);
+  // Logging in an anonymous session starts the user's lifetime then.
+  SessionMeta anon = make("", {}, timeouts);
+  clock_.advance_ms(6'000);
+  RegenerateOptions login;
+  login.user_id = "bob";
+  auto logged_in = table_.regenerate(anon.id, login);
+  ASSERT_TRUE(logged_in.ok());
+  EXPECT_EQ(logged_in->created_at_ms, clock_.now_ms());
+  EXPECT_EQ(logged_in->deadline_ms, clock_.now_ms() + 10'000);
 }
 
 TEST_F(SessionTableTest, ListUserReturnsAliveSessionsOldestFirst) {
@@ -648,6 +680,61 @@ TEST_F(UserLimitTest, OldestSessionsMakeRoom) {
   for (auto& r : batch) r.user_id = "carol";
   for (const auto& r : table.create_batch(batch)) EXPECT_TRUE(r.ok());
   EXPECT_EQ(table.list_user("carol").size(), 2u);
+}
+
+// Issue 11, review finding 1: the oldest session was destroyed before the request was checked,
+// so a CREATE or REGENERATE that was then refused still logged the user out elsewhere.
+TEST_F(UserLimitTest, ARefusedRequestEndsNoSessionOfTheUser) {
+  TableOptions o;
+  o.shard_count = 4;
+  o.max_sessions_per_user = 2;
+  o.max_session_bytes = 1000;
+  SessionTable table(o, clock_, nullptr);
+  auto first = create(table, "alice");
+  clock_.advance_ms(1);
+  auto second = create(table, "alice");
+  ASSERT_TRUE(first.ok() && second.ok());
+  const auto alice_intact = [&] {
+    const auto sessions = table.list_user("alice");
+    return sessions.size() == 2 && sessions[0].id == first->id && sessions[1].id == second->id;
+  };
+  NewSession too_large;
+  too_large.user_id = "alice";
+  too_large.fields = {{"blob", std::string(2000, 'x')}};
+  EXPECT_EQ(table.create(too_large).status().code(), StatusCode::kTooLarge);
+  EXPECT_TRUE(alice_intact());
+  NewSession bad_timeouts;
+  bad_timeouts.user_id = "alice";
+  bad_timeouts.timeouts = Timeouts{-1, 0};
+  EXPECT_EQ(table.create(bad_timeouts).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(alice_intact());
+  // A regenerate into alice that fails: the session has expired, or its new data is too large.
+  NewSession short_lived;
+  short_lived.timeouts = Timeouts{10, 0};
+  auto guest = table.create(short_lived);
+  ASSERT_TRUE(guest.ok());
+  clock_.advance_ms(20);
+  RegenerateOptions login;
+  login.user_id = "alice";
+  EXPECT_FALSE(table.regenerate(guest->id, login).ok());
+  EXPECT_TRUE(alice_intact());
+  auto guest2 = table.create(NewSession{});
+  ASSERT_TRUE(guest2.ok());
+  RegenerateOptions login_too_large = login;
+  login_too_large.replace_fields =
+      std::vector<std::pair<std::string, std::string>>{{"blob", std::string(2000, 'x')}};
+  EXPECT_EQ(table.regenerate(guest2->id, login_too_large).status().code(), StatusCode::kTooLarge);
+  EXPECT_TRUE(alice_intact());
+  // What succeeds still makes room, in the same step.
+  auto third = table.regenerate(guest2->id, login);
+  ASSERT_TRUE(third.ok()) << third.status().ToString();
+  const auto alice = table.list_user("alice");
+  ASSERT_EQ(alice.size(), 2u);
+  EXPECT_EQ(alice[0].id, second->id);
+  EXPECT_EQ(alice[1].id, third->id);
+  Session s;
+  EXPECT_EQ(table.get(first->id, {}, &s).code(), StatusCode::kNotFound);
+  EXPECT_EQ(table.stats().destroys, 1u);
 }
 
 TEST_F(UserLimitTest, RefusePolicyAnswersForbidden) {
