@@ -2,32 +2,14 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <charconv>
 #include <thread>
 
 #include "daemon/handlers.h"
+#include "protocol/frame.h"
+#include "protocol/host_port.h"
+#include "protocol/version.h"
 
 namespace sessiond::daemon {
-
-Status parse_host_port(const std::string& text, std::string* host, std::uint16_t* port) {
-  const auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon + 1 == text.size()) {
-    return Status::InvalidArgument("'" + text + "' is not HOST:PORT");
-  }
-  std::string h = text.substr(0, colon);
-  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-  if (h.empty()) return Status::InvalidArgument("'" + text + "' has no host");
-  unsigned value = 0;
-  const char* begin = text.data() + colon + 1;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(begin, end, value);
-  if (ec != std::errc() || ptr != end || value > 65535) {
-    return Status::InvalidArgument("'" + text + "' has no valid port (0-65535)");
-  }
-  *host = h;
-  *port = static_cast<std::uint16_t>(value);
-  return {};
-}
 
 namespace {
 
@@ -56,7 +38,8 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   o.store.path = "var";
 
   CLI::App app{"sessiond: a session store for web applications (docs/operations.md)"};
-  app.set_version_flag("--version", "sessiond 0.1.0 (protocol 1)");
+  app.set_version_flag("--version", "sessiond " + std::string(kVersion) + " (protocol " +
+                                        std::to_string(protocol::kProtocolVersion) + ")");
   app.set_config("--config", "", "read options from this TOML file (keys = long flag names)");
   app.option_defaults()->always_capture_default();
 
@@ -206,8 +189,11 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
       }
     }
   }
-  if (Status s = parse_host_port(listen, &o.listen_host, &o.listen_port); !s.ok()) {
-    return usage_error("--listen: " + s.message());
+  if (auto endpoint = parse_host_port(listen); endpoint.ok()) {
+    o.listen_host = std::move(endpoint->host);
+    o.listen_port = endpoint->port;
+  } else {
+    return usage_error("--listen: " + endpoint.status().message());
   }
   o.tls.client_auth = client_auth == "require"    ? TlsOptions::ClientAuth::kRequire
                       : client_auth == "optional" ? TlsOptions::ClientAuth::kOptional

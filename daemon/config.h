@@ -62,7 +62,4 @@ struct ParsedOptions {
 // Parses argv (and the file named by --config). Never throws.
 ParsedOptions parse_options(int argc, const char* const* argv);
 
-// Splits "host:port" ("[::1]:7400" for IPv6); INVALID_ARGUMENT with a clear message otherwise.
-Status parse_host_port(const std::string& text, std::string* host, std::uint16_t* port);
-
 }  // namespace sessiond::daemon

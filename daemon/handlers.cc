@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "protocol/sessiond.pb.h"
+#include "protocol/version.h"
 
 namespace sessiond::daemon {
 namespace {
@@ -399,7 +400,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       wire::PingResponse resp;
       resp.set_payload(req.payload());
       resp.set_protocol_version(protocol::kProtocolVersion);
-      resp.set_server("sessiond/0.1.0");
+      resp.set_server(std::string("sessiond/").append(kVersion));
       return reply(resp);
     }
     case Opcode::kAuth: {

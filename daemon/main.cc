@@ -18,6 +18,7 @@
 #include "daemon/reload.h"
 #include "daemon/resp_commands.h"
 #include "daemon/server.h"
+#include "protocol/version.h"
 #include "storage/clock.h"
 #include "storage/session_table.h"
 #include "storage/store.h"
@@ -74,7 +75,7 @@ int main(int argc, char** argv) {
   for (int number : {SIGHUP, SIGUSR1, SIGUSR2}) ::signal(number, SIG_IGN);
   raise_file_limit();
 
-  spdlog::info("sessiond 0.1.0 starting: data dir {}, durability {}, {} worker threads",
+  spdlog::info("sessiond {} starting: data dir {}, durability {}, {} worker threads", kVersion,
                options.store.path, storage::durability_name(options.store.durability),
                options.threads);
   // Unusable certificate files fail the start before a recovery that may take a while.

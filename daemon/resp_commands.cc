@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "daemon/resp.h"
+#include "protocol/version.h"
 
 namespace sessiond::daemon::resp {
 
@@ -1386,7 +1387,7 @@ void cmd_info(Ctx& c) {
   if (wants("server")) {
     text += "# Server\r\n";
     line("redis_version", "7.0.15");
-    line("sessiond_version", "0.1.0");
+    line("sessiond_version", std::string(kVersion));
     line("redis_mode", "standalone");
     line("tcp_port", std::to_string(c.info.port));
     line("uptime_in_seconds", std::to_string((now - c.info.started_ms) / 1000));

@@ -5,9 +5,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
+#include "protocol/readable_file.h"
 
 namespace sessiond::daemon {
 namespace {
@@ -33,18 +31,6 @@ std::string openssl_reason() {
   char text[256];
   ERR_error_string_n(last, text, sizeof text);
   return text;
-}
-
-// OK when `path` can be opened for reading; else INVALID_ARGUMENT "cannot read <what> <path>:
-// <errno text>" (the clearest message for the common mistakes: a typo, a file owned by root).
-Status check_readable(const std::string& path, std::string_view what) {
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) {
-    return Status::InvalidArgument("cannot read " + std::string(what) + " " + path + ": " +
-                                   std::strerror(errno));
-  }
-  std::fclose(file);
-  return {};
 }
 
 // Never prompt on the terminal for the passphrase of an encrypted key: fail instead.

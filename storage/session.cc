@@ -10,21 +10,12 @@
 #include <cstring>
 #include <optional>
 
+#include "protocol/base64url.h"
+
 namespace sessiond::storage {
 namespace {
 
-constexpr std::string_view kBase64Url =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-constexpr std::size_t kIdTextLength = 43;  // ceil(32 * 8 / 6)
-
-int base64url_value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '-') return 62;
-  if (c == '_') return 63;
-  return -1;
-}
+constexpr std::size_t kIdTextLength = base64url_encoded_size(std::tuple_size_v<SessionId>);  // 43
 
 }  // namespace
 
@@ -38,40 +29,15 @@ SessionId new_session_id() {
 }
 
 std::string session_id_to_text(const SessionId& id) {
-  std::string out;
-  out.reserve(kIdTextLength);
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (std::uint8_t byte : id) {
-    acc = (acc << 8) | byte;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(kBase64Url[(acc >> bits) & 0x3f]);
-    }
-  }
-  if (bits > 0) out.push_back(kBase64Url[(acc << (6 - bits)) & 0x3f]);
-  return out;
+  return base64url_encode(std::string_view(reinterpret_cast<const char*>(id.data()), id.size()));
 }
 
 std::optional<SessionId> session_id_from_text(std::string_view text) {
+  // 43 characters carry 258 bits: the decoder refuses the text unless the last 2 are zero, or
+  // two texts would name one id.
   if (text.size() != kIdTextLength) return std::nullopt;
   SessionId id{};
-  std::uint32_t acc = 0;
-  int bits = 0;
-  std::size_t pos = 0;
-  for (char c : text) {
-    const int v = base64url_value(c);
-    if (v < 0) return std::nullopt;
-    acc = (acc << 6) | static_cast<std::uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      if (pos < id.size()) id[pos++] = static_cast<std::uint8_t>(acc >> bits);
-    }
-  }
-  // 43 chars carry 258 bits: the last 2 must be zero, or two texts would name one id.
-  if ((acc & ((1u << bits) - 1)) != 0) return std::nullopt;
+  if (!base64url_decode_to(text, id).ok()) return std::nullopt;
   return id;
 }
 

@@ -9,9 +9,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <optional>
-#include <string>
-#include <string_view>
 
 namespace sessiond::client_detail {
 
@@ -41,31 +38,5 @@ struct RetryPolicy {
     return attempts <= max_retries;
   }
 };
-
-// Splits "host:port" or "[v6]:port"; nullopt when it is not of that shape or the port is not
-// 1-65535.
-struct HostPort {
-  std::string host;
-  std::string port;
-};
-inline std::optional<HostPort> parse_host_port(std::string_view address) {
-  const auto colon = address.rfind(':');
-  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
-  std::string_view host = address.substr(0, colon);
-  const std::string_view port = address.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  } else if (host.find(':') != std::string_view::npos) {
-    return std::nullopt;  // a bare IPv6 address needs brackets
-  }
-  if (host.empty() || port.empty() || port.size() > 5) return std::nullopt;
-  std::uint32_t value = 0;
-  for (char c : port) {
-    if (c < '0' || c > '9') return std::nullopt;
-    value = value * 10 + static_cast<std::uint32_t>(c - '0');
-  }
-  if (value == 0 || value > 65535) return std::nullopt;
-  return HostPort{std::string(host), std::string(port)};
-}
 
 }  // namespace sessiond::client_detail

@@ -4,10 +4,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <string_view>
+
+#include "protocol/readable_file.h"
 
 namespace sessiond::client_detail {
 namespace {
@@ -19,16 +18,6 @@ std::string openssl_reason() {
   if (last == 0) return "unknown OpenSSL error";
   const char* reason = ERR_reason_error_string(last);
   return reason != nullptr ? reason : "OpenSSL error " + std::to_string(last);
-}
-
-Status check_readable(const std::string& path, std::string_view what) {
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) {
-    return Status::InvalidArgument("TLS: cannot read " + std::string(what) + " " + path + ": " +
-                                   std::strerror(errno));
-  }
-  std::fclose(file);
-  return {};
 }
 
 // Never prompt on the terminal for the passphrase of an encrypted key: fail instead.
@@ -59,7 +48,7 @@ Result<SslCtxPtr> make_client_context(const ClientTlsOptions& options) {
                                      openssl_reason());
     }
   } else {
-    if (Status s = check_readable(options.ca_file, "ca_file"); !s.ok()) return s;
+    if (Status s = check_readable(options.ca_file, "TLS ca_file"); !s.ok()) return s;
     if (SSL_CTX_load_verify_locations(ctx.get(), options.ca_file.c_str(), nullptr) != 1) {
       return Status::InvalidArgument("TLS: ca_file " + options.ca_file +
                                      " holds no usable PEM certificate: " + openssl_reason());
@@ -70,12 +59,12 @@ Result<SslCtxPtr> make_client_context(const ClientTlsOptions& options) {
         "TLS: cert_file and key_file go together (mutual TLS needs both, or neither)");
   }
   if (options.cert_file.empty()) return ctx;
-  if (Status s = check_readable(options.cert_file, "cert_file"); !s.ok()) return s;
+  if (Status s = check_readable(options.cert_file, "TLS cert_file"); !s.ok()) return s;
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), options.cert_file.c_str()) != 1) {
     return Status::InvalidArgument("TLS: cert_file " + options.cert_file +
                                    " is not a usable PEM certificate: " + openssl_reason());
   }
-  if (Status s = check_readable(options.key_file, "key_file"); !s.ok()) return s;
+  if (Status s = check_readable(options.key_file, "TLS key_file"); !s.ok()) return s;
   if (SSL_CTX_use_PrivateKey_file(ctx.get(), options.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
     return Status::InvalidArgument("TLS: key_file " + options.key_file +
                                    " is not an unencrypted PEM key of cert_file " +

@@ -30,6 +30,7 @@
 
 #include "detail/retry_policy.h"
 #include "detail/tls_context.h"
+#include "protocol/host_port.h"
 #include "protocol/sessiond.pb.h"
 
 namespace sessiond::client_detail {
@@ -44,6 +45,14 @@ using asio::ip::tcp;
 constexpr std::size_t kReadChunk = 64 * 1024;
 
 std::string op_name(protocol::Opcode opcode) { return std::string(protocol::opcode_name(opcode)); }
+
+// The node's address, or nullopt when it is not HOST:PORT with a port one can connect to
+// (port 0 only means something to a listener).
+std::optional<HostPort> node_endpoint(const std::string& address) {
+  auto parsed = parse_host_port(address);
+  if (!parsed.ok() || parsed->port == 0) return std::nullopt;
+  return std::move(parsed).value();
+}
 
 }  // namespace
 
@@ -197,7 +206,7 @@ void Connection::connect() {
     fail(link, "connecting took longer than " + std::to_string(t_.options.timeout.count()) + " ms");
   });
   link->resolver.async_resolve(
-      t_.endpoint->host, t_.endpoint->port,
+      t_.endpoint->host, std::to_string(t_.endpoint->port),
       [this, link](const std::error_code& ec, const tcp::resolver::results_type& results) {
         if (link != link_) return;
         if (ec) {
@@ -500,7 +509,7 @@ Transport::State::State(const Client::Options& opts)
     : work(asio::make_work_guard(io)),
       options(opts),
       policy{opts.backoff_initial, opts.backoff_max, opts.backoff_multiplier, opts.max_retries},
-      endpoint(parse_host_port(opts.address)),
+      endpoint(node_endpoint(opts.address)),
       deadline_timer_(io) {
   if (opts.tls.enabled) {
     auto ctx = make_client_context(opts.tls);

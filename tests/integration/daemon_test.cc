@@ -92,6 +92,8 @@ TEST_F(DaemonTest, EveryOperationOverTheWire) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->request_id, 1u);
   EXPECT_EQ(parse<wire::PingResponse>(*r).payload(), "hello");
+  // The version comes from project(sessiond VERSION ...) in CMakeLists.txt.
+  EXPECT_EQ(parse<wire::PingResponse>(*r).server(), "sessiond/" SESSIOND_PROJECT_VERSION);
 
   const std::string id = create(c, "alice", 2);
   ASSERT_EQ(id.size(), 32u);
@@ -529,11 +531,16 @@ TEST_F(DaemonTest, HelpListsEveryOptionAndBadFlagsAreUsageErrors) {
     EXPECT_NE(help.out.find(flag), std::string::npos) << flag;
   }
   EXPECT_NE(help.out.find("127.0.0.1:7400"), std::string::npos);  // defaults are shown
+  auto version = testing::run_process(SESSIOND_DAEMON_PATH, {"--version"});
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_EQ(version.out, "sessiond " SESSIOND_PROJECT_VERSION " (protocol 1)\n");
   auto bad = testing::run_process(SESSIOND_DAEMON_PATH, {"--durability", "fast"});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.err.find("durability"), std::string::npos) << bad.err;
   auto bad_listen = testing::run_process(SESSIOND_DAEMON_PATH, {"--listen", "nowhere"});
   EXPECT_EQ(bad_listen.exit_code, 2);
+  EXPECT_NE(bad_listen.err.find("--listen: 'nowhere' is not HOST:PORT"), std::string::npos)
+      << bad_listen.err;
   for (const char* flag : {"--signed-ids", "--id-key-file", "--hijack-policy",
                            "--hijack-max-speed-kmh", "--hijack-max-ips", "--preset-policy"}) {
     EXPECT_NE(help.out.find(flag), std::string::npos) << flag;

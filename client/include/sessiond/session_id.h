@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "protocol/base64url.h"  // base64url_encode, base64url_decode
 #include "protocol/status.h"
 
 namespace sessiond {
@@ -31,10 +32,5 @@ std::optional<std::string> session_id_to_bytes(std::string_view text);
 
 // The text form of 32 or 48 raw bytes; an empty string for any other length.
 std::string session_id_from_bytes(std::string_view bytes);
-
-// base64url without padding (RFC 4648 §5), as session ids and JWTs use it.
-std::string base64url_encode(std::string_view bytes);
-// Refuses padding, characters outside the alphabet and non-canonical trailing bits.
-Result<std::string> base64url_decode(std::string_view text);
 
 }  // namespace sessiond

@@ -97,6 +97,15 @@ TEST(Client, MalformedAddressIsInvalidArgument) {
   EXPECT_NE(ping.status().message().find("HOST:PORT"), std::string::npos);
 }
 
+TEST(Client, PortZeroAndBareIpv6AreNotAddressesOfANode) {
+  for (const char* address : {"127.0.0.1:0", "::1:7400"}) {
+    Client client(options_for(address, 2s));
+    auto ping = client.ping();
+    EXPECT_EQ(ping.code(), StatusCode::kInvalidArgument) << address;
+    EXPECT_NE(ping.status().message().find("port 1-65535"), std::string::npos) << address;
+  }
+}
+
 TEST(Client, CallWithoutAnswerFailsUnavailableAtItsDeadline) {
   SilentListener listener;
   Client client(options_for(listener.address(), 300ms));

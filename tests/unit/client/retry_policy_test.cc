@@ -42,25 +42,5 @@ TEST(RetryPolicy, NoRetryPastTheDeadlineOrTheAttemptBudget) {
   EXPECT_FALSE(policy.may_retry(true, false, 3, now + milliseconds(1), now));
 }
 
-TEST(ParseHostPort, AcceptsHostsAndBracketedIpv6) {
-  auto v4 = parse_host_port("127.0.0.1:7400");
-  ASSERT_TRUE(v4);
-  EXPECT_EQ(v4->host, "127.0.0.1");
-  EXPECT_EQ(v4->port, "7400");
-  auto v6 = parse_host_port("[::1]:80");
-  ASSERT_TRUE(v6);
-  EXPECT_EQ(v6->host, "::1");
-  auto name = parse_host_port("localhost:65535");
-  ASSERT_TRUE(name);
-  EXPECT_EQ(name->host, "localhost");
-}
-
-TEST(ParseHostPort, RejectsMalformedAddresses) {
-  for (const char* bad : {"", "7400", ":7400", "host:", "host:0", "host:65536", "host:12a",
-                          "::1:80", "host:123456"}) {
-    EXPECT_FALSE(parse_host_port(bad)) << bad;
-  }
-}
-
 }  // namespace
 }  // namespace sessiond::client_detail
