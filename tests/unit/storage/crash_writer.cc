@@ -9,15 +9,23 @@
 // id's text form and a newline on stdout, with write(2) so that nothing acknowledged sits in a
 // stdio buffer when the SIGKILL comes: every line is a promise the parent holds the store to.
 //
+// With a third argument "touch" it makes one session instead (user "crash-toucher", idle
+// timeout kToucherIdleMs, the default coalescing fraction 0.1), prints its id, then reads it
+// with touch every few milliseconds and prints each read's last_access (ms since the epoch):
+// the test holds the store to the coalescing bound of the last one printed
+// (Persistence.KilledToucherLosesAtMostTheCoalescingSlack).
+//
 // Exits 2 with a message on stderr when the arguments are wrong or the store does not open, 1
-// when a write fails, 0 after kMaxSessions.
+// when a write fails, 0 after kMaxSessions (kMaxTouches).
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "storage/clock.h"
 #include "storage/session.h"
@@ -30,6 +38,8 @@ using sessiond::storage::Durability;
 using sessiond::storage::durability_from_name;
 using sessiond::storage::FieldChanges;
 using sessiond::storage::NewSession;
+using sessiond::storage::ReadOptions;
+using sessiond::storage::Session;
 using sessiond::storage::session_id_to_text;
 using sessiond::storage::SessionTable;
 using sessiond::storage::Store;
@@ -39,7 +49,9 @@ using sessiond::storage::TableOptions;
 using sessiond::storage::Timeouts;
 
 constexpr int kMaxSessions = 1'000'000;
+constexpr int kMaxTouches = 100'000;
 constexpr std::int64_t kHourMs = 3'600'000;
+constexpr std::int64_t kToucherIdleMs = 10'000;
 
 // Writes all of `bytes` to stdout, retrying short writes; false if stdout is gone.
 bool write_all(std::string_view bytes) {
@@ -52,7 +64,32 @@ bool write_all(std::string_view bytes) {
   return true;
 }
 
-int run(const std::string& path, Durability durability) {
+// The "touch" mode: one session, read with touch until killed.
+int touch(SessionTable& table) {
+  NewSession request;
+  request.user_id = "crash-toucher";
+  request.timeouts = Timeouts{kToucherIdleMs, 24 * kHourMs};
+  auto created = table.create(request);
+  if (!created.ok()) {
+    std::fprintf(stderr, "storage_crash_writer: create: %s\n", created.status().ToString().c_str());
+    return 1;
+  }
+  if (!write_all(session_id_to_text(created->id) + "\n")) return 1;
+  ReadOptions with_touch;
+  with_touch.touch = true;
+  Session session;
+  for (int i = 0; i < kMaxTouches; ++i) {
+    if (auto s = table.get(created->id, with_touch, &session); !s.ok()) {
+      std::fprintf(stderr, "storage_crash_writer: get: %s\n", s.ToString().c_str());
+      return 1;
+    }
+    if (!write_all(std::to_string(session.last_access_ms) + "\n")) return 1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // a pace, not a wait
+  }
+  return 0;
+}
+
+int run(const std::string& path, Durability durability, bool touch_mode) {
   StoreOptions store_options;
   store_options.path = path;
   store_options.durability = durability;
@@ -69,6 +106,7 @@ int run(const std::string& path, Durability durability) {
     return 2;
   }
 
+  if (touch_mode) return touch(table);
   NewSession request;
   request.user_id = "crash-writer";
   request.fields = {{"origin", "crash-writer"}};
@@ -101,8 +139,8 @@ int run(const std::string& path, Durability durability) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: storage_crash_writer <data-dir> <memory|async|sync>\n");
+  if (argc < 3 || argc > 4 || (argc == 4 && std::string_view(argv[3]) != "touch")) {
+    std::fprintf(stderr, "usage: storage_crash_writer <data-dir> <memory|async|sync> [touch]\n");
     return 2;
   }
   const auto durability = durability_from_name(argv[2]);
@@ -110,5 +148,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "storage_crash_writer: unknown durability '%s'\n", argv[2]);
     return 2;
   }
-  return run(argv[1], *durability);
+  return run(argv[1], *durability, argc == 4);
 }

@@ -948,6 +948,41 @@ class ChildProcess {
   std::string err_;
 };
 
+// Issue 11, review finding 10: the coalescing bound, shown with a killed process (not a clean
+// close): a session read with touch every few ms, then SIGKILL. The recovered deadline may be
+// early by at most idle_timeout x touch_persist_fraction (1 s here) against the last touch the
+// toucher saw acknowledged, and never later than that touch allows.
+TEST(Persistence, KilledToucherLosesAtMostTheCoalescingSlack) {
+  TempDir tmp;
+  const std::string path = tmp.sub("data");
+  constexpr std::int64_t kIdleMs = 10'000;  // storage_crash_writer's kToucherIdleMs
+  const std::int64_t slack = static_cast<std::int64_t>(static_cast<double>(kIdleMs) *
+                                                       TableOptions().touch_persist_fraction);
+  const auto deadline = SteadyClock::now() + std::chrono::seconds(60);
+  ChildProcess toucher({SESSIOND_CRASH_WRITER, path, "async", "touch"}, /*capture_stderr=*/false);
+  ASSERT_TRUE(toucher.started());
+  // 300 touches at 5 ms are 1.5 s: past the 1 s slack, so some were persisted and later ones
+  // coalesced.
+  ASSERT_TRUE(toucher.read_until(deadline, [&] { return toucher.lines().size() >= 301; }));
+  toucher.kill(SIGKILL);
+  ASSERT_TRUE(toucher.drain(deadline));
+  const int status = toucher.wait();
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "wait status " << status;
+  const auto id = session_id_from_text(toucher.lines().front());
+  ASSERT_TRUE(id) << toucher.lines().front();
+  const std::int64_t first_access = std::stoll(toucher.lines()[1]);
+  const std::int64_t last_access = std::stoll(toucher.lines().back());
+  ASSERT_GE(last_access - first_access, slack) << "the touches did not outlast the slack";
+
+  auto node = open_node(path, SystemClock::instance(), Durability::kAsync);
+  ASSERT_NE(node, nullptr);
+  const auto listed = node->table->list_user("crash-toucher");
+  ASSERT_EQ(listed.size(), 1u) << "the touched session did not survive the kill";
+  EXPECT_EQ(listed[0].id, *id);
+  EXPECT_GE(listed[0].deadline_ms, last_access + kIdleMs - slack);
+  EXPECT_LE(listed[0].deadline_ms, last_access + kIdleMs);
+}
+
 TEST(Persistence, KilledWriterLosesNoAcknowledgedSession) {
   TempDir tmp;
   const std::string path = tmp.sub("data");
