@@ -42,6 +42,7 @@ constexpr const char* kMetaFamily = "meta";
 constexpr std::string_view kFormatKey = "format";
 constexpr std::string_view kFormatValue = "sessiond-1";
 constexpr std::uint64_t kReplogTrimEvery = 1024;
+constexpr std::uint64_t kPeriodicCompactionSeconds = 6 * 3600;  // docs/operations.md
 
 // Drops records whose deadline has passed: sessions (deadline at a fixed offset of the value)
 // and user-index entries (the value is the deadline). The in-memory table is authoritative for
@@ -288,6 +289,10 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
   db_options.max_background_jobs = 2;
   db_options.bytes_per_sync = 1 << 20;
   db_options.avoid_flush_during_shutdown = false;  // memory mode relies on the flush at close
+  // The families flush together: without a WAL (memory mode) a session and its user-index entry
+  // would otherwise reach the disk in different flushes, and a crash between them would leave
+  // one without the other.
+  db_options.atomic_flush = true;
   db_options.info_log = std::make_shared<InfoLog>(path);
   // The vector memtable (below) takes inserts from one writer at a time.
   db_options.allow_concurrent_memtable_write = false;
@@ -305,6 +310,10 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
                                 rocksdb::kLZ4Compression, rocksdb::kLZ4Compression,
                                 rocksdb::kLZ4Compression};
     cf.compaction_filter = filter;
+    // Expired records leave only when a compaction reads them; files that no write pushes down
+    // would keep them for weeks. Every file is compacted (through the filter) at least this
+    // often.
+    cf.periodic_compaction_seconds = kPeriodicCompactionSeconds;
     // sessiond never point-reads these families (the table in memory answers reads; recovery
     // scans), so an append-only vector memtable, sorted at flush, beats the skiplist, whose
     // inserts are a chain of cache misses over random 32-byte keys.

@@ -149,6 +149,33 @@ void make_database(const std::string& path, const Clock& clock) {
 
 // ---- opening --------------------------------------------------------------------------------
 
+// Issue 11, review finding 7: without a WAL (memory mode) the column families must flush
+// together, and expired records must not stay on disk for weeks. RocksDB writes the options it
+// runs with into the data directory (OPTIONS-*): they say so.
+TEST(Store, FamiliesFlushTogetherAndFilesAreCompactedPeriodically) {
+  TempDir tmp;
+  const std::string path = tmp.sub("data");
+  ManualClock clock;
+  auto store = open_store(options_at(path, Durability::kMemory), clock);
+  ASSERT_NE(store, nullptr);
+  std::string newest;
+  for (const auto& entry : fs::directory_iterator(path)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("OPTIONS-", 0) == 0 && name > newest) newest = name;
+  }
+  ASSERT_FALSE(newest.empty()) << "no OPTIONS file in " << path;
+  std::ifstream in(fs::path(path) / newest);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("atomic_flush=true"), std::string::npos);
+  for (const char* family : {"sessions", "users"}) {
+    const auto section = text.find(std::string("[CFOptions \"") + family + "\"]");
+    ASSERT_NE(section, std::string::npos) << family;
+    const auto next = text.find("[CFOptions", section + 1);
+    const std::string options = text.substr(section, next - section);
+    EXPECT_NE(options.find("periodic_compaction_seconds=21600"), std::string::npos) << family;
+  }
+}
+
 TEST(Store, OpenCreatesMissingDataDirectory) {
   TempDir tmp;
   ManualClock clock;
