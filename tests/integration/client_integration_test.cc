@@ -1,6 +1,10 @@
 // The client library and sessctl against real sessiond processes on free loopback ports.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -417,14 +421,20 @@ TEST_F(ClientIntegration, SessctlEveryCommandAndExitCodes) {
 }
 
 TEST(SessctlUnreachable, ExitsThreeWhenNoNodeListens) {
-  // Start and stop a node to get a loopback port nobody listens on any more.
-  TempDir dir;
-  std::string error;
-  auto node = TestNode::start(node_options(dir.path() / "data"), &error);
-  ASSERT_NE(node, nullptr) << error;
-  const std::string address = node->address();
-  EXPECT_EQ(node->terminate(), 0);  // SIGTERM: a clean exit
+  // A loopback port that is bound but not listening: connections to it are refused, and no
+  // other test's node can take it meanwhile (a stopped node's port could be handed to a node of
+  // a test running in parallel).
+  const int holder = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(holder, 0);
+  sockaddr_in bound{};
+  bound.sin_family = AF_INET;
+  bound.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof bound;
+  ASSERT_EQ(::bind(holder, reinterpret_cast<sockaddr*>(&bound), sizeof bound), 0);
+  ASSERT_EQ(::getsockname(holder, reinterpret_cast<sockaddr*>(&bound), &length), 0);
+  const std::string address = "127.0.0.1:" + std::to_string(ntohs(bound.sin_port));
   auto result = testing::run_process(SESSCTL_PATH, {"--addr", address, "--json", "ping"});
+  ::close(holder);
   EXPECT_EQ(result.exit_code, 3) << result.out << result.err;
   EXPECT_NE(result.out.find(R"("code":"UNAVAILABLE")"), std::string::npos) << result.out;
 }
