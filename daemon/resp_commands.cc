@@ -741,6 +741,35 @@ std::uint64_t scan_keys(Ctx& c, std::uint64_t cursor, std::size_t count, Visit v
   return page.cursor;
 }
 
+// The keys a SCAN or KEYS reply lists, encoded as they are found so that the reply limit
+// applies while the list grows (it stops growing once past it).
+class KeyList {
+ public:
+  explicit KeyList(Ctx& c) : c_(c), start_(c.out->size()) {}
+  // Adds `key`; true once the list is past the reply limit (the caller stops looking).
+  bool add(std::string_view key) {
+    append_bulk(&encoded_, key);
+    ++count_;
+    return full();
+  }
+  bool full() const {
+    return c_.info.max_reply_bytes != 0 && encoded_.size() > c_.info.max_reply_bytes;
+  }
+  // Appends the array of keys to the reply begun at construction, or the reply limit's error
+  // in place of that whole reply.
+  void reply() {
+    append_array_header(c_.out, count_);
+    c_.out->append(encoded_);
+    reply_too_large(c_, start_);
+  }
+
+ private:
+  Ctx& c_;
+  std::size_t start_;
+  std::string encoded_;
+  std::size_t count_ = 0;
+};
+
 // A cursor as Redis 7.0 reads it (strtoul, base 10): an optional sign, then digits; "-N" is
 // 2^64 - N; "" is 0; leading space, other characters and overflow are invalid.
 std::optional<std::uint64_t> parse_cursor(std::string_view text) {
@@ -781,44 +810,28 @@ void cmd_scan(Ctx& c) {
     }
     i += 2;
   }
-  // The keys are encoded into `keys` as they are found, so the reply limit applies as it grows.
-  std::string keys;
-  std::size_t found = 0;
-  const std::size_t start = c.out->size();
+  KeyList keys(c);
   const std::uint64_t next =
       scan_keys(c, cursor, static_cast<std::size_t>(std::min<std::int64_t>(count, 1'000'000)),
                 [&](std::string_view key, const Session& s) {
                   if (use_pattern && !glob_match(pattern, key)) return false;
                   if (use_type && !iequals(type_name(type_of(&s, key)), type)) return false;
-                  append_bulk(&keys, key);
-                  ++found;
-                  return c.info.max_reply_bytes != 0 && keys.size() > c.info.max_reply_bytes;
+                  return keys.add(key);
                 });
   append_array_header(c.out, 2);
   append_bulk(c.out, std::to_string(next));
-  append_array_header(c.out, found);
-  c.out->append(keys);
-  reply_too_large(c, start);
+  keys.reply();
 }
 
 void cmd_keys(Ctx& c) {
-  std::string keys;
-  std::size_t found = 0;
-  const std::size_t start = c.out->size();
+  KeyList keys(c);
   std::uint64_t cursor = 0;
-  bool full = false;
   do {
     cursor = scan_keys(c, cursor, 1000, [&](std::string_view key, const Session&) {
-      if (!glob_match(c.args[1], key)) return false;
-      append_bulk(&keys, key);
-      ++found;
-      full = c.info.max_reply_bytes != 0 && keys.size() > c.info.max_reply_bytes;
-      return full;
+      return glob_match(c.args[1], key) && keys.add(key);
     });
-  } while (cursor != 0 && !full);
-  append_array_header(c.out, found);
-  c.out->append(keys);
-  reply_too_large(c, start);
+  } while (cursor != 0 && !keys.full());
+  keys.reply();
 }
 
 void cmd_dbsize(Ctx& c) { append_integer(c.out, static_cast<std::int64_t>(c.table.size())); }

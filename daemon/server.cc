@@ -1,12 +1,16 @@
 // Each connection is one coroutine on one worker's io_context (so a connection's work never
-// needs a lock of its own). It reads into a buffer, decodes every complete frame in it, handles
-// them in order, and sends all their responses with one write: a client that pipelines gets
-// many responses per syscall, and its consecutive CREATEs share one RocksDB write. The buffer grows
-// only to what a header that passed the frame checks announces (at most the frame limit), never to
-// what a client merely claims.
+// needs a lock of its own). It reads into a buffer and handles the complete frames in it, in
+// order, in slices: at most kSliceRequests requests, or fewer once their replies reach
+// --max-output-bytes. After each slice it writes the replies (many per syscall for a client
+// that pipelines; its consecutive CREATEs share one RocksDB write) and reads nothing more until
+// the kernel has taken them all: a client that does not read stops being served instead of the
+// node building its replies, and the write is where the worker turns to its other connections.
+// The buffer starts at kInitialBuffer and doubles only when a read fills it, so it grows with
+// the bytes that arrived, never with a length a header claims.
 //
-// A watchdog coroutine beside each connection closes it when a partly received frame stalls
-// for --frame-timeout-ms, or when it is idle for --idle-timeout-ms.
+// A watchdog coroutine beside each connection closes it when a frame is not complete
+// --frame-timeout-ms after its first byte, when the kernel takes none of its replies for
+// --send-timeout-ms, or when it is idle for --idle-timeout-ms.
 //
 // With --tls-cert the native listener speaks TLS: a connection first completes its handshake
 // within the frame timeout (the watchdog treats the handshake as a partly received frame), takes
@@ -14,9 +18,9 @@
 // stream. A client that says nothing, or speaks plaintext, is closed and counted in
 // Counters::tls_handshake_failures.
 //
-// RESP connections work the same way with the RESP parser and resp::Commands: every complete
-// command of a read is executed in order, and the replies go out with one write. The buffer
-// grows only with bytes that arrived, up to resp::Limits::max_command_bytes for one command.
+// RESP connections work the same way with the RESP parser and resp::Commands, in slices of
+// commands, up to resp::Limits::max_command_bytes for one command (kMaxUnauthenticatedFrame
+// before AUTH).
 #include "daemon/server.h"
 
 #include <spdlog/spdlog.h>

@@ -653,13 +653,18 @@ class UserLimitTest : public ::testing::Test {
     req.user_id = std::move(user);
     return table.create(req);
   }
+  // A small table whose users may hold two sessions each.
+  static TableOptions two_per_user() {
+    TableOptions o;
+    o.shard_count = 4;
+    o.max_sessions_per_user = 2;
+    return o;
+  }
   ManualClock clock_;
 };
 
 TEST_F(UserLimitTest, OldestSessionsMakeRoom) {
-  TableOptions o;
-  o.shard_count = 4;
-  o.max_sessions_per_user = 2;
+  TableOptions o = two_per_user();
   SessionTable table(o, clock_, nullptr);
   auto first = create(table, "alice");
   clock_.advance_ms(1);
@@ -685,9 +690,7 @@ TEST_F(UserLimitTest, OldestSessionsMakeRoom) {
 // Issue 11, review finding 1: the oldest session was destroyed before the request was checked,
 // so a CREATE or REGENERATE that was then refused still logged the user out elsewhere.
 TEST_F(UserLimitTest, ARefusedRequestEndsNoSessionOfTheUser) {
-  TableOptions o;
-  o.shard_count = 4;
-  o.max_sessions_per_user = 2;
+  TableOptions o = two_per_user();
   o.max_session_bytes = 1000;
   SessionTable table(o, clock_, nullptr);
   auto first = create(table, "alice");
@@ -738,9 +741,7 @@ TEST_F(UserLimitTest, ARefusedRequestEndsNoSessionOfTheUser) {
 }
 
 TEST_F(UserLimitTest, RefusePolicyAnswersForbidden) {
-  TableOptions o;
-  o.shard_count = 4;
-  o.max_sessions_per_user = 2;
+  TableOptions o = two_per_user();
   o.user_limit_policy = TableOptions::UserLimitPolicy::kRefuse;
   SessionTable table(o, clock_, nullptr);
   ASSERT_TRUE(create(table, "alice").ok());
