@@ -1,8 +1,10 @@
 // SessionTable: the node-local session engine (DESIGN §3). Sessions live in S shards, each a
 // hash map guarded by its own lock, with an expiry heap; a user index maps user ids to their
-// sessions. Every mutation is persisted to the Store (when one is attached) in one WriteBatch
-// before it is applied in memory and acknowledged, under the shard lock, so memory and disk
-// agree and no caller ever sees a write that failed to persist.
+// sessions. Every change is described as Mutations (mutation.h) and goes one way: persisted to
+// the Store (when one is attached) in one WriteBatch before it is applied in memory and
+// acknowledged, under the shard lock, then handed to the observers registered with on_change.
+// So memory and disk agree, no caller ever sees a write that failed to persist, and whatever
+// must follow writes (shipping, metrics) subscribes instead of being written into each operation.
 //
 // Thread safety: every method may be called from any thread. Each operation is atomic for the
 // session(s) it names. REGENERATE and move() lock the two shards involved in index order,
@@ -16,22 +18,18 @@
 
 #include <absl/functional/function_ref.h>
 
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "protocol/status.h"
 #include "storage/clock.h"
-#include "storage/hlc.h"
+#include "storage/mutation.h"
 #include "storage/session.h"
 #include "storage/store.h"
 
@@ -40,7 +38,8 @@ namespace sessiond::storage {
 struct TableOptions {
   std::size_t shard_count = 256;  // rounded up to a power of two, at most 65536
   Timeouts default_timeouts = preset_timeouts(Preset::kEcommerce);  // when a create names none
-  std::uint32_t region = 0;                                         // stamped into every version
+  std::uint32_t region = 0;  // stamped into every version and mutation origin
+  std::uint32_t node = 0;    // this node's number in its region, in every mutation origin
   std::size_t access_log_length = 10;
   // A touch is persisted only when it moves the deadline by more than this fraction of the idle
   // timeout since the last persisted write (DESIGN §3). After a crash a session can therefore
@@ -257,20 +256,21 @@ class SessionTable {
   // Call it at clean shutdown (the destructor does, ignoring errors). A no-op without a store.
   Status flush();
 
+  // Registers an observer of every mutation written from now on (see MutationObserver) and
+  // returns a handle for remove_observer(). Observers run on the writing thread.
+  std::uint64_t on_change(MutationObserver observer);
+  // Unregisters an observer: writes that start after it returns do not call it (one already
+  // under way may still finish its call).
+  void remove_observer(std::uint64_t handle);
+
   TableStats stats() const;
   // Sessions in the table (alive or expired but not yet removed); cheaper than stats().
   std::uint64_t size() const;
-  const TableOptions& options() const { return options_; }
+  const TableOptions& options() const;
 
  private:
   class Impl;
   std::unique_ptr<Impl> impl_;
-  TableOptions options_;
-
-  std::mutex expirer_mu_;  // guards expirer_stop_ and the expirer thread's start/stop
-  std::condition_variable expirer_cv_;
-  bool expirer_stop_ = false;
-  std::thread expirer_;
 };
 
 }  // namespace sessiond::storage

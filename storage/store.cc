@@ -4,9 +4,12 @@
 //    a wrong --data-dir or a damaged database is an error at start, not an empty store;
 //  - encodes user-index keys as u16 big-endian length + user id + session id, so one user's
 //    entries are contiguous and no user id can be a prefix that captures another's entries;
-//  - when the replication log is on, appends one entry per session op to `replog` in the same
-//    batch, with an 8-byte big-endian sequence key, and trims it to the retention with a range
-//    delete every 1024 entries.
+//  - when the replication log is on, appends one entry per mutation to `replog` in the same
+//    batch, under an 8-byte big-endian sequence key. Sequence numbers are taken from a counter
+//    before the write and no lock is held across it (concurrent writers share RocksDB's group
+//    commit), so entries may land out of order for a moment: readers stop at log_committed(),
+//    below which no write is in flight. Every 1024 entries the log is trimmed below the slowest
+//    consumer's cursor, and below the retention cap regardless.
 #include "storage/store.h"
 
 #include <rocksdb/cache.h>
@@ -24,6 +27,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <system_error>
 #include <vector>
@@ -42,6 +46,7 @@ constexpr const char* kMetaFamily = "meta";
 constexpr std::string_view kFormatKey = "format";
 constexpr std::string_view kFormatValue = "sessiond-1";
 constexpr std::uint64_t kReplogTrimEvery = 1024;
+constexpr std::string_view kCursorPrefix = "cursor/";
 constexpr std::uint64_t kPeriodicCompactionSeconds = 6 * 3600;  // docs/operations.md
 
 // Drops records whose deadline has passed: sessions (deadline at a fixed offset of the value)
@@ -194,8 +199,40 @@ struct Store::Impl {
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;  // sessions, users, replog, meta
   rocksdb::WriteOptions write_options;
-  std::atomic<std::uint64_t> next_replog_seq{1};
-  std::mutex replog_mu;  // guards the order of sequence numbers across concurrent writers
+  // Replication-log sequencing: held only to take numbers and to retire them, never across a
+  // write. in_flight holds the [first, last] ranges taken by writes not yet finished.
+  mutable std::mutex log_mu;  // guards next_log_seq, in_flight, cursors
+  std::uint64_t next_log_seq = 1;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> in_flight;
+  std::map<std::string, std::uint64_t, std::less<>> cursors;  // consumer -> first unacknowledged
+  std::atomic<std::uint64_t> log_committed{0};
+  std::atomic<std::uint64_t> batches_written{0};
+  // Takes n sequence numbers for a write about to start.
+  std::uint64_t take_seqs(std::uint64_t n) {
+    std::lock_guard lock(log_mu);
+    const std::uint64_t first = next_log_seq;
+    next_log_seq += n;
+    in_flight.emplace_back(first, first + n - 1);
+    return first;
+  }
+  // The write holding [first, ...] finished (written or failed): readers may pass it.
+  void retire_seqs(std::uint64_t first) {
+    std::lock_guard lock(log_mu);
+    std::erase_if(in_flight, [&](const auto& range) { return range.first == first; });
+    std::uint64_t committed = next_log_seq - 1;
+    for (const auto& range : in_flight) committed = std::min(committed, range.first - 1);
+    log_committed.store(committed, std::memory_order_release);
+  }
+  // Below which entries may go: the slowest consumer, and the retention cap whatever it is.
+  std::uint64_t trim_below(std::uint64_t next) const {
+    std::lock_guard lock(log_mu);
+    const std::uint64_t retained =
+        next > options.replication_log_retention ? next - options.replication_log_retention : 0;
+    std::uint64_t below = next;
+    for (const auto& [name, seq] : cursors) below = std::min(below, seq);
+    if (cursors.empty()) below = retained;
+    return std::max(below, retained);
+  }
   // Set by the first write that fails with an I/O error (a full disk, a failing device). From
   // then on writes are refused without reaching RocksDB: Debian's RocksDB is built with
   // assertions, and the WAL writer aborts the process when it is used again after an error.
@@ -216,7 +253,10 @@ struct Store::Impl {
   }
   // The outcome of a write: I/O errors stop further writes (see write_failed).
   Status checked(const rocksdb::Status& s) {
-    if (s.ok()) return {};
+    if (s.ok()) {
+      batches_written.fetch_add(1, std::memory_order_relaxed);
+      return {};
+    }
     if (s.IsIOError() || s.IsNoSpace() || s.IsCorruption()) return fail_writes(s);
     return from_rocks(s, "write failed");
   }
@@ -373,68 +413,142 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
     }
   }
 
-  // The replication log continues after its last entry.
+  // The replication log continues after its last entry; the consumers' cursors are in meta.
   std::unique_ptr<rocksdb::Iterator> it(
       impl->db->NewIterator(rocksdb::ReadOptions(), impl->replog()));
   it->SeekToLast();
-  if (it->Valid()) impl->next_replog_seq = from_be64(it->key().ToStringView()) + 1;
+  if (it->Valid()) impl->next_log_seq = from_be64(it->key().ToStringView()) + 1;
   if (!it->status().ok()) return from_rocks(it->status(), "cannot read replication log in " + path);
+  impl->log_committed = impl->next_log_seq - 1;
+  it.reset(impl->db->NewIterator(rocksdb::ReadOptions(), impl->meta()));
+  for (it->Seek(rocksdb::Slice(kCursorPrefix.data(), kCursorPrefix.size()));
+       it->Valid() &&
+       it->key().starts_with(rocksdb::Slice(kCursorPrefix.data(), kCursorPrefix.size()));
+       it->Next()) {
+    impl->cursors[std::string(it->key().ToStringView().substr(kCursorPrefix.size()))] =
+        from_be64(it->value().ToStringView());
+  }
+  if (!it->status().ok()) return from_rocks(it->status(), "cannot read log cursors in " + path);
 
   impl->write_options.disableWAL = options.durability == Durability::kMemory;
   impl->write_options.sync = options.durability == Durability::kSync;
   return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
 
-Status Store::write(std::span<const StoreOp> ops) {
+namespace {
+
+void put_bytes(std::string* out, std::string_view bytes) {
+  detail::put_varint(out, bytes.size());
+  out->append(bytes);
+}
+
+// A replication-log entry: u8 kind, varint origin region, varint origin node, u8 remote, the
+// 32-byte id, bytes user, then for kPut/kEnd bytes value and varint deadline, for kTouch varint
+// last access, varint n and n access entries.
+void encode_log_entry(const Mutation& m, std::string* out) {
+  out->clear();
+  out->push_back(static_cast<char>(m.kind));
+  detail::put_varint(out, m.origin.region);
+  detail::put_varint(out, m.origin.node);
+  out->push_back(m.origin.remote ? 1 : 0);
+  out->append(reinterpret_cast<const char*>(m.id.data()), m.id.size());
+  put_bytes(out, m.user);
+  if (m.kind == Mutation::Kind::kTouch) {
+    detail::put_varint(out, static_cast<std::uint64_t>(m.last_access_ms));
+    detail::put_varint(out, m.access_log.size());
+    for (const AccessEntry& e : m.access_log) detail::put_access_entry(out, e);
+  } else {
+    put_bytes(out, m.value);
+    detail::put_varint(out, static_cast<std::uint64_t>(m.deadline_ms));
+  }
+}
+
+bool decode_log_entry(std::string_view in, Mutation* m, std::vector<AccessEntry>* accesses) {
+  std::uint64_t region = 0, node = 0, v = 0;
+  *m = Mutation{};
+  if (in.empty()) return false;
+  const auto kind = static_cast<std::uint8_t>(in.front());
+  in.remove_prefix(1);
+  if (kind < 1 || kind > 3) return false;
+  m->kind = static_cast<Mutation::Kind>(kind);
+  if (!detail::get_varint(&in, &region) || !detail::get_varint(&in, &node) ||
+      in.size() < 1 + sizeof(SessionId)) {
+    return false;
+  }
+  m->origin = {static_cast<std::uint32_t>(region), static_cast<std::uint32_t>(node), in[0] != 0};
+  std::memcpy(m->id.data(), in.data() + 1, sizeof(SessionId));
+  in.remove_prefix(1 + sizeof(SessionId));
+  if (!detail::get_bytes(&in, &m->user)) return false;
+  if (m->kind == Mutation::Kind::kTouch) {
+    std::uint64_t n = 0;
+    if (!detail::get_varint(&in, &v) || !detail::get_varint(&in, &n) || n > in.size()) {
+      return false;
+    }
+    m->last_access_ms = static_cast<std::int64_t>(v);
+    accesses->resize(n);
+    for (AccessEntry& e : *accesses) {
+      if (!detail::get_access_entry(&in, &e)) return false;
+    }
+    m->access_log = *accesses;
+  } else {
+    if (!detail::get_bytes(&in, &m->value) || !detail::get_varint(&in, &v)) return false;
+    m->deadline_ms = static_cast<std::int64_t>(v);
+  }
+  return in.empty();
+}
+
+}  // namespace
+
+Status Store::write(std::span<const Mutation> mutations, std::uint64_t* first_log_seq) {
   auto& impl = *impl_;
+  if (first_log_seq != nullptr) *first_log_seq = 0;
   if (impl.write_failed.load(std::memory_order_acquire)) return impl.refused();
   thread_local rocksdb::WriteBatch batch;
-  thread_local std::string key;
+  thread_local std::string key, deadline, entry;
   batch.Clear();
-  for (const StoreOp& op : ops) {
-    const rocksdb::Slice id(op.id.data(), op.id.size());
-    switch (op.kind) {
-      case StoreOp::Kind::kPutSession:
-        batch.Put(impl.sessions(), id, rocksdb::Slice(op.value.data(), op.value.size()));
+  for (const Mutation& m : mutations) {
+    const rocksdb::Slice id(reinterpret_cast<const char*>(m.id.data()), m.id.size());
+    switch (m.kind) {
+      case Mutation::Kind::kPut:
+      case Mutation::Kind::kTouch:
+        batch.Put(impl.sessions(), id, rocksdb::Slice(m.value.data(), m.value.size()));
+        if (!m.user.empty()) {
+          key = user_key(m.user, id.ToStringView());
+          deadline.clear();
+          detail::put_fixed64(&deadline, static_cast<std::uint64_t>(m.deadline_ms));
+          batch.Put(impl.users(), key, deadline);
+        }
+        if (!m.dropped_user.empty() && m.dropped_user != m.user) {
+          batch.Delete(impl.users(), user_key(m.dropped_user, id.ToStringView()));
+        }
         break;
-      case StoreOp::Kind::kDeleteSession:
-        batch.Delete(impl.sessions(), id);
-        break;
-      case StoreOp::Kind::kPutUser: {
-        key = user_key(op.user_id, op.id);
-        std::string deadline;
-        detail::put_fixed64(&deadline, static_cast<std::uint64_t>(op.deadline_ms));
-        batch.Put(impl.users(), key, deadline);
-        break;
-      }
-      case StoreOp::Kind::kDeleteUser:
-        key = user_key(op.user_id, op.id);
-        batch.Delete(impl.users(), key);
+      case Mutation::Kind::kEnd:
+        if (m.value.empty()) {
+          batch.Delete(impl.sessions(), id);
+        } else {
+          batch.Put(impl.sessions(), id, rocksdb::Slice(m.value.data(), m.value.size()));
+        }
+        if (!m.user.empty()) batch.Delete(impl.users(), user_key(m.user, id.ToStringView()));
         break;
     }
   }
-  if (!impl.options.replication_log)
+  if (!impl.options.replication_log || mutations.empty()) {
     return impl.checked(impl.db->Write(impl.write_options, &batch));
-  // Sequence numbers must reach the log in order, so the append and the write happen under one
-  // lock; only nodes with peer regions pay for it.
-  std::lock_guard lock(impl.replog_mu);
-  std::uint64_t seq = impl.next_replog_seq.load(std::memory_order_relaxed);
-  for (const StoreOp& op : ops) {
-    if (op.kind != StoreOp::Kind::kPutSession && op.kind != StoreOp::Kind::kDeleteSession) {
-      continue;
-    }
-    std::string entry;
-    entry.push_back(op.kind == StoreOp::Kind::kPutSession ? 'P' : 'D');
-    entry.append(op.id);
-    entry.append(op.value);
+  }
+  const std::uint64_t first = impl.take_seqs(mutations.size());
+  std::uint64_t seq = first;
+  for (const Mutation& m : mutations) {
+    encode_log_entry(m, &entry);
     batch.Put(impl.replog(), be64(seq), entry);
-    if (seq % kReplogTrimEvery == 0 && seq > impl.options.replication_log_retention) {
-      batch.DeleteRange(impl.replog(), be64(0), be64(seq - impl.options.replication_log_retention));
+    if (seq % kReplogTrimEvery == 0) {
+      const std::uint64_t below = impl.trim_below(seq);
+      if (below > 0) batch.DeleteRange(impl.replog(), be64(0), be64(below));
     }
     ++seq;
   }
   auto s = impl.db->Write(impl.write_options, &batch);
-  if (s.ok()) impl.next_replog_seq.store(seq, std::memory_order_relaxed);
+  impl.retire_seqs(first);
+  if (s.ok() && first_log_seq != nullptr) *first_log_seq = first;
   return impl.checked(s);
 }
 
@@ -466,14 +580,58 @@ Status Store::for_each_user_entry(
   return from_rocks(it->status(), "cannot read user index from " + impl_->options.path);
 }
 
-Status Store::for_each_replog_entry(
-    std::uint64_t from, const std::function<void(std::uint64_t, std::string_view)>& fn) const {
+std::uint64_t Store::batches_written() const {
+  return impl_->batches_written.load(std::memory_order_relaxed);
+}
+
+std::uint64_t Store::log_committed() const {
+  return impl_->log_committed.load(std::memory_order_acquire);
+}
+
+Status Store::for_each_log_entry(
+    std::uint64_t from, const std::function<void(std::uint64_t, const Mutation&)>& fn) const {
+  const std::uint64_t last = log_committed();
   std::unique_ptr<rocksdb::Iterator> it(
       impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->replog()));
+  Mutation m;
+  std::vector<AccessEntry> accesses;
   for (it->Seek(be64(from)); it->Valid(); it->Next()) {
-    fn(from_be64(it->key().ToStringView()), it->value().ToStringView());
+    const std::uint64_t seq = from_be64(it->key().ToStringView());
+    if (seq > last) break;
+    if (!decode_log_entry(it->value().ToStringView(), &m, &accesses)) {
+      return Status::Internal("corrupt replication-log entry " + std::to_string(seq) + " in " +
+                              impl_->options.path);
+    }
+    fn(seq, m);
   }
   return from_rocks(it->status(), "cannot read replication log");
+}
+
+Status Store::set_log_cursor(std::string_view consumer, std::uint64_t next_seq) {
+  if (impl_->write_failed.load(std::memory_order_acquire)) return impl_->refused();
+  const std::string key = std::string(kCursorPrefix) + std::string(consumer);
+  auto s = impl_->db->Put(impl_->write_options, impl_->meta(), key, be64(next_seq));
+  if (!s.ok()) return impl_->checked(s);
+  std::lock_guard lock(impl_->log_mu);
+  impl_->cursors[std::string(consumer)] = next_seq;
+  return {};
+}
+
+std::optional<std::uint64_t> Store::log_cursor(std::string_view consumer) const {
+  std::lock_guard lock(impl_->log_mu);
+  auto it = impl_->cursors.find(consumer);
+  if (it == impl_->cursors.end()) return std::nullopt;
+  return it->second;
+}
+
+Status Store::drop_log_cursor(std::string_view consumer) {
+  if (impl_->write_failed.load(std::memory_order_acquire)) return impl_->refused();
+  const std::string key = std::string(kCursorPrefix) + std::string(consumer);
+  auto s = impl_->db->Delete(impl_->write_options, impl_->meta(), key);
+  if (!s.ok()) return impl_->checked(s);
+  std::lock_guard lock(impl_->log_mu);
+  impl_->cursors.erase(std::string(consumer));
+  return {};
 }
 
 Status Store::compact() {

@@ -1,10 +1,11 @@
 // Store: the RocksDB database under a node's data directory (DESIGN §3).
 //
 // Column families: `sessions` (id -> encoded record), `users` (user id + session id -> deadline),
-// `replog` (sequence -> mutation, for cross-region shipping), `meta` (format version and, later,
-// shipping cursors). Every write is one WriteBatch, so a session and its user-index entry (and
-// its replication-log entry) change together or not at all. A compaction filter drops records
-// whose deadline has passed.
+// `replog` (sequence -> mutation, for shipping to replicas and peer regions), `meta` (format
+// version, the consumers' log cursors). The one write path: Store::write turns the mutations of
+// one change (mutation.h) into one WriteBatch, so a session, its user-index entry and its
+// replication-log entry change together or not at all. A compaction filter drops records whose
+// deadline has passed.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +18,7 @@
 
 #include "protocol/status.h"
 #include "storage/clock.h"
+#include "storage/mutation.h"
 
 namespace sessiond::storage {
 
@@ -37,16 +39,6 @@ struct StoreOptions {
   std::size_t block_cache_bytes = 32u << 20;
 };
 
-// One change inside a write. Views must stay valid for the duration of Store::write.
-struct StoreOp {
-  enum class Kind : std::uint8_t { kPutSession, kDeleteSession, kPutUser, kDeleteUser };
-  Kind kind;
-  std::string_view id;           // 32-byte binary session id
-  std::string_view value;        // kPutSession: the encoded record (record_codec.h)
-  std::string_view user_id;      // kPutUser / kDeleteUser
-  std::int64_t deadline_ms = 0;  // kPutUser: when the index entry may be dropped
-};
-
 class Store {
  public:
   // Opens or creates the database at options.path. Refuses, with a message naming the path and
@@ -57,9 +49,11 @@ class Store {
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
-  // Applies all ops atomically with the configured durability. A full disk or an I/O error
-  // returns UNAVAILABLE and nothing is applied. Thread-safe.
-  Status write(std::span<const StoreOp> ops);
+  // Writes the mutations atomically with the configured durability, each with its replication-
+  // log entry when the log is on (sequence numbers *first_log_seq, +1, ...; 0 without the log).
+  // A full disk or an I/O error returns UNAVAILABLE and nothing is applied. Thread-safe; no lock
+  // is held across the write, so concurrent writers share a group commit.
+  Status write(std::span<const Mutation> mutations, std::uint64_t* first_log_seq = nullptr);
 
   // Calls fn for every stored session in key order; stops at and returns fn's first non-OK
   // status. Not safe against concurrent writes (used by recovery only).
@@ -68,11 +62,25 @@ class Store {
   // Calls fn for every user-index entry.
   Status for_each_user_entry(
       const std::function<void(std::string_view user_id, std::string_view id)>& fn) const;
-  // Calls fn for replication-log entries with sequence >= from, in order.
-  Status for_each_replog_entry(
-      std::uint64_t from,
-      const std::function<void(std::uint64_t seq, std::string_view entry)>& fn) const;
+  // ---- Replication log (StoreOptions::replication_log) ----
+  // Every sequence number up to this one is written or failed: a reader that stops here never
+  // skips an entry that a concurrent writer is still writing.
+  std::uint64_t log_committed() const;
+  // Calls fn for log entries with from <= sequence <= log_committed(), in order; the mutation's
+  // views are valid during the call. A kPut/kEnd entry holds the record or tombstone, a kTouch
+  // entry only the last access and access history.
+  Status for_each_log_entry(
+      std::uint64_t from, const std::function<void(std::uint64_t seq, const Mutation&)>& fn) const;
+  // A consumer's (a replica's, a peer region's) position: the first sequence it has not
+  // acknowledged. Persisted in `meta`; the log is trimmed below the slowest consumer, and below
+  // the retention cap whatever the consumers (a consumer left behind it is repaired by
+  // anti-entropy). Returns nullopt for an unknown consumer.
+  Status set_log_cursor(std::string_view consumer, std::uint64_t next_seq);
+  std::optional<std::uint64_t> log_cursor(std::string_view consumer) const;
+  Status drop_log_cursor(std::string_view consumer);
 
+  // Batches written since open (one per successful write()): what a group of changes costs.
+  std::uint64_t batches_written() const;
   // Flushes memtables to SST files and runs a full compaction (tests, maintenance).
   Status compact();
   // Bytes of live SST files and of the WAL.

@@ -79,6 +79,38 @@ bool get_bytes(std::string_view* in, std::string_view* out) {
   return true;
 }
 
+void put_access_entry(std::string* out, const AccessEntry& e) {
+  put_varint(out, static_cast<std::uint64_t>(e.time_ms));
+  put_varint(out, e.ip.size());
+  out->append(e.ip);
+  put_fixed64(out, e.user_agent_hash);
+  out->push_back(e.has_location ? 1 : 0);
+  if (e.has_location) {
+    put_fixed64(out, std::bit_cast<std::uint64_t>(e.latitude));
+    put_fixed64(out, std::bit_cast<std::uint64_t>(e.longitude));
+  }
+}
+
+bool get_access_entry(std::string_view* in, AccessEntry* e) {
+  std::uint64_t time = 0, lat = 0, lon = 0;
+  std::string_view ip;
+  if (!get_varint(in, &time) || !get_bytes(in, &ip) || !get_fixed64(in, &e->user_agent_hash) ||
+      in->empty() || ip.size() > kMaxIpBytes) {
+    return false;
+  }
+  e->time_ms = static_cast<std::int64_t>(time);
+  e->ip.assign(ip);
+  e->has_location = in->front() != 0;
+  in->remove_prefix(1);
+  e->latitude = e->longitude = 0;
+  if (e->has_location) {
+    if (!get_fixed64(in, &lat) || !get_fixed64(in, &lon)) return false;
+    e->latitude = std::bit_cast<double>(lat);
+    e->longitude = std::bit_cast<double>(lon);
+  }
+  return true;
+}
+
 namespace {
 
 void put_bytes(std::string* out, std::string_view bytes) {
@@ -202,17 +234,7 @@ void encode_value(const Record& r, std::string* out) {
   }
   const std::size_t log_n = r.extras ? r.extras->access_log.size() : 0;
   put_varint(out, log_n);
-  for (std::size_t i = 0; i < log_n; ++i) {
-    const AccessEntry& e = r.extras->access_log[i];
-    put_varint(out, static_cast<std::uint64_t>(e.time_ms));
-    put_bytes(out, e.ip);
-    put_fixed64(out, e.user_agent_hash);
-    out->push_back(e.has_location ? 1 : 0);
-    if (e.has_location) {
-      put_fixed64(out, std::bit_cast<std::uint64_t>(e.latitude));
-      put_fixed64(out, std::bit_cast<std::uint64_t>(e.longitude));
-    }
-  }
+  for (std::size_t i = 0; i < log_n; ++i) put_access_entry(out, r.extras->access_log[i]);
   out->append(r.blob());
 }
 
@@ -256,21 +278,7 @@ Result<RecordPtr> decode_value(std::string_view id, std::string_view value) {
   if (!get_varint(&in, &log_n) || log_n > in.size()) return corrupt("bad access log length");
   extras->access_log.resize(log_n);
   for (AccessEntry& e : extras->access_log) {
-    std::uint64_t time = 0, lat = 0, lon = 0;
-    std::string_view ip;
-    if (!get_varint(&in, &time) || !get_bytes(&in, &ip) || !get_fixed64(&in, &e.user_agent_hash) ||
-        in.empty()) {
-      return corrupt("truncated access log");
-    }
-    e.time_ms = static_cast<std::int64_t>(time);
-    e.ip.assign(ip);
-    e.has_location = in.front() != 0;
-    in.remove_prefix(1);
-    if (e.has_location) {
-      if (!get_fixed64(&in, &lat) || !get_fixed64(&in, &lon)) return corrupt("truncated location");
-      e.latitude = std::bit_cast<double>(lat);
-      e.longitude = std::bit_cast<double>(lon);
-    }
+    if (!get_access_entry(&in, &e)) return corrupt("truncated access log");
   }
   if (!validate_blob(in)) return corrupt("bad fields");
 

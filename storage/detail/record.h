@@ -97,6 +97,10 @@ bool get_varint(std::string_view* in, std::uint64_t* v);
 bool get_fixed64(std::string_view* in, std::uint64_t* v);
 bool get_bytes(std::string_view* in, std::string_view* out);  // varint length + bytes
 
+// One access entry: varint time, bytes ip, fixed64 user agent, u8 has_location, [lat, lon].
+void put_access_entry(std::string* out, const AccessEntry& e);
+bool get_access_entry(std::string_view* in, AccessEntry* e);
+
 // A field by reference: views into a request or into a record's blob.
 struct FieldRef {
   std::string_view name;

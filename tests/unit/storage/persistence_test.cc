@@ -746,9 +746,10 @@ void put_raw_session(const std::string& path, const Clock& clock, const SessionI
                      std::string_view value) {
   auto store = Store::open(store_options(path, Durability::kAsync), clock);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
-  const std::string_view id(reinterpret_cast<const char*>(key.data()), key.size());
-  const StoreOp op{StoreOp::Kind::kPutSession, id, value, {}, 0};
-  ASSERT_TRUE((*store)->write(std::span(&op, 1)).ok());
+  Mutation put;
+  put.id = key;
+  put.value = value;
+  ASSERT_TRUE((*store)->write(std::span(&put, 1)).ok());
 }
 
 std::string some_valid_value(const std::string& path, const Clock& clock) {

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -24,6 +25,7 @@
 
 #include "storage/clock.h"
 #include "storage/detail/record.h"
+#include "storage/detail/shard.h"
 #include "storage/session.h"
 #include "tests/support/temp_dir.h"
 
@@ -34,7 +36,7 @@ namespace fs = std::filesystem;
 using sessiond::testing::TempDir;
 
 // A 32-byte binary id whose key order is the order of n. The string lives for the whole test
-// program, so StoreOp views into it never dangle.
+// program, so views into it never dangle.
 const std::string& test_id(std::uint32_t n) {
   static std::map<std::uint32_t, std::string> ids;
   auto [it, inserted] = ids.try_emplace(n, sizeof(SessionId), '\x5a');
@@ -71,19 +73,46 @@ std::unique_ptr<Store> open_store(const StoreOptions& options, const Clock& cloc
   return std::move(opened).value();
 }
 
+SessionId sid(std::string_view id) {
+  SessionId out{};
+  std::memcpy(out.data(), id.data(), std::min(id.size(), out.size()));
+  return out;
+}
+
+// A put of a session (with its user-index entry when `user` is not empty).
+Mutation put(std::string_view id, std::string_view value, std::string_view user = {},
+             std::int64_t deadline = kNoDeadline) {
+  Mutation m;
+  m.kind = Mutation::Kind::kPut;
+  m.id = sid(id);
+  m.value = value;
+  m.user = user;
+  m.deadline_ms = deadline;
+  return m;
+}
+
+// The end of a session without a tombstone (and of its user-index entry).
+Mutation end(std::string_view id, std::string_view user = {}) {
+  Mutation m;
+  m.kind = Mutation::Kind::kEnd;
+  m.id = sid(id);
+  m.user = user;
+  return m;
+}
+
 Status put_session(Store& store, std::string_view id, std::string_view value) {
-  const StoreOp op{StoreOp::Kind::kPutSession, id, value, {}, 0};
-  return store.write(std::span(&op, 1));
+  const Mutation m = put(id, value);
+  return store.write(std::span(&m, 1));
 }
 
 Status delete_session(Store& store, std::string_view id) {
-  const StoreOp op{StoreOp::Kind::kDeleteSession, id, {}, {}, 0};
-  return store.write(std::span(&op, 1));
+  const Mutation m = end(id);
+  return store.write(std::span(&m, 1));
 }
 
 Status put_user(Store& store, std::string_view user, std::string_view id, std::int64_t deadline) {
-  const StoreOp op{StoreOp::Kind::kPutUser, id, {}, user, deadline};
-  return store.write(std::span(&op, 1));
+  const Mutation m = put(id, value_with_deadline(deadline, "v"), user, deadline);
+  return store.write(std::span(&m, 1));
 }
 
 std::vector<std::pair<std::string, std::string>> sessions_of(const Store& store) {
@@ -104,11 +133,16 @@ std::set<std::pair<std::string, std::string>> user_entries_of(const Store& store
   return out;
 }
 
+// The log as (sequence, kind letter + id + value): P put, T touch, E end.
 std::vector<std::pair<std::uint64_t, std::string>> replog_of(const Store& store,
                                                              std::uint64_t from = 0) {
   std::vector<std::pair<std::uint64_t, std::string>> out;
-  Status s = store.for_each_replog_entry(
-      from, [&](std::uint64_t seq, std::string_view entry) { out.emplace_back(seq, entry); });
+  Status s = store.for_each_log_entry(from, [&](std::uint64_t seq, const Mutation& m) {
+    const char kind = m.kind == Mutation::Kind::kPut     ? 'P'
+                      : m.kind == Mutation::Kind::kTouch ? 'T'
+                                                         : 'E';
+    out.emplace_back(seq, kind + std::string(detail::id_bytes(m.id)) + std::string(m.value));
+  });
   EXPECT_TRUE(s.ok()) << s.ToString();
   return out;
 }
@@ -229,12 +263,10 @@ TEST(Store, SessionsComeBackInKeyOrderAfterReopen) {
     ASSERT_NE(store, nullptr);
     // One batch, written out of key order, with a put and a delete of the same id inside it.
     const std::string doomed = value_with_deadline(kNoDeadline, "doomed");
-    const std::vector<StoreOp> ops = {
-        {StoreOp::Kind::kPutSession, expected[2].first, expected[2].second, {}, 0},
-        {StoreOp::Kind::kPutSession, test_id(3), doomed, {}, 0},
-        {StoreOp::Kind::kPutSession, expected[0].first, expected[0].second, {}, 0},
-        {StoreOp::Kind::kPutSession, expected[1].first, "overwritten below", {}, 0},
-        {StoreOp::Kind::kPutSession, expected[1].first, expected[1].second, {}, 0},
+    const std::vector<Mutation> ops = {
+        put(expected[2].first, expected[2].second), put(test_id(3), doomed),
+        put(expected[0].first, expected[0].second), put(expected[1].first, "overwritten below"),
+        put(expected[1].first, expected[1].second),
     };
     ASSERT_TRUE(store->write(ops).ok());
     ASSERT_TRUE(delete_session(*store, test_id(3)).ok());
@@ -278,7 +310,8 @@ TEST(Store, UserIndexEntriesKeepUsersApart) {
     for (const auto& [user, id] : expected) {
       ASSERT_TRUE(put_user(*store, user, id, kNoDeadline).ok());
     }
-    const StoreOp remove{StoreOp::Kind::kDeleteUser, test_id(1), {}, "ab", 0};
+    // Ends session 1 with the index entry of "ab" only: "abc"'s entry for the id stays.
+    const Mutation remove = end(test_id(1), "ab");
     ASSERT_TRUE(store->write(std::span(&remove, 1)).ok());
     EXPECT_EQ(user_entries_of(*store), expected);
   }
@@ -317,17 +350,15 @@ TEST(Store, ReplicationLogRecordsEachSessionOpInOrder) {
   ASSERT_NE(store, nullptr);
   const std::string v1 = value_with_deadline(kNoDeadline, "one");
   const std::string v3 = value_with_deadline(kNoDeadline, "three");
-  const std::vector<StoreOp> batch = {
-      {StoreOp::Kind::kPutSession, test_id(1), v1, {}, 0},
-      {StoreOp::Kind::kPutUser, test_id(1), {}, "alice", kNoDeadline},  // not logged
-      {StoreOp::Kind::kDeleteSession, test_id(2), {}, {}, 0},
-      {StoreOp::Kind::kDeleteUser, test_id(2), {}, "alice", 0},  // not logged
-  };
-  ASSERT_TRUE(store->write(batch).ok());
+  const std::vector<Mutation> batch = {put(test_id(1), v1, "alice"), end(test_id(2), "alice")};
+  std::uint64_t first = 0;
+  ASSERT_TRUE(store->write(batch, &first).ok());
+  EXPECT_EQ(first, 1u);
   ASSERT_TRUE(put_session(*store, test_id(3), v3).ok());
+  EXPECT_EQ(store->log_committed(), 3u);
 
   const std::vector<std::pair<std::uint64_t, std::string>> expected = {
-      {1, "P" + test_id(1) + v1}, {2, "D" + test_id(2)}, {3, "P" + test_id(3) + v3}};
+      {1, "P" + test_id(1) + v1}, {2, "E" + test_id(2)}, {3, "P" + test_id(3) + v3}};
   EXPECT_EQ(replog_of(*store), expected);
   const std::vector<std::pair<std::uint64_t, std::string>> from_two(expected.begin() + 1,
                                                                     expected.end());
@@ -415,14 +446,11 @@ TEST(Store, CompactionDropsExpiredSessionsAndUserEntries) {
   const std::string later = value_with_deadline(t0 + 5000, "later");
   const std::string never = value_with_deadline(kNoDeadline, "never");
   const std::string foreign = "not a session record: the filter must keep what it cannot read";
-  const std::vector<StoreOp> ops = {
-      {StoreOp::Kind::kPutSession, test_id(1), soon, {}, 0},
-      {StoreOp::Kind::kPutUser, test_id(1), {}, "alice", t0 + 1000},
-      {StoreOp::Kind::kPutSession, test_id(2), later, {}, 0},
-      {StoreOp::Kind::kPutUser, test_id(2), {}, "alice", t0 + 5000},
-      {StoreOp::Kind::kPutSession, test_id(3), never, {}, 0},
-      {StoreOp::Kind::kPutUser, test_id(3), {}, "bob", kNoDeadline},
-      {StoreOp::Kind::kPutSession, test_id(4), foreign, {}, 0},
+  const std::vector<Mutation> ops = {
+      put(test_id(1), soon, "alice", t0 + 1000),
+      put(test_id(2), later, "alice", t0 + 5000),
+      put(test_id(3), never, "bob", kNoDeadline),
+      put(test_id(4), foreign),
   };
   ASSERT_TRUE(store->write(ops).ok());
 

@@ -1,0 +1,91 @@
+// Internal to storage: the table's shards and the locking rules between them.
+//
+// A session is one Record allocation (record.h) owned by its shard's hash set, keyed by the id
+// inside the record (8 bytes per slot instead of 40). The shard picks from bytes 8..15 of the id
+// and the set hashes bytes 0..7: ids are CSPRNG output (or a keyed hash) and only ids made by
+// this node, its peers or its own disk are ever inserted, so they need no further mixing.
+//
+// Locks: Shard::mu guards a shard; UserShard::mu guards a slice of the user index. Session shard
+// locks come first, several only in the documented ordered cases (REGENERATE and move(): two;
+// create_batch, rewrite_batch, and the per-user limit's evictions: one per shard involved),
+// always in index order; a user-shard lock is taken under them, one at a time, never the other
+// way round. Persistence happens under the session shard lock so that the order of writes to
+// one session on disk (and in the replication log) is the order in memory.
+#pragma once
+
+#include <absl/container/flat_hash_map.h>
+#include <absl/container/flat_hash_set.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "storage/detail/record.h"
+
+namespace sessiond::storage::detail {
+
+inline std::uint64_t id_word(const SessionId& id, std::size_t offset) {
+  std::uint64_t v;
+  std::memcpy(&v, id.data() + offset, sizeof v);
+  return v;
+}
+
+struct IdHash {
+  using is_transparent = void;
+  std::size_t operator()(const SessionId& id) const { return id_word(id, 0); }
+  std::size_t operator()(const RecordPtr& r) const { return id_word(r->id, 0); }
+};
+
+// Word-wise equality: ids are compared on every lookup, and a memcmp call costs more here.
+inline bool same_id(const SessionId& a, const SessionId& b) {
+  return ((id_word(a, 0) ^ id_word(b, 0)) | (id_word(a, 8) ^ id_word(b, 8)) |
+          (id_word(a, 16) ^ id_word(b, 16)) | (id_word(a, 24) ^ id_word(b, 24))) == 0;
+}
+
+struct IdEq {
+  using is_transparent = void;
+  static const SessionId& key(const SessionId& id) { return id; }
+  static const SessionId& key(const RecordPtr& r) { return r->id; }
+  template <typename A, typename B>
+  bool operator()(const A& a, const B& b) const {
+    return same_id(key(a), key(b));
+  }
+};
+
+inline std::string_view id_bytes(const SessionId& id) {
+  return {reinterpret_cast<const char*>(id.data()), id.size()};
+}
+
+struct Counters {
+  std::uint64_t creates = 0, updates = 0, destroys = 0, regenerates = 0, expiries = 0,
+                read_hits = 0, read_misses = 0, touches_persisted = 0, touches_coalesced = 0;
+};
+
+struct alignas(64) Shard {
+  mutable std::mutex mu;  // guards everything below
+  absl::flat_hash_set<RecordPtr, IdHash, IdEq> records;
+  std::vector<Record*> heap;  // min-heap on persisted_deadline_ms(); Record::heap_index is the slot
+  std::size_t bytes = 0;
+  Counters counters;
+};
+
+struct alignas(64) UserShard {
+  mutable std::mutex mu;  // guards users
+  absl::flat_hash_map<std::string, absl::flat_hash_set<SessionId, IdHash>> users;
+};
+
+// Locks two shards (one, if they are the same) in index (address) order.
+inline std::pair<std::unique_lock<std::mutex>, std::unique_lock<std::mutex>> lock_two(Shard& a,
+                                                                                      Shard& b) {
+  if (&a == &b) return {std::unique_lock(a.mu), std::unique_lock<std::mutex>()};
+  Shard& lo = &a < &b ? a : b;
+  Shard& hi = &a < &b ? b : a;
+  std::unique_lock first(lo.mu);
+  std::unique_lock second(hi.mu);
+  return {std::move(first), std::move(second)};
+}
+
+}  // namespace sessiond::storage::detail

@@ -1,0 +1,184 @@
+// Internal to storage: SessionTable's implementation, shared by the files that hold its parts:
+//   session_table.cc  the public face and the session operations (create, get, update, ...)
+//   table_write.cc    the one write path (mutations, commit, observers), touches, recovery,
+//                     flush and the expirer
+//   table_users.cc    the user index, LIST_USER, REVOKE_USER and the per-user limit
+//   table_keyed.cc    keyed access for the RESP listener (rewrite, move, scan)
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "storage/detail/expiry_heap.h"
+#include "storage/detail/shard.h"
+#include "storage/hlc.h"
+#include "storage/session_table.h"
+
+namespace sessiond::storage {
+
+namespace detail {
+
+// INVALID_ARGUMENT for negative timeouts or ones beyond 100 years.
+Status check_timeouts(const Timeouts& t);
+
+inline SessionMeta meta_of(const Record& r) {
+  return {r.id, r.version(), r.created_at_ms, r.last_access_ms, r.deadline_ms(), r.signed_id != 0};
+}
+
+}  // namespace detail
+
+class SessionTable::Impl {
+ public:
+  Impl(const TableOptions& options, const Clock& clock, Store* store);
+  ~Impl();
+
+  Result<RecoveryReport> recover();
+  Result<SessionMeta> create(const NewSession& request);
+  std::vector<Result<SessionMeta>> create_batch(std::span<const NewSession> requests);
+  Status get(const SessionId& id, const ReadOptions& options, Session* out);
+  void get_batch(std::span<const SessionId> ids, const ReadOptions& options, std::span<Session> out,
+                 std::span<Status> statuses);
+  Result<SessionMeta> update(const SessionId& id, const FieldChanges& changes,
+                             std::optional<Version> expected_version);
+  Result<SessionMeta> touch(const SessionId& id);
+  Status destroy(const SessionId& id);
+  Result<SessionMeta> regenerate(const SessionId& id, const RegenerateOptions& options);
+  std::vector<SessionMeta> list_user(std::string_view user_id);
+  Result<std::size_t> revoke_user(std::string_view user_id, const SessionId* keep);
+  Status rewrite(const SessionId& id, RewriteFn decide);
+  void rewrite_batch(std::span<const SessionId> ids, std::span<const RewriteFn> decides,
+                     std::span<Status> statuses);
+  Status move(const SessionId& from, const SessionId& to, RewriteFn decide);
+  ScanPage scan(std::uint64_t cursor, std::size_t count);
+  // Returns {removed, whether some shard still has due work}.
+  std::pair<std::size_t, bool> expire_pass();
+  void start_expirer(std::int64_t interval_ms);
+  void stop_expirer();
+  // Persists every record with a coalesced touch or an unsaved access history.
+  Status flush();
+  TableStats stats() const;
+  std::uint64_t size() const;
+  std::uint64_t add_observer(MutationObserver observer);
+  void remove_observer(std::uint64_t handle);
+
+  const TableOptions& options() const { return options_; }
+
+ private:
+  using Record = detail::Record;
+  using RecordPtr = detail::RecordPtr;
+  using Shard = detail::Shard;
+  using UserShard = detail::UserShard;
+  using FieldRef = detail::FieldRef;
+
+  // ---- shards ----
+  std::size_t shard_index(const SessionId& id) const { return detail::id_word(id, 8) & mask_; }
+  Shard& shard_of(const SessionId& id) { return shards_[shard_index(id)]; }
+  UserShard& user_shard_of(std::string_view user);
+  // Locks the shards with these indexes (repeats allowed) in index order.
+  std::vector<std::unique_lock<std::mutex>> lock_shards(std::vector<std::size_t> indexes);
+  // Finds an alive record, removing it (and answering EXPIRED) if its deadline has passed.
+  Result<Record*> find_alive(Shard& shard, const SessionId& id, std::int64_t now);
+  // Drops a record from memory (set, heap, user index, accounting). Persists nothing.
+  void unlink(Shard& shard, Record* r);
+  void insert(Shard& shard, RecordPtr r);
+  // Puts `r` in the place of `old` (same id) in memory: set slot, heap slot, user index,
+  // accounting (`old_bytes`: what `old` was counted for). Persists nothing; frees `old`.
+  void replace(Shard& shard, Record* old, RecordPtr r, std::int64_t old_bytes);
+  void account(Shard& shard, std::int64_t delta) {
+    shard.bytes = static_cast<std::size_t>(static_cast<std::int64_t>(shard.bytes) + delta);
+    total_bytes_.fetch_add(delta, std::memory_order_relaxed);
+  }
+
+  // ---- the one write path (table_write.cc) ----
+  Version next_version() { return {hlc_.now(), options_.region}; }
+  Origin local_origin() const { return {options_.region, options_.node, false}; }
+  // Whether writes need describing at all: a store to write them to or an observer to see them.
+  bool recording() const {
+    return store_ != nullptr || observers_.load(std::memory_order_acquire) != nullptr;
+  }
+  // The mutation that writes r's current state; its value is encoded into *value.
+  Mutation put_of(const Record& r, Mutation::Kind kind, std::string* value) const;
+  // The mutation that ends r for good.
+  Mutation end_of(const Record& r) const;
+  // Writes the mutations in one batch, then hands them to the observers. Call it holding the
+  // locks of the sessions they name; nothing is written or observed on failure.
+  Status commit(std::span<const Mutation> mutations);
+  // Writes r's current state (kPut or kTouch) plus `extra` in one commit; on success nothing of
+  // the record is left unpersisted.
+  Status persist_record(Record* r, Mutation::Kind kind, std::span<const Mutation> extra = {});
+  // Ends an alive record: its end is written, then it leaves memory.
+  Status remove(Shard& shard, Record* r);
+  // Slides r's last access to now; persists it if the coalescing rule says so.
+  Status slide(Shard& shard, Record* r, std::int64_t now);
+
+  // ---- session operations (session_table.cc) ----
+  void create_chunk(std::span<const NewSession> requests,
+                    std::vector<Result<SessionMeta>>* results);
+  // Validates a create request and builds its record (with a fresh id), within the budget.
+  Result<RecordPtr> new_record(const NewSession& request);
+  // update() once the record is found and its version checked.
+  Result<SessionMeta> apply_changes(Shard& shard, Record* old, const FieldChanges& changes,
+                                    std::int64_t now);
+  Status check_fields(std::string_view user_id, std::span<const FieldRef> fields) const;
+  Status reserve_bytes(std::int64_t delta);
+
+  // ---- user index (table_users.cc) ----
+  void index_user(std::string_view user, const SessionId& id, bool add);
+  // The per-user limit before a session is added to `user` (see TableOptions): the user's
+  // oldest sessions that must end to make room (none when there is room), or FORBIDDEN under
+  // the refuse policy. Only looks: the caller ends them in the write that adds the session,
+  // so a request that fails ends nothing. Takes its own locks: call it holding none.
+  Result<std::vector<SessionId>> sessions_to_evict(std::string_view user);
+  // Under the locks of the shards of `ids`: the ends of those still alive and still of `user`
+  // (appended to *ends) and the records to unlink once they are written.
+  void retire_evicted(std::span<const SessionId> ids, std::string_view user, std::int64_t now,
+                      std::vector<Mutation>* ends, std::vector<std::pair<Shard*, Record*>>* ending);
+  // After the write: drops the evicted records from memory and counts them as destroys.
+  void unlink_evicted(std::span<const std::pair<Shard*, Record*>> ending);
+
+  // ---- keyed access (table_keyed.cc) ----
+  void rewrite_chunk(std::span<const SessionId> ids, std::span<const RewriteFn> decides,
+                     std::span<Status> statuses);
+  // Builds the record of a Rewrite::kPut for `id`, checked against the limits and the budget
+  // (net of `replacing`, the record it will replace, if any). `pending` is what earlier records
+  // of the same batch will add to the budget.
+  Result<RecordPtr> put_record(const SessionId& id, const Rewrite& w, const Record* replacing,
+                               std::int64_t now, std::int64_t pending = 0);
+
+  // Empties the table (a failed recovery must not leave a partial load behind).
+  void clear();
+
+  TableOptions options_;
+  const Clock& clock_;
+  Store* store_;
+  HybridLogicalClock hlc_;
+  std::vector<Shard> shards_;
+  std::vector<UserShard> user_shards_;
+  std::size_t mask_ = 0;
+  std::atomic<std::int64_t> total_bytes_{0};
+
+  // Observers: writers read the current list without a lock; a change publishes a new list and
+  // keeps the old ones alive until the table goes (they are few and change rarely).
+  struct Observers {
+    std::vector<std::pair<std::uint64_t, MutationObserver>> list;
+  };
+  std::mutex observers_mu_;  // guards observer changes and retired_observers_
+  std::atomic<const Observers*> observers_{nullptr};
+  std::vector<std::unique_ptr<Observers>> retired_observers_;
+  std::uint64_t next_observer_ = 1;
+
+  std::mutex expirer_mu_;  // guards expirer_stop_ and the expirer thread's start/stop
+  std::condition_variable expirer_cv_;
+  bool expirer_stop_ = false;
+  std::thread expirer_;
+};
+
+}  // namespace sessiond::storage

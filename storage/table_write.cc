@@ -1,0 +1,302 @@
+// The table's one write path (DESIGN §6) and what keeps memory and disk in step: touch
+// coalescing, recovery, flush and the expirer.
+//
+// Every operation decides in memory what changes, describes it as Mutations (put_of, end_of),
+// and calls commit(): the Store writes them as one WriteBatch (record or tombstone, user-index
+// entry, replication-log entry), and only then does the operation apply the change in memory
+// and do the observers see it. commit() runs under the locks of the sessions it names, so the
+// order of one session's mutations is the same in memory, on disk, in the log and for observers.
+//
+// Expiry writes nothing to disk: recovery skips expired records and the compaction filter drops
+// them, so a mass expiry costs no I/O. The expirer's only writes are catch-ups of coalesced
+// touches whose on-disk deadline came due, one batch per shard per pass.
+#include <chrono>
+#include <limits>
+
+#include "storage/detail/table_impl.h"
+
+namespace sessiond::storage {
+
+using detail::heap_fix;
+using detail::heap_key;
+using detail::heap_sift_down;
+using detail::id_bytes;
+using detail::Record;
+using detail::RecordPtr;
+
+Mutation SessionTable::Impl::put_of(const Record& r, Mutation::Kind kind,
+                                    std::string* value) const {
+  detail::encode_value(r, value);
+  Mutation m;
+  m.kind = kind;
+  m.id = r.id;
+  m.user = detail::blob_user_id(r.blob());
+  m.value = *value;
+  m.deadline_ms = r.persisted_deadline_ms();
+  m.last_access_ms = r.persisted_access_ms();
+  if (r.extras) m.access_log = r.extras->access_log;
+  m.origin = local_origin();
+  return m;
+}
+
+Mutation SessionTable::Impl::end_of(const Record& r) const {
+  Mutation m;
+  m.kind = Mutation::Kind::kEnd;
+  m.id = r.id;
+  m.user = detail::blob_user_id(r.blob());
+  m.origin = local_origin();
+  return m;
+}
+
+Status SessionTable::Impl::commit(std::span<const Mutation> mutations) {
+  if (mutations.empty()) return {};
+  std::uint64_t first_seq = 0;
+  if (store_) {
+    if (Status s = store_->write(mutations, &first_seq); !s.ok()) return s;
+  }
+  if (const Observers* observers = observers_.load(std::memory_order_acquire)) {
+    for (std::size_t i = 0; i < mutations.size(); ++i) {
+      for (const auto& [handle, observer] : observers->list) {
+        observer(mutations[i], first_seq == 0 ? 0 : first_seq + i);
+      }
+    }
+  }
+  return {};
+}
+
+std::uint64_t SessionTable::Impl::add_observer(MutationObserver observer) {
+  std::lock_guard lock(observers_mu_);
+  auto next = std::make_unique<Observers>();
+  if (const Observers* current = observers_.load(std::memory_order_relaxed)) *next = *current;
+  const std::uint64_t handle = next_observer_++;
+  next->list.emplace_back(handle, std::move(observer));
+  observers_.store(next.get(), std::memory_order_release);
+  retired_observers_.push_back(std::move(next));
+  return handle;
+}
+
+void SessionTable::Impl::remove_observer(std::uint64_t handle) {
+  std::lock_guard lock(observers_mu_);
+  const Observers* current = observers_.load(std::memory_order_relaxed);
+  if (current == nullptr) return;
+  auto next = std::make_unique<Observers>(*current);
+  std::erase_if(next->list, [&](const auto& entry) { return entry.first == handle; });
+  if (next->list.empty()) {
+    observers_.store(nullptr, std::memory_order_release);
+    return;
+  }
+  observers_.store(next.get(), std::memory_order_release);
+  retired_observers_.push_back(std::move(next));
+}
+
+Status SessionTable::Impl::persist_record(Record* r, Mutation::Kind kind,
+                                          std::span<const Mutation> extra) {
+  const std::uint32_t previous_lag = r->unpersisted_ms;
+  r->unpersisted_ms = 0;
+  if (recording()) {
+    thread_local std::string value;
+    thread_local std::vector<Mutation> mutations;
+    mutations.clear();
+    mutations.push_back(put_of(*r, kind, &value));
+    mutations.insert(mutations.end(), extra.begin(), extra.end());
+    if (Status s = commit(mutations); !s.ok()) {
+      r->unpersisted_ms = previous_lag;
+      return s;
+    }
+  }
+  if (r->extras) r->extras->unsaved_access = false;
+  return {};
+}
+
+Status SessionTable::Impl::remove(Shard& shard, Record* r) {
+  if (recording()) {
+    const Mutation end = end_of(*r);
+    if (Status s = commit(std::span(&end, 1)); !s.ok()) return s;
+  }
+  unlink(shard, r);
+  ++shard.counters.destroys;
+  return {};
+}
+
+Status SessionTable::Impl::slide(Shard& shard, Record* r, std::int64_t now) {
+  const std::int64_t previous = r->last_access_ms;
+  const std::uint32_t previous_lag = r->unpersisted_ms;
+  const std::int64_t previous_key = heap_key(r);
+  bool must_persist = false;
+  if (now > r->last_access_ms) {
+    const std::int64_t lag = r->unpersisted_ms + (now - r->last_access_ms);
+    must_persist = lag > std::numeric_limits<std::uint32_t>::max();  // lag must fit its field
+    r->last_access_ms = now;
+    r->unpersisted_ms = must_persist ? 0 : static_cast<std::uint32_t>(lag);
+  }
+  const double slack = static_cast<double>(r->idle_ms) * options_.touch_persist_fraction;
+  if (!must_persist &&
+      static_cast<double>(r->deadline_ms() - r->persisted_deadline_ms()) <= slack) {
+    ++shard.counters.touches_coalesced;
+    return {};
+  }
+  Status s = persist_record(r, Mutation::Kind::kTouch);
+  if (!s.ok()) {
+    r->last_access_ms = previous;
+    r->unpersisted_ms = previous_lag;
+    return s;
+  }
+  ++shard.counters.touches_persisted;
+  if (heap_key(r) != previous_key) heap_fix(shard.heap, r);
+  return {};
+}
+
+// ---- recovery -------------------------------------------------------------------------------
+
+Result<RecoveryReport> SessionTable::Impl::recover() {
+  RecoveryReport report;
+  if (!store_) return report;
+  const auto started = std::chrono::steady_clock::now();
+  const std::int64_t now = clock_.now_ms();
+  Status s = store_->for_each_session([&](std::string_view key, std::string_view value) -> Status {
+    auto decoded = detail::decode_value(key, value);
+    if (!decoded.ok()) {
+      std::string id_text =
+          key.size() == sizeof(SessionId)
+              ? session_id_to_text(*reinterpret_cast<const SessionId*>(key.data()))
+              : "(bad key)";
+      return Status::Internal("session " + id_text + " in " + store_->options().path + ": " +
+                              decoded.status().message());
+    }
+    RecordPtr r = std::move(decoded).value();
+    if (r->deadline_ms() <= now) {
+      ++report.skipped_expired;
+      return Status();
+    }
+    hlc_.observe(r->version_hlc);
+    Shard& shard = shard_of(r->id);
+    std::lock_guard lock(shard.mu);
+    if (shard.records.contains(r->id)) return Status::Internal("recover() on a non-empty table");
+    insert(shard, std::move(r));
+    ++report.loaded;
+    return Status();
+  });
+  if (!s.ok()) {
+    clear();  // never serve a partial load
+    return s;
+  }
+  report.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::steady_clock::now() - started)
+                           .count();
+  return report;
+}
+
+void SessionTable::Impl::clear() {
+  for (Shard& shard : shards_) {
+    std::lock_guard lock(shard.mu);
+    shard.heap.clear();
+    shard.records.clear();
+    shard.bytes = 0;
+  }
+  for (UserShard& us : user_shards_) {
+    std::lock_guard lock(us.mu);
+    us.users.clear();
+  }
+  total_bytes_ = 0;
+}
+
+// ---- flush and expiry -----------------------------------------------------------------------
+
+Status SessionTable::Impl::flush() {
+  for (Shard& shard : shards_) {
+    std::lock_guard lock(shard.mu);
+    for (const RecordPtr& owned : shard.records) {
+      Record* r = owned.get();
+      if (r->unpersisted_ms == 0 && !(r->extras && r->extras->unsaved_access)) continue;
+      const std::int64_t key = heap_key(r);
+      if (Status s = persist_record(r, Mutation::Kind::kTouch); !s.ok()) return s;
+      if (heap_key(r) != key) heap_fix(shard.heap, r);
+    }
+  }
+  return {};
+}
+
+std::pair<std::size_t, bool> SessionTable::Impl::expire_pass() {
+  std::size_t removed = 0;
+  bool more = false;
+  std::vector<std::pair<Record*, std::uint32_t>> catch_up;  // record, its lag before the pass
+  std::vector<std::string> values;
+  std::vector<Mutation> mutations;
+  for (Shard& shard : shards_) {
+    std::lock_guard lock(shard.mu);
+    const std::int64_t now = clock_.now_ms();
+    // Pops due records: expired ones leave; alive ones (a coalesced touch whose on-disk deadline
+    // came due) are collected and written below in one batch, then pushed down the heap.
+    catch_up.clear();
+    std::size_t done = 0;
+    while (!shard.heap.empty() && heap_key(shard.heap.front()) <= now) {
+      if (done == options_.expiry_batch) {
+        more = true;
+        break;
+      }
+      ++done;
+      Record* r = shard.heap.front();
+      if (r->deadline_ms() <= now) {
+        unlink(shard, r);
+        ++shard.counters.expiries;
+        ++removed;
+        continue;
+      }
+      catch_up.emplace_back(r, r->unpersisted_ms);
+      // Out of the way of the pop loop until it is written: its key moves to the true deadline.
+      r->unpersisted_ms = 0;
+      heap_sift_down(shard.heap, 0);
+    }
+    if (catch_up.empty()) continue;
+    values.assign(catch_up.size(), std::string());
+    mutations.clear();
+    for (std::size_t i = 0; i < catch_up.size(); ++i) {
+      mutations.push_back(put_of(*catch_up[i].first, Mutation::Kind::kTouch, &values[i]));
+    }
+    if (Status s = recording() ? commit(mutations) : Status(); !s.ok()) {
+      // Disk trouble: the records keep their coalesced touches (their keys, come due, go back)
+      // and the next pass retries.
+      for (const auto& [r, lag] : catch_up) {
+        r->unpersisted_ms = lag;
+        heap_fix(shard.heap, r);
+      }
+      continue;
+    }
+    for (const auto& [r, lag] : catch_up) {
+      if (r->extras) r->extras->unsaved_access = false;
+      ++shard.counters.touches_persisted;
+    }
+  }
+  return {removed, more};
+}
+
+void SessionTable::Impl::start_expirer(std::int64_t interval_ms) {
+  std::lock_guard lock(expirer_mu_);
+  if (expirer_.joinable()) return;
+  expirer_stop_ = false;
+  expirer_ = std::thread([this, interval_ms] {
+    std::unique_lock guard(expirer_mu_);
+    while (!expirer_stop_) {
+      guard.unlock();
+      const bool more = expire_pass().second;
+      guard.lock();
+      if (!more) {
+        expirer_cv_.wait_for(guard, std::chrono::milliseconds(interval_ms),
+                             [this] { return expirer_stop_; });
+      }
+    }
+  });
+}
+
+void SessionTable::Impl::stop_expirer() {
+  std::thread thread;
+  {
+    std::lock_guard lock(expirer_mu_);
+    expirer_stop_ = true;
+    thread = std::move(expirer_);
+  }
+  expirer_cv_.notify_all();
+  if (thread.joinable()) thread.join();
+}
+
+}  // namespace sessiond::storage
