@@ -36,7 +36,8 @@ std::size_t utf8_sequence_length(std::string_view s) {
 
 std::string json_version(const Version& version) {
   return "{\"hlc\":" + std::to_string(version.hlc) +
-         ",\"region\":" + std::to_string(version.region) + "}";
+         ",\"region\":" + std::to_string(version.region) +
+         ",\"node\":" + std::to_string(version.node) + "}";
 }
 
 std::string json_access(const AccessEntry& entry) {

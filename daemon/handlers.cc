@@ -57,6 +57,7 @@ std::vector<std::pair<std::string, std::string>> fields_from(
 void to_wire(const storage::Version& v, wire::Version* out) {
   out->set_hlc(v.hlc);
   out->set_region(v.region);
+  out->set_node(v.node);
 }
 
 void to_wire(const storage::SessionMeta& m, std::string wire_id, wire::SessionMeta* out) {
@@ -476,7 +477,8 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       }
       std::optional<storage::Version> expected;
       if (req.has_expected_version()) {
-        expected = storage::Version{req.expected_version().hlc(), req.expected_version().region()};
+        expected = storage::Version{req.expected_version().hlc(), req.expected_version().region(),
+                                    req.expected_version().node()};
       }
       auto meta = table_.update(*id, ch, expected);
       if (!meta.ok()) return append_error(request, meta.status(), out);

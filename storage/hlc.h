@@ -21,6 +21,8 @@ class HybridLogicalClock {
   std::uint64_t now();
   // Moves the clock past `timestamp` (from a loaded record or a peer). Thread-safe.
   void observe(std::uint64_t timestamp);
+  // The last timestamp returned or observed (the high-water mark to persist).
+  std::uint64_t last() const { return last_.load(std::memory_order_relaxed); }
 
   static constexpr std::uint64_t physical_ms(std::uint64_t ts) { return ts >> 16; }
   static constexpr std::uint64_t pack(std::uint64_t ms, std::uint64_t logical) {

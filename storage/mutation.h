@@ -36,14 +36,17 @@ struct Mutation {
                  // on disk, a small entry (last access and access log) in the replication log
     kEnd = 3,    // the session ended for good: destroy, regenerate's old id, revoke, eviction,
                  // a keyed delete; value holds its tombstone (empty: none)
+    kGeneration = 4,  // a user's revocation generation was raised (REVOKE_USER): value holds
+                      // it; id is unused
   };
   Kind kind = Kind::kPut;
   SessionId id{};
-  std::string_view user;            // the session's user; its index entry is written or removed
-  std::string_view dropped_user;    // kPut: a former user of this id whose index entry goes
-  std::string_view value;           // kPut/kTouch: the encoded record; kEnd: the tombstone
-  std::int64_t deadline_ms = 0;     // kPut/kTouch: when the index entry may be dropped
-  std::int64_t last_access_ms = 0;  // kTouch
+  std::string_view user;          // the session's user; its index entry is written or removed
+  std::string_view dropped_user;  // kPut: a former user of this id whose index entry goes
+  std::string_view value;  // kPut/kTouch: the encoded record; kEnd: the tombstone; kGeneration:
+                           // the generation
+  std::int64_t deadline_ms = 0;             // kPut/kTouch: when the index entry may be dropped
+  std::int64_t last_access_ms = 0;          // kTouch
   std::span<const AccessEntry> access_log;  // kTouch: the session's access history
   Origin origin;
 };

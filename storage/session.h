@@ -5,6 +5,7 @@
 // as a timeout means "none". A session is alive while now < deadline.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <compare>
 #include <cstdint>
@@ -25,13 +26,16 @@ std::string session_id_to_text(const SessionId& id);
 // Parses the 43-character text form; nullopt for anything else.
 std::optional<SessionId> session_id_from_text(std::string_view text);
 
-// Version of a write: a hybrid logical clock timestamp (see hlc.h) and the region that made it.
-// Ordered by (hlc, region), which is total across regions (DESIGN §7).
+// Version of a write: a hybrid logical clock timestamp (see hlc.h), the region and the node (in
+// its region) that made it. Ordered by (hlc, region, node), so two writers never tie (DESIGN §7).
+// Region and node numbers are below kMaxOrigin.
 struct Version {
   std::uint64_t hlc = 0;
   std::uint32_t region = 0;
+  std::uint32_t node = 0;
   friend auto operator<=>(const Version&, const Version&) = default;
 };
+inline constexpr std::uint32_t kMaxOrigin = 1u << 16;
 
 struct Timeouts {
   std::int64_t idle_ms = 0;      // sliding: expires this long after the last access; 0 = none
@@ -99,6 +103,9 @@ struct Session {
   std::int64_t created_at_ms = 0;
   std::int64_t last_access_ms = 0;
   Timeouts timeouts;
+  // The lifetime cap (DESIGN §7): created_at + the node's max lifetime, which no update raises;
+  // kNoDeadline for keyed (RESP) records without one.
+  std::int64_t cap_ms = kNoDeadline;
   std::optional<ClientContext> context;
   std::vector<AccessEntry> access_log;  // oldest first, at most the configured length
   Version version;                      // version of the last write to the session
@@ -106,7 +113,7 @@ struct Session {
   bool signed_id = false;               // its id is handed out with an HMAC tag (DESIGN §9)
 
   std::int64_t deadline_ms() const {
-    return compute_deadline(created_at_ms, last_access_ms, timeouts);
+    return std::min(compute_deadline(created_at_ms, last_access_ms, timeouts), cap_ms);
   }
   // Pointer to the field with this name, or nullptr.
   const Field* field(std::string_view name) const;

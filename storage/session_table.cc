@@ -4,8 +4,10 @@
 #include "storage/session_table.h"
 
 #include <algorithm>
+#include <deque>
 #include <iterator>
 
+#include "storage/detail/merge.h"
 #include "storage/detail/table_impl.h"
 
 namespace sessiond::storage {
@@ -68,10 +70,37 @@ void sorted_refs(const std::vector<std::pair<std::string, std::string>>& pairs, 
             [](const FieldRef& a, const FieldRef& b) { return a.name < b.name; });
 }
 
+// The record with its blob's generation stamp set (a user that was revoked before: rare).
+RecordPtr restamped(const Record& r, std::uint64_t stamp) {
+  thread_local std::vector<FieldRef> fields;
+  thread_local std::string blob;
+  detail::BlobMeta meta = detail::blob_meta(r.blob(), r.version());
+  meta.stamp = stamp;
+  detail::blob_fields(r.blob(), r.version(), &fields);
+  detail::encode_blob(meta, fields, r.version(), &blob);
+  RecordPtr out = Record::make(r.id, blob);
+  out->created_at_ms = r.created_at_ms;
+  out->last_access_ms = r.last_access_ms;
+  out->idle_ms = r.idle_ms;
+  out->absolute_ms = r.absolute_ms;
+  out->cap_ms = r.cap_ms;
+  out->set_version(r.version());
+  out->preset_code = r.preset_code;
+  out->signed_id = r.signed_id;
+  if (r.extras) out->extras = std::make_unique<detail::Extras>(*r.extras);
+  return out;
+}
+
 }  // namespace
 
 SessionTable::Impl::Impl(const TableOptions& options, const Clock& clock, Store* store)
-    : options_(options), clock_(clock), store_(store), hlc_(clock) {
+    : options_(options),
+      own_ids_(options.ids ? nullptr
+                           : std::make_unique<IdGenerator>(IdGenerator::with_random_secret())),
+      ids_(options.ids ? options.ids : own_ids_.get()),
+      clock_(clock),
+      store_(store),
+      hlc_(clock) {
   std::size_t n = 1;
   while (n < std::clamp<std::size_t>(options.shard_count, 1, kMaxShards)) n <<= 1;
   shards_ = std::vector<Shard>(n);
@@ -129,9 +158,9 @@ void SessionTable::Impl::unlink(Shard& shard, Record* r) {
   shard.records.erase(it);  // frees r
 }
 
-void SessionTable::Impl::insert(Shard& shard, RecordPtr r) {
+void SessionTable::Impl::insert(Shard& shard, RecordPtr r, bool indexed) {
   Record* raw = r.get();
-  index_user(detail::blob_user_id(raw->blob()), raw->id, true);
+  if (!indexed) index_user(detail::blob_user_id(raw->blob()), raw->id, true);
   account(shard, static_cast<std::int64_t>(raw->footprint()));
   shard.records.insert(std::move(r));
   heap_push(shard.heap, raw);
@@ -160,13 +189,16 @@ Status SessionTable::Impl::check_fields(std::string_view user_id,
     return Status::TooLarge("user id is " + std::to_string(user_id.size()) +
                             " bytes; the limit is " + std::to_string(options_.max_user_id_bytes));
   }
-  if (fields.size() > options_.max_fields) {
-    return Status::TooLarge("session would have " + std::to_string(fields.size()) +
+  const auto live = static_cast<std::size_t>(
+      std::count_if(fields.begin(), fields.end(), [](const FieldRef& f) { return !f.deleted; }));
+  if (live > options_.max_fields) {
+    return Status::TooLarge("session would have " + std::to_string(live) +
                             " fields; the limit is " + std::to_string(options_.max_fields));
   }
   std::size_t total = user_id.size();
   for (std::size_t i = 0; i < fields.size(); ++i) {
     const FieldRef& f = fields[i];
+    if (f.deleted) continue;
     if (f.name.empty()) return Status::InvalidArgument("field names must not be empty");
     if (f.name.size() > options_.max_field_name_bytes) {
       return Status::TooLarge("field name of " + std::to_string(f.name.size()) +
@@ -210,13 +242,13 @@ Result<RecordPtr> SessionTable::Impl::new_record(const NewSession& request) {
   if (Status s = check_fields(request.user_id, refs); !s.ok()) return s;
   detail::encode_blob(request.user_id, refs, version, &blob);
 
-  RecordPtr r = Record::make(new_session_id(), blob);
+  RecordPtr r = Record::make(ids_->next_id(request.user_id), blob);
   r->created_at_ms = now;
   r->last_access_ms = now;
   r->idle_ms = timeouts.idle_ms;
   r->absolute_ms = timeouts.absolute_ms;
-  r->version_hlc = version.hlc;
-  r->version_region = version.region;
+  r->cap_ms = now + options_.max_lifetime_ms;
+  r->set_version(version);
   r->set_preset(request.preset);
   r->signed_id = request.signed_id ? 1 : 0;
   if (request.context) {
@@ -240,22 +272,29 @@ Result<SessionMeta> SessionTable::Impl::create(const NewSession& request) {
     indexes.assign({shard_index(r->id)});
     for (const SessionId& id : *evict) indexes.push_back(shard_index(id));
     auto locks = lock_shards(indexes);
-    // A collision has probability 2^-256; if it ever happens the new id may belong to another
+    // A collision has probability 2^-192; if it ever happens the new id may belong to another
     // shard, so look again under that shard's lock.
     if (shard_of(r->id).records.contains(r->id)) {
       locks.clear();
-      r->id = new_session_id();
+      r->id = ids_->next_id(request.user_id);
       continue;
     }
     const std::int64_t now = clock_.now_ms();
+    std::uint64_t stamp = 0;
+    if (Status s = admit(request.user_id, r->id, /*new_birth=*/true, &stamp); !s.ok()) return s;
+    if (stamp != 0) r = restamped(*r, stamp);
     std::vector<Mutation> retire;
-    std::vector<std::pair<Shard*, Record*>> ending;
-    retire_evicted(*evict, request.user_id, now, &retire, &ending);
-    if (Status s = persist_record(r.get(), Mutation::Kind::kPut, retire); !s.ok()) return s;
-    unlink_evicted(ending);
+    std::deque<std::string> values;
+    std::vector<std::pair<Record*, detail::Tombstone>> ending;
+    retire_evicted(*evict, request.user_id, now, &retire, &values, &ending);
+    if (Status s = persist_record(r.get(), Mutation::Kind::kPut, retire); !s.ok()) {
+      index_user(request.user_id, r->id, false);
+      return s;
+    }
+    bury_all(ending);
     Shard& shard = shard_of(r->id);
     SessionMeta meta = meta_of(*r);
-    insert(shard, std::move(r));
+    insert(shard, std::move(r), /*indexed=*/true);
     ++shard.counters.creates;
     return meta;
   }
@@ -303,25 +342,35 @@ void SessionTable::Impl::create_chunk(std::span<const NewSession> requests,
   }
   const auto locks = lock_shards(std::move(shard_indexes));
 
-  std::vector<std::string> values;
+  std::deque<std::string> values;  // mutations view into these: stable addresses
   std::vector<Mutation> mutations;
-  values.reserve(requests.size());  // mutations view into these: no reallocation
   mutations.reserve(requests.size());
   const bool record_writes = recording();
   for (std::size_t i = 0; i < records.size(); ++i) {
     Record* r = records[i].get();
     if (r == nullptr) continue;
-    if (shard_of(r->id).records.contains(r->id)) {  // 2^-256, as in create()
+    if (shard_of(r->id).records.contains(r->id)) {  // 2^-192, as in create()
       results[i] = Status::Internal("session id collision; retry");
       records[i].reset();
       continue;
     }
-    if (record_writes)
-      mutations.push_back(put_of(*r, Mutation::Kind::kPut, &values.emplace_back()));
+    std::uint64_t stamp = 0;
+    const std::string_view user = detail::blob_user_id(r->blob());
+    if (Status s = admit(user, r->id, /*new_birth=*/true, &stamp); !s.ok()) {
+      results[i] = s;
+      records[i].reset();
+      continue;
+    }
+    if (stamp != 0) records[i] = restamped(*records[i], stamp);
+    if (record_writes) {
+      mutations.push_back(put_of(*records[i], Mutation::Kind::kPut, &values.emplace_back()));
+    }
   }
   if (Status s = commit(mutations); !s.ok()) {
     for (std::size_t i = 0; i < records.size(); ++i) {
-      if (records[i]) results[i] = s;
+      if (!records[i]) continue;
+      results[i] = s;
+      index_user(detail::blob_user_id(records[i]->blob()), records[i]->id, false);
     }
     std::move(results.begin(), results.end(), std::back_inserter(*all_results));
     return;
@@ -329,7 +378,7 @@ void SessionTable::Impl::create_chunk(std::span<const NewSession> requests,
   for (RecordPtr& r : records) {
     if (!r) continue;
     Shard& shard = shard_of(r->id);
-    insert(shard, std::move(r));
+    insert(shard, std::move(r), /*indexed=*/true);
     ++shard.counters.creates;
   }
   std::move(results.begin(), results.end(), std::back_inserter(*all_results));
@@ -362,13 +411,12 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
       const std::size_t before = r->footprint();
       if (!r->extras) r->extras = std::make_unique<detail::Extras>();
       auto& log = r->extras->access_log;
-      if (log.size() >= options_.access_log_length) {
-        log.erase(log.begin(), log.begin() + static_cast<std::ptrdiff_t>(
-                                                 log.size() - options_.access_log_length + 1));
-      }
       log.push_back(*options.record_access);
       log.back().time_ms = now;
       if (!log.back().has_location) log.back().latitude = log.back().longitude = 0;
+      // The form the merge keeps (ordered, no repeats), so that merging a history with itself
+      // changes nothing.
+      detail::canonical_access_log(&log, options_.access_log_length);
       // Saved with the session's next write (a touch past the coalescing slack, an update, the
       // expirer's catch-up) or by flush(), like coalesced touches.
       r->extras->unsaved_access = true;
@@ -446,24 +494,55 @@ Result<SessionMeta> SessionTable::Impl::apply_changes(Shard& shard, Record* old,
   const SessionId id = old->id;  // `old` is freed by the swap below
   const Version version = next_version();
 
-  // Merge: old fields minus removed, overwritten by set (which carry the new version).
+  // Merge: the old fields, overwritten by set and by removes (field tombstones, so that the
+  // removal wins over older writes of the name elsewhere, DESIGN §7), which carry the new
+  // version. A name both set and removed is set.
   thread_local std::vector<FieldRef> current, setting, merged;
   thread_local std::string blob;
   detail::blob_fields(old->blob(), old->version(), &current);
   sorted_refs(changes.set, version, &setting);
+  const std::size_t set_count = setting.size();
+  for (const std::string& name : changes.remove) {
+    if (!std::binary_search(setting.begin(),
+                            setting.begin() + static_cast<std::ptrdiff_t>(set_count),
+                            FieldRef{name, {}, version},
+                            [](const FieldRef& a, const FieldRef& b) { return a.name < b.name; })) {
+      setting.push_back(FieldRef{name, {}, version, /*deleted=*/true});
+    }
+  }
+  std::sort(setting.begin() + static_cast<std::ptrdiff_t>(set_count), setting.end(),
+            [](const FieldRef& a, const FieldRef& b) { return a.name < b.name; });
+  setting.erase(std::unique(setting.begin() + static_cast<std::ptrdiff_t>(set_count), setting.end(),
+                            [](const FieldRef& a, const FieldRef& b) { return a.name == b.name; }),
+                setting.end());
+  std::inplace_merge(setting.begin(), setting.begin() + static_cast<std::ptrdiff_t>(set_count),
+                     setting.end(),
+                     [](const FieldRef& a, const FieldRef& b) { return a.name < b.name; });
   merged.clear();
   std::size_t i = 0, j = 0;
-  auto removed = [&](std::string_view name) {
-    return std::find(changes.remove.begin(), changes.remove.end(), name) != changes.remove.end();
-  };
   while (i < current.size() || j < setting.size()) {
     if (j == setting.size() || (i < current.size() && current[i].name < setting[j].name)) {
-      if (!removed(current[i].name)) merged.push_back(current[i]);
-      ++i;
+      merged.push_back(current[i++]);
     } else {
       if (i < current.size() && current[i].name == setting[j].name) ++i;
       merged.push_back(setting[j++]);
     }
+  }
+  // Field tombstones are bounded like fields: past max_fields, the oldest go (a removal older
+  // than that many others may then lose to a late write of the name from elsewhere).
+  const auto tombstones = static_cast<std::size_t>(
+      std::count_if(merged.begin(), merged.end(), [](const FieldRef& f) { return f.deleted; }));
+  if (tombstones > options_.max_fields) {
+    std::vector<Version> versions;
+    for (const FieldRef& f : merged) {
+      if (f.deleted) versions.push_back(f.version);
+    }
+    std::nth_element(
+        versions.begin(),
+        versions.begin() + static_cast<std::ptrdiff_t>(tombstones - options_.max_fields),
+        versions.end());
+    const Version keep_from = versions[tombstones - options_.max_fields];
+    std::erase_if(merged, [&](const FieldRef& f) { return f.deleted && f.version < keep_from; });
   }
   // check_fields catches duplicates in `set` as adjacent equal names in the sorted `setting`.
   for (std::size_t k = 1; k < setting.size(); ++k) {
@@ -471,17 +550,18 @@ Result<SessionMeta> SessionTable::Impl::apply_changes(Shard& shard, Record* old,
       return Status::InvalidArgument("field '" + std::string(setting[k].name) + "' given twice");
     }
   }
-  const std::string_view user = detail::blob_user_id(old->blob());
-  if (Status s = check_fields(user, merged); !s.ok()) return s;
-  detail::encode_blob(user, merged, version, &blob);
+  detail::BlobMeta meta = detail::blob_meta(old->blob(), old->version());
+  if (Status s = check_fields(meta.user_id, merged); !s.ok()) return s;
+  if (changes.timeouts) meta.timeouts_version = version;
+  detail::encode_blob(meta, merged, version, &blob);
 
   RecordPtr r = Record::make(id, blob);
   r->created_at_ms = old->created_at_ms;
   r->last_access_ms = std::max(old->last_access_ms, now);
   r->idle_ms = changes.timeouts ? changes.timeouts->idle_ms : old->idle_ms;
   r->absolute_ms = changes.timeouts ? changes.timeouts->absolute_ms : old->absolute_ms;
-  r->version_hlc = version.hlc;
-  r->version_region = version.region;
+  r->cap_ms = old->cap_ms;  // no update raises the lifetime cap
+  r->set_version(version);
   r->preset_code = old->preset_code;  // new timeouts keep the session's policy class
   r->signed_id = old->signed_id;
   const auto old_bytes = static_cast<std::int64_t>(old->footprint());  // before extras move
@@ -534,8 +614,13 @@ Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
       evict = std::move(found).value();
     }
   }
-  SessionId new_id = new_session_id();
-  while (new_id == id) new_id = new_session_id();
+  // The route key stays unless the session changes user (DESIGN §2): a login moves it to its
+  // user's placement.
+  const RouteKey route_key = options.user_id && !options.user_id->empty()
+                                 ? ids_->route_key_of_user(*options.user_id)
+                                 : route_key_of(id);
+  SessionId new_id = IdGenerator::id_with_route_key(route_key);
+  while (new_id == id) new_id = IdGenerator::id_with_route_key(route_key);
   Shard& old_shard = shard_of(id);
   Shard& new_shard = shard_of(new_id);
   std::vector<std::size_t> indexes{shard_index(id), shard_index(new_id)};
@@ -569,38 +654,53 @@ Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
     }
   }
   if (Status s = check_fields(new_user, refs); !s.ok()) return s;
-  detail::encode_blob(new_user, refs, version, &blob);
+  const bool new_lifetime = new_user != old_user;
+  // The new session carries the old one's revocation stamp: a revoke that raised the user's
+  // generation meanwhile catches it (admit refuses it, or the revoke ends it with the others).
+  std::uint64_t stamp = detail::blob_meta(old->blob(), old->version()).stamp;
+  if (Status s = admit(new_user, new_id, new_lifetime, &stamp, &id); !s.ok()) return s;
+  detail::BlobMeta meta;
+  meta.user_id = new_user;
+  meta.timeouts_version = meta.birth = version;
+  meta.stamp = stamp;
+  detail::encode_blob(meta, refs, version, &blob);
 
   RecordPtr r = Record::make(new_id, blob);
   // The idle timeout starts now, the absolute one does not: regenerating periodically must not
   // keep a session alive forever. Only a new user (an anonymous session logging in) starts a
   // new lifetime.
-  const bool new_lifetime = new_user != old_user;
   r->created_at_ms = new_lifetime ? now : old->created_at_ms;
+  r->cap_ms = new_lifetime ? now + options_.max_lifetime_ms : old->cap_ms;
   r->last_access_ms = now;
   r->idle_ms = old->idle_ms;
   r->absolute_ms = old->absolute_ms;
-  r->version_hlc = version.hlc;
-  r->version_region = version.region;
+  r->set_version(version);
   r->preset_code = old->preset_code;
   r->signed_id = old->signed_id;
   if (old->extras) r->extras = std::make_unique<detail::Extras>(*old->extras);
   if (Status s = reserve_bytes(static_cast<std::int64_t>(r->footprint()) -
                                static_cast<std::int64_t>(old->footprint()));
       !s.ok()) {
+    index_user(new_user, new_id, false);
     return s;
   }
-  // The old id's end, and the new user's sessions that make room, go in the same batch.
-  std::vector<Mutation> retire{end_of(*old)};
-  std::vector<std::pair<Shard*, Record*>> ending;
-  retire_evicted(evict, new_user, now, &retire, &ending);
-  if (Status s = persist_record(r.get(), Mutation::Kind::kPut, retire); !s.ok()) return s;
-  unlink_evicted(ending);
-  SessionMeta meta = meta_of(*r);
-  unlink(old_shard, old);
-  insert(new_shard, std::move(r));
+  // The old id's end (a tombstone: REGENERATE's old id is final), and the new user's sessions
+  // that make room, go in the same batch.
+  std::deque<std::string> values;
+  const detail::Tombstone old_end = tombstone_of(*old, now);
+  std::vector<Mutation> retire{end_of(*old, old_end, &values.emplace_back())};
+  std::vector<std::pair<Record*, detail::Tombstone>> ending;
+  retire_evicted(evict, new_user, now, &retire, &values, &ending);
+  if (Status s = persist_record(r.get(), Mutation::Kind::kPut, retire); !s.ok()) {
+    index_user(new_user, new_id, false);
+    return s;
+  }
+  bury_all(ending);
+  SessionMeta result = meta_of(*r);
+  bury(old_shard, old, old_end);
+  insert(new_shard, std::move(r), /*indexed=*/true);
   ++new_shard.counters.regenerates;
-  return meta;
+  return result;
 }
 
 TableStats SessionTable::Impl::stats() const {
@@ -619,6 +719,15 @@ TableStats SessionTable::Impl::stats() const {
     out.read_misses += c.read_misses;
     out.touches_persisted += c.touches_persisted;
     out.touches_coalesced += c.touches_coalesced;
+    out.merges_applied += c.merges_applied;
+    out.merges_unchanged += c.merges_unchanged;
+    out.tombstones += shard.tombstones.size();
+  }
+  {
+    std::lock_guard lock(set_aside_mu_);
+    out.merges_set_aside = set_aside_count_;
+    out.merges_dropped = dropped_count_;
+    out.set_aside_pending = set_aside_.size();
   }
   for (const UserShard& us : user_shards_) {
     std::lock_guard lock(us.mu);
@@ -671,6 +780,9 @@ Result<SessionMeta> SessionTable::regenerate(const SessionId& id,
 }
 std::vector<SessionMeta> SessionTable::list_user(std::string_view user_id) {
   return impl_->list_user(user_id);
+}
+Result<ApplyOutcome> SessionTable::apply(const Mutation& mutation) {
+  return impl_->apply(mutation);
 }
 Result<std::size_t> SessionTable::revoke_user(std::string_view user_id, const SessionId* keep) {
   return impl_->revoke_user(user_id, keep);

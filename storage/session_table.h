@@ -29,6 +29,7 @@
 
 #include "protocol/status.h"
 #include "storage/clock.h"
+#include "storage/id_generator.h"
 #include "storage/mutation.h"
 #include "storage/session.h"
 #include "storage/store.h"
@@ -38,8 +39,20 @@ namespace sessiond::storage {
 struct TableOptions {
   std::size_t shard_count = 256;  // rounded up to a power of two, at most 65536
   Timeouts default_timeouts = preset_timeouts(Preset::kEcommerce);  // when a create names none
-  std::uint32_t region = 0;  // stamped into every version and mutation origin
-  std::uint32_t node = 0;    // this node's number in its region, in every mutation origin
+  std::uint32_t region = 0;  // stamped into every version and mutation origin; < kMaxOrigin
+  std::uint32_t node = 0;    // this node's number in its region, likewise; < kMaxOrigin
+  // The lifetime cap (DESIGN §7): no session outlives created_at + this, whatever its timeouts
+  // and updates; tombstones are kept until the cap of the session they end (plus the skew
+  // bound). Default: the longest preset's absolute timeout (gaming, 30 days). Keyed (RESP)
+  // records have no cap; their tombstones are kept this long after the delete.
+  std::int64_t max_lifetime_ms = 30LL * 24 * 3600 * 1000;
+  // apply() sets aside a remote write whose clock is more than this ahead of ours, and retries
+  // it once our clock has caught up (DESIGN §6).
+  std::int64_t max_clock_skew_ms = 60'000;
+  std::size_t max_set_aside = 100'000;  // beyond this, set-aside writes are dropped and counted
+  // Makes new ids (route keys, DESIGN §2); must outlive the table. Null: one with a random
+  // secret, which keeps placement stable only for this process.
+  const IdGenerator* ids = nullptr;
   std::size_t access_log_length = 10;
   // A touch is persisted only when it moves the deadline by more than this fraction of the idle
   // timeout since the last persisted write (DESIGN §3). After a crash a session can therefore
@@ -157,6 +170,20 @@ struct TableStats {
   std::uint64_t read_misses = 0;  // not found or expired
   std::uint64_t touches_persisted = 0;
   std::uint64_t touches_coalesced = 0;
+  std::uint64_t tombstones = 0;         // ended sessions remembered (destroy is final)
+  std::uint64_t merges_applied = 0;     // apply() calls that changed something
+  std::uint64_t merges_unchanged = 0;   // apply() of what was known, older, or ended
+  std::uint64_t merges_set_aside = 0;   // remote writes whose clock was too far ahead
+  std::uint64_t merges_dropped = 0;     // set aside beyond max_set_aside (anti-entropy repairs)
+  std::uint64_t set_aside_pending = 0;  // waiting for our clock
+};
+
+// What apply() did with a mutation.
+enum class ApplyOutcome {
+  kApplied,    // the merge changed the table (written, observed)
+  kUnchanged,  // already known, older than what the table holds, or ended by a tombstone or
+               // a revocation generation: nothing to do (applying twice changes nothing)
+  kSetAside,   // its clock is beyond the skew bound: kept aside and retried later
 };
 
 struct RecoveryReport {
@@ -213,8 +240,22 @@ class SessionTable {
   Result<SessionMeta> regenerate(const SessionId& id, const RegenerateOptions& options = {});
   // The user's alive sessions, oldest first.
   std::vector<SessionMeta> list_user(std::string_view user_id);
-  // Destroys every alive session of the user except `keep`; returns how many it destroyed.
+  // Raises the user's revocation generation (keeping `keep`) and, in the same write, ends every
+  // alive session of the user stamped below it; returns how many it ended. Atomic: a session
+  // of the user created or regenerated concurrently either ends with the others or was created
+  // after the revoke (and is stamped with the new generation).
   Result<std::size_t> revoke_user(std::string_view user_id, const SessionId* keep = nullptr);
+
+  // ---- Merging what was written elsewhere (DESIGN §6, §7)
+
+  // Merges a mutation made on another node (a replica's owner, a peer region, a migration),
+  // keeping its versions: it never stamps a local clock value or created_at = now, and the
+  // resulting write carries the mutation's origin (marked remote) so it is not shipped back.
+  // Tombstones and generation raises are always applied; a write whose clock is beyond the skew
+  // bound is set aside (kSetAside) and retried by expire_due(). Idempotent and
+  // order-insensitive. INVALID_ARGUMENT for a value that does not decode; UNAVAILABLE when the
+  // write fails (nothing changed).
+  Result<ApplyOutcome> apply(const Mutation& mutation);
 
   // ---- Keyed access, for callers that choose ids themselves (the RESP listener derives them
   // from Redis keys, DESIGN §10). Such ids must be as unpredictable as a CSPRNG's (a

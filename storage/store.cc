@@ -44,7 +44,9 @@ constexpr const char* kUsersFamily = "users";
 constexpr const char* kReplogFamily = "replog";
 constexpr const char* kMetaFamily = "meta";
 constexpr std::string_view kFormatKey = "format";
-constexpr std::string_view kFormatValue = "sessiond-1";
+constexpr std::string_view kFormatValue = "sessiond-2";
+constexpr std::string_view kOlderFormatValue = "sessiond-1";  // before issue 11: upgraded in place
+constexpr std::string_view kMetaPrefix = "node/";
 constexpr std::uint64_t kReplogTrimEvery = 1024;
 constexpr std::string_view kCursorPrefix = "cursor/";
 constexpr std::uint64_t kPeriodicCompactionSeconds = 6 * 3600;  // docs/operations.md
@@ -207,6 +209,7 @@ struct Store::Impl {
   std::map<std::string, std::uint64_t, std::less<>> cursors;  // consumer -> first unacknowledged
   std::atomic<std::uint64_t> log_committed{0};
   std::atomic<std::uint64_t> batches_written{0};
+  bool needs_upgrade = false;  // set by open(), cleared by finish_upgrade()
   // Takes n sequence numbers for a write about to start.
   std::uint64_t take_seqs(std::uint64_t n) {
     std::lock_guard lock(log_mu);
@@ -407,7 +410,8 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
   } else {
     s = impl->db->Get(rocksdb::ReadOptions(), impl->meta(),
                       rocksdb::Slice(kFormatKey.data(), kFormatKey.size()), &format);
-    if (!s.ok() || format != kFormatValue) {
+    impl->needs_upgrade = s.ok() && format == kOlderFormatValue;
+    if (!s.ok() || (format != kFormatValue && !impl->needs_upgrade)) {
       return Status::Internal("database in " + path + " has no sessiond format marker (" +
                               (s.ok() ? "found '" + format + "'" : s.ToString()) + ")");
     }
@@ -469,7 +473,7 @@ bool decode_log_entry(std::string_view in, Mutation* m, std::vector<AccessEntry>
   if (in.empty()) return false;
   const auto kind = static_cast<std::uint8_t>(in.front());
   in.remove_prefix(1);
-  if (kind < 1 || kind > 3) return false;
+  if (kind < 1 || kind > 4) return false;
   m->kind = static_cast<Mutation::Kind>(kind);
   if (!detail::get_varint(&in, &region) || !detail::get_varint(&in, &node) ||
       in.size() < 1 + sizeof(SessionId)) {
@@ -499,7 +503,7 @@ bool decode_log_entry(std::string_view in, Mutation* m, std::vector<AccessEntry>
 
 }  // namespace
 
-Status Store::write(std::span<const Mutation> mutations, std::uint64_t* first_log_seq) {
+Status Store::write(std::span<const Mutation> mutations, std::uint64_t* first_log_seq, bool log) {
   auto& impl = *impl_;
   if (first_log_seq != nullptr) *first_log_seq = 0;
   if (impl.write_failed.load(std::memory_order_acquire)) return impl.refused();
@@ -530,9 +534,16 @@ Status Store::write(std::span<const Mutation> mutations, std::uint64_t* first_lo
         }
         if (!m.user.empty()) batch.Delete(impl.users(), user_key(m.user, id.ToStringView()));
         break;
+      case Mutation::Kind::kGeneration:
+        // Under the user's key without an id; its "deadline" never comes.
+        deadline.clear();
+        detail::put_fixed64(&deadline, static_cast<std::uint64_t>(kNoDeadline));
+        deadline.append(m.value);
+        batch.Put(impl.users(), user_key(m.user, {}), deadline);
+        break;
     }
   }
-  if (!impl.options.replication_log || mutations.empty()) {
+  if (!impl.options.replication_log || !log || mutations.empty()) {
     return impl.checked(impl.db->Write(impl.write_options, &batch));
   }
   const std::uint64_t first = impl.take_seqs(mutations.size());
@@ -578,6 +589,54 @@ Status Store::for_each_user_entry(
     fn(key.substr(2, len), key.substr(2 + len));
   }
   return from_rocks(it->status(), "cannot read user index from " + impl_->options.path);
+}
+
+Status Store::for_each_generation(
+    const std::function<Status(std::string_view, std::string_view)>& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->users()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::string_view key = it->key().ToStringView();
+    std::string_view value = it->value().ToStringView();
+    if (key.size() < 2 || value.size() < 8) continue;
+    const std::size_t len =
+        (static_cast<std::uint8_t>(key[0]) << 8) | static_cast<std::uint8_t>(key[1]);
+    if (key.size() != 2 + len) continue;  // an index entry: user + session id
+    if (Status s = fn(key.substr(2), value.substr(8)); !s.ok()) return s;
+  }
+  return from_rocks(it->status(), "cannot read revocation generations from " + impl_->options.path);
+}
+
+Status Store::put_meta(std::string_view key, std::string_view value) {
+  if (impl_->write_failed.load(std::memory_order_acquire)) return impl_->refused();
+  const std::string k = std::string(kMetaPrefix) + std::string(key);
+  auto s = impl_->db->Put(impl_->write_options, impl_->meta(), k,
+                          rocksdb::Slice(value.data(), value.size()));
+  return s.ok() ? Status() : impl_->checked(s);
+}
+
+std::optional<std::string> Store::get_meta(std::string_view key) const {
+  std::string value;
+  const std::string k = std::string(kMetaPrefix) + std::string(key);
+  if (!impl_->db->Get(rocksdb::ReadOptions(), impl_->meta(), k, &value).ok()) return std::nullopt;
+  return value;
+}
+
+bool Store::needs_upgrade() const { return impl_->needs_upgrade; }
+
+Status Store::finish_upgrade() {
+  if (!impl_->needs_upgrade) return {};
+  if (auto s = impl_->db->Flush(rocksdb::FlushOptions(), impl_->handles); !s.ok()) {
+    return from_rocks(s, "cannot flush the upgraded records");
+  }
+  rocksdb::WriteOptions synced;
+  synced.sync = true;
+  auto s =
+      impl_->db->Put(synced, impl_->meta(), rocksdb::Slice(kFormatKey.data(), kFormatKey.size()),
+                     rocksdb::Slice(kFormatValue.data(), kFormatValue.size()));
+  if (!s.ok()) return from_rocks(s, "cannot record the upgraded format");
+  impl_->needs_upgrade = false;
+  return {};
 }
 
 std::uint64_t Store::batches_written() const {

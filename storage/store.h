@@ -53,7 +53,9 @@ class Store {
   // log entry when the log is on (sequence numbers *first_log_seq, +1, ...; 0 without the log).
   // A full disk or an I/O error returns UNAVAILABLE and nothing is applied. Thread-safe; no lock
   // is held across the write, so concurrent writers share a group commit.
-  Status write(std::span<const Mutation> mutations, std::uint64_t* first_log_seq = nullptr);
+  // `log` = false leaves the replication log out (the format upgrade rewrites records in place).
+  Status write(std::span<const Mutation> mutations, std::uint64_t* first_log_seq = nullptr,
+               bool log = true);
 
   // Calls fn for every stored session in key order; stops at and returns fn's first non-OK
   // status. Not safe against concurrent writes (used by recovery only).
@@ -62,6 +64,19 @@ class Store {
   // Calls fn for every user-index entry.
   Status for_each_user_entry(
       const std::function<void(std::string_view user_id, std::string_view id)>& fn) const;
+  // Calls fn for every user's revocation generation (a kGeneration mutation's value).
+  Status for_each_generation(
+      const std::function<Status(std::string_view user_id, std::string_view value)>& fn) const;
+
+  // Small values of the node's own in `meta` (the hybrid clock's high-water mark).
+  Status put_meta(std::string_view key, std::string_view value);
+  std::optional<std::string> get_meta(std::string_view key) const;
+
+  // Whether the data directory was written by an older sessiond (format marker sessiond-1):
+  // its records are read, and the table rewrites them, then calls finish_upgrade(), which
+  // moves the marker to the current format (DESIGN §2; docs/operations.md, "Upgrades").
+  bool needs_upgrade() const;
+  Status finish_upgrade();
   // ---- Replication log (StoreOptions::replication_log) ----
   // Every sequence number up to this one is written or failed: a reader that stops here never
   // skips an entry that a concurrent writer is still writing.

@@ -2,6 +2,8 @@
 // Redis keys, DESIGN §10): a read-modify-write of one id (rewrite), of a group with one write
 // (rewrite_batch), a move between ids, and a cursor walk (scan).
 #include <algorithm>
+#include <array>
+#include <deque>
 
 #include "storage/detail/table_impl.h"
 
@@ -11,6 +13,22 @@ using detail::FieldRef;
 using detail::id_word;
 using detail::Record;
 using detail::RecordPtr;
+
+namespace {
+
+// A put starts a new incarnation (DESIGN §10): past the record it replaces, or past the
+// tombstone a delete left, so that it wins over both wherever the merge meets them; the
+// tombstone, now beaten, leaves memory once the put is written (forget_tombstone).
+std::uint32_t next_incarnation(const detail::Shard& shard, const SessionId& id,
+                               const Record* replacing) {
+  if (replacing) return detail::blob_meta(replacing->blob(), replacing->version()).incarnation + 1;
+  auto t = shard.tombstones.find(id);
+  return t == shard.tombstones.end() ? 0 : t->second.incarnation + 1;
+}
+
+void forget_tombstone(detail::Shard& shard, const SessionId& id) { shard.tombstones.erase(id); }
+
+}  // namespace
 
 Result<RecordPtr> SessionTable::Impl::put_record(const SessionId& id, const Rewrite& w,
                                                  const Record* replacing, std::int64_t now,
@@ -29,14 +47,17 @@ Result<RecordPtr> SessionTable::Impl::put_record(const SessionId& id, const Rewr
     }
   }
   if (Status s = check_fields({}, refs); !s.ok()) return s;
-  detail::encode_blob({}, refs, version, &blob);
+  detail::BlobMeta meta;
+  meta.timeouts_version = meta.birth = version;
+  meta.incarnation = next_incarnation(shard_of(id), id, replacing);
+  detail::encode_blob(meta, refs, version, &blob);
   RecordPtr r = Record::make(id, blob);
   r->created_at_ms = now;
   r->last_access_ms = now;
   r->idle_ms = w.timeouts.idle_ms;
   r->absolute_ms = w.timeouts.absolute_ms;
-  r->version_hlc = version.hlc;
-  r->version_region = version.region;
+  r->cap_ms = kNoDeadline;  // a keyed record lives by its TTL, like a Redis key
+  r->set_version(version);
   const std::int64_t delta = static_cast<std::int64_t>(r->footprint()) -
                              (replacing ? static_cast<std::int64_t>(replacing->footprint()) : 0);
   if (Status s = reserve_bytes(delta + std::max<std::int64_t>(pending, 0)); !s.ok()) return s;
@@ -76,6 +97,7 @@ Status SessionTable::Impl::rewrite(const SessionId& id, RewriteFn decide) {
     put.dropped_user = old_user;
     if (Status s = commit(std::span(&put, 1)); !s.ok()) return s;
   }
+  forget_tombstone(shard, id);
   if (current) {
     replace(shard, current, std::move(r), static_cast<std::int64_t>(current->footprint()));
     ++shard.counters.updates;
@@ -121,11 +143,11 @@ void SessionTable::Impl::rewrite_chunk(std::span<const SessionId> ids,
   struct Step {
     Record* current = nullptr;
     Rewrite::Kind kind = Rewrite::Kind::kKeep;
-    RecordPtr record;  // kPut
+    RecordPtr record;       // kPut
+    detail::Tombstone end;  // kDelete
   };
   std::vector<Step> steps(ids.size());
-  std::vector<std::string> values;
-  values.reserve(ids.size());  // mutations view into these: no reallocation
+  std::deque<std::string> values;  // mutations view into these: stable addresses
   std::vector<Mutation> mutations;
   mutations.reserve(ids.size());
   const bool record_writes = recording();
@@ -166,8 +188,10 @@ void SessionTable::Impl::rewrite_chunk(std::span<const SessionId> ids,
             put_of(*step.record, Mutation::Kind::kPut, &values.emplace_back()));
         if (step.current) put.dropped_user = detail::blob_user_id(step.current->blob());
       }
-    } else if (record_writes) {
-      mutations.push_back(end_of(*step.current));
+    } else {
+      step.end = tombstone_of(*step.current, now);
+      if (record_writes)
+        mutations.push_back(end_of(*step.current, step.end, &values.emplace_back()));
     }
   }
   if (Status s = commit(mutations); !s.ok()) {
@@ -180,9 +204,10 @@ void SessionTable::Impl::rewrite_chunk(std::span<const SessionId> ids,
     Step& step = steps[i];
     Shard& shard = shard_of(ids[i]);
     if (step.kind == Rewrite::Kind::kDelete) {
-      unlink(shard, step.current);
+      bury(shard, step.current, step.end);
       ++shard.counters.destroys;
     } else if (step.kind == Rewrite::Kind::kPut) {
+      forget_tombstone(shard, ids[i]);
       if (step.current) {
         replace(shard, step.current, std::move(step.record),
                 static_cast<std::int64_t>(step.current->footprint()));
@@ -220,13 +245,16 @@ Status SessionTable::Impl::move(const SessionId& from, const SessionId& to, Rewr
   RecordPtr r = std::move(made).value();
   // The source leaves memory too, so the budget check above was conservative. One commit: the
   // target's new state (dropping a former user's index entry) and the source's end.
+  const detail::Tombstone source_end = tombstone_of(*source, now);
   if (recording()) {
-    thread_local std::string value;
-    std::array<Mutation, 2> mutations{put_of(*r, Mutation::Kind::kPut, &value), end_of(*source)};
+    thread_local std::string value, end_value;
+    std::array<Mutation, 2> mutations{put_of(*r, Mutation::Kind::kPut, &value),
+                                      end_of(*source, source_end, &end_value)};
     if (target) mutations[0].dropped_user = detail::blob_user_id(target->blob());
     if (Status s = commit(mutations); !s.ok()) return s;
   }
-  unlink(from_shard, source);
+  bury(from_shard, source, source_end);
+  forget_tombstone(to_shard, to);
   ++from_shard.counters.destroys;
   if (target) {
     unlink(to_shard, target);

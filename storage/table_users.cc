@@ -8,6 +8,7 @@
 #include <absl/hash/hash.h>
 
 #include <algorithm>
+#include <deque>
 #include <tuple>
 
 #include "storage/detail/table_impl.h"
@@ -59,35 +60,106 @@ std::vector<SessionMeta> SessionTable::Impl::list_user(std::string_view user_id)
   return out;
 }
 
+Status SessionTable::Impl::admit(std::string_view user, const SessionId& id, bool new_birth,
+                                 std::uint64_t* stamp, const SessionId* lineage) {
+  if (user.empty()) return {};
+  UserShard& us = user_shard_of(user);
+  std::lock_guard lock(us.mu);
+  auto g = us.generations.find(absl::string_view(user.data(), user.size()));
+  if (g != us.generations.end()) {
+    if (new_birth) {
+      *stamp = g->second.generation;
+    } else if (*stamp < g->second.generation) {
+      const SessionId& kept_as = lineage ? *lineage : id;
+      if (!std::binary_search(g->second.keep.begin(), g->second.keep.end(), kept_as)) {
+        return Status::NotFound("the session was revoked (REVOKE_USER)");
+      }
+      // The session a revoke kept, under a new id (REGENERATE): stamped past the revoke.
+      if (lineage) *stamp = g->second.generation;
+    }
+  } else if (new_birth) {
+    *stamp = 0;
+  }
+  us.users[std::string(user)].insert(id);
+  return {};
+}
+
+detail::Generation SessionTable::Impl::generation_of(std::string_view user) {
+  UserShard& us = user_shard_of(user);
+  std::lock_guard lock(us.mu);
+  auto g = us.generations.find(absl::string_view(user.data(), user.size()));
+  return g == us.generations.end() ? detail::Generation{} : g->second;
+}
+
+void SessionTable::Impl::revoked_by(std::span<const SessionId> ids, std::string_view user,
+                                    const detail::Generation& g, std::int64_t now,
+                                    std::vector<Mutation>* ends, std::deque<std::string>* values,
+                                    std::vector<std::pair<Record*, detail::Tombstone>>* ending) {
+  for (const SessionId& id : ids) {
+    if (std::binary_search(g.keep.begin(), g.keep.end(), id)) continue;
+    Shard& shard = shard_of(id);
+    auto it = shard.records.find(id);
+    if (it == shard.records.end()) continue;
+    Record* r = it->get();
+    const detail::BlobMeta meta = detail::blob_meta(r->blob(), r->version());
+    if (meta.user_id != user || meta.stamp >= g.generation || r->deadline_ms() <= now) continue;
+    const detail::Tombstone t = tombstone_of(*r, now);
+    ends->push_back(end_of(*r, t, &values->emplace_back()));
+    ending->emplace_back(r, t);
+  }
+}
+
+void SessionTable::Impl::bury_all(std::span<const std::pair<Record*, detail::Tombstone>> ending) {
+  for (const auto& [r, t] : ending) {
+    Shard& shard = shard_of(r->id);
+    bury(shard, r, t);
+    ++shard.counters.destroys;
+  }
+}
+
+// Raises the generation first (under the user-shard lock, with a snapshot of the user's ids):
+// from then on admit() refuses sessions stamped below it, so none can join after the snapshot.
+// Then, holding the shards of the snapshot, one write holds the raise and the end of every
+// session it catches. A failed write puts the generation back, unless another raise came since.
 Result<std::size_t> SessionTable::Impl::revoke_user(std::string_view user_id,
                                                     const SessionId* keep) {
+  if (user_id.empty()) return std::size_t{0};
+  detail::Generation before, raised;
   std::vector<SessionId> ids;
   {
     UserShard& us = user_shard_of(user_id);
     std::lock_guard lock(us.mu);
+    detail::Generation& g = us.generations[std::string(user_id)];
+    before = g;
+    raised.generation = g.generation + 1;
+    if (keep) raised.keep.push_back(*keep);
+    g = raised;
     auto it = us.users.find(absl::string_view(user_id.data(), user_id.size()));
     if (it != us.users.end()) ids.assign(it->second.begin(), it->second.end());
   }
-  std::size_t revoked = 0;
-  for (const SessionId& id : ids) {
-    if (keep && id == *keep) continue;
-    Shard& shard = shard_of(id);
-    std::lock_guard lock(shard.mu);
-    auto it = shard.records.find(id);
-    if (it == shard.records.end() || detail::blob_user_id((*it)->blob()) != user_id) continue;
-    Record* r = it->get();
-    if (r->deadline_ms() <= clock_.now_ms()) {
-      ++shard.counters.expiries;
-      unlink(shard, r);
-      continue;
-    }
-    if (Status s = remove(shard, r); !s.ok()) {
-      return Status(s.code(), "revoked " + std::to_string(revoked) + " of " +
-                                  std::to_string(ids.size()) + " sessions, then: " + s.message());
-    }
-    ++revoked;
+  std::vector<std::size_t> indexes;
+  for (const SessionId& id : ids) indexes.push_back(shard_index(id));
+  const auto locks = lock_shards(std::move(indexes));
+  const std::int64_t now = clock_.now_ms();
+  std::deque<std::string> values;
+  std::vector<Mutation> mutations(1);
+  std::vector<std::pair<Record*, detail::Tombstone>> ending;
+  detail::encode_generation(raised, &values.emplace_back());
+  mutations[0].kind = Mutation::Kind::kGeneration;
+  mutations[0].user = user_id;
+  mutations[0].value = values.back();
+  mutations[0].deadline_ms = kNoDeadline;
+  mutations[0].origin = local_origin();
+  revoked_by(ids, user_id, raised, now, &mutations, &values, &ending);
+  if (Status s = commit(mutations); !s.ok()) {
+    UserShard& us = user_shard_of(user_id);
+    std::lock_guard lock(us.mu);
+    detail::Generation& g = us.generations[std::string(user_id)];
+    if (g == raised) g = before;
+    return Status(s.code(), "no session of the user was revoked: " + s.message());
   }
-  return revoked;
+  bury_all(ending);
+  return ending.size();
 }
 
 Result<std::vector<SessionId>> SessionTable::Impl::sessions_to_evict(std::string_view user) {
@@ -105,24 +177,19 @@ Result<std::vector<SessionId>> SessionTable::Impl::sessions_to_evict(std::string
   return out;
 }
 
-void SessionTable::Impl::retire_evicted(std::span<const SessionId> ids, std::string_view user,
-                                        std::int64_t now, std::vector<Mutation>* ends,
-                                        std::vector<std::pair<Shard*, Record*>>* ending) {
+void SessionTable::Impl::retire_evicted(
+    std::span<const SessionId> ids, std::string_view user, std::int64_t now,
+    std::vector<Mutation>* ends, std::deque<std::string>* values,
+    std::vector<std::pair<Record*, detail::Tombstone>>* ending) {
   for (const SessionId& id : ids) {
     Shard& shard = shard_of(id);
     auto it = shard.records.find(id);
     if (it == shard.records.end()) continue;  // ended meanwhile
     Record* r = it->get();
     if (r->deadline_ms() <= now || detail::blob_user_id(r->blob()) != user) continue;
-    ends->push_back(end_of(*r));
-    ending->emplace_back(&shard, r);
-  }
-}
-
-void SessionTable::Impl::unlink_evicted(std::span<const std::pair<Shard*, Record*>> ending) {
-  for (const auto& [shard, r] : ending) {
-    unlink(*shard, r);
-    ++shard->counters.destroys;
+    const detail::Tombstone t = tombstone_of(*r, now);
+    ends->push_back(end_of(*r, t, &values->emplace_back()));
+    ending->emplace_back(r, t);
   }
 }
 

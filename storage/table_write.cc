@@ -10,9 +10,13 @@
 // Expiry writes nothing to disk: recovery skips expired records and the compaction filter drops
 // them, so a mass expiry costs no I/O. The expirer's only writes are catch-ups of coalesced
 // touches whose on-disk deadline came due, one batch per shard per pass.
+#include <absl/container/flat_hash_map.h>
+
 #include <chrono>
+#include <cstring>
 #include <limits>
 
+#include "storage/detail/merge.h"
 #include "storage/detail/table_impl.h"
 
 namespace sessiond::storage {
@@ -39,13 +43,34 @@ Mutation SessionTable::Impl::put_of(const Record& r, Mutation::Kind kind,
   return m;
 }
 
-Mutation SessionTable::Impl::end_of(const Record& r) const {
+detail::Tombstone SessionTable::Impl::tombstone_of(const Record& r, std::int64_t now) {
+  const std::int64_t cap =
+      r.cap_ms == kNoDeadline ? now + options_.max_lifetime_ms : std::max(r.cap_ms, now);
+  return {next_version(), cap + options_.max_clock_skew_ms,
+          detail::blob_meta(r.blob(), r.version()).incarnation};
+}
+
+Mutation SessionTable::Impl::end_of(const Record& r, const Tombstone& t, std::string* value) const {
+  detail::encode_tombstone(t, value);
   Mutation m;
   m.kind = Mutation::Kind::kEnd;
   m.id = r.id;
   m.user = detail::blob_user_id(r.blob());
+  m.value = *value;
+  m.deadline_ms = t.keep_until_ms;
   m.origin = local_origin();
   return m;
+}
+
+void SessionTable::Impl::remember_tombstone(Shard& shard, const SessionId& id, const Tombstone& t) {
+  auto [it, inserted] = shard.tombstones.try_emplace(id, t);
+  if (!inserted) it->second = detail::merge_tombstones(it->second, t);
+}
+
+void SessionTable::Impl::bury(Shard& shard, Record* r, const Tombstone& t) {
+  const SessionId id = r->id;
+  unlink(shard, r);
+  remember_tombstone(shard, id, t);
 }
 
 Status SessionTable::Impl::commit(std::span<const Mutation> mutations) {
@@ -109,11 +134,13 @@ Status SessionTable::Impl::persist_record(Record* r, Mutation::Kind kind,
 }
 
 Status SessionTable::Impl::remove(Shard& shard, Record* r) {
+  const Tombstone t = tombstone_of(*r, clock_.now_ms());
   if (recording()) {
-    const Mutation end = end_of(*r);
+    thread_local std::string value;
+    const Mutation end = end_of(*r, t, &value);
     if (Status s = commit(std::span(&end, 1)); !s.ok()) return s;
   }
-  unlink(shard, r);
+  bury(shard, r, t);
   ++shard.counters.destroys;
   return {};
 }
@@ -153,7 +180,29 @@ Result<RecoveryReport> SessionTable::Impl::recover() {
   if (!store_) return report;
   const auto started = std::chrono::steady_clock::now();
   const std::int64_t now = clock_.now_ms();
+  // The clock restarts past everything this node stamped before, including writes whose records
+  // are gone (expired, compacted): the persisted high-water mark, plus the most it can lag (one
+  // expirer interval is far less than a second).
+  if (auto hw = store_->get_meta("hlc"); hw && hw->size() == 8) {
+    std::uint64_t mark = 0;
+    std::memcpy(&mark, hw->data(), 8);
+    hlc_.observe(mark + HybridLogicalClock::pack(1000, 0));
+  }
+  std::vector<SessionId> older_format;
   Status s = store_->for_each_session([&](std::string_view key, std::string_view value) -> Status {
+    if (detail::value_format(value) == detail::kTombstoneFormat &&
+        key.size() == sizeof(SessionId)) {
+      const auto t = detail::decode_tombstone(value);
+      if (!t) return Status::Internal("corrupt tombstone in " + store_->options().path);
+      hlc_.observe(t->version.hlc);
+      if (t->keep_until_ms <= now) return Status();
+      SessionId id;
+      std::memcpy(id.data(), key.data(), id.size());
+      Shard& shard = shard_of(id);
+      std::lock_guard lock(shard.mu);
+      remember_tombstone(shard, id, *t);
+      return Status();
+    }
     auto decoded = detail::decode_value(key, value);
     if (!decoded.ok()) {
       std::string id_text =
@@ -164,11 +213,16 @@ Result<RecoveryReport> SessionTable::Impl::recover() {
                               decoded.status().message());
     }
     RecordPtr r = std::move(decoded).value();
+    if (detail::value_format(value) == detail::kValueFormatV1) {
+      // Written before lifetime caps: the cap starts from the session's creation.
+      r->cap_ms = r->created_at_ms + options_.max_lifetime_ms;
+      older_format.push_back(r->id);
+    }
+    hlc_.observe(r->version_hlc);
     if (r->deadline_ms() <= now) {
       ++report.skipped_expired;
       return Status();
     }
-    hlc_.observe(r->version_hlc);
     Shard& shard = shard_of(r->id);
     std::lock_guard lock(shard.mu);
     if (shard.records.contains(r->id)) return Status::Internal("recover() on a non-empty table");
@@ -176,6 +230,17 @@ Result<RecoveryReport> SessionTable::Impl::recover() {
     ++report.loaded;
     return Status();
   });
+  if (s.ok()) {
+    s = store_->for_each_generation([&](std::string_view user, std::string_view value) -> Status {
+      auto g = detail::decode_generation(value);
+      if (!g) return Status::Internal("corrupt revocation generation in " + store_->options().path);
+      UserShard& us = user_shard_of(user);
+      std::lock_guard lock(us.mu);
+      us.generations[std::string(user)] = std::move(*g);
+      return Status();
+    });
+  }
+  if (s.ok() && store_->needs_upgrade()) s = upgrade_records(std::move(older_format));
   if (!s.ok()) {
     clear();  // never serve a partial load
     return s;
@@ -186,16 +251,50 @@ Result<RecoveryReport> SessionTable::Impl::recover() {
   return report;
 }
 
+Status SessionTable::Impl::upgrade_records(std::vector<SessionId> ids) {
+  // In batches, without the replication log (nobody consumed the older format's log). A crash
+  // part-way leaves the old marker, and the next start does it again: decoding reads both.
+  constexpr std::size_t kBatch = 256;
+  std::deque<std::string> values;
+  std::vector<Mutation> mutations;
+  for (std::size_t start = 0; start < ids.size(); start += kBatch) {
+    values.clear();
+    mutations.clear();
+    for (std::size_t i = start; i < std::min(ids.size(), start + kBatch); ++i) {
+      Shard& shard = shard_of(ids[i]);
+      std::lock_guard lock(shard.mu);
+      auto it = shard.records.find(ids[i]);
+      if (it == shard.records.end()) continue;  // skipped as expired: the filter drops it
+      mutations.push_back(put_of(**it, Mutation::Kind::kPut, &values.emplace_back()));
+    }
+    if (Status s = store_->write(mutations, nullptr, /*log=*/false); !s.ok()) {
+      return Status(s.code(), "upgrading the data directory " + store_->options().path +
+                                  " to the current format: " + s.message());
+    }
+  }
+  return store_->finish_upgrade();
+}
+
+void SessionTable::Impl::persist_clock() {
+  const std::uint64_t mark = hlc_.last();
+  if (!store_ || mark <= persisted_clock_.load(std::memory_order_relaxed)) return;
+  std::string value(8, '\0');
+  std::memcpy(value.data(), &mark, 8);
+  if (store_->put_meta("hlc", value).ok()) persisted_clock_.store(mark, std::memory_order_relaxed);
+}
+
 void SessionTable::Impl::clear() {
   for (Shard& shard : shards_) {
     std::lock_guard lock(shard.mu);
     shard.heap.clear();
     shard.records.clear();
+    shard.tombstones.clear();
     shard.bytes = 0;
   }
   for (UserShard& us : user_shards_) {
     std::lock_guard lock(us.mu);
     us.users.clear();
+    us.generations.clear();
   }
   total_bytes_ = 0;
 }
@@ -247,6 +346,11 @@ std::pair<std::size_t, bool> SessionTable::Impl::expire_pass() {
       r->unpersisted_ms = 0;
       heap_sift_down(shard.heap, 0);
     }
+    if (now >= shard.next_sweep_ms) {  // tombstones past their keep-until, once a minute
+      absl::erase_if(shard.tombstones,
+                     [&](const auto& entry) { return entry.second.keep_until_ms <= now; });
+      shard.next_sweep_ms = now + 60'000;
+    }
     if (catch_up.empty()) continue;
     values.assign(catch_up.size(), std::string());
     mutations.clear();
@@ -267,6 +371,8 @@ std::pair<std::size_t, bool> SessionTable::Impl::expire_pass() {
       ++shard.counters.touches_persisted;
     }
   }
+  retry_set_aside();
+  persist_clock();
   return {removed, more};
 }
 

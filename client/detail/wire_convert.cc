@@ -42,7 +42,9 @@ void fields_to_wire(const std::vector<FieldValue>& in, Repeated* out) {
   }
 }
 
-Version version_from_wire(const wire::Version& in) { return {in.hlc(), in.region()}; }
+Version version_from_wire(const wire::Version& in) {
+  return {in.hlc(), in.region(), in.node()};
+}
 
 wire::Preset preset_to_wire(Preset preset) {
   switch (preset) {
@@ -110,6 +112,7 @@ Status to_wire(std::string_view id, const UpdateOptions& in, wire::UpdateRequest
   if (in.expected_version) {
     out->mutable_expected_version()->set_hlc(in.expected_version->hlc);
     out->mutable_expected_version()->set_region(in.expected_version->region);
+    out->mutable_expected_version()->set_node(in.expected_version->node);
   }
   return {};
 }

@@ -118,25 +118,97 @@ void put_bytes(std::string* out, std::string_view bytes) {
   out->append(bytes);
 }
 
+void put_version(std::string* out, const Version& v) {
+  put_fixed64(out, v.hlc);
+  put_varint(out, origin_of(v));
+}
+
+bool get_version(std::string_view* in, Version* v) {
+  std::uint64_t hlc = 0, origin = 0;
+  if (!get_fixed64(in, &hlc) || !get_varint(in, &origin) || origin > 0xffffffffu) return false;
+  *v = version_at(hlc, static_cast<std::uint32_t>(origin));
+  return true;
+}
+
+enum MetaFlags : std::uint64_t {
+  kTimeoutsVersion = 1,
+  kStamp = 2,
+  kIncarnation = 4,
+  kBirth = 8,
+};
+
+// Reads the meta after the user id; false when malformed.
+bool read_meta(std::string_view* blob, const Version& record_version, BlobMeta* meta) {
+  std::uint64_t flags = 0, v = 0;
+  if (!get_bytes(blob, &meta->user_id) || !get_varint(blob, &flags) || flags >= 16) return false;
+  meta->timeouts_version = meta->birth = record_version;
+  meta->stamp = 0;
+  meta->incarnation = 0;
+  if ((flags & kTimeoutsVersion) && !get_version(blob, &meta->timeouts_version)) return false;
+  if (flags & kStamp) {
+    if (!get_varint(blob, &meta->stamp)) return false;
+  }
+  if (flags & kIncarnation) {
+    if (!get_varint(blob, &v) || v > 0xffffffffu) return false;
+    meta->incarnation = static_cast<std::uint32_t>(v);
+  }
+  if ((flags & kBirth) && !get_version(blob, &meta->birth)) return false;
+  return true;
+}
+
+// Reads one field; false when malformed.
+bool read_field(std::string_view* blob, const Version& record_version, FieldRef* f) {
+  std::uint64_t head = 0;
+  if (!get_varint(blob, &head) || (head >> 2) > blob->size()) return false;
+  f->name = blob->substr(0, head >> 2);
+  blob->remove_prefix(head >> 2);
+  f->deleted = (head & 2) != 0;
+  f->value = {};
+  if (!f->deleted && !get_bytes(blob, &f->value)) return false;
+  f->version = record_version;
+  return !(head & 1) || get_version(blob, &f->version);
+}
+
 // Checks a blob's structure without building anything (for values read from disk).
 bool validate_blob(std::string_view blob) {
-  std::string_view user;
+  BlobMeta meta;
+  const Version any{};
   std::uint64_t n = 0;
-  if (!get_bytes(&blob, &user) || !get_varint(&blob, &n)) return false;
-  if (n > blob.size()) return false;  // every field takes at least 2 bytes
-  std::string_view prev_name;
+  if (!read_meta(&blob, any, &meta) || !get_varint(&blob, &n)) return false;
+  if (n > blob.size()) return false;  // every field takes at least 1 byte
+  FieldRef prev, f;
   for (std::uint64_t i = 0; i < n; ++i) {
+    if (!read_field(&blob, any, &f)) return false;
+    if (i > 0 && !(prev.name < f.name)) return false;
+    prev = f;
+  }
+  return blob.empty();
+}
+
+// The fields of a format-1 blob (varint user, varint n, n x {varint name_len << 1 | has_version,
+// name, bytes value, [fixed64 hlc, varint region]}); false when malformed.
+bool read_v1_blob(std::string_view blob, std::uint32_t record_origin, std::string_view* user,
+                  std::vector<FieldRef>* fields, std::uint64_t record_hlc) {
+  std::uint64_t n = 0;
+  if (!get_bytes(&blob, user) || !get_varint(&blob, &n) || n > blob.size()) return false;
+  fields->resize(n);
+  for (std::uint64_t i = 0; i < n; ++i) {
+    FieldRef& f = (*fields)[i];
     std::uint64_t head = 0;
     if (!get_varint(&blob, &head) || (head >> 1) > blob.size()) return false;
-    const std::string_view name = blob.substr(0, head >> 1);
+    f.name = blob.substr(0, head >> 1);
     blob.remove_prefix(head >> 1);
-    std::string_view value;
-    if (!get_bytes(&blob, &value)) return false;
-    if (i > 0 && !(prev_name < name)) return false;
-    prev_name = name;
+    if (!get_bytes(&blob, &f.value)) return false;
+    if (i > 0 && !((*fields)[i - 1].name < f.name)) return false;
+    f.version = version_at(record_hlc, record_origin);
     if (head & 1) {
-      std::uint64_t hlc = 0, region = 0;
-      if (!get_fixed64(&blob, &hlc) || !get_varint(&blob, &region)) return false;
+      std::uint64_t region = 0;
+      if (!get_fixed64(&blob, &f.version.hlc) || !get_varint(&blob, &region) ||
+          region >= kMaxOrigin) {
+        return false;
+      }
+      f.version.region = static_cast<std::uint32_t>(region);
+      f.version.node = 0;
     }
   }
   return blob.empty();
@@ -144,21 +216,36 @@ bool validate_blob(std::string_view blob) {
 
 }  // namespace
 
-void encode_blob(std::string_view user_id, std::span<const FieldRef> fields,
+void encode_blob(const BlobMeta& meta, std::span<const FieldRef> fields,
                  const Version& record_version, std::string* out) {
   out->clear();
-  put_bytes(out, user_id);
+  put_bytes(out, meta.user_id);
+  std::uint64_t flags = 0;
+  if (meta.timeouts_version != record_version) flags |= kTimeoutsVersion;
+  if (meta.stamp != 0) flags |= kStamp;
+  if (meta.incarnation != 0) flags |= kIncarnation;
+  if (meta.birth != record_version) flags |= kBirth;
+  put_varint(out, flags);
+  if (flags & kTimeoutsVersion) put_version(out, meta.timeouts_version);
+  if (flags & kStamp) put_varint(out, meta.stamp);
+  if (flags & kIncarnation) put_varint(out, meta.incarnation);
+  if (flags & kBirth) put_version(out, meta.birth);
   put_varint(out, fields.size());
   for (const FieldRef& f : fields) {
     const bool explicit_version = f.version != record_version;
-    put_varint(out, (f.name.size() << 1) | (explicit_version ? 1 : 0));
+    put_varint(out, (f.name.size() << 2) | (f.deleted ? 2 : 0) | (explicit_version ? 1 : 0));
     out->append(f.name);
-    put_bytes(out, f.value);
-    if (explicit_version) {
-      put_fixed64(out, f.version.hlc);
-      put_varint(out, f.version.region);
-    }
+    if (!f.deleted) put_bytes(out, f.value);
+    if (explicit_version) put_version(out, f.version);
   }
+}
+
+void encode_blob(std::string_view user_id, std::span<const FieldRef> fields,
+                 const Version& record_version, std::string* out) {
+  BlobMeta meta;
+  meta.user_id = user_id;
+  meta.timeouts_version = meta.birth = record_version;
+  encode_blob(meta, fields, record_version, out);
 }
 
 std::string_view blob_user_id(std::string_view blob) {
@@ -167,26 +254,19 @@ std::string_view blob_user_id(std::string_view blob) {
   return user;
 }
 
+BlobMeta blob_meta(std::string_view blob, const Version& record_version) {
+  BlobMeta meta;
+  read_meta(&blob, record_version, &meta);
+  return meta;
+}
+
 void blob_fields(std::string_view blob, const Version& record_version, std::vector<FieldRef>* out) {
-  std::string_view user;
+  BlobMeta meta;
   std::uint64_t n = 0;
-  get_bytes(&blob, &user);
+  read_meta(&blob, record_version, &meta);
   get_varint(&blob, &n);
   out->resize(n);
-  for (FieldRef& f : *out) {
-    std::uint64_t head = 0;
-    get_varint(&blob, &head);
-    f.name = blob.substr(0, head >> 1);
-    blob.remove_prefix(head >> 1);
-    get_bytes(&blob, &f.value);
-    f.version = record_version;
-    if (head & 1) {
-      std::uint64_t region = 0;
-      get_fixed64(&blob, &f.version.hlc);
-      get_varint(&blob, &region);
-      f.version.region = static_cast<std::uint32_t>(region);
-    }
-  }
+  for (FieldRef& f : *out) read_field(&blob, record_version, &f);
 }
 
 void record_to_session(const Record& r, Session* out) {
@@ -194,15 +274,21 @@ void record_to_session(const Record& r, Session* out) {
   out->id = r.id;
   out->user_id.assign(blob_user_id(r.blob()));
   blob_fields(r.blob(), r.version(), &refs);
-  out->fields.resize(refs.size());
-  for (std::size_t i = 0; i < refs.size(); ++i) {
-    out->fields[i].name.assign(refs[i].name);
-    out->fields[i].value.assign(refs[i].value);
-    out->fields[i].version = refs[i].version;
+  std::size_t n = 0;
+  for (const FieldRef& f : refs) n += f.deleted ? 0 : 1;
+  out->fields.resize(n);
+  std::size_t i = 0;
+  for (const FieldRef& f : refs) {
+    if (f.deleted) continue;
+    out->fields[i].name.assign(f.name);
+    out->fields[i].value.assign(f.value);
+    out->fields[i].version = f.version;
+    ++i;
   }
   out->created_at_ms = r.created_at_ms;
   out->last_access_ms = r.last_access_ms;
   out->timeouts = r.timeouts();
+  out->cap_ms = r.cap_ms;
   out->version = r.version();
   out->preset = r.preset();
   out->signed_id = r.signed_id != 0;
@@ -223,8 +309,9 @@ void encode_value(const Record& r, std::string* out) {
   put_varint(out, static_cast<std::uint64_t>(r.persisted_access_ms()));
   put_varint(out, static_cast<std::uint64_t>(r.idle_ms));
   put_varint(out, static_cast<std::uint64_t>(r.absolute_ms));
+  put_varint(out, static_cast<std::uint64_t>(r.cap_ms));
   put_fixed64(out, r.version_hlc);
-  put_varint(out, r.version_region);
+  put_varint(out, r.version_origin);
   const bool has_context = r.extras && r.extras->context;
   out->push_back(
       static_cast<char>((has_context ? 1 : 0) | (r.signed_id ? 2 : 0) | (r.preset_code << 2)));
@@ -239,7 +326,9 @@ void encode_value(const Record& r, std::string* out) {
 }
 
 std::optional<std::int64_t> value_deadline(std::string_view value) {
-  if (value.size() < kValueHeaderSize || static_cast<std::uint8_t>(value[0]) != kValueFormat) {
+  const std::uint8_t format = value_format(value);
+  if (value.size() < kValueHeaderSize ||
+      (format != kValueFormatV1 && format != kValueFormat && format != kTombstoneFormat)) {
     return std::nullopt;
   }
   value.remove_prefix(kValueDeadlineOffset);
@@ -254,15 +343,23 @@ Result<RecordPtr> decode_value(std::string_view id, std::string_view value) {
                             std::to_string(value.size()) + " bytes)");
   };
   if (id.size() != sizeof(SessionId)) return corrupt("key is not a 32-byte id");
-  if (value.empty() || static_cast<std::uint8_t>(value[0]) != kValueFormat) {
-    return corrupt("unknown record format");
-  }
+  const std::uint8_t format = value_format(value);
+  if (format != kValueFormat && format != kValueFormatV1) return corrupt("unknown record format");
+  const bool v1 = format == kValueFormatV1;
   std::string_view in = value.substr(1);
-  std::uint64_t deadline = 0, created = 0, access = 0, idle = 0, absolute = 0, hlc = 0, region = 0;
+  std::uint64_t deadline = 0, created = 0, access = 0, idle = 0, absolute = 0, hlc = 0, origin = 0;
+  std::uint64_t cap = static_cast<std::uint64_t>(kNoDeadline);
   if (!get_fixed64(&in, &deadline) || !get_varint(&in, &created) || !get_varint(&in, &access) ||
-      !get_varint(&in, &idle) || !get_varint(&in, &absolute) || !get_fixed64(&in, &hlc) ||
-      !get_varint(&in, &region) || in.empty()) {
+      !get_varint(&in, &idle) || !get_varint(&in, &absolute) || (!v1 && !get_varint(&in, &cap)) ||
+      !get_fixed64(&in, &hlc) || !get_varint(&in, &origin) || in.empty()) {
     return corrupt("truncated header");
+  }
+  if (v1) {
+    if (origin >= kMaxOrigin) return corrupt("region out of range");
+    origin <<= 16;  // a format-1 version holds the region only
+  }
+  if (origin > 0xffffffffu || cap > static_cast<std::uint64_t>(kNoDeadline)) {
+    return corrupt("bad version or cap");
   }
   const auto flags = static_cast<std::uint8_t>(in.front());
   in.remove_prefix(1);
@@ -280,7 +377,18 @@ Result<RecordPtr> decode_value(std::string_view id, std::string_view value) {
   for (AccessEntry& e : extras->access_log) {
     if (!get_access_entry(&in, &e)) return corrupt("truncated access log");
   }
-  if (!validate_blob(in)) return corrupt("bad fields");
+  std::string upgraded;
+  if (v1) {
+    std::string_view user;
+    std::vector<FieldRef> fields;
+    if (!read_v1_blob(in, static_cast<std::uint32_t>(origin), &user, &fields, hlc)) {
+      return corrupt("bad fields");
+    }
+    encode_blob(user, fields, version_at(hlc, static_cast<std::uint32_t>(origin)), &upgraded);
+    in = upgraded;
+  } else if (!validate_blob(in)) {
+    return corrupt("bad fields");
+  }
 
   SessionId sid;
   std::memcpy(sid.data(), id.data(), sid.size());
@@ -289,8 +397,9 @@ Result<RecordPtr> decode_value(std::string_view id, std::string_view value) {
   r->last_access_ms = static_cast<std::int64_t>(access);
   r->idle_ms = static_cast<std::int64_t>(idle);
   r->absolute_ms = static_cast<std::int64_t>(absolute);
+  r->cap_ms = static_cast<std::int64_t>(cap);
   r->version_hlc = hlc;
-  r->version_region = static_cast<std::uint32_t>(region);
+  r->version_origin = static_cast<std::uint32_t>(origin);
   r->signed_id = (flags & 2) ? 1 : 0;
   if (((flags >> 2) & 7) > 5) return corrupt("unknown preset");
   r->preset_code = (flags >> 2) & 7u;
@@ -299,6 +408,52 @@ Result<RecordPtr> decode_value(std::string_view id, std::string_view value) {
     return corrupt("deadline does not match timeouts");
   }
   return r;
+}
+
+void encode_tombstone(const Tombstone& t, std::string* out) {
+  out->clear();
+  out->push_back(static_cast<char>(kTombstoneFormat));
+  put_fixed64(out, static_cast<std::uint64_t>(t.keep_until_ms));
+  put_version(out, t.version);
+  put_varint(out, t.incarnation);
+}
+
+std::optional<Tombstone> decode_tombstone(std::string_view value) {
+  if (value_format(value) != kTombstoneFormat) return std::nullopt;
+  value.remove_prefix(1);
+  Tombstone t;
+  std::uint64_t keep = 0, incarnation = 0;
+  if (!get_fixed64(&value, &keep) || !get_version(&value, &t.version) ||
+      !get_varint(&value, &incarnation) || incarnation > 0xffffffffu || !value.empty()) {
+    return std::nullopt;
+  }
+  t.keep_until_ms = static_cast<std::int64_t>(keep);
+  t.incarnation = static_cast<std::uint32_t>(incarnation);
+  return t;
+}
+
+void encode_generation(const Generation& g, std::string* out) {
+  out->clear();
+  put_varint(out, g.generation);
+  put_varint(out, g.keep.size());
+  for (const SessionId& id : g.keep)
+    out->append(reinterpret_cast<const char*>(id.data()), id.size());
+}
+
+std::optional<Generation> decode_generation(std::string_view value) {
+  Generation g;
+  std::uint64_t n = 0;
+  if (!get_varint(&value, &g.generation) || !get_varint(&value, &n) ||
+      n * sizeof(SessionId) != value.size()) {
+    return std::nullopt;
+  }
+  g.keep.resize(n);
+  for (SessionId& id : g.keep) {
+    std::memcpy(id.data(), value.data(), id.size());
+    value.remove_prefix(id.size());
+  }
+  if (!std::is_sorted(g.keep.begin(), g.keep.end())) return std::nullopt;
+  return g;
 }
 
 }  // namespace sessiond::storage::detail

@@ -2,8 +2,9 @@
 //
 // A session is one Record allocation (record.h) owned by its shard's hash set, keyed by the id
 // inside the record (8 bytes per slot instead of 40). The shard picks from bytes 8..15 of the id
-// and the set hashes bytes 0..7: ids are CSPRNG output (or a keyed hash) and only ids made by
-// this node, its peers or its own disk are ever inserted, so they need no further mixing.
+// and the set hashes bytes 24..31: both are CSPRNG output (bytes 0..7 are the route key, shared
+// by a user's sessions, DESIGN §2), and only ids made by this node, its peers or its own disk are
+// ever inserted, so they need no further mixing.
 //
 // Locks: Shard::mu guards a shard; UserShard::mu guards a slice of the user index. Session shard
 // locks come first, several only in the documented ordered cases (REGENERATE and move(): two;
@@ -35,8 +36,8 @@ inline std::uint64_t id_word(const SessionId& id, std::size_t offset) {
 
 struct IdHash {
   using is_transparent = void;
-  std::size_t operator()(const SessionId& id) const { return id_word(id, 0); }
-  std::size_t operator()(const RecordPtr& r) const { return id_word(r->id, 0); }
+  std::size_t operator()(const SessionId& id) const { return id_word(id, 24); }
+  std::size_t operator()(const RecordPtr& r) const { return id_word(r->id, 24); }
 };
 
 // Word-wise equality: ids are compared on every lookup, and a memcmp call costs more here.
@@ -61,20 +62,26 @@ inline std::string_view id_bytes(const SessionId& id) {
 
 struct Counters {
   std::uint64_t creates = 0, updates = 0, destroys = 0, regenerates = 0, expiries = 0,
-                read_hits = 0, read_misses = 0, touches_persisted = 0, touches_coalesced = 0;
+                read_hits = 0, read_misses = 0, touches_persisted = 0, touches_coalesced = 0,
+                merges_applied = 0, merges_unchanged = 0;
 };
 
 struct alignas(64) Shard {
   mutable std::mutex mu;  // guards everything below
   absl::flat_hash_set<RecordPtr, IdHash, IdEq> records;
   std::vector<Record*> heap;  // min-heap on persisted_deadline_ms(); Record::heap_index is the slot
+  // Ended sessions (destroy is final, DESIGN §7), until their keep_until; swept by the expirer.
+  absl::flat_hash_map<SessionId, Tombstone, IdHash, IdEq> tombstones;
+  std::int64_t next_sweep_ms = 0;  // when the expirer next sweeps the tombstones
   std::size_t bytes = 0;
   Counters counters;
 };
 
 struct alignas(64) UserShard {
-  mutable std::mutex mu;  // guards users
+  mutable std::mutex mu;  // guards users and generations
   absl::flat_hash_map<std::string, absl::flat_hash_set<SessionId, IdHash>> users;
+  // Revocation generations of users that were ever revoked (absent: generation 0).
+  absl::flat_hash_map<std::string, Generation> generations;
 };
 
 // Locks two shards (one, if they are the same) in index (address) order.

@@ -4,11 +4,13 @@
 //                     flush and the expirer
 //   table_users.cc    the user index, LIST_USER, REVOKE_USER and the per-user limit
 //   table_keyed.cc    keyed access for the RESP listener (rewrite, move, scan)
+//   table_merge.cc    apply(): merging what other nodes wrote (detail/merge.h has the rules)
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -53,6 +55,7 @@ class SessionTable::Impl {
   Result<SessionMeta> regenerate(const SessionId& id, const RegenerateOptions& options);
   std::vector<SessionMeta> list_user(std::string_view user_id);
   Result<std::size_t> revoke_user(std::string_view user_id, const SessionId* keep);
+  Result<ApplyOutcome> apply(const Mutation& mutation);
   Status rewrite(const SessionId& id, RewriteFn decide);
   void rewrite_batch(std::span<const SessionId> ids, std::span<const RewriteFn> decides,
                      std::span<Status> statuses);
@@ -77,6 +80,8 @@ class SessionTable::Impl {
   using Shard = detail::Shard;
   using UserShard = detail::UserShard;
   using FieldRef = detail::FieldRef;
+  using Tombstone = detail::Tombstone;
+  using Generation = detail::Generation;
 
   // ---- shards ----
   std::size_t shard_index(const SessionId& id) const { return detail::id_word(id, 8) & mask_; }
@@ -88,7 +93,8 @@ class SessionTable::Impl {
   Result<Record*> find_alive(Shard& shard, const SessionId& id, std::int64_t now);
   // Drops a record from memory (set, heap, user index, accounting). Persists nothing.
   void unlink(Shard& shard, Record* r);
-  void insert(Shard& shard, RecordPtr r);
+  // Into the shard; into the user index too unless `indexed` (admit() did it).
+  void insert(Shard& shard, RecordPtr r, bool indexed = false);
   // Puts `r` in the place of `old` (same id) in memory: set slot, heap slot, user index,
   // accounting (`old_bytes`: what `old` was counted for). Persists nothing; frees `old`.
   void replace(Shard& shard, Record* old, RecordPtr r, std::int64_t old_bytes);
@@ -98,7 +104,7 @@ class SessionTable::Impl {
   }
 
   // ---- the one write path (table_write.cc) ----
-  Version next_version() { return {hlc_.now(), options_.region}; }
+  Version next_version() { return {hlc_.now(), options_.region, options_.node}; }
   Origin local_origin() const { return {options_.region, options_.node, false}; }
   // Whether writes need describing at all: a store to write them to or an observer to see them.
   bool recording() const {
@@ -106,8 +112,6 @@ class SessionTable::Impl {
   }
   // The mutation that writes r's current state; its value is encoded into *value.
   Mutation put_of(const Record& r, Mutation::Kind kind, std::string* value) const;
-  // The mutation that ends r for good.
-  Mutation end_of(const Record& r) const;
   // Writes the mutations in one batch, then hands them to the observers. Call it holding the
   // locks of the sessions they name; nothing is written or observed on failure.
   Status commit(std::span<const Mutation> mutations);
@@ -118,6 +122,18 @@ class SessionTable::Impl {
   Status remove(Shard& shard, Record* r);
   // Slides r's last access to now; persists it if the coalescing rule says so.
   Status slide(Shard& shard, Record* r, std::int64_t now);
+  // The tombstone that ends r now, with a fresh version.
+  Tombstone tombstone_of(const Record& r, std::int64_t now);
+  // The mutation that ends r with tombstone t (encoded into *value).
+  Mutation end_of(const Record& r, const Tombstone& t, std::string* value) const;
+  // After its end is written: r leaves memory and its tombstone stays.
+  void bury(Shard& shard, Record* r, const Tombstone& t);
+  // Where the tombstone of `id` goes in memory (joined with one already there).
+  void remember_tombstone(Shard& shard, const SessionId& id, const Tombstone& t);
+  // Persists the hybrid clock's high-water mark when it moved on (expirer).
+  void persist_clock();
+  // Rewrites records read in the older format (recover(), then finish_upgrade()).
+  Status upgrade_records(std::vector<SessionId> ids);
 
   // ---- session operations (session_table.cc) ----
   void create_chunk(std::span<const NewSession> requests,
@@ -132,6 +148,22 @@ class SessionTable::Impl {
 
   // ---- user index (table_users.cc) ----
   void index_user(std::string_view user, const SessionId& id, bool add);
+  // Enters a session about to be written into its user's index, under the user-shard lock
+  // together with the generation check, so that a concurrent revoke either sees the id or has
+  // raised the generation first. A new birth (create, login) gets the user's current
+  // generation in *stamp; otherwise a session stamped below it and not kept is refused
+  // (NOT_FOUND: it was revoked) unless the raise kept it, or kept `lineage` (the id it is
+  // regenerated from, which passes the keep on). No-op for an empty user. Undo with
+  // index_user(.., false).
+  Status admit(std::string_view user, const SessionId& id, bool new_birth, std::uint64_t* stamp,
+               const SessionId* lineage = nullptr);
+  // The user's current revocation generation.
+  Generation generation_of(std::string_view user);
+  // Under the locks of the shards of `ids`: the ends of the records of `user` that are alive
+  // and stamped below g (and not kept by it), appended to *ends with their tombstones.
+  void revoked_by(std::span<const SessionId> ids, std::string_view user, const Generation& g,
+                  std::int64_t now, std::vector<Mutation>* ends, std::deque<std::string>* values,
+                  std::vector<std::pair<Record*, Tombstone>>* ending);
   // The per-user limit before a session is added to `user` (see TableOptions): the user's
   // oldest sessions that must end to make room (none when there is room), or FORBIDDEN under
   // the refuse policy. Only looks: the caller ends them in the write that adds the session,
@@ -140,9 +172,19 @@ class SessionTable::Impl {
   // Under the locks of the shards of `ids`: the ends of those still alive and still of `user`
   // (appended to *ends) and the records to unlink once they are written.
   void retire_evicted(std::span<const SessionId> ids, std::string_view user, std::int64_t now,
-                      std::vector<Mutation>* ends, std::vector<std::pair<Shard*, Record*>>* ending);
-  // After the write: drops the evicted records from memory and counts them as destroys.
-  void unlink_evicted(std::span<const std::pair<Shard*, Record*>> ending);
+                      std::vector<Mutation>* ends, std::deque<std::string>* values,
+                      std::vector<std::pair<Record*, Tombstone>>* ending);
+  // After the write: buries the ended records and counts them as destroys.
+  void bury_all(std::span<const std::pair<Record*, Tombstone>> ending);
+
+  // ---- merge (table_merge.cc) ----
+  Result<ApplyOutcome> apply_put(const Mutation& m, std::int64_t now);
+  Result<ApplyOutcome> apply_touch(const Mutation& m, std::int64_t now);
+  Result<ApplyOutcome> apply_end(const Mutation& m, std::int64_t now);
+  Result<ApplyOutcome> apply_generation(const Mutation& m, std::int64_t now);
+  // Keeps a copy of a mutation whose clock is too far ahead; retried by retry_set_aside().
+  void set_aside(const Mutation& m, std::int64_t clock_ms);
+  void retry_set_aside();
 
   // ---- keyed access (table_keyed.cc) ----
   void rewrite_chunk(std::span<const SessionId> ids, std::span<const RewriteFn> decides,
@@ -157,6 +199,8 @@ class SessionTable::Impl {
   void clear();
 
   TableOptions options_;
+  std::unique_ptr<IdGenerator> own_ids_;  // when options_.ids is null
+  const IdGenerator* ids_;
   const Clock& clock_;
   Store* store_;
   HybridLogicalClock hlc_;
@@ -174,6 +218,19 @@ class SessionTable::Impl {
   std::atomic<const Observers*> observers_{nullptr};
   std::vector<std::unique_ptr<Observers>> retired_observers_;
   std::uint64_t next_observer_ = 1;
+
+  // Remote writes set aside by apply() (clock beyond the skew bound), with the bytes their
+  // views point into.
+  struct SetAside {
+    Mutation mutation;
+    std::string user, value;
+    std::vector<AccessEntry> access_log;
+    std::int64_t clock_ms = 0;  // the physical time of its clock
+  };
+  mutable std::mutex set_aside_mu_;  // guards set_aside_ and the two counters
+  std::vector<std::unique_ptr<SetAside>> set_aside_;
+  std::uint64_t set_aside_count_ = 0, dropped_count_ = 0;
+  std::atomic<std::uint64_t> persisted_clock_{0};  // the high-water mark last written
 
   std::mutex expirer_mu_;  // guards expirer_stop_ and the expirer thread's start/stop
   std::condition_variable expirer_cv_;

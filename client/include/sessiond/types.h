@@ -15,10 +15,11 @@
 
 namespace sessiond {
 
-// Version of a write: hybrid logical clock timestamp and the region that made it.
+// Version of a write: hybrid logical clock timestamp, and the region and node that made it.
 struct Version {
   std::uint64_t hlc = 0;
   std::uint32_t region = 0;
+  std::uint32_t node = 0;
   friend bool operator==(const Version&, const Version&) = default;
 };
 

@@ -17,8 +17,7 @@ RecordPtr sample_record(bool with_extras) {
   r->last_access_ms = r->created_at_ms + 5000;
   r->idle_ms = 600'000;
   r->absolute_ms = 1'800'000;
-  r->version_hlc = v.hlc;
-  r->version_region = v.region;
+  r->set_version(v);
   if (with_extras) {
     r->set_preset(Preset::kGaming);  // the highest code the flags hold
     r->signed_id = 1;

@@ -236,9 +236,11 @@ class Hammer {
         ASSERT_GE(result->created_at_ms, t0);
         ASSERT_LE(result->created_at_ms, t1);
         ASSERT_EQ(result->last_access_ms, result->created_at_ms);
-        ASSERT_EQ(result->deadline_ms,
-                  compute_deadline(result->created_at_ms, result->created_at_ms,
-                                   request.timeouts.value_or(table_.options().default_timeouts)));
+        ASSERT_EQ(
+            result->deadline_ms,
+            std::min(compute_deadline(result->created_at_ms, result->created_at_ms,
+                                      request.timeouts.value_or(table_.options().default_timeouts)),
+                     result->created_at_ms + table_.options().max_lifetime_ms));
         seen.issued.push_back(result->id);
         ++seen.creates;
         slot().store(result->id);

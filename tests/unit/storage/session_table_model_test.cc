@@ -67,8 +67,10 @@ struct ModelSession {
   // towards the upper bound of stats().sessions until expire_due() settles it.
   bool maybe_removed = false;
 
+  // The lifetime cap (the table's default max lifetime) ends even a session without timeouts.
   std::int64_t deadline() const {
-    return compute_deadline(created_at_ms, last_access_ms, timeouts);
+    return std::min(compute_deadline(created_at_ms, last_access_ms, timeouts),
+                    created_at_ms + TableOptions{}.max_lifetime_ms);
   }
   bool alive(std::int64_t now) const { return now < deadline(); }
 };
@@ -77,7 +79,8 @@ bool absent(StatusCode code) {
   return code == StatusCode::kNotFound || code == StatusCode::kExpired;
 }
 
-std::string short_id(const SessionId& id) { return session_id_to_text(id).substr(0, 6); }
+// Past the route key (a user's sessions share their first 8 bytes).
+std::string short_id(const SessionId& id) { return session_id_to_text(id).substr(11, 6); }
 
 // The codes a request may legitimately get; empty means it must succeed.
 struct Expected {
@@ -370,11 +373,22 @@ class ModelRun {
     if (!s.ok()) return;
     ModelSession& m = model_.at(id);
     if (options.record_access) {
-      if (m.access_log.size() == kAccessLogLength) m.access_log.erase(m.access_log.begin());
       AccessEntry entry = *options.record_access;
       entry.time_ms = now();
       if (!entry.has_location) entry.latitude = entry.longitude = 0;  // no stray coordinates
-      m.access_log.push_back(entry);
+      // The history is a set of accesses (DESIGN §7: merged as a union): the same access twice
+      // in one millisecond is one, ordered by time (then content), the newest N kept.
+      auto key = [](const AccessEntry& e) {
+        return std::tie(e.time_ms, e.ip, e.user_agent_hash, e.has_location, e.latitude,
+                        e.longitude);
+      };
+      if (std::none_of(m.access_log.begin(), m.access_log.end(),
+                       [&](const AccessEntry& e) { return e == entry; })) {
+        m.access_log.push_back(entry);
+      }
+      std::sort(m.access_log.begin(), m.access_log.end(),
+                [&](const AccessEntry& a, const AccessEntry& b) { return key(a) < key(b); });
+      if (m.access_log.size() > kAccessLogLength) m.access_log.erase(m.access_log.begin());
     }
     if (options.touch) m.last_access_ms = std::max(m.last_access_ms, now());
     ++read_hits_;
@@ -689,7 +703,7 @@ class ModelRun {
     clock_.advance_ms(10'000);
     ASSERT_NO_FATAL_FAILURE(op_expire_due());
     for (const SessionId& id : std::vector<SessionId>(present_)) {
-      ASSERT_EQ(model_.at(id).deadline(), kNoDeadline);
+      ASSERT_GT(model_.at(id).deadline(), now()) << "only sessions without timeouts are left";
       ASSERT_TRUE(table_.destroy(id).ok());
       erase(id);
       ++destroys_;

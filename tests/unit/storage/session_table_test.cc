@@ -79,7 +79,8 @@ TEST_F(SessionTableTest, CreateUsesPresetOrExplicitTimeouts) {
   EXPECT_EQ(read(m.id).timeouts, preset_timeouts(Preset::kFinance));
   EXPECT_EQ(m.deadline_ms, clock_.now_ms() + 10 * 60'000);
   SessionMeta n = make("", {}, Timeouts{0, 0});
-  EXPECT_EQ(n.deadline_ms, kNoDeadline);
+  EXPECT_EQ(n.deadline_ms, clock_.now_ms() + options().max_lifetime_ms)
+      << "no timeouts: the lifetime cap still ends it";
 }
 
 TEST_F(SessionTableTest, CreateRejectsBadInputWithClearStatus) {
@@ -603,6 +604,7 @@ TEST_F(SessionTableTest, VeryLongUnpersistedSlideIsPersistedBeforeItOverflows) {
   // in-memory lag grow past what the record can hold (2^32 ms, ~49.7 days).
   TableOptions o = options();
   o.touch_persist_fraction = 1.0;
+  o.max_lifetime_ms = 10LL * 365 * 24 * 3600 * 1000;
   SessionTable table(o, clock_, nullptr);
   NewSession req;
   req.timeouts = Timeouts{100LL * 365 * 24 * 3600 * 1000, 0};

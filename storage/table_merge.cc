@@ -1,0 +1,302 @@
+// apply(): merging a mutation that another node wrote (DESIGN §6, §7). The rules of the merge
+// are in detail/merge.h; this file holds what the table does around them: the skew bound, the
+// tombstones and generations that end what arrives, and one write per change that keeps the
+// mutation's origin so it is never shipped back.
+//
+// Every apply is idempotent (a state already known, or older, changes nothing and writes
+// nothing) and order-insensitive (the merge is a join), so a stream may be replayed from any
+// cursor, in any order, any number of times.
+#include <algorithm>
+#include <deque>
+
+#include "storage/detail/merge.h"
+#include "storage/detail/table_impl.h"
+
+namespace sessiond::storage {
+
+using detail::Record;
+using detail::RecordPtr;
+
+Result<ApplyOutcome> SessionTable::Impl::apply(const Mutation& m) {
+  const std::int64_t now = clock_.now_ms();
+  switch (m.kind) {
+    case Mutation::Kind::kPut:
+      return apply_put(m, now);
+    case Mutation::Kind::kTouch:
+      return apply_touch(m, now);
+    case Mutation::Kind::kEnd:
+      return apply_end(m, now);
+    case Mutation::Kind::kGeneration:
+      return apply_generation(m, now);
+  }
+  return Status::InvalidArgument("unknown mutation kind");
+}
+
+namespace {
+
+// Whether a remote write's clock is beyond the skew bound of ours (its physical part only).
+bool too_far_ahead(std::uint64_t hlc, std::int64_t now, std::int64_t skew) {
+  return static_cast<std::int64_t>(HybridLogicalClock::physical_ms(hlc)) > now + skew;
+}
+
+Origin remote(const Origin& o) { return {o.region, o.node, true}; }
+
+}  // namespace
+
+Result<ApplyOutcome> SessionTable::Impl::apply_put(const Mutation& m, std::int64_t now) {
+  auto decoded = detail::decode_value(detail::id_bytes(m.id), m.value);
+  if (!decoded.ok()) return Status::InvalidArgument(decoded.status().message());
+  RecordPtr incoming = std::move(decoded).value();
+  if (detail::value_format(m.value) == detail::kValueFormatV1) {
+    incoming->cap_ms = incoming->created_at_ms + options_.max_lifetime_ms;
+  }
+  if (too_far_ahead(incoming->version_hlc, now, options_.max_clock_skew_ms)) {
+    set_aside(m, static_cast<std::int64_t>(HybridLogicalClock::physical_ms(incoming->version_hlc)));
+    return ApplyOutcome::kSetAside;
+  }
+  Shard& shard = shard_of(m.id);
+  std::lock_guard lock(shard.mu);
+  now = clock_.now_ms();
+  auto unchanged = [&] {
+    ++shard.counters.merges_unchanged;
+    return ApplyOutcome::kUnchanged;
+  };
+  // Nothing comes back once ended, and no state past its deadline (its cap included) is adopted.
+  if (auto t = shard.tombstones.find(m.id);
+      t != shard.tombstones.end() && detail::tombstone_ends(t->second, *incoming)) {
+    return unchanged();
+  }
+  Record* current = nullptr;
+  if (auto it = shard.records.find(m.id); it != shard.records.end()) {
+    current = it->get();
+    if (current->deadline_ms() <= now) {
+      unlink(shard, current);
+      ++shard.counters.expiries;
+      current = nullptr;
+    }
+  }
+  RecordPtr merged = current
+                         ? detail::merge_records(*current, *incoming, options_.access_log_length)
+                         : std::move(incoming);
+  if (current && detail::same_state(*merged, *current)) return unchanged();
+  if (merged->deadline_ms() <= now) return unchanged();
+  hlc_.observe(merged->version_hlc);
+  const std::string_view user = detail::blob_user_id(merged->blob());
+  const std::string_view old_user = current ? detail::blob_user_id(current->blob()) : "";
+  const bool new_entry = !current || old_user != user;
+  if (new_entry) {
+    // Checked against the user's generation: a session stamped below a revoke that this node
+    // has seen is ended, wherever it was created (DESIGN §7).
+    std::uint64_t stamp = detail::blob_meta(merged->blob(), merged->version()).stamp;
+    if (!admit(user, m.id, /*new_birth=*/false, &stamp).ok()) return unchanged();
+  }
+  if (recording()) {
+    thread_local std::string value;
+    Mutation put = put_of(*merged, Mutation::Kind::kPut, &value);
+    put.dropped_user = old_user;
+    put.origin = remote(m.origin);
+    if (Status s = commit(std::span(&put, 1)); !s.ok()) {
+      if (new_entry) index_user(user, m.id, false);
+      return s;
+    }
+  }
+  shard.tombstones.erase(m.id);  // a later incarnation took the id
+  if (current) {
+    if (new_entry) index_user(old_user, m.id, false);
+    const auto old_bytes = static_cast<std::int64_t>(current->footprint());
+    // replace() moves index entries when users differ; the entry is in place already.
+    account(shard, static_cast<std::int64_t>(merged->footprint()) - old_bytes);
+    auto it = shard.records.find(m.id);
+    merged->heap_index = current->heap_index;
+    shard.heap[merged->heap_index] = merged.get();
+    Record* fresh = merged.get();
+    const_cast<RecordPtr&>(*it).swap(merged);
+    detail::heap_fix(shard.heap, fresh);
+  } else {
+    account(shard, static_cast<std::int64_t>(merged->footprint()));
+    Record* raw = merged.get();
+    shard.records.insert(std::move(merged));
+    detail::heap_push(shard.heap, raw);
+  }
+  ++shard.counters.merges_applied;
+  return ApplyOutcome::kApplied;
+}
+
+Result<ApplyOutcome> SessionTable::Impl::apply_touch(const Mutation& m, std::int64_t now) {
+  if (m.last_access_ms > now + options_.max_clock_skew_ms) {
+    set_aside(m, m.last_access_ms);
+    return ApplyOutcome::kSetAside;
+  }
+  Shard& shard = shard_of(m.id);
+  std::lock_guard lock(shard.mu);
+  now = clock_.now_ms();
+  auto found = shard.records.find(m.id);
+  // A touch of a session this node does not hold waits for its state (a put or anti-entropy).
+  if (found == shard.records.end() || (*found)->deadline_ms() <= now) {
+    ++shard.counters.merges_unchanged;
+    return ApplyOutcome::kUnchanged;
+  }
+  Record* r = found->get();
+  std::vector<AccessEntry> log = r->extras ? r->extras->access_log : std::vector<AccessEntry>{};
+  log.insert(log.end(), m.access_log.begin(), m.access_log.end());
+  detail::canonical_access_log(&log, options_.access_log_length);
+  const bool log_changed = !(r->extras ? r->extras->access_log == log : log.empty());
+  if (m.last_access_ms <= r->last_access_ms && !log_changed) {
+    ++shard.counters.merges_unchanged;
+    return ApplyOutcome::kUnchanged;
+  }
+  // In memory at once; on disk (and onward) by the coalescing rule, as a local touch.
+  const std::int64_t before = static_cast<std::int64_t>(r->footprint());
+  if (log_changed) {
+    if (!r->extras) r->extras = std::make_unique<detail::Extras>();
+    r->extras->access_log = std::move(log);
+    r->extras->unsaved_access = true;
+  }
+  account(shard, static_cast<std::int64_t>(r->footprint()) - before);
+  const std::int64_t previous_key = detail::heap_key(r);
+  if (m.last_access_ms > r->last_access_ms) {
+    r->unpersisted_ms = static_cast<std::uint32_t>(std::min<std::int64_t>(
+        r->unpersisted_ms + (m.last_access_ms - r->last_access_ms), UINT32_MAX));
+    r->last_access_ms = m.last_access_ms;
+  }
+  const double slack = static_cast<double>(r->idle_ms) * options_.touch_persist_fraction;
+  if (static_cast<double>(r->deadline_ms() - r->persisted_deadline_ms()) > slack) {
+    thread_local std::string value;
+    r->unpersisted_ms = 0;
+    Mutation touch = put_of(*r, Mutation::Kind::kTouch, &value);
+    touch.origin = remote(m.origin);
+    if (recording()) {
+      if (Status s = commit(std::span(&touch, 1)); !s.ok()) return s;  // kept in memory
+    }
+    if (r->extras) r->extras->unsaved_access = false;
+  }
+  if (detail::heap_key(r) != previous_key) detail::heap_fix(shard.heap, r);
+  ++shard.counters.merges_applied;
+  return ApplyOutcome::kApplied;
+}
+
+Result<ApplyOutcome> SessionTable::Impl::apply_end(const Mutation& m, std::int64_t /*now*/) {
+  // Always applied, whatever its clock: an end must never wait (DESIGN §6).
+  const auto incoming = detail::decode_tombstone(m.value);
+  if (!incoming) return Status::InvalidArgument("the end of a session carries no tombstone");
+  Shard& shard = shard_of(m.id);
+  std::lock_guard lock(shard.mu);
+  const auto known = shard.tombstones.find(m.id);
+  const detail::Tombstone t = known == shard.tombstones.end()
+                                  ? *incoming
+                                  : detail::merge_tombstones(known->second, *incoming);
+  Record* ended = nullptr;
+  if (auto it = shard.records.find(m.id);
+      it != shard.records.end() && detail::tombstone_ends(t, **it)) {
+    ended = it->get();
+  }
+  const bool news = known == shard.tombstones.end() || !(known->second == t);
+  if (!news && ended == nullptr) {
+    ++shard.counters.merges_unchanged;
+    return ApplyOutcome::kUnchanged;
+  }
+  hlc_.observe(t.version.hlc);
+  if (recording()) {
+    thread_local std::string value;
+    detail::encode_tombstone(t, &value);
+    Mutation end;
+    end.kind = Mutation::Kind::kEnd;
+    end.id = m.id;
+    end.user = ended ? detail::blob_user_id(ended->blob()) : m.user;
+    end.value = value;
+    end.deadline_ms = t.keep_until_ms;
+    end.origin = remote(m.origin);
+    if (Status s = commit(std::span(&end, 1)); !s.ok()) return s;
+  }
+  if (ended) {
+    bury(shard, ended, t);
+    ++shard.counters.destroys;
+  } else {
+    remember_tombstone(shard, m.id, t);
+  }
+  ++shard.counters.merges_applied;
+  return ApplyOutcome::kApplied;
+}
+
+Result<ApplyOutcome> SessionTable::Impl::apply_generation(const Mutation& m, std::int64_t now) {
+  // Always applied: a raise ends the sessions stamped below it whenever it arrives.
+  auto incoming = detail::decode_generation(m.value);
+  if (!incoming || m.user.empty()) {
+    return Status::InvalidArgument("a generation raise without a user or a generation");
+  }
+  detail::Generation merged;
+  std::vector<SessionId> ids;
+  {
+    UserShard& us = user_shard_of(m.user);
+    std::lock_guard lock(us.mu);
+    auto g = us.generations.find(absl::string_view(m.user.data(), m.user.size()));
+    const detail::Generation before = g == us.generations.end() ? detail::Generation{} : g->second;
+    merged = detail::merge_generations(before, *incoming);
+    if (merged == before && g != us.generations.end()) return ApplyOutcome::kUnchanged;
+    us.generations[std::string(m.user)] = merged;
+    auto it = us.users.find(absl::string_view(m.user.data(), m.user.size()));
+    if (it != us.users.end()) ids.assign(it->second.begin(), it->second.end());
+  }
+  std::vector<std::size_t> indexes;
+  for (const SessionId& id : ids) indexes.push_back(shard_index(id));
+  const auto locks = lock_shards(std::move(indexes));
+  now = clock_.now_ms();
+  std::deque<std::string> values;
+  std::vector<Mutation> mutations(1);
+  std::vector<std::pair<Record*, detail::Tombstone>> ending;
+  detail::encode_generation(merged, &values.emplace_back());
+  mutations[0].kind = Mutation::Kind::kGeneration;
+  mutations[0].user = m.user;
+  mutations[0].value = values.back();
+  mutations[0].deadline_ms = kNoDeadline;
+  mutations[0].origin = remote(m.origin);
+  revoked_by(ids, m.user, merged, now, &mutations, &values, &ending);
+  for (std::size_t i = 1; i < mutations.size(); ++i) mutations[i].origin = remote(m.origin);
+  // On failure the raise stays known in memory (it is true wherever it came from) and the sender,
+  // without an acknowledgement, sends it again.
+  if (Status s = commit(mutations); !s.ok()) return s;
+  bury_all(ending);
+  return ApplyOutcome::kApplied;
+}
+
+void SessionTable::Impl::set_aside(const Mutation& m, std::int64_t clock_ms) {
+  std::lock_guard lock(set_aside_mu_);
+  if (set_aside_.size() >= options_.max_set_aside) {
+    ++dropped_count_;
+    return;
+  }
+  ++set_aside_count_;
+  auto copy = std::make_unique<SetAside>();
+  copy->user.assign(m.user);
+  copy->value.assign(m.value);
+  copy->access_log.assign(m.access_log.begin(), m.access_log.end());
+  copy->mutation = m;
+  copy->mutation.user = copy->user;
+  copy->mutation.value = copy->value;
+  copy->mutation.access_log = copy->access_log;
+  copy->mutation.dropped_user = {};
+  copy->clock_ms = clock_ms;
+  set_aside_.push_back(std::move(copy));
+}
+
+void SessionTable::Impl::retry_set_aside() {
+  std::vector<std::unique_ptr<SetAside>> waiting;
+  {
+    std::lock_guard lock(set_aside_mu_);
+    if (set_aside_.empty()) return;
+    waiting.swap(set_aside_);
+  }
+  // Each goes through apply() again: applied when our clock has caught up, set aside again
+  // otherwise; one whose write fails goes back to wait.
+  std::vector<std::unique_ptr<SetAside>> still;
+  const std::int64_t now = clock_.now_ms();
+  for (auto& entry : waiting) {
+    if (entry->clock_ms > now + options_.max_clock_skew_ms || !apply(entry->mutation).ok()) {
+      still.push_back(std::move(entry));
+    }
+  }
+  std::lock_guard lock(set_aside_mu_);
+  for (auto& entry : still) set_aside_.push_back(std::move(entry));
+}
+
+}  // namespace sessiond::storage
