@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
                options.store.path, storage::durability_name(options.store.durability),
                options.threads);
   // Unusable certificate files fail the start before a recovery that may take a while.
-  daemon::SslCtxPtr tls_context;
+  SslCtxPtr tls_context;
   if (options.tls.enabled()) {
     auto made = daemon::make_server_context(options.tls);
     if (!made.ok()) {
