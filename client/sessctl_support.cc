@@ -235,6 +235,7 @@ std::string to_json(const Stats& s) {
       {"connection_timeouts", s.connection_timeouts},
       {"slow_readers", s.slow_readers},
       {"auth_failures", s.auth_failures},
+      {"clock_steps", s.clock_steps},
   };
   std::string out = "{";
   bool first = true;
@@ -336,6 +337,7 @@ std::string to_text(const Stats& s) {
       {"connection timeouts", s.connection_timeouts},
       {"slow readers closed", s.slow_readers},
       {"AUTH failures", s.auth_failures},
+      {"clock steps", s.clock_steps},
   };
   std::string out;
   for (const auto& [name, value] : counters) {

@@ -576,6 +576,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       resp.set_connections_refused_per_ip(
           counters_.connections_refused_per_ip.load(std::memory_order_relaxed));
       resp.set_auth_failures(counters_.auth_failures.total());
+      resp.set_clock_steps(storage::SystemClock::instance().steps());
       return reply(resp);
     }
     case Opcode::kTopology: {

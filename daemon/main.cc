@@ -74,12 +74,22 @@ int main(int argc, char** argv) {
   // would end the node, and none of them asks for that.
   for (int number : {SIGHUP, SIGUSR1, SIGUSR2}) ::signal(number, SIG_IGN);
   raise_file_limit();
+  // Once per step, from whichever thread read the time when the clock compared (at most once a
+  // second): a step is rare, and the operator must hear of it.
+  storage::SystemClock::instance().set_step_observer([](const storage::ClockStep& step) {
+    const auto& clock = storage::SystemClock::instance();
+    spdlog::warn(
+        "the wall clock stepped {} by {} ms (now {} ms since the epoch); the node's time stays at "
+        "{} and closes the gap at {}% of real time (docs/operations.md, \"Clock steps\")",
+        step.size_ms > 0 ? "forward" : "back", step.size_ms > 0 ? step.size_ms : -step.size_ms,
+        step.wall_ms, step.time_ms, clock.options().slew_percent);
+  });
 
   spdlog::info("sessiond {} starting: data dir {}, durability {}, {} worker threads", kVersion,
                options.store.path, storage::durability_name(options.store.durability),
                options.threads);
   // Unusable certificate files fail the start before a recovery that may take a while.
-  daemon::SslCtxPtr tls_context;
+  SslCtxPtr tls_context;
   if (options.tls.enabled()) {
     auto made = daemon::make_server_context(options.tls);
     if (!made.ok()) {

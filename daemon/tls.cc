@@ -21,21 +21,6 @@ constexpr const char* kTls12Ciphers =
 // verified client certificate without one).
 constexpr unsigned char kSessionIdContext[] = "sessiond";
 
-// The reason of OpenSSL's most recent error, and an empty queue afterwards.
-std::string openssl_reason() {
-  unsigned long last = 0;
-  while (const unsigned long e = ERR_get_error()) last = e;
-  if (last == 0) return "unknown OpenSSL error";
-  const char* reason = ERR_reason_error_string(last);
-  if (reason != nullptr) return reason;
-  char text[256];
-  ERR_error_string_n(last, text, sizeof text);
-  return text;
-}
-
-// Never prompt on the terminal for the passphrase of an encrypted key: fail instead.
-int no_passphrase(char*, int, int, void*) { return 0; }
-
 struct PkeyFree {
   void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
 };
@@ -81,19 +66,14 @@ Status validate_tls_options(const TlsOptions& options) {
   return {};
 }
 
-void SslCtxDeleter::operator()(ssl_ctx_st* ctx) const { SSL_CTX_free(ctx); }
-
 Result<SslCtxPtr> make_server_context(const TlsOptions& options) {
-  ERR_clear_error();
-  SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
-  if (!ctx) return Status::Internal("cannot create a TLS context: " + openssl_reason());
-  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
-  SSL_CTX_set_options(
-      ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
+  auto made = new_tls_context(TLS_server_method());
+  if (!made.ok()) return made.status();
+  SslCtxPtr ctx = std::move(made).value();
+  SSL_CTX_set_options(ctx.get(), SSL_OP_CIPHER_SERVER_PREFERENCE);
   if (SSL_CTX_set_cipher_list(ctx.get(), kTls12Ciphers) != 1) {
     return Status::Internal("cannot set the TLS 1.2 ciphers: " + openssl_reason());
   }
-  SSL_CTX_set_default_passwd_cb(ctx.get(), no_passphrase);
 
   if (Status s = check_readable(options.cert_file, "TLS certificate (--tls-cert)"); !s.ok()) {
     return s;
@@ -106,7 +86,9 @@ Result<SslCtxPtr> make_server_context(const TlsOptions& options) {
   if (Status s = check_readable(options.key_file, "TLS key (--tls-key)"); !s.ok()) return s;
   std::unique_ptr<BIO, BioFree> key_bio(BIO_new_file(options.key_file.c_str(), "r"));
   std::unique_ptr<EVP_PKEY, PkeyFree> key(
-      key_bio ? PEM_read_bio_PrivateKey(key_bio.get(), nullptr, no_passphrase, nullptr) : nullptr);
+      key_bio ? PEM_read_bio_PrivateKey(key_bio.get(), nullptr,
+                                        SSL_CTX_get_default_passwd_cb(ctx.get()), nullptr)
+              : nullptr);
   if (!key) {
     return Status::InvalidArgument("TLS key (--tls-key) " + options.key_file +
                                    " is not an unencrypted PEM private key: " + openssl_reason());

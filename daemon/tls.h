@@ -3,15 +3,14 @@
 // (docs/tls.md). No sockets here; the server wraps the context for asio.
 #pragma once
 
-#include <memory>
 #include <string>
 #include <string_view>
 
 #include "daemon/auth.h"
+#include "protocol/openssl_context.h"
 #include "protocol/status.h"
 
-struct ssl_ctx_st;  // OpenSSL's SSL_CTX
-struct x509_st;     // OpenSSL's X509
+struct x509_st;  // OpenSSL's X509
 
 namespace sessiond::daemon {
 
@@ -34,11 +33,6 @@ std::string_view client_auth_name(TlsOptions::ClientAuth mode);
 // without a key (or the reverse), client authentication without a CA, or a CA without TLS.
 // Reads no file.
 Status validate_tls_options(const TlsOptions& options);
-
-struct SslCtxDeleter {
-  void operator()(ssl_ctx_st* ctx) const;
-};
-using SslCtxPtr = std::unique_ptr<ssl_ctx_st, SslCtxDeleter>;
 
 // A server context for `options` (which must be valid and enabled): TLS 1.2 at least, forward
 // secret AEAD ciphers for TLS 1.2, no renegotiation; client certificates requested or required

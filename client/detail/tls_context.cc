@@ -11,18 +11,6 @@
 namespace sessiond::client_detail {
 namespace {
 
-// The reason of OpenSSL's most recent error, and an empty queue afterwards.
-std::string openssl_reason() {
-  unsigned long last = 0;
-  while (const unsigned long e = ERR_get_error()) last = e;
-  if (last == 0) return "unknown OpenSSL error";
-  const char* reason = ERR_reason_error_string(last);
-  return reason != nullptr ? reason : "OpenSSL error " + std::to_string(last);
-}
-
-// Never prompt on the terminal for the passphrase of an encrypted key: fail instead.
-int no_passphrase(char*, int, int, void*) { return 0; }
-
 bool is_ip_address(const std::string& text) {
   ASN1_OCTET_STRING* parsed = a2i_IPADDRESS(text.c_str());
   if (parsed == nullptr) return false;
@@ -32,15 +20,10 @@ bool is_ip_address(const std::string& text) {
 
 }  // namespace
 
-void SslCtxDeleter::operator()(ssl_ctx_st* ctx) const { SSL_CTX_free(ctx); }
-
 Result<SslCtxPtr> make_client_context(const ClientTlsOptions& options) {
-  ERR_clear_error();
-  SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
-  if (!ctx) return Status::Internal("TLS: cannot create a context: " + openssl_reason());
-  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
-  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-  SSL_CTX_set_default_passwd_cb(ctx.get(), no_passphrase);
+  auto made = new_tls_context(TLS_client_method());
+  if (!made.ok()) return made.status();
+  SslCtxPtr ctx = std::move(made).value();
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
   if (options.ca_file.empty()) {
     if (SSL_CTX_set_default_verify_paths(ctx.get()) != 1) {

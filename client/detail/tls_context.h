@@ -3,22 +3,16 @@
 // wraps the context for asio.
 #pragma once
 
-#include <memory>
 #include <string>
 #include <system_error>
 
+#include "protocol/openssl_context.h"
 #include "protocol/status.h"
 #include "sessiond/client.h"
 
-struct ssl_ctx_st;  // OpenSSL's SSL_CTX
-struct ssl_st;      // OpenSSL's SSL
+struct ssl_st;  // OpenSSL's SSL
 
 namespace sessiond::client_detail {
-
-struct SslCtxDeleter {
-  void operator()(ssl_ctx_st* ctx) const;
-};
-using SslCtxPtr = std::unique_ptr<ssl_ctx_st, SslCtxDeleter>;
 
 // A client context: TLS 1.2 at least, the node's certificate verified against
 // options.ca_file (or the system store), options' certificate and key loaded when given.

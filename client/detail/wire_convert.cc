@@ -219,6 +219,7 @@ Stats from_wire(const wire::StatsResponse& in) {
   out.connection_timeouts = in.connection_timeouts();
   out.slow_readers = in.slow_readers();
   out.auth_failures = in.auth_failures();
+  out.clock_steps = in.clock_steps();
   return out;
 }
 

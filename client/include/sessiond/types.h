@@ -173,6 +173,7 @@ struct Stats {
   std::uint64_t connection_timeouts = 0;  // closed: a frame did not complete in time, or idle
   std::uint64_t slow_readers = 0;         // closed: took none of their replies in time
   std::uint64_t auth_failures = 0;        // AUTHs with a wrong secret
+  std::uint64_t clock_steps = 0;          // steps of the node's wall clock it saw
 };
 
 }  // namespace sessiond

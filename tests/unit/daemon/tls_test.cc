@@ -175,6 +175,21 @@ TEST_F(TlsServerContext, AFileThatIsNotPemIsNamed) {
       << ctx.status().message();
 }
 
+TEST_F(TlsServerContext, AnEncryptedKeyIsRefusedWithoutAPrompt) {
+  std::FILE* file = std::fopen(dir_.sub("encrypted.key").c_str(), "w");
+  ASSERT_NE(file, nullptr);
+  static unsigned char passphrase[] = "secret";
+  PEM_write_PrivateKey(file, key_.get(), EVP_aes_256_cbc(), passphrase, sizeof passphrase - 1,
+                       nullptr, nullptr);
+  std::fclose(file);
+  options_.key_file = dir_.sub("encrypted.key");
+  auto ctx = make_server_context(options_);
+  ASSERT_FALSE(ctx.ok());
+  EXPECT_EQ(ctx.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(ctx.status().message().find("is not an unencrypted PEM private key"), std::string::npos)
+      << ctx.status().message();
+}
+
 TEST_F(TlsServerContext, AKeyOfAnotherCertificateIsRefused) {
   auto other = new_key();
   ASSERT_NO_FATAL_FAILURE(write_key(dir_.sub("other.key"), other.get()));
