@@ -298,7 +298,8 @@ class SessionTable {
   Status flush();
 
   // Registers an observer of every mutation written from now on (see MutationObserver) and
-  // returns a handle for remove_observer(). Observers run on the writing thread.
+  // returns a handle for remove_observer(). Observers run on the writing thread; what one
+  // captures must outlive the table (whose destructor flushes) or the observer's removal.
   std::uint64_t on_change(MutationObserver observer);
   // Unregisters an observer: writes that start after it returns do not call it (one already
   // under way may still finish its call).

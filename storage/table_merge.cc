@@ -78,6 +78,17 @@ Result<ApplyOutcome> SessionTable::Impl::apply_put(const Mutation& m, std::int64
   RecordPtr merged = current
                          ? detail::merge_records(*current, *incoming, options_.access_log_length)
                          : std::move(incoming);
+  if (auto p = shard.pending_touches.find(m.id); p != shard.pending_touches.end()) {
+    // Touches that arrived before the state.
+    merged->last_access_ms = std::max(merged->last_access_ms, p->second.last_access_ms);
+    if (!p->second.access_log.empty()) {
+      if (!merged->extras) merged->extras = std::make_unique<detail::Extras>();
+      auto& log = merged->extras->access_log;
+      log.insert(log.end(), p->second.access_log.begin(), p->second.access_log.end());
+      detail::canonical_access_log(&log, options_.access_log_length);
+    }
+    shard.pending_touches.erase(p);
+  }
   if (current && detail::same_state(*merged, *current)) return unchanged();
   if (merged->deadline_ms() <= now) return unchanged();
   hlc_.observe(merged->version_hlc);
@@ -131,8 +142,22 @@ Result<ApplyOutcome> SessionTable::Impl::apply_touch(const Mutation& m, std::int
   std::lock_guard lock(shard.mu);
   now = clock_.now_ms();
   auto found = shard.records.find(m.id);
-  // A touch of a session this node does not hold waits for its state (a put or anti-entropy).
-  if (found == shard.records.end() || (*found)->deadline_ms() <= now) {
+  if (found == shard.records.end()) {
+    // Its state has not arrived (or never will: ended). Held, bounded, until it does; in memory
+    // only: after a restart anti-entropy repairs what a lost one moved.
+    const std::size_t bound = std::max<std::size_t>(options_.max_set_aside / shards_.size(), 16);
+    if (!shard.tombstones.contains(m.id) &&
+        (shard.pending_touches.contains(m.id) || shard.pending_touches.size() < bound)) {
+      auto& p = shard.pending_touches[m.id];
+      p.last_access_ms = std::max(p.last_access_ms, m.last_access_ms);
+      p.access_log.insert(p.access_log.end(), m.access_log.begin(), m.access_log.end());
+      detail::canonical_access_log(&p.access_log, options_.access_log_length);
+      p.received_ms = now;
+    }
+    ++shard.counters.merges_unchanged;
+    return ApplyOutcome::kUnchanged;
+  }
+  if ((*found)->deadline_ms() <= now) {
     ++shard.counters.merges_unchanged;
     return ApplyOutcome::kUnchanged;
   }
@@ -208,6 +233,7 @@ Result<ApplyOutcome> SessionTable::Impl::apply_end(const Mutation& m, std::int64
     end.origin = remote(m.origin);
     if (Status s = commit(std::span(&end, 1)); !s.ok()) return s;
   }
+  shard.pending_touches.erase(m.id);
   if (ended) {
     bury(shard, ended, t);
     ++shard.counters.destroys;

@@ -349,6 +349,10 @@ std::pair<std::size_t, bool> SessionTable::Impl::expire_pass() {
     if (now >= shard.next_sweep_ms) {  // tombstones past their keep-until, once a minute
       absl::erase_if(shard.tombstones,
                      [&](const auto& entry) { return entry.second.keep_until_ms <= now; });
+      // A touch whose session never arrived within the skew bound and a few minutes more.
+      absl::erase_if(shard.pending_touches, [&](const auto& entry) {
+        return entry.second.received_ms + options_.max_clock_skew_ms + 5 * 60'000 <= now;
+      });
       shard.next_sweep_ms = now + 60'000;
     }
     if (catch_up.empty()) continue;

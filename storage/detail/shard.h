@@ -73,6 +73,14 @@ struct alignas(64) Shard {
   // Ended sessions (destroy is final, DESIGN §7), until their keep_until; swept by the expirer.
   absl::flat_hash_map<SessionId, Tombstone, IdHash, IdEq> tombstones;
   std::int64_t next_sweep_ms = 0;  // when the expirer next sweeps the tombstones
+  // Remote touches of sessions whose state has not arrived yet (apply() takes messages in any
+  // order), joined into the state when it comes; swept after a while like tombstones.
+  struct PendingTouch {
+    std::int64_t last_access_ms = 0;
+    std::vector<AccessEntry> access_log;
+    std::int64_t received_ms = 0;
+  };
+  absl::flat_hash_map<SessionId, PendingTouch, IdHash, IdEq> pending_touches;
   std::size_t bytes = 0;
   Counters counters;
 };
