@@ -86,6 +86,19 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   app.add_option("--id-key-file", o.id_key_file,
                  "keys of signed ids ('current HEX', optional 'previous HEX UNTIL_MS'); default "
                  "<data-dir>/id-keys, made on first start. Every node of a group needs the same");
+  app.add_option("--route-key-file", o.route_key_file,
+                 "secret that places a user's sessions together ('route-key HEX'); default "
+                 "<data-dir>/route-key, made on first start. Every node of every region needs "
+                 "the same (docs/security.md)");
+  app.add_option("--max-lifetime-ms", o.table.max_lifetime_ms,
+                 "no session outlives its creation by more than this, whatever its timeouts; "
+                 "tombstones of ended sessions are kept as long (default 30 days, the longest "
+                 "preset)")
+      ->check(CLI::Range(std::int64_t{60'000}, std::int64_t{100LL * 365 * 24 * 3600 * 1000}));
+  app.add_option("--max-clock-skew-ms", o.table.max_clock_skew_ms,
+                 "a write from another node whose clock is further ahead is set aside until "
+                 "ours catches up")
+      ->check(CLI::Range(std::int64_t{1'000}, std::int64_t{3'600'000}));
   app.add_option("--preset-policy", preset_policies,
                  "PRESET:KEY=VALUE[,...] with context-mismatch=report|destroy, "
                  "hijack=report|destroy|revoke-user, signed-ids=on|off; repeatable "

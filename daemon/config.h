@@ -38,6 +38,7 @@ struct ServerOptions {
   TlsOptions tls;               // TLS on the native listener; off by default
   SecurityPolicy security;      // context, hijack and signed-id policies
   std::string id_key_file;      // signed-id keys; empty: <data dir>/id-keys
+  std::string route_key_file;   // route-key secret; empty: <data dir>/route-key
   storage::StoreOptions store;  // path defaults to ./var
   storage::TableOptions table;
 

@@ -10,6 +10,7 @@
 
 #include <asio.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <thread>
 
@@ -17,6 +18,7 @@
 #include "daemon/handlers.h"
 #include "daemon/reload.h"
 #include "daemon/resp_commands.h"
+#include "daemon/security.h"
 #include "daemon/server.h"
 #include "protocol/version.h"
 #include "storage/clock.h"
@@ -103,7 +105,24 @@ int main(int argc, char** argv) {
     spdlog::error("cannot start: {}", store.status().ToString());
     return 1;
   }
-  storage::SessionTable table(options.table, storage::SystemClock::instance(), store->get());
+  // Sessions of a user share a route key derived from this secret (docs/security.md).
+  const std::string route_key_path =
+      options.route_key_file.empty()
+          ? (std::filesystem::path(options.store.path) / "route-key").string()
+          : options.route_key_file;
+  auto route_key = daemon::load_route_key(route_key_path, options.route_key_file.empty());
+  if (!route_key.ok()) {
+    spdlog::error("cannot start: {}", route_key.status().ToString());
+    return 1;
+  }
+  const storage::IdGenerator ids(*route_key);
+  storage::TableOptions table_options = options.table;
+  table_options.ids = &ids;
+  table_options.on_touch_refused = [](const Status& why) {
+    spdlog::warn("reads with touch are served without sliding the idle deadline: {}",
+                 why.message());
+  };
+  storage::SessionTable table(table_options, storage::SystemClock::instance(), store->get());
   auto recovered = table.recover();
   if (!recovered.ok()) {
     spdlog::error("cannot start: {}", recovered.status().ToString());
@@ -111,6 +130,9 @@ int main(int argc, char** argv) {
   }
   spdlog::info("recovered {} sessions ({} expired skipped) in {} ms", recovered->loaded,
                recovered->skipped_expired, recovered->duration_ms);
+  // The engine's time never runs below what this node wrote before, even after the wall clock
+  // stepped back across a restart (docs/operations.md, "Clock steps").
+  storage::SystemClock::instance().advance_to(recovered->clock_high_water_ms);
 
   daemon::Counters counters;
   daemon::Handlers handlers(table, store->get(), counters, "", options.max_frame_bytes,

@@ -103,6 +103,9 @@ std::vector<std::string> settings_needing_restart(const ServerOptions& running,
   check(r.send_timeout_ms != w.send_timeout_ms, "--send-timeout-ms");
   check(r.max_connections_per_ip != w.max_connections_per_ip, "--max-connections-per-ip");
   check(r.table.max_session_bytes != w.table.max_session_bytes, "--max-session-bytes");
+  check(r.table.max_lifetime_ms != w.table.max_lifetime_ms, "--max-lifetime-ms");
+  check(r.table.max_clock_skew_ms != w.table.max_clock_skew_ms, "--max-clock-skew-ms");
+  check(r.route_key_file != w.route_key_file, "--route-key-file");
   check(r.expiry_interval_ms != w.expiry_interval_ms, "--expiry-interval-ms");
   check(r.auth.app_secret != w.auth.app_secret, "--app-secret");
   check(r.auth.admin_secret != w.auth.admin_secret, "--admin-secret");

@@ -48,9 +48,29 @@ std::string to_hex(std::string_view bytes) {
   return out;
 }
 
-// Writes a fresh key file where none is: a temporary file in the same directory, written and
-// synced, linked into place (so a crash leaves no empty key file and a concurrent start cannot
-// overwrite one), then the directory synced (so the name survives a power loss).
+// Writes a fresh secret file where none is: a temporary file in the same directory, written and
+// synced, owner-only, linked into place (so a crash leaves no empty file and a concurrent start
+// cannot overwrite one), then the directory synced (so the name survives a power loss).
+Status write_new_secret_file(const std::string& path, const std::string& text) {
+  const std::string temp = path + ".new";
+  ::unlink(temp.c_str());
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) return Status::Unavailable("cannot create " + temp + ": " + std::strerror(errno));
+  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+                       ::fsync(fd) == 0;
+  ::close(fd);
+  const bool linked = written && ::link(temp.c_str(), path.c_str()) == 0;
+  const int error = errno;
+  ::unlink(temp.c_str());
+  if (!linked) return Status::Unavailable("cannot write " + path + ": " + std::strerror(error));
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  if (const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY); dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return {};
+}
+
 Result<IdKeys> make_id_key_file(const std::string& path) {
   IdKeys keys;
   keys.current.resize(kIdKeyBytes);
@@ -59,25 +79,8 @@ Result<IdKeys> make_id_key_file(const std::string& path) {
     return Status::Internal("the CSPRNG failed to make an id key");
   }
   keys.generated = true;
-  const std::string temp = path + ".new";
-  ::unlink(temp.c_str());
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-  if (fd < 0) return Status::Unavailable("cannot create " + temp + ": " + std::strerror(errno));
-  const std::string text = id_keys_text(keys);
-  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-                       ::fsync(fd) == 0;
-  ::close(fd);
-  const bool linked = written && ::link(temp.c_str(), path.c_str()) == 0;
-  const int error = errno;
-  ::unlink(temp.c_str());
-  if (!linked) {
-    return Status::Unavailable("cannot write the id key file " + path + ": " +
-                               std::strerror(error));
-  }
-  const std::string dir = std::filesystem::path(path).parent_path().string();
-  if (const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY); dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
+  if (Status s = write_new_secret_file(path, id_keys_text(keys)); !s.ok()) {
+    return Status(s.code(), "the id key file: " + s.message());
   }
   return keys;
 }
@@ -141,6 +144,51 @@ Result<IdKeys> load_id_keys(const std::string& path, bool create_if_missing) {
   }
   if (keys.current.empty()) return Status::InvalidArgument(path + " has no 'current' key");
   return keys;
+}
+
+Result<storage::RouteKeySecret> load_route_key(const std::string& path, bool create_if_missing) {
+  storage::RouteKeySecret secret{};
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 && errno == ENOENT && create_if_missing) {
+    if (RAND_bytes(secret.data(), static_cast<int>(secret.size())) != 1) {
+      return Status::Internal("the CSPRNG failed to make a route key");
+    }
+    const std::string text =
+        "# sessiond route-key secret (docs/security.md): sessions of a user are placed by "
+        "HMAC(this, user id).\n# Every node of every region needs the same file.\nroute-key " +
+        to_hex(std::string_view(reinterpret_cast<const char*>(secret.data()), secret.size())) +
+        "\n";
+    if (Status s = write_new_secret_file(path, text); !s.ok()) {
+      return Status(s.code(), "the route-key file: " + s.message());
+    }
+    return secret;
+  }
+  if (Status s = require_owner_only(path, "the route-key file", "make a new one on every node");
+      !s.ok()) {
+    return s;
+  }
+  std::ifstream in(path);
+  if (!in) return Status::InvalidArgument("cannot read the route-key file " + path);
+  std::string line;
+  bool found = false;
+  for (int number = 1; std::getline(in, line); ++number) {
+    std::istringstream words(line);
+    std::string kind, hex, extra;
+    if (!(words >> kind) || kind.front() == '#') continue;
+    const std::string where = path + ":" + std::to_string(number) + ": ";
+    if (kind != "route-key" || !(words >> hex) || (words >> extra) || found) {
+      return Status::InvalidArgument(where + "expected one line 'route-key HEX'");
+    }
+    auto bytes = from_hex(hex);
+    if (!bytes.ok()) return Status::InvalidArgument(where + bytes.status().message());
+    if (bytes->size() != secret.size()) {
+      return Status::InvalidArgument(where + "the route key must be 32 bytes (64 hex digits)");
+    }
+    std::memcpy(secret.data(), bytes->data(), secret.size());
+    found = true;
+  }
+  if (!found) return Status::InvalidArgument(path + " has no 'route-key' line");
+  return secret;
 }
 
 std::string id_keys_text(const IdKeys& keys) {

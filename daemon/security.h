@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "protocol/status.h"
+#include "storage/id_generator.h"
 #include "storage/session.h"
 
 namespace sessiond::daemon {
@@ -39,6 +40,11 @@ struct IdKeys {
 Result<IdKeys> load_id_keys(const std::string& path, bool create_if_missing);
 // The key file's text for `keys` (what load_id_keys reads).
 std::string id_keys_text(const IdKeys& keys);
+
+// The route-key secret (DESIGN §2, §6): sessions of a user get the route key HMAC(secret, user
+// id), so every node of every region needs the same one, like the id keys. A file holding
+// 'route-key HEX' (32 bytes), owner-only; made (at random) when missing and create_if_missing.
+Result<storage::RouteKeySecret> load_route_key(const std::string& path, bool create_if_missing);
 // Refuses a file that holds secrets (the id key file, a config file with a role's secret)
 // when others than its owner may read or write it: INVALID_ARGUMENT naming it as `what` ("the
 // id key file"), saying to chmod 600 it, then `advice` (what to do if others read it).

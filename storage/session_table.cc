@@ -397,6 +397,8 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
     detail::record_to_session(*r, out);  // for the caller's policy, not for its client
     return Status::ContextMismatch("session is bound to another client context");
   }
+  thread_local std::vector<AccessEntry> access_backup;
+  bool unsaved_backup = false, recorded = false;
   if (options.record_access) {
     if (options.record_access->ip.size() > kMaxIpBytes) {
       return Status::InvalidArgument("client IP longer than 64 bytes");
@@ -411,6 +413,12 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
       const std::size_t before = r->footprint();
       if (!r->extras) r->extras = std::make_unique<detail::Extras>();
       auto& log = r->extras->access_log;
+      // Kept to undo the access if the touch below cannot be written.
+      if (options.touch) {
+        access_backup = log;
+        unsaved_backup = r->extras->unsaved_access;
+        recorded = true;
+      }
       log.push_back(*options.record_access);
       log.back().time_ms = now;
       if (!log.back().has_location) log.back().latitude = log.back().longitude = 0;
@@ -424,7 +432,23 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
     }
   }
   if (options.touch) {
-    if (Status s = slide(shard, r, now); !s.ok()) return s;
+    if (Status s = slide(shard, r, now); !s.ok()) {
+      if (s.code() != StatusCode::kUnavailable) return s;
+      // The store refuses writes (a full disk): the read is served as it is, without sliding
+      // (slide() left the record as it was) and without the access it recorded, and counted.
+      // Users stay logged in until their unslid deadline; the operator sees the warning.
+      if (recorded) {
+        const std::size_t before = r->footprint();
+        r->extras->access_log.swap(access_backup);
+        r->extras->unsaved_access = unsaved_backup;
+        account(shard,
+                static_cast<std::int64_t>(r->footprint()) - static_cast<std::int64_t>(before));
+      }
+      ++shard.counters.touches_refused;
+      if (!touch_refusal_reported_.exchange(true) && options_.on_touch_refused) {
+        options_.on_touch_refused(s);
+      }
+    }
   }
   ++shard.counters.read_hits;
   detail::record_to_session(*r, out);
@@ -720,6 +744,7 @@ TableStats SessionTable::Impl::stats() const {
     out.touches_persisted += c.touches_persisted;
     out.touches_coalesced += c.touches_coalesced;
     out.merges_applied += c.merges_applied;
+    out.touches_refused += c.touches_refused;
     out.merges_unchanged += c.merges_unchanged;
     out.tombstones += shard.tombstones.size();
   }

@@ -19,6 +19,7 @@
 #include <absl/functional/function_ref.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -50,6 +51,10 @@ struct TableOptions {
   // it once our clock has caught up (DESIGN §6).
   std::int64_t max_clock_skew_ms = 60'000;
   std::size_t max_set_aside = 100'000;  // beyond this, set-aside writes are dropped and counted
+  // Called once, the first time a read with touch is served without sliding because the store
+  // refuses writes (a full disk), with the store's error, for the operator's log. Must not call
+  // the table.
+  std::function<void(const Status&)> on_touch_refused;
   // Makes new ids (route keys, DESIGN §2); must outlive the table. Null: one with a random
   // secret, which keeps placement stable only for this process.
   const IdGenerator* ids = nullptr;
@@ -170,6 +175,7 @@ struct TableStats {
   std::uint64_t read_misses = 0;  // not found or expired
   std::uint64_t touches_persisted = 0;
   std::uint64_t touches_coalesced = 0;
+  std::uint64_t touches_refused = 0;    // reads served without sliding: the store refused writes
   std::uint64_t tombstones = 0;         // ended sessions remembered (destroy is final)
   std::uint64_t merges_applied = 0;     // apply() calls that changed something
   std::uint64_t merges_unchanged = 0;   // apply() of what was known, older, or ended
@@ -190,6 +196,11 @@ struct RecoveryReport {
   std::uint64_t loaded = 0;
   std::uint64_t skipped_expired = 0;
   std::int64_t duration_ms = 0;
+  std::uint64_t tombstones = 0;
+  // The latest time this node's clock had reached, as the data directory says (its persisted
+  // high-water mark and every version on disk): the engine's time must not restart below it.
+  std::int64_t clock_high_water_ms = 0;
+  bool upgraded = false;  // the data directory was in the former format, and was rewritten
 };
 
 class SessionTable {

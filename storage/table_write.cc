@@ -183,11 +183,12 @@ Result<RecoveryReport> SessionTable::Impl::recover() {
   // The clock restarts past everything this node stamped before, including writes whose records
   // are gone (expired, compacted): the persisted high-water mark, plus the most it can lag (one
   // expirer interval is far less than a second).
+  std::uint64_t recovered_mark = 0;
   if (auto hw = store_->get_meta("hlc"); hw && hw->size() == 8) {
-    std::uint64_t mark = 0;
-    std::memcpy(&mark, hw->data(), 8);
-    hlc_.observe(mark + HybridLogicalClock::pack(1000, 0));
+    std::memcpy(&recovered_mark, hw->data(), 8);
+    hlc_.observe(recovered_mark + HybridLogicalClock::pack(1000, 0));
   }
+  std::uint64_t seen = recovered_mark;  // the latest clock value the data directory shows
   std::vector<SessionId> older_format;
   Status s = store_->for_each_session([&](std::string_view key, std::string_view value) -> Status {
     if (detail::value_format(value) == detail::kTombstoneFormat &&
@@ -195,6 +196,7 @@ Result<RecoveryReport> SessionTable::Impl::recover() {
       const auto t = detail::decode_tombstone(value);
       if (!t) return Status::Internal("corrupt tombstone in " + store_->options().path);
       hlc_.observe(t->version.hlc);
+      seen = std::max(seen, t->version.hlc);
       if (t->keep_until_ms <= now) return Status();
       SessionId id;
       std::memcpy(id.data(), key.data(), id.size());
@@ -219,6 +221,7 @@ Result<RecoveryReport> SessionTable::Impl::recover() {
       older_format.push_back(r->id);
     }
     hlc_.observe(r->version_hlc);
+    seen = std::max(seen, r->version_hlc);
     if (r->deadline_ms() <= now) {
       ++report.skipped_expired;
       return Status();
@@ -240,11 +243,16 @@ Result<RecoveryReport> SessionTable::Impl::recover() {
       return Status();
     });
   }
-  if (s.ok() && store_->needs_upgrade()) s = upgrade_records(std::move(older_format));
+  if (s.ok() && store_->needs_upgrade()) {
+    s = upgrade_records(std::move(older_format));
+    report.upgraded = s.ok();
+  }
   if (!s.ok()) {
     clear();  // never serve a partial load
     return s;
   }
+  for (const Shard& shard : shards_) report.tombstones += shard.tombstones.size();
+  report.clock_high_water_ms = static_cast<std::int64_t>(HybridLogicalClock::physical_ms(seen));
   report.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                            std::chrono::steady_clock::now() - started)
                            .count();

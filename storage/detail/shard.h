@@ -63,7 +63,7 @@ inline std::string_view id_bytes(const SessionId& id) {
 struct Counters {
   std::uint64_t creates = 0, updates = 0, destroys = 0, regenerates = 0, expiries = 0,
                 read_hits = 0, read_misses = 0, touches_persisted = 0, touches_coalesced = 0,
-                merges_applied = 0, merges_unchanged = 0;
+                merges_applied = 0, merges_unchanged = 0, touches_refused = 0;
 };
 
 struct alignas(64) Shard {

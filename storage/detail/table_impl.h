@@ -231,6 +231,7 @@ class SessionTable::Impl {
   std::vector<std::unique_ptr<SetAside>> set_aside_;
   std::uint64_t set_aside_count_ = 0, dropped_count_ = 0;
   std::atomic<std::uint64_t> persisted_clock_{0};  // the high-water mark last written
+  std::atomic<bool> touch_refusal_reported_{false};  // on_touch_refused was called
 
   std::mutex expirer_mu_;  // guards expirer_stop_ and the expirer thread's start/stop
   std::condition_variable expirer_cv_;

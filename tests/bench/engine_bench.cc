@@ -68,12 +68,15 @@ struct Env {
   std::atomic<std::size_t> destroy_next{0};  // destroy consumes ids from the front
 };
 
-// Mode kNoStore: the table alone, to tell the engine's cost from RocksDB's.
+// Mode kNoStore: the table alone, to tell the engine's cost from RocksDB's. kAsyncLog: async
+// durability with the replication log on (what a node with replicas or peer regions runs).
 constexpr int kNoStore = -1;
+constexpr int kAsyncLog = 10;
 std::mutex g_envs_mu;
 std::map<int, std::unique_ptr<Env>> g_envs;  // cleared in main, before RocksDB's statics go
 
 std::string mode_name(int mode) {
+  if (mode == kAsyncLog) return "async+log";
   return mode == kNoStore ? "table only"
                           : std::string(durability_name(static_cast<Durability>(mode)));
 }
@@ -88,7 +91,8 @@ Env& env_for(int mode) {
     std::filesystem::remove_all(path);
     StoreOptions so;
     so.path = path;
-    so.durability = static_cast<Durability>(mode);
+    so.durability = mode == kAsyncLog ? Durability::kAsync : static_cast<Durability>(mode);
+    so.replication_log = mode == kAsyncLog;
     auto store = Store::open(so, SystemClock::instance());
     if (!store.ok()) {
       std::fprintf(stderr, "cannot open store: %s\n", store.status().ToString().c_str());
@@ -219,6 +223,40 @@ void BM_Destroy(benchmark::State& state) {
   label(state);
 }
 
+// Merges of remote writes (SessionTable::apply) into a table alone, one thread: the mutations a
+// peer's table (another region) wrote when it created g_sessions / 5 sessions of 1 KiB.
+void BM_Apply(benchmark::State& state) {
+  static std::vector<std::pair<std::string, SessionId>>* made = [] {
+    auto* out = new std::vector<std::pair<std::string, SessionId>>();
+    TableOptions peer_options;
+    peer_options.region = 2;
+    SessionTable peer(peer_options, SystemClock::instance(), nullptr);
+    peer.on_change(
+        [out](const Mutation& m, std::uint64_t) { out->emplace_back(std::string(m.value), m.id); });
+    NewSession req = sample_session(3);
+    for (std::size_t i = 0; i < g_sessions / 5; ++i) (void)peer.create(req);
+    return out;
+  }();
+  SessionTable table(TableOptions{}, SystemClock::instance(), nullptr);
+  std::size_t next = 0, applied = 0;
+  Mutation m;
+  m.origin = Origin{2, 0, false};
+  for (auto _ : state) {
+    if (next == made->size()) {
+      state.SkipWithError("ran out of mutations");
+      break;
+    }
+    m.id = (*made)[next].second;
+    m.value = (*made)[next].first;
+    ++next;
+    auto outcome = table.apply(m);
+    applied += outcome.ok() && *outcome == ApplyOutcome::kApplied ? 1 : 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.counters["applied"] = static_cast<double>(applied);
+  state.SetLabel("table only");
+}
+
 std::size_t rss_bytes() {
   std::ifstream statm("/proc/self/statm");
   std::size_t pages_total = 0, pages_resident = 0;
@@ -300,6 +338,19 @@ void register_all() {
           ->UseRealTime();
     }
   }
+  for (int threads : {1, 2}) {
+    benchmark::RegisterBenchmark("create", BM_Create)
+        ->Arg(kAsyncLog)
+        ->Threads(threads)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark("create_batch16", BM_CreateBatch)
+        ->Arg(kAsyncLog)
+        ->Threads(threads)
+        ->UseRealTime();
+  }
+  benchmark::RegisterBenchmark("apply", BM_Apply)
+      ->Iterations(static_cast<benchmark::IterationCount>(g_sessions / 5))
+      ->UseRealTime();
 }
 
 }  // namespace

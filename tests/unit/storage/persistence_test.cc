@@ -595,6 +595,46 @@ TEST(Persistence, FullDiskRefusesWritesAndLosesNothing) {
   EXPECT_TRUE(node->table->get(acknowledged.front(), {}, &session).ok());
 }
 
+// Review finding 2: once a write failed, every GET with touch whose deadline had to be persisted
+// answered UNAVAILABLE, logging active users out although reads are promised to keep working.
+TEST(Persistence, OnAFullDiskReadsWithTouchAreServedWithoutSliding) {
+  TempDir tmp;
+  TinyFilesystem fs(tmp.sub("tiny"), "3m");
+  if (!fs.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here: " << fs.error();
+  ManualClock clock;
+  int warnings = 0;
+  TableOptions options = small_table();
+  options.on_touch_refused = [&](const Status& why) {
+    ++warnings;
+    EXPECT_EQ(why.code(), StatusCode::kUnavailable);
+  };
+  auto node = open_node(tmp.sub("tiny") + "/data", clock, Durability::kAsync, options);
+  ASSERT_NE(node, nullptr);
+  auto active = node->table->create(new_session("alice", {}, Timeouts{30 * 60'000, 0}));
+  ASSERT_TRUE(active.ok());
+  const std::string value(16 * 1024, 'v');
+  Status failure;
+  for (int i = 0; i < 10'000 && failure.ok(); ++i) {
+    failure = node->table->create(new_session("bob", {{"blob", value}})).status();
+  }
+  ASSERT_EQ(failure.code(), StatusCode::kUnavailable) << "3 MiB never filled up";
+
+  const std::int64_t created = active->last_access_ms;
+  clock.advance_ms(5 * 60'000);  // past the coalescing slack: this touch must be written
+  const AccessEntry access{0, "198.51.100.7", 42, false, 0, 0};
+  ReadOptions read;
+  read.touch = true;
+  read.record_access = &access;
+  for (int i = 0; i < 2; ++i) {
+    Session s;
+    ASSERT_TRUE(node->table->get(active->id, read, &s).ok()) << "the user stays logged in";
+    EXPECT_EQ(s.last_access_ms, created) << "served without sliding";
+    EXPECT_TRUE(s.access_log.empty()) << "the access the failed touch recorded is undone";
+  }
+  EXPECT_EQ(node->table->stats().touches_refused, 2u);
+  EXPECT_EQ(warnings, 1) << "the operator hears of it once";
+}
+
 TEST(Persistence, CreateBatchSurvivesReopen) {
   TempDir tmp;
   ManualClock clock;

@@ -4,8 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <limits>
+#include <mutex>
 #include <thread>
 
 namespace sessiond::storage {
@@ -814,6 +817,85 @@ TEST(RegenerateLogin, MarksTheSessionAuthenticated) {
   ASSERT_TRUE(table.get(again->id, {}, &s).ok());
   EXPECT_EQ(s.fields.size(), 3u);
   EXPECT_EQ(s.field(kAuthenticatedAtField)->value, std::to_string(clock.now_ms()));
+}
+
+}  // namespace
+}  // namespace sessiond::storage
+
+namespace sessiond::storage {
+namespace {
+
+// A clock whose next reading, once armed, waits until released: it holds a thread at the
+// moment it reads the time.
+class GateClock final : public Clock {
+ public:
+  std::int64_t now_ms() const override {
+    reads_.fetch_add(1);
+    std::unique_lock lock(mu_);
+    if (armed_) {
+      armed_ = false;
+      held_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return !held_; });
+    }
+    return now_.load();
+  }
+  void set_ms(std::int64_t ms) { now_.store(ms); }
+  void arm() {
+    std::lock_guard lock(mu_);
+    armed_ = true;
+  }
+  bool wait_held(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return held_; });
+  }
+  void release() {
+    std::lock_guard lock(mu_);
+    held_ = false;
+    cv_.notify_all();
+  }
+  int reads() const { return reads_.load(); }
+
+ private:
+  std::atomic<std::int64_t> now_{1'700'000'000'000};
+  mutable std::atomic<int> reads_{0};
+  mutable std::mutex mu_;  // guards armed_ and held_
+  mutable std::condition_variable cv_;
+  mutable bool armed_ = false, held_ = false;
+};
+
+// Review finding 9: operations read `now` before taking the shard lock, so a read that waited
+// for the lock judged expiry by a time from before the wait and returned a session whose
+// deadline had passed meanwhile.
+TEST(SessionTableTime, AReadJudgesExpiryByTheTimeItHoldsTheSession) {
+  GateClock clock;
+  SessionTable table(TableOptions{}, clock, nullptr);
+  NewSession req;
+  req.timeouts = Timeouts{10'000, 0};
+  auto created = table.create(req);
+  ASSERT_TRUE(created.ok());
+  // A touch reads the time and is held there (holding the shard, when the time is read under
+  // the shard's lock).
+  clock.arm();
+  std::thread toucher([&] { (void)table.touch(created->id); });
+  ASSERT_TRUE(clock.wait_held(std::chrono::seconds(30)));
+  // A read starts meanwhile. If it read the time before waiting for the shard, it does so now.
+  const int reads_before = clock.reads();
+  Status read;
+  std::thread reader([&] {
+    Session out;
+    read = table.get(created->id, {}, &out);
+  });
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+  while (clock.reads() == reads_before && std::chrono::steady_clock::now() < until) {
+    std::this_thread::yield();
+  }
+  // The deadline passes while the read waits; then the touch goes on.
+  clock.set_ms(created->deadline_ms);
+  clock.release();
+  toucher.join();
+  reader.join();
+  EXPECT_FALSE(read.ok()) << "a session past its deadline was returned: " << read.ToString();
 }
 
 }  // namespace
