@@ -236,6 +236,10 @@ std::string to_json(const Stats& s) {
       {"slow_readers", s.slow_readers},
       {"auth_failures", s.auth_failures},
       {"clock_steps", s.clock_steps},
+      {"touches_refused", s.touches_refused},
+      {"tombstones", s.tombstones},
+      {"merges_applied", s.merges_applied},
+      {"merges_set_aside", s.merges_set_aside},
   };
   std::string out = "{";
   bool first = true;
@@ -338,6 +342,10 @@ std::string to_text(const Stats& s) {
       {"slow readers closed", s.slow_readers},
       {"AUTH failures", s.auth_failures},
       {"clock steps", s.clock_steps},
+      {"touches refused (disk)", s.touches_refused},
+      {"tombstones", s.tombstones},
+      {"merges applied", s.merges_applied},
+      {"merges set aside", s.merges_set_aside},
   };
   std::string out;
   for (const auto& [name, value] : counters) {

@@ -577,6 +577,10 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
           counters_.connections_refused_per_ip.load(std::memory_order_relaxed));
       resp.set_auth_failures(counters_.auth_failures.total());
       resp.set_clock_steps(storage::SystemClock::instance().steps());
+      resp.set_touches_refused(st.touches_refused);
+      resp.set_tombstones(st.tombstones);
+      resp.set_merges_applied(st.merges_applied);
+      resp.set_merges_set_aside(st.merges_set_aside);
       return reply(resp);
     }
     case Opcode::kTopology: {

@@ -220,6 +220,10 @@ Stats from_wire(const wire::StatsResponse& in) {
   out.slow_readers = in.slow_readers();
   out.auth_failures = in.auth_failures();
   out.clock_steps = in.clock_steps();
+  out.touches_refused = in.touches_refused();
+  out.tombstones = in.tombstones();
+  out.merges_applied = in.merges_applied();
+  out.merges_set_aside = in.merges_set_aside();
   return out;
 }
 

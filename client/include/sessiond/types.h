@@ -174,6 +174,10 @@ struct Stats {
   std::uint64_t slow_readers = 0;         // closed: took none of their replies in time
   std::uint64_t auth_failures = 0;        // AUTHs with a wrong secret
   std::uint64_t clock_steps = 0;          // steps of the node's wall clock it saw
+  std::uint64_t touches_refused = 0;      // reads served without sliding (store refused writes)
+  std::uint64_t tombstones = 0;           // ended sessions remembered (they never come back)
+  std::uint64_t merges_applied = 0;       // writes of other nodes merged
+  std::uint64_t merges_set_aside = 0;     // writes of other nodes whose clock was too far ahead
 };
 
 }  // namespace sessiond

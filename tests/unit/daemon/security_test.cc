@@ -147,6 +147,34 @@ TEST(IdKeys, BadKeyFilesAreClearErrors) {
               StatusCode::kInvalidArgument);
 }
 
+TEST(RouteKey, TheFileIsMadeOnceOwnerOnlyAndReadBackAndBadOnesAreClearErrors) {
+  testing::TempDir dir;
+  const std::string path = (dir.path() / "route-key").string();
+  auto made = load_route_key(path, true);
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto again = load_route_key(path, true);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, *made) << "the same secret on every start";
+  ::chmod(path.c_str(), 0644);
+  EXPECT_NE(load_route_key(path, true).status().message().find("chmod 600"), std::string::npos);
+  const auto error_for = [&](const std::string& text) {
+    write_private(path, text);
+    return load_route_key(path, false).status().message();
+  };
+  EXPECT_NE(error_for("# nothing\n").find("no 'route-key' line"), std::string::npos);
+  EXPECT_NE(error_for("route-key abcd\n").find("64 hex digits"), std::string::npos);
+  EXPECT_NE(error_for("current " + std::string(64, 'a') + "\n").find("'route-key HEX'"),
+            std::string::npos);
+  EXPECT_NE(load_route_key((dir.path() / "absent").string(), false)
+                .status()
+                .message()
+                .find("cannot read"),
+            std::string::npos);
+}
+
 TEST(Hijack, DistanceIsTheGreatCircle) {
   // Paris - New York: 5,837 km; a quarter of the equator: 10,008 km.
   EXPECT_NEAR(distance_km(48.8566, 2.3522, 40.7128, -74.0060), 5837, 10);

@@ -355,3 +355,45 @@ TEST(Apply, AppliedWritesAreMarkedRemoteAndKeepTheirOrigin) {
 
 }  // namespace
 }  // namespace sessiond::storage
+
+namespace sessiond::storage {
+namespace {
+
+// RESP keys (DESIGN §10): a DEL leaves a tombstone of the key's incarnation; a SET after it
+// starts the next incarnation, which the tombstone does not end, while any state of the deleted
+// incarnation that arrives late stays dead.
+TEST(Apply, ASetAfterADelIsANewIncarnationNotAResurrection) {
+  ManualClock clock;
+  Node a(1, 1, clock), b(2, 1, clock);
+  SessionId key{};
+  key[31] = 42;
+  auto put = [](std::string value) {
+    return [value](const Session*, std::int64_t, Rewrite* w) {
+      w->kind = Rewrite::Kind::kPut;
+      w->fields = {{"v", value}};
+    };
+  };
+  auto del = [](const Session*, std::int64_t, Rewrite* w) { w->kind = Rewrite::Kind::kDelete; };
+  ASSERT_TRUE(a.table->rewrite(key, put("one")).ok());
+  const auto first_put = a.outbox.back();
+  ASSERT_TRUE(a.table->rewrite(key, del).ok());
+  const auto the_del = a.outbox.back();
+  ASSERT_TRUE(a.table->rewrite(key, put("two")).ok());
+  const auto second_put = a.outbox.back();
+  // b hears them backwards: the new incarnation, the delete of the old, the old put.
+  for (const auto& s : {second_put, the_del, first_put}) ASSERT_TRUE(b.table->apply(s->m).ok());
+  for (SessionTable* t : {a.table.get(), b.table.get()}) {
+    Session out;
+    ASSERT_TRUE(t->get(key, {}, &out).ok());
+    EXPECT_EQ(out.fields[0].value, "two");
+  }
+  // A late state of the deleted incarnation stays dead on a table that saw only the delete.
+  Node c(3, 1, clock);
+  ASSERT_TRUE(c.table->apply(the_del->m).ok());
+  EXPECT_EQ(c.table->apply(first_put->m).value(), ApplyOutcome::kUnchanged);
+  Session out;
+  EXPECT_FALSE(c.table->get(key, {}, &out).ok());
+}
+
+}  // namespace
+}  // namespace sessiond::storage

@@ -99,10 +99,16 @@ TEST_F(WritePathTest, ObserversSeeEveryChangeInTheOrderOfTheLog) {
 
   using K = Mutation::Kind;
   const std::vector<std::pair<K, SessionId>> expected = {
-      {K::kPut, a->id}, {K::kPut, a->id}, {K::kTouch, a->id},   {K::kPut, b->id},
-      {K::kEnd, a->id}, {K::kPut, c->id}, {K::kGeneration, {}},  // REVOKE_USER raises the user's
-                                                                 // generation, then ends b
-      {K::kEnd, b->id}, {K::kEnd, c->id}};
+      {K::kPut, a->id},
+      {K::kPut, a->id},
+      {K::kTouch, a->id},
+      {K::kPut, b->id},
+      {K::kEnd, a->id},
+      {K::kPut, c->id},
+      {K::kGeneration, {}},  // REVOKE_USER raises the user's
+                             // generation, then ends b
+      {K::kEnd, b->id},
+      {K::kEnd, c->id}};
   const auto got = seen();
   ASSERT_EQ(got.size(), expected.size());
   const auto entries = log();
