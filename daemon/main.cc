@@ -128,8 +128,10 @@ int main(int argc, char** argv) {
     spdlog::error("cannot start: {}", recovered.status().ToString());
     return 1;
   }
-  spdlog::info("recovered {} sessions ({} expired skipped) in {} ms", recovered->loaded,
-               recovered->skipped_expired, recovered->duration_ms);
+  spdlog::info("recovered {} sessions ({} expired skipped, {} tombstones) in {} ms{}",
+               recovered->loaded, recovered->skipped_expired, recovered->tombstones,
+               recovered->duration_ms,
+               recovered->upgraded ? " (upgraded from the former format)" : "");
   // The engine's time never runs below what this node wrote before, even after the wall clock
   // stepped back across a restart (docs/operations.md, "Clock steps").
   storage::SystemClock::instance().advance_to(recovered->clock_high_water_ms);

@@ -70,6 +70,19 @@ void sorted_refs(const std::vector<std::pair<std::string, std::string>>& pairs, 
             [](const FieldRef& a, const FieldRef& b) { return a.name < b.name; });
 }
 
+// A read's access history before it recorded an access, to undo it (get()).
+std::vector<AccessEntry>& access_backup() {
+  thread_local std::vector<AccessEntry> log;
+  return log;
+}
+
+// The ends a create or regenerate writes with the session (evictions), with their encodings.
+std::deque<std::string>& end_values() {
+  thread_local std::deque<std::string> values;
+  values.clear();
+  return values;
+}
+
 // The record with its blob's generation stamp set (a user that was revoked before: rare).
 RecordPtr restamped(const Record& r, std::uint64_t stamp) {
   thread_local std::vector<FieldRef> fields;
@@ -284,9 +297,9 @@ Result<SessionMeta> SessionTable::Impl::create(const NewSession& request) {
     if (Status s = admit(request.user_id, r->id, /*new_birth=*/true, &stamp); !s.ok()) return s;
     if (stamp != 0) r = restamped(*r, stamp);
     std::vector<Mutation> retire;
-    std::deque<std::string> values;
     std::vector<std::pair<Record*, detail::Tombstone>> ending;
-    retire_evicted(*evict, request.user_id, now, &retire, &values, &ending);
+    if (!evict->empty())
+      retire_evicted(*evict, request.user_id, now, &retire, &end_values(), &ending);
     if (Status s = persist_record(r.get(), Mutation::Kind::kPut, retire); !s.ok()) {
       index_user(request.user_id, r->id, false);
       return s;
@@ -397,7 +410,6 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
     detail::record_to_session(*r, out);  // for the caller's policy, not for its client
     return Status::ContextMismatch("session is bound to another client context");
   }
-  thread_local std::vector<AccessEntry> access_backup;
   bool unsaved_backup = false, recorded = false;
   if (options.record_access) {
     if (options.record_access->ip.size() > kMaxIpBytes) {
@@ -415,7 +427,7 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
       auto& log = r->extras->access_log;
       // Kept to undo the access if the touch below cannot be written.
       if (options.touch) {
-        access_backup = log;
+        access_backup() = log;
         unsaved_backup = r->extras->unsaved_access;
         recorded = true;
       }
@@ -439,7 +451,7 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
       // Users stay logged in until their unslid deadline; the operator sees the warning.
       if (recorded) {
         const std::size_t before = r->footprint();
-        r->extras->access_log.swap(access_backup);
+        r->extras->access_log.swap(access_backup());
         r->extras->unsaved_access = unsaved_backup;
         account(shard,
                 static_cast<std::int64_t>(r->footprint()) - static_cast<std::int64_t>(before));
@@ -710,7 +722,7 @@ Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,
   }
   // The old id's end (a tombstone: REGENERATE's old id is final), and the new user's sessions
   // that make room, go in the same batch.
-  std::deque<std::string> values;
+  std::deque<std::string>& values = end_values();
   const detail::Tombstone old_end = tombstone_of(*old, now);
   std::vector<Mutation> retire{end_of(*old, old_end, &values.emplace_back())};
   std::vector<std::pair<Record*, detail::Tombstone>> ending;
@@ -808,6 +820,9 @@ std::vector<SessionMeta> SessionTable::list_user(std::string_view user_id) {
 }
 Result<ApplyOutcome> SessionTable::apply(const Mutation& mutation) {
   return impl_->apply(mutation);
+}
+Result<Mutation::Kind> SessionTable::state_of(const SessionId& id, std::string* value) {
+  return impl_->state_of(id, value);
 }
 Result<std::size_t> SessionTable::revoke_user(std::string_view user_id, const SessionId* keep) {
   return impl_->revoke_user(user_id, keep);

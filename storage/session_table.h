@@ -267,6 +267,11 @@ class SessionTable {
   // order-insensitive. INVALID_ARGUMENT for a value that does not decode; UNAVAILABLE when the
   // write fails (nothing changed).
   Result<ApplyOutcome> apply(const Mutation& mutation);
+  // The state of `id` as a mutation carries it, for shipping what the log names: kPut with the
+  // encoded record (value), or kEnd with its tombstone. NOT_FOUND when the table holds neither
+  // (it expired, or its tombstone was dropped). The merge being state-based, the current state
+  // stands for every put logged before it.
+  Result<Mutation::Kind> state_of(const SessionId& id, std::string* value);
 
   // ---- Keyed access, for callers that choose ids themselves (the RESP listener derives them
   // from Redis keys, DESIGN §10). Such ids must be as unpredictable as a CSPRNG's (a

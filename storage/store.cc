@@ -447,8 +447,11 @@ void put_bytes(std::string* out, std::string_view bytes) {
 }
 
 // A replication-log entry: u8 kind, varint origin region, varint origin node, u8 remote, the
-// 32-byte id, bytes user, then for kPut/kEnd bytes value and varint deadline, for kTouch varint
-// last access, varint n and n access entries.
+// 32-byte id, bytes user, then for kEnd/kGeneration bytes value and varint deadline, for kPut
+// varint deadline only, for kTouch varint last access, varint n and n access entries. A put's
+// record is not copied into the log (it would double what every write costs): the merge is
+// state-based, so a shipper sends the session's state as it is when it ships
+// (SessionTable::state_of), which includes every put logged before.
 void encode_log_entry(const Mutation& m, std::string* out) {
   out->clear();
   out->push_back(static_cast<char>(m.kind));
@@ -462,7 +465,7 @@ void encode_log_entry(const Mutation& m, std::string* out) {
     detail::put_varint(out, m.access_log.size());
     for (const AccessEntry& e : m.access_log) detail::put_access_entry(out, e);
   } else {
-    put_bytes(out, m.value);
+    if (m.kind != Mutation::Kind::kPut) put_bytes(out, m.value);
     detail::put_varint(out, static_cast<std::uint64_t>(m.deadline_ms));
   }
 }
@@ -495,7 +498,8 @@ bool decode_log_entry(std::string_view in, Mutation* m, std::vector<AccessEntry>
     }
     m->access_log = *accesses;
   } else {
-    if (!detail::get_bytes(&in, &m->value) || !detail::get_varint(&in, &v)) return false;
+    if (m->kind != Mutation::Kind::kPut && !detail::get_bytes(&in, &m->value)) return false;
+    if (!detail::get_varint(&in, &v)) return false;
     m->deadline_ms = static_cast<std::int64_t>(v);
   }
   return in.empty();

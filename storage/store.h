@@ -82,8 +82,9 @@ class Store {
   // skips an entry that a concurrent writer is still writing.
   std::uint64_t log_committed() const;
   // Calls fn for log entries with from <= sequence <= log_committed(), in order; the mutation's
-  // views are valid during the call. A kPut/kEnd entry holds the record or tombstone, a kTouch
-  // entry only the last access and access history.
+  // views are valid during the call. A kEnd entry holds the tombstone, a kGeneration entry the
+  // generation, a kTouch entry only the last access and access history, and a kPut entry only
+  // the id (and user): its state is read when shipped (SessionTable::state_of).
   Status for_each_log_entry(
       std::uint64_t from, const std::function<void(std::uint64_t seq, const Mutation&)>& fn) const;
   // A consumer's (a replica's, a peer region's) position: the first sequence it has not

@@ -285,6 +285,25 @@ Result<ApplyOutcome> SessionTable::Impl::apply_generation(const Mutation& m, std
   return ApplyOutcome::kApplied;
 }
 
+Result<Mutation::Kind> SessionTable::Impl::state_of(const SessionId& id, std::string* value) {
+  Shard& shard = shard_of(id);
+  std::lock_guard lock(shard.mu);
+  const std::int64_t now = clock_.now_ms();
+  if (auto it = shard.records.find(id); it != shard.records.end() && (*it)->deadline_ms() > now) {
+    // The whole state, coalesced touches and recorded accesses included.
+    const Record& r = **it;
+    RecordPtr current = detail::copy_record(r);
+    current->unpersisted_ms = 0;
+    detail::encode_value(*current, value);
+    return Mutation::Kind::kPut;
+  }
+  if (auto t = shard.tombstones.find(id); t != shard.tombstones.end()) {
+    detail::encode_tombstone(t->second, value);
+    return Mutation::Kind::kEnd;
+  }
+  return Status::NotFound();
+}
+
 void SessionTable::Impl::set_aside(const Mutation& m, std::int64_t clock_ms) {
   std::lock_guard lock(set_aside_mu_);
   if (set_aside_.size() >= options_.max_set_aside) {

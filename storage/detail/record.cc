@@ -261,9 +261,21 @@ BlobMeta blob_meta(std::string_view blob, const Version& record_version) {
 }
 
 void blob_fields(std::string_view blob, const Version& record_version, std::vector<FieldRef>* out) {
-  BlobMeta meta;
   std::uint64_t n = 0;
-  read_meta(&blob, record_version, &meta);
+  std::string_view user;
+  get_bytes(&blob, &user);
+  if (!blob.empty() && blob.front() == 0) {
+    blob.remove_prefix(1);  // no meta: the common case, read without decoding it
+  } else {
+    std::uint64_t flags = 0;
+    get_varint(&blob, &flags);
+    Version ignored;
+    std::uint64_t v = 0;
+    if (flags & kTimeoutsVersion) get_version(&blob, &ignored);
+    if (flags & kStamp) get_varint(&blob, &v);
+    if (flags & kIncarnation) get_varint(&blob, &v);
+    if (flags & kBirth) get_version(&blob, &ignored);
+  }
   get_varint(&blob, &n);
   out->resize(n);
   for (FieldRef& f : *out) read_field(&blob, record_version, &f);
@@ -274,17 +286,16 @@ void record_to_session(const Record& r, Session* out) {
   out->id = r.id;
   out->user_id.assign(blob_user_id(r.blob()));
   blob_fields(r.blob(), r.version(), &refs);
-  std::size_t n = 0;
-  for (const FieldRef& f : refs) n += f.deleted ? 0 : 1;
-  out->fields.resize(n);
+  out->fields.resize(refs.size());
   std::size_t i = 0;
   for (const FieldRef& f : refs) {
-    if (f.deleted) continue;
-    out->fields[i].name.assign(f.name);
-    out->fields[i].value.assign(f.value);
-    out->fields[i].version = f.version;
-    ++i;
+    if (f.deleted) continue;  // field tombstones are for the merge, not for readers
+    Field& field = out->fields[i++];
+    field.name.assign(f.name);
+    field.value.assign(f.value);
+    field.version = f.version;
   }
+  out->fields.resize(i);
   out->created_at_ms = r.created_at_ms;
   out->last_access_ms = r.last_access_ms;
   out->timeouts = r.timeouts();

@@ -56,6 +56,7 @@ class SessionTable::Impl {
   std::vector<SessionMeta> list_user(std::string_view user_id);
   Result<std::size_t> revoke_user(std::string_view user_id, const SessionId* keep);
   Result<ApplyOutcome> apply(const Mutation& mutation);
+  Result<Mutation::Kind> state_of(const SessionId& id, std::string* value);
   Status rewrite(const SessionId& id, RewriteFn decide);
   void rewrite_batch(std::span<const SessionId> ids, std::span<const RewriteFn> decides,
                      std::span<Status> statuses);
