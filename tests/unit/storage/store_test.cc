@@ -111,7 +111,8 @@ Status delete_session(Store& store, std::string_view id) {
 }
 
 Status put_user(Store& store, std::string_view user, std::string_view id, std::int64_t deadline) {
-  const Mutation m = put(id, value_with_deadline(deadline, "v"), user, deadline);
+  const std::string value = value_with_deadline(deadline, "v");  // outlives the write
+  const Mutation m = put(id, value, user, deadline);
   return store.write(std::span(&m, 1));
 }
 
