@@ -620,6 +620,8 @@ Result<SessionMeta> SessionTable::Impl::apply_changes(Shard& shard, Record* old,
 Status SessionTable::Impl::destroy(const SessionId& id) {
   Shard& shard = shard_of(id);
   std::lock_guard lock(shard.mu);
+  // The tombstone's slot, fetched while the record is looked up rather than after.
+  shard.tombstones.prefetch(id);
   const std::int64_t now = clock_.now_ms();
   auto found = find_alive(shard, id, now);
   if (!found.ok()) return found.status();

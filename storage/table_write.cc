@@ -284,8 +284,14 @@ Status SessionTable::Impl::upgrade_records(std::vector<SessionId> ids) {
 }
 
 void SessionTable::Impl::persist_clock() {
+  // At most every half second of the clock's time (a small write, fsynced in sync mode): the
+  // mark may lag by that much and an expirer interval, which the 1 s margin recovery adds
+  // covers.
   const std::uint64_t mark = hlc_.last();
-  if (!store_ || mark <= persisted_clock_.load(std::memory_order_relaxed)) return;
+  if (!store_ ||
+      mark < persisted_clock_.load(std::memory_order_relaxed) + HybridLogicalClock::pack(500, 0)) {
+    return;
+  }
   std::string value(8, '\0');
   std::memcpy(value.data(), &mark, 8);
   if (store_->put_meta("hlc", value).ok()) persisted_clock_.store(mark, std::memory_order_relaxed);

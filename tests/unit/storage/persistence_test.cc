@@ -635,6 +635,37 @@ TEST(Persistence, OnAFullDiskReadsWithTouchAreServedWithoutSliding) {
   EXPECT_EQ(warnings, 1) << "the operator hears of it once";
 }
 
+// The hybrid clock's high-water mark is kept in meta: after a restart on a wall clock an hour
+// behind, with no record left that carries the last version (it expired and was compacted
+// away), new versions still come after every one given before, and the recovery report says
+// how far the engine's time must resume from.
+TEST(Persistence, TheClockResumesPastItsPersistedHighWaterMark) {
+  TempDir tmp;
+  ManualClock clock;
+  const std::string path = tmp.sub("data");
+  Version last;
+  std::int64_t last_time = 0;
+  {
+    auto node = open_node(path, clock);
+    ASSERT_NE(node, nullptr);
+    auto created = node->table->create(new_session("", {}, Timeouts{1000, 0}));
+    ASSERT_TRUE(created.ok());
+    last = created->version;
+    last_time = clock.now_ms();
+    clock.advance_ms(2000);
+    EXPECT_EQ(node->table->expire_due(), 1u);  // expires it, and writes the mark
+    ASSERT_TRUE(node->store->compact().ok());
+  }
+  clock.set_ms(last_time - 3'600'000);
+  auto node = open_node(path, clock);
+  ASSERT_NE(node, nullptr);
+  EXPECT_EQ(node->report.loaded, 0u) << "no record carries the last version";
+  EXPECT_GE(node->report.clock_high_water_ms, last_time);
+  auto next = node->table->create(new_session("", {}));
+  ASSERT_TRUE(next.ok());
+  EXPECT_GT(next->version, last) << "a version went back with the wall clock";
+}
+
 TEST(Persistence, CreateBatchSurvivesReopen) {
   TempDir tmp;
   ManualClock clock;
