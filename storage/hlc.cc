@@ -4,8 +4,8 @@
 
 namespace sessiond::storage {
 
-std::uint64_t HybridLogicalClock::now() {
-  const auto wall = pack(static_cast<std::uint64_t>(std::max<std::int64_t>(clock_.now_ms(), 0)), 0);
+std::uint64_t HybridLogicalClock::now_at(std::int64_t wall_ms) {
+  const auto wall = pack(static_cast<std::uint64_t>(std::max<std::int64_t>(wall_ms, 0)), 0);
   std::uint64_t last = last_.load(std::memory_order_relaxed);
   for (;;) {
     // Wall time ahead: take it. Otherwise tick the logical counter (it overflows into the

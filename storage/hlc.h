@@ -18,7 +18,9 @@ class HybridLogicalClock {
   explicit HybridLogicalClock(const Clock& clock) : clock_(clock) {}
 
   // A timestamp greater than every one returned or observed before. Thread-safe, lock-free.
-  std::uint64_t now();
+  std::uint64_t now() { return now_at(clock_.now_ms()); }
+  // The same, with the clock's time already read by the caller (one reading instead of two).
+  std::uint64_t now_at(std::int64_t wall_ms);
   // Moves the clock past `timestamp` (from a loaded record or a peer). Thread-safe.
   void observe(std::uint64_t timestamp);
   // The last timestamp returned or observed (the high-water mark to persist).

@@ -465,7 +465,7 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
   ++shard.counters.read_hits;
   detail::record_to_session(*r, out);
   if (options.judge && (*options.judge)(*out)) {
-    if (Status s = remove(shard, r); !s.ok()) return s;
+    if (Status s = remove(shard, r, now); !s.ok()) return s;
     return Status(StatusCode::kHijackSuspected, "the session was destroyed");
   }
   return {};
@@ -625,7 +625,7 @@ Status SessionTable::Impl::destroy(const SessionId& id) {
   const std::int64_t now = clock_.now_ms();
   auto found = find_alive(shard, id, now);
   if (!found.ok()) return found.status();
-  return remove(shard, *found);
+  return remove(shard, *found, now);
 }
 
 Result<SessionMeta> SessionTable::Impl::regenerate(const SessionId& id,

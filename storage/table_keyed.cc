@@ -78,7 +78,7 @@ Status SessionTable::Impl::rewrite(const SessionId& id, RewriteFn decide) {
     case Rewrite::Kind::kKeep:
       return {};
     case Rewrite::Kind::kDelete:
-      return current ? remove(shard, current) : Status();
+      return current ? remove(shard, current, now) : Status();
     case Rewrite::Kind::kChange:
       if (!current) return Status::NotFound();
       return apply_changes(shard, current, w.changes, now).status();

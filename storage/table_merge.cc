@@ -34,6 +34,9 @@ Result<ApplyOutcome> SessionTable::Impl::apply(const Mutation& m) {
 
 namespace {
 
+// Generations count revocations of one user; far below this, and +1 never wraps.
+constexpr std::uint64_t kMaxGeneration = std::uint64_t{1} << 62;
+
 // Whether a remote write's clock is beyond the skew bound of ours (its physical part only).
 bool too_far_ahead(std::uint64_t hlc, std::int64_t now, std::int64_t skew) {
   return static_cast<std::int64_t>(HybridLogicalClock::physical_ms(hlc)) > now + skew;
@@ -202,10 +205,15 @@ Result<ApplyOutcome> SessionTable::Impl::apply_touch(const Mutation& m, std::int
 
 Result<ApplyOutcome> SessionTable::Impl::apply_end(const Mutation& m, std::int64_t /*now*/) {
   // Always applied, whatever its clock: an end must never wait (DESIGN §6).
-  const auto incoming = detail::decode_tombstone(m.value);
+  auto incoming = detail::decode_tombstone(m.value);
   if (!incoming) return Status::InvalidArgument("the end of a session carries no tombstone");
   Shard& shard = shard_of(m.id);
   std::lock_guard lock(shard.mu);
+  // How long to remember it is ours to bound (a peer cannot make this node hold it for years):
+  // no state of the session outlives its cap, which is at most a max lifetime from now.
+  incoming->keep_until_ms =
+      std::min(incoming->keep_until_ms,
+               clock_.now_ms() + options_.max_lifetime_ms + 2 * options_.max_clock_skew_ms);
   const auto known = shard.tombstones.find(m.id);
   const detail::Tombstone t = known == shard.tombstones.end()
                                   ? *incoming
@@ -249,6 +257,9 @@ Result<ApplyOutcome> SessionTable::Impl::apply_generation(const Mutation& m, std
   auto incoming = detail::decode_generation(m.value);
   if (!incoming || m.user.empty()) {
     return Status::InvalidArgument("a generation raise without a user or a generation");
+  }
+  if (incoming->generation > kMaxGeneration) {
+    return Status::InvalidArgument("a revocation generation beyond 2^62");  // raises stay finite
   }
   detail::Generation merged;
   std::vector<SessionId> ids;

@@ -46,8 +46,8 @@ Mutation SessionTable::Impl::put_of(const Record& r, Mutation::Kind kind,
 detail::Tombstone SessionTable::Impl::tombstone_of(const Record& r, std::int64_t now) {
   const std::int64_t cap =
       r.cap_ms == kNoDeadline ? now + options_.max_lifetime_ms : std::max(r.cap_ms, now);
-  return {next_version(), cap + options_.max_clock_skew_ms,
-          detail::blob_meta(r.blob(), r.version()).incarnation};
+  return {Version{hlc_.now_at(now), options_.region, options_.node},
+          cap + options_.max_clock_skew_ms, detail::blob_meta(r.blob(), r.version()).incarnation};
 }
 
 Mutation SessionTable::Impl::end_of(const Record& r, const Tombstone& t, std::string* value) const {
@@ -133,8 +133,8 @@ Status SessionTable::Impl::persist_record(Record* r, Mutation::Kind kind,
   return {};
 }
 
-Status SessionTable::Impl::remove(Shard& shard, Record* r) {
-  const Tombstone t = tombstone_of(*r, clock_.now_ms());
+Status SessionTable::Impl::remove(Shard& shard, Record* r, std::int64_t now) {
+  const Tombstone t = tombstone_of(*r, now);
   if (recording()) {
     thread_local std::string value;
     const Mutation end = end_of(*r, t, &value);

@@ -119,8 +119,9 @@ class SessionTable::Impl {
   // Writes r's current state (kPut or kTouch) plus `extra` in one commit; on success nothing of
   // the record is left unpersisted.
   Status persist_record(Record* r, Mutation::Kind kind, std::span<const Mutation> extra = {});
-  // Ends an alive record: its end is written, then it leaves memory.
-  Status remove(Shard& shard, Record* r);
+  // Ends an alive record at `now` (the caller's reading of the clock): its end is written,
+  // then it leaves memory and its tombstone stays.
+  Status remove(Shard& shard, Record* r, std::int64_t now);
   // Slides r's last access to now; persists it if the coalescing rule says so.
   Status slide(Shard& shard, Record* r, std::int64_t now);
   // The tombstone that ends r now, with a fresh version.
@@ -231,7 +232,7 @@ class SessionTable::Impl {
   mutable std::mutex set_aside_mu_;  // guards set_aside_ and the two counters
   std::vector<std::unique_ptr<SetAside>> set_aside_;
   std::uint64_t set_aside_count_ = 0, dropped_count_ = 0;
-  std::atomic<std::uint64_t> persisted_clock_{0};  // the high-water mark last written
+  std::atomic<std::uint64_t> persisted_clock_{0};    // the high-water mark last written
   std::atomic<bool> touch_refusal_reported_{false};  // on_touch_refused was called
 
   std::mutex expirer_mu_;  // guards expirer_stop_ and the expirer thread's start/stop

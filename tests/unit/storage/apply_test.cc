@@ -397,3 +397,40 @@ TEST(Apply, ASetAfterADelIsANewIncarnationNotAResurrection) {
 
 }  // namespace
 }  // namespace sessiond::storage
+
+namespace sessiond::storage {
+namespace {
+
+// What a broken or hostile peer sends is refused with a clear error and changes nothing.
+TEST(Apply, MalformedOrHostileMutationsAreRefusedAndChangeNothing) {
+  ManualClock clock;
+  Node a(1, 1, clock);
+  Mutation m;
+  m.id[0] = 1;
+  m.origin = Origin{2, 1, false};
+  m.value = "not a record";
+  for (auto kind : {Mutation::Kind::kPut, Mutation::Kind::kEnd, Mutation::Kind::kGeneration}) {
+    m.kind = kind;
+    m.user = kind == Mutation::Kind::kGeneration ? "alice" : "";
+    EXPECT_EQ(a.table->apply(m).status().code(), StatusCode::kInvalidArgument)
+        << static_cast<int>(kind);
+  }
+  std::string huge;
+  huge.push_back(static_cast<char>(0xff));  // varint 2^63 + ...: a generation no revoke reaches
+  for (int i = 0; i < 8; ++i) huge.push_back(static_cast<char>(0xff));
+  huge.push_back(1);
+  huge.push_back(0);  // no kept ids
+  m.kind = Mutation::Kind::kGeneration;
+  m.user = "alice";
+  m.value = huge;
+  EXPECT_EQ(a.table->apply(m).status().code(), StatusCode::kInvalidArgument);
+  m.kind = static_cast<Mutation::Kind>(9);
+  EXPECT_EQ(a.table->apply(m).status().code(), StatusCode::kInvalidArgument);
+  const TableStats stats = a.table->stats();
+  EXPECT_EQ(stats.sessions + stats.tombstones + stats.merges_applied, 0u);
+  auto created = a.table->create(NewSession{"alice", {}, {}, {}, {}, false});
+  ASSERT_TRUE(created.ok()) << "and the user is not revoked";
+}
+
+}  // namespace
+}  // namespace sessiond::storage
