@@ -42,9 +42,7 @@ void fields_to_wire(const std::vector<FieldValue>& in, Repeated* out) {
   }
 }
 
-Version version_from_wire(const wire::Version& in) {
-  return {in.hlc(), in.region(), in.node()};
-}
+Version version_from_wire(const wire::Version& in) { return {in.hlc(), in.region(), in.node()}; }
 
 wire::Preset preset_to_wire(Preset preset) {
   switch (preset) {
