@@ -116,21 +116,11 @@ Result<ApplyOutcome> SessionTable::Impl::apply_put(const Mutation& m, std::int64
   }
   shard.tombstones.erase(m.id);  // a later incarnation took the id
   if (current) {
-    if (new_entry) index_user(old_user, m.id, false);
-    const auto old_bytes = static_cast<std::int64_t>(current->footprint());
-    // replace() moves index entries when users differ; the entry is in place already.
-    account(shard, static_cast<std::int64_t>(merged->footprint()) - old_bytes);
-    auto it = shard.records.find(m.id);
-    merged->heap_index = current->heap_index;
-    shard.heap[merged->heap_index] = merged.get();
-    Record* fresh = merged.get();
-    const_cast<RecordPtr&>(*it).swap(merged);
-    detail::heap_fix(shard.heap, fresh);
+    // replace() moves the index entry when the user changed (admit() made the new one already;
+    // entering it again changes nothing).
+    replace(shard, current, std::move(merged), static_cast<std::int64_t>(current->footprint()));
   } else {
-    account(shard, static_cast<std::int64_t>(merged->footprint()));
-    Record* raw = merged.get();
-    shard.records.insert(std::move(merged));
-    detail::heap_push(shard.heap, raw);
+    insert(shard, std::move(merged), /*indexed=*/true);
   }
   ++shard.counters.merges_applied;
   return ApplyOutcome::kApplied;
