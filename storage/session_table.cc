@@ -91,17 +91,7 @@ RecordPtr restamped(const Record& r, std::uint64_t stamp) {
   meta.stamp = stamp;
   detail::blob_fields(r.blob(), r.version(), &fields);
   detail::encode_blob(meta, fields, r.version(), &blob);
-  RecordPtr out = Record::make(r.id, blob);
-  out->created_at_ms = r.created_at_ms;
-  out->last_access_ms = r.last_access_ms;
-  out->idle_ms = r.idle_ms;
-  out->absolute_ms = r.absolute_ms;
-  out->cap_ms = r.cap_ms;
-  out->set_version(r.version());
-  out->preset_code = r.preset_code;
-  out->signed_id = r.signed_id;
-  if (r.extras) out->extras = std::make_unique<detail::Extras>(*r.extras);
-  return out;
+  return detail::copy_record(r, blob);
 }
 
 }  // namespace

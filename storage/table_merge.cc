@@ -242,7 +242,7 @@ Result<ApplyOutcome> SessionTable::Impl::apply_end(const Mutation& m, std::int64
   return ApplyOutcome::kApplied;
 }
 
-Result<ApplyOutcome> SessionTable::Impl::apply_generation(const Mutation& m, std::int64_t now) {
+Result<ApplyOutcome> SessionTable::Impl::apply_generation(const Mutation& m, std::int64_t /*now*/) {
   // Always applied: a raise ends the sessions stamped below it whenever it arrives.
   auto incoming = detail::decode_generation(m.value);
   if (!incoming || m.user.empty()) {
@@ -264,25 +264,11 @@ Result<ApplyOutcome> SessionTable::Impl::apply_generation(const Mutation& m, std
     auto it = us.users.find(absl::string_view(m.user.data(), m.user.size()));
     if (it != us.users.end()) ids.assign(it->second.begin(), it->second.end());
   }
-  std::vector<std::size_t> indexes;
-  for (const SessionId& id : ids) indexes.push_back(shard_index(id));
-  const auto locks = lock_shards(std::move(indexes));
-  now = clock_.now_ms();
-  std::deque<std::string> values;
-  std::vector<Mutation> mutations(1);
-  std::vector<std::pair<Record*, detail::Tombstone>> ending;
-  detail::encode_generation(merged, &values.emplace_back());
-  mutations[0].kind = Mutation::Kind::kGeneration;
-  mutations[0].user = m.user;
-  mutations[0].value = values.back();
-  mutations[0].deadline_ms = kNoDeadline;
-  mutations[0].origin = remote(m.origin);
-  revoked_by(ids, m.user, merged, now, &mutations, &values, &ending);
-  for (std::size_t i = 1; i < mutations.size(); ++i) mutations[i].origin = remote(m.origin);
   // On failure the raise stays known in memory (it is true wherever it came from) and the sender,
   // without an acknowledgement, sends it again.
-  if (Status s = commit(mutations); !s.ok()) return s;
-  bury_all(ending);
+  if (auto ended = write_raise(m.user, merged, ids, remote(m.origin)); !ended.ok()) {
+    return ended.status();
+  }
   return ApplyOutcome::kApplied;
 }
 
@@ -291,11 +277,13 @@ Result<Mutation::Kind> SessionTable::Impl::state_of(const SessionId& id, std::st
   std::lock_guard lock(shard.mu);
   const std::int64_t now = clock_.now_ms();
   if (auto it = shard.records.find(id); it != shard.records.end() && (*it)->deadline_ms() > now) {
-    // The whole state, coalesced touches and recorded accesses included.
-    const Record& r = **it;
-    RecordPtr current = detail::copy_record(r);
-    current->unpersisted_ms = 0;
-    detail::encode_value(*current, value);
+    // The whole state, coalesced touches included: encoded as if persisted now (the value holds
+    // the persisted last access), without changing what the record says is on disk.
+    Record& r = **it;
+    const std::uint32_t lag = r.unpersisted_ms;
+    r.unpersisted_ms = 0;
+    detail::encode_value(r, value);
+    r.unpersisted_ms = lag;
     return Mutation::Kind::kPut;
   }
   if (auto t = shard.tombstones.find(id); t != shard.tombstones.end()) {

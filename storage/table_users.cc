@@ -84,11 +84,12 @@ Status SessionTable::Impl::admit(std::string_view user, const SessionId& id, boo
   return {};
 }
 
-detail::Generation SessionTable::Impl::generation_of(std::string_view user) {
-  UserShard& us = user_shard_of(user);
-  std::lock_guard lock(us.mu);
-  auto g = us.generations.find(absl::string_view(user.data(), user.size()));
-  return g == us.generations.end() ? detail::Generation{} : g->second;
+void SessionTable::Impl::plan_end(Record* r, std::int64_t now, std::vector<Mutation>* ends,
+                                  std::deque<std::string>* values,
+                                  std::vector<std::pair<Record*, detail::Tombstone>>* ending) {
+  const detail::Tombstone t = tombstone_of(*r, now);
+  ends->push_back(end_of(*r, t, &values->emplace_back()));
+  ending->emplace_back(r, t);
 }
 
 void SessionTable::Impl::revoked_by(std::span<const SessionId> ids, std::string_view user,
@@ -103,9 +104,7 @@ void SessionTable::Impl::revoked_by(std::span<const SessionId> ids, std::string_
     Record* r = it->get();
     const detail::BlobMeta meta = detail::blob_meta(r->blob(), r->version());
     if (meta.user_id != user || meta.stamp >= g.generation || r->deadline_ms() <= now) continue;
-    const detail::Tombstone t = tombstone_of(*r, now);
-    ends->push_back(end_of(*r, t, &values->emplace_back()));
-    ending->emplace_back(r, t);
+    plan_end(r, now, ends, values, ending);
   }
 }
 
@@ -137,6 +136,22 @@ Result<std::size_t> SessionTable::Impl::revoke_user(std::string_view user_id,
     auto it = us.users.find(absl::string_view(user_id.data(), user_id.size()));
     if (it != us.users.end()) ids.assign(it->second.begin(), it->second.end());
   }
+  auto ended = write_raise(user_id, raised, ids, local_origin());
+  if (!ended.ok()) {
+    UserShard& us = user_shard_of(user_id);
+    std::lock_guard lock(us.mu);
+    detail::Generation& g = us.generations[std::string(user_id)];
+    if (g == raised) g = before;
+    return Status(ended.status().code(),
+                  "no session of the user was revoked: " + ended.status().message());
+  }
+  return ended;
+}
+
+Result<std::size_t> SessionTable::Impl::write_raise(std::string_view user,
+                                                    const detail::Generation& g,
+                                                    std::span<const SessionId> ids,
+                                                    const Origin& origin) {
   std::vector<std::size_t> indexes;
   for (const SessionId& id : ids) indexes.push_back(shard_index(id));
   const auto locks = lock_shards(std::move(indexes));
@@ -144,20 +159,14 @@ Result<std::size_t> SessionTable::Impl::revoke_user(std::string_view user_id,
   std::deque<std::string> values;
   std::vector<Mutation> mutations(1);
   std::vector<std::pair<Record*, detail::Tombstone>> ending;
-  detail::encode_generation(raised, &values.emplace_back());
+  detail::encode_generation(g, &values.emplace_back());
   mutations[0].kind = Mutation::Kind::kGeneration;
-  mutations[0].user = user_id;
+  mutations[0].user = user;
   mutations[0].value = values.back();
   mutations[0].deadline_ms = kNoDeadline;
-  mutations[0].origin = local_origin();
-  revoked_by(ids, user_id, raised, now, &mutations, &values, &ending);
-  if (Status s = commit(mutations); !s.ok()) {
-    UserShard& us = user_shard_of(user_id);
-    std::lock_guard lock(us.mu);
-    detail::Generation& g = us.generations[std::string(user_id)];
-    if (g == raised) g = before;
-    return Status(s.code(), "no session of the user was revoked: " + s.message());
-  }
+  revoked_by(ids, user, g, now, &mutations, &values, &ending);
+  for (Mutation& m : mutations) m.origin = origin;
+  if (Status s = commit(mutations); !s.ok()) return s;
   bury_all(ending);
   return ending.size();
 }
@@ -187,9 +196,7 @@ void SessionTable::Impl::retire_evicted(
     if (it == shard.records.end()) continue;  // ended meanwhile
     Record* r = it->get();
     if (r->deadline_ms() <= now || detail::blob_user_id(r->blob()) != user) continue;
-    const detail::Tombstone t = tombstone_of(*r, now);
-    ends->push_back(end_of(*r, t, &values->emplace_back()));
-    ending->emplace_back(r, t);
+    plan_end(r, now, ends, values, ending);
   }
 }
 

@@ -29,8 +29,8 @@ void canonical_access_log(std::vector<AccessEntry>* log, std::size_t n) {
   if (log->size() > n) log->erase(log->begin(), log->end() - static_cast<std::ptrdiff_t>(n));
 }
 
-RecordPtr copy_record(const Record& r) {
-  RecordPtr out = Record::make(r.id, r.blob());
+RecordPtr copy_record(const Record& r, std::optional<std::string_view> blob) {
+  RecordPtr out = Record::make(r.id, blob.value_or(r.blob()));
   out->created_at_ms = r.created_at_ms;
   out->last_access_ms = r.last_access_ms;
   out->idle_ms = r.idle_ms;

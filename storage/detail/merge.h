@@ -17,6 +17,8 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -34,8 +36,9 @@ inline std::tuple<std::uint32_t, Version> epoch_of(const Record& r) {
 // no unpersisted state and no heap position.
 RecordPtr merge_records(const Record& a, const Record& b, std::size_t access_log_length);
 
-// A deep copy of a record.
-RecordPtr copy_record(const Record& r);
+// A deep copy of a record (no unpersisted state, no heap position), with `blob` in place of its
+// own when given (the same session, re-encoded).
+RecordPtr copy_record(const Record& r, std::optional<std::string_view> blob = std::nullopt);
 
 // Whether two records hold the same state (everything the merge looks at).
 bool same_state(const Record& a, const Record& b);

@@ -159,8 +159,16 @@ class SessionTable::Impl {
   // index_user(.., false).
   Status admit(std::string_view user, const SessionId& id, bool new_birth, std::uint64_t* stamp,
                const SessionId* lineage = nullptr);
-  // The user's current revocation generation.
-  Generation generation_of(std::string_view user);
+  // Plans the end of r at `now`: its mutation (into *ends, encoded into *values) and its
+  // tombstone (into *ending), for the caller's commit and then bury_all.
+  void plan_end(Record* r, std::int64_t now, std::vector<Mutation>* ends,
+                std::deque<std::string>* values,
+                std::vector<std::pair<Record*, Tombstone>>* ending);
+  // Writes `user`'s generation raised to `g` (with `origin`: this node's, or the peer's it came
+  // from) in one batch with the end of every session of `ids` it catches, holding their shards,
+  // then buries them. Returns how many it ended; on failure nothing is written or ended.
+  Result<std::size_t> write_raise(std::string_view user, const Generation& g,
+                                  std::span<const SessionId> ids, const Origin& origin);
   // Under the locks of the shards of `ids`: the ends of the records of `user` that are alive
   // and stamped below g (and not kept by it), appended to *ends with their tombstones.
   void revoked_by(std::span<const SessionId> ids, std::string_view user, const Generation& g,
