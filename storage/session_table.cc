@@ -13,9 +13,6 @@
 namespace sessiond::storage {
 
 using detail::FieldRef;
-using detail::heap_fix;
-using detail::heap_push;
-using detail::heap_remove;
 using detail::id_word;
 using detail::meta_of;
 using detail::Record;
@@ -155,7 +152,7 @@ Result<Record*> SessionTable::Impl::find_alive(Shard& shard, const SessionId& id
 
 void SessionTable::Impl::unlink(Shard& shard, Record* r) {
   index_user(detail::blob_user_id(r->blob()), r->id, false);
-  heap_remove(shard.heap, r);
+  shard.heap.remove(r);
   account(shard, -static_cast<std::int64_t>(r->footprint()));
   auto it = shard.records.find(r->id);
   shard.records.erase(it);  // frees r
@@ -166,7 +163,7 @@ void SessionTable::Impl::insert(Shard& shard, RecordPtr r, bool indexed) {
   if (!indexed) index_user(detail::blob_user_id(raw->blob()), raw->id, true);
   account(shard, static_cast<std::int64_t>(raw->footprint()));
   shard.records.insert(std::move(r));
-  heap_push(shard.heap, raw);
+  shard.heap.push(raw);
 }
 
 void SessionTable::Impl::replace(Shard& shard, Record* old, RecordPtr r, std::int64_t old_bytes) {
@@ -179,11 +176,8 @@ void SessionTable::Impl::replace(Shard& shard, Record* old, RecordPtr r, std::in
   account(shard, static_cast<std::int64_t>(r->footprint()) - old_bytes);
   // Into the old record's set slot (same id, so same hash) and heap slot.
   auto it = shard.records.find(r->id);
-  r->heap_index = old->heap_index;
-  shard.heap[r->heap_index] = r.get();
-  Record* fresh = r.get();
+  shard.heap.replace(old, r.get());
   const_cast<RecordPtr&>(*it).swap(r);  // the key is unchanged, so the set stays valid
-  heap_fix(shard.heap, fresh);
 }
 
 Status SessionTable::Impl::check_fields(std::string_view user_id,

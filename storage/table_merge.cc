@@ -188,7 +188,7 @@ Result<ApplyOutcome> SessionTable::Impl::apply_touch(const Mutation& m, std::int
     }
     if (r->extras) r->extras->unsaved_access = false;
   }
-  if (detail::heap_key(r) != previous_key) detail::heap_fix(shard.heap, r);
+  if (detail::heap_key(r) != previous_key) shard.heap.fix(r);
   ++shard.counters.merges_applied;
   return ApplyOutcome::kApplied;
 }

@@ -21,9 +21,7 @@
 
 namespace sessiond::storage {
 
-using detail::heap_fix;
 using detail::heap_key;
-using detail::heap_sift_down;
 using detail::id_bytes;
 using detail::Record;
 using detail::RecordPtr;
@@ -169,7 +167,7 @@ Status SessionTable::Impl::slide(Shard& shard, Record* r, std::int64_t now) {
     return s;
   }
   ++shard.counters.touches_persisted;
-  if (heap_key(r) != previous_key) heap_fix(shard.heap, r);
+  if (heap_key(r) != previous_key) shard.heap.fix(r);
   return {};
 }
 
@@ -323,7 +321,7 @@ Status SessionTable::Impl::flush() {
       if (r->unpersisted_ms == 0 && !(r->extras && r->extras->unsaved_access)) continue;
       const std::int64_t key = heap_key(r);
       if (Status s = persist_record(r, Mutation::Kind::kTouch); !s.ok()) return s;
-      if (heap_key(r) != key) heap_fix(shard.heap, r);
+      if (heap_key(r) != key) shard.heap.fix(r);
     }
   }
   return {};
@@ -342,7 +340,7 @@ std::pair<std::size_t, bool> SessionTable::Impl::expire_pass() {
     // came due) are collected and written below in one batch, then pushed down the heap.
     catch_up.clear();
     std::size_t done = 0;
-    while (!shard.heap.empty() && heap_key(shard.heap.front()) <= now) {
+    while (!shard.heap.empty() && shard.heap.front_key() <= now) {
       if (done == options_.expiry_batch) {
         more = true;
         break;
@@ -358,7 +356,7 @@ std::pair<std::size_t, bool> SessionTable::Impl::expire_pass() {
       catch_up.emplace_back(r, r->unpersisted_ms);
       // Out of the way of the pop loop until it is written: its key moves to the true deadline.
       r->unpersisted_ms = 0;
-      heap_sift_down(shard.heap, 0);
+      shard.heap.fix(r);
     }
     if (now >= shard.next_sweep_ms) {  // tombstones past their keep-until, once a minute
       absl::erase_if(shard.tombstones,
@@ -380,7 +378,7 @@ std::pair<std::size_t, bool> SessionTable::Impl::expire_pass() {
       // and the next pass retries.
       for (const auto& [r, lag] : catch_up) {
         r->unpersisted_ms = lag;
-        heap_fix(shard.heap, r);
+        shard.heap.fix(r);
       }
       continue;
     }

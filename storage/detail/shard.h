@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "storage/detail/expiry_heap.h"
 #include "storage/detail/record.h"
 
 namespace sessiond::storage::detail {
@@ -69,7 +70,7 @@ struct Counters {
 struct alignas(64) Shard {
   mutable std::mutex mu;  // guards everything below
   absl::flat_hash_set<RecordPtr, IdHash, IdEq> records;
-  std::vector<Record*> heap;  // min-heap on persisted_deadline_ms(); Record::heap_index is the slot
+  ExpiryHeap heap;  // on persisted_deadline_ms(); Record::heap_index is the slot
   // Ended sessions (destroy is final, DESIGN §7), until their keep_until; swept by the expirer.
   absl::flat_hash_map<SessionId, Tombstone, IdHash, IdEq> tombstones;
   std::int64_t next_sweep_ms = 0;  // when the expirer next sweeps the tombstones
