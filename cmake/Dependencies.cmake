@@ -9,6 +9,17 @@ find_package(Protobuf REQUIRED)  # module mode: protobuf::libprotobuf(-lite), pr
 
 find_package(spdlog CONFIG REQUIRED)
 find_package(CLI11 CONFIG REQUIRED)
+find_package(nlohmann_json CONFIG REQUIRED)
+
+# cpp-httplib (etcd's JSON gateway) and xxHash (the ring) ship pkg-config files, no CMake
+# packages.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+add_library(sessiond_httplib INTERFACE)
+target_link_libraries(sessiond_httplib INTERFACE PkgConfig::HTTPLIB)
+pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
+add_library(sessiond_xxhash INTERFACE)
+target_link_libraries(sessiond_xxhash INTERFACE PkgConfig::XXHASH)
 
 # Standalone Asio has no CMake package: an INTERFACE target with the header path. asio 1.22
 # keeps as_tuple & co. in asio::experimental; clang 14 needs ASIO_HAS_CO_AWAIT to see
