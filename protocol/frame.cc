@@ -126,7 +126,9 @@ Decoded decode_frame(std::span<const std::uint8_t> buffer, std::uint32_t max_bod
     e.header = h;
     return e;
   }
-  if ((h.flags & ~kFlagResponse) != 0 || p[7] != 0) {
+  const std::uint8_t allowed =
+      (h.flags & kFlagResponse) != 0 ? (kFlagResponse | kFlagNewerEpoch) : kFlagResponse;
+  if ((h.flags & ~allowed) != 0 || p[7] != 0) {
     Decoded e = error(Status::InvalidArgument("reserved header bits are set"), true);
     e.header = h;
     return e;

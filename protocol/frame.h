@@ -5,7 +5,7 @@
 //   offset size  field
 //   0      2     magic, the bytes 'S' 'D'
 //   2      1     protocol version (1)
-//   3      1     flags: bit 0 = response; other bits must be 0
+//   3      1     flags: bit 0 = response; bit 1 = newer epoch (responses); others must be 0
 //   4      2     opcode
 //   6      1     status (responses; 0 in requests)
 //   7      1     reserved, 0
@@ -35,6 +35,9 @@ inline constexpr std::size_t kHeaderSize = 16;
 inline constexpr std::uint8_t kProtocolVersion = 1;
 inline constexpr std::uint32_t kDefaultMaxBody = 1u << 20;  // 1 MiB
 inline constexpr std::uint8_t kFlagResponse = 0x01;
+// In a response: the node's topology epoch is newer than the one the request carried (a routing
+// client refreshes its topology; docs/cluster.md). Only set for requests with an epoch.
+inline constexpr std::uint8_t kFlagNewerEpoch = 0x02;
 
 // Wire values are fixed: never renumber. 64 and up are internal (node to node).
 enum class Opcode : std::uint16_t {

@@ -165,6 +165,10 @@ TEST(Frame, WrongVersionAndReservedBitsLoseFraming) {
   frame[2] = kProtocolVersion;
   frame[3] = 0x80;
   EXPECT_EQ(decode_frame(frame).kind, Decoded::Kind::kError);
+  frame[3] = kFlagNewerEpoch;  // a response flag, not for requests
+  EXPECT_EQ(decode_frame(frame).kind, Decoded::Kind::kError);
+  frame[3] = kFlagResponse | kFlagNewerEpoch;
+  EXPECT_EQ(decode_frame(frame).kind, Decoded::Kind::kFrame);
   frame[3] = 0;
   frame[7] = 1;
   EXPECT_EQ(decode_frame(frame).kind, Decoded::Kind::kError);
