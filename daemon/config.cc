@@ -1,8 +1,15 @@
 #include "daemon/config.h"
 
+#include <openssl/rand.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <thread>
+
+#include "cluster/topology.h"
 
 #include "daemon/handlers.h"
 #include "protocol/frame.h"
@@ -90,6 +97,19 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                  "secret that places a user's sessions together ('route-key HEX'); default "
                  "<data-dir>/route-key, made on first start. Every node of every region needs "
                  "the same (docs/security.md)");
+  app.add_option("--etcd", o.cluster.etcd,
+                 "etcd endpoints (URL[,URL...]) of the region's cluster; without it the node is "
+                 "a one-node region (docs/cluster.md)");
+  app.add_option("--region", o.cluster.region, "the region this node serves (default local)");
+  app.add_option("--node-id", o.cluster.node_id,
+                 "this node's id in the region; default: <data-dir>/node-id, made on first start");
+  app.add_option("--advertise", o.cluster.advertise,
+                 "HOST:PORT clients and peers dial to reach this node (default: the listen "
+                 "address)");
+  app.add_option("--lease-ttl-ms", o.cluster.lease_ttl_ms,
+                 "etcd lease of this node: writes stop this long (less a tenth) after the last "
+                 "renewal etcd acknowledged (default 5000)")
+      ->check(CLI::Range(std::int64_t{2'000}, std::int64_t{600'000}));
   app.add_option("--max-lifetime-ms", o.table.max_lifetime_ms,
                  "no session outlives its creation by more than this, whatever its timeouts; "
                  "tombstones of ended sessions are kept as long (default 30 days, the longest "
@@ -157,8 +177,10 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                  "persist a touch once it moves the deadline by this fraction of the idle "
                  "timeout")
       ->check(CLI::Range(0.0, 1.0));
-  app.add_option("--max-sessions-per-user", o.table.max_sessions_per_user,
-                 "sessions one user may hold (0: no limit); see --user-limit-policy");
+  auto* per_user_limit =
+      app.add_option("--max-sessions-per-user", o.table.max_sessions_per_user,
+                     "sessions one user may hold (0: no limit; default 0, or 100 with --etcd); see "
+                     "--user-limit-policy");
   app.add_option("--user-limit-policy", user_limit_policy,
                  "past --max-sessions-per-user: revoke-oldest (make room) | refuse (FORBIDDEN)")
       ->check(CLI::IsMember({"revoke-oldest", "refuse"}));
@@ -228,6 +250,11 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
     sec.node.sign_ids = true;
     sec.require_signed_ids = true;
   }
+  // In a cluster all of a user's sessions live on one node: a limit keeps one user from
+  // pinning it (docs/cluster.md, "Placement").
+  if (!o.cluster.etcd.empty() && per_user_limit->count() == 0) {
+    o.table.max_sessions_per_user = o.cluster.max_sessions_per_user;
+  }
   o.table.user_limit_policy = user_limit_policy == "refuse"
                                   ? storage::TableOptions::UserLimitPolicy::kRefuse
                                   : storage::TableOptions::UserLimitPolicy::kRevokeOldest;
@@ -253,6 +280,44 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   o.table.max_session_bytes = max_session_bytes == 0 ? room : max_session_bytes;
   if (o.threads == 0) o.threads = std::max(1u, std::thread::hardware_concurrency());
   return out;
+}
+
+Result<std::string> resolve_node_id(const std::string& data_dir, const std::string& given) {
+  const std::filesystem::path path = std::filesystem::path(data_dir) / "node-id";
+  std::string stored;
+  if (std::ifstream in(path); in) {
+    std::getline(in, stored);
+    if (!cluster::valid_node_id(stored)) {
+      return Status::InvalidArgument(path.string() + " holds no valid node id");
+    }
+  }
+  if (!given.empty() && !cluster::valid_node_id(given)) {
+    return Status::InvalidArgument("--node-id \"" + given +
+                                   "\" is not valid (1-64 of A-Z a-z 0-9 . _ -)");
+  }
+  if (!stored.empty()) {
+    if (!given.empty() && given != stored) {
+      return Status::InvalidArgument("--node-id " + given + " but the data directory belongs to " +
+                                     stored + " (" + path.string() + ")");
+    }
+    return stored;
+  }
+  std::string id = given;
+  if (id.empty()) {
+    std::uint32_t random = 0;
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(&random), sizeof random) != 1) {
+      return Status::Internal("the CSPRNG failed to make a node id");
+    }
+    char hex[9];
+    std::snprintf(hex, sizeof hex, "%08x", random);
+    id = std::string("node-") + hex;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(path.parent_path(), ec);
+  std::ofstream out(path, std::ios::trunc);
+  out << id << "\n";
+  if (!out.flush()) return Status::Unavailable("cannot write " + path.string());
+  return id;
 }
 
 }  // namespace sessiond::daemon

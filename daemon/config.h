@@ -34,11 +34,20 @@ struct ServerOptions {
   std::size_t max_connections_per_ip = 0;  // 0: no limit
   std::int64_t expiry_interval_ms = 100;
   std::string log_level = "info";
-  AuthConfig auth;              // secrets of the roles; none: authentication off
-  TlsOptions tls;               // TLS on the native listener; off by default
-  SecurityPolicy security;      // context, hijack and signed-id policies
-  std::string id_key_file;      // signed-id keys; empty: <data dir>/id-keys
-  std::string route_key_file;   // route-key secret; empty: <data dir>/route-key
+  AuthConfig auth;             // secrets of the roles; none: authentication off
+  TlsOptions tls;              // TLS on the native listener; off by default
+  SecurityPolicy security;     // context, hijack and signed-id policies
+  std::string id_key_file;     // signed-id keys; empty: <data dir>/id-keys
+  std::string route_key_file;  // route-key secret; empty: <data dir>/route-key
+  // The cluster (docs/cluster.md): off without etcd endpoints (a one-node region).
+  struct Cluster {
+    std::string etcd;  // comma-separated endpoints; empty: no cluster
+    std::string region = "local";
+    std::string node_id;    // empty: <data dir>/node-id, made on first start
+    std::string advertise;  // host:port peers and clients dial; empty: the listener's
+    std::int64_t lease_ttl_ms = 5000;
+    std::uint32_t max_sessions_per_user = 100;  // the per-user limit's default in a cluster
+  } cluster;
   storage::StoreOptions store;  // path defaults to ./var
   storage::TableOptions table;
 
@@ -62,5 +71,10 @@ struct ParsedOptions {
 
 // Parses argv (and the file named by --config). Never throws.
 ParsedOptions parse_options(int argc, const char* const* argv);
+
+// The node's id in its region: `given` (--node-id) or the one in <data dir>/node-id, made on
+// first start ("node-" and 8 random hex digits). A data directory belongs to one node: a
+// --node-id that differs from the file's is refused.
+Result<std::string> resolve_node_id(const std::string& data_dir, const std::string& given);
 
 }  // namespace sessiond::daemon

@@ -1,9 +1,12 @@
 #include "daemon/handlers.h"
 
+#include <openssl/rand.h>
+
 #include <cstring>
 #include <limits>
 #include <optional>
 
+#include "cluster/ring.h"
 #include "protocol/sessiond.pb.h"
 #include "protocol/version.h"
 
@@ -36,6 +39,35 @@ namespace wire = sessiond::wire;
 std::string id_bytes(const storage::SessionId& id) {
   return {reinterpret_cast<const char*>(id.data()), id.size()};
 }
+
+std::uint64_t position_of(const storage::SessionId& id) {
+  return cluster::ring_position(
+      std::string_view(reinterpret_cast<const char*>(id.data()), id.size()));
+}
+
+std::uint64_t random_u64() {
+  std::uint64_t v = 0;
+  RAND_bytes(reinterpret_cast<unsigned char*>(&v), sizeof v);
+  return v;
+}
+
+// When it goes out of scope, sets the newer-epoch flag on the frame appended at `at` if the
+// request was routed by an older epoch than the node's (a routing client then refreshes its
+// topology). The epoch is read then, since it is known only once the body is parsed.
+struct NewerEpochFlag {
+  std::string* out;
+  std::size_t at;
+  const std::uint64_t* request_epoch;
+  const cluster::Routing* routing;
+  ~NewerEpochFlag() {
+    if (routing == nullptr || *request_epoch == 0 || *request_epoch >= routing->topology.epoch ||
+        out->size() <= at + 3) {
+      return;
+    }
+    (*out)[at + 3] =
+        static_cast<char>(static_cast<std::uint8_t>((*out)[at + 3]) | protocol::kFlagNewerEpoch);
+  }
+};
 
 Result<storage::Timeouts> timeouts_from(const wire::Timeouts& t) {
   constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
@@ -327,8 +359,12 @@ void Handlers::handle_creates(std::span<const Request> creates, ConnectionState*
     return;
   }
   const Security* security = security_.load(std::memory_order_acquire);
+  const std::shared_ptr<const cluster::Routing> routing =
+      membership_ ? membership_->routing() : nullptr;
   std::vector<storage::NewSession> sessions;
-  std::vector<Status> refused(creates.size());  // answered without reaching the engine
+  std::vector<Status> refused(creates.size());           // answered without reaching the engine
+  std::vector<std::string> routed_away(creates.size());  // WRONG_NODE or fenced, framed
+  std::vector<std::uint64_t> epochs(creates.size());
   std::vector<std::size_t> slot(creates.size());
   sessions.reserve(creates.size());
   for (std::size_t i = 0; i < creates.size(); ++i) {
@@ -338,16 +374,28 @@ void Handlers::handle_creates(std::span<const Request> creates, ConnectionState*
       counters_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
+    epochs[i] = req.epoch();
     auto ns = new_session_from(req, security->policy, security->signer.enabled());
     if (!ns.ok()) {
       refused[i] = ns.status();
       continue;
+    }
+    if (routing) {
+      ns->route_key = ns->user_id.empty() ? owned_route_key(*routing).value_or(random_u64())
+                                          : ids_->route_key_of_user(ns->user_id);
+      if (!route(creates[i].header, *routing, *ns->route_key, true, &routed_away[i])) continue;
     }
     slot[i] = sessions.size();
     sessions.push_back(std::move(ns).value());
   }
   const auto results = table_.create_batch(sessions);
   for (std::size_t i = 0; i < creates.size(); ++i) {
+    const std::size_t at = out->size();
+    const NewerEpochFlag flag{out, at, &epochs[i], routing.get()};
+    if (!routed_away[i].empty()) {
+      out->append(routed_away[i]);
+      continue;
+    }
     if (!refused[i].ok()) {
       append_error(creates[i].header, refused[i], out);
       continue;
@@ -380,6 +428,15 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
         out);
   }
   const Security* security = security_.load(std::memory_order_acquire);
+  const std::shared_ptr<const cluster::Routing> routing =
+      membership_ ? membership_->routing() : nullptr;
+  std::uint64_t request_epoch = 0;  // what a keyed request was routed by, once parsed
+  const NewerEpochFlag flag{out, out->size(), &request_epoch, routing.get()};
+  // Routes the request for the key at `position` (no-op outside a cluster): false when it was
+  // answered with WRONG_NODE or, for a write while fenced, UNAVAILABLE.
+  auto routed = [&](std::uint64_t position, bool write) {
+    return routing == nullptr || route(request, *routing, position, write, out);
+  };
   // Parses the request body into M, or answers INVALID_ARGUMENT and returns false.
   auto parse = [&](auto* message) {
     Status s = protocol::parse_body(body, opcode, message);
@@ -430,8 +487,16 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     case Opcode::kCreate: {
       wire::CreateRequest req;
       if (!parse(&req)) return;
+      request_epoch = req.epoch();
       auto ns = new_session_from(req, security->policy, security->signer.enabled());
       if (!ns.ok()) return append_error(request, ns.status(), out);
+      if (routing) {
+        // A user's sessions go where the user's route key places them; an anonymous one gets a
+        // route key this node owns, so that it is created here.
+        ns->route_key = ns->user_id.empty() ? owned_route_key(*routing).value_or(random_u64())
+                                            : ids_->route_key_of_user(ns->user_id);
+        if (!routed(*ns->route_key, true)) return;
+      }
       auto meta = table_.create(*ns);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::CreateResponse resp;
@@ -447,6 +512,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (opcode == Opcode::kGet) {
         wire::GetRequest req;
         if (!parse(&req)) return;
+        request_epoch = req.epoch();
         id_text = std::move(*req.mutable_id());
         ro.touch = req.touch();
         if (req.has_expect_context())
@@ -456,17 +522,26 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       } else {
         wire::AccessLogRequest req;
         if (!parse(&req)) return;
+        request_epoch = req.epoch();
         id_text = std::move(*req.mutable_id());
       }
       auto id = parse_id(*security, id_text);
       if (!id.ok()) return append_error(request, id.status(), out);
+      if (!routed(position_of(*id), false)) return;
+      if (membership_ && !membership_->writable()) {
+        // Fenced: the read is served, without sliding or recording (those are writes).
+        ro.touch = false;
+        ro.record_access = nullptr;
+      }
       return handle_get(*security, request, *id, ro, opcode == Opcode::kAccessLog, out);
     }
     case Opcode::kUpdate: {
       wire::UpdateRequest req;
       if (!parse(&req)) return;
+      request_epoch = req.epoch();
       auto id = parse_id(*security, req.id());
       if (!id.ok()) return append_error(request, id.status(), out);
+      if (!routed(position_of(*id), true)) return;
       storage::FieldChanges ch;
       ch.set = fields_from(req.set());
       ch.remove.assign(req.remove().begin(), req.remove().end());
@@ -489,8 +564,10 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     case Opcode::kTouch: {
       wire::TouchRequest req;
       if (!parse(&req)) return;
+      request_epoch = req.epoch();
       auto id = parse_id(*security, req.id());
       if (!id.ok()) return append_error(request, id.status(), out);
+      if (!routed(position_of(*id), true)) return;
       auto meta = table_.touch(*id);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::TouchResponse resp;
@@ -500,16 +577,35 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     case Opcode::kDestroy: {
       wire::DestroyRequest req;
       if (!parse(&req)) return;
+      request_epoch = req.epoch();
       auto id = parse_id(*security, req.id());
       if (!id.ok()) return append_error(request, id.status(), out);
+      if (!routed(position_of(*id), true)) return;
       if (Status s = table_.destroy(*id); !s.ok()) return append_error(request, s, out);
       return reply(wire::DestroyResponse());
     }
     case Opcode::kRegenerate: {
       wire::RegenerateRequest req;
       if (!parse(&req)) return;
+      request_epoch = req.epoch();
       auto id = parse_id(*security, req.id());
       if (!id.ok()) return append_error(request, id.status(), out);
+      if (!routed(position_of(*id), true)) return;
+      if (routing && req.has_user_id() && !req.user_id().empty()) {
+        const cluster::Node* to = routing->owner(ids_->route_key_of_user(req.user_id()));
+        if (to == nullptr || !routing->self ||
+            to->id != routing->topology.nodes[*routing->self].id) {
+          // DESIGN §6: the old session ends before the new one is made on the user's node; the
+          // node-to-node path for that is not built yet (docs/cluster.md, "Limits").
+          return append_error(
+              request,
+              Status::Unavailable("REGENERATE into user of node " +
+                                  (to ? to->id : std::string("(none)")) + " from node " +
+                                  routing->topology.nodes[*routing->self].id +
+                                  " is not supported yet"),
+              out);
+        }
+      }
       storage::RegenerateOptions opts;
       if (req.replace_fields()) opts.replace_fields = fields_from(req.fields());
       if (req.has_user_id()) opts.user_id = req.user_id();
@@ -523,6 +619,8 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     case Opcode::kListUser: {
       wire::ListUserRequest req;
       if (!parse(&req)) return;
+      request_epoch = req.epoch();
+      if (routing && !routed(ids_->route_key_of_user(req.user_id()), false)) return;
       wire::ListUserResponse resp;
       for (const auto& m : table_.list_user(req.user_id())) {
         meta_to_wire(*security, m, resp.add_sessions());
@@ -532,6 +630,8 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     case Opcode::kRevokeUser: {
       wire::RevokeUserRequest req;
       if (!parse(&req)) return;
+      request_epoch = req.epoch();
+      if (routing && !routed(ids_->route_key_of_user(req.user_id()), true)) return;
       std::optional<storage::SessionId> keep;
       if (!req.keep_id().empty()) {
         auto k = parse_id(*security, req.keep_id());
@@ -587,12 +687,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       wire::TopologyRequest req;
       if (!parse(&req)) return;
       wire::TopologyResponse resp;
-      resp.set_epoch(1);
-      auto* node = resp.add_nodes();
-      node->set_id("node-1");
-      node->set_address(address_);
-      node->set_region("local");
-      node->set_weight(1);
+      topology_to_wire(&resp);
       return reply(resp);
     }
     case Opcode::kReplicate:
@@ -605,6 +700,71 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
           out);
   }
   append_error(request, Status::InvalidArgument("unknown opcode"), out);
+}
+
+bool Handlers::route(const protocol::FrameHeader& request, const cluster::Routing& routing,
+                     std::uint64_t position, bool write, std::string* out) {
+  const cluster::Node* owner = routing.owner(position);
+  if (owner == nullptr) {
+    append_error(request, Status::Unavailable("the region's topology has no node with weight"),
+                 out);
+    return false;
+  }
+  if (!routing.self || owner->id != routing.topology.nodes[*routing.self].id) {
+    wire::ErrorResponse body;
+    body.set_message("node " + owner->id + " (" + owner->address + ") owns this key at epoch " +
+                     std::to_string(routing.topology.epoch));
+    body.mutable_wrong_node()->set_owner_address(owner->address);
+    body.mutable_wrong_node()->set_owner_id(owner->id);
+    body.mutable_wrong_node()->set_epoch(routing.topology.epoch);
+    append_error_body(request, StatusCode::kWrongNode, body, out);
+    return false;
+  }
+  if (write && !membership_->writable()) {
+    append_error(request, membership_->fenced_status(), out);
+    return false;
+  }
+  return true;
+}
+
+std::optional<std::uint64_t> Handlers::owned_route_key(const cluster::Routing& routing) {
+  if (!routing.self || routing.ring.empty() || routing.topology.nodes[*routing.self].weight == 0) {
+    return std::nullopt;
+  }
+  // Each draw lands on this node with its share of the ring; 64 draws per node miss only with
+  // a vanishing probability for any share a node is given.
+  const std::size_t draws = 64 * routing.topology.nodes.size();
+  for (std::size_t i = 0; i < draws; ++i) {
+    const std::uint64_t key = random_u64();
+    if (routing.owns(key)) return key;
+  }
+  return std::nullopt;
+}
+
+void Handlers::topology_to_wire(wire::TopologyResponse* out) const {
+  if (membership_ == nullptr) {  // a one-node region: epoch 0, this node alone
+    auto* node = out->add_nodes();
+    node->set_id("local");
+    node->set_address(address_);
+    node->set_region("local");
+    node->set_weight(1);
+    out->set_region("local");
+    return;
+  }
+  const auto routing = membership_->routing();
+  const cluster::Topology& t = routing->topology;
+  out->set_epoch(t.epoch);
+  out->set_region(t.region);
+  out->set_migrating(t.migration.has_value());
+  for (const cluster::Node& n : t.nodes) {
+    auto* node = out->add_nodes();
+    node->set_id(n.id);
+    node->set_address(n.address);
+    node->set_region(t.region);
+    node->set_weight(n.weight);
+    node->set_number(n.number);
+    node->set_resp_address(n.resp_address);
+  }
 }
 
 }  // namespace sessiond::daemon

@@ -11,16 +11,19 @@
 #include <string>
 #include <vector>
 
+#include "cluster/membership.h"
 #include "daemon/auth.h"
 #include "daemon/security.h"
 #include "protocol/frame.h"
 #include "protocol/status.h"
+#include "storage/id_generator.h"
 #include "storage/session_table.h"
 #include "storage/store.h"
 
 namespace sessiond::wire {
 class SessionMeta;
 class ErrorResponse;
+class TopologyResponse;
 }  // namespace sessiond::wire
 
 namespace sessiond::daemon {
@@ -86,6 +89,13 @@ class Handlers {
   // What TOPOLOGY reports as this node's address; set once the listener is bound, before any
   // request is handled.
   void set_address(std::string address) { address_ = std::move(address); }
+  // Cluster mode (docs/cluster.md): requests for keys another node owns answer WRONG_NODE,
+  // writes answer UNAVAILABLE while the node is fenced, TOPOLOGY answers the region's topology.
+  // `ids` places new sessions (route keys). Set once, before any request is handled.
+  void set_cluster(cluster::Membership* membership, const storage::IdGenerator* ids) {
+    membership_ = membership;
+    ids_ = ids;
+  }
   // Appends an error response to `request` (its id and opcode) with an ErrorResponse body.
   void append_error(const protocol::FrameHeader& request, const Status& status, std::string* out);
 
@@ -117,6 +127,14 @@ class Handlers {
   void hijack_response(const protocol::FrameHeader& request,
                        const std::vector<HijackFinding>& findings, HijackAction action,
                        const std::string& user_id, std::string* out);
+  // Cluster routing of a request for the key at `position`: true when this node serves it;
+  // otherwise WRONG_NODE (naming the owner) or, for a write while fenced, UNAVAILABLE is
+  // appended and false returned.
+  bool route(const protocol::FrameHeader& request, const cluster::Routing& routing,
+             std::uint64_t position, bool write, std::string* out);
+  // A route key this node owns, for a new anonymous session; nullopt when it owns none.
+  static std::optional<std::uint64_t> owned_route_key(const cluster::Routing& routing);
+  void topology_to_wire(wire::TopologyResponse* out) const;
   // Appends an error frame with `body`; a short fixed message when it does not fit max_body.
   void append_error_body(const protocol::FrameHeader& request, StatusCode code,
                          const wire::ErrorResponse& body, std::string* out);
@@ -127,6 +145,8 @@ class Handlers {
   Counters& counters_;
   std::string address_;
   std::uint32_t max_body_;
+  cluster::Membership* membership_ = nullptr;  // null: a one-node region
+  const storage::IdGenerator* ids_ = nullptr;
   AuthConfig auth_;
   // The current snapshot, replaced whole by set_security; never null. A request loads it once
   // (one acquire load, no reference count to contend on) and uses it throughout.

@@ -14,12 +14,14 @@
 #include <functional>
 #include <thread>
 
+#include "cluster/membership.h"
 #include "daemon/config.h"
 #include "daemon/handlers.h"
 #include "daemon/reload.h"
 #include "daemon/resp_commands.h"
 #include "daemon/security.h"
 #include "daemon/server.h"
+#include "protocol/host_port.h"
 #include "protocol/version.h"
 #include "storage/clock.h"
 #include "storage/session_table.h"
@@ -117,6 +119,49 @@ int main(int argc, char** argv) {
   }
   const storage::IdGenerator ids(*route_key);
   storage::TableOptions table_options = options.table;
+  // A cluster node (docs/cluster.md): its number comes from etcd before the engine opens, since
+  // every version it writes carries it.
+  std::unique_ptr<cluster::Membership> membership;
+  if (!options.cluster.etcd.empty()) {
+    auto endpoints = cluster::EtcdClient::parse_endpoints(options.cluster.etcd);
+    if (!endpoints.ok()) {
+      spdlog::error("cannot start: --etcd: {}", endpoints.status().message());
+      return 1;
+    }
+    auto node_id = daemon::resolve_node_id(options.store.path, options.cluster.node_id);
+    if (!node_id.ok()) {
+      spdlog::error("cannot start: {}", node_id.status().ToString());
+      return 1;
+    }
+    cluster::MembershipOptions m;
+    m.etcd = *endpoints;
+    m.region = options.cluster.region;
+    m.node_id = *node_id;
+    m.lease_ttl = std::chrono::milliseconds(options.cluster.lease_ttl_ms);
+    {
+      char hex[17];
+      std::snprintf(hex, sizeof hex, "%016llx",
+                    static_cast<unsigned long long>(
+                        ids.route_key_of_user(std::string_view("\0sessiond route-key check", 25))));
+      m.route_key_check = hex;
+    }
+    m.log = [](bool warning, const std::string& message) {
+      if (warning) {
+        spdlog::warn("cluster: {}", message);
+      } else {
+        spdlog::info("cluster: {}", message);
+      }
+    };
+    auto connected = cluster::Membership::connect(std::move(m));
+    if (!connected.ok()) {
+      spdlog::error("cannot start: {}", connected.status().ToString());
+      return 1;
+    }
+    membership = std::move(connected).value();
+    table_options.node = membership->number();
+    spdlog::info("cluster: region {}, node {} (number {}), etcd {}", options.cluster.region,
+                 *node_id, membership->number(), options.cluster.etcd);
+  }
   table_options.ids = &ids;
   table_options.on_touch_refused = [](const Status& why) {
     spdlog::warn("reads with touch are served without sliding the idle deadline: {}",
@@ -187,6 +232,31 @@ int main(int argc, char** argv) {
     return 1;
   }
   handlers.set_address(server.address());
+  if (membership) {
+    const std::string advertise =
+        options.cluster.advertise.empty() ? server.address() : options.cluster.advertise;
+    if (auto hp = parse_host_port(advertise); !hp.ok() || hp->port == 0) {
+      spdlog::error("cannot start: --advertise {}: {}", advertise,
+                    hp.ok() ? std::string("needs a port") : hp.status().message());
+      return 1;
+    }
+    if (Status s = membership->start(advertise, server.resp_address()); !s.ok()) {
+      spdlog::error("cannot start: {}", s.ToString());
+      return 1;
+    }
+    handlers.set_cluster(membership.get(), &ids);
+    const auto routing = membership->routing();
+    if (routing->self) {
+      spdlog::info("cluster: serving in region {} at epoch {} with {} nodes",
+                   routing->topology.region, routing->topology.epoch,
+                   routing->topology.nodes.size());
+    } else {
+      spdlog::warn(
+          "cluster: this node is not in region {}'s topology yet: it owns nothing until "
+          "`sessctl cluster add-node {} {}` adds it",
+          routing->topology.region, membership->options().node_id, advertise);
+    }
+  }
   if (!server.resp_address().empty()) {
     const std::string address = server.resp_address();
     resp_commands.set_port(
@@ -235,6 +305,7 @@ int main(int argc, char** argv) {
 
   signal_context.stop();
   signal_thread.join();
+  membership.reset();  // the liveness key goes with the lease
   table.stop_expirer();
   if (Status s = table.flush(); !s.ok()) {
     spdlog::error("stopped, but the final flush failed: {}", s.ToString());

@@ -239,7 +239,9 @@ Result<RecordPtr> SessionTable::Impl::new_record(const NewSession& request) {
   if (Status s = check_fields(request.user_id, refs); !s.ok()) return s;
   detail::encode_blob(request.user_id, refs, version, &blob);
 
-  RecordPtr r = Record::make(ids_->next_id(request.user_id), blob);
+  RecordPtr r = Record::make(request.route_key ? IdGenerator::id_with_route_key(*request.route_key)
+                                               : ids_->next_id(request.user_id),
+                             blob);
   r->created_at_ms = now;
   r->last_access_ms = now;
   r->idle_ms = timeouts.idle_ms;
@@ -273,7 +275,8 @@ Result<SessionMeta> SessionTable::Impl::create(const NewSession& request) {
     // shard, so look again under that shard's lock.
     if (shard_of(r->id).records.contains(r->id)) {
       locks.clear();
-      r->id = ids_->next_id(request.user_id);
+      r->id = request.route_key ? IdGenerator::id_with_route_key(*request.route_key)
+                                : ids_->next_id(request.user_id);
       continue;
     }
     const std::int64_t now = clock_.now_ms();

@@ -103,6 +103,9 @@ struct NewSession {
   // (and keeps them through regenerate). `preset` does not set the timeouts: `timeouts` does.
   std::optional<Preset> preset;
   bool signed_id = false;  // the caller hands the id out with an HMAC tag
+  // The id's route key (DESIGN §6: a cluster node picks one it owns for an anonymous
+  // session); nullopt: the user's, or a random one for an anonymous session.
+  std::optional<std::uint64_t> route_key;
 };
 
 struct ReadOptions {

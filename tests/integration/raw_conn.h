@@ -26,6 +26,7 @@ struct Response {
   std::uint32_t request_id = 0;
   std::uint16_t opcode = 0;
   std::string body;
+  std::uint8_t flags = 0;
 };
 
 // A blocking loopback connection that sends raw bytes and reads whole frames with a deadline.
@@ -66,7 +67,8 @@ class Conn {
       const auto d = protocol::decode_frame(span, 64u << 20);
       if (d.kind == protocol::Decoded::Kind::kFrame) {
         Response r{d.header.status, d.header.request_id, d.header.opcode,
-                   std::string(reinterpret_cast<const char*>(d.body.data()), d.body.size())};
+                   std::string(reinterpret_cast<const char*>(d.body.data()), d.body.size()),
+                   d.header.flags};
         buffer_.erase(0, d.consumed);
         return r;
       }

@@ -428,7 +428,7 @@ TEST(Apply, MalformedOrHostileMutationsAreRefusedAndChangeNothing) {
   EXPECT_EQ(a.table->apply(m).status().code(), StatusCode::kInvalidArgument);
   const TableStats stats = a.table->stats();
   EXPECT_EQ(stats.sessions + stats.tombstones + stats.merges_applied, 0u);
-  auto created = a.table->create(NewSession{"alice", {}, {}, {}, {}, false});
+  auto created = a.table->create(NewSession{"alice", {}, {}, {}, {}, false, {}});
   ASSERT_TRUE(created.ok()) << "and the user is not revoked";
 }
 

@@ -41,7 +41,7 @@ TEST(IdGenerator, RegenerateKeepsTheRouteKeyUnlessTheUserChanges) {
   options.ids = &ids;
   SessionTable table(options, clock, nullptr);
   auto anon = table.create(NewSession{});
-  auto alice = table.create(NewSession{"alice", {}, {}, {}, {}, false});
+  auto alice = table.create(NewSession{"alice", {}, {}, {}, {}, false, {}});
   ASSERT_TRUE(anon.ok() && alice.ok());
   EXPECT_EQ(route_key_of(alice->id), ids.route_key_of_user("alice"));
   auto same = table.regenerate(alice->id);

@@ -112,15 +112,15 @@ class Hammer {
   // Creates the counter and the private sessions, runs the workers and the clock thread, and
   // returns when all have finished.
   void run() {
-    NewSession counter{"", {{"n", "0"}}, Timeouts{0, 0}, std::nullopt, std::nullopt, false};
+    NewSession counter{"", {{"n", "0"}}, Timeouts{0, 0}, std::nullopt, std::nullopt, false, {}};
     auto created = table_.create(counter);
     ASSERT_TRUE(created.ok()) << created.status().ToString();
     counter_id_ = created->id;
     observed_.resize(kWorkers);
     for (int w = 0; w < kWorkers; ++w) {
       for (int p = 0; p < kPrivateSessions; ++p) {
-        NewSession request{private_user(w), {{"k", "0"}}, Timeouts{0, 0},
-                           std::nullopt,    std::nullopt, false};
+        NewSession request{
+            private_user(w), {{"k", "0"}}, Timeouts{0, 0}, std::nullopt, std::nullopt, false, {}};
         auto made = table_.create(request);
         ASSERT_TRUE(made.ok()) << made.status().ToString();
         observed_[static_cast<std::size_t>(w)].privates.push_back({made->id, {{"k", "0"}}});
@@ -699,7 +699,7 @@ TEST(SessionTableConcurrency, NoRegenerateEscapesARevokeOfItsUser) {
     std::vector<SessionId> pool;
     std::map<SessionId, int> root_of;  // id -> 0: made before the revoke began, 1: later
     for (int i = 0; i < 64; ++i) {
-      auto made = table.create(NewSession{"alice", {}, {}, {}, {}, false});
+      auto made = table.create(NewSession{"alice", {}, {}, {}, {}, false, {}});
       ASSERT_TRUE(made.ok());
       pool.push_back(made->id);
       root_of[made->id] = 0;
@@ -729,7 +729,7 @@ TEST(SessionTableConcurrency, NoRegenerateEscapesARevokeOfItsUser) {
     };
     auto creator = [&] {
       while (!stop.load()) {
-        auto made = table.create(NewSession{"alice", {}, {}, {}, {}, false});
+        auto made = table.create(NewSession{"alice", {}, {}, {}, {}, false, {}});
         ASSERT_TRUE(made.ok());
         // Done before the revoke began: it must end. Concurrent with it (or later): either.
         const int root = revoke_began.load() ? 1 : 0;

@@ -84,7 +84,7 @@ TEST(Upgrade, ADataDirectoryOfTheFormerFormatIsUpgradedInPlace) {
 
     // Ids without a route key stay reachable through their user, and revocable.
     EXPECT_EQ(table.list_user("alice").size(), 2u);
-    auto kept = table.create(NewSession{"alice", {}, {}, {}, {}, false});
+    auto kept = table.create(NewSession{"alice", {}, {}, {}, {}, false, {}});
     ASSERT_TRUE(kept.ok());
     EXPECT_EQ(table.revoke_user("alice", &kept->id).value(), 2u);
     EXPECT_EQ(table.get(alice2, {}, &s).code(), StatusCode::kNotFound);

@@ -1,0 +1,140 @@
+// A node's membership in its region (DESIGN §6): etcd decides, this class follows.
+//
+// connect() claims the node's number (the node part of every version, unique in the region)
+// before the engine opens; start() takes a lease, registers the node's liveness key under it,
+// creates the region's topology with this node alone if the region has none, and then keeps the
+// lease alive and watches the topology on two threads of its own.
+//
+// Fencing: writes are allowed only while (monotonic time of the last keep-alive that etcd
+// acknowledged, taken when it was sent) + lease TTL - drift margin is in the future. Past that
+// writable() is false until a keep-alive succeeds again (a lease that expired meanwhile is
+// replaced by a new one, and the liveness key put back under it).
+//
+// etcd keys of a region R (docs/cluster.md):
+//   /sessiond/R/topology        the topology's JSON (cluster/topology.h); changed only by CAS
+//   /sessiond/R/nodes/ID        liveness: {"address","resp_address","number"} under the lease
+//   /sessiond/R/numbers/N       node id holding number N (claimed once, kept)
+//   /sessiond/R/route-key-check the fingerprint of the region's route-key secret
+//   /sessiond/R/migrations/M/   a migration's progress and handover markers
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/etcd.h"
+#include "cluster/ring.h"
+#include "cluster/topology.h"
+
+namespace sessiond::cluster {
+
+struct MembershipOptions {
+  std::vector<std::string> etcd;  // endpoints (EtcdClient::parse_endpoints)
+  std::string region = "local";
+  std::string node_id;
+  std::chrono::milliseconds lease_ttl{5000};
+  // Subtracted from the lease TTL when fencing: covers the rate difference between this
+  // machine's monotonic clock and etcd's. Default: a tenth of the TTL.
+  std::optional<std::chrono::milliseconds> drift_margin;
+  std::chrono::milliseconds etcd_timeout{1000};  // per etcd request
+  // A fingerprint of the node's route-key secret (never the secret): the region's first node
+  // records it, and a node with another secret is refused, since it would place users'
+  // sessions differently.
+  std::string route_key_check;
+  // Where the membership reports what an operator must hear (lost and regained leases, a
+  // topology that does not parse): warning or info, and the text. Called from its threads.
+  std::function<void(bool warning, const std::string& message)> log;
+};
+
+// One consistent view for routing: the topology and the rings built from it.
+struct Routing {
+  Topology topology;
+  Ring ring;                        // of topology.nodes: who owns what now
+  std::optional<Ring> target;       // of the migration's target nodes, while one runs
+  std::optional<std::size_t> self;  // this node's index in topology.nodes
+
+  // The owner of `position` now; null when no node has a weight.
+  const Node* owner(std::uint64_t position) const;
+  // The owner once the running migration is done (owner() when none runs).
+  const Node* target_owner(std::uint64_t position) const;
+  bool owns(std::uint64_t position) const;
+};
+
+// etcd's key names for a region.
+std::string topology_key(std::string_view region);
+std::string node_key(std::string_view region, std::string_view node_id);
+std::string migration_prefix(std::string_view region, std::uint64_t migration);
+
+class Membership {
+ public:
+  // Checks the endpoints, reaches etcd and claims this node's number; the etcd error otherwise.
+  static Result<std::unique_ptr<Membership>> connect(MembershipOptions options);
+  // Revokes the lease (the liveness key goes at once) and stops the threads.
+  ~Membership();
+  Membership(const Membership&) = delete;
+  Membership& operator=(const Membership&) = delete;
+
+  const MembershipOptions& options() const { return options_; }
+  std::uint32_t number() const { return number_; }
+  const EtcdClient& etcd() const { return etcd_; }
+
+  // Registers this node as serving at `address` (and `resp_address`, "" without), creates the
+  // region's topology if there is none (this node alone), corrects this node's addresses in it
+  // if they changed, and starts the keep-alive and watch threads.
+  Status start(const std::string& address, const std::string& resp_address);
+
+  // The latest topology; never null after start().
+  std::shared_ptr<const Routing> routing() const;
+  // Called (on the watch thread) with each new topology, after routing() returns it.
+  void on_change(std::function<void(const std::shared_ptr<const Routing>&)> callback);
+
+  // Whether this node may accept writes now (fencing, above).
+  bool writable() const;
+  // UNAVAILABLE naming etcd and how long the lease has gone unrenewed (for refused writes).
+  Status fenced_status() const;
+
+  // Replaces the topology if its epoch is still `expected_epoch` (compare-and-swap on the
+  // topology key's revision as last read). False when someone else changed it first.
+  Result<bool> swap_topology(const Topology& next, std::uint64_t expected_epoch);
+  // Reads the topology from etcd now (not the watched copy) with its revision.
+  Result<std::pair<Topology, std::int64_t>> read_topology() const;
+
+ private:
+  explicit Membership(MembershipOptions options, std::vector<std::string> endpoints);
+  Status check_route_key();
+  Status claim_number();
+  Status register_lease();
+  void publish(Topology topology);
+  void keep_alive_loop();
+  void watch_loop(std::int64_t from_revision);
+  std::chrono::steady_clock::duration fence_window() const;
+
+  MembershipOptions options_;
+  EtcdClient etcd_;
+  std::uint32_t number_ = 0;
+  std::string address_, resp_address_;
+  std::atomic<std::int64_t> lease_{0};
+  // steady_clock nanoseconds until which writes are allowed.
+  std::atomic<std::int64_t> writable_until_{0};
+  std::atomic<std::int64_t> last_renewal_{0};  // steady ns of the last acknowledged keep-alive
+
+  mutable std::mutex mu_;  // guards routing_ and callbacks_
+  std::shared_ptr<const Routing> routing_;
+  std::vector<std::function<void(const std::shared_ptr<const Routing>&)>> callbacks_;
+
+  std::atomic<bool> stop_{false};
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  std::thread keep_alive_thread_;
+  std::thread watch_thread_;
+};
+
+}  // namespace sessiond::cluster
