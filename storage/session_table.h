@@ -276,6 +276,25 @@ class SessionTable {
   // stands for every put logged before it.
   Result<Mutation::Kind> state_of(const SessionId& id, std::string* value);
 
+  // ---- Moving sessions between nodes (DESIGN §6: a range that changes owner)
+
+  // Which sessions, tombstones and revocation generations move: by id, and by user (a user's
+  // generation goes where the user's sessions go).
+  struct Selection {
+    std::function<bool(const SessionId&)> id;
+    std::function<bool(std::string_view user)> user;
+  };
+  // Hands every selected state the table holds in memory to `emit`, a batch at a time (about a
+  // shard's worth, taken under its lock and handed over after it is released): alive sessions
+  // as kPut (coalesced touches and access history included), tombstones as kEnd, generations as
+  // kGeneration, each with this node as origin, as apply() on the receiving node takes them.
+  // The views in a batch are valid during the call only.
+  void export_states(const Selection& select,
+                     const std::function<void(std::span<const Mutation>)>& emit);
+  // Drops every selected session, tombstone and generation from memory and disk, without
+  // tombstones or log entries (the new owner holds them). Returns how many sessions went.
+  Result<std::size_t> forget(const Selection& select);
+
   // ---- Keyed access, for callers that choose ids themselves (the RESP listener derives them
   // from Redis keys, DESIGN §10). Such ids must be as unpredictable as a CSPRNG's (a
   // cryptographic hash of the caller's name for the session): the table does not re-hash ids.

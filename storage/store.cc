@@ -567,6 +567,22 @@ Status Store::write(std::span<const Mutation> mutations, std::uint64_t* first_lo
   return impl.checked(s);
 }
 
+Status Store::forget(std::span<const Forget> entries) {
+  auto& impl = *impl_;
+  if (impl.write_failed.load(std::memory_order_acquire)) return impl.refused();
+  rocksdb::WriteBatch batch;
+  for (const Forget& f : entries) {
+    if (f.generation) {
+      batch.Delete(impl.users(), user_key(f.user, {}));
+      continue;
+    }
+    const std::string_view id(reinterpret_cast<const char*>(f.id.data()), f.id.size());
+    batch.Delete(impl.sessions(), rocksdb::Slice(id.data(), id.size()));
+    if (!f.user.empty()) batch.Delete(impl.users(), user_key(f.user, id));
+  }
+  return impl.checked(impl.db->Write(impl.write_options, &batch));
+}
+
 Status Store::for_each_session(
     const std::function<Status(std::string_view, std::string_view)>& fn) const {
   rocksdb::ReadOptions ro;

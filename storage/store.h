@@ -57,6 +57,16 @@ class Store {
   Status write(std::span<const Mutation> mutations, std::uint64_t* first_log_seq = nullptr,
                bool log = true);
 
+  // What a node drops when sessions move to another node (DESIGN §6): the record or tombstone
+  // of `id` and its user-index entry, or (generation = true) the user's revocation generation.
+  // Never logged: the new owner has them.
+  struct Forget {
+    SessionId id{};
+    std::string_view user;
+    bool generation = false;
+  };
+  Status forget(std::span<const Forget> entries);
+
   // Calls fn for every stored session in key order; stops at and returns fn's first non-OK
   // status. Not safe against concurrent writes (used by recovery only).
   Status for_each_session(

@@ -57,6 +57,9 @@ class SessionTable::Impl {
   Result<std::size_t> revoke_user(std::string_view user_id, const SessionId* keep);
   Result<ApplyOutcome> apply(const Mutation& mutation);
   Result<Mutation::Kind> state_of(const SessionId& id, std::string* value);
+  void export_states(const Selection& select,
+                     const std::function<void(std::span<const Mutation>)>& emit);
+  Result<std::size_t> forget(const Selection& select);
   Status rewrite(const SessionId& id, RewriteFn decide);
   void rewrite_batch(std::span<const SessionId> ids, std::span<const RewriteFn> decides,
                      std::span<Status> statuses);
