@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "sessctl_cluster.h"
 #include "sessctl_support.h"
 #include "sessiond/client.h"
 
@@ -295,6 +296,8 @@ int main(int argc, char** argv) {
   for (std::size_t i = 1; i < args.size(); ++i) {
     if (looks_like_dash_id(args[i])) args[i].insert(0, 1, kIdMark);
   }
+  std::function<int()> cluster_command;  // `cluster ...` talks to etcd, not to a node
+  add_cluster_commands(app, cluster_command, out.json);
   std::vector<char*> arg_pointers;
   for (std::string& a : args) arg_pointers.push_back(a.data());
   try {
@@ -307,6 +310,7 @@ int main(int argc, char** argv) {
     if (!text->empty() && (*text)[0] == kIdMark) text->erase(0, 1);
   }
 
+  if (cluster_command) return cluster_command();
   Client::Options options;
   options.address = address;
   options.timeout = std::chrono::milliseconds(timeout_ms);

@@ -236,14 +236,13 @@ void Membership::publish(Topology topology) {
   }
   routing->topology = std::move(topology);
   std::shared_ptr<const Routing> published = routing;
-  std::vector<std::function<void(const std::shared_ptr<const Routing>&)>> callbacks;
+  std::lock_guard calling(callbacks_mu_);
   {
     std::lock_guard lock(mu_);
     if (routing_ && routing_->topology.epoch >= published->topology.epoch) return;
     routing_ = published;
-    callbacks = callbacks_;
   }
-  for (const auto& callback : callbacks) callback(published);
+  for (const auto& [handle, callback] : callbacks_) callback(published);
 }
 
 std::shared_ptr<const Routing> Membership::routing() const {
@@ -251,9 +250,16 @@ std::shared_ptr<const Routing> Membership::routing() const {
   return routing_;
 }
 
-void Membership::on_change(std::function<void(const std::shared_ptr<const Routing>&)> callback) {
-  std::lock_guard lock(mu_);
-  callbacks_.push_back(std::move(callback));
+std::uint64_t Membership::on_change(
+    std::function<void(const std::shared_ptr<const Routing>&)> callback) {
+  std::lock_guard lock(callbacks_mu_);
+  callbacks_.emplace_back(next_callback_, std::move(callback));
+  return next_callback_++;
+}
+
+void Membership::remove_on_change(std::uint64_t handle) {
+  std::lock_guard lock(callbacks_mu_);
+  std::erase_if(callbacks_, [&](const auto& entry) { return entry.first == handle; });
 }
 
 bool Membership::writable() const { return steady_ns() < writable_until_.load(); }

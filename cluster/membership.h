@@ -93,8 +93,10 @@ class Membership {
 
   // The latest topology; never null after start().
   std::shared_ptr<const Routing> routing() const;
-  // Called (on the watch thread) with each new topology, after routing() returns it.
-  void on_change(std::function<void(const std::shared_ptr<const Routing>&)> callback);
+  // Called (on the watch thread) with each new topology, after routing() returns it. Returns a
+  // handle for remove_on_change(), after which the callback is not running and never runs.
+  std::uint64_t on_change(std::function<void(const std::shared_ptr<const Routing>&)> callback);
+  void remove_on_change(std::uint64_t handle);
 
   // Whether this node may accept writes now (fencing, above).
   bool writable() const;
@@ -126,9 +128,12 @@ class Membership {
   std::atomic<std::int64_t> writable_until_{0};
   std::atomic<std::int64_t> last_renewal_{0};  // steady ns of the last acknowledged keep-alive
 
-  mutable std::mutex mu_;  // guards routing_ and callbacks_
+  mutable std::mutex mu_;  // guards routing_
   std::shared_ptr<const Routing> routing_;
-  std::vector<std::function<void(const std::shared_ptr<const Routing>&)>> callbacks_;
+  std::mutex callbacks_mu_;  // guards callbacks_, held while they run
+  std::vector<std::pair<std::uint64_t, std::function<void(const std::shared_ptr<const Routing>&)>>>
+      callbacks_;
+  std::uint64_t next_callback_ = 1;
 
   std::atomic<bool> stop_{false};
   std::mutex stop_mu_;

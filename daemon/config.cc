@@ -10,7 +10,6 @@
 #include <thread>
 
 #include "cluster/topology.h"
-
 #include "daemon/handlers.h"
 #include "protocol/frame.h"
 #include "protocol/host_port.h"

@@ -15,7 +15,7 @@ namespace {
 
 // Which role may send what (DESIGN §9): PING and AUTH are open; session operations and
 // TOPOLOGY need app or admin; STATS needs admin; node-to-node operations need peer.
-bool permitted(Role role, protocol::Opcode opcode) {
+bool permitted(Role role, protocol::Opcode opcode, bool auth_enabled) {
   switch (opcode) {
     case protocol::Opcode::kPing:
     case protocol::Opcode::kAuth:
@@ -25,7 +25,8 @@ bool permitted(Role role, protocol::Opcode opcode) {
     case protocol::Opcode::kReplicate:
     case protocol::Opcode::kMigrate:
     case protocol::Opcode::kDigest:
-      return role == Role::kPeer;
+      // Without secrets every connection is trusted, nodes too.
+      return role == Role::kPeer || (!auth_enabled && role == Role::kAdmin);
     case protocol::Opcode::kTopology:
       return role != Role::kNone;
     default:
@@ -354,7 +355,8 @@ void Handlers::append_ok(const protocol::FrameHeader& request,
 
 void Handlers::handle_creates(std::span<const Request> creates, ConnectionState* state,
                               std::string* out) {
-  if (creates.size() == 1 || !permitted(state->role, Opcode::kCreate) || state->close) {
+  if (creates.size() == 1 || !permitted(state->role, Opcode::kCreate, auth_.enabled()) ||
+      state->close) {
     for (const Request& c : creates) handle(c.header, c.body, state, out);
     return;
   }
@@ -383,7 +385,10 @@ void Handlers::handle_creates(std::span<const Request> creates, ConnectionState*
     if (routing) {
       ns->route_key = ns->user_id.empty() ? owned_route_key(*routing).value_or(random_u64())
                                           : ids_->route_key_of_user(ns->user_id);
-      if (!route(creates[i].header, *routing, *ns->route_key, true, &routed_away[i])) continue;
+      std::shared_lock<std::shared_mutex> unused;  // a new session's key never moves yet
+      if (!route(creates[i].header, *routing, *ns->route_key, true, &routed_away[i], &unused)) {
+        continue;
+      }
     }
     slot[i] = sessions.size();
     sessions.push_back(std::move(ns).value());
@@ -418,7 +423,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
   if (state->close) return;
   Role* const role = &state->role;
   const auto opcode = static_cast<Opcode>(request.opcode);
-  if (protocol::is_known_opcode(request.opcode) && !permitted(*role, opcode)) {
+  if (protocol::is_known_opcode(request.opcode) && !permitted(*role, opcode, auth_.enabled())) {
     return append_error(
         request,
         *role == Role::kNone
@@ -434,8 +439,9 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
   const NewerEpochFlag flag{out, out->size(), &request_epoch, routing.get()};
   // Routes the request for the key at `position` (no-op outside a cluster): false when it was
   // answered with WRONG_NODE or, for a write while fenced, UNAVAILABLE.
+  std::shared_lock<std::shared_mutex> move_guard;  // held by a write to a moving key
   auto routed = [&](std::uint64_t position, bool write) {
-    return routing == nullptr || route(request, *routing, position, write, out);
+    return routing == nullptr || route(request, *routing, position, write, out, &move_guard);
   };
   // Parses the request body into M, or answers INVALID_ARGUMENT and returns false.
   auto parse = [&](auto* message) {
@@ -690,8 +696,17 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       topology_to_wire(&resp);
       return reply(resp);
     }
+    case Opcode::kMigrate: {
+      wire::MigrateRequest req;
+      if (!parse(&req)) return;
+      if (migrator_ == nullptr) {
+        return append_error(request, Status::Unavailable("this node is not in a cluster"), out);
+      }
+      wire::MigrateResponse resp;
+      if (Status s = migrator_->receive(req, &resp); !s.ok()) return append_error(request, s, out);
+      return reply(resp);
+    }
     case Opcode::kReplicate:
-    case Opcode::kMigrate:
     case Opcode::kDigest:
       return append_error(
           request,
@@ -703,7 +718,8 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
 }
 
 bool Handlers::route(const protocol::FrameHeader& request, const cluster::Routing& routing,
-                     std::uint64_t position, bool write, std::string* out) {
+                     std::uint64_t position, bool write, std::string* out,
+                     std::shared_lock<std::shared_mutex>* guard) {
   const cluster::Node* owner = routing.owner(position);
   if (owner == nullptr) {
     append_error(request, Status::Unavailable("the region's topology has no node with weight"),
@@ -723,6 +739,12 @@ bool Handlers::route(const protocol::FrameHeader& request, const cluster::Routin
   if (write && !membership_->writable()) {
     append_error(request, membership_->fenced_status(), out);
     return false;
+  }
+  if (write && migrator_ != nullptr) {
+    if (Status s = migrator_->admit_write(routing, position, guard); !s.ok()) {
+      append_error(request, s, out);
+      return false;
+    }
   }
   return true;
 }

@@ -7,12 +7,14 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "cluster/membership.h"
 #include "daemon/auth.h"
+#include "daemon/migration.h"
 #include "daemon/security.h"
 #include "protocol/frame.h"
 #include "protocol/status.h"
@@ -92,9 +94,12 @@ class Handlers {
   // Cluster mode (docs/cluster.md): requests for keys another node owns answer WRONG_NODE,
   // writes answer UNAVAILABLE while the node is fenced, TOPOLOGY answers the region's topology.
   // `ids` places new sessions (route keys). Set once, before any request is handled.
-  void set_cluster(cluster::Membership* membership, const storage::IdGenerator* ids) {
+  // `migrator` fences moving keys and takes MIGRATE.
+  void set_cluster(cluster::Membership* membership, const storage::IdGenerator* ids,
+                   Migrator* migrator) {
     membership_ = membership;
     ids_ = ids;
+    migrator_ = migrator;
   }
   // Appends an error response to `request` (its id and opcode) with an ErrorResponse body.
   void append_error(const protocol::FrameHeader& request, const Status& status, std::string* out);
@@ -130,8 +135,10 @@ class Handlers {
   // Cluster routing of a request for the key at `position`: true when this node serves it;
   // otherwise WRONG_NODE (naming the owner) or, for a write while fenced, UNAVAILABLE is
   // appended and false returned.
+  // A write admitted to a key that moves holds `guard` until it is done (the handover waits).
   bool route(const protocol::FrameHeader& request, const cluster::Routing& routing,
-             std::uint64_t position, bool write, std::string* out);
+             std::uint64_t position, bool write, std::string* out,
+             std::shared_lock<std::shared_mutex>* guard);
   // A route key this node owns, for a new anonymous session; nullopt when it owns none.
   static std::optional<std::uint64_t> owned_route_key(const cluster::Routing& routing);
   void topology_to_wire(wire::TopologyResponse* out) const;
@@ -147,6 +154,7 @@ class Handlers {
   std::uint32_t max_body_;
   cluster::Membership* membership_ = nullptr;  // null: a one-node region
   const storage::IdGenerator* ids_ = nullptr;
+  Migrator* migrator_ = nullptr;
   AuthConfig auth_;
   // The current snapshot, replaced whole by set_security; never null. A request loads it once
   // (one acquire load, no reference count to contend on) and uses it throughout.

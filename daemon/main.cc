@@ -122,6 +122,7 @@ int main(int argc, char** argv) {
   // A cluster node (docs/cluster.md): its number comes from etcd before the engine opens, since
   // every version it writes carries it.
   std::unique_ptr<cluster::Membership> membership;
+  std::unique_ptr<daemon::Migrator> migrator;  // moves ranges when membership changes
   if (!options.cluster.etcd.empty()) {
     auto endpoints = cluster::EtcdClient::parse_endpoints(options.cluster.etcd);
     if (!endpoints.ok()) {
@@ -244,7 +245,16 @@ int main(int argc, char** argv) {
       spdlog::error("cannot start: {}", s.ToString());
       return 1;
     }
-    handlers.set_cluster(membership.get(), &ids);
+    migrator = std::make_unique<daemon::Migrator>(table, *membership, ids, options.auth.peer_secret,
+                                                  [](bool warning, const std::string& message) {
+                                                    if (warning) {
+                                                      spdlog::warn("cluster: {}", message);
+                                                    } else {
+                                                      spdlog::info("cluster: {}", message);
+                                                    }
+                                                  });
+    handlers.set_cluster(membership.get(), &ids, migrator.get());
+    migrator->start();
     const auto routing = membership->routing();
     if (routing->self) {
       spdlog::info("cluster: serving in region {} at epoch {} with {} nodes",
@@ -305,6 +315,7 @@ int main(int argc, char** argv) {
 
   signal_context.stop();
   signal_thread.join();
+  migrator.reset();
   membership.reset();  // the liveness key goes with the lease
   table.stop_expirer();
   if (Status s = table.flush(); !s.ok()) {

@@ -1,0 +1,351 @@
+#include "daemon/migration.h"
+
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "cluster/ring.h"
+#include "protocol/sessiond.pb.h"
+#include "replication/peer_link.h"
+
+namespace sessiond::daemon {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Writes to moving keys queued while the range streams; past this the queue is dropped and the
+// range streamed again (a state-based merge needs the latest state, not every step).
+constexpr std::size_t kMaxQueued = 100'000;
+constexpr std::size_t kBatch = 256;  // entries per MIGRATE
+
+std::uint64_t id_position(const storage::SessionId& id) {
+  return cluster::ring_position(
+      std::string_view(reinterpret_cast<const char*>(id.data()), id.size()));
+}
+
+}  // namespace
+
+Migrator::Migrator(storage::SessionTable& table, cluster::Membership& membership,
+                   const storage::IdGenerator& ids, std::string peer_secret,
+                   std::function<void(bool, const std::string&)> log)
+    : table_(table),
+      membership_(membership),
+      ids_(ids),
+      peer_secret_(std::move(peer_secret)),
+      log_(std::move(log)) {}
+
+Migrator::~Migrator() {
+  if (subscription_ != 0) membership_.remove_on_change(subscription_);
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Migrator::start() {
+  subscription_ = membership_.on_change(
+      [this](const std::shared_ptr<const cluster::Routing>& r) { on_topology(r); });
+  on_topology(membership_.routing());
+}
+
+std::uint64_t Migrator::position_of(const storage::Mutation& m) const {
+  return m.kind == storage::Mutation::Kind::kGeneration ? ids_.route_key_of_user(m.user)
+                                                        : id_position(m.id);
+}
+
+void Migrator::on_topology(const std::shared_ptr<const cluster::Routing>& routing) {
+  std::unique_lock lock(mu_);
+  cv_.notify_all();
+  if (!routing->topology.migration || running_ != 0 || stop_) return;
+  const std::uint64_t migration = routing->topology.migration->id;
+  running_ = migration;
+  if (thread_.joinable()) {  // the previous migration's thread, finished
+    lock.unlock();
+    thread_.join();
+    lock.lock();
+  }
+  thread_ = std::thread([this, migration] {
+    run(migration);
+    std::lock_guard done(mu_);
+    running_ = 0;
+  });
+}
+
+bool Migrator::still_running(std::uint64_t migration) const {
+  const auto routing = membership_.routing();
+  return !stop_ && routing->topology.migration && routing->topology.migration->id == migration;
+}
+
+void Migrator::wait(std::chrono::milliseconds period) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, period, [&] { return stop_.load(); });
+}
+
+Status Migrator::admit_write(const cluster::Routing& routing, std::uint64_t position,
+                             std::shared_lock<std::shared_mutex>* guard) {
+  if (!routing.topology.migration) return {};
+  const cluster::Node* to = routing.target_owner(position);
+  if (to == nullptr || !routing.self || to->id == routing.topology.nodes[*routing.self].id) {
+    return {};
+  }
+  *guard = std::shared_lock(gate_);
+  if (fenced_.load() == routing.topology.migration->id) {
+    guard->unlock();
+    return Status::Unavailable("this key is moving to node " + to->id + " (" +
+                               routing.topology.migration->reason +
+                               "); its handover takes moments: retry");
+  }
+  return {};
+}
+
+bool Migrator::send(std::uint64_t migration, const std::string& target,
+                    std::vector<replication::OwnedMutation>& entries) {
+  if (entries.empty()) return true;
+  wire::MigrateRequest request;
+  request.set_migration(migration);
+  request.set_from_node(membership_.options().node_id);
+  for (const auto& e : entries) replication::to_wire(e.m, request.add_entries());
+  replication::PeerLink link(target, peer_secret_);
+  auto backoff = 100ms;
+  bool complained = false;
+  for (;;) {
+    wire::MigrateResponse response;
+    Status s = link.call(protocol::Opcode::kMigrate, request, &response);
+    if (s.ok()) {
+      for (const auto& e : entries) moved_sessions_ += e.m.kind == storage::Mutation::Kind::kPut;
+      moved_bytes_ += request.ByteSizeLong();
+      if (std::chrono::steady_clock::now() - progress_put_ > 500ms) {
+        progress_put_ = std::chrono::steady_clock::now();
+        const auto routing = membership_.routing();
+        const nlohmann::json p = {{"sessions", moved_sessions_}, {"bytes", moved_bytes_}};
+        (void)membership_.etcd().put(
+            cluster::migration_prefix(routing->topology.region, migration) + "progress/" +
+                membership_.options().node_id,
+            p.dump());
+      }
+      if (complained)
+        log_(false, "migration " + std::to_string(migration) + ": " + target + " answers again");
+      entries.clear();
+      return true;
+    }
+    if (!complained) {
+      log_(true, "migration " + std::to_string(migration) + ": sending to " + target +
+                     " failed (retrying): " + s.ToString());
+      complained = true;
+    }
+    wait(backoff);
+    backoff = std::min<std::chrono::milliseconds>(backoff * 2, 2s);
+    if (!still_running(migration)) return false;
+  }
+}
+
+void Migrator::run(std::uint64_t migration) {
+  const auto routing = membership_.routing();
+  if (!routing->topology.migration || routing->topology.migration->id != migration) return;
+  const std::string self = membership_.options().node_id;
+  const std::string region = routing->topology.region;
+  const std::string prefix = cluster::migration_prefix(region, migration);
+  const bool source = routing->self.has_value();
+  auto moving = [routing, self](std::uint64_t position) {
+    if (!routing->owns(position)) return false;
+    const cluster::Node* to = routing->target_owner(position);
+    return to != nullptr && to->id != self;
+  };
+  const storage::SessionTable::Selection select{
+      [&](const storage::SessionId& id) { return moving(id_position(id)); },
+      [&](std::string_view user) { return moving(ids_.route_key_of_user(user)); }};
+
+  if (source) {
+    log_(false, "migration " + std::to_string(migration) + " (" +
+                    routing->topology.migration->reason + "): streaming this node's moving keys");
+    auto done = membership_.etcd().get(prefix + "done/" + self);
+    while (!done.ok() && still_running(migration)) {
+      wait(500ms);
+      done = membership_.etcd().get(prefix + "done/" + self);
+    }
+    if (!still_running(migration)) return;
+    if (done->has_value()) {
+      fenced_ = migration;  // handed over before a restart: stays fenced until the swap
+    } else {
+      {
+        std::lock_guard lock(mu_);
+        queue_.clear();
+      }
+      // By value: a call already under way when the observer is removed may still finish.
+      const std::uint64_t observer =
+          table_.on_change([this, moving](const storage::Mutation& m, std::uint64_t) {
+            if (!moving(position_of(m))) return;
+            std::lock_guard lock(mu_);
+            if (queue_.size() >= kMaxQueued) {
+              overflowed_ = true;
+              queue_.clear();
+              return;
+            }
+            queue_.emplace_back(m);
+          });
+      std::uint64_t sessions = 0, entries_sent = 0;
+      moved_sessions_ = moved_bytes_ = 0;
+      bool handed_over = false;
+      while (still_running(migration)) {
+        {
+          std::lock_guard lock(mu_);
+          overflowed_ = false;
+        }
+        std::map<std::string, std::vector<replication::OwnedMutation>> pending;
+        bool ok = true;
+        auto add = [&](const storage::Mutation& m) {
+          const cluster::Node* to = routing->target_owner(position_of(m));
+          if (to == nullptr) return;
+          auto& list = pending[to->address];
+          list.emplace_back(m);
+          ++entries_sent;
+          if (m.kind == storage::Mutation::Kind::kPut) ++sessions;
+          if (list.size() >= kBatch) ok = ok && send(migration, to->address, list);
+        };
+        table_.export_states(select, [&](std::span<const storage::Mutation> batch) {
+          for (const auto& m : batch) add(m);
+        });
+        auto flush = [&] {
+          for (auto& [target, list] : pending) ok = ok && send(migration, target, list);
+        };
+        flush();
+        // The writes queued meanwhile; then fence, and the last of them.
+        auto drain = [&] {
+          for (;;) {
+            std::deque<replication::OwnedMutation> taken;
+            {
+              std::lock_guard lock(mu_);
+              taken.swap(queue_);
+            }
+            if (taken.empty()) return;
+            for (const auto& m : taken) add(m.m);
+            flush();
+          }
+        };
+        drain();
+        if (!ok) break;
+        {
+          std::unique_lock gate(gate_);  // the writes admitted before finish first
+          fenced_ = migration;
+        }
+        drain();
+        bool again;
+        {
+          std::lock_guard lock(mu_);
+          again = overflowed_;
+        }
+        if (!ok) break;
+        if (again) continue;  // the queue overflowed: stream the range again (fenced now)
+        handed_over = true;
+        break;
+      }
+      table_.remove_observer(observer);
+      if (!handed_over) {
+        fenced_ = 0;
+        return;
+      }
+      const nlohmann::json progress = {
+          {"sessions", moved_sessions_}, {"bytes", moved_bytes_}, {"entries", entries_sent}};
+      while (still_running(migration)) {
+        if (membership_.etcd().put(prefix + "done/" + self, progress.dump()).ok()) break;
+        wait(500ms);
+      }
+      log_(false, "migration " + std::to_string(migration) + ": handed over " +
+                      std::to_string(sessions) + " sessions (" + std::to_string(entries_sent) +
+                      " entries)");
+    }
+  }
+  // Until the swap: every source tries it once all are done.
+  while (still_running(migration)) {
+    if (source) {
+      if (Status s = try_complete(migration); !s.ok()) {
+        log_(true, "migration " + std::to_string(migration) + ": " + s.ToString());
+      }
+    }
+    wait(250ms);
+  }
+  if (stop_) return;
+  if (source) {
+    const auto after = membership_.routing();
+    const storage::SessionTable::Selection gone{
+        [&](const storage::SessionId& id) { return !after->owns(id_position(id)); },
+        [&](std::string_view user) { return !after->owns(ids_.route_key_of_user(user)); }};
+    auto forgotten = table_.forget(gone);
+    log_(!forgotten.ok(),
+         forgotten.ok() ? "migration " + std::to_string(migration) + " done: forgot " +
+                              std::to_string(*forgotten) + " sessions now owned elsewhere"
+                        : "forgetting moved sessions failed: " + forgotten.status().ToString());
+  }
+  fenced_ = 0;
+}
+
+Status Migrator::try_complete(std::uint64_t migration) {
+  auto current = membership_.read_topology();
+  if (!current.ok()) return current.status();
+  const cluster::Topology& t = current->first;
+  if (!t.migration || t.migration->id != migration) return {};
+  const std::string prefix = cluster::migration_prefix(t.region, migration);
+  auto done = membership_.etcd().get_prefix(prefix + "done/");
+  if (!done.ok()) return done.status();
+  for (const cluster::Node& n : t.nodes) {
+    bool found = false;
+    for (const auto& kv : done->kvs) found = found || kv.key == prefix + "done/" + n.id;
+    if (!found) return {};
+  }
+  cluster::Topology next = t;
+  next.nodes = t.migration->target;
+  next.migration.reset();
+  next.epoch = t.epoch + 1;
+  cluster::Txn swap{
+      {{cluster::topology_key(t.region), cluster::Compare::Target::kModRevision, current->second,
+        ""}},
+      {{cluster::TxnOp::Kind::kPut, cluster::topology_key(t.region), next.to_json(), 0},
+       {cluster::TxnOp::Kind::kDeletePrefix, prefix, "", 0}},
+      {}};
+  auto swapped = membership_.etcd().txn(swap);
+  if (!swapped.ok()) return swapped.status();
+  if (*swapped) {
+    log_(false, "migration " + std::to_string(migration) + " complete: topology epoch " +
+                    std::to_string(next.epoch) + " (" + t.migration->reason + ")");
+  }
+  return {};
+}
+
+Status Migrator::receive(const wire::MigrateRequest& request, wire::MigrateResponse* response) {
+  const auto routing = membership_.routing();
+  if (!routing->topology.migration || routing->topology.migration->id != request.migration()) {
+    return Status::Unavailable("no migration " + std::to_string(request.migration()) +
+                               " runs here (yet); topology epoch " +
+                               std::to_string(routing->topology.epoch));
+  }
+  const std::string& self = membership_.options().node_id;
+  std::vector<replication::OwnedMutation> entries;
+  entries.reserve(static_cast<std::size_t>(request.entries_size()));
+  for (const auto& e : request.entries()) {
+    auto m = replication::from_wire(e);
+    if (!m.ok()) return m.status();
+    const cluster::Node* to = routing->target_owner(position_of(m->m));
+    if (to == nullptr || to->id != self) {
+      return Status::InvalidArgument("an entry of migration " +
+                                     std::to_string(request.migration()) +
+                                     " that this node does not take over");
+    }
+    entries.push_back(std::move(m).value());
+  }
+  std::uint64_t applied = 0, set_aside = 0;
+  for (const auto& e : entries) {
+    auto outcome = table_.apply(e.m);
+    if (!outcome.ok()) return outcome.status();
+    if (*outcome == storage::ApplyOutcome::kSetAside) {
+      ++set_aside;
+    } else {
+      ++applied;
+    }
+  }
+  response->set_applied(applied);
+  response->set_set_aside(set_aside);
+  return {};
+}
+
+}  // namespace sessiond::daemon

@@ -1,0 +1,35 @@
+// Mutations on the wire between nodes (wire::MutationEntry): what a migration streams and what
+// replicas and peer regions will be shipped.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "protocol/status.h"
+#include "storage/mutation.h"
+
+namespace sessiond::wire {
+class MutationEntry;
+}
+
+namespace sessiond::replication {
+
+// A mutation with the bytes its views point into (a Mutation only borrows them).
+struct OwnedMutation {
+  storage::Mutation m;
+  std::string user;
+  std::string value;
+  std::vector<storage::AccessEntry> access_log;
+
+  OwnedMutation() = default;
+  explicit OwnedMutation(const storage::Mutation& from);
+  OwnedMutation(const OwnedMutation& other) : OwnedMutation(other.m) {}
+  OwnedMutation& operator=(const OwnedMutation&) = delete;
+};
+
+void to_wire(const storage::Mutation& m, wire::MutationEntry* out);
+// INVALID_ARGUMENT for an unknown kind or an id that is not 32 bytes; the value's own checks
+// happen in SessionTable::apply().
+Result<OwnedMutation> from_wire(const wire::MutationEntry& entry);
+
+}  // namespace sessiond::replication
