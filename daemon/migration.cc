@@ -46,7 +46,7 @@ Migrator::~Migrator() {
 void Migrator::start() {
   subscription_ = membership_.on_change(
       [this](const std::shared_ptr<const cluster::Routing>& r) { on_topology(r); });
-  on_topology(membership_.routing());
+  thread_ = std::thread([this] { loop(); });
 }
 
 std::uint64_t Migrator::position_of(const storage::Mutation& m) const {
@@ -54,22 +54,27 @@ std::uint64_t Migrator::position_of(const storage::Mutation& m) const {
                                                         : id_position(m.id);
 }
 
-void Migrator::on_topology(const std::shared_ptr<const cluster::Routing>& routing) {
-  std::unique_lock lock(mu_);
-  cv_.notify_all();
-  if (!routing->topology.migration || running_ != 0 || stop_) return;
-  const std::uint64_t migration = routing->topology.migration->id;
-  running_ = migration;
-  if (thread_.joinable()) {  // the previous migration's thread, finished
-    lock.unlock();
-    thread_.join();
-    lock.lock();
+void Migrator::on_topology(const std::shared_ptr<const cluster::Routing>&) {
+  {
+    std::lock_guard lock(mu_);
+    changed_ = true;
   }
-  thread_ = std::thread([this, migration] {
-    run(migration);
-    std::lock_guard done(mu_);
-    running_ = 0;
-  });
+  cv_.notify_all();
+}
+
+void Migrator::loop() {
+  std::uint64_t last = 0;  // the migration last run; a restart runs the current one again
+  while (!stop_) {
+    const auto routing = membership_.routing();
+    if (routing->topology.migration && routing->topology.migration->id != last) {
+      last = routing->topology.migration->id;
+      run(last);
+      continue;
+    }
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, 1s, [&] { return stop_ || changed_; });
+    changed_ = false;
+  }
 }
 
 bool Migrator::still_running(std::uint64_t migration) const {

@@ -66,6 +66,7 @@ class Migrator {
 
  private:
   void on_topology(const std::shared_ptr<const cluster::Routing>& routing);
+  void loop();  // the migration thread: runs each migration the topology names, one at a time
   void run(std::uint64_t migration);
   // Sends `entries` to `target` until it is applied there, the migration ends or we stop.
   bool send(std::uint64_t migration, const std::string& target,
@@ -85,11 +86,11 @@ class Migrator {
   std::shared_mutex gate_;
   std::atomic<std::uint64_t> fenced_{0};  // the migration whose moving keys are fenced
 
-  std::mutex mu_;  // guards queue_, overflowed_, running_
+  std::mutex mu_;  // guards queue_, overflowed_, changed_
   std::condition_variable cv_;
   std::deque<replication::OwnedMutation> queue_;  // writes to moving keys not yet sent
-  bool overflowed_ = false;    // the queue was full: stream the whole range again
-  std::uint64_t running_ = 0;  // the migration the thread works on (0: none)
+  bool overflowed_ = false;  // the queue was full: stream the whole range again
+  bool changed_ = false;     // a new topology arrived since the thread last looked
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::uint64_t subscription_ = 0;  // the membership's on_change handle
