@@ -111,18 +111,27 @@ bool Migrator::send(std::uint64_t migration, const std::string& target,
   request.set_migration(migration);
   request.set_from_node(membership_.options().node_id);
   for (const auto& e : entries) replication::to_wire(e.m, request.add_entries());
-  replication::PeerLink link(target, peer_secret_);
   auto backoff = 100ms;
   bool complained = false;
   for (;;) {
+    // The target's address as the topology says now: a node that restarted elsewhere
+    // corrects it there.
+    std::string address;
+    const auto routing = membership_.routing();
+    if (routing->topology.migration) {
+      for (const cluster::Node& n : routing->topology.migration->target) {
+        if (n.id == target) address = n.address;
+      }
+    }
+    replication::PeerLink link(address, peer_secret_);
     wire::MigrateResponse response;
-    Status s = link.call(protocol::Opcode::kMigrate, request, &response);
+    Status s = address.empty() ? Status::Unavailable("node " + target + " has no address")
+                               : link.call(protocol::Opcode::kMigrate, request, &response);
     if (s.ok()) {
       for (const auto& e : entries) moved_sessions_ += e.m.kind == storage::Mutation::Kind::kPut;
       moved_bytes_ += request.ByteSizeLong();
       if (std::chrono::steady_clock::now() - progress_put_ > 500ms) {
         progress_put_ = std::chrono::steady_clock::now();
-        const auto routing = membership_.routing();
         const nlohmann::json p = {{"sessions", moved_sessions_}, {"bytes", moved_bytes_}};
         (void)membership_.etcd().put(
             cluster::migration_prefix(routing->topology.region, migration) + "progress/" +
@@ -202,11 +211,11 @@ void Migrator::run(std::uint64_t migration) {
         auto add = [&](const storage::Mutation& m) {
           const cluster::Node* to = routing->target_owner(position_of(m));
           if (to == nullptr) return;
-          auto& list = pending[to->address];
+          auto& list = pending[to->id];
           list.emplace_back(m);
           ++entries_sent;
           if (m.kind == storage::Mutation::Kind::kPut) ++sessions;
-          if (list.size() >= kBatch) ok = ok && send(migration, to->address, list);
+          if (list.size() >= kBatch) ok = ok && send(migration, to->id, list);
         };
         table_.export_states(select, [&](std::span<const storage::Mutation> batch) {
           for (const auto& m : batch) add(m);
@@ -272,10 +281,17 @@ void Migrator::run(std::uint64_t migration) {
   }
   if (stop_) return;
   if (source) {
+    // What this node neither owns now nor is about to own: a later migration may already run
+    // and be streaming keys to it.
     const auto after = membership_.routing();
+    auto gone_at = [&](std::uint64_t position) {
+      if (after->owns(position)) return false;
+      const cluster::Node* to = after->target_owner(position);
+      return to == nullptr || to->id != self;
+    };
     const storage::SessionTable::Selection gone{
-        [&](const storage::SessionId& id) { return !after->owns(id_position(id)); },
-        [&](std::string_view user) { return !after->owns(ids_.route_key_of_user(user)); }};
+        [&](const storage::SessionId& id) { return gone_at(id_position(id)); },
+        [&](std::string_view user) { return gone_at(ids_.route_key_of_user(user)); }};
     auto forgotten = table_.forget(gone);
     log_(!forgotten.ok(),
          forgotten.ok() ? "migration " + std::to_string(migration) + " done: forgot " +

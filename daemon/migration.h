@@ -68,7 +68,8 @@ class Migrator {
   void on_topology(const std::shared_ptr<const cluster::Routing>& routing);
   void loop();  // the migration thread: runs each migration the topology names, one at a time
   void run(std::uint64_t migration);
-  // Sends `entries` to `target` until it is applied there, the migration ends or we stop.
+  // Sends `entries` to node `target` (an id) until they are applied there, the migration ends
+  // or we stop.
   bool send(std::uint64_t migration, const std::string& target,
             std::vector<replication::OwnedMutation>& entries);
   bool still_running(std::uint64_t migration) const;

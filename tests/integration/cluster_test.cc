@@ -2,6 +2,7 @@
 // (WRONG_NODE, the newer-epoch flag), placement of new sessions, and fencing when etcd is gone.
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -137,6 +138,36 @@ class ClusterTest : public ::testing::Test {
     return r.value_or(Response{});
   }
 
+  ProcessResult sessctl_cluster(std::vector<std::string> args) {
+    args.insert(args.begin(), {"cluster", "--etcd", etcd_->endpoint()});
+    return run_process(SESSCTL_PATH, args);
+  }
+
+  // Adds a started node with sessctl and waits until the migration is done everywhere.
+  void add_node(const std::string& id) {
+    const ProcessResult r = sessctl_cluster({"add-node", id, nodes_[id]->address()});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    wait_settled();
+  }
+  void wait_settled() {
+    const ProcessResult r = sessctl_cluster({"status", "--wait-ms", "25000"});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    auto t =
+        cluster::Topology::from_json((*(*etcd_client_->get(cluster::topology_key("local")))).value);
+    ASSERT_TRUE(t.ok());
+    topology_ = *t;
+    for (const auto& n : topology_.nodes) {
+      ASSERT_TRUE(
+          eventually([&] { return topology_of(nodes_[n.id].get()).epoch() == topology_.epoch; }));
+    }
+  }
+
+  // The node that owns `id` now, by the ring of the current topology.
+  TestNode* owner_of(const std::string& id) {
+    const cluster::Ring ring(topology_.nodes);
+    return nodes_[topology_.nodes[ring.owner(cluster::ring_position(id))].id].get();
+  }
+
   TempDir dir_;
   std::unique_ptr<TestEtcd> etcd_;
   std::unique_ptr<cluster::EtcdClient> etcd_client_;
@@ -266,6 +297,147 @@ TEST_F(ClusterTest, WritesStopWhenTheLeaseCannotBeRenewedAndResumeAfter) {
   etcd_->resume();
   EXPECT_TRUE(eventually([&] { return !create(c, "dave", 1).empty(); }, 10s));
   EXPECT_TRUE(n1->wait_for_log("etcd reachable again", 5s));
+}
+
+// Sessions move with their owners' ranges when nodes are added, drained and removed: every one
+// stays readable at its new owner with its data and deadline, destroyed ones stay destroyed,
+// and sessctl refuses changes that make no sense, leaving the topology as it was.
+TEST_F(ClusterTest, MembershipChangesMoveEverySessionAndLoseNone) {
+  for (const char* id : {"n1", "n2", "n3", "n4"}) ASSERT_TRUE(start_node(id));
+  add_node("n2");
+  std::map<std::string, std::string> alive;  // id -> field value
+  std::vector<std::string> destroyed;
+  std::map<std::string, std::int64_t> deadlines;
+  for (int i = 0; i < 600; ++i) {
+    Conn c(topology_.nodes[static_cast<std::size_t>(i) % topology_.nodes.size()].address);
+    wire::CreateRequest req;
+    if (i % 3 == 0) req.set_user_id("user-" + std::to_string(i % 30));
+    auto* f = req.add_fields();
+    f->set_name("n");
+    f->set_value(std::to_string(i));
+    req.mutable_timeouts()->set_absolute_ms(3'600'000);  // a fixed deadline to compare
+    req.set_epoch(topology_.epoch);
+    c.send(Opcode::kCreate, req, 1);
+    auto r = c.read();
+    ASSERT_TRUE(r);
+    if (r->status == StatusCode::kWrongNode) {
+      Conn owner(parse<wire::ErrorResponse>(*r).wrong_node().owner_address());
+      owner.send(Opcode::kCreate, req, 2);
+      r = owner.read();
+      ASSERT_TRUE(r);
+    }
+    ASSERT_EQ(r->status, StatusCode::kOk);
+    const auto meta = parse<wire::CreateResponse>(*r).session();
+    alive[meta.id()] = std::to_string(i);
+    deadlines[meta.id()] = meta.deadline_ms();
+  }
+  for (auto it = alive.begin(); destroyed.size() < 60; it = alive.erase(it)) {
+    Conn c(owner_of(it->first)->address());
+    wire::DestroyRequest req;
+    req.set_id(it->first);
+    c.send(Opcode::kDestroy, req, 3);
+    auto r = c.read();
+    ASSERT_TRUE(r && r->status == StatusCode::kOk);
+    destroyed.push_back(it->first);
+  }
+  auto check = [&](const std::string& when) {
+    std::size_t served = 0;
+    for (const auto& [id, value] : alive) {
+      Conn c(owner_of(id)->address());
+      const Response r = get(c, id, topology_.epoch);
+      ASSERT_EQ(r.status, StatusCode::kOk) << when << ": a session was lost";
+      const auto s = parse<wire::GetResponse>(r).session();
+      ASSERT_EQ(s.fields(0).value(), value) << when;
+      ASSERT_NEAR(static_cast<double>(s.deadline_ms()), static_cast<double>(deadlines[id]), 1000)
+          << when;
+      ++served;
+    }
+    for (const std::string& id : destroyed) {
+      Conn c(owner_of(id)->address());
+      ASSERT_EQ(get(c, id, topology_.epoch).status, StatusCode::kNotFound)
+          << when << ": a destroyed session came back";
+    }
+    EXPECT_EQ(served, alive.size());
+  };
+  add_node("n3");
+  check("after adding n3");
+  add_node("n4");
+  check("after adding n4");
+  ProcessResult r = sessctl_cluster({"drain", "n2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  wait_settled();
+  EXPECT_EQ(topology_.find("n2")->weight, 0u);
+  check("after draining n2");
+  r = sessctl_cluster({"remove-node", "n1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  wait_settled();
+  EXPECT_EQ(topology_.find("n1"), nullptr);
+  check("after removing n1");
+  // n1, no longer in the region, holds nothing and names the owners.
+  const wire::StatsRequest stats;
+  Conn c1(nodes_["n1"]->address());
+  EXPECT_TRUE(eventually([&] {  // it forgets them once it sees the swap
+    c1.send(Opcode::kStats, stats, 4);
+    auto st = c1.read();
+    return st && parse<wire::StatsResponse>(*st).sessions() == 0;
+  }));
+
+  // Refused, with the topology left as it was.
+  const std::uint64_t epoch = topology_.epoch;
+  const std::pair<std::vector<std::string>, std::string> refused[] = {
+      {{"remove-node", "n9"}, "no node n9"},
+      {{"drain", "n9"}, "no node n9"},
+      {{"add-node", "n3", nodes_["n3"]->address()}, "already"},
+      {{"add-node", "n8", "127.0.0.1:1"}, "no node n8 is running"},
+      {{"add-node", "n1", "127.0.0.1:1"}, "registered at"},
+      {{"add-node", "bad id", "127.0.0.1:1"}, "invalid node id"},
+  };
+  for (const auto& [args, why] : refused) {
+    r = sessctl_cluster(args);
+    EXPECT_NE(r.exit_code, 0) << args[0];
+    EXPECT_NE(r.err.find(why), std::string::npos) << r.err;
+  }
+  r = sessctl_cluster({"drain", "n3"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  wait_settled();
+  r = sessctl_cluster({"remove-node", "n4"});  // n4 is the last node with a weight
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("would leave no node"), std::string::npos) << r.err;
+  EXPECT_EQ(
+      (*cluster::Topology::from_json((*(*etcd_client_->get(cluster::topology_key("local")))).value))
+          .epoch,
+      epoch + 2);  // only the drain changed it
+  check("at the end");
+}
+
+// The receiving node is frozen and then killed mid-migration: once it is back (same data,
+// another port) the migration finishes and nothing is lost.
+TEST_F(ClusterTest, AMigrationSurvivesTheReceiverBeingKilledMidWay) {
+  for (const char* id : {"n1", "n2"}) ASSERT_TRUE(start_node(id));
+  std::vector<std::string> ids;
+  Conn c(nodes_["n1"]->address());
+  for (int i = 0; i < 2000; ++i) ids.push_back(create(c, "", 1));
+  nodes_["n2"]->send_signal(SIGSTOP);  // it accepts connections but answers nothing
+  ProcessResult r = sessctl_cluster({"add-node", "n2", nodes_["n2"]->address()});
+  // add-node pings the node first: a frozen node is refused.
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("does not answer"), std::string::npos) << r.err;
+  nodes_["n2"]->send_signal(SIGCONT);
+  r = sessctl_cluster({"add-node", "n2", nodes_["n2"]->address()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nodes_["n2"]->send_signal(SIGSTOP);
+  nodes_["n2"]->kill_hard();
+  nodes_.erase("n2");
+  ASSERT_TRUE(start_node("n2"));
+  wait_settled();
+  std::size_t on_n2 = 0;
+  for (const std::string& id : ids) {
+    TestNode* owner = owner_of(id);
+    on_n2 += owner == nodes_["n2"].get();
+    Conn o(owner->address());
+    ASSERT_EQ(get(o, id, topology_.epoch).status, StatusCode::kOk);
+  }
+  EXPECT_GT(on_n2, 500u);
 }
 
 }  // namespace
