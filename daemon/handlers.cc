@@ -355,8 +355,13 @@ void Handlers::append_ok(const protocol::FrameHeader& request,
 
 void Handlers::handle_creates(std::span<const Request> creates, ConnectionState* state,
                               std::string* out) {
-  if (creates.size() == 1 || !permitted(state->role, Opcode::kCreate, auth_.enabled()) ||
-      state->close) {
+  // A create with a request id goes alone (its answer is remembered for a retry).
+  const bool with_request_ids = std::any_of(creates.begin(), creates.end(), [](const Request& c) {
+    wire::CreateRequest req;
+    return protocol::parse_body(c.body, Opcode::kCreate, &req).ok() && !req.request_id().empty();
+  });
+  if (creates.size() == 1 || with_request_ids ||
+      !permitted(state->role, Opcode::kCreate, auth_.enabled()) || state->close) {
     for (const Request& c : creates) handle(c.header, c.body, state, out);
     return;
   }
@@ -503,10 +508,19 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
                                             : ids_->route_key_of_user(ns->user_id);
         if (!routed(*ns->route_key, true)) return;
       }
-      auto meta = table_.create(*ns);
-      if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::CreateResponse resp;
+      if (!req.request_id().empty()) {
+        wire::CreateRequest fingerprinted = req;
+        fingerprinted.set_epoch(0);
+        if (answer_retry(request, req.request_id(), fingerprinted, &resp, out)) return;
+      }
+      auto meta = table_.create(*ns);
+      if (!meta.ok()) {
+        if (!req.request_id().empty()) requests_.finish(req.request_id(), {});
+        return append_error(request, meta.status(), out);
+      }
       meta_to_wire(*security, *meta, resp.mutable_session());
+      if (!req.request_id().empty()) requests_.finish(req.request_id(), resp.SerializeAsString());
       return reply(resp);
     }
     case Opcode::kGet:
@@ -616,10 +630,19 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (req.replace_fields()) opts.replace_fields = fields_from(req.fields());
       if (req.has_user_id()) opts.user_id = req.user_id();
       opts.mark_authenticated = req.mark_authenticated();
-      auto meta = table_.regenerate(*id, opts);
-      if (!meta.ok()) return append_error(request, meta.status(), out);
       wire::RegenerateResponse resp;
+      if (!req.request_id().empty()) {
+        wire::RegenerateRequest fingerprinted = req;
+        fingerprinted.set_epoch(0);
+        if (answer_retry(request, req.request_id(), fingerprinted, &resp, out)) return;
+      }
+      auto meta = table_.regenerate(*id, opts);
+      if (!meta.ok()) {
+        if (!req.request_id().empty()) requests_.finish(req.request_id(), {});
+        return append_error(request, meta.status(), out);
+      }
       meta_to_wire(*security, *meta, resp.mutable_session());
+      if (!req.request_id().empty()) requests_.finish(req.request_id(), resp.SerializeAsString());
       return reply(resp);
     }
     case Opcode::kListUser: {
@@ -715,6 +738,41 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
           out);
   }
   append_error(request, Status::InvalidArgument("unknown opcode"), out);
+}
+
+bool Handlers::answer_retry(const protocol::FrameHeader& request, const std::string& request_id,
+                            const google::protobuf::MessageLite& fingerprinted,
+                            google::protobuf::MessageLite* response, std::string* out) {
+  if (request_id.size() > 64) {
+    append_error(request, Status::InvalidArgument("request_id is at most 64 bytes"), out);
+    return true;
+  }
+  const std::uint64_t fingerprint = std::hash<std::string>{}(fingerprinted.SerializeAsString());
+  std::string answer;
+  switch (requests_.begin(request_id, fingerprint, storage::SystemClock::instance().now_ms(),
+                          &answer)) {
+    case RequestCache::Lookup::kNew:
+      return false;
+    case RequestCache::Lookup::kAnswered:
+      if (!response->ParseFromString(answer)) {
+        append_error(request, Status::Internal("a remembered answer does not parse"), out);
+      } else {
+        append_ok(request, *response, out);
+      }
+      return true;
+    case RequestCache::Lookup::kRunning:
+      append_error(request,
+                   Status::Unavailable("the first attempt of this request id is still running; "
+                                       "retry"),
+                   out);
+      return true;
+    case RequestCache::Lookup::kReused:
+      append_error(request,
+                   Status::InvalidArgument("this request id came with another request before"),
+                   out);
+      return true;
+  }
+  return true;
 }
 
 bool Handlers::route(const protocol::FrameHeader& request, const cluster::Routing& routing,

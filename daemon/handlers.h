@@ -15,6 +15,7 @@
 #include "cluster/membership.h"
 #include "daemon/auth.h"
 #include "daemon/migration.h"
+#include "daemon/request_cache.h"
 #include "daemon/security.h"
 #include "protocol/frame.h"
 #include "protocol/status.h"
@@ -142,6 +143,12 @@ class Handlers {
   // A route key this node owns, for a new anonymous session; nullopt when it owns none.
   static std::optional<std::uint64_t> owned_route_key(const cluster::Routing& routing);
   void topology_to_wire(wire::TopologyResponse* out) const;
+  // A CREATE or REGENERATE with a request id (`request` serialized with its epoch cleared is
+  // its fingerprint): true when it was answered here (the first attempt's answer, or why it
+  // cannot be run); otherwise the caller runs it and reports with finish_request().
+  bool answer_retry(const protocol::FrameHeader& request, const std::string& request_id,
+                    const google::protobuf::MessageLite& fingerprinted,
+                    google::protobuf::MessageLite* response, std::string* out);
   // Appends an error frame with `body`; a short fixed message when it does not fit max_body.
   void append_error_body(const protocol::FrameHeader& request, StatusCode code,
                          const wire::ErrorResponse& body, std::string* out);
@@ -155,6 +162,7 @@ class Handlers {
   cluster::Membership* membership_ = nullptr;  // null: a one-node region
   const storage::IdGenerator* ids_ = nullptr;
   Migrator* migrator_ = nullptr;
+  RequestCache requests_;  // answers of CREATE and REGENERATE by request id
   AuthConfig auth_;
   // The current snapshot, replaced whole by set_security; never null. A request loads it once
   // (one acquire load, no reference count to contend on) and uses it throughout.

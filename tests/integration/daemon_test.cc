@@ -736,3 +736,70 @@ TEST_F(DaemonTest, FailedAuthsAreCountedLoggedRateLimitedAndCloseTheConnection) 
 
 }  // namespace
 }  // namespace sessiond
+
+namespace sessiond {
+namespace {
+
+// A CREATE or REGENERATE retried with its request id after a lost answer is answered with the
+// first answer, not run twice; an id reused for another request is refused (DESIGN §6).
+TEST_F(DaemonTest, RetriedRequestIdsAreAnsweredNotRunTwice) {
+  auto node = start();
+  ASSERT_TRUE(node);
+  wire::CreateRequest req;
+  req.set_user_id("alice");
+  req.set_request_id(std::string(16, 'r'));
+  req.set_epoch(0);
+  std::string first_id;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    Conn c(node->address());  // a new connection each time, as a client that lost its own
+    req.set_epoch(static_cast<std::uint64_t>(attempt));  // the epoch may differ on a retry
+    c.send(Opcode::kCreate, req, 1);
+    auto r = c.read();
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, StatusCode::kOk) << error_message(*r);
+    const std::string id = parse<wire::CreateResponse>(*r).session().id();
+    if (attempt == 0) first_id = id;
+    EXPECT_EQ(id, first_id);
+  }
+  Conn c(node->address());
+  c.send(
+      Opcode::kListUser,
+      [] {
+        wire::ListUserRequest l;
+        l.set_user_id("alice");
+        return l;
+      }(),
+      2);
+  auto listed = c.read();
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(parse<wire::ListUserResponse>(*listed).sessions_size(), 1);
+  // The same id with another request: refused, nothing created.
+  req.set_user_id("mallory");
+  c.send(Opcode::kCreate, req, 3);
+  auto reused = c.read();
+  ASSERT_TRUE(reused);
+  EXPECT_EQ(reused->status, StatusCode::kInvalidArgument);
+  // REGENERATE: the retry gets the new id, although the old one is gone.
+  wire::RegenerateRequest regen;
+  regen.set_id(first_id);
+  regen.set_request_id(std::string(16, 'g'));
+  c.send(Opcode::kRegenerate, regen, 4);
+  auto once = c.read();
+  ASSERT_TRUE(once);
+  ASSERT_EQ(once->status, StatusCode::kOk);
+  c.send(Opcode::kRegenerate, regen, 5);
+  auto twice = c.read();
+  ASSERT_TRUE(twice);
+  ASSERT_EQ(twice->status, StatusCode::kOk);
+  EXPECT_EQ(parse<wire::RegenerateResponse>(*twice).session().id(),
+            parse<wire::RegenerateResponse>(*once).session().id());
+  // Without a request id, a second REGENERATE of the ended id is NOT_FOUND, as before.
+  regen.clear_request_id();
+  c.send(Opcode::kRegenerate, regen, 6);
+  auto plain = c.read();
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->status, StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace sessiond
