@@ -239,10 +239,11 @@ void Migrator::run(std::uint64_t migration) {
         };
         drain();
         if (!ok) break;
-        {
-          std::unique_lock gate(gate_);  // the writes admitted before finish first
-          fenced_ = migration;
-        }
+        // Fence first (new writes to moving keys are refused from here on), then wait for the
+        // writes admitted before to finish: taking the gate exclusively needs no lull in the
+        // traffic, since refused writes hold it only for a moment.
+        fenced_ = migration;
+        { std::unique_lock gate(gate_); }
         drain();
         bool again;
         {
