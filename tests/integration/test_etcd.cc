@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -87,6 +88,7 @@ bool TestEtcd::launch(std::string* error) {
   argv.push_back(nullptr);
   pid_ = ::fork();
   if (pid_ == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives a test that crashed
     const int null = ::open("/dev/null", O_RDWR);
     const int log = ::open((dir_ / "etcd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
     ::dup2(null, STDIN_FILENO);
