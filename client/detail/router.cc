@@ -43,16 +43,12 @@ void Router::dispatch(std::shared_ptr<RoutedCall> call) {
   route(call);
 }
 
-void Router::route(const std::shared_ptr<RoutedCall>& call) {
-  switch (call->route) {
+Router::Target Router::target(const RoutedCall& call) {
+  switch (call.route) {
     case Route::kSeed:
-      send(call, seeds_.front(), 0);
-      return;
+      return {seeds_.front(), 0};
     case Route::kOwner:
-      if (routing()) {
-        send(call, table_->owner_of(call->raw_id), table_->epoch);
-        return;
-      }
+      if (routing()) return {table_->owner_of(call.raw_id), table_->epoch};
       break;
     case Route::kAny:
       if (routing()) {
@@ -60,15 +56,17 @@ void Router::route(const std::shared_ptr<RoutedCall>& call) {
         const auto& nodes = table_->nodes;
         for (std::size_t i = 0; i < nodes.size(); ++i) {
           const auto& node = nodes[next_any_++ % nodes.size()];
-          if (node.weight > 0) {
-            send(call, node.address, table_->epoch);
-            return;
-          }
+          if (node.weight > 0) return {node.address, table_->epoch};
         }
       }
       break;
   }
-  send(call, home_, 0);
+  return {home_, 0};
+}
+
+void Router::route(const std::shared_ptr<RoutedCall>& call) {
+  const Target to = target(*call);
+  send(call, to.address, to.epoch);
 }
 
 void Router::send(const std::shared_ptr<RoutedCall>& call, const std::string& address,
@@ -128,8 +126,8 @@ void Router::on_reply(const std::shared_ptr<RoutedCall>& call, Transport* transp
   }
   if (reply.connection_failed && may_reroute(*call, reply)) {
     call->rerouted_after_failure = true;
-    io_.post([this, call, avoid = transport->address(), why = reply.status] {
-      reroute_after_refresh(call, avoid, why);
+    io_.post([this, call, failed = transport->address(), sent = reply.sent, why = reply.status] {
+      reroute_after_refresh(call, failed, sent, why);
     });
     return;
   }
@@ -147,10 +145,23 @@ bool Router::may_reroute(const RoutedCall& call, const Reply& reply) const {
 }
 
 void Router::reroute_after_refresh(const std::shared_ptr<RoutedCall>& call,
-                                   const std::string& avoid, Status why) {
-  refresh(avoid);
+                                   const std::string& failed, bool sent, Status why) {
+  const std::uint64_t epoch_before = table_ ? table_->epoch : 0;
+  // After the refresh: the owner by the (possibly new) topology, unless that is the node the
+  // transport could not even connect to, unchanged (until an operator or a failover changes
+  // the topology, a dead owner costs each call one round of connect attempts, not two).
+  const auto resume = [this, call, failed, sent, why, epoch_before] {
+    if (call->finished) return;
+    const Target to = target(*call);
+    if (!sent && to.address == failed && (table_ ? table_->epoch : 0) == epoch_before) {
+      finish(*call, why);
+      return;
+    }
+    send(call, to.address, to.epoch);
+  };
+  refresh(failed);
   if (!refreshing_) {
-    route(call);
+    resume();
     return;
   }
   auto timer = std::make_shared<asio::steady_timer>(io_.context(), call->deadline);
@@ -160,9 +171,9 @@ void Router::reroute_after_refresh(const std::shared_ptr<RoutedCall>& call,
                                       " ms to " + op_name(call->opcode) + " (" + why.message() +
                                       "; the topology refresh did not end in time)"));
   });
-  after_refresh_.push_back([this, call, timer] {
+  after_refresh_.push_back([timer, resume] {
     timer->cancel();
-    if (!call->finished) route(call);
+    resume();
   });
 }
 

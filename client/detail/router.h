@@ -75,6 +75,12 @@ class Router {
   void shutdown();
 
  private:
+  // Where the call goes now: address and epoch (advances the round-robin for Route::kAny).
+  struct Target {
+    std::string address;
+    std::uint64_t epoch = 0;
+  };
+  Target target(const RoutedCall& call);
   void route(const std::shared_ptr<RoutedCall>& call);
   void send(const std::shared_ptr<RoutedCall>& call, const std::string& address,
             std::uint64_t epoch);
@@ -82,9 +88,11 @@ class Router {
                 const Reply& reply);
   bool may_reroute(const RoutedCall& call, const Reply& reply) const;
   // Waits for the topology refresh (started here if none runs), then routes the call again;
-  // fails it with `why` if its deadline comes first.
-  void reroute_after_refresh(const std::shared_ptr<RoutedCall>& call, const std::string& avoid,
-                             Status why);
+  // fails it with `why` if its deadline comes first, or if the refreshed topology sends a call
+  // that never reached `failed` (`sent` false: the transport ran out of connect attempts there)
+  // back to it under the same epoch.
+  void reroute_after_refresh(const std::shared_ptr<RoutedCall>& call, const std::string& failed,
+                             bool sent, Status why);
   void finish(RoutedCall& call, Status status, std::span<const std::uint8_t> body = {});
   bool routing() const { return table_ && table_->routes(); }
   Transport& transport_for(const std::string& address);
