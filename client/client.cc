@@ -1,6 +1,7 @@
-// sessiond::Client: typed calls over the transport. Each call validates and serializes its
-// request on the caller's thread, hands the bytes to the transport, and parses the answer on
-// the I/O thread; the synchronous calls wait on a future for the asynchronous ones.
+// sessiond::Client: typed calls over the router. Each call validates and serializes its
+// request on the caller's thread, hands the bytes to the router on the I/O thread (which picks
+// the node and its transport), and parses the answer there; the synchronous calls wait on a
+// future for the asynchronous ones.
 #include "sessiond/client.h"
 
 #include <future>
@@ -8,14 +9,17 @@
 #include <optional>
 #include <utility>
 
-#include "detail/transport.h"
+#include "detail/io_thread.h"
+#include "detail/router.h"
+#include "detail/routing.h"
 #include "detail/wire_convert.h"
 #include "protocol/sessiond.pb.h"
 
 namespace sessiond {
 
-using client_detail::Call;
+using client_detail::RoutedCall;
 using protocol::Opcode;
+using Route = RoutedCall::Route;
 
 namespace {
 
@@ -23,6 +27,19 @@ namespace {
 std::optional<std::chrono::milliseconds>& scoped_timeout() {
   thread_local std::optional<std::chrono::milliseconds> timeout;
   return timeout;
+}
+
+// Where a call goes (router.h).
+struct Routing {
+  Route route = Route::kSeed;
+  std::string raw_id;           // with Route::kOwner
+  bool has_request_id = false;  // CREATE, REGENERATE
+};
+
+Routing node_local() { return {}; }
+Routing any_node(bool has_request_id = false) { return {Route::kAny, {}, has_request_id}; }
+Routing owner_of(std::string raw_id, bool has_request_id = false) {
+  return {Route::kOwner, std::move(raw_id), has_request_id};
 }
 
 }  // namespace
@@ -35,19 +52,28 @@ Client::CallTimeout::~CallTimeout() { scoped_timeout() = previous_; }
 
 class Client::Impl {
  public:
-  explicit Impl(Options options) : options_(std::move(options)), transport_(options_) {}
+  explicit Impl(Options options) : options_(std::move(options)), router_(io_, options_) {}
+
+  // Fails the outstanding calls (running their callbacks) before the thread stops.
+  ~Impl() {
+    io_.post([this] { router_.shutdown(); });
+    io_.join();
+  }
 
   const Options& options() const { return options_; }
-  bool on_io_thread() const { return transport_.on_io_thread(); }
+  bool on_io_thread() const { return io_.on_io_thread(); }
 
-  // Sends `request` and hands `done` the response converted by `convert` (a function from the
-  // parsed Response message to Result<T>).
+  // Sends `request` where `routing` says and hands `done` the response converted by `convert`
+  // (a function from the parsed Response message to Result<T>).
   template <typename Response, typename T, typename Convert>
-  void call(Opcode opcode, const google::protobuf::MessageLite& request, bool idempotent,
-            Callback<T> done, Convert convert) {
-    auto pending = std::make_shared<Call>();
+  void call(Opcode opcode, const google::protobuf::MessageLite& request, Routing routing,
+            bool idempotent, Callback<T> done, Convert convert) {
+    auto pending = std::make_shared<RoutedCall>();
     pending->opcode = opcode;
     pending->idempotent = idempotent;
+    pending->route = routing.route;
+    pending->raw_id = std::move(routing.raw_id);
+    pending->has_request_id = routing.has_request_id;
     pending->timeout = scoped_timeout().value_or(options_.timeout);
     pending->deadline = std::chrono::steady_clock::now() + pending->timeout;
     if (!request.SerializeToString(&pending->body)) {
@@ -76,13 +102,20 @@ class Client::Impl {
       }
       done(convert(response));
     };
-    transport_.submit(std::move(pending));
+    io_.post([this, pending = std::move(pending)] { router_.dispatch(pending); });
+  }
+
+  // The router's topology (Router::topology).
+  void topology(bool refresh, Callback<Topology> done) {
+    io_.post([this, refresh, done = std::move(done)]() mutable {
+      router_.topology(refresh, std::move(done));
+    });
   }
 
   // Runs `done(status)` on the I/O thread, as every callback runs.
   template <typename T>
   void fail_later(Callback<T> done, Status status) {
-    transport_.post([done = std::move(done), status = std::move(status)]() mutable {
+    io_.post([done = std::move(done), status = std::move(status)]() mutable {
       done(Result<T>(std::move(status)));
     });
   }
@@ -90,7 +123,7 @@ class Client::Impl {
   // Runs an asynchronous call and waits for its result.
   template <typename T, typename Start>
   Result<T> wait(Start start) {
-    if (transport_.on_io_thread()) {
+    if (io_.on_io_thread()) {
       return Status::Internal(
           "a synchronous sessiond::Client call from a callback would deadlock; use the async_ "
           "calls there");
@@ -103,7 +136,9 @@ class Client::Impl {
 
  private:
   const Options options_;
-  client_detail::Transport transport_;
+  // Declared before the router: the transports' sockets and timers live on its context.
+  client_detail::IoThread io_;
+  client_detail::Router router_;
 };
 
 namespace {
@@ -128,7 +163,7 @@ void Client::async_ping(std::string payload, Callback<PingResult> done) {
   wire::PingRequest request;
   request.set_payload(std::move(payload));
   impl_->call<wire::PingResponse, PingResult>(
-      Opcode::kPing, request, true, std::move(done),
+      Opcode::kPing, request, node_local(), true, std::move(done),
       [](const wire::PingResponse& r) { return Result<PingResult>(client_detail::from_wire(r)); });
 }
 
@@ -138,8 +173,17 @@ void Client::async_create(const CreateOptions& options, Callback<SessionMeta> do
     impl_->fail_later(std::move(done), std::move(status));
     return;
   }
+  // The owner of a user's sessions follows from a keyed hash only nodes can compute: any node
+  // takes the call, and one that does not own the user answers WRONG_NODE.
+  auto request_id = client_detail::new_request_id();
+  if (!request_id.ok()) {
+    impl_->fail_later(std::move(done), request_id.status());
+    return;
+  }
+  request.set_request_id(std::move(request_id).value());
   impl_->call<wire::CreateResponse, SessionMeta>(
-      Opcode::kCreate, request, false, std::move(done), [](const wire::CreateResponse& r) {
+      Opcode::kCreate, request, any_node(true), false, std::move(done),
+      [](const wire::CreateResponse& r) {
         return Result<SessionMeta>(client_detail::from_wire(r.session()));
       });
 }
@@ -153,7 +197,7 @@ void Client::async_get(std::string_view id, const GetOptions& options, Callback<
   // A plain read may be repeated; one that touches or records an access changes the session.
   const bool idempotent = !options.touch && !options.record_access;
   impl_->call<wire::GetResponse, Session>(
-      Opcode::kGet, request, idempotent, std::move(done),
+      Opcode::kGet, request, owner_of(request.id()), idempotent, std::move(done),
       [](const wire::GetResponse& r) { return Result<Session>(client_detail::from_wire(r)); });
 }
 
@@ -165,7 +209,8 @@ void Client::async_update(std::string_view id, const UpdateOptions& options,
     return;
   }
   impl_->call<wire::UpdateResponse, SessionMeta>(
-      Opcode::kUpdate, request, false, std::move(done), [](const wire::UpdateResponse& r) {
+      Opcode::kUpdate, request, owner_of(request.id()), false, std::move(done),
+      [](const wire::UpdateResponse& r) {
         return Result<SessionMeta>(client_detail::from_wire(r.session()));
       });
 }
@@ -177,7 +222,8 @@ void Client::async_touch(std::string_view id, Callback<SessionMeta> done) {
     return;
   }
   impl_->call<wire::TouchResponse, SessionMeta>(
-      Opcode::kTouch, request, false, std::move(done), [](const wire::TouchResponse& r) {
+      Opcode::kTouch, request, owner_of(request.id()), false, std::move(done),
+      [](const wire::TouchResponse& r) {
         return Result<SessionMeta>(client_detail::from_wire(r.session()));
       });
 }
@@ -190,7 +236,7 @@ void Client::async_destroy(std::string_view id, StatusCallback done) {
     return;
   }
   impl_->call<wire::DestroyResponse, Empty>(
-      Opcode::kDestroy, request, false, std::move(callback),
+      Opcode::kDestroy, request, owner_of(request.id()), false, std::move(callback),
       [](const wire::DestroyResponse&) { return Result<Empty>(Empty{}); });
 }
 
@@ -201,8 +247,15 @@ void Client::async_regenerate(std::string_view id, const RegenerateOptions& opti
     impl_->fail_later(std::move(done), std::move(status));
     return;
   }
+  auto request_id = client_detail::new_request_id();
+  if (!request_id.ok()) {
+    impl_->fail_later(std::move(done), request_id.status());
+    return;
+  }
+  request.set_request_id(std::move(request_id).value());
   impl_->call<wire::RegenerateResponse, SessionMeta>(
-      Opcode::kRegenerate, request, false, std::move(done), [](const wire::RegenerateResponse& r) {
+      Opcode::kRegenerate, request, owner_of(request.id(), true), false, std::move(done),
+      [](const wire::RegenerateResponse& r) {
         return Result<SessionMeta>(client_detail::from_wire(r.session()));
       });
 }
@@ -211,7 +264,8 @@ void Client::async_list_user(std::string_view user_id, Callback<std::vector<Sess
   wire::ListUserRequest request;
   request.set_user_id(std::string(user_id));
   impl_->call<wire::ListUserResponse, std::vector<SessionMeta>>(
-      Opcode::kListUser, request, true, std::move(done), [](const wire::ListUserResponse& r) {
+      Opcode::kListUser, request, any_node(), true, std::move(done),
+      [](const wire::ListUserResponse& r) {
         std::vector<SessionMeta> sessions;
         sessions.reserve(static_cast<std::size_t>(r.sessions_size()));
         for (const auto& meta : r.sessions()) sessions.push_back(client_detail::from_wire(meta));
@@ -231,7 +285,7 @@ void Client::async_revoke_user(std::string_view user_id, std::string_view keep_i
     }
   }
   impl_->call<wire::RevokeUserResponse, std::uint64_t>(
-      Opcode::kRevokeUser, request, false, std::move(done),
+      Opcode::kRevokeUser, request, any_node(), false, std::move(done),
       [](const wire::RevokeUserResponse& r) { return Result<std::uint64_t>(r.revoked()); });
 }
 
@@ -242,7 +296,8 @@ void Client::async_access_log(std::string_view id, Callback<std::vector<AccessEn
     return;
   }
   impl_->call<wire::AccessLogResponse, std::vector<AccessEntry>>(
-      Opcode::kAccessLog, request, true, std::move(done), [](const wire::AccessLogResponse& r) {
+      Opcode::kAccessLog, request, owner_of(request.id()), true, std::move(done),
+      [](const wire::AccessLogResponse& r) {
         std::vector<AccessEntry> entries;
         entries.reserve(static_cast<std::size_t>(r.entries_size()));
         for (const auto& entry : r.entries()) entries.push_back(client_detail::from_wire(entry));
@@ -253,8 +308,14 @@ void Client::async_access_log(std::string_view id, Callback<std::vector<AccessEn
 void Client::async_stats(Callback<Stats> done) {
   wire::StatsRequest request;
   impl_->call<wire::StatsResponse, Stats>(
-      Opcode::kStats, request, true, std::move(done),
+      Opcode::kStats, request, node_local(), true, std::move(done),
       [](const wire::StatsResponse& r) { return Result<Stats>(client_detail::from_wire(r)); });
+}
+
+void Client::async_topology(Callback<Topology> done) { impl_->topology(false, std::move(done)); }
+
+void Client::async_refresh_topology(Callback<Topology> done) {
+  impl_->topology(true, std::move(done));
 }
 
 // ---- synchronous ------------------------------------------------------------------------------
@@ -316,6 +377,15 @@ Result<std::vector<AccessEntry>> Client::access_log(std::string_view id) {
 
 Result<Stats> Client::stats() {
   return impl_->wait<Stats>([&](Callback<Stats> done) { async_stats(std::move(done)); });
+}
+
+Result<Topology> Client::topology() {
+  return impl_->wait<Topology>([&](Callback<Topology> done) { async_topology(std::move(done)); });
+}
+
+Result<Topology> Client::refresh_topology() {
+  return impl_->wait<Topology>(
+      [&](Callback<Topology> done) { async_refresh_topology(std::move(done)); });
 }
 
 std::vector<Result<Session>> Client::get_many(std::span<const std::string> ids,

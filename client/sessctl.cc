@@ -1,6 +1,6 @@
 // sessctl: the command-line tool of sessiond, on the client library.
 //
-//   sessctl [--addr HOST:PORT] [--json] [--timeout-ms N] [--tls ...] COMMAND [ARGS]
+//   sessctl [--addr HOST:PORT[,HOST:PORT...]] [--json] [--timeout-ms N] [--tls ...] COMMAND [ARGS]
 //
 // Human-readable output by default, one JSON object per command with --json (errors too, as
 // {"error":{...}} on stdout; the message also goes to stderr). Exit codes: 0 ok, 1 not found
@@ -81,7 +81,8 @@ int main(int argc, char** argv) {
   std::string address = "127.0.0.1:7400";
   std::int64_t timeout_ms = 2000;
   Output out;
-  app.add_option("--addr", address, "HOST:PORT of the node")
+  app.add_option("--addr", address,
+                 "HOST:PORT of the node; in a cluster, seeds separated by commas (a:1,b:2)")
       ->envname("SESSIOND_ADDR")
       ->capture_default_str();
   std::string secret;
@@ -277,6 +278,11 @@ int main(int argc, char** argv) {
 
   auto* stats = app.add_subcommand("stats", "print the node's counters");
   stats->callback([&] { command = [&](Client& client) { return out.print(client.stats()); }; });
+
+  auto* topology = app.add_subcommand(
+      "topology", "print the cluster's epoch and nodes, as the first seed that answers knows them");
+  topology->callback(
+      [&] { command = [&](Client& client) { return out.print(client.topology()); }; });
 
   auto* ping = app.add_subcommand("ping", "check that the node answers");
   ping->add_option("payload", payload, "bytes to echo");

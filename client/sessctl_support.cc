@@ -257,6 +257,23 @@ std::string to_json(const PingResult& ping) {
          ",\"server\":" + json_string(ping.server) + "}";
 }
 
+std::string to_json(const Topology& topology) {
+  std::string out = "{\"epoch\":" + std::to_string(topology.epoch) +
+                    ",\"region\":" + json_string(topology.region) +
+                    ",\"migrating\":" + (topology.migrating ? "true" : "false") +
+                    ",\"source\":" + json_string(topology.source) + ",\"nodes\":[";
+  for (std::size_t i = 0; i < topology.nodes.size(); ++i) {
+    const TopologyNode& node = topology.nodes[i];
+    if (i > 0) out += ",";
+    out += "{\"id\":" + json_string(node.id) + ",\"address\":" + json_string(node.address) +
+           ",\"number\":" + std::to_string(node.number) +
+           ",\"weight\":" + std::to_string(node.weight) +
+           ",\"region\":" + json_string(node.region) +
+           ",\"resp_address\":" + json_string(node.resp_address) + "}";
+  }
+  return out + "]}";
+}
+
 std::string json_error(const Status& status) {
   return "{\"error\":{\"code\":" + json_string(status_code_name(status.code())) +
          ",\"message\":" + json_string(status.message()) + "}}";
@@ -351,6 +368,24 @@ std::string to_text(const Stats& s) {
   for (const auto& [name, value] : counters) {
     char line[96];
     std::snprintf(line, sizeof line, "%-22s %" PRIu64 "\n", name, value);
+    out += line;
+  }
+  return out;
+}
+
+std::string to_text(const Topology& topology) {
+  std::string out = "epoch " + std::to_string(topology.epoch);
+  if (topology.epoch == 0) out += " (no cluster)";
+  if (!topology.region.empty()) out += ", region " + topology.region;
+  if (topology.migrating) out += ", migrating";
+  if (!topology.source.empty()) out += ", from " + topology.source;
+  out += "\n";
+  char line[256];
+  std::snprintf(line, sizeof line, "%-20s %-24s %6s %6s\n", "id", "address", "number", "weight");
+  out += line;
+  for (const TopologyNode& node : topology.nodes) {
+    std::snprintf(line, sizeof line, "%-20s %-24s %6u %6u\n", node.id.c_str(), node.address.c_str(),
+                  node.number, node.weight);
     out += line;
   }
   return out;

@@ -39,6 +39,7 @@ std::string to_json(const std::vector<SessionMeta>& sessions);
 std::string to_json(const std::vector<AccessEntry>& entries);
 std::string to_json(const Stats& stats);
 std::string to_json(const PingResult& ping);
+std::string to_json(const Topology& topology);
 // {"error":{"code":"NOT_FOUND","message":"..."}}
 std::string json_error(const Status& status);
 
@@ -48,5 +49,7 @@ std::string to_text(const std::vector<SessionMeta>& sessions);
 std::string to_text(const std::vector<AccessEntry>& entries);
 std::string to_text(const Stats& stats);
 std::string to_text(const PingResult& ping);
+// "epoch 7, region eu, from HOST:PORT", then one line per node: id, address, number, weight.
+std::string to_text(const Topology& topology);
 
 }  // namespace sessiond::sessctl

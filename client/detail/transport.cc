@@ -1,7 +1,8 @@
-// The transport: one I/O thread (an asio::io_context) drives a pool of connections.
+// The transport: a pool of connections to one node, driven by the client's I/O thread (an
+// asio::io_context shared by the transports to every node, io_thread.h).
 //
-// Calls are posted to the I/O thread, which puts each on the least busy connection. A
-// connection frames the calls into one output buffer while a write is in progress, so a burst of
+// The router starts calls on the I/O thread; the transport puts each on the least busy connection.
+// A connection frames the calls into one output buffer while a write is in progress, so a burst of
 // calls leaves in few syscalls (pipelining); responses are matched by request id. Every call
 // also sits in one min-heap ordered by deadline (calls may have their own timeouts, see
 // Client::CallTimeout): a single timer, armed for the earliest deadline, fails the calls whose
@@ -23,7 +24,6 @@
 #include <cstring>
 #include <deque>
 #include <optional>
-#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -46,6 +46,15 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 
 std::string op_name(protocol::Opcode opcode) { return std::string(protocol::opcode_name(opcode)); }
 
+// The reply of a call the transport gave up on after its connection failed.
+Reply connection_failure(const Call& call, Status status) {
+  Reply reply;
+  reply.status = std::move(status);
+  reply.connection_failed = true;
+  reply.sent = call.sent;
+  return reply;
+}
+
 // The node's address, or nullopt when it is not HOST:PORT with a port one can connect to
 // (port 0 only means something to a listener).
 std::optional<HostPort> node_endpoint(const std::string& address) {
@@ -58,16 +67,20 @@ std::optional<HostPort> node_endpoint(const std::string& address) {
 
 class Transport::State {
  public:
-  explicit State(const Client::Options& opts);
+  State(asio::io_context& io, const Client::Options& opts, std::string address);
 
   void start(std::shared_ptr<Call> call);
-  void complete(Call& call, Status status, std::span<const std::uint8_t> body = {});
+  void complete(Call& call, Reply reply);
+  void complete(Call& call, Status status) {
+    Reply reply;
+    reply.status = std::move(status);
+    complete(call, std::move(reply));
+  }
   void shutdown();
 
-  // Declared first: destroyed last, after every timer and socket below.
-  asio::io_context io;
-  asio::executor_work_guard<asio::io_context::executor_type> work;
+  asio::io_context& io;  // the client's, outlives every transport
   const Client::Options options;
+  const std::string address;  // of the node, HOST:PORT
   const RetryPolicy policy;
   const std::optional<HostPort> endpoint;
   // With Options::tls: the context every connection's TLS stream uses, or why there is none
@@ -75,8 +88,6 @@ class Transport::State {
   std::unique_ptr<asio::ssl::context> tls_context;
   Status tls_error;
   std::vector<std::unique_ptr<Connection>> connections;
-  std::thread thread;
-  std::thread::id thread_id;
 
  private:
   void arm_deadline_timer();
@@ -160,7 +171,7 @@ class Connection {
   // False when the frame broke the connection (fail() was called).
   bool handle_frame(const std::shared_ptr<Link>& link, const protocol::Decoded& frame);
   void fail(const std::shared_ptr<Link>& link, const std::string& reason);
-  std::string address() const { return t_.options.address; }
+  const std::string& address() const { return t_.address; }
 
   Transport::State& t_;
   Phase phase_ = Phase::kIdle;
@@ -409,8 +420,12 @@ bool Connection::handle_frame(const std::shared_ptr<Link>& link, const protocol:
                                         " with opcode " + std::to_string(header.opcode)));
     return true;
   }
+  Reply reply;
+  reply.sent = true;
+  reply.newer_epoch = (header.flags & protocol::kFlagNewerEpoch) != 0;
   if (header.status == StatusCode::kOk) {
-    t_.complete(*call, Status(), frame.body);
+    reply.body = frame.body;
+    t_.complete(*call, std::move(reply));
     return true;
   }
   wire::ErrorResponse error;
@@ -420,6 +435,8 @@ bool Connection::handle_frame(const std::shared_ptr<Link>& link, const protocol:
     if (header.status == StatusCode::kWrongNode && error.has_wrong_node()) {
       message += " (owner " + error.wrong_node().owner_address() + ", epoch " +
                  std::to_string(error.wrong_node().epoch()) + ")";
+      reply.owner_address = error.wrong_node().owner_address();
+      reply.owner_epoch = error.wrong_node().epoch();
     }
   } else {
     message = "(unparsable error body)";
@@ -427,7 +444,8 @@ bool Connection::handle_frame(const std::shared_ptr<Link>& link, const protocol:
   if (header.status == StatusCode::kUnauthenticated && !auth_error_.empty()) {
     message = auth_error_;
   }
-  t_.complete(*call, Status(header.status, std::move(message)));
+  reply.status = Status(header.status, std::move(message));
+  t_.complete(*call, std::move(reply));
   return true;
 }
 
@@ -461,7 +479,7 @@ void Connection::fail(const std::shared_ptr<Link>& link, const std::string& reas
       std::string message = "connection to " + address() + " lost before " + op_name(call->opcode) +
                             " was answered (" + reason + ")";
       if (!call->idempotent) message += "; it may or may not have been applied";
-      t_.complete(*call, Status::Unavailable(std::move(message)));
+      t_.complete(*call, connection_failure(*call, Status::Unavailable(std::move(message))));
     }
   }
   for (auto& call : waiting_) {
@@ -470,8 +488,11 @@ void Connection::fail(const std::shared_ptr<Link>& link, const std::string& reas
     if (t_.policy.may_retry(call->idempotent, call->sent, call->attempts, call->deadline, now)) {
       retry.push_back(std::move(call));
     } else {
-      t_.complete(*call, Status::Unavailable("cannot connect to " + address() + ": " + reason +
-                                             " (" + std::to_string(call->attempts) + " attempts)"));
+      t_.complete(
+          *call,
+          connection_failure(
+              *call, Status::Unavailable("cannot connect to " + address() + ": " + reason + " (" +
+                                         std::to_string(call->attempts) + " attempts)")));
     }
   }
   waiting_ = std::move(retry);
@@ -505,11 +526,13 @@ void Connection::close() {
 
 // ---- Transport::State ----------------------------------------------------------------------
 
-Transport::State::State(const Client::Options& opts)
-    : work(asio::make_work_guard(io)),
+Transport::State::State(asio::io_context& context, const Client::Options& opts,
+                        std::string node_address)
+    : io(context),
       options(opts),
+      address(std::move(node_address)),
       policy{opts.backoff_initial, opts.backoff_max, opts.backoff_multiplier, opts.max_retries},
-      endpoint(node_endpoint(opts.address)),
+      endpoint(node_endpoint(address)),
       deadline_timer_(io) {
   if (opts.tls.enabled) {
     auto ctx = make_client_context(opts.tls);
@@ -532,8 +555,8 @@ void Transport::State::start(std::shared_ptr<Call> call) {
     return;
   }
   if (!endpoint) {
-    complete(*call, Status::InvalidArgument("address '" + options.address +
-                                            "' is not HOST:PORT (port 1-65535)"));
+    complete(*call,
+             Status::InvalidArgument("address '" + address + "' is not HOST:PORT (port 1-65535)"));
     return;
   }
   if (!tls_error.ok()) {
@@ -559,17 +582,17 @@ void Transport::State::start(std::shared_ptr<Call> call) {
   best->enqueue(std::move(call));
 }
 
-void Transport::State::complete(Call& call, Status status, std::span<const std::uint8_t> body) {
+void Transport::State::complete(Call& call, Reply reply) {
   if (call.finished) return;
   call.finished = true;
   auto done = std::move(call.done);
   call.done = nullptr;
   drop_finished();
-  if (done) done(std::move(status), body);
+  if (done) done(reply);
 }
 
 Status Transport::State::timeout_status(const Call& call) const {
-  std::string message = "no answer from " + options.address + " within " +
+  std::string message = "no answer from " + address + " within " +
                         std::to_string(call.timeout.count()) + " ms to " + op_name(call.opcode);
   if (call.connection != nullptr && !call.connection->connected() &&
       !call.connection->last_error().empty()) {
@@ -619,29 +642,19 @@ void Transport::State::shutdown() {
   }
   for (auto& connection : connections) connection->close();
   deadline_timer_.cancel();
-  work.reset();
 }
 
 // ---- Transport -----------------------------------------------------------------------------
 
-Transport::Transport(const Client::Options& options) : state_(std::make_unique<State>(options)) {
-  state_->thread = std::thread([state = state_.get()] { state->io.run(); });
-  state_->thread_id = state_->thread.get_id();
-}
+Transport::Transport(asio::io_context& io, const Client::Options& options, std::string address)
+    : state_(std::make_unique<State>(io, options, std::move(address))) {}
 
-Transport::~Transport() {
-  asio::post(state_->io, [state = state_.get()] { state->shutdown(); });
-  state_->thread.join();
-}
+Transport::~Transport() = default;
 
-void Transport::submit(std::shared_ptr<Call> call) {
-  asio::post(state_->io, [state = state_.get(), call = std::move(call)]() mutable {
-    state->start(std::move(call));
-  });
-}
+void Transport::start(std::shared_ptr<Call> call) { state_->start(std::move(call)); }
 
-void Transport::post(std::function<void()> fn) { asio::post(state_->io, std::move(fn)); }
+void Transport::shutdown() { state_->shutdown(); }
 
-bool Transport::on_io_thread() const { return std::this_thread::get_id() == state_->thread_id; }
+const std::string& Transport::address() const { return state_->address; }
 
 }  // namespace sessiond::client_detail

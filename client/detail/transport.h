@@ -1,10 +1,11 @@
 // The client's connections to one node (internal): a pool of pipelined TCP connections driven
-// by one I/O thread, with per-call deadlines and reconnection (see retry_policy.h).
+// by the client's I/O thread (io_thread.h), with per-call deadlines and reconnection (see
+// retry_policy.h). The router (router.h) keeps one Transport per node address.
 //
 // A Call carries an already serialized request body; the transport frames it, sends it on the
-// least busy connection, matches the response by request id and hands back either OK and the
-// response body, or the status of the ErrorResponse (or UNAVAILABLE for a lost connection or a
-// missed deadline). Asio stays inside transport.cc.
+// least busy connection, matches the response by request id and hands back a Reply: OK and the
+// response body, or the status of the ErrorResponse, or UNAVAILABLE for a lost connection or a
+// missed deadline. Asio stays inside transport.cc.
 #pragma once
 
 #include <chrono>
@@ -18,12 +19,32 @@
 #include "protocol/status.h"
 #include "sessiond/client.h"
 
+namespace asio {
+class io_context;
+}
+
 namespace sessiond::client_detail {
 
 class Connection;
 
+// What became of a call.
+struct Reply {
+  // OK, the status the node answered, or UNAVAILABLE from the transport itself.
+  Status status;
+  std::span<const std::uint8_t> body;  // the response body, with OK
+  // The response carried protocol::kFlagNewerEpoch: the node knows a newer topology.
+  bool newer_epoch = false;
+  // The node never answered: the transport gave up on the call after its connection failed
+  // (or never opened). Not set for an UNAVAILABLE the node answered, nor for a deadline.
+  bool connection_failed = false;
+  bool sent = false;  // the request was written to a socket (the node may have seen it)
+  // With WRONG_NODE: ErrorResponse.wrong_node (the owner's address, the answer's epoch).
+  std::string owner_address;
+  std::uint64_t owner_epoch = 0;
+};
+
 struct Call {
-  using Done = std::function<void(Status, std::span<const std::uint8_t> body)>;
+  using Done = std::function<void(const Reply&)>;
 
   protocol::Opcode opcode = protocol::Opcode::kPing;
   std::string body;  // serialized request message
@@ -40,20 +61,22 @@ struct Call {
   Connection* connection = nullptr;
 };
 
+// Every method runs on the I/O thread of `io`.
 class Transport {
  public:
-  explicit Transport(const Client::Options& options);
-  // Fails every outstanding call with UNAVAILABLE (running its callback), then stops the thread.
+  // A pool of options.pool_size connections to `address` (HOST:PORT), opened lazily.
+  Transport(asio::io_context& io, const Client::Options& options, std::string address);
+  // Closes the sockets; shutdown() must have run (the I/O thread may have stopped since).
   ~Transport();
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
 
-  // Sends the call; thread-safe. call->deadline must be set.
-  void submit(std::shared_ptr<Call> call);
-  // Runs `fn` on the I/O thread; thread-safe.
-  void post(std::function<void()> fn);
-  // True on the I/O thread (where callbacks run).
-  bool on_io_thread() const;
+  // Sends the call. call->deadline must be set.
+  void start(std::shared_ptr<Call> call);
+  // Fails every outstanding call with UNAVAILABLE (running its callback) and closes the
+  // connections; later calls fail at once.
+  void shutdown();
+  const std::string& address() const;
 
   class State;
 

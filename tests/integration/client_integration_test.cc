@@ -420,6 +420,24 @@ TEST_F(ClientIntegration, SessctlEveryCommandAndExitCodes) {
   EXPECT_EQ(testing::run_process(SESSCTL_PATH, {}).exit_code, 2);
 }
 
+TEST_F(ClientIntegration, TopologyThroughTheLibraryAndSessctl) {
+  Client client(options());
+  auto topology = client.topology();
+  ASSERT_TRUE(topology.ok()) << topology.status().ToString();
+  EXPECT_EQ(topology->source, node_->address());
+  ASSERT_EQ(topology->nodes.size(), 1u);  // a node without a cluster lists itself alone
+  EXPECT_EQ(topology->nodes[0].address, node_->address());
+
+  auto printed = sessctl({"--json", "topology"});
+  EXPECT_EQ(printed.exit_code, 0) << printed.err;
+  EXPECT_NE(printed.out.find("\"address\":\"" + node_->address() + "\""), std::string::npos)
+      << printed.out;
+  // Seeds: one that refuses connections, then the node.
+  auto seeded = testing::run_process(
+      SESSCTL_PATH, {"--addr", "127.0.0.1:1," + node_->address(), "create", "--user", "dave"});
+  EXPECT_EQ(seeded.exit_code, 0) << seeded.err;
+}
+
 TEST(SessctlUnreachable, ExitsThreeWhenNoNodeListens) {
   // A loopback port that is bound but not listening: connections to it are refused, and no
   // other test's node can take it meanwhile (a stopped node's port could be handed to a node of

@@ -1,7 +1,7 @@
-// sessiond::Client: the application's handle on a sessiond node (DESIGN §8).
+// sessiond::Client: the application's handle on a sessiond node or cluster (DESIGN §8).
 //
 //   sessiond::Client::Options options;
-//   options.address = "127.0.0.1:7400";
+//   options.address = "10.0.0.1:7400,10.0.0.2:7400";  // seeds; one node is enough
 //   sessiond::Client client(options);
 //   sessiond::CreateOptions create;
 //   create.user_id = "alice";
@@ -22,12 +22,22 @@
 // connection, connection lost, no answer in time). Malformed arguments (an id that is not 43 or 64
 // base64url characters, a negative timeout) are INVALID_ARGUMENT without a round trip.
 //
-// Connections: a pool of Options::pool_size TCP (or TLS, Options::tls) connections to one node,
+// Connections: a pool of Options::pool_size TCP (or TLS, Options::tls) connections per node,
 // opened lazily by the first calls. Each connection pipelines: many calls are in flight at once and
 // their frames are written together. When a connection drops, calls that were not yet sent and
 // idempotent calls (ping, get without touch or access record, list_user, access_log, stats) are
 // retried on a new connection with exponential backoff, within their deadline; other calls that
 // were already sent fail with UNAVAILABLE ("may or may not have been applied").
+//
+// Routing (docs/protocol.md, "Routing"): the client fetches the region's topology with TOPOLOGY
+// from the first seed that answers, in the background on its first keyed call. In a cluster,
+// each call on a session goes to the node that owns it (the same ring as the nodes,
+// cluster/ring.h), create, list_user and revoke_user go to any node, and ping and stats to the
+// first seed. A node that does not own the session answers WRONG_NODE naming the owner, and the
+// client retries there once; a call whose connection failed is retried once on the owner by a
+// refreshed topology when resending it is safe (create and regenerate carry a request id for
+// that). The deadline covers every retry. A node without a cluster (topology epoch 0) gets every
+// call, as a single node always has.
 //
 // Thread safety: every method may be called from any thread at once. Asynchronous callbacks
 // run on the client's I/O thread: they must not block, and must not call the synchronous
@@ -66,16 +76,20 @@ struct ClientTlsOptions {
   std::string cert_file;
   std::string key_file;
   // The DNS name or IP address the node's certificate must carry, also sent as SNI (when a
-  // name); empty: the host of ClientOptions::address.
+  // name); empty: the host of the address the client dials (each node's, in a cluster).
   std::string server_name;
 };
 
-// How a Client reaches its node (Client::Options).
+// How a Client reaches its node or cluster (Client::Options).
 struct ClientOptions {
-  std::string address = "127.0.0.1:7400";  // HOST:PORT of the node
+  // HOST:PORT of the node, or several seeds separated by commas ("a:7400,b:7400"): nodes of the
+  // region to fetch the topology from, tried in order (ping and stats go to the first).
+  std::string address = "127.0.0.1:7400";
+  // The seeds as a list, HOST:PORT each; when not empty it is used instead of `address`.
+  std::vector<std::string> seeds;
   // Deadline of each call, from the moment it is made until its answer, retries included.
   std::chrono::milliseconds timeout{2000};
-  std::size_t pool_size = 2;  // connections to the node (at least 1)
+  std::size_t pool_size = 2;  // connections to each node (at least 1)
   // Reconnect backoff: the first retry waits backoff_initial, each further one `multiplier`
   // times longer, at most backoff_max. A call is attempted at most 1 + max_retries times.
   std::chrono::milliseconds backoff_initial{10};
@@ -123,9 +137,10 @@ class Client {
 
   // ---- synchronous calls: block until the answer or the deadline ----------------------------
 
-  // Round trip to the node; echoes `payload`.
+  // Round trip to the (first seed) node; echoes `payload`.
   Result<PingResult> ping(std::string payload = {});
-  // A new session with a fresh id. Not retried once sent.
+  // A new session with a fresh id. Once sent, retried only in a cluster, where its request id
+  // makes a resend safe.
   Result<SessionMeta> create(const CreateOptions& options);
   // The whole session. NOT_FOUND / EXPIRED when it is gone; CONTEXT_MISMATCH when bound to
   // another context than options.expect_context. With options.record_access the node runs
@@ -146,8 +161,13 @@ class Client {
   Result<std::uint64_t> revoke_user(std::string_view user_id, std::string_view keep_id = {});
   // The session's access history, oldest first.
   Result<std::vector<AccessEntry>> access_log(std::string_view id);
-  // Node counters.
+  // Counters of the (first seed) node.
   Result<Stats> stats();
+  // The topology the client routes by (a copy), fetched first if it has none yet; UNAVAILABLE
+  // naming each seed's failure when no seed answered TOPOLOGY.
+  Result<Topology> topology();
+  // Fetches the topology now (or joins the fetch in flight) and returns it.
+  Result<Topology> refresh_topology();
 
   // Gets every id in one pipelined burst over the pool; results in the order of `ids`.
   std::vector<Result<Session>> get_many(std::span<const std::string> ids,
@@ -168,6 +188,8 @@ class Client {
                          Callback<std::uint64_t> done);
   void async_access_log(std::string_view id, Callback<std::vector<AccessEntry>> done);
   void async_stats(Callback<Stats> done);
+  void async_topology(Callback<Topology> done);
+  void async_refresh_topology(Callback<Topology> done);
 
   class Impl;
 

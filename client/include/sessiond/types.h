@@ -140,6 +140,26 @@ struct RegenerateOptions {
   bool mark_authenticated = false;
 };
 
+// A node of the region, as TOPOLOGY describes it (Client::topology()).
+struct TopologyNode {
+  std::string id;
+  std::string address;  // HOST:PORT of its native listener: what clients dial
+  std::string region;
+  std::uint32_t weight = 0;  // its share of the ring; 0 owns nothing (drained)
+  std::uint32_t number = 0;  // the node part of versions
+  std::string resp_address;  // HOST:PORT of its RESP listener; "" without one
+};
+
+// The region's topology as a client routes by it. Epoch 0: a node without a cluster, which
+// lists itself alone; the client then sends everything to that node.
+struct Topology {
+  std::uint64_t epoch = 0;
+  std::string region;
+  bool migrating = false;           // a membership change is in progress
+  std::vector<TopologyNode> nodes;  // sorted by id
+  std::string source;               // the address of the node that answered TOPOLOGY
+};
+
 struct PingResult {
   std::string payload;  // echoed
   std::uint32_t protocol_version = 0;

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <string>
 
 namespace sessiond::sessctl {
 namespace {
@@ -74,6 +75,34 @@ TEST(Json, RendersASessionWithItsFields) {
 TEST(Json, RendersAnErrorWithItsCodeName) {
   EXPECT_EQ(json_error(Status::NotFound("gone")),
             R"({"error":{"code":"NOT_FOUND","message":"gone"}})");
+}
+
+TEST(Topology, TextAndJsonListEveryNode) {
+  Topology topology;
+  topology.epoch = 7;
+  topology.region = "eu";
+  topology.source = "10.0.0.1:7400";
+  for (int i = 1; i <= 2; ++i) {
+    TopologyNode node;
+    node.id = "n" + std::to_string(i);
+    node.address = "10.0.0." + std::to_string(i) + ":7400";
+    node.region = "eu";
+    node.number = static_cast<std::uint32_t>(i);
+    node.weight = 2;
+    topology.nodes.push_back(node);
+  }
+  const std::string text = to_text(topology);
+  EXPECT_NE(text.find("epoch 7, region eu, from 10.0.0.1:7400\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("n2                   10.0.0.2:7400                 2      2\n"),
+            std::string::npos)
+      << text;
+  const std::string json = to_json(topology);
+  EXPECT_NE(json.find(R"("epoch":7,"region":"eu","migrating":false)"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"({"id":"n1","address":"10.0.0.1:7400","number":1,"weight":2)"),
+            std::string::npos)
+      << json;
+  topology.epoch = 0;
+  EXPECT_NE(to_text(topology).find("epoch 0 (no cluster)"), std::string::npos);
 }
 
 }  // namespace

@@ -1,0 +1,301 @@
+// The router (router.h). A call's life: dispatch() -> route() picks the address and epoch ->
+// send() wraps one attempt in a transport Call -> on_reply() finishes the call, or sends it
+// once more (to the owner a WRONG_NODE named, or, after a failed connection, wherever the
+// refreshed topology says) within the call's one deadline.
+//
+// Topology fetches ask one candidate at a time (the node that answered last, the seeds, the
+// nodes of the current topology; a node whose connection just failed last) until one answers.
+// An answer older than the topology in hand is ignored, so a lagging node cannot move the
+// client back.
+//
+// Whatever a transport callback decides to send (a retry, a fetch, the calls waiting for it) is
+// posted to the I/O thread rather than started from inside the callback: a transport runs
+// callbacks in the middle of tearing down a failed connection, and must not be handed a new
+// call there.
+#include "detail/router.h"
+
+#include <algorithm>
+#include <asio.hpp>
+#include <utility>
+
+namespace sessiond::client_detail {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Route = RoutedCall::Route;
+
+std::string op_name(protocol::Opcode opcode) { return std::string(protocol::opcode_name(opcode)); }
+
+}  // namespace
+
+Router::Router(IoThread& io, const Client::Options& options)
+    : io_(io), options_(options), seeds_(seed_addresses(options)), home_(seeds_.front()) {}
+
+Router::~Router() = default;
+
+void Router::dispatch(std::shared_ptr<RoutedCall> call) {
+  if (call->route != Route::kSeed && !fetch_started_ && !closed_) {
+    // Lazily, and in the background: until the answer arrives calls go to the seed, whose
+    // WRONG_NODE answers (if it has a cluster) point them on.
+    fetch_started_ = true;
+    refresh();
+  }
+  route(call);
+}
+
+Router::Target Router::target(const RoutedCall& call) {
+  switch (call.route) {
+    case Route::kSeed:
+      return {seeds_.front(), 0};
+    case Route::kOwner:
+      if (routing()) return {table_->owner_of(call.raw_id), table_->epoch};
+      break;
+    case Route::kAny:
+      if (routing()) {
+        // Round-robin over the nodes that own part of the ring (a drained node owns nothing).
+        const auto& nodes = table_->nodes;
+        for (std::size_t i = 0; i < nodes.size(); ++i) {
+          const auto& node = nodes[next_any_++ % nodes.size()];
+          if (node.weight > 0) return {node.address, table_->epoch};
+        }
+      }
+      break;
+  }
+  return {home_, 0};
+}
+
+void Router::route(const std::shared_ptr<RoutedCall>& call) {
+  const Target to = target(*call);
+  send(call, to.address, to.epoch);
+}
+
+void Router::send(const std::shared_ptr<RoutedCall>& call, const std::string& address,
+                  std::uint64_t epoch) {
+  if (closed_) {
+    finish(*call, Status::Unavailable("the client was destroyed before " + op_name(call->opcode) +
+                                      " was answered"));
+    return;
+  }
+  Transport& transport = transport_for(address);
+  auto attempt = std::make_shared<Call>();
+  attempt->opcode = call->opcode;
+  attempt->body = with_epoch(call->body, epoch);
+  attempt->idempotent = call->idempotent;
+  attempt->timeout = call->timeout;
+  attempt->deadline = call->deadline;
+  attempt->done = [this, call, transport = &transport, epoch](const Reply& reply) {
+    on_reply(call, transport, epoch, reply);
+  };
+  transport.start(std::move(attempt));
+}
+
+void Router::on_reply(const std::shared_ptr<RoutedCall>& call, Transport* transport,
+                      std::uint64_t epoch, const Reply& reply) {
+  if (call->finished) return;
+  const bool wrong_node = reply.status.code() == StatusCode::kWrongNode;
+  if (reply.newer_epoch || wrong_node) {
+    // Decided when it runs, against the topology in hand then: a refresh may have ended since.
+    io_.post([this, epoch, flagged = reply.newer_epoch, wrong_node, owner_epoch = reply.owner_epoch,
+              keyed = call->route == Route::kOwner] {
+      if (!table_) {
+        refresh();
+        return;
+      }
+      // A flag on the answer to a request routed by an older topology than the one in hand
+      // says nothing new. A keyed call routed by the current topology that went astray means
+      // it is out of date; a CREATE or LIST_USER sent to any node is expected to be pointed
+      // on, and only a newer epoch in the answer says the topology moved.
+      const bool current = epoch >= table_->epoch;
+      if ((flagged && current) ||
+          (wrong_node && (owner_epoch > table_->epoch || (keyed && current)))) {
+        refresh();
+      }
+    });
+  }
+  if (wrong_node) {
+    if (!call->followed_wrong_node && !reply.owner_address.empty() &&
+        reply.owner_address != transport->address() && Clock::now() < call->deadline) {
+      call->followed_wrong_node = true;
+      io_.post([this, call, owner = reply.owner_address, owner_epoch = reply.owner_epoch] {
+        send(call, owner, owner_epoch);
+      });
+      return;
+    }
+    finish(*call, reply.status);
+    return;
+  }
+  if (reply.connection_failed && may_reroute(*call, reply)) {
+    call->rerouted_after_failure = true;
+    io_.post([this, call, failed = transport->address(), sent = reply.sent, why = reply.status] {
+      reroute_after_refresh(call, failed, sent, why);
+    });
+    return;
+  }
+  finish(*call, reply.status, reply.body);
+}
+
+bool Router::may_reroute(const RoutedCall& call, const Reply& reply) const {
+  if (closed_ || call.rerouted_after_failure || call.route == Route::kSeed) return false;
+  if (Clock::now() >= call.deadline) return false;
+  // A single node without a cluster: the transport's own retries were everything there is.
+  if (!routing() && seeds_.size() < 2) return false;
+  // Resending is safe when the node cannot have seen the request, when running it twice does
+  // no harm, or when the node recognizes it by its request id (a cluster node does).
+  return !reply.sent || call.idempotent || (call.has_request_id && routing());
+}
+
+void Router::reroute_after_refresh(const std::shared_ptr<RoutedCall>& call,
+                                   const std::string& failed, bool sent, Status why) {
+  const std::uint64_t epoch_before = table_ ? table_->epoch : 0;
+  // After the refresh: the owner by the (possibly new) topology, unless that is the node the
+  // transport could not even connect to, unchanged (until an operator or a failover changes
+  // the topology, a dead owner costs each call one round of connect attempts, not two).
+  const auto resume = [this, call, failed, sent, why, epoch_before] {
+    if (call->finished) return;
+    const Target to = target(*call);
+    if (!sent && to.address == failed && (table_ ? table_->epoch : 0) == epoch_before) {
+      finish(*call, why);
+      return;
+    }
+    send(call, to.address, to.epoch);
+  };
+  refresh(failed);
+  if (!refreshing_) {
+    resume();
+    return;
+  }
+  auto timer = std::make_shared<asio::steady_timer>(io_.context(), call->deadline);
+  timer->async_wait([this, call, why](const std::error_code& ec) {
+    if (ec) return;
+    finish(*call, Status::Unavailable("no answer within " + std::to_string(call->timeout.count()) +
+                                      " ms to " + op_name(call->opcode) + " (" + why.message() +
+                                      "; the topology refresh did not end in time)"));
+  });
+  after_refresh_.push_back([timer, resume] {
+    timer->cancel();
+    resume();
+  });
+}
+
+void Router::finish(RoutedCall& call, Status status, std::span<const std::uint8_t> body) {
+  if (call.finished) return;
+  call.finished = true;
+  auto done = std::move(call.done);
+  call.done = nullptr;
+  if (done) done(std::move(status), body);
+}
+
+Transport& Router::transport_for(const std::string& address) {
+  auto& slot = transports_[address];
+  if (!slot) slot = std::make_unique<Transport>(io_.context(), options_, address);
+  return *slot;
+}
+
+// ---- topology ----------------------------------------------------------------------------
+
+void Router::topology(bool refresh_first, std::function<void(Result<Topology>)> done) {
+  const auto answer = [this, done] {
+    if (!table_) {
+      done(refresh_error_.ok() ? Status::Unavailable("no topology") : refresh_error_);
+      return;
+    }
+    Topology topology = table_->to_public();
+    topology.source = table_source_;
+    done(std::move(topology));
+  };
+  if (closed_) {
+    done(Status::Unavailable("the client is shutting down"));
+    return;
+  }
+  if (table_ && !refresh_first && !refreshing_) {
+    answer();
+    return;
+  }
+  fetch_started_ = true;
+  after_refresh_.push_back(answer);
+  refresh();
+}
+
+void Router::refresh(const std::string& avoid) {
+  if (refreshing_ || closed_) return;
+  refreshing_ = true;
+  auto candidates = std::make_shared<std::vector<std::string>>();
+  const auto add = [&](const std::string& address) {
+    if (!address.empty() &&
+        std::find(candidates->begin(), candidates->end(), address) == candidates->end()) {
+      candidates->push_back(address);
+    }
+  };
+  add(table_source_);
+  for (const auto& seed : seeds_) add(seed);
+  if (table_) {
+    for (const auto& node : table_->nodes) add(node.address);
+  }
+  auto failed = std::find(candidates->begin(), candidates->end(), avoid);
+  if (failed != candidates->end()) std::rotate(failed, failed + 1, candidates->end());
+  fetch(std::move(candidates), 0, std::make_shared<std::string>());
+}
+
+void Router::fetch(std::shared_ptr<std::vector<std::string>> candidates, std::size_t next,
+                   std::shared_ptr<std::string> errors) {
+  if (closed_) {
+    refreshed(std::nullopt, {}, Status::Unavailable("the client is shutting down"));
+    return;
+  }
+  if (next == candidates->size()) {
+    refreshed(std::nullopt, {}, Status::Unavailable("no node answered TOPOLOGY: " + *errors));
+    return;
+  }
+  const std::string& address = (*candidates)[next];
+  auto attempt = std::make_shared<Call>();
+  attempt->opcode = protocol::Opcode::kTopology;
+  attempt->idempotent = true;
+  attempt->timeout = options_.timeout;
+  attempt->deadline = Clock::now() + options_.timeout;
+  attempt->done = [this, candidates, next, errors](const Reply& reply) {
+    const std::string& from = (*candidates)[next];
+    Status status = reply.status;
+    if (status.ok()) {
+      wire::TopologyResponse response;
+      if (response.ParseFromArray(reply.body.data(), static_cast<int>(reply.body.size()))) {
+        io_.post([this, table = RoutingTable::from_wire(response), from]() mutable {
+          refreshed(std::move(table), from, Status());
+        });
+        return;
+      }
+      status = Status::Internal("the answer to TOPOLOGY does not parse");
+    }
+    if (!errors->empty()) *errors += "; ";
+    *errors += from + ": " + status.ToString();
+    io_.post([this, candidates, next, errors] { fetch(candidates, next + 1, errors); });
+  };
+  transport_for(address).start(std::move(attempt));
+}
+
+void Router::refreshed(std::optional<RoutingTable> table, const std::string& source, Status error) {
+  refreshing_ = false;
+  if (table) {
+    refresh_error_ = Status();
+    // Never back to an older topology (a node that lags), nor from a cluster to "no cluster"
+    // (epoch 0: a node that has not joined yet).
+    if (!table_ || table->epoch >= table_->epoch) {
+      table_ = std::move(table);
+      table_source_ = source;
+    }
+    if (!routing()) home_ = source;
+  } else {
+    refresh_error_ = std::move(error);
+  }
+  auto waiting = std::move(after_refresh_);
+  after_refresh_.clear();
+  for (auto& resume : waiting) resume();
+}
+
+void Router::shutdown() {
+  closed_ = true;
+  // Failing a transport's calls runs their callbacks, which may resume calls waiting for a
+  // refresh; closed_ makes those fail instead of creating transports, so the map is stable.
+  for (auto& [address, transport] : transports_) transport->shutdown();
+}
+
+}  // namespace sessiond::client_detail
