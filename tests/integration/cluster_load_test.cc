@@ -21,22 +21,13 @@
 #include "sessiond/client.h"
 #include "test_etcd.h"
 #include "test_node.h"
+#include "tests/support/eventually.h"
 #include "tests/support/temp_dir.h"
 
 namespace sessiond::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds patience = 30s) {
-  const auto deadline = std::chrono::steady_clock::now() + patience;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(25ms);
-  }
-  return pred();
-}
 
 // What one client thread knows of its own sessions (threads never touch each other's).
 struct Model {
@@ -246,31 +237,31 @@ class ClusterLoadTest : public ::testing::Test {
 
 TEST_F(ClusterLoadTest, AddingAndRemovingNodesUnderLoadLosesNothing) {
   for (const char* id : {"n1", "n2", "n3", "n4"}) ASSERT_TRUE(start_node(id));
-  change({"add-node", "n2", nodes_["n2"]->address()});
-  settle();
-  change({"add-node", "n3", nodes_["n3"]->address()});
-  settle();
+  ASSERT_NO_FATAL_FAILURE(change({"add-node", "n2", nodes_["n2"]->address()}));
+  ASSERT_NO_FATAL_FAILURE(settle());
+  ASSERT_NO_FATAL_FAILURE(change({"add-node", "n3", nodes_["n3"]->address()}));
+  ASSERT_NO_FATAL_FAILURE(settle());
   under_load([&] {
-    change({"add-node", "n4", nodes_["n4"]->address()});
-    settle();
-    change({"remove-node", "n1"});
-    settle();
+    ASSERT_NO_FATAL_FAILURE(change({"add-node", "n4", nodes_["n4"]->address()}));
+    ASSERT_NO_FATAL_FAILURE(settle());
+    ASSERT_NO_FATAL_FAILURE(change({"remove-node", "n1"}));
+    ASSERT_NO_FATAL_FAILURE(settle());
   });
 }
 
 TEST_F(ClusterLoadTest, AReceiverKilledMidMigrationUnderLoadLosesNothing) {
   for (const char* id : {"n1", "n2", "n3"}) ASSERT_TRUE(start_node(id));
-  change({"add-node", "n2", nodes_["n2"]->address()});
-  settle();
+  ASSERT_NO_FATAL_FAILURE(change({"add-node", "n2", nodes_["n2"]->address()}));
+  ASSERT_NO_FATAL_FAILURE(settle());
   under_load([&] {
-    change({"add-node", "n3", nodes_["n3"]->address()});
+    ASSERT_NO_FATAL_FAILURE(change({"add-node", "n3", nodes_["n3"]->address()}));
     nodes_["n3"]->send_signal(SIGSTOP);  // mid-migration: it takes nothing more
     // Writes to its keys pile up at the sources meanwhile.
     const std::uint64_t ops = total_ops_;
     ASSERT_TRUE(eventually([&] { return total_ops_ > ops + 500; }));
     nodes_["n3"]->kill_hard();
     ASSERT_TRUE(start_node("n3"));
-    settle();
+    ASSERT_NO_FATAL_FAILURE(settle());
   });
 }
 

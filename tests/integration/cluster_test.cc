@@ -15,6 +15,7 @@
 #include "raw_conn.h"
 #include "test_etcd.h"
 #include "test_node.h"
+#include "tests/support/eventually.h"
 #include "tests/support/temp_dir.h"
 
 namespace sessiond::testing {
@@ -22,16 +23,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using protocol::Opcode;
-
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds patience = 15s) {
-  const auto deadline = std::chrono::steady_clock::now() + patience;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(25ms);
-  }
-  return pred();
-}
 
 class ClusterTest : public ::testing::Test {
  protected:
@@ -147,7 +138,7 @@ class ClusterTest : public ::testing::Test {
   void add_node(const std::string& id) {
     const ProcessResult r = sessctl_cluster({"add-node", id, nodes_[id]->address()});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-    wait_settled();
+    ASSERT_NO_FATAL_FAILURE(wait_settled());
   }
   void wait_settled() {
     const ProcessResult r = sessctl_cluster({"status", "--wait-ms", "25000"});
@@ -216,7 +207,7 @@ TEST_F(ClusterTest, TheFirstNodeMakesTheRegionAndANewOneWaitsToBeAdded) {
 
 TEST_F(ClusterTest, EveryKeyIsServedByTheOwnerTheRingNamesAndNoOtherNode) {
   for (const char* id : {"n1", "n2", "n3"}) ASSERT_TRUE(start_node(id));
-  set_region({"n1", "n2", "n3"});
+  ASSERT_NO_FATAL_FAILURE(set_region({"n1", "n2", "n3"}));
   const cluster::Ring ring(topology_.nodes);
   std::map<std::string, std::unique_ptr<Conn>> conns;
   for (const auto& n : topology_.nodes) conns[n.id] = std::make_unique<Conn>(n.address);
@@ -304,7 +295,7 @@ TEST_F(ClusterTest, WritesStopWhenTheLeaseCannotBeRenewedAndResumeAfter) {
 // and sessctl refuses changes that make no sense, leaving the topology as it was.
 TEST_F(ClusterTest, MembershipChangesMoveEverySessionAndLoseNone) {
   for (const char* id : {"n1", "n2", "n3", "n4"}) ASSERT_TRUE(start_node(id));
-  add_node("n2");
+  ASSERT_NO_FATAL_FAILURE(add_node("n2"));
   std::map<std::string, std::string> alive;  // id -> field value
   std::vector<std::string> destroyed;
   std::map<std::string, std::int64_t> deadlines;
@@ -359,18 +350,18 @@ TEST_F(ClusterTest, MembershipChangesMoveEverySessionAndLoseNone) {
     }
     EXPECT_EQ(served, alive.size());
   };
-  add_node("n3");
+  ASSERT_NO_FATAL_FAILURE(add_node("n3"));
   check("after adding n3");
-  add_node("n4");
+  ASSERT_NO_FATAL_FAILURE(add_node("n4"));
   check("after adding n4");
   ProcessResult r = sessctl_cluster({"drain", "n2"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  wait_settled();
+  ASSERT_NO_FATAL_FAILURE(wait_settled());
   EXPECT_EQ(topology_.find("n2")->weight, 0u);
   check("after draining n2");
   r = sessctl_cluster({"remove-node", "n1"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  wait_settled();
+  ASSERT_NO_FATAL_FAILURE(wait_settled());
   EXPECT_EQ(topology_.find("n1"), nullptr);
   check("after removing n1");
   // n1, no longer in the region, holds nothing and names the owners.
@@ -399,7 +390,7 @@ TEST_F(ClusterTest, MembershipChangesMoveEverySessionAndLoseNone) {
   }
   r = sessctl_cluster({"drain", "n3"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  wait_settled();
+  ASSERT_NO_FATAL_FAILURE(wait_settled());
   r = sessctl_cluster({"remove-node", "n4"});  // n4 is the last node with a weight
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("would leave no node"), std::string::npos) << r.err;
@@ -429,7 +420,7 @@ TEST_F(ClusterTest, AMigrationSurvivesTheReceiverBeingKilledMidWay) {
   nodes_["n2"]->kill_hard();
   nodes_.erase("n2");
   ASSERT_TRUE(start_node("n2"));
-  wait_settled();
+  ASSERT_NO_FATAL_FAILURE(wait_settled());
   std::size_t on_n2 = 0;
   for (const std::string& id : ids) {
     TestNode* owner = owner_of(id);

@@ -8,12 +8,14 @@
 #include <thread>
 
 #include "test_etcd.h"
+#include "tests/support/eventually.h"
 #include "tests/support/temp_dir.h"
 
 namespace sessiond::cluster {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::eventually;
 using testing::TestEtcd;
 
 class EtcdClientTest : public ::testing::Test {
@@ -23,16 +25,6 @@ class EtcdClientTest : public ::testing::Test {
     etcd_ = TestEtcd::start(dir_.path(), &error);
     ASSERT_TRUE(etcd_) << error;
     client_ = std::make_unique<EtcdClient>(std::vector<std::string>{etcd_->endpoint()});
-  }
-
-  template <typename Pred>
-  static bool eventually(Pred pred, std::chrono::milliseconds patience = 10s) {
-    const auto deadline = std::chrono::steady_clock::now() + patience;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(20ms);
-    }
-    return pred();
   }
 
   sessiond::testing::TempDir dir_;
