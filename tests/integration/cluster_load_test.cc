@@ -235,6 +235,61 @@ class ClusterLoadTest : public ::testing::Test {
   std::atomic<std::uint64_t> total_ops_{0};
 };
 
+// 10,000 sessions through the routing client over three nodes: each readable; a user's
+// sessions are listed and revoked on one node, the user's.
+TEST_F(ClusterLoadTest, TenThousandSessionsThroughTheClientAndUsersOnOneNode) {
+  for (const char* id : {"n1", "n2", "n3"}) ASSERT_TRUE(start_node(id));
+  ASSERT_NO_FATAL_FAILURE(change({"add-node", "n2", nodes_["n2"]->address()}));
+  ASSERT_NO_FATAL_FAILURE(settle());
+  ASSERT_NO_FATAL_FAILURE(change({"add-node", "n3", nodes_["n3"]->address()}));
+  ASSERT_NO_FATAL_FAILURE(settle());
+  ClientOptions options;
+  options.address = seeds();
+  Client client(options);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 10'000; ++i) {
+    CreateOptions create;
+    if (i < 4000) create.user_id = "user-" + std::to_string(i % 200);  // 20 sessions each
+    create.fields = {{"i", std::to_string(i)}};
+    auto made = client.create(create);
+    ASSERT_TRUE(made.ok()) << made.status().ToString();
+    ids.push_back(made->id);
+  }
+  const auto got = client.get_many(ids);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    ASSERT_TRUE(got[i].ok()) << got[i].status().ToString();
+    ASSERT_EQ(got[i]->field("i")->value, std::to_string(i));
+  }
+  // Each node holds a share, as the ring says.
+  std::map<std::string, Stats> before;
+  for (const auto& [id, node] : nodes_) {
+    ClientOptions one;
+    one.address = node->address();  // stats go to the first seed
+    auto st = Client(one).stats();
+    ASSERT_TRUE(st.ok());
+    before[id] = *st;
+    EXPECT_GT(st->sessions, 2000u) << id;
+  }
+  auto listed = client.list_user("user-7");
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  EXPECT_EQ(listed->size(), 20u);
+  auto revoked = client.revoke_user("user-7");
+  ASSERT_TRUE(revoked.ok()) << revoked.status().ToString();
+  EXPECT_EQ(*revoked, 20u);
+  int nodes_touched = 0;
+  for (const auto& [id, node] : nodes_) {
+    ClientOptions one;
+    one.address = node->address();
+    auto st = Client(one).stats();
+    ASSERT_TRUE(st.ok());
+    const std::uint64_t ended = st->destroys - before[id].destroys;
+    EXPECT_TRUE(ended == 0 || ended == 20) << id << " ended " << ended;
+    nodes_touched += ended > 0;
+  }
+  EXPECT_EQ(nodes_touched, 1);
+  EXPECT_EQ(client.list_user("user-7")->size(), 0u);
+}
+
 TEST_F(ClusterLoadTest, AddingAndRemovingNodesUnderLoadLosesNothing) {
   for (const char* id : {"n1", "n2", "n3", "n4"}) ASSERT_TRUE(start_node(id));
   ASSERT_NO_FATAL_FAILURE(change({"add-node", "n2", nodes_["n2"]->address()}));
