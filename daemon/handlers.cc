@@ -9,6 +9,7 @@
 #include "cluster/ring.h"
 #include "protocol/sessiond.pb.h"
 #include "protocol/version.h"
+#include "replication/peer_link.h"
 
 namespace sessiond::daemon {
 namespace {
@@ -29,6 +30,9 @@ bool permitted(Role role, protocol::Opcode opcode, bool auth_enabled) {
       return role == Role::kPeer || (!auth_enabled && role == Role::kAdmin);
     case protocol::Opcode::kTopology:
       return role != Role::kNone;
+    case protocol::Opcode::kCreate:
+      // Peers too: a REGENERATE into a user of another node creates the successor there.
+      return role == Role::kApp || role == Role::kAdmin || role == Role::kPeer;
     default:
       return role == Role::kApp || role == Role::kAdmin;
   }
@@ -611,20 +615,14 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       auto id = parse_id(*security, req.id());
       if (!id.ok()) return append_error(request, id.status(), out);
       if (!routed(position_of(*id), true)) return;
+      const cluster::Node* users_node = nullptr;  // the new user's node, when another one
       if (routing && req.has_user_id() && !req.user_id().empty()) {
         const cluster::Node* to = routing->owner(ids_->route_key_of_user(req.user_id()));
-        if (to == nullptr || !routing->self ||
-            to->id != routing->topology.nodes[*routing->self].id) {
-          // DESIGN §6: the old session ends before the new one is made on the user's node; the
-          // node-to-node path for that is not built yet (docs/cluster.md, "Limits").
-          return append_error(
-              request,
-              Status::Unavailable("REGENERATE into user of node " +
-                                  (to ? to->id : std::string("(none)")) + " from node " +
-                                  routing->topology.nodes[*routing->self].id +
-                                  " is not supported yet"),
-              out);
+        if (to == nullptr) {
+          return append_error(request, Status::Unavailable("no node of the region has a weight"),
+                              out);
         }
+        if (to->id != routing->topology.nodes[*routing->self].id) users_node = to;
       }
       storage::RegenerateOptions opts;
       if (req.replace_fields()) opts.replace_fields = fields_from(req.fields());
@@ -635,6 +633,13 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
         wire::RegenerateRequest fingerprinted = req;
         fingerprinted.set_epoch(0);
         if (answer_retry(request, req.request_id(), fingerprinted, &resp, out)) return;
+      }
+      if (users_node != nullptr) {
+        Status s = regenerate_elsewhere(*id, req, *users_node, routing->topology.epoch, &resp);
+        if (!req.request_id().empty()) {
+          requests_.finish(req.request_id(), s.ok() ? resp.SerializeAsString() : std::string());
+        }
+        return s.ok() ? reply(resp) : append_error(request, s, out);
       }
       auto meta = table_.regenerate(*id, opts);
       if (!meta.ok()) {
@@ -738,6 +743,65 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
           out);
   }
   append_error(request, Status::InvalidArgument("unknown opcode"), out);
+}
+
+Status Handlers::regenerate_elsewhere(const storage::SessionId& id,
+                                      const wire::RegenerateRequest& req,
+                                      const cluster::Node& users_node, std::uint64_t epoch,
+                                      wire::RegenerateResponse* response) {
+  storage::Session old;
+  if (Status s = table_.get(id, storage::ReadOptions{}, &old); !s.ok()) return s;
+  // The new session as the user's node is to create it: the data (or the replacement), the
+  // policy and the bound context; a new lifetime, as for any change of user.
+  wire::CreateRequest create;
+  create.set_user_id(req.user_id());
+  std::vector<std::pair<std::string, std::string>> fields;
+  if (req.replace_fields()) {
+    fields = fields_from(req.fields());
+  } else {
+    for (const auto& f : old.fields) fields.emplace_back(f.name, f.value);
+  }
+  if (req.mark_authenticated()) {
+    std::erase_if(fields, [](const auto& f) { return f.first == storage::kAuthenticatedAtField; });
+    fields.emplace_back(std::string(storage::kAuthenticatedAtField),
+                        std::to_string(storage::SystemClock::instance().now_ms()));
+  }
+  for (auto& [name, value] : fields) {
+    auto* f = create.add_fields();
+    f->set_name(std::move(name));
+    f->set_value(std::move(value));
+  }
+  if (old.preset) {
+    create.set_preset(static_cast<wire::Preset>(static_cast<int>(*old.preset) + 1));
+  } else {
+    create.mutable_timeouts()->set_idle_ms(static_cast<std::uint64_t>(old.timeouts.idle_ms));
+    create.mutable_timeouts()->set_absolute_ms(
+        static_cast<std::uint64_t>(old.timeouts.absolute_ms));
+  }
+  if (old.context) {
+    create.mutable_context()->set_ip(old.context->ip);
+    create.mutable_context()->set_user_agent_hash(old.context->user_agent_hash);
+  }
+  // The user's node answers a retry of this create (after a lost answer) with its first answer.
+  std::string request_id = req.request_id();
+  if (request_id.empty()) {
+    request_id.resize(16);
+    RAND_bytes(reinterpret_cast<unsigned char*>(request_id.data()), 16);
+  }
+  create.set_request_id(request_id);
+  create.set_epoch(epoch);
+  // DESIGN §6: the old session ends first, so a failure in between leaves no session alive
+  // rather than two.
+  if (Status s = table_.destroy(id); !s.ok()) return s;
+  replication::PeerLink link(users_node.address, auth_.peer_secret);
+  wire::CreateResponse created;
+  if (Status s = link.call(Opcode::kCreate, create, &created); !s.ok()) {
+    return Status(s.code() == StatusCode::kUnavailable ? StatusCode::kUnavailable : s.code(),
+                  "the session was ended, but making its successor on node " + users_node.id +
+                      " (the user's) failed: " + s.message() + "; start a new session");
+  }
+  *response->mutable_session() = created.session();
+  return {};
 }
 
 bool Handlers::answer_retry(const protocol::FrameHeader& request, const std::string& request_id,

@@ -27,6 +27,8 @@ namespace sessiond::wire {
 class SessionMeta;
 class ErrorResponse;
 class TopologyResponse;
+class RegenerateRequest;
+class RegenerateResponse;
 }  // namespace sessiond::wire
 
 namespace sessiond::daemon {
@@ -140,6 +142,11 @@ class Handlers {
   bool route(const protocol::FrameHeader& request, const cluster::Routing& routing,
              std::uint64_t position, bool write, std::string* out,
              std::shared_lock<std::shared_mutex>* guard);
+  // REGENERATE into a user another node owns (DESIGN §6): ends the session here, then has the
+  // user's node create its successor (a blocking node-to-node CREATE on this thread).
+  Status regenerate_elsewhere(const storage::SessionId& id, const wire::RegenerateRequest& req,
+                              const cluster::Node& users_node, std::uint64_t epoch,
+                              wire::RegenerateResponse* response);
   // A route key this node owns, for a new anonymous session; nullopt when it owns none.
   static std::optional<std::uint64_t> owned_route_key(const cluster::Routing& routing);
   void topology_to_wire(wire::TopologyResponse* out) const;

@@ -17,7 +17,9 @@
 
 #include "cluster/etcd.h"
 #include "cluster/membership.h"
+#include "cluster/ring.h"
 #include "cluster/topology.h"
+#include "protocol/base64url.h"
 #include "sessiond/client.h"
 #include "test_etcd.h"
 #include "test_node.h"
@@ -288,6 +290,52 @@ TEST_F(ClusterLoadTest, TenThousandSessionsThroughTheClientAndUsersOnOneNode) {
   }
   EXPECT_EQ(nodes_touched, 1);
   EXPECT_EQ(client.list_user("user-7")->size(), 0u);
+}
+
+// REGENERATE at login into a user another node owns (DESIGN §6): the anonymous session ends
+// on its node, its successor is made on the user's, with the data kept and the login stamped.
+TEST_F(ClusterLoadTest, RegenerateIntoAUserOfAnotherNodeMovesTheSession) {
+  for (const char* id : {"n1", "n2", "n3"}) ASSERT_TRUE(start_node(id));
+  ASSERT_NO_FATAL_FAILURE(change({"add-node", "n2", nodes_["n2"]->address()}));
+  ASSERT_NO_FATAL_FAILURE(settle());
+  ASSERT_NO_FATAL_FAILURE(change({"add-node", "n3", nodes_["n3"]->address()}));
+  ASSERT_NO_FATAL_FAILURE(settle());
+  ClientOptions options;
+  options.address = seeds();
+  Client client(options);
+  auto topology = client.refresh_topology();
+  ASSERT_TRUE(topology.ok());
+  std::vector<cluster::Node> nodes;
+  for (const auto& n : topology->nodes) nodes.push_back({n.id, n.address, "", n.number, n.weight});
+  const cluster::Ring ring(nodes);
+  auto owner = [&](const std::string& text_id) {
+    auto raw = base64url_decode(text_id);
+    return nodes[ring.owner(cluster::ring_position(*raw))].id;
+  };
+  int crossed = 0;
+  for (int u = 0; u < 30; ++u) {
+    CreateOptions create;
+    create.fields = {{"cart", "item-" + std::to_string(u)}};
+    auto anonymous = client.create(create);
+    ASSERT_TRUE(anonymous.ok()) << anonymous.status().ToString();
+    RegenerateOptions login;
+    login.user_id = "login-user-" + std::to_string(u);
+    login.mark_authenticated = true;
+    auto logged_in = client.regenerate(anonymous->id, login);
+    ASSERT_TRUE(logged_in.ok()) << logged_in.status().ToString();
+    crossed += owner(anonymous->id) != owner(logged_in->id);
+    EXPECT_EQ(client.get(anonymous->id).status().code(), StatusCode::kNotFound);
+    auto now = client.get(logged_in->id);
+    ASSERT_TRUE(now.ok()) << now.status().ToString();
+    EXPECT_EQ(now->user_id, login.user_id);
+    ASSERT_NE(now->field("cart"), nullptr);
+    EXPECT_EQ(now->field("cart")->value, "item-" + std::to_string(u));
+    EXPECT_NE(now->field("sessiond.authenticated_at"), nullptr);
+    auto listed = client.list_user(*login.user_id);
+    ASSERT_TRUE(listed.ok());
+    EXPECT_EQ(listed->size(), 1u);
+  }
+  EXPECT_GT(crossed, 5) << "too few logins crossed nodes to test it";
 }
 
 TEST_F(ClusterLoadTest, AddingAndRemovingNodesUnderLoadLosesNothing) {
