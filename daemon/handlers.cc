@@ -864,7 +864,11 @@ bool Handlers::route(const protocol::FrameHeader& request, const cluster::Routin
   }
   if (write && migrator_ != nullptr) {
     if (Status s = migrator_->admit_write(routing, position, guard); !s.ok()) {
-      append_error(request, s, out);
+      // Not run: a routing client sends it again shortly, to the new owner once it is one.
+      wire::ErrorResponse body;
+      body.set_message(s.message());
+      body.set_retry_after_ms(kHandoverRetryMs);
+      append_error_body(request, StatusCode::kUnavailable, body, out);
       return false;
     }
   }
@@ -878,9 +882,19 @@ std::optional<std::uint64_t> Handlers::owned_route_key(const cluster::Routing& r
   // Each draw lands on this node with its share of the ring; 64 draws per node miss only with
   // a vanishing probability for any share a node is given.
   const std::size_t draws = 64 * routing.topology.nodes.size();
+  const std::string& self = routing.topology.nodes[*routing.self].id;
   for (std::size_t i = 0; i < draws; ++i) {
     const std::uint64_t key = random_u64();
-    if (routing.owns(key)) return key;
+    if (!routing.owns(key)) continue;
+    // While a migration runs, one that stays here too: a moving key is fenced at its handover.
+    const cluster::Node* to = routing.target_owner(key);
+    if (to != nullptr && to->id == self) return key;
+  }
+  if (routing.topology.migration) {  // this node keeps nothing (drained or removed)
+    for (std::size_t i = 0; i < draws; ++i) {
+      const std::uint64_t key = random_u64();
+      if (routing.owns(key)) return key;
+    }
   }
   return std::nullopt;
 }

@@ -159,6 +159,8 @@ class Handlers {
   // Appends an error frame with `body`; a short fixed message when it does not fit max_body.
   void append_error_body(const protocol::FrameHeader& request, StatusCode code,
                          const wire::ErrorResponse& body, std::string* out);
+  // What a write to a key at its handover tells the client to wait before sending it again.
+  static constexpr std::uint32_t kHandoverRetryMs = 20;
   // Error messages quote what clients sent: at most this much of it goes back.
   static constexpr std::size_t kMaxErrorMessageBytes = 1024;
   storage::SessionTable& table_;

@@ -124,6 +124,17 @@ void Router::on_reply(const std::shared_ptr<RoutedCall>& call, Transport* transp
     finish(*call, reply.status);
     return;
   }
+  if (reply.retry_after_ms > 0 &&
+      Clock::now() + std::chrono::milliseconds(reply.retry_after_ms) < call->deadline) {
+    // The node did not run it (a key at its handover): the same call again after the pause,
+    // to whichever node owns the key then, as often as the deadline allows.
+    auto timer = std::make_shared<asio::steady_timer>(
+        io_.context(), std::chrono::milliseconds(reply.retry_after_ms));
+    timer->async_wait([this, call, timer](const std::error_code& ec) {
+      if (!ec && !call->finished) route(call);
+    });
+    return;
+  }
   if (reply.connection_failed && may_reroute(*call, reply)) {
     call->rerouted_after_failure = true;
     io_.post([this, call, failed = transport->address(), sent = reply.sent, why = reply.status] {

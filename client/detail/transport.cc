@@ -438,6 +438,7 @@ bool Connection::handle_frame(const std::shared_ptr<Link>& link, const protocol:
       reply.owner_address = error.wrong_node().owner_address();
       reply.owner_epoch = error.wrong_node().epoch();
     }
+    if (header.status == StatusCode::kUnavailable) reply.retry_after_ms = error.retry_after_ms();
   } else {
     message = "(unparsable error body)";
   }

@@ -41,6 +41,8 @@ struct Reply {
   // With WRONG_NODE: ErrorResponse.wrong_node (the owner's address, the answer's epoch).
   std::string owner_address;
   std::uint64_t owner_epoch = 0;
+  // With UNAVAILABLE: ErrorResponse.retry_after_ms (the node did not run it; send it again).
+  std::uint32_t retry_after_ms = 0;
 };
 
 struct Call {
