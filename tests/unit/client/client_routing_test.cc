@@ -229,6 +229,46 @@ TEST(ClientRouting, ASecondWrongNodeIsTheAnswer) {
   EXPECT_TRUE(c.requests().empty());
 }
 
+// A key at its handover: the node did not run the write and says when to send it again; the
+// client does, until it is taken, within the deadline. Without the promise, UNAVAILABLE is the
+// answer.
+TEST(ClientRouting, AWriteAtItsHandoverIsSentAgainAfterThePause) {
+  FakeNode node;
+  std::atomic<int> attempts{0};
+  node.start([&](const FakeNode::Request& request) {
+    if (request.opcode == Opcode::kTopology) return ok(topology_of(0, {node.address()}));
+    if (++attempts < 4) {
+      wire::ErrorResponse error;
+      error.set_message("this key is moving");
+      error.set_retry_after_ms(5);
+      FakeNode::Answer answer;
+      answer.status = StatusCode::kUnavailable;
+      answer.body = error.SerializeAsString();
+      return answer;
+    }
+    return ok(wire::DestroyResponse());
+  });
+  Client client(options_for(node.address()));
+  const Status status = client.destroy(session_id_from_bytes(std::string(32, 'h')));
+  EXPECT_TRUE(status.ok()) << status.ToString();
+  EXPECT_EQ(attempts.load(), 4);
+
+  FakeNode plain;
+  plain.start([&](const FakeNode::Request& request) {
+    if (request.opcode == Opcode::kTopology) return ok(topology_of(0, {plain.address()}));
+    wire::ErrorResponse error;
+    error.set_message("disk full");
+    FakeNode::Answer answer;
+    answer.status = StatusCode::kUnavailable;
+    answer.body = error.SerializeAsString();
+    return answer;
+  });
+  Client other(options_for(plain.address()));
+  EXPECT_EQ(other.destroy(session_id_from_bytes(std::string(32, 'h'))).code(),
+            StatusCode::kUnavailable);
+  EXPECT_EQ(plain.requests(Opcode::kDestroy).size(), 1u);
+}
+
 TEST(ClientRouting, NewerEpochFlagRefreshesTheTopologyOnce) {
   std::atomic<std::uint64_t> epoch{3};  // before the node, which reads it until it is gone
   FakeNode node;
