@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include <cstring>
+#include <deque>
 #include <limits>
 #include <optional>
 
@@ -376,6 +377,7 @@ void Handlers::handle_creates(std::span<const Request> creates, ConnectionState*
   std::vector<Status> refused(creates.size());           // answered without reaching the engine
   std::vector<std::string> routed_away(creates.size());  // WRONG_NODE or fenced, framed
   std::vector<std::uint64_t> epochs(creates.size());
+  std::deque<std::shared_lock<std::shared_mutex>> move_guards;  // see route()
   std::vector<std::size_t> slot(creates.size());
   sessions.reserve(creates.size());
   for (std::size_t i = 0; i < creates.size(); ++i) {
@@ -394,8 +396,10 @@ void Handlers::handle_creates(std::span<const Request> creates, ConnectionState*
     if (routing) {
       ns->route_key = ns->user_id.empty() ? owned_route_key(*routing).value_or(random_u64())
                                           : ids_->route_key_of_user(ns->user_id);
-      std::shared_lock<std::shared_mutex> unused;  // a new session's key never moves yet
-      if (!route(creates[i].header, *routing, *ns->route_key, true, &routed_away[i], &unused)) {
+      // Held until the batch is written: a user's key may be moving, and its handover must
+      // wait for this create.
+      if (!route(creates[i].header, *routing, *ns->route_key, true, &routed_away[i],
+                 &move_guards.emplace_back())) {
         continue;
       }
     }
