@@ -254,6 +254,7 @@ int main(int argc, char** argv) {
                                                     }
                                                   });
     handlers.set_cluster(membership.get(), &ids, migrator.get());
+    server.set_cluster(membership.get());
     migrator->start();
     const auto routing = membership->routing();
     if (routing->self) {

@@ -5,6 +5,7 @@
 // parser waits for the bytes they announce.
 #include "daemon/resp.h"
 
+#include <cctype>
 #include <charconv>
 
 namespace sessiond::daemon::resp {
@@ -210,5 +211,63 @@ void append_array_header(std::string* out, std::size_t count) {
 }
 
 void append_null_array(std::string* out) { out->append("*-1\r\n"); }
+
+void append_command(std::string* out, std::span<const std::string_view> args) {
+  append_array_header(out, args.size());
+  for (std::string_view a : args) append_bulk(out, a);
+}
+
+namespace {
+
+// The reply starting at `at`: its end, 0 when incomplete, npos when malformed.
+std::size_t reply_end(std::string_view b, std::size_t at, int depth) {
+  if (depth > 32) return std::string_view::npos;
+  if (at >= b.size()) return 0;
+  const std::size_t eol = b.find("\r\n", at);
+  if (eol == std::string_view::npos) return 0;
+  const char type = b[at];
+  if (type == '+' || type == '-' || type == ':') return eol + 2;
+  if (type != '$' && type != '*') return std::string_view::npos;
+  long long n = 0;
+  const std::string_view digits = b.substr(at + 1, eol - at - 1);
+  if (digits == "-1") return eol + 2;
+  for (char c : digits) {
+    if (c < '0' || c > '9' || n > (1LL << 40)) return std::string_view::npos;
+    n = n * 10 + (c - '0');
+  }
+  if (digits.empty()) return std::string_view::npos;
+  if (type == '$') {
+    const std::size_t end = eol + 2 + static_cast<std::size_t>(n) + 2;
+    return end <= b.size() ? end : 0;
+  }
+  std::size_t next = eol + 2;
+  for (long long i = 0; i < n; ++i) {
+    next = reply_end(b, next, depth + 1);
+    if (next == 0 || next == std::string_view::npos) return next;
+  }
+  return next;
+}
+
+}  // namespace
+
+std::size_t reply_length(std::string_view buffer) { return reply_end(buffer, 0, 0); }
+
+KeySpan key_span(std::string_view command) {
+  std::string c(command);
+  for (char& ch : c) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (c == "mget" || c == "del" || c == "unlink" || c == "exists") return KeySpan::kAll;
+  if (c == "rename") return KeySpan::kFirstTwo;
+  if (c == "scan" || c == "keys" || c == "dbsize") return KeySpan::kNodeLocal;
+  if (c == "flushdb" || c == "flushall") return KeySpan::kRegion;
+  static const char* const kFirstKey[] = {
+      "get",      "set",       "setex",    "psetex",    "getex", "getdel", "expire",  "pexpire",
+      "expireat", "pexpireat", "persist",  "ttl",       "pttl",  "type",   "hset",    "hmset",
+      "hget",     "hmget",     "hgetall",  "hkeys",     "hvals", "hdel",   "hexists", "hlen",
+      "sadd",     "srem",      "smembers", "sismember", "scard"};
+  for (const char* name : kFirstKey) {
+    if (c == name) return KeySpan::kFirst;
+  }
+  return KeySpan::kNone;
+}
 
 }  // namespace sessiond::daemon::resp

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -51,5 +52,22 @@ void append_bulk(std::string* out, std::string_view value);     // $5\r\nhello
 void append_null(std::string* out);                             // $-1 (nil)
 void append_array_header(std::string* out, std::size_t count);  // *3
 void append_null_array(std::string* out);                       // *-1
+
+// A command as a client sends it: an array of bulk strings (for forwarding to another node).
+void append_command(std::string* out, std::span<const std::string_view> args);
+// The length of the first whole RESP2 reply in `buffer` (simple string, error, integer, bulk,
+// array, nested): 0 when it is not complete yet; std::string_view::npos when it is not RESP.
+std::size_t reply_length(std::string_view buffer);
+
+// Where a command's keys are (cluster routing, docs/cluster.md "RESP in a cluster").
+enum class KeySpan {
+  kNone,       // no key (PING, AUTH, INFO, ...): run where it arrives
+  kFirst,      // args[1]
+  kAll,        // args[1..] (MGET, DEL, UNLINK, EXISTS)
+  kFirstTwo,   // args[1], args[2] (RENAME)
+  kNodeLocal,  // this node's keys, as in Redis Cluster (SCAN, KEYS, DBSIZE)
+  kRegion,     // would change every key of the region (FLUSHDB, FLUSHALL): refused
+};
+KeySpan key_span(std::string_view command);  // any case
 
 }  // namespace sessiond::daemon::resp

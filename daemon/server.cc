@@ -39,8 +39,11 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/membership.h"
+#include "cluster/ring.h"
 #include "daemon/resp.h"
 #include "daemon/tls.h"
+#include "protocol/host_port.h"
 
 namespace sessiond::daemon {
 namespace {
@@ -73,6 +76,14 @@ struct Connection {
   std::size_t worker;       // index of the io_context (and worker state) serving it
   asio::ip::address peer;   // for --max-connections-per-ip
   bool group_done = false;
+  // RESP in a cluster: connections to other nodes' RESP listeners that this connection's
+  // commands were forwarded to, by address (opened on first use, on this io_context).
+  struct Forward {
+    explicit Forward(const asio::any_io_executor& e) : socket(e) {}
+    tcp::socket socket;
+    std::string buffer;
+  };
+  std::map<std::string, std::unique_ptr<Forward>> forwards;
   // The watchdog's view (touched only from the connection's io_context):
   Clock::time_point last_activity = Clock::now();  // last bytes received
   bool partial_frame = false;                      // part of a frame (command) is buffered...
@@ -98,6 +109,7 @@ struct Server::Impl {
   Handlers& handlers;
   Counters& counters;
   resp::Commands* resp_commands;
+  cluster::Membership* membership = nullptr;  // set_cluster(): RESP commands are routed
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<tcp::acceptor> resp_acceptor;
@@ -131,6 +143,19 @@ struct Server::Impl {
   asio::awaitable<void> serve_resp(std::shared_ptr<Connection> conn);
   // The RESP loop over conn.socket.
   asio::awaitable<void> serve_commands(Connection& conn);
+  // RESP in a cluster: where a command runs. Both empty: here; `forward_to`: the RESP address
+  // of the node that owns its keys; `error`: the reply (keys on several nodes, a command that
+  // spans the region, a forwarded command whose key moved meanwhile).
+  struct RespRoute {
+    std::string forward_to;
+    std::string error;
+  };
+  RespRoute route_resp(std::span<const std::string_view> args,
+                       const resp::ClientState& client) const;
+  // Sends the command to `address` over this connection's link there and appends its reply.
+  asio::awaitable<void> forward_resp(Connection& conn, const std::string& address,
+                                     const std::vector<std::string>& args, Role role,
+                                     std::string* out);
   // Writes `out` to `stream` and clears it; false when the connection failed (or the watchdog
   // closed it for not reading). The time spent writing does not count against a partly
   // received frame.
@@ -538,6 +563,134 @@ void Server::Impl::finish(const std::shared_ptr<Connection>& conn, bool is_resp)
   }
 }
 
+namespace {
+// What a node calls itself on the RESP connections it forwards commands over: such commands
+// run where they arrive (or answer TRYAGAIN), never forwarded a second time.
+constexpr std::string_view kForwarderName = "sessiond-forward";
+}  // namespace
+
+Server::Impl::RespRoute Server::Impl::route_resp(std::span<const std::string_view> args,
+                                                 const resp::ClientState& client) const {
+  // Unauthenticated connections are answered here (NOAUTH); so are commands without keys.
+  if (args.empty() || (client.role != Role::kApp && client.role != Role::kAdmin)) return {};
+  const resp::KeySpan span = resp::key_span(args[0]);
+  if (span == resp::KeySpan::kNone || span == resp::KeySpan::kNodeLocal) return {};
+  if (span == resp::KeySpan::kRegion && client.name != kForwarderName) {
+    std::string name(args[0]);
+    for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return {"",
+            "ERR " + name +
+                " would flush every node of the region, which a cluster does not do from one node "
+                "(docs/cluster.md, \"RESP in a cluster\")"};
+  }
+  if (span == resp::KeySpan::kRegion || args.size() < 2) return {};  // arity: answered here
+  const std::size_t last = span == resp::KeySpan::kFirst ? 1
+                           : span == resp::KeySpan::kFirstTwo
+                               ? std::min<std::size_t>(2, args.size() - 1)
+                               : args.size() - 1;
+  const auto routing = membership->routing();
+  const cluster::Node* owner = nullptr;
+  for (std::size_t i = 1; i <= last; ++i) {
+    const storage::SessionId id = resp::key_id(args[i]);
+    const cluster::Node* n = routing->owner(cluster::ring_position(
+        std::string_view(reinterpret_cast<const char*>(id.data()), id.size())));
+    if (n == nullptr) return {"", "ERR the region has no node with a weight"};
+    if (owner != nullptr && owner->id != n->id) {
+      return {"", "CROSSSLOT Keys in request don't hash to the same node"};
+    }
+    owner = n;
+  }
+  if (routing->self && owner->id == routing->topology.nodes[*routing->self].id) return {};
+  if (client.name == kForwarderName) {
+    return {"", "TRYAGAIN the key's node changed while the command was forwarded; retry"};
+  }
+  if (owner->resp_address.empty()) {
+    return {"", "ERR node " + owner->id + " owns this key and has no RESP listener"};
+  }
+  return {owner->resp_address, ""};
+}
+
+asio::awaitable<void> Server::Impl::forward_resp(Connection& conn, const std::string& address,
+                                                 const std::vector<std::string>& args, Role role,
+                                                 std::string* out) {
+  auto& link = conn.forwards[address];
+  std::string request;
+  std::size_t setup_replies = 0;
+  auto fail = [&](const std::string& why) {
+    resp::append_error(out, "ERR forwarding to the key's node at " + address + ": " + why);
+    conn.forwards.erase(address);
+  };
+  if (!link) {
+    link = std::make_unique<Connection::Forward>(conn.socket.get_executor());
+    auto hp = parse_host_port(address);
+    if (!hp.ok()) {
+      fail(hp.status().message());
+      co_return;
+    }
+    tcp::resolver resolver(conn.socket.get_executor());
+    auto [rec, endpoints] =
+        co_await resolver.async_resolve(hp->host, std::to_string(hp->port), kTuple);
+    if (rec) {
+      fail(rec.message());
+      co_return;
+    }
+    auto [cec, endpoint] = co_await asio::async_connect(link->socket, endpoints, kTuple);
+    if (cec) {
+      fail(cec.message());
+      co_return;
+    }
+    // As the client is (a node's secrets are the region's), under a name that says "forwarded".
+    const AuthConfig& auth = handlers.auth();
+    const std::string& secret =
+        role == Role::kAdmin && !auth.admin_secret.empty() ? auth.admin_secret : auth.app_secret;
+    if (auth.enabled()) {
+      const std::string_view auth_args[] = {"AUTH", secret};
+      resp::append_command(&request, auth_args);
+      ++setup_replies;
+    }
+    const std::string_view name_args[] = {"CLIENT", "SETNAME", kForwarderName};
+    resp::append_command(&request, name_args);
+    ++setup_replies;
+  }
+  std::vector<std::string_view> views(args.begin(), args.end());
+  resp::append_command(&request, views);
+  auto [wec, written] = co_await asio::async_write(link->socket, asio::buffer(request), kTuple);
+  if (wec) {
+    fail(wec.message());
+    co_return;
+  }
+  char chunk[16384];
+  for (;;) {
+    const std::size_t n = resp::reply_length(link->buffer);
+    if (n == std::string_view::npos) {
+      fail("an answer that is not RESP");
+      co_return;
+    }
+    if (n > 0) {
+      if (setup_replies > 0) {
+        if (link->buffer[0] == '-') {
+          fail(link->buffer.substr(1, n - 3));
+          co_return;
+        }
+        link->buffer.erase(0, n);
+        --setup_replies;
+        continue;
+      }
+      out->append(link->buffer, 0, n);
+      link->buffer.erase(0, n);
+      co_return;
+    }
+    auto [rec, got] = co_await link->socket.async_read_some(asio::buffer(chunk), kTuple);
+    if (rec || got == 0) {
+      fail(rec ? rec.message() : std::string("connection closed"));
+      co_return;
+    }
+    link->buffer.append(chunk, got);
+  }
+}
+
+void Server::set_cluster(cluster::Membership* membership) { impl_->membership = membership; }
+
 template <typename Stream>
 asio::awaitable<bool> Server::Impl::write_out(Connection& conn, Stream& stream, std::string& out) {
   if (out.empty()) co_return true;
@@ -645,6 +798,21 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
         const bool in_buffer = std::all_of(args.begin(), args.end(), [&](std::string_view a) {
           return a.data() >= in.data() && a.data() + a.size() <= in.data() + used;
         });
+        if (membership != nullptr) {
+          const RespRoute route = route_resp(args, client);
+          if (!route.error.empty() || !route.forward_to.empty()) {
+            // In order: what was collected before runs first. The arguments are copied, since
+            // other connections run (and parse) while this one waits for the other node.
+            if (!co_await run_collected()) co_return;
+            if (!route.error.empty()) {
+              resp::append_error(&out, route.error);
+            } else {
+              const std::vector<std::string> copy(args.begin(), args.end());
+              co_await forward_resp(conn, route.forward_to, copy, client.role, &out);
+            }
+            continue;
+          }
+        }
         if (collected == commands.size()) commands.emplace_back();
         commands[collected++].assign(args.begin(), args.end());
         if (!in_buffer && !co_await run_collected()) co_return;

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "cluster/membership.h"
 #include "daemon/config.h"
 #include "daemon/handlers.h"
 #include "daemon/resp_commands.h"
@@ -33,6 +34,9 @@ class Server {
   // Safe from any thread; ignored when the listener is plaintext (turning TLS on or off takes
   // a restart).
   void reload_tls(SslCtxPtr context);
+  // Cluster mode (docs/cluster.md, "RESP in a cluster"): a RESP command for keys another node
+  // owns is forwarded to that node's RESP listener and its reply relayed. Set before run().
+  void set_cluster(cluster::Membership* membership);
   // Binds the listeners; UNAVAILABLE naming the address when it cannot (in use, no permission).
   Status bind();
   // The bound "host:port" (the real port when asked for port 0).

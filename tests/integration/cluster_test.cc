@@ -431,5 +431,54 @@ TEST_F(ClusterTest, AMigrationSurvivesTheReceiverBeingKilledMidWay) {
   EXPECT_GT(on_n2, 500u);
 }
 
+// RESP in a cluster: redis-cli pointed at any node reads and writes every key (the node forwards
+// a command for another node's key to it); keys on several nodes in one command are CROSSSLOT;
+// DBSIZE is the node's own, FLUSHDB refused.
+TEST_F(ClusterTest, RedisCliAtAnyNodeReadsAndWritesEveryKey) {
+  for (const char* id : {"n1", "n2", "n3"}) ASSERT_TRUE(start_node(id, {"--resp-port", "0"}));
+  ASSERT_NO_FATAL_FAILURE(add_node("n2"));
+  ASSERT_NO_FATAL_FAILURE(add_node("n3"));
+  std::vector<std::string> ports;
+  for (const auto& n : topology_.nodes) {
+    ASSERT_FALSE(n.resp_address.empty()) << n.id;
+    ports.push_back(n.resp_address.substr(n.resp_address.rfind(':') + 1));
+  }
+  auto cli = [](const std::string& port, std::vector<std::string> args) {
+    args.insert(args.begin(), {"-p", port});
+    ProcessResult r = run_process("/usr/bin/redis-cli", args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    while (!r.out.empty() && r.out.back() == '\n') r.out.pop_back();
+    return r.out;
+  };
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_EQ(cli(ports[static_cast<std::size_t>(i) % 3],
+                  {"SET", "key-" + std::to_string(i), "value-" + std::to_string(i)}),
+              "OK");
+  }
+  for (int i = 0; i < 30; ++i) {
+    for (const std::string& port : ports) {
+      ASSERT_EQ(cli(port, {"GET", "key-" + std::to_string(i)}), "value-" + std::to_string(i))
+          << "port " << port;
+    }
+  }
+  // Each node holds its own share; together all of them.
+  int total = 0;
+  for (const std::string& port : ports) {
+    const int local = std::stoi(cli(port, {"DBSIZE"}));
+    EXPECT_LT(local, 30);
+    total += local;
+  }
+  EXPECT_EQ(total, 30);
+  // Keys of several nodes in one command: CROSSSLOT, nothing done.
+  std::vector<std::string> mget = {"MGET"};
+  for (int i = 0; i < 30; ++i) mget.push_back("key-" + std::to_string(i));
+  EXPECT_NE(cli(ports[0], mget).find("CROSSSLOT"), std::string::npos);
+  EXPECT_NE(cli(ports[1], {"FLUSHDB"}).find("ERR FLUSHDB"), std::string::npos);
+  EXPECT_EQ(cli(ports[2], {"DEL", "key-7"}), "1");
+  for (const std::string& port : ports) EXPECT_EQ(cli(port, {"GET", "key-7"}), "");
+  EXPECT_EQ(cli(ports[0], {"EXPIRE", "key-8", "100"}), "1");
+  EXPECT_EQ(cli(ports[1], {"TTL", "key-8"}), "100");
+}
+
 }  // namespace
 }  // namespace sessiond::testing
