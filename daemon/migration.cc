@@ -95,7 +95,10 @@ Status Migrator::admit_write(const cluster::Routing& routing, std::uint64_t posi
     return {};
   }
   *guard = std::shared_lock(gate_);
-  if (fenced_.load() == routing.topology.migration->id) {
+  // The request routed by a topology that has been replaced meanwhile (the swap, and this
+  // node's forget, may have happened since): not here any more.
+  if (fenced_.load() == routing.topology.migration->id ||
+      membership_.routing()->topology.epoch != routing.topology.epoch) {
     guard->unlock();
     return Status::Unavailable("this key is moving to node " + to->id + " (" +
                                routing.topology.migration->reason +
