@@ -403,9 +403,15 @@ std::vector<Result<Session>> Client::get_many(std::span<const std::string> ids,
   }
   for (std::size_t i = 0; i < ids.size(); ++i) {
     async_get(ids[i], options, [&, i](Result<Session> result) {
-      std::lock_guard lock(mutex);
-      slots[i].emplace(std::move(result));
-      if (--remaining == 0) all_done.set_value();
+      bool last;
+      {
+        std::lock_guard lock(mutex);
+        slots[i].emplace(std::move(result));
+        last = --remaining == 0;
+      }
+      // After the lock is released: the waiting thread returns (and `mutex`, on its stack,
+      // goes) as soon as this is set.
+      if (last) all_done.set_value();
     });
   }
   finished.wait();
