@@ -80,6 +80,15 @@ class ClusterLoadTest : public ::testing::Test {
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   }
 
+  // Starts the nodes and adds them one by one (the first makes the region).
+  void start_region(const std::vector<std::string>& ids) {
+    for (const std::string& id : ids) ASSERT_TRUE(start_node(id));
+    for (std::size_t i = 1; i < ids.size(); ++i) {
+      ASSERT_NO_FATAL_FAILURE(change({"add-node", ids[i], nodes_[ids[i]]->address()}));
+      ASSERT_NO_FATAL_FAILURE(settle());
+    }
+  }
+
   std::string seeds() const {
     std::string out;
     for (const auto& [id, node] : nodes_) out += (out.empty() ? "" : ",") + node->address();
@@ -240,11 +249,7 @@ class ClusterLoadTest : public ::testing::Test {
 // 10,000 sessions through the routing client over three nodes: each readable; a user's
 // sessions are listed and revoked on one node, the user's.
 TEST_F(ClusterLoadTest, TenThousandSessionsThroughTheClientAndUsersOnOneNode) {
-  for (const char* id : {"n1", "n2", "n3"}) ASSERT_TRUE(start_node(id));
-  ASSERT_NO_FATAL_FAILURE(change({"add-node", "n2", nodes_["n2"]->address()}));
-  ASSERT_NO_FATAL_FAILURE(settle());
-  ASSERT_NO_FATAL_FAILURE(change({"add-node", "n3", nodes_["n3"]->address()}));
-  ASSERT_NO_FATAL_FAILURE(settle());
+  ASSERT_NO_FATAL_FAILURE(start_region({"n1", "n2", "n3"}));
   ClientOptions options;
   options.address = seeds();
   Client client(options);
@@ -295,11 +300,7 @@ TEST_F(ClusterLoadTest, TenThousandSessionsThroughTheClientAndUsersOnOneNode) {
 // REGENERATE at login into a user another node owns (DESIGN §6): the anonymous session ends
 // on its node, its successor is made on the user's, with the data kept and the login stamped.
 TEST_F(ClusterLoadTest, RegenerateIntoAUserOfAnotherNodeMovesTheSession) {
-  for (const char* id : {"n1", "n2", "n3"}) ASSERT_TRUE(start_node(id));
-  ASSERT_NO_FATAL_FAILURE(change({"add-node", "n2", nodes_["n2"]->address()}));
-  ASSERT_NO_FATAL_FAILURE(settle());
-  ASSERT_NO_FATAL_FAILURE(change({"add-node", "n3", nodes_["n3"]->address()}));
-  ASSERT_NO_FATAL_FAILURE(settle());
+  ASSERT_NO_FATAL_FAILURE(start_region({"n1", "n2", "n3"}));
   ClientOptions options;
   options.address = seeds();
   Client client(options);
