@@ -148,14 +148,13 @@ Result<std::pair<Topology, std::int64_t>> Membership::read_topology() const {
   return std::make_pair(std::move(t).value(), (*kv)->mod_revision);
 }
 
-Result<bool> Membership::swap_topology(const Topology& next, std::uint64_t expected_epoch) {
+Result<bool> Membership::replace_topology(const Topology& next, std::int64_t revision,
+                                          std::vector<TxnOp> also) {
   if (Status s = next.validate(); !s.ok()) return s;
-  auto current = read_topology();
-  if (!current.ok()) return current.status();
-  if (current->first.epoch != expected_epoch) return false;
-  Txn swap{{{topology_key(options_.region), Compare::Target::kModRevision, current->second, ""}},
+  Txn swap{{{topology_key(options_.region), Compare::Target::kModRevision, revision, ""}},
            {{TxnOp::Kind::kPut, topology_key(options_.region), next.to_json(), 0}},
            {}};
+  for (TxnOp& op : also) swap.success.push_back(std::move(op));
   return etcd_.txn(swap);
 }
 
@@ -205,11 +204,7 @@ Status Membership::start(const std::string& address, const std::string& resp_add
     }
     if (changed) {
       t.epoch = current->first.epoch + 1;
-      Txn swap{
-          {{topology_key(options_.region), Compare::Target::kModRevision, current->second, ""}},
-          {{TxnOp::Kind::kPut, topology_key(options_.region), t.to_json(), 0}},
-          {}};
-      auto swapped = etcd_.txn(swap);
+      auto swapped = replace_topology(t, current->second);
       if (!swapped.ok()) return swapped.status();
       if (!*swapped) {
         if (attempt < 8) continue;

@@ -103,9 +103,11 @@ class Membership {
   // UNAVAILABLE naming etcd and how long the lease has gone unrenewed (for refused writes).
   Status fenced_status() const;
 
-  // Replaces the topology if its epoch is still `expected_epoch` (compare-and-swap on the
-  // topology key's revision as last read). False when someone else changed it first.
-  Result<bool> swap_topology(const Topology& next, std::uint64_t expected_epoch);
+  // Replaces the topology with `next` (validated) if the topology key is still at `revision`
+  // (compare-and-swap), together with `also` in the same transaction. False when someone else
+  // changed it first.
+  Result<bool> replace_topology(const Topology& next, std::int64_t revision,
+                                std::vector<TxnOp> also = {});
   // Reads the topology from etcd now (not the watched copy) with its revision.
   Result<std::pair<Topology, std::int64_t>> read_topology() const;
 

@@ -322,13 +322,8 @@ Status Migrator::try_complete(std::uint64_t migration) {
   next.nodes = t.migration->target;
   next.migration.reset();
   next.epoch = t.epoch + 1;
-  cluster::Txn swap{
-      {{cluster::topology_key(t.region), cluster::Compare::Target::kModRevision, current->second,
-        ""}},
-      {{cluster::TxnOp::Kind::kPut, cluster::topology_key(t.region), next.to_json(), 0},
-       {cluster::TxnOp::Kind::kDeletePrefix, prefix, "", 0}},
-      {}};
-  auto swapped = membership_.etcd().txn(swap);
+  auto swapped = membership_.replace_topology(
+      next, current->second, {{cluster::TxnOp::Kind::kDeletePrefix, prefix, "", 0}});
   if (!swapped.ok()) return swapped.status();
   if (*swapped) {
     log_(false, "migration " + std::to_string(migration) + " complete: topology epoch " +
