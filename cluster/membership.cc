@@ -232,18 +232,15 @@ void Membership::publish(Topology topology) {
   routing->topology = std::move(topology);
   std::shared_ptr<const Routing> published = routing;
   std::lock_guard calling(callbacks_mu_);
-  {
-    std::lock_guard lock(mu_);
-    if (routing_ && routing_->topology.epoch >= published->topology.epoch) return;
-    routing_ = published;
+  if (const auto current = routing_.load();
+      current && current->topology.epoch >= published->topology.epoch) {
+    return;
   }
+  routing_.store(published);
   for (const auto& [handle, callback] : callbacks_) callback(published);
 }
 
-std::shared_ptr<const Routing> Membership::routing() const {
-  std::lock_guard lock(mu_);
-  return routing_;
-}
+std::shared_ptr<const Routing> Membership::routing() const { return routing_.load(); }
 
 std::uint64_t Membership::on_change(
     std::function<void(const std::shared_ptr<const Routing>&)> callback) {

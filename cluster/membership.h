@@ -130,9 +130,10 @@ class Membership {
   std::atomic<std::int64_t> writable_until_{0};
   std::atomic<std::int64_t> last_renewal_{0};  // steady ns of the last acknowledged keep-alive
 
-  mutable std::mutex mu_;  // guards routing_
-  std::shared_ptr<const Routing> routing_;
-  std::mutex callbacks_mu_;  // guards callbacks_, held while they run
+  // Read by every request a node handles (routing()), so no lock: replaced whole by publish(),
+  // which callbacks_mu_ serializes.
+  std::atomic<std::shared_ptr<const Routing>> routing_;
+  std::mutex callbacks_mu_;  // guards callbacks_ and publishing, held while callbacks run
   std::vector<std::pair<std::uint64_t, std::function<void(const std::shared_ptr<const Routing>&)>>>
       callbacks_;
   std::uint64_t next_callback_ = 1;

@@ -360,29 +360,33 @@ void Handlers::append_ok(const protocol::FrameHeader& request,
 
 void Handlers::handle_creates(std::span<const Request> creates, ConnectionState* state,
                               std::string* out) {
-  // A create with a request id goes alone (its answer is remembered for a retry).
-  const bool with_request_ids = std::any_of(creates.begin(), creates.end(), [](const Request& c) {
-    wire::CreateRequest req;
-    return protocol::parse_body(c.body, Opcode::kCreate, &req).ok() && !req.request_id().empty();
-  });
-  if (creates.size() == 1 || with_request_ids ||
-      !permitted(state->role, Opcode::kCreate, auth_.enabled()) || state->close) {
+  if (creates.size() == 1 || !permitted(state->role, Opcode::kCreate, auth_.enabled()) ||
+      state->close) {
     for (const Request& c : creates) handle(c.header, c.body, state, out);
     return;
+  }
+  // Each body parsed once; a create with a request id sends the batch one by one (its answer
+  // is remembered for a retry).
+  std::vector<wire::CreateRequest> requests(creates.size());
+  std::vector<Status> refused(creates.size());  // answered without reaching the engine
+  for (std::size_t i = 0; i < creates.size(); ++i) {
+    refused[i] = protocol::parse_body(creates[i].body, Opcode::kCreate, &requests[i]);
+    if (refused[i].ok() && !requests[i].request_id().empty()) {
+      for (const Request& c : creates) handle(c.header, c.body, state, out);
+      return;
+    }
   }
   const Security* security = security_.load(std::memory_order_acquire);
   const std::shared_ptr<const cluster::Routing> routing =
       membership_ ? membership_->routing() : nullptr;
   std::vector<storage::NewSession> sessions;
-  std::vector<Status> refused(creates.size());           // answered without reaching the engine
   std::vector<std::string> routed_away(creates.size());  // WRONG_NODE or fenced, framed
   std::vector<std::uint64_t> epochs(creates.size());
   std::deque<std::shared_lock<std::shared_mutex>> move_guards;  // see route()
   std::vector<std::size_t> slot(creates.size());
   sessions.reserve(creates.size());
   for (std::size_t i = 0; i < creates.size(); ++i) {
-    wire::CreateRequest req;
-    refused[i] = protocol::parse_body(creates[i].body, Opcode::kCreate, &req);
+    const wire::CreateRequest& req = requests[i];
     if (!refused[i].ok()) {
       counters_.protocol_errors.fetch_add(1, std::memory_order_relaxed);
       continue;

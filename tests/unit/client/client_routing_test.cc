@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "closed_port.h"
 #include "cluster/ring.h"
 #include "fake_node.h"
 #include "protocol/sessiond.pb.h"
@@ -110,26 +111,7 @@ Client::Options options_for(std::string address, std::chrono::milliseconds timeo
   return options;
 }
 
-// A port that refuses connections: bound, so nobody else takes it, but not listening.
-class ClosedPort {
- public:
-  ClosedPort() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    socklen_t length = sizeof addr;
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &length);
-    address_ = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
-  }
-  ~ClosedPort() { ::close(fd_); }
-  const std::string& address() const { return address_; }
-
- private:
-  int fd_ = -1;
-  std::string address_;
-};
+using client_test_support::ClosedPort;
 
 TEST(ClientRouting, KeyedCallsGoToTheRingOwnerWithItsEpoch) {
   std::vector<std::unique_ptr<FakeNode>> nodes;

@@ -12,6 +12,8 @@
 #include <future>
 #include <string>
 
+#include "closed_port.h"
+
 namespace sessiond {
 namespace {
 
@@ -42,26 +44,7 @@ class SilentListener {
   int port_ = 0;
 };
 
-// A port that refuses connections: bound, so nobody else takes it, but not listening.
-class ClosedPort {
- public:
-  ClosedPort() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    socklen_t length = sizeof addr;
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &length);
-    port_ = ntohs(addr.sin_port);
-  }
-  ~ClosedPort() { ::close(fd_); }
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
-
- private:
-  int fd_ = -1;
-  int port_ = 0;
-};
+using client_test_support::ClosedPort;
 
 Client::Options options_for(std::string address, std::chrono::milliseconds timeout) {
   Client::Options options;
