@@ -431,6 +431,52 @@ TEST_F(ClusterTest, AMigrationSurvivesTheReceiverBeingKilledMidWay) {
   EXPECT_GT(on_n2, 500u);
 }
 
+// The other side: the source is killed while its stream is held up (the receiver frozen), and
+// comes back on the same data; it streams again and the migration finishes with nothing lost
+// and nothing destroyed back.
+TEST_F(ClusterTest, AMigrationSurvivesTheSourceBeingKilledMidWay) {
+  for (const char* id : {"n1", "n2"}) ASSERT_TRUE(start_node(id));
+  std::vector<std::string> ids;
+  std::vector<std::string> destroyed;
+  Conn c(nodes_["n1"]->address());
+  for (int i = 0; i < 2000; ++i) ids.push_back(create(c, i % 4 ? "" : "u" + std::to_string(i), 1));
+  for (int i = 0; i < 200; ++i) {
+    wire::DestroyRequest req;
+    req.set_id(ids.back());
+    c.send(Opcode::kDestroy, req, 3);
+    auto r = c.read();
+    ASSERT_TRUE(r && r->status == StatusCode::kOk);
+    destroyed.push_back(ids.back());
+    ids.pop_back();
+  }
+  ProcessResult r = sessctl_cluster({"add-node", "n2", nodes_["n2"]->address()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nodes_["n2"]->send_signal(SIGSTOP);  // the stream stalls at the receiver
+  nodes_["n1"]->kill_hard();
+  nodes_.erase("n1");
+  auto mid =
+      cluster::Topology::from_json((*(*etcd_client_->get(cluster::topology_key("local")))).value);
+  ASSERT_TRUE(mid.ok());
+  ASSERT_TRUE(mid->migration) << "the migration was over before the kill";
+  ASSERT_TRUE(start_node("n1"));
+  nodes_["n2"]->send_signal(SIGCONT);
+  ASSERT_NO_FATAL_FAILURE(wait_settled());
+  ASSERT_EQ(topology_.nodes.size(), 2u);
+  EXPECT_FALSE(topology_.migration);
+  std::size_t on_n2 = 0;
+  for (const std::string& id : ids) {
+    TestNode* owner = owner_of(id);
+    on_n2 += owner == nodes_["n2"].get();
+    Conn o(owner->address());
+    ASSERT_EQ(get(o, id, topology_.epoch).status, StatusCode::kOk);
+  }
+  for (const std::string& id : destroyed) {
+    Conn o(owner_of(id)->address());
+    ASSERT_EQ(get(o, id, topology_.epoch).status, StatusCode::kNotFound);
+  }
+  EXPECT_GT(on_n2, 500u);
+}
+
 // RESP in a cluster: redis-cli pointed at any node reads and writes every key (the node forwards
 // a command for another node's key to it); keys on several nodes in one command are CROSSSLOT;
 // DBSIZE is the node's own, FLUSHDB refused.
