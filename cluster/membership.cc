@@ -30,6 +30,10 @@ std::string migration_prefix(std::string_view region, std::uint64_t migration) {
   return region_prefix(region) + "migrations/" + std::to_string(migration) + "/";
 }
 
+namespace {
+std::string legacy_prefix(std::string_view region) { return region_prefix(region) + "legacy/"; }
+}  // namespace
+
 const Node* Routing::owner(std::uint64_t position) const {
   if (ring.empty()) return nullptr;
   return &topology.nodes[ring.owner(position)];
@@ -216,6 +220,7 @@ Status Membership::start(const std::string& address, const std::string& resp_add
       current = std::move(again);
     }
     publish(current->first);
+    if (Status s = read_legacy(); !s.ok()) return s;
     keep_alive_thread_ = std::thread([this] { keep_alive_loop(); });
     watch_thread_ = std::thread([this, from = current->second + 1] { watch_loop(from); });
     return {};
@@ -299,12 +304,23 @@ void Membership::keep_alive_loop() {
 void Membership::watch_loop(std::int64_t from_revision) {
   std::int64_t next = from_revision;
   const std::string key = topology_key(options_.region);
+  const std::string legacy = legacy_prefix(options_.region);
   while (!stop_.load()) {
+    // The whole region: the topology and the legacy holders.
     Status ended = etcd_.watch(
-        key, next,
+        region_prefix(options_.region), next,
         [&](const std::vector<WatchEvent>& events, std::int64_t) {
           for (const WatchEvent& e : events) {
             next = std::max(next, e.kv.mod_revision + 1);
+            if (e.kv.key.starts_with(legacy)) {
+              std::lock_guard lock(legacy_mu_);
+              if (e.deleted) {
+                legacy_.erase(e.kv.key.substr(legacy.size()));
+              } else {
+                legacy_.insert(e.kv.key.substr(legacy.size()));
+              }
+              continue;
+            }
             if (e.deleted || e.kv.key != key) continue;
             auto t = Topology::from_json(e.kv.value);
             if (!t.ok()) {
@@ -319,7 +335,7 @@ void Membership::watch_loop(std::int64_t from_revision) {
     if (stop_.load()) break;
     // A failed or compacted watch: read the current topology, then watch on from there.
     auto current = read_topology();
-    if (current.ok()) {
+    if (current.ok() && read_legacy().ok()) {
       publish(current->first);
       next = std::max(next, current->second + 1);
     } else if (!ended.ok()) {
@@ -327,6 +343,39 @@ void Membership::watch_loop(std::int64_t from_revision) {
       stop_cv_.wait_for(lock, std::chrono::milliseconds(500), [&] { return stop_.load(); });
     }
   }
+}
+
+Status Membership::read_legacy() {
+  const std::string prefix = legacy_prefix(options_.region);
+  auto range = etcd_.get_prefix(prefix);
+  if (!range.ok()) return range.status();
+  std::set<std::string> holders;
+  for (const KeyValue& kv : range->kvs) holders.insert(kv.key.substr(prefix.size()));
+  std::lock_guard lock(legacy_mu_);
+  legacy_ = std::move(holders);
+  return {};
+}
+
+std::vector<std::string> Membership::legacy_holders() const {
+  std::lock_guard lock(legacy_mu_);
+  return {legacy_.begin(), legacy_.end()};
+}
+
+Status Membership::set_legacy_sessions(std::size_t count) {
+  const std::string key = legacy_prefix(options_.region) + options_.node_id;
+  if (count == 0) {
+    if (auto erased = etcd_.erase(key); !erased.ok()) return erased.status();
+  } else if (auto put = etcd_.put(key, std::to_string(count)); !put.ok()) {
+    return put.status();
+  }
+  // Known here at once, not only when the watch brings it.
+  std::lock_guard lock(legacy_mu_);
+  if (count == 0) {
+    legacy_.erase(options_.node_id);
+  } else {
+    legacy_.insert(options_.node_id);
+  }
+  return {};
 }
 
 Membership::~Membership() {

@@ -16,6 +16,7 @@
 //   /sessiond/R/numbers/N       node id holding number N (claimed once, kept)
 //   /sessiond/R/route-key-check the fingerprint of the region's route-key secret
 //   /sessiond/R/migrations/M/   a migration's progress and handover markers
+//   /sessiond/R/legacy/ID       node ID holds sessions made before route keys (their count)
 #pragma once
 
 #include <atomic>
@@ -26,6 +27,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -108,6 +110,14 @@ class Membership {
   // changed it first.
   Result<bool> replace_topology(const Topology& next, std::int64_t revision,
                                 std::vector<TxnOp> also = {});
+  // Nodes that hold sessions of users made before route keys (SessionTable::count_off_user_key):
+  // such a session lives where its id routes, so REVOKE_USER and LIST_USER at its user's node
+  // ask these nodes too. Followed by the watch; this node's own entry included.
+  std::vector<std::string> legacy_holders() const;
+  // Records this node's count of such sessions (0 clears its entry). Not under the lease: a
+  // node that is down still holds them.
+  Status set_legacy_sessions(std::size_t count);
+
   // Reads the topology from etcd now (not the watched copy) with its revision.
   Result<std::pair<Topology, std::int64_t>> read_topology() const;
 
@@ -119,6 +129,7 @@ class Membership {
   void publish(Topology topology);
   void keep_alive_loop();
   void watch_loop(std::int64_t from_revision);
+  Status read_legacy();  // replaces legacy_ with etcd's entries
   std::chrono::steady_clock::duration fence_window() const;
 
   MembershipOptions options_;
@@ -137,6 +148,9 @@ class Membership {
   std::vector<std::pair<std::uint64_t, std::function<void(const std::shared_ptr<const Routing>&)>>>
       callbacks_;
   std::uint64_t next_callback_ = 1;
+
+  mutable std::mutex legacy_mu_;
+  std::set<std::string> legacy_;  // legacy_holders()
 
   std::atomic<bool> stop_{false};
   std::mutex stop_mu_;

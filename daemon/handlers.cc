@@ -33,6 +33,10 @@ bool permitted(Role role, protocol::Opcode opcode, bool auth_enabled) {
       return role != Role::kNone;
     case protocol::Opcode::kCreate:
       // Peers too: a REGENERATE into a user of another node creates the successor there.
+    case protocol::Opcode::kListUser:
+    case protocol::Opcode::kRevokeUser:
+      // Peers too: a user's node asks the nodes holding sessions made before route keys
+      // (holder_only, which only peers may ask for), and a hijack found there revokes the user.
       return role == Role::kApp || role == Role::kAdmin || role == Role::kPeer;
     default:
       return role == Role::kApp || role == Role::kAdmin;
@@ -313,6 +317,27 @@ void Handlers::hijack_response(const protocol::FrameHeader& request,
   std::string ended = "the session was destroyed";
   if (action == HijackAction::kRevokeUser && !user_id.empty()) {
     auto n = table_.revoke_user(user_id);
+    if (n.ok() && membership_ != nullptr) {
+      // In a region the user's other sessions are on the user's node (this one, unless the
+      // session was made before route keys) and on the nodes holding such old sessions.
+      const auto routing = membership_->routing();
+      const cluster::Node* users_node = routing->owner(ids_->route_key_of_user(user_id));
+      wire::RevokeUserRequest ask;
+      ask.set_user_id(user_id);
+      wire::RevokeUserResponse part;
+      Status s;
+      if (users_node != nullptr && users_node->id != membership_->options().node_id) {
+        ask.set_epoch(routing->topology.epoch);
+        s = replication::PeerLink(users_node->address, auth_.peer_secret)
+                .call(Opcode::kRevokeUser, ask, &part);
+        if (s.ok()) *n += part.revoked();
+      } else {
+        ask.set_holder_only(true);
+        s = ask_legacy_holders(*routing, Opcode::kRevokeUser, ask, &part,
+                               [&] { *n += part.revoked(); });
+      }
+      if (!s.ok()) n = s;
+    }
     ended = n.ok() ? "every session of the user was revoked (" + std::to_string(*n + 1) + ")"
                    : "the session was destroyed; revoking the user's other sessions failed: " +
                          n.status().message();
@@ -662,10 +687,33 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       wire::ListUserRequest req;
       if (!parse(&req)) return;
       request_epoch = req.epoch();
-      if (routing && !routed(ids_->route_key_of_user(req.user_id()), false)) return;
+      if (req.holder_only() && *role != Role::kPeer && auth_.enabled()) {
+        return append_error(request, Status(StatusCode::kForbidden, "holder_only is node to node"),
+                            out);
+      }
+      if (routing && !req.holder_only() && !routed(ids_->route_key_of_user(req.user_id()), false)) {
+        return;
+      }
       wire::ListUserResponse resp;
       for (const auto& m : table_.list_user(req.user_id())) {
+        // In a region, only what this node owns: a source lists what it moved away until it
+        // forgets it, shortly after the migration's swap.
+        if (routing && !routing->owns(position_of(m.id))) continue;
         meta_to_wire(*security, m, resp.add_sessions());
+      }
+      if (routing && !req.holder_only()) {
+        wire::ListUserRequest ask = req;
+        ask.set_holder_only(true);
+        wire::ListUserResponse part;
+        Status s = ask_legacy_holders(*routing, Opcode::kListUser, ask, &part, [&] {
+          for (auto& m : *part.mutable_sessions()) *resp.add_sessions() = std::move(m);
+        });
+        if (!s.ok()) return append_error(request, s, out);
+        std::sort(resp.mutable_sessions()->begin(), resp.mutable_sessions()->end(),
+                  [](const wire::SessionMeta& a, const wire::SessionMeta& b) {
+                    return std::make_tuple(a.created_at_ms(), a.id()) <
+                           std::make_tuple(b.created_at_ms(), b.id());
+                  });
       }
       return reply(resp);
     }
@@ -673,7 +721,13 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       wire::RevokeUserRequest req;
       if (!parse(&req)) return;
       request_epoch = req.epoch();
-      if (routing && !routed(ids_->route_key_of_user(req.user_id()), true)) return;
+      if (req.holder_only() && *role != Role::kPeer && auth_.enabled()) {
+        return append_error(request, Status(StatusCode::kForbidden, "holder_only is node to node"),
+                            out);
+      }
+      if (routing && !req.holder_only() && !routed(ids_->route_key_of_user(req.user_id()), true)) {
+        return;
+      }
       std::optional<storage::SessionId> keep;
       if (!req.keep_id().empty()) {
         auto k = parse_id(*security, req.keep_id());
@@ -684,6 +738,14 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (!n.ok()) return append_error(request, n.status(), out);
       wire::RevokeUserResponse resp;
       resp.set_revoked(*n);
+      if (routing && !req.holder_only()) {
+        wire::RevokeUserRequest ask = req;
+        ask.set_holder_only(true);
+        wire::RevokeUserResponse part;
+        Status s = ask_legacy_holders(*routing, Opcode::kRevokeUser, ask, &part,
+                                      [&] { resp.set_revoked(resp.revoked() + part.revoked()); });
+        if (!s.ok()) return append_error(request, s, out);
+      }
       return reply(resp);
     }
     case Opcode::kStats: {
@@ -751,6 +813,32 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
           out);
   }
   append_error(request, Status::InvalidArgument("unknown opcode"), out);
+}
+
+Status Handlers::ask_legacy_holders(const cluster::Routing& routing, Opcode opcode,
+                                    const google::protobuf::MessageLite& request,
+                                    google::protobuf::MessageLite* response,
+                                    const std::function<void()>& each) {
+  const std::string& self = membership_->options().node_id;
+  for (const std::string& holder : membership_->legacy_holders()) {
+    if (holder == self) continue;
+    const cluster::Node* node = routing.topology.find(holder);
+    if (node == nullptr && routing.topology.migration) {
+      for (const cluster::Node& n : routing.topology.migration->target) {
+        if (n.id == holder) node = &n;
+      }
+    }
+    if (node == nullptr) continue;  // not in the region: it holds nothing any more
+    replication::PeerLink link(node->address, auth_.peer_secret);
+    if (Status s = link.call(opcode, request, response); !s.ok()) {
+      return Status(StatusCode::kUnavailable,
+                    "node " + holder +
+                        ", which holds sessions of users made before route keys, did not answer (" +
+                        s.message() + "); this node's part is done: retry");
+    }
+    each();
+  }
+  return {};
 }
 
 Status Handlers::regenerate_elsewhere(const storage::SessionId& id,

@@ -147,6 +147,13 @@ class Handlers {
   Status regenerate_elsewhere(const storage::SessionId& id, const wire::RegenerateRequest& req,
                               const cluster::Node& users_node, std::uint64_t epoch,
                               wire::RegenerateResponse* response);
+  // Sends `request` (holder_only) to every other node that holds sessions of users made before
+  // route keys (Membership::legacy_holders), calling `each` after each answer was parsed into
+  // `response`; UNAVAILABLE naming the first that does not answer.
+  Status ask_legacy_holders(const cluster::Routing& routing, protocol::Opcode opcode,
+                            const google::protobuf::MessageLite& request,
+                            google::protobuf::MessageLite* response,
+                            const std::function<void()>& each);
   // A route key this node owns, for a new anonymous session; nullopt when it owns none.
   static std::optional<std::uint64_t> owned_route_key(const cluster::Routing& routing);
   void topology_to_wire(wire::TopologyResponse* out) const;

@@ -1,5 +1,6 @@
 #include "daemon/migration.h"
 
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -43,7 +44,31 @@ Migrator::~Migrator() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Migrator::recount_legacy(bool at_start) {
+  std::lock_guard lock(legacy_mu_);
+  const std::size_t n = table_.count_off_user_key();
+  if (!at_start && (n > 0) == holds_legacy_.load()) return;
+  if (at_start && n == 0) {
+    const auto holders = membership_.legacy_holders();
+    if (std::find(holders.begin(), holders.end(), membership_.options().node_id) == holders.end()) {
+      return;
+    }
+  }
+  if (Status s = membership_.set_legacy_sessions(n); !s.ok()) {
+    log_(true, "recording in etcd that this node holds " + std::to_string(n) +
+                   " sessions made before route keys failed: " + s.ToString());
+    return;
+  }
+  holds_legacy_ = n > 0;
+  if (n > 0) {
+    log_(false, std::to_string(n) +
+                    " sessions of users were made before route keys: they stay where their ids "
+                    "route, and this node answers for them to their users' nodes");
+  }
+}
+
 void Migrator::start() {
+  recount_legacy(true);
   subscription_ = membership_.on_change(
       [this](const std::shared_ptr<const cluster::Routing>& r) { on_topology(r); });
   thread_ = std::thread([this] { loop(); });
@@ -64,12 +89,19 @@ void Migrator::on_topology(const std::shared_ptr<const cluster::Routing>&) {
 
 void Migrator::loop() {
   std::uint64_t last = 0;  // the migration last run; a restart runs the current one again
+  auto recounted = std::chrono::steady_clock::now();
   while (!stop_) {
     const auto routing = membership_.routing();
     if (routing->topology.migration && routing->topology.migration->id != last) {
       last = routing->topology.migration->id;
       run(last);
+      recount_legacy(false);
+      recounted = std::chrono::steady_clock::now();
       continue;
+    }
+    if (holds_legacy_ && std::chrono::steady_clock::now() - recounted > 10min) {
+      recount_legacy(false);  // they expire: the entry goes with the last
+      recounted = std::chrono::steady_clock::now();
     }
     std::unique_lock lock(mu_);
     cv_.wait_for(lock, 1s, [&] { return stop_ || changed_; });
@@ -352,6 +384,27 @@ Status Migrator::receive(const wire::MigrateRequest& request, wire::MigrateRespo
                                      " that this node does not take over");
     }
     entries.push_back(std::move(m).value());
+  }
+  // A session of a user whose id does not carry the user's route key (made before route keys)
+  // stays where its id routes: the user's node must know to ask here before it is applied.
+  std::size_t off_key = 0;
+  for (const auto& e : entries) {
+    off_key += e.m.kind == storage::Mutation::Kind::kPut && !e.m.user.empty() &&
+               storage::route_key_of(e.m.id) != ids_.route_key_of_user(e.m.user);
+  }
+  std::unique_lock<std::mutex> legacy;
+  if (off_key > 0) {
+    legacy = std::unique_lock(legacy_mu_);  // a recount does not clear it meanwhile
+    if (!holds_legacy_) {
+      if (Status s = membership_.set_legacy_sessions(table_.count_off_user_key() + off_key);
+          !s.ok()) {
+        return Status::Unavailable(
+            "cannot record in etcd that this node holds sessions made "
+            "before route keys: " +
+            s.message());
+      }
+      holds_legacy_ = true;
+    }
   }
   std::uint64_t applied = 0, set_aside = 0;
   for (const auto& e : entries) {

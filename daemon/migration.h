@@ -76,6 +76,10 @@ class Migrator {
   Status try_complete(std::uint64_t migration);
   void wait(std::chrono::milliseconds period);
   std::uint64_t position_of(const storage::Mutation& m) const;
+  // Records in etcd whether this node holds sessions of users made before route keys
+  // (Membership::legacy_holders): at start, after each migration, and every 10 minutes while
+  // it does; receive() records it before it applies the first such session.
+  void recount_legacy(bool at_start);
 
   storage::SessionTable& table_;
   cluster::Membership& membership_;
@@ -95,6 +99,8 @@ class Migrator {
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::uint64_t subscription_ = 0;  // the membership's on_change handle
+  std::mutex legacy_mu_;              // serializes counting and recording legacy holdings
+  std::atomic<bool> holds_legacy_{false};
   // The running migration's progress (its thread only), put in etcd about twice a second.
   std::uint64_t moved_sessions_ = 0, moved_bytes_ = 0;
   std::chrono::steady_clock::time_point progress_put_;

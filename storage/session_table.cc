@@ -807,6 +807,8 @@ Result<SessionMeta> SessionTable::regenerate(const SessionId& id,
 std::vector<SessionMeta> SessionTable::list_user(std::string_view user_id) {
   return impl_->list_user(user_id);
 }
+
+std::size_t SessionTable::count_off_user_key() const { return impl_->count_off_user_key(); }
 Result<ApplyOutcome> SessionTable::apply(const Mutation& mutation) {
   return impl_->apply(mutation);
 }

@@ -254,6 +254,10 @@ class SessionTable {
   Result<SessionMeta> regenerate(const SessionId& id, const RegenerateOptions& options = {});
   // The user's alive sessions, oldest first.
   std::vector<SessionMeta> list_user(std::string_view user_id);
+  // How many sessions of a user have an id that does not carry the user's route key: made
+  // before route keys, they live where their id routes, not on their user's node (DESIGN §6;
+  // docs/cluster.md says how a region still finds them). Takes each user-index lock in turn.
+  std::size_t count_off_user_key() const;
   // Raises the user's revocation generation (keeping `keep`) and, in the same write, ends every
   // alive session of the user stamped below it; returns how many it ended. Atomic: a session
   // of the user created or regenerated concurrently either ends with the others or was created

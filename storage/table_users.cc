@@ -60,6 +60,18 @@ std::vector<SessionMeta> SessionTable::Impl::list_user(std::string_view user_id)
   return out;
 }
 
+std::size_t SessionTable::Impl::count_off_user_key() const {
+  std::size_t n = 0;
+  for (const UserShard& us : user_shards_) {
+    std::lock_guard lock(us.mu);
+    for (const auto& [user, ids] : us.users) {
+      const RouteKey key = ids_->route_key_of_user(user);
+      for (const SessionId& id : ids) n += route_key_of(id) != key;
+    }
+  }
+  return n;
+}
+
 Status SessionTable::Impl::admit(std::string_view user, const SessionId& id, bool new_birth,
                                  std::uint64_t* stamp, const SessionId* lineage) {
   if (user.empty()) return {};

@@ -54,6 +54,7 @@ class SessionTable::Impl {
   Status destroy(const SessionId& id);
   Result<SessionMeta> regenerate(const SessionId& id, const RegenerateOptions& options);
   std::vector<SessionMeta> list_user(std::string_view user_id);
+  std::size_t count_off_user_key() const;
   Result<std::size_t> revoke_user(std::string_view user_id, const SessionId* keep);
   Result<ApplyOutcome> apply(const Mutation& mutation);
   Result<Mutation::Kind> state_of(const SessionId& id, std::string* value);

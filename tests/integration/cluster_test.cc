@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 #include <thread>
 
 #include "cluster/etcd.h"
@@ -13,6 +14,9 @@
 #include "cluster/ring.h"
 #include "cluster/topology.h"
 #include "raw_conn.h"
+#include "storage/id_generator.h"
+#include "storage/session_table.h"
+#include "storage/store.h"
 #include "test_etcd.h"
 #include "test_node.h"
 #include "tests/support/eventually.h"
@@ -475,6 +479,98 @@ TEST_F(ClusterTest, AMigrationSurvivesTheSourceBeingKilledMidWay) {
     ASSERT_EQ(get(o, id, topology_.epoch).status, StatusCode::kNotFound);
   }
   EXPECT_GT(on_n2, 500u);
+}
+
+// Sessions made before route keys (an upgraded data directory: their ids' route keys are not
+// their users'): they stay where their ids route, and their users' nodes still find them for
+// LIST_USER and REVOKE_USER through the nodes that record in etcd that they hold such sessions.
+TEST_F(ClusterTest, SessionsMadeBeforeRouteKeysAreFoundByTheirUsersNode) {
+  storage::RouteKeySecret secret;
+  secret.fill(0xaa);  // route_key_file()'s
+  const storage::IdGenerator ids(secret);
+  std::map<std::string, std::vector<std::string>> old_ids;  // user -> wire ids
+  {
+    storage::StoreOptions so;
+    so.path = (dir_.path() / "n1").string();
+    auto store = storage::Store::open(so, storage::SystemClock::instance());
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    storage::TableOptions to;
+    to.ids = &ids;
+    storage::SessionTable table(to, storage::SystemClock::instance(), store->get());
+    ASSERT_TRUE(table.recover().ok());
+    std::mt19937_64 random(12);
+    for (const char* user : {"old-user", "other-old-user"}) {
+      for (int i = 0; i < 60; ++i) {
+        storage::NewSession ns;
+        ns.user_id = user;
+        ns.route_key = random();
+        ns.timeouts = storage::Timeouts{3'600'000, 3'600'000};
+        auto made = table.create(ns);
+        ASSERT_TRUE(made.ok());
+        old_ids[user].emplace_back(reinterpret_cast<const char*>(made->id.data()), made->id.size());
+      }
+    }
+    ASSERT_EQ(table.count_off_user_key(), 120u);
+  }
+  for (const char* id : {"n1", "n2", "n3"}) ASSERT_TRUE(start_node(id));
+  ASSERT_NO_FATAL_FAILURE(add_node("n2"));
+  ASSERT_NO_FATAL_FAILURE(add_node("n3"));
+  // n1 recorded its holding at start; n2 and n3 when the migrations brought them some.
+  auto holders = etcd_client_->get_prefix("/sessiond/local/legacy/");
+  ASSERT_TRUE(holders.ok());
+  EXPECT_EQ(holders->kvs.size(), 3u);
+  TestNode* users_node =
+      nodes_[topology_
+                 .nodes[cluster::Ring(topology_.nodes).owner(ids.route_key_of_user("old-user"))]
+                 .id]
+          .get();
+  Conn c(users_node->address());
+  const std::string fresh = create(c, "old-user", topology_.epoch);  // one with the route key
+  ASSERT_FALSE(fresh.empty());
+  for (const std::string& id : old_ids["old-user"]) {
+    Conn o(owner_of(id)->address());
+    ASSERT_EQ(get(o, id, topology_.epoch).status, StatusCode::kOk);
+  }
+  wire::ListUserRequest list;
+  list.set_user_id("old-user");
+  list.set_epoch(topology_.epoch);
+  c.send(Opcode::kListUser, list, 9);
+  auto r = c.read();
+  ASSERT_TRUE(r && r->status == StatusCode::kOk);
+  EXPECT_EQ(parse<wire::ListUserResponse>(*r).sessions_size(), 61);
+
+  // Once every source forgot what it moved (after the swap), each session is on one node.
+  ASSERT_TRUE(eventually([&] {
+    std::uint64_t total = 0;
+    for (auto& [id, node] : nodes_) {
+      Conn s(node->address());
+      s.send(Opcode::kStats, wire::StatsRequest(), 4);
+      auto st = s.read();
+      if (!st) return false;
+      total += parse<wire::StatsResponse>(*st).sessions();
+    }
+    return total == 121;
+  }));
+  wire::RevokeUserRequest revoke;
+  revoke.set_user_id("old-user");
+  revoke.set_epoch(topology_.epoch);
+  c.send(Opcode::kRevokeUser, revoke, 10);
+  r = c.read();
+  ASSERT_TRUE(r && r->status == StatusCode::kOk);
+  EXPECT_EQ(parse<wire::RevokeUserResponse>(*r).revoked(), 61u);
+  for (const std::string& id : old_ids["old-user"]) {
+    Conn o(owner_of(id)->address());
+    ASSERT_EQ(get(o, id, topology_.epoch).status, StatusCode::kNotFound)
+        << "a revoked session made before route keys is still there";
+  }
+  c.send(Opcode::kListUser, list, 11);
+  r = c.read();
+  ASSERT_TRUE(r && r->status == StatusCode::kOk);
+  EXPECT_EQ(parse<wire::ListUserResponse>(*r).sessions_size(), 0);
+  for (const std::string& id : old_ids["other-old-user"]) {
+    Conn o(owner_of(id)->address());
+    ASSERT_EQ(get(o, id, topology_.epoch).status, StatusCode::kOk);
+  }
 }
 
 // RESP in a cluster: redis-cli pointed at any node reads and writes every key (the node forwards
