@@ -223,8 +223,13 @@ int add_node(const cluster::EtcdClient& etcd, const ClusterArgs& a, bool as_json
                 as_json);
   }
   std::vector<cluster::Node> target = t.nodes;
-  target.push_back({a.node_id, a.address, reg.value("resp_address", std::string()),
-                    reg.value("number", 0u), a.weight});
+  target.push_back({a.node_id,
+                    a.address,
+                    reg.value("resp_address", std::string()),
+                    reg.value("number", 0u),
+                    a.weight,
+                    false,
+                    {}});
   return start_migration(etcd, a, t, current->second, std::move(target), "add-node " + a.node_id,
                          as_json);
 }

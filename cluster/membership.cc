@@ -1,5 +1,6 @@
 #include "cluster/membership.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 namespace sessiond::cluster {
@@ -30,23 +31,45 @@ std::string migration_prefix(std::string_view region, std::uint64_t migration) {
   return region_prefix(region) + "migrations/" + std::to_string(migration) + "/";
 }
 
+std::string nodes_prefix(std::string_view region) { return region_prefix(region) + "nodes/"; }
+
+std::string isr_key(std::string_view region, std::string_view node_id) {
+  return region_prefix(region) + "isr/" + std::string(node_id);
+}
+
 namespace {
 std::string legacy_prefix(std::string_view region) { return region_prefix(region) + "legacy/"; }
 }  // namespace
 
+Placement Routing::placement(std::uint64_t position) const {
+  return place(ring, topology.nodes, topology.replication_factor, position);
+}
+
 const Node* Routing::owner(std::uint64_t position) const {
   if (ring.empty()) return nullptr;
-  return &topology.nodes[ring.owner(position)];
+  if (!any_down) return &topology.nodes[ring.owner(position)];
+  const auto o = placement(position).owner;
+  return o ? &topology.nodes[*o] : nullptr;
 }
 
 const Node* Routing::target_owner(std::uint64_t position) const {
   if (!target || !topology.migration) return owner(position);
   if (target->empty()) return nullptr;
-  return &topology.migration->target[target->owner(position)];
+  const auto& nodes = topology.migration->target;
+  const auto o = place(*target, nodes, topology.replication_factor, position).owner;
+  return o ? &nodes[*o] : nullptr;
 }
 
 bool Routing::owns(std::uint64_t position) const {
-  return self && !ring.empty() && ring.owner(position) == *self;
+  if (!self || ring.empty()) return false;
+  if (!any_down) return ring.owner(position) == *self;
+  return placement(position).owner == self;
+}
+
+bool Routing::replicates(std::uint64_t position) const {
+  if (!self || ring.empty() || topology.replication_factor < 2) return false;
+  const auto r = placement(position).replicas;
+  return std::find(r.begin(), r.end(), *self) != r.end();
 }
 
 Membership::Membership(MembershipOptions options, std::vector<std::string> endpoints)
@@ -128,7 +151,7 @@ std::chrono::steady_clock::duration Membership::fence_window() const {
   return options_.lease_ttl - margin;
 }
 
-Status Membership::register_lease() {
+Status Membership::register_lease(bool topology_first) {
   const std::int64_t sent = steady_ns();
   auto lease = etcd_.grant_lease(options_.lease_ttl);
   if (!lease.ok()) return lease.status();
@@ -137,6 +160,13 @@ Status Membership::register_lease() {
   auto put = etcd_.put(node_key(options_.region, options_.node_id), live.dump(), *lease);
   if (!put.ok()) return put.status();
   lease_.store(*lease);
+  if (topology_first) {
+    // The lease ran out: the region may have failed this node over meanwhile. It takes writes
+    // again only once it routes by the topology as it is now, not as it was.
+    auto current = read_topology();
+    if (!current.ok()) return current.status();
+    publish(current->first);
+  }
   last_renewal_.store(sent);
   writable_until_.store(
       sent + std::chrono::duration_cast<std::chrono::nanoseconds>(fence_window()).count());
@@ -175,7 +205,8 @@ Status Membership::start(const std::string& address, const std::string& resp_add
       Topology first;
       first.region = options_.region;
       first.epoch = 1;
-      first.nodes.push_back({options_.node_id, address_, resp_address_, number_, 1});
+      first.nodes.push_back({options_.node_id, address_, resp_address_, number_, 1, false, {}});
+      first.replication_factor = options_.replication_factor;
       Txn create{{{topology_key(options_.region), Compare::Target::kCreateRevision, 0, ""}},
                  {{TxnOp::Kind::kPut, topology_key(options_.region), first.to_json(), 0}},
                  {}};
@@ -230,6 +261,8 @@ Status Membership::start(const std::string& address, const std::string& resp_add
 void Membership::publish(Topology topology) {
   auto routing = std::make_shared<Routing>();
   routing->ring = Ring(topology.nodes);
+  routing->any_down = std::any_of(topology.nodes.begin(), topology.nodes.end(),
+                                  [](const Node& n) { return n.down; });
   if (topology.migration) routing->target = Ring(topology.migration->target);
   for (std::size_t i = 0; i < topology.nodes.size(); ++i) {
     if (topology.nodes[i].id == options_.node_id) routing->self = i;
@@ -285,7 +318,7 @@ void Membership::keep_alive_loop() {
     } else if (ttl.status().code() == StatusCode::kNotFound) {
       // The lease ran out while etcd was out of reach: take a new one and put the liveness key
       // back under it.
-      outcome = register_lease();
+      outcome = register_lease(/*topology_first=*/true);
       if (outcome.ok())
         options_.log(true, "the etcd lease had expired; registered again under a new one");
     }

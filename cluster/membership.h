@@ -17,6 +17,7 @@
 //   /sessiond/R/route-key-check the fingerprint of the region's route-key secret
 //   /sessiond/R/migrations/M/   a migration's progress and handover markers
 //   /sessiond/R/legacy/ID       node ID holds sessions made before route keys (their count)
+//   /sessiond/R/isr/ID          the replicas in sync with node ID's ranges (daemon/replicas.h)
 #pragma once
 
 #include <atomic>
@@ -43,6 +44,8 @@ struct MembershipOptions {
   std::string region = "local";
   std::string node_id;
   std::chrono::milliseconds lease_ttl{5000};
+  // The region's replication factor, written into the topology by the node that creates it.
+  std::uint32_t replication_factor = 1;
   // Subtracted from the lease TTL when fencing: covers the rate difference between this
   // machine's monotonic clock and etcd's. Default: a tenth of the TTL.
   std::optional<std::chrono::milliseconds> drift_margin;
@@ -63,17 +66,26 @@ struct Routing {
   std::optional<Ring> target;       // of the migration's target nodes, while one runs
   std::optional<std::size_t> self;  // this node's index in topology.nodes
 
-  // The owner of `position` now; null when no node has a weight.
+  // Where `position` lives now (cluster/ring.h: owner and replicas, failover applied).
+  Placement placement(std::uint64_t position) const;
+  // The owner of `position` now; null when no node has a weight, or while no node may take
+  // the ranges of a down owner.
   const Node* owner(std::uint64_t position) const;
   // The owner once the running migration is done (owner() when none runs).
   const Node* target_owner(std::uint64_t position) const;
   bool owns(std::uint64_t position) const;
+  // Whether this node holds a replica of `position` (fed by its owner).
+  bool replicates(std::uint64_t position) const;
+  // Whether some node is down (failover applies; owners come from placement()).
+  bool any_down = false;
 };
 
 // etcd's key names for a region.
 std::string topology_key(std::string_view region);
 std::string node_key(std::string_view region, std::string_view node_id);
 std::string migration_prefix(std::string_view region, std::uint64_t migration);
+std::string nodes_prefix(std::string_view region);  // liveness keys: nodes/ID
+std::string isr_key(std::string_view region, std::string_view node_id);
 
 class Membership {
  public:
@@ -125,7 +137,9 @@ class Membership {
   explicit Membership(MembershipOptions options, std::vector<std::string> endpoints);
   Status check_route_key();
   Status claim_number();
-  Status register_lease();
+  // Takes a lease and puts the liveness key under it; with `topology_first` (a lease that ran
+  // out) it reads and publishes the topology before it lets writes in again.
+  Status register_lease(bool topology_first = false);
   void publish(Topology topology);
   void keep_alive_loop();
   void watch_loop(std::int64_t from_revision);

@@ -53,4 +53,45 @@ std::vector<std::size_t> Ring::owners(std::uint64_t position, std::size_t count)
   return out;
 }
 
+Placement place(const Ring& ring, std::span<const Node> nodes, std::uint32_t replication_factor,
+                std::uint64_t position) {
+  Placement out;
+  const auto& points = ring.points();
+  if (points.empty()) return out;
+  const std::size_t rf = std::max<std::uint32_t>(replication_factor, 1);
+  auto it = std::lower_bound(points.begin(), points.end(), position,
+                             [](const Ring::Point& p, std::uint64_t x) { return p.position < x; });
+  std::size_t i = static_cast<std::size_t>(it - points.begin());
+  std::vector<std::size_t> seen;  // distinct nodes in ring order
+  seen.reserve(rf + 2);
+  std::vector<std::size_t> up;  // the up nodes among them
+  bool owner_settled = false;
+  for (std::size_t step = 0; step < points.size(); ++step, ++i) {
+    const std::size_t node = points[i % points.size()].node;
+    if (std::find(seen.begin(), seen.end(), node) != seen.end()) continue;
+    seen.push_back(node);
+    const Node& n = nodes[node];
+    if (seen.size() == 1) {
+      if (!n.down) out.owner = node;
+      owner_settled = !n.down || rf == 1;
+    } else if (!owner_settled && seen.size() <= rf) {
+      const auto& in_sync = nodes[seen.front()].in_sync;
+      if (!n.down && std::find(in_sync.begin(), in_sync.end(), n.id) != in_sync.end()) {
+        out.owner = node;
+        owner_settled = true;
+      }
+    }
+    if (!owner_settled && seen.size() >= rf) owner_settled = true;  // nobody may take it
+    if (!n.down) up.push_back(node);
+    std::size_t replicas = 0;
+    for (std::size_t u : up) replicas += out.owner != u;
+    if (owner_settled && replicas >= rf - 1) break;
+  }
+  for (std::size_t u : up) {
+    if (out.replicas.size() + 1 >= rf) break;
+    if (out.owner != u) out.replicas.push_back(u);
+  }
+  return out;
+}
+
 }  // namespace sessiond::cluster

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -45,5 +46,20 @@ class Ring {
  private:
   std::vector<Point> points_;
 };
+
+// Where a position lives in a region with replicas and failed nodes (DESIGN §6; docs/cluster.md,
+// "Replicas and failover"). Its preference list is the first `replication_factor` distinct nodes
+// in ring order from it. The owner, who takes writes, is the first of them unless that one is
+// down; then the first of the others that the down node listed as in sync and that is up; and
+// otherwise none: no writer until the node returns or an operator promotes uncleanly. The
+// replicas are the first replication_factor - 1 nodes in ring order that are up, other than the
+// owner: the owner feeds them, and while there is no owner they serve reads, flagged possibly
+// stale. Indices are into `nodes`, the nodes the ring was built from.
+struct Placement {
+  std::optional<std::size_t> owner;
+  std::vector<std::size_t> replicas;
+};
+Placement place(const Ring& ring, std::span<const Node> nodes, std::uint32_t replication_factor,
+                std::uint64_t position);
 
 }  // namespace sessiond::cluster

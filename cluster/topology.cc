@@ -12,6 +12,7 @@ using nlohmann::json;
 json node_to_json(const Node& n) {
   json j = {{"id", n.id}, {"address", n.address}, {"number", n.number}, {"weight", n.weight}};
   if (!n.resp_address.empty()) j["resp_address"] = n.resp_address;
+  if (n.down) j["down"] = {{"in_sync", n.in_sync}};
   return j;
 }
 
@@ -22,6 +23,10 @@ Node node_from_json(const json& j) {
   n.resp_address = j.value("resp_address", std::string());
   n.number = j.at("number").get<std::uint32_t>();
   n.weight = j.value("weight", 1u);
+  if (j.contains("down") && !j["down"].is_null()) {
+    n.down = true;
+    n.in_sync = j["down"].value("in_sync", std::vector<std::string>());
+  }
   return n;
 }
 
@@ -53,6 +58,15 @@ Status validate_nodes(const std::vector<Node>& nodes, std::string_view what) {
       return Status::InvalidArgument(std::string(what) + ": node " + n.id + " has no address");
     }
     weighted = weighted || n.weight > 0;
+  }
+  for (const Node& n : nodes) {
+    for (const std::string& r : n.in_sync) {
+      if (!n.down || r == n.id || !ids.contains(r)) {
+        return Status::InvalidArgument(
+            std::string(what) + ": node " + n.id + " lists in-sync replica " + r +
+            (n.down ? ", which is not another node of the region" : " but is not down"));
+      }
+    }
   }
   if (!nodes.empty() && !weighted) {
     return Status::InvalidArgument(std::string(what) + ": no node has a weight above 0");
@@ -91,6 +105,11 @@ std::uint32_t Topology::free_number() const {
 
 Status Topology::validate() const {
   if (region.empty()) return Status::InvalidArgument("topology: no region name");
+  if (replication_factor < 1 || replication_factor > kMaxReplicationFactor) {
+    return Status::InvalidArgument("topology: replication factor " +
+                                   std::to_string(replication_factor) + " (must be 1-" +
+                                   std::to_string(kMaxReplicationFactor) + ")");
+  }
   if (Status s = validate_nodes(nodes, "topology"); !s.ok()) return s;
   if (migration) {
     if (Status s = validate_nodes(migration->target, "migration target"); !s.ok()) return s;
@@ -102,7 +121,10 @@ Status Topology::validate() const {
 }
 
 std::string Topology::to_json() const {
-  json j = {{"region", region}, {"epoch", epoch}, {"nodes", json::array()}};
+  json j = {{"region", region},
+            {"epoch", epoch},
+            {"replication_factor", replication_factor},
+            {"nodes", json::array()}};
   for (const Node& n : nodes) j["nodes"].push_back(node_to_json(n));
   if (migration) {
     json m = {{"id", migration->id},
@@ -125,6 +147,7 @@ Result<Topology> Topology::from_json(std::string_view text) {
     t.region = j.at("region").get<std::string>();
     t.epoch = j.at("epoch").get<std::uint64_t>();
     t.nodes = nodes_from_json(j.at("nodes"));
+    t.replication_factor = j.value("replication_factor", 1u);
     if (j.contains("migration") && !j["migration"].is_null()) {
       const json& m = j["migration"];
       Migration migration;

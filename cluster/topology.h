@@ -1,6 +1,7 @@
-// A region's topology (DESIGN §6): its nodes, their weights and the migration in progress, at an
-// epoch. etcd holds the one current copy (cluster/etcd.h; docs/cluster.md gives the JSON form);
-// every node and client routes by a copy, and every change is a compare-and-swap on the epoch.
+// A region's topology (DESIGN §6): its nodes, their weights and states, the replication factor
+// and the migration in progress, at an epoch. etcd holds the one current copy (cluster/etcd.h;
+// docs/cluster.md gives the JSON form); every node and client routes by a copy, and every change is
+// a compare-and-swap on the epoch.
 #pragma once
 
 #include <cstdint>
@@ -13,12 +14,19 @@
 
 namespace sessiond::cluster {
 
+inline constexpr std::uint32_t kMaxReplicationFactor = 5;
+
 struct Node {
   std::string id;            // 1-64 of [A-Za-z0-9._-]
   std::string address;       // host:port of the native listener, what clients and peers dial
   std::string resp_address;  // host:port of the RESP listener; "" when it has none
   std::uint32_t number = 0;  // 1..65535, unique in the region: the node part of every version
   std::uint32_t weight = 1;  // share of the ring; 0 = owns nothing (drained)
+  // Failover (DESIGN §6, docs/cluster.md "Replicas and failover"): the node's lease expired, or
+  // it stopped and handed over, and its ranges went to replicas. `in_sync` names the replicas
+  // that were in sync with it then: only they may take its ranges.
+  bool down = false;
+  std::vector<std::string> in_sync;
   friend bool operator==(const Node&, const Node&) = default;
 };
 
@@ -37,6 +45,9 @@ struct Topology {
   std::uint64_t epoch = 0;
   std::vector<Node> nodes;  // sorted by id
   std::optional<Migration> migration;
+  // Copies of each session: its owner and replication_factor - 1 replicas (1-5; a topology
+  // from before replicas has 1).
+  std::uint32_t replication_factor = 1;
 
   const Node* find(std::string_view id) const;
   // The smallest node number no node (current or target) uses; 0 when all 65535 are taken.

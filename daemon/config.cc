@@ -109,6 +109,17 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                  "etcd lease of this node: writes stop this long (less a tenth) after the last "
                  "renewal etcd acknowledged (default 5000)")
       ->check(CLI::Range(std::int64_t{2'000}, std::int64_t{600'000}));
+  auto* replication_factor =
+      app.add_option("--replication-factor", o.cluster.replication_factor,
+                     "copies of each session in a cluster: the owner and N-1 replicas on the next "
+                     "nodes of the ring (default 2; the region's first node sets it, the others "
+                     "follow the topology)")
+          ->check(CLI::Range(1, 5));
+  app.add_option("--replica-ack", o.cluster.replica_ack,
+                 "what waits for an in-sync replica before it is acknowledged: terminal writes "
+                 "(destroy, regenerate, revoke; the default), all writes, or none "
+                 "(docs/cluster.md)")
+      ->check(CLI::IsMember({"none", "terminal", "all"}));
   app.add_option("--max-lifetime-ms", o.table.max_lifetime_ms,
                  "no session outlives its creation by more than this, whatever its timeouts; "
                  "tombstones of ended sessions are kept as long (default 30 days, the longest "
@@ -254,6 +265,9 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   if (!o.cluster.etcd.empty() && per_user_limit->count() == 0) {
     o.table.max_sessions_per_user = o.cluster.max_sessions_per_user;
   }
+  o.cluster.replication_factor_given = replication_factor->count() > 0;
+  // A cluster node ships its writes to replicas from the replication log.
+  if (!o.cluster.etcd.empty()) o.store.replication_log = true;
   o.table.user_limit_policy = user_limit_policy == "refuse"
                                   ? storage::TableOptions::UserLimitPolicy::kRefuse
                                   : storage::TableOptions::UserLimitPolicy::kRevokeOldest;

@@ -47,6 +47,11 @@ struct ServerOptions {
     std::string advertise;  // host:port peers and clients dial; empty: the listener's
     std::int64_t lease_ttl_ms = 5000;
     std::uint32_t max_sessions_per_user = 100;  // the per-user limit's default in a cluster
+    // Copies of each session; the node that creates the region writes it into the topology,
+    // whose value every node follows (docs/cluster.md, "Replicas and failover").
+    std::uint32_t replication_factor = 2;
+    bool replication_factor_given = false;
+    std::string replica_ack = "terminal";  // none | terminal | all
   } cluster;
   storage::StoreOptions store;  // path defaults to ./var
   storage::TableOptions table;

@@ -11,6 +11,7 @@
 #include "protocol/sessiond.pb.h"
 #include "protocol/version.h"
 #include "replication/peer_link.h"
+#include "storage/store.h"
 
 namespace sessiond::daemon {
 namespace {
@@ -45,6 +46,22 @@ bool permitted(Role role, protocol::Opcode opcode, bool auth_enabled) {
 
 using protocol::Opcode;
 namespace wire = sessiond::wire;
+
+// When it goes out of scope with a wait set, queues the answer appended since `at` on the
+// connection: the server holds it until the replicas confirm (daemon/replicas.h).
+struct AckGuard {
+  ConnectionState* state;
+  const protocol::FrameHeader& request;
+  std::string* out;
+  std::size_t at;
+  std::optional<Replicas::Wait> wait;
+  ~AckGuard() {
+    if (wait && !wait->shippers.empty() && out->size() > at) {
+      state->acks.push_back(
+          {request, at, out->size() - at, std::move(*wait), Replicas::WaitState::kPending});
+    }
+  }
+};
 
 std::string id_bytes(const storage::SessionId& id) {
   return {reinterpret_cast<const char*>(id.data()), id.size()};
@@ -213,6 +230,24 @@ std::size_t Handlers::session_answer_overhead(const storage::TableOptions& table
   return kFixed + kPerField * table.max_fields + kPerAccess * table.access_log_length;
 }
 
+bool Handlers::settle_acks(ConnectionState* state, std::string* out) {
+  if (state->acks.empty()) return true;
+  for (auto& a : state->acks) {
+    if (a.state == Replicas::WaitState::kPending) a.state = replicas_->check(a.wait);
+    if (a.state == Replicas::WaitState::kPending) return false;
+  }
+  // Every wait is settled: answers whose replicas did not confirm become UNAVAILABLE, from the
+  // last so that earlier offsets stay valid.
+  for (auto it = state->acks.rbegin(); it != state->acks.rend(); ++it) {
+    if (it->state != Replicas::WaitState::kFailed) continue;
+    std::string error;
+    append_error(it->request, Replicas::failed_status(it->wait), &error);
+    out->replace(it->at, it->size, error);
+  }
+  state->acks.clear();
+  return true;
+}
+
 Handlers::Handlers(storage::SessionTable& table, storage::Store* store, Counters& counters,
                    std::string address, std::uint32_t max_body, AuthConfig auth)
     : table_(table),
@@ -266,7 +301,7 @@ void Handlers::meta_to_wire(const Security& security, const storage::SessionMeta
   to_wire(meta, wire_id(security, meta.id, meta.signed_id), out);
 }
 
-void Handlers::handle_get(const Security& security, const protocol::FrameHeader& request,
+bool Handlers::handle_get(const Security& security, const protocol::FrameHeader& request,
                           const storage::SessionId& id, const storage::ReadOptions& options,
                           bool access_log_only, std::string* out) {
   thread_local storage::Session session;
@@ -293,20 +328,29 @@ void Handlers::handle_get(const Security& security, const protocol::FrameHeader&
     if (security.policy.for_session(session.preset).destroy_on_context_mismatch &&
         table_.destroy(id).ok()) {
       s = Status(StatusCode::kContextMismatch, s.message() + "; the session was destroyed");
+      append_error(request, s, out);
+      return true;
     }
   }
-  if (s.code() == StatusCode::kHijackSuspected)
-    return hijack_response(request, findings, action, session.user_id, out);
-  if (!s.ok()) return append_error(request, s, out);
+  if (s.code() == StatusCode::kHijackSuspected) {
+    hijack_response(request, findings, action, session.user_id, out);
+    return true;
+  }
+  if (!s.ok()) {
+    append_error(request, s, out);
+    return false;
+  }
   if (access_log_only) {
     wire::AccessLogResponse resp;
     for (const auto& e : session.access_log) to_wire(e, resp.add_entries());
-    return append_ok(request, resp, out);
+    append_ok(request, resp, out);
+    return false;
   }
   wire::GetResponse resp;
   to_wire(session, wire_id(security, session.id, session.signed_id), resp.mutable_session());
   for (const auto& f : findings) to_wire(f, resp.add_detections());
   append_ok(request, resp, out);
+  return false;
 }
 
 void Handlers::hijack_response(const protocol::FrameHeader& request,
@@ -452,6 +496,17 @@ void Handlers::handle_creates(std::span<const Request> creates, ConnectionState*
       append_error(creates[i].header, result.status(), out);
       continue;
     }
+    AckGuard ack{state, creates[i].header, out, at, std::nullopt};
+    if (replicas_ != nullptr && replicas_->options().ack == ReplicaAck::kAll) {
+      Status s =
+          replicas_->add_wait(position_of(result->id),
+                              storage::Store::last_log_seq_on_this_thread(), &ack.wait.emplace());
+      if (!s.ok()) {
+        ack.wait.reset();
+        append_error(creates[i].header, s, out);
+        continue;
+      }
+    }
     wire::CreateResponse resp;
     meta_to_wire(*security, *result, resp.mutable_session());
     append_ok(creates[i].header, resp, out);
@@ -479,6 +534,22 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       membership_ ? membership_->routing() : nullptr;
   std::uint64_t request_epoch = 0;  // what a keyed request was routed by, once parsed
   const NewerEpochFlag flag{out, out->size(), &request_epoch, routing.get()};
+  // A write that its replicas must have before it is acknowledged (--replica-ack): the wait is
+  // queued with the answer, which the server holds until the replicas confirm (or replaces with
+  // UNAVAILABLE when they do not).
+  AckGuard ack{state, request, out, out->size(), std::nullopt};
+  auto replicated = [&](std::uint64_t position, bool terminal) -> bool {
+    if (replicas_ == nullptr) return true;
+    const ReplicaAck mode = replicas_->options().ack;
+    if (mode == ReplicaAck::kNone || (mode == ReplicaAck::kTerminal && !terminal)) return true;
+    if (!ack.wait) ack.wait.emplace();
+    Status s =
+        replicas_->add_wait(position, storage::Store::last_log_seq_on_this_thread(), &*ack.wait);
+    if (s.ok()) return true;
+    ack.wait.reset();
+    append_error(request, s, out);
+    return false;
+  };
   // Routes the request for the key at `position` (no-op outside a cluster): false when it was
   // answered with WRONG_NODE or, for a write while fenced, UNAVAILABLE.
   std::shared_lock<std::shared_mutex> move_guard;  // held by a write to a moving key
@@ -558,6 +629,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       }
       meta_to_wire(*security, *meta, resp.mutable_session());
       if (!req.request_id().empty()) requests_.finish(req.request_id(), resp.SerializeAsString());
+      if (!replicated(position_of(meta->id), false)) return;
       return reply(resp);
     }
     case Opcode::kGet:
@@ -566,10 +638,12 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       std::optional<storage::ClientContext> expect;
       std::optional<storage::AccessEntry> access;
       std::string id_text;
+      bool from_replica = false;
       if (opcode == Opcode::kGet) {
         wire::GetRequest req;
         if (!parse(&req)) return;
         request_epoch = req.epoch();
+        from_replica = req.from_replica();
         id_text = std::move(*req.mutable_id());
         ro.touch = req.touch();
         if (req.has_expect_context())
@@ -584,13 +658,32 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       }
       auto id = parse_id(*security, id_text);
       if (!id.ok()) return append_error(request, id.status(), out);
+      // A client whose owner is down (or whose range has no writer) may read from a replica:
+      // served as it is here, flagged possibly stale, nothing written.
+      if (from_replica && routing && !routing->owns(position_of(*id)) &&
+          routing->replicates(position_of(*id))) {
+        ro.touch = false;
+        ro.record_access = nullptr;
+        ro.expect_context = nullptr;
+        const std::size_t at = out->size();
+        handle_get(*security, request, *id, ro, false, out);
+        if (out->size() > at + 3) (*out)[at + 3] |= protocol::kFlagPossiblyStale;
+        return;
+      }
       if (!routed(position_of(*id), false)) return;
       if (membership_ && !membership_->writable()) {
         // Fenced: the read is served, without sliding or recording (those are writes).
         ro.touch = false;
         ro.record_access = nullptr;
       }
-      return handle_get(*security, request, *id, ro, opcode == Opcode::kAccessLog, out);
+      // The policy may have ended the session (hijack, context): a terminal write.
+      if (handle_get(*security, request, *id, ro, opcode == Opcode::kAccessLog, out)) {
+        const std::size_t at = ack.at;
+        std::string answer = out->substr(at);
+        out->resize(at);
+        if (replicated(position_of(*id), true)) out->append(answer);
+      }
+      return;
     }
     case Opcode::kUpdate: {
       wire::UpdateRequest req;
@@ -614,6 +707,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       }
       auto meta = table_.update(*id, ch, expected);
       if (!meta.ok()) return append_error(request, meta.status(), out);
+      if (!replicated(position_of(*id), false)) return;
       wire::UpdateResponse resp;
       meta_to_wire(*security, *meta, resp.mutable_session());
       return reply(resp);
@@ -639,6 +733,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (!id.ok()) return append_error(request, id.status(), out);
       if (!routed(position_of(*id), true)) return;
       if (Status s = table_.destroy(*id); !s.ok()) return append_error(request, s, out);
+      if (!replicated(position_of(*id), true)) return;
       return reply(wire::DestroyResponse());
     }
     case Opcode::kRegenerate: {
@@ -672,7 +767,9 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
         if (!req.request_id().empty()) {
           requests_.finish(req.request_id(), s.ok() ? resp.SerializeAsString() : std::string());
         }
-        return s.ok() ? reply(resp) : append_error(request, s, out);
+        if (!s.ok()) return append_error(request, s, out);
+        if (!replicated(position_of(*id), true)) return;
+        return reply(resp);
       }
       auto meta = table_.regenerate(*id, opts);
       if (!meta.ok()) {
@@ -681,6 +778,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       }
       meta_to_wire(*security, *meta, resp.mutable_session());
       if (!req.request_id().empty()) requests_.finish(req.request_id(), resp.SerializeAsString());
+      if (!replicated(position_of(*id), true)) return;
       return reply(resp);
     }
     case Opcode::kListUser: {
@@ -734,18 +832,44 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
         if (!k.ok()) return append_error(request, k.status(), out);
         keep = *k;
       }
-      auto n = table_.revoke_user(req.user_id(), keep ? &*keep : nullptr);
-      if (!n.ok()) return append_error(request, n.status(), out);
+      // The nodes holding sessions of the user made before route keys go first: once this node
+      // raised the user's generation, its replicas end such sessions they hold as it reaches
+      // them, and the holders would no longer count theirs.
       wire::RevokeUserResponse resp;
-      resp.set_revoked(*n);
+      Status holders;
       if (routing && !req.holder_only()) {
         wire::RevokeUserRequest ask = req;
         ask.set_holder_only(true);
         wire::RevokeUserResponse part;
-        Status s = ask_legacy_holders(*routing, Opcode::kRevokeUser, ask, &part,
-                                      [&] { resp.set_revoked(resp.revoked() + part.revoked()); });
-        if (!s.ok()) return append_error(request, s, out);
+        holders = ask_legacy_holders(*routing, Opcode::kRevokeUser, ask, &part,
+                                     [&] { resp.set_revoked(resp.revoked() + part.revoked()); });
       }
+      // In a region the count is of the sessions this node owns: it also ends the copies it
+      // holds as a replica, which their owners count.
+      std::optional<std::size_t> owned;
+      if (routing) {
+        owned = 0;
+        for (const auto& m : table_.list_user(req.user_id())) {
+          *owned += routing->owns(position_of(m.id)) && (!keep || m.id != *keep);
+        }
+      }
+      auto n = table_.revoke_user(req.user_id(), keep ? &*keep : nullptr);
+      if (!n.ok()) return append_error(request, n.status(), out);
+      if (owned) *n = *owned;  // ended now, whichever write ended them
+      if (!holders.ok()) return append_error(request, holders, out);
+      if (req.holder_only() && replicas_ != nullptr &&
+          replicas_->options().ack != ReplicaAck::kNone) {
+        // The ended sessions are other users' nodes' old ones: every replica of this node.
+        Status s = replicas_->add_wait_all(storage::Store::last_log_seq_on_this_thread(),
+                                           &ack.wait.emplace());
+        if (!s.ok()) {
+          ack.wait.reset();
+          return append_error(request, s, out);
+        }
+      } else if (!replicated(ids_ ? ids_->route_key_of_user(req.user_id()) : 0, true)) {
+        return;
+      }
+      resp.set_revoked(resp.revoked() + *n);
       return reply(resp);
     }
     case Opcode::kStats: {
@@ -804,7 +928,16 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (Status s = migrator_->receive(req, &resp); !s.ok()) return append_error(request, s, out);
       return reply(resp);
     }
-    case Opcode::kReplicate:
+    case Opcode::kReplicate: {
+      wire::ReplicateRequest req;
+      if (!parse(&req)) return;
+      if (replicas_ == nullptr) {
+        return append_error(request, Status::Unavailable("this node keeps no replicas"), out);
+      }
+      wire::ReplicateResponse resp;
+      if (Status s = replicas_->receive(req, &resp); !s.ok()) return append_error(request, s, out);
+      return reply(resp);
+    }
     case Opcode::kDigest:
       return append_error(
           request,

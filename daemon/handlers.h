@@ -15,6 +15,7 @@
 #include "cluster/membership.h"
 #include "daemon/auth.h"
 #include "daemon/migration.h"
+#include "daemon/replicas.h"
 #include "daemon/request_cache.h"
 #include "daemon/security.h"
 #include "protocol/frame.h"
@@ -56,6 +57,16 @@ struct ConnectionState {
   unsigned auth_failures = 0;  // failed AUTHs on this connection
   bool close = false;          // close once what is answered is written (after kMaxAuthFailures)
   std::string peer;            // the client's address, for the log; "" when unknown
+  // Answers appended to the output that wait for replicas (--replica-ack): the server writes
+  // nothing of the output until settle_acks() returns true.
+  struct PendingAck {
+    protocol::FrameHeader request;
+    std::size_t at = 0;  // the answer's place in the output
+    std::size_t size = 0;
+    Replicas::Wait wait;
+    Replicas::WaitState state = Replicas::WaitState::kPending;
+  };
+  std::vector<PendingAck> acks;
 };
 
 class Handlers {
@@ -98,12 +109,18 @@ class Handlers {
   // writes answer UNAVAILABLE while the node is fenced, TOPOLOGY answers the region's topology.
   // `ids` places new sessions (route keys). Set once, before any request is handled.
   // `migrator` fences moving keys and takes MIGRATE.
+  // `replicas` keeps the replicas of what this node owns and holds answers until they have it.
   void set_cluster(cluster::Membership* membership, const storage::IdGenerator* ids,
-                   Migrator* migrator) {
+                   Migrator* migrator, Replicas* replicas) {
     membership_ = membership;
     ids_ = ids;
     migrator_ = migrator;
+    replicas_ = replicas;
   }
+  // Whether every answer in state->acks may be written: true once their replicas confirmed
+  // (or did not, in time: those answers are replaced by UNAVAILABLE in *out); false while some
+  // still wait. The server calls it again until true, before it writes *out.
+  bool settle_acks(ConnectionState* state, std::string* out);
   // Appends an error response to `request` (its id and opcode) with an ErrorResponse body.
   void append_error(const protocol::FrameHeader& request, const Status& status, std::string* out);
 
@@ -126,8 +143,9 @@ class Handlers {
                              bool is_signed);
   static void meta_to_wire(const Security& security, const storage::SessionMeta& meta,
                            wire::SessionMeta* out);
-  // The GET path: the read, then the context and hijack policies.
-  void handle_get(const Security& security, const protocol::FrameHeader& request,
+  // The GET path: the read, then the context and hijack policies. True when the policy ended
+  // the session (a write its replicas must have).
+  bool handle_get(const Security& security, const protocol::FrameHeader& request,
                   const storage::SessionId& id, const storage::ReadOptions& options,
                   bool access_log_only, std::string* out);
   // HIJACK_SUSPECTED for a session the table ended, after revoking its user's other sessions
@@ -178,7 +196,8 @@ class Handlers {
   cluster::Membership* membership_ = nullptr;  // null: a one-node region
   const storage::IdGenerator* ids_ = nullptr;
   Migrator* migrator_ = nullptr;
-  RequestCache requests_;  // answers of CREATE and REGENERATE by request id
+  Replicas* replicas_ = nullptr;  // null: no replicas (one node, or factor 1)
+  RequestCache requests_;         // answers of CREATE and REGENERATE by request id
   AuthConfig auth_;
   // The current snapshot, replaced whole by set_security; never null. A request loads it once
   // (one acquire load, no reference count to contend on) and uses it throughout.

@@ -123,6 +123,7 @@ int main(int argc, char** argv) {
   // every version it writes carries it.
   std::unique_ptr<cluster::Membership> membership;
   std::unique_ptr<daemon::Migrator> migrator;  // moves ranges when membership changes
+  std::unique_ptr<daemon::Replicas> replicas;  // feeds the replicas of what this node owns
   if (!options.cluster.etcd.empty()) {
     auto endpoints = cluster::EtcdClient::parse_endpoints(options.cluster.etcd);
     if (!endpoints.ok()) {
@@ -139,6 +140,7 @@ int main(int argc, char** argv) {
     m.region = options.cluster.region;
     m.node_id = *node_id;
     m.lease_ttl = std::chrono::milliseconds(options.cluster.lease_ttl_ms);
+    m.replication_factor = options.cluster.replication_factor;
     {
       char hex[17];
       std::snprintf(hex, sizeof hex, "%016llx",
@@ -253,10 +255,32 @@ int main(int argc, char** argv) {
                                                       spdlog::info("cluster: {}", message);
                                                     }
                                                   });
-    handlers.set_cluster(membership.get(), &ids, migrator.get());
+    const auto routing = membership->routing();
+    if (options.cluster.replication_factor_given &&
+        options.cluster.replication_factor != routing->topology.replication_factor) {
+      spdlog::warn(
+          "cluster: region {} keeps {} copies of each session (its topology's replication "
+          "factor); --replication-factor {} applies only to a new region",
+          routing->topology.region, routing->topology.replication_factor,
+          options.cluster.replication_factor);
+    }
+    daemon::Replicas::Options ro;
+    ro.ack = options.cluster.replica_ack == "none"  ? daemon::ReplicaAck::kNone
+             : options.cluster.replica_ack == "all" ? daemon::ReplicaAck::kAll
+                                                    : daemon::ReplicaAck::kTerminal;
+    ro.peer_secret = options.auth.peer_secret;
+    ro.log = [](bool warning, const std::string& message) {
+      if (warning) {
+        spdlog::warn("replicas: {}", message);
+      } else {
+        spdlog::info("replicas: {}", message);
+      }
+    };
+    replicas = std::make_unique<daemon::Replicas>(table, **store, *membership, ids, std::move(ro));
+    handlers.set_cluster(membership.get(), &ids, migrator.get(), replicas.get());
     server.set_cluster(membership.get());
     migrator->start();
-    const auto routing = membership->routing();
+    replicas->start();
     if (routing->self) {
       spdlog::info("cluster: serving in region {} at epoch {} with {} nodes",
                    routing->topology.region, routing->topology.epoch,
@@ -316,6 +340,7 @@ int main(int argc, char** argv) {
 
   signal_context.stop();
   signal_thread.join();
+  replicas.reset();
   migrator.reset();
   membership.reset();  // the liveness key goes with the lease
   table.stop_expirer();

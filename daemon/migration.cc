@@ -6,6 +6,7 @@
 
 #include "cluster/ring.h"
 #include "protocol/sessiond.pb.h"
+#include "replication/applier.h"
 #include "replication/peer_link.h"
 
 namespace sessiond::daemon {
@@ -317,11 +318,11 @@ void Migrator::run(std::uint64_t migration) {
   }
   if (stop_) return;
   if (source) {
-    // What this node neither owns now nor is about to own: a later migration may already run
-    // and be streaming keys to it.
+    // What this node neither owns nor replicates now, nor is about to own: a later migration
+    // may already run and be streaming keys to it.
     const auto after = membership_.routing();
     auto gone_at = [&](std::uint64_t position) {
-      if (after->owns(position)) return false;
+      if (after->owns(position) || after->replicates(position)) return false;
       const cluster::Node* to = after->target_owner(position);
       return to == nullptr || to->id != self;
     };
@@ -406,18 +407,10 @@ Status Migrator::receive(const wire::MigrateRequest& request, wire::MigrateRespo
       holds_legacy_ = true;
     }
   }
-  std::uint64_t applied = 0, set_aside = 0;
-  for (const auto& e : entries) {
-    auto outcome = table_.apply(e.m);
-    if (!outcome.ok()) return outcome.status();
-    if (*outcome == storage::ApplyOutcome::kSetAside) {
-      ++set_aside;
-    } else {
-      ++applied;
-    }
-  }
-  response->set_applied(applied);
-  response->set_set_aside(set_aside);
+  auto applied = replication::apply_entries(table_, entries);
+  if (!applied.ok()) return applied.status();
+  response->set_applied(applied->applied);
+  response->set_set_aside(applied->set_aside);
   return {};
 }
 

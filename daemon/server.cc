@@ -109,6 +109,12 @@ struct Server::Impl {
   Handlers& handlers;
   Counters& counters;
   resp::Commands* resp_commands;
+  // Requests whose handling may call another node and wait for it (a REGENERATE into another
+  // node's user, LIST_USER and REVOKE_USER that ask the nodes holding sessions made before route
+  // keys) run here, not on the worker: a worker blocked on a peer would hold up every
+  // connection it serves, among them the peer's own REPLICATE, and two nodes waiting for each
+  // other would stall until the call's deadline.
+  asio::thread_pool peer_calls{8};
   cluster::Membership* membership = nullptr;  // set_cluster(): RESP commands are routed
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::unique_ptr<tcp::acceptor> acceptor;
@@ -137,6 +143,12 @@ struct Server::Impl {
   // The native protocol loop over `stream`: the connection's socket or its TLS stream.
   template <typename Stream>
   asio::awaitable<void> serve_frames(Connection& conn, Stream& stream, Role role);
+  static bool may_call_peers(std::uint16_t opcode) {
+    using protocol::Opcode;
+    return opcode == static_cast<std::uint16_t>(Opcode::kRegenerate) ||
+           opcode == static_cast<std::uint16_t>(Opcode::kListUser) ||
+           opcode == static_cast<std::uint16_t>(Opcode::kRevokeUser);
+  }
   // Runs the TLS handshake of conn.tls: the role the connection starts with, or nullopt when
   // the handshake failed (counted and logged).
   asio::awaitable<std::optional<Role>> tls_handshake(Connection& conn);
@@ -521,6 +533,14 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
           counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
           handlers.append_error(
               d.header, Status::InvalidArgument("clients send requests, not responses"), &out);
+        } else if (membership != nullptr && may_call_peers(d.header.opcode)) {
+          co_await asio::co_spawn(
+              peer_calls,
+              [&]() -> asio::awaitable<void> {
+                handlers.handle(d.header, d.body, &state, &out);
+                co_return;
+              },
+              asio::use_awaitable);
         } else {
           handlers.handle(d.header, d.body, &state, &out);
         }
@@ -530,6 +550,15 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
         }
       }
       flush_creates();
+      // Answers that wait for replicas (--replica-ack) go out once they confirmed; the
+      // connection is not read meanwhile, the node's other connections are served.
+      if (!state.acks.empty()) {
+        asio::steady_timer pause(stream.get_executor());
+        while (!handlers.settle_acks(&state, &out)) {
+          pause.expires_after(std::chrono::microseconds(200));
+          co_await pause.async_wait(kTuple);
+        }
+      }
       if (!co_await write_out(conn, stream, out)) co_return;
     }
     if (offset > 0) {

@@ -38,6 +38,9 @@ inline constexpr std::uint8_t kFlagResponse = 0x01;
 // In a response: the node's topology epoch is newer than the one the request carried (a routing
 // client refreshes its topology; docs/cluster.md). Only set for requests with an epoch.
 inline constexpr std::uint8_t kFlagNewerEpoch = 0x02;
+// In a response: served by a replica (a GET with from_replica), which may not have the owner's
+// latest writes.
+inline constexpr std::uint8_t kFlagPossiblyStale = 0x04;
 
 // Wire values are fixed: never renumber. 64 and up are internal (node to node).
 enum class Opcode : std::uint16_t {

@@ -27,6 +27,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <system_error>
@@ -452,6 +453,8 @@ void put_bytes(std::string* out, std::string_view bytes) {
 // record is not copied into the log (it would double what every write costs): the merge is
 // state-based, so a shipper sends the session's state as it is when it ships
 // (SessionTable::state_of), which includes every put logged before.
+thread_local std::uint64_t tls_last_log_seq = 0;
+
 void encode_log_entry(const Mutation& m, std::string* out) {
   out->clear();
   out->push_back(static_cast<char>(m.kind));
@@ -563,6 +566,7 @@ Status Store::write(std::span<const Mutation> mutations, std::uint64_t* first_lo
   }
   auto s = impl.db->Write(impl.write_options, &batch);
   impl.retire_seqs(first);
+  if (s.ok()) tls_last_log_seq = first + mutations.size() - 1;
   if (s.ok() && first_log_seq != nullptr) *first_log_seq = first;
   return impl.checked(s);
 }
@@ -669,14 +673,23 @@ std::uint64_t Store::log_committed() const {
 
 Status Store::for_each_log_entry(
     std::uint64_t from, const std::function<void(std::uint64_t, const Mutation&)>& fn) const {
+  return for_each_log_entry(from, std::numeric_limits<std::size_t>::max(), fn);
+}
+
+std::uint64_t Store::last_log_seq_on_this_thread() { return tls_last_log_seq; }
+
+Status Store::for_each_log_entry(
+    std::uint64_t from, std::size_t limit,
+    const std::function<void(std::uint64_t, const Mutation&)>& fn) const {
   const std::uint64_t last = log_committed();
+  std::size_t seen = 0;
   std::unique_ptr<rocksdb::Iterator> it(
       impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->replog()));
   Mutation m;
   std::vector<AccessEntry> accesses;
   for (it->Seek(be64(from)); it->Valid(); it->Next()) {
     const std::uint64_t seq = from_be64(it->key().ToStringView());
-    if (seq > last) break;
+    if (seq > last || seen++ == limit) break;
     if (!decode_log_entry(it->value().ToStringView(), &m, &accesses)) {
       return Status::Internal("corrupt replication-log entry " + std::to_string(seq) + " in " +
                               impl_->options.path);

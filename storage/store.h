@@ -97,6 +97,13 @@ class Store {
   // the id (and user): its state is read when shipped (SessionTable::state_of).
   Status for_each_log_entry(
       std::uint64_t from, const std::function<void(std::uint64_t seq, const Mutation&)>& fn) const;
+  // The same for at most `limit` entries.
+  Status for_each_log_entry(
+      std::uint64_t from, std::size_t limit,
+      const std::function<void(std::uint64_t seq, const Mutation&)>& fn) const;
+  // The last log sequence number a write() on the calling thread was given (0: none yet): what
+  // a caller that just wrote waits for its replicas to have (daemon/replicas.h).
+  static std::uint64_t last_log_seq_on_this_thread();
   // A consumer's (a replica's, a peer region's) position: the first sequence it has not
   // acknowledged. Persisted in `meta`; the log is trimmed below the slowest consumer, and below
   // the retention cap whatever the consumers (a consumer left behind it is repaired by

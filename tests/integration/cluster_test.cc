@@ -85,7 +85,7 @@ class ClusterTest : public ::testing::Test {
       auto live = etcd_client_->get(cluster::node_key("local", id));
       ASSERT_TRUE(live.ok() && live->has_value()) << id << " is not registered";
       const auto j = nlohmann_json_address((*live)->value);
-      next.nodes.push_back({id, j.first, "", j.second, 1});
+      next.nodes.push_back({id, j.first, "", j.second, 1, false, {}});
     }
     std::sort(next.nodes.begin(), next.nodes.end(),
               [](const auto& a, const auto& b) { return a.id < b.id; });
@@ -549,14 +549,16 @@ TEST_F(ClusterTest, SessionsMadeBeforeRouteKeysAreFoundByTheirUsersNode) {
       if (!st) return false;
       total += parse<wire::StatsResponse>(*st).sessions();
     }
-    return total == 121;
+    return total == 2 * 121;  // each on its owner and one replica (replication factor 2)
   }));
   wire::RevokeUserRequest revoke;
   revoke.set_user_id("old-user");
   revoke.set_epoch(topology_.epoch);
   c.send(Opcode::kRevokeUser, revoke, 10);
   r = c.read();
-  ASSERT_TRUE(r && r->status == StatusCode::kOk);
+  ASSERT_TRUE(r && r->status == StatusCode::kOk)
+      << (r ? parse<wire::ErrorResponse>(*r).message() : "no answer") << nodes_["n1"]->log()
+      << nodes_["n2"]->log();
   EXPECT_EQ(parse<wire::RevokeUserResponse>(*r).revoked(), 61u);
   for (const std::string& id : old_ids["old-user"]) {
     Conn o(owner_of(id)->address());
@@ -603,14 +605,17 @@ TEST_F(ClusterTest, RedisCliAtAnyNodeReadsAndWritesEveryKey) {
           << "port " << port;
     }
   }
-  // Each node holds its own share; together all of them.
-  int total = 0;
-  for (const std::string& port : ports) {
-    const int local = std::stoi(cli(port, {"DBSIZE"}));
-    EXPECT_LT(local, 30);
-    total += local;
-  }
-  EXPECT_EQ(total, 30);
+  // Each node holds its own share and its replicas (replication factor 2): together every
+  // key twice.
+  EXPECT_TRUE(eventually([&] {
+    int total = 0;
+    for (const std::string& port : ports) {
+      const int local = std::stoi(cli(port, {"DBSIZE"}));
+      EXPECT_LT(local, 30);
+      total += local;
+    }
+    return total == 2 * 30;
+  }));
   // Keys of several nodes in one command: CROSSSLOT, nothing done.
   std::vector<std::string> mget = {"MGET"};
   for (int i = 0; i < 30; ++i) mget.push_back("key-" + std::to_string(i));

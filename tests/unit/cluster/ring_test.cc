@@ -14,7 +14,7 @@ std::vector<Node> nodes_named(const std::vector<std::string>& ids) {
   std::vector<Node> nodes;
   std::uint32_t number = 1;
   for (const std::string& id : ids) {
-    nodes.push_back({id, "127.0.0.1:" + std::to_string(7400 + number), "", number, 1});
+    nodes.push_back({id, "127.0.0.1:" + std::to_string(7400 + number), "", number, 1, false, {}});
     ++number;
   }
   return nodes;
@@ -139,6 +139,65 @@ TEST(Ring, OwnersArePinned) {
   std::string owners;
   for (std::uint64_t i = 0; i < 16; ++i) owners += nodes[ring.owner(i * 0x1111111111111111u)].id[0];
   EXPECT_EQ(owners, "aggbgbggbgbgbbga");
+}
+
+// Failover placement (place()): with everyone up it is the ring's preference list; a down
+// owner's ranges go to its first in-sync replica that is up, or to nobody; replicas are the
+// next nodes that are up.
+TEST(Placement, FollowsThePreferenceListAndTheInSyncReplicas) {
+  auto nodes = nodes_named({"a", "b", "c", "d", "e"});
+  std::mt19937_64 rng(5);
+  std::vector<std::uint64_t> keys(2000);
+  for (auto& k : keys) k = rng();
+  {
+    const Ring ring(nodes);
+    for (std::uint64_t key : keys) {
+      const auto pl = ring.owners(key, 3);
+      const Placement p = place(ring, nodes, 3, key);
+      ASSERT_EQ(p.owner, pl[0]);
+      ASSERT_EQ(p.replicas, std::vector<std::size_t>(pl.begin() + 1, pl.end()));
+      EXPECT_TRUE(place(ring, nodes, 1, key).replicas.empty());
+    }
+  }
+  nodes[1].down = true;  // b, with c in sync
+  nodes[1].in_sync = {"c"};
+  const Ring ring(nodes);
+  std::size_t to_c = 0, ownerless = 0;
+  for (std::uint64_t key : keys) {
+    const auto all = ring.owners(key, 5);
+    const Placement p = place(ring, nodes, 2, key);
+    std::vector<std::size_t> up;
+    for (std::size_t n : all) {
+      if (n != 1) up.push_back(n);
+    }
+    if (all[0] != 1) {
+      ASSERT_EQ(p.owner, all[0]);
+      ASSERT_EQ(p.replicas, std::vector<std::size_t>{up[1]});  // the next up node
+    } else if (all[1] == 2) {
+      ASSERT_EQ(p.owner, 2u);  // c, in sync, takes b's range
+      ASSERT_EQ(p.replicas, std::vector<std::size_t>{up[1]});
+      ++to_c;
+    } else {
+      ASSERT_FALSE(p.owner) << "only an in-sync replica may take a range";
+      ASSERT_EQ(p.replicas, std::vector<std::size_t>{up[0]});  // serves reads, flagged
+      ++ownerless;
+    }
+  }
+  EXPECT_GT(to_c, 50u);
+  EXPECT_GT(ownerless, 50u);
+  // With a factor of 3, a replica further down the preference list may take it.
+  nodes[1].in_sync = {"a", "c", "d", "e"};
+  const Ring ring3(nodes);
+  for (std::uint64_t key : keys) {
+    const auto all = ring3.owners(key, 5);
+    const Placement p = place(ring3, nodes, 3, key);
+    ASSERT_TRUE(p.owner);
+    if (all[0] == 1) {
+      ASSERT_EQ(p.owner, all[1]);
+    }
+    ASSERT_EQ(p.replicas.size(), 2u);
+    for (std::size_t r : p.replicas) ASSERT_NE(r, 1u);
+  }
 }
 
 }  // namespace

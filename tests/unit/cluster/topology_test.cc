@@ -9,13 +9,15 @@ Topology sample() {
   Topology t;
   t.region = "eu-west";
   t.epoch = 7;
-  t.nodes = {{"n1", "10.0.0.1:7400", "10.0.0.1:6379", 1, 1}, {"n2", "10.0.0.2:7400", "", 2, 2}};
+  t.replication_factor = 2;
+  t.nodes = {{"n1", "10.0.0.1:7400", "10.0.0.1:6379", 1, 1, false, {}},
+             {"n2", "10.0.0.2:7400", "", 2, 2, true, {"n1"}}};
   Migration m;
   m.id = 7;
   m.reason = "add-node n3";
   m.started_ms = 1'780'000'000'000;
   m.target = t.nodes;
-  m.target.push_back({"n3", "10.0.0.3:7400", "", 3, 1});
+  m.target.push_back({"n3", "10.0.0.3:7400", "", 3, 1, false, {}});
   t.migration = m;
   return t;
 }
@@ -39,7 +41,9 @@ TEST(Topology, NodesComeBackSortedById) {
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   ASSERT_EQ(t->nodes.size(), 2u);
   EXPECT_EQ(t->nodes[0].id, "a");
-  EXPECT_EQ(t->nodes[0].weight, 1u);  // the default
+  EXPECT_EQ(t->nodes[0].weight, 1u);     // the default
+  EXPECT_EQ(t->replication_factor, 1u);  // a topology from before replicas
+  EXPECT_FALSE(t->nodes[0].down);
   EXPECT_EQ(t->find("b")->address, "h:2");
   EXPECT_EQ(t->find("c"), nullptr);
 }
@@ -61,6 +65,14 @@ TEST(Topology, RefusesWhatCannotBeRoutedBy) {
        "weight above 0"},
       {R"({"region":"r","epoch":1,"nodes":[{"id":"a","address":"","number":1}]})", "no address"},
       {R"({"region":"r","epoch":"x","nodes":[]})", "topology"},
+      {R"({"region":"r","epoch":1,"replication_factor":0,"nodes":[]})", "replication factor"},
+      {R"({"region":"r","epoch":1,"replication_factor":6,"nodes":[]})", "replication factor"},
+      {R"({"region":"r","epoch":1,"nodes":[{"id":"a","address":"h:1","number":1,
+          "down":{"in_sync":["z"]}}]})",
+       "not another node"},
+      {R"({"region":"r","epoch":1,"nodes":[{"id":"a","address":"h:1","number":1,
+          "down":{"in_sync":["a"]}}]})",
+       "not another node"},
   };
   for (const auto& [json, why] : bad) {
     auto t = Topology::from_json(json);

@@ -1,0 +1,341 @@
+#include "daemon/replicas.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "cluster/ring.h"
+#include "protocol/sessiond.pb.h"
+#include "replication/applier.h"
+#include "replication/codec.h"
+
+namespace sessiond::daemon {
+namespace {
+
+using namespace std::chrono_literals;
+using Steady = std::chrono::steady_clock;
+
+// The index of the ring arc (by its closing point) that holds `position`.
+std::size_t arc_of(const std::vector<std::uint64_t>& points, std::uint64_t position) {
+  const auto it = std::lower_bound(points.begin(), points.end(), position);
+  return it == points.end() ? 0 : static_cast<std::size_t>(it - points.begin());
+}
+
+}  // namespace
+
+std::string_view replica_ack_name(ReplicaAck ack) {
+  switch (ack) {
+    case ReplicaAck::kNone:
+      return "none";
+    case ReplicaAck::kTerminal:
+      return "terminal";
+    case ReplicaAck::kAll:
+      return "all";
+  }
+  return "?";
+}
+
+Replicas::Replicas(storage::SessionTable& table, storage::Store& store,
+                   cluster::Membership& membership, const storage::IdGenerator& ids,
+                   Options options)
+    : table_(table),
+      store_(store),
+      membership_(membership),
+      ids_(ids),
+      options_(std::move(options)),
+      wakers_(std::make_shared<Wakers>()) {}
+
+Replicas::~Replicas() {
+  {
+    std::lock_guard lock(stop_mu_);
+    stop_ = true;
+  }
+  stop_cv_.notify_all();
+  if (subscription_ != 0) membership_.remove_on_change(subscription_);
+  if (observer_ != 0) table_.remove_observer(observer_);
+  if (thread_.joinable()) thread_.join();
+  std::lock_guard lock(mu_);
+  peers_.clear();
+}
+
+std::uint64_t Replicas::position_of(const storage::Mutation& m) const {
+  return m.kind == storage::Mutation::Kind::kGeneration
+             ? ids_.route_key_of_user(m.user)
+             : cluster::ring_position(
+                   std::string_view(reinterpret_cast<const char*>(m.id.data()), m.id.size()));
+}
+
+void Replicas::start() {
+  // Every write wakes the shippers (they read the log themselves). The observer holds the
+  // list it wakes, not this object: a write under way when we are destroyed may still call it.
+  observer_ = table_.on_change([wakers = wakers_](const storage::Mutation&, std::uint64_t) {
+    const auto list = wakers->shippers.load();
+    if (list) {
+      for (const auto& s : *list) s->wake();
+    }
+  });
+  subscription_ = membership_.on_change(
+      [this](const std::shared_ptr<const cluster::Routing>& r) { on_topology(r); });
+  on_topology(membership_.routing());
+  thread_ = std::thread([this] { loop(); });
+}
+
+void Replicas::on_topology(const std::shared_ptr<const cluster::Routing>& routing) {
+  const std::string& self = membership_.options().node_id;
+  const auto& ring_points = routing->ring.points();
+  std::vector<std::uint64_t> points;
+  points.reserve(ring_points.size());
+  for (const auto& p : ring_points) points.push_back(p.position);
+  // Each arc's placement: the replicas of the arcs this node owns.
+  std::map<std::string, std::vector<bool>> arcs;
+  if (routing->self && routing->topology.replication_factor > 1) {
+    for (std::size_t i = 0; i < points.size(); ++i) {
+      const cluster::Placement p = routing->placement(points[i]);
+      if (p.owner != routing->self) continue;
+      for (std::size_t r : p.replicas) {
+        auto& bits = arcs[routing->topology.nodes[r].id];
+        bits.resize(points.size());
+        bits[i] = true;
+      }
+    }
+  }
+  auto shared_points = std::make_shared<const std::vector<std::uint64_t>>(points);
+  std::lock_guard lock(mu_);
+  const bool ring_changed = points != ring_points_;
+  ring_points_ = points;
+  for (auto it = peers_.begin(); it != peers_.end();) {
+    if (arcs.contains(it->first)) {
+      ++it;
+      continue;
+    }
+    // No longer a replica of anything here: its cursor would hold the log back.
+    (void)store_.drop_log_cursor("ship/" + it->first);
+    in_sync_.erase(it->first);
+    it = peers_.erase(it);
+  }
+  auto wake_list = std::make_shared<std::vector<std::shared_ptr<replication::Shipper>>>();
+  for (auto& [id, bits] : arcs) {
+    Peer& peer = peers_[id];
+    bool grew = ring_changed || !peer.shipper || !peer.arcs;
+    if (!grew) {
+      for (std::size_t i = 0; i < bits.size(); ++i) grew = grew || (bits[i] && !(*peer.arcs)[i]);
+    }
+    if (!peer.shipper) {
+      replication::Shipper::Options o;
+      o.self = self;
+      o.peer = id;
+      o.peer_secret = options_.peer_secret;
+      o.in_sync_lag = options_.in_sync_lag;
+      o.log = options_.log;
+      peer.shipper = std::make_shared<replication::Shipper>(table_, store_, std::move(o));
+    }
+    auto shared_bits = std::make_shared<const std::vector<bool>>(std::move(bits));
+    peer.arcs = shared_bits;
+    replication::Shipper::Target target;
+    target.address = routing->topology.find(id)->address;
+    target.epoch = routing->topology.epoch;
+    target.wanted = [this, shared_points, shared_bits](const storage::Mutation& m) {
+      return (*shared_bits)[arc_of(*shared_points, position_of(m))];
+    };
+    peer.shipper->retarget(std::move(target), grew);
+    wake_list->push_back(peer.shipper);
+  }
+  wakers_->shippers.store(std::move(wake_list));
+}
+
+Status Replicas::add_wait(std::uint64_t position, std::uint64_t seq, Wait* wait) const {
+  const auto routing = membership_.routing();
+  const cluster::Placement p = routing->placement(position);
+  if (p.replicas.empty()) return {};  // fewer nodes up than the factor: as many copies as nodes
+  std::lock_guard lock(mu_);
+  std::string names;
+  bool any = false;
+  for (std::size_t r : p.replicas) {
+    if (r == routing->self) continue;
+    const std::string& id = routing->topology.nodes[r].id;
+    names += (names.empty() ? "" : ", ") + id;
+    // Replicas still catching up count too: the write waits (up to its deadline) for one of
+    // them to be in sync with it.
+    const auto peer = peers_.find(id);
+    if (peer == peers_.end()) continue;
+    any = true;
+    if (std::find(wait->shippers.begin(), wait->shippers.end(), peer->second.shipper) ==
+        wait->shippers.end()) {
+      wait->shippers.push_back(peer->second.shipper);
+    }
+  }
+  if (!any) {
+    return Status::Unavailable(
+        "this node does not feed the replicas of this session's range yet (" + names +
+        "): the change was made on this node but is not acknowledged until a replica has it; "
+        "send it again");
+  }
+  wait->seq = std::max(wait->seq, seq);
+  wait->deadline = Steady::now() + options_.ack_timeout;
+  return {};
+}
+
+Status Replicas::add_wait_all(std::uint64_t seq, Wait* wait) const {
+  std::lock_guard lock(mu_);
+  if (peers_.empty()) return {};
+  std::string names;
+  for (const auto& [id, peer] : peers_) {
+    names += (names.empty() ? "" : ", ") + id;
+    if (std::find(wait->shippers.begin(), wait->shippers.end(), peer.shipper) ==
+        wait->shippers.end()) {
+      wait->shippers.push_back(peer.shipper);
+    }
+  }
+  wait->seq = std::max(wait->seq, seq);
+  wait->deadline = Steady::now() + options_.ack_timeout;
+  return {};
+}
+
+Replicas::WaitState Replicas::check(const Wait& wait) const {
+  const bool late = Steady::now() > wait.deadline;
+  bool any = false;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& s : wait.shippers) {
+      // Out of the set (catching up, or left it): not waited for, unless none is in it.
+      if (!in_sync_.contains(s->peer())) continue;
+      if (s->acked() < wait.seq) return late ? WaitState::kFailed : WaitState::kPending;
+      any = true;
+    }
+  }
+  if (any) return WaitState::kDone;
+  return late ? WaitState::kFailed : WaitState::kPending;
+}
+
+Status Replicas::failed_status(const Wait& wait) {
+  std::string names;
+  for (const auto& s : wait.shippers) {
+    names += (names.empty() ? "" : ", ") + s->peer() + " at " + std::to_string(s->acked()) +
+             " of " + std::to_string(wait.seq);
+  }
+  return Status::Unavailable("the change was made on this node, but its replica (" + names +
+                             ") did not confirm it in time: it is not acknowledged; send it "
+                             "again");
+}
+
+Status Replicas::receive(const wire::ReplicateRequest& request, wire::ReplicateResponse* response) {
+  const auto routing = membership_.routing();
+  std::vector<replication::OwnedMutation> entries;
+  entries.reserve(static_cast<std::size_t>(request.entries_size()));
+  for (const auto& e : request.entries()) {
+    auto m = replication::from_wire(e);
+    if (!m.ok()) return m.status();
+    const std::uint64_t position = position_of(m->m);
+    if (!routing->owns(position) && !routing->replicates(position)) {
+      return Status::Unavailable(
+          "node " + membership_.options().node_id + " neither owns nor replicates an entry node " +
+          request.from_node() + " sent (topology epoch " + std::to_string(routing->topology.epoch) +
+          " here, " + std::to_string(request.epoch()) + " there)");
+    }
+    entries.push_back(std::move(m).value());
+  }
+  auto applied = replication::apply_entries(table_, entries);
+  if (!applied.ok()) return applied.status();
+  response->set_applied(applied->applied);
+  response->set_set_aside(applied->set_aside);
+  return {};
+}
+
+void Replicas::loop() {
+  auto failover_checked = Steady::now();
+  while (!stop_) {
+    publish_in_sync();
+    if (Steady::now() - failover_checked > 500ms) {
+      fail_over();
+      failover_checked = Steady::now();
+    }
+    std::unique_lock lock(stop_mu_);
+    stop_cv_.wait_for(lock, 100ms, [&] { return stop_.load(); });
+  }
+}
+
+void Replicas::publish_in_sync() {
+  std::set<std::string> desired;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, peer] : peers_) {
+      if (peer.shipper->in_sync()) desired.insert(id);
+    }
+    if (desired == published_ && desired == in_sync_) return;
+    // Joining: waited for here before etcd names it.
+    in_sync_.insert(desired.begin(), desired.end());
+  }
+  const nlohmann::json list(std::vector<std::string>(desired.begin(), desired.end()));
+  auto put = membership_.etcd().put(
+      cluster::isr_key(membership_.options().region, membership_.options().node_id), list.dump());
+  if (!put.ok()) return;  // keep waiting for all of them; try again
+  std::lock_guard lock(mu_);
+  for (const std::string& id : published_) {
+    if (!desired.contains(id) && options_.log) {
+      options_.log(true,
+                   "replica " + id + " left the in-sync set (behind by " +
+                       std::to_string(peers_.contains(id) ? peers_[id].shipper->lag_entries() : 0) +
+                       " entries)");
+    }
+  }
+  for (const std::string& id : desired) {
+    if (!published_.contains(id) && options_.log) {
+      options_.log(false, "replica " + id + " is in sync");
+    }
+  }
+  // Leaving: no longer waited for, now that etcd no longer names it.
+  in_sync_ = desired;
+  published_ = desired;
+}
+
+void Replicas::fail_over() {
+  const auto routing = membership_.routing();
+  if (routing->topology.migration || !routing->self) return;
+  const cluster::EtcdClient& etcd = membership_.etcd();
+  const std::string& region = membership_.options().region;
+  auto live_keys = etcd.get_prefix(cluster::nodes_prefix(region));
+  if (!live_keys.ok()) return;
+  std::set<std::string> live;
+  for (const auto& kv : live_keys->kvs) {
+    live.insert(kv.key.substr(cluster::nodes_prefix(region).size()));
+  }
+  bool any = false;
+  for (const cluster::Node& n : routing->topology.nodes) {
+    any = any || (!n.down && n.weight > 0 && !live.contains(n.id));
+  }
+  if (!any) return;
+  auto current = membership_.read_topology();
+  if (!current.ok()) return;
+  cluster::Topology next = current->first;
+  if (next.migration) return;
+  std::string what;
+  for (cluster::Node& n : next.nodes) {
+    if (n.down || n.weight == 0 || live.contains(n.id)) continue;
+    auto isr = etcd.get(cluster::isr_key(region, n.id));
+    if (!isr.ok()) return;
+    std::vector<std::string> in_sync;
+    if (isr->has_value()) {
+      const auto j = nlohmann::json::parse((*isr)->value, nullptr, false);
+      if (j.is_array()) {
+        for (const auto& id : j) {
+          if (!id.is_string()) continue;
+          const cluster::Node* r = next.find(id.get<std::string>());
+          if (r != nullptr && !r->down && live.contains(r->id)) in_sync.push_back(r->id);
+        }
+      }
+    }
+    n.down = true;
+    n.in_sync = in_sync;
+    what += (what.empty() ? "" : "; ") + n.id + " (in-sync replicas: " +
+            (in_sync.empty() ? std::string("none, its ranges have no writer") : "");
+    for (std::size_t i = 0; i < in_sync.size(); ++i) what += (i ? ", " : "") + in_sync[i];
+    what += ")";
+  }
+  next.epoch = current->first.epoch + 1;
+  auto swapped = membership_.replace_topology(next, current->second);
+  if (swapped.ok() && *swapped && options_.log) {
+    options_.log(
+        true, "failover at epoch " + std::to_string(next.epoch) + ": leases ran out for " + what);
+  }
+}
+
+}  // namespace sessiond::daemon

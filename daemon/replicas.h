@@ -1,0 +1,131 @@
+// Replicas and failover inside a region (DESIGN §6; docs/cluster.md, "Replicas and failover").
+//
+// The owner's side: one replication::Shipper per peer that replicates ranges this node owns,
+// retargeted on every topology change (a peer that gains ranges is resynced from memory), woken
+// by every write. The in-sync replicas (shippers caught up within their bound) are recorded in
+// etcd under isr/NODE; a replica joins the set here before etcd says so and leaves it here only
+// after etcd says so, so the set etcd holds never names a replica that a write was acknowledged
+// without. A write that must be replicated before it is acknowledged (--replica-ack: terminal
+// writes, or all) waits for every in-sync replica of its range, and fails with UNAVAILABLE when
+// its range has replicas but none is in sync.
+//
+// The replica's side: REPLICATE, merged with apply() (only entries of ranges this node owns or
+// replicates under its topology).
+//
+// Failover: when a node of the topology has no liveness key (its lease ran out), the live nodes
+// mark it down by CAS on the topology, with the replicas etcd lists as in sync with it; the ring
+// then gives each of its ranges to the first of those (cluster/ring.h, place()). Not while a
+// migration runs (it waits for the node).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/membership.h"
+#include "replication/shipper.h"
+#include "storage/id_generator.h"
+#include "storage/session_table.h"
+#include "storage/store.h"
+
+namespace sessiond::wire {
+class ReplicateRequest;
+class ReplicateResponse;
+}  // namespace sessiond::wire
+
+namespace sessiond::daemon {
+
+enum class ReplicaAck { kNone, kTerminal, kAll };
+std::string_view replica_ack_name(ReplicaAck ack);
+
+class Replicas {
+ public:
+  struct Options {
+    ReplicaAck ack = ReplicaAck::kTerminal;
+    std::string peer_secret;
+    std::chrono::milliseconds in_sync_lag{2000};  // a replica this far behind leaves the set
+    std::chrono::milliseconds ack_timeout{2000};  // how long a write waits for its replicas
+    std::function<void(bool warning, const std::string&)> log;
+  };
+  Replicas(storage::SessionTable& table, storage::Store& store, cluster::Membership& membership,
+           const storage::IdGenerator& ids, Options options);
+  // Stops the shippers and the failover thread.
+  ~Replicas();
+  Replicas(const Replicas&) = delete;
+  Replicas& operator=(const Replicas&) = delete;
+
+  // Follows the topology and the table's writes from now on.
+  void start();
+  const Options& options() const { return options_; }
+
+  // What a write waits for before it is acknowledged: the replicas that were in sync, and the
+  // log sequence they must have applied.
+  struct Wait {
+    std::vector<std::shared_ptr<replication::Shipper>> shippers;
+    std::uint64_t seq = 0;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  // Adds what the write at `position` (logged up to `seq`) waits for to `wait`: its replicas;
+  // nothing when its range has none (fewer nodes up than the factor). UNAVAILABLE when this
+  // node does not feed them yet (a topology change a moment ago).
+  Status add_wait(std::uint64_t position, std::uint64_t seq, Wait* wait) const;
+  // The same for a write whose positions are not known (a REVOKE_USER of sessions made before
+  // route keys, held here for other users' nodes): every replica this node feeds.
+  Status add_wait_all(std::uint64_t seq, Wait* wait) const;
+  enum class WaitState { kPending, kDone, kFailed };
+  // kDone once every replica of `wait` that is in the in-sync set applied it, and one at least
+  // is in it; kFailed at the deadline.
+  WaitState check(const Wait& wait) const;
+  // What kFailed means, for the client.
+  static Status failed_status(const Wait& wait);
+
+  // REPLICATE from the owner of the entries' ranges.
+  Status receive(const wire::ReplicateRequest& request, wire::ReplicateResponse* response);
+
+ private:
+  void on_topology(const std::shared_ptr<const cluster::Routing>& routing);
+  void loop();  // the in-sync set and failover, a few times a second
+  void publish_in_sync();
+  void fail_over();
+  std::uint64_t position_of(const storage::Mutation& m) const;
+
+  storage::SessionTable& table_;
+  storage::Store& store_;
+  cluster::Membership& membership_;
+  const storage::IdGenerator& ids_;
+  const Options options_;
+
+  // What every write wakes, held by the table's observer (which may outlive this object).
+  struct Wakers {
+    std::atomic<std::shared_ptr<const std::vector<std::shared_ptr<replication::Shipper>>>> shippers;
+  };
+  std::shared_ptr<Wakers> wakers_;
+
+  // Per peer: the ring arcs (by point index) it replicates for this node, and its shipper.
+  struct Peer {
+    std::shared_ptr<replication::Shipper> shipper;
+    std::shared_ptr<const std::vector<bool>> arcs;
+  };
+  mutable std::mutex mu_;  // guards peers_, ring_points_, in_sync_
+  std::map<std::string, Peer> peers_;
+  std::vector<std::uint64_t> ring_points_;  // the ring the arcs are of
+  std::set<std::string> in_sync_;           // ⊇ what etcd's isr/SELF says
+  std::set<std::string> published_;         // what etcd's isr/SELF says
+
+  std::uint64_t subscription_ = 0;
+  std::uint64_t observer_ = 0;
+  std::atomic<bool> stop_{false};
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  std::thread thread_;
+};
+
+}  // namespace sessiond::daemon

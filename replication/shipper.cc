@@ -1,0 +1,228 @@
+#include "replication/shipper.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "protocol/sessiond.pb.h"
+#include "replication/codec.h"
+#include "replication/peer_link.h"
+#include "storage/session_table.h"
+#include "storage/store.h"
+
+namespace sessiond::replication {
+namespace {
+
+using namespace std::chrono_literals;
+using Steady = std::chrono::steady_clock;
+
+std::int64_t steady_ns() { return Steady::now().time_since_epoch().count(); }
+
+}  // namespace
+
+Shipper::Shipper(storage::SessionTable& table, storage::Store& store, Options options)
+    : table_(table),
+      store_(store),
+      options_(std::move(options)),
+      cursor_name_("ship/" + options_.peer) {
+  // Where the last run left off; what was shipped before is resent from there at most. A
+  // snapshot comes first anyway (the ranges the peer holds may have changed meanwhile).
+  const std::uint64_t committed = store_.log_committed();
+  next_ = store_.log_cursor(cursor_name_).value_or(committed + 1);
+  acked_ = next_ - 1;
+}
+
+Shipper::~Shipper() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Shipper::retarget(Target target, bool resync) {
+  {
+    std::lock_guard lock(mu_);
+    target_ = std::move(target);
+    ++generation_;
+    resync_ = resync_ || resync;
+    woken_ = true;
+    if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+  }
+  cv_.notify_all();
+}
+
+void Shipper::wake() {
+  {
+    std::lock_guard lock(mu_);
+    if (woken_) return;
+    woken_ = true;
+  }
+  cv_.notify_one();
+}
+
+bool Shipper::in_sync() const {
+  {
+    std::lock_guard lock(mu_);
+    if (resync_) return false;
+  }
+  return steady_ns() - caught_up_ns_.load(std::memory_order_acquire) <
+         std::chrono::nanoseconds(options_.in_sync_lag).count();
+}
+
+std::uint64_t Shipper::lag_entries() const {
+  const std::uint64_t committed = store_.log_committed();
+  const std::uint64_t acked = acked_.load(std::memory_order_acquire);
+  return committed > acked ? committed - acked : 0;
+}
+
+void Shipper::wait_for_work(std::chrono::milliseconds at_most) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, at_most, [&] { return stop_.load() || woken_; });
+  woken_ = false;
+}
+
+Status Shipper::send(PeerLink& link, const wire::ReplicateRequest& request) {
+  wire::ReplicateResponse response;
+  return link.call(protocol::Opcode::kReplicate, request, &response);
+}
+
+Status Shipper::advance(std::uint64_t next) {
+  if (Status s = store_.set_log_cursor(cursor_name_, next); !s.ok()) return s;
+  next_ = next;
+  acked_.store(next - 1, std::memory_order_release);
+  return {};
+}
+
+Status Shipper::snapshot(PeerLink& link, const Target& target, std::uint64_t generation) {
+  // Everything logged before `start` is in memory by the time export_states holds each shard's
+  // lock; the log resumes at `start`.
+  const std::uint64_t start = store_.log_committed() + 1;
+  Status failed;
+  wire::ReplicateRequest request;
+  request.set_from_node(options_.self);
+  request.set_epoch(target.epoch);
+  request.set_snapshot(true);
+  auto flush = [&] {
+    if (!failed.ok() || request.entries_size() == 0) return;
+    failed = send(link, request);
+    request.clear_entries();
+  };
+  storage::Mutation probe;
+  const storage::SessionTable::Selection selection{[&](const storage::SessionId& id) {
+                                                     probe.kind = storage::Mutation::Kind::kPut;
+                                                     probe.id = id;
+                                                     return target.wanted(probe);
+                                                   },
+                                                   [&](std::string_view user) {
+                                                     probe.kind =
+                                                         storage::Mutation::Kind::kGeneration;
+                                                     probe.user = user;
+                                                     return target.wanted(probe);
+                                                   }};
+  table_.export_states(selection, [&](std::span<const storage::Mutation> batch) {
+    if (!failed.ok() || stop_) return;
+    for (const storage::Mutation& m : batch) {
+      to_wire(m, request.add_entries());
+      if (static_cast<std::size_t>(request.entries_size()) >= options_.batch_entries) flush();
+    }
+  });
+  flush();
+  if (!failed.ok()) return failed;
+  if (stop_) return Status::Unavailable("stopping");
+  {
+    std::lock_guard lock(mu_);
+    if (generation_ != generation) return {};  // retargeted meanwhile: another snapshot
+    resync_ = false;
+  }
+  if (Status s = advance(std::max(start, std::uint64_t{1})); !s.ok()) return s;
+  caught_up_ns_ = steady_ns();
+  return {};
+}
+
+Result<bool> Shipper::ship_batch(PeerLink& link, const Target& target) {
+  const std::uint64_t from = next_.load();
+  const std::uint64_t committed = store_.log_committed();
+  if (from > committed) {
+    caught_up_ns_ = steady_ns();
+    return false;
+  }
+  wire::ReplicateRequest request;
+  request.set_from_node(options_.self);
+  request.set_epoch(target.epoch);
+  std::uint64_t last = from - 1;
+  std::string state;
+  Status s = store_.for_each_log_entry(from, options_.batch_entries,
+                                       [&](std::uint64_t seq, const storage::Mutation& m) {
+                                         last = seq;
+                                         if (!target.wanted(m)) return;
+                                         if (m.kind != storage::Mutation::Kind::kPut) {
+                                           to_wire(m, request.add_entries());
+                                           return;
+                                         }
+                                         // The session's state now; an ended one ships with its end
+                                         // entry, later in the log.
+                                         auto kind = table_.state_of(m.id, &state);
+                                         if (!kind.ok() || *kind != storage::Mutation::Kind::kPut)
+                                           return;
+                                         storage::Mutation put = m;
+                                         put.value = state;
+                                         to_wire(put, request.add_entries());
+                                       });
+  if (!s.ok()) return s;
+  if (last < from) return false;  // trimmed away under us: nothing to read at the cursor
+  if (request.entries_size() > 0) {
+    if (Status sent = send(link, request); !sent.ok()) return sent;
+  }
+  if (Status a = advance(last + 1); !a.ok()) return a;
+  if (last >= committed) caught_up_ns_ = steady_ns();
+  return true;
+}
+
+void Shipper::loop() {
+  std::unique_ptr<PeerLink> link;
+  auto backoff = 50ms;
+  bool complained = false;
+  while (!stop_) {
+    Target target;
+    std::uint64_t generation = 0;
+    bool resync = false;
+    {
+      std::lock_guard lock(mu_);
+      target = target_;
+      generation = generation_;
+      resync = resync_;
+    }
+    if (target.address.empty() || !target.wanted) {
+      wait_for_work(1s);
+      continue;
+    }
+    if (!link || link->address() != target.address) {
+      link = std::make_unique<PeerLink>(target.address, options_.peer_secret);
+    }
+    Status s;
+    bool worked = true;
+    if (resync) {
+      s = snapshot(*link, target, generation);
+    } else {
+      auto shipped = ship_batch(*link, target);
+      s = shipped.status();
+      worked = shipped.ok() && *shipped;
+    }
+    if (!s.ok()) {
+      if (!complained && options_.log) {
+        options_.log(true, "shipping to " + options_.peer + " failed (retrying): " + s.ToString());
+      }
+      complained = true;
+      wait_for_work(backoff);
+      backoff = std::min<std::chrono::milliseconds>(backoff * 2, 1s);
+      continue;
+    }
+    if (complained && options_.log) options_.log(false, "shipping to " + options_.peer + " again");
+    complained = false;
+    backoff = 50ms;
+    if (!worked) wait_for_work(100ms);
+  }
+}
+
+}  // namespace sessiond::replication
