@@ -120,6 +120,14 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                  "(destroy, regenerate, revoke; the default), all writes, or none "
                  "(docs/cluster.md)")
       ->check(CLI::IsMember({"none", "terminal", "all"}));
+  app.add_option("--replica-ack-timeout-ms", o.cluster.replica_ack_timeout_ms,
+                 "how long an answer waits for its replicas before it becomes UNAVAILABLE (the "
+                 "change stays made here, unacknowledged; default 2000)")
+      ->check(CLI::Range(std::int64_t{10}, std::int64_t{60'000}));
+  app.add_option("--replica-max-lag-ms", o.cluster.replica_max_lag_ms,
+                 "a replica that has not caught up with this node's log for this long leaves "
+                 "the in-sync set, which alone may take over this node's ranges (default 2000)")
+      ->check(CLI::Range(std::int64_t{100}, std::int64_t{600'000}));
   app.add_option("--max-lifetime-ms", o.table.max_lifetime_ms,
                  "no session outlives its creation by more than this, whatever its timeouts; "
                  "tombstones of ended sessions are kept as long (default 30 days, the longest "

@@ -51,7 +51,9 @@ struct ServerOptions {
     // whose value every node follows (docs/cluster.md, "Replicas and failover").
     std::uint32_t replication_factor = 2;
     bool replication_factor_given = false;
-    std::string replica_ack = "terminal";  // none | terminal | all
+    std::string replica_ack = "terminal";        // none | terminal | all
+    std::int64_t replica_ack_timeout_ms = 2000;  // how long an answer waits for its replicas
+    std::int64_t replica_max_lag_ms = 2000;      // a replica further behind leaves the in-sync set
   } cluster;
   storage::StoreOptions store;  // path defaults to ./var
   storage::TableOptions table;

@@ -269,6 +269,8 @@ int main(int argc, char** argv) {
              : options.cluster.replica_ack == "all" ? daemon::ReplicaAck::kAll
                                                     : daemon::ReplicaAck::kTerminal;
     ro.peer_secret = options.auth.peer_secret;
+    ro.ack_timeout = std::chrono::milliseconds(options.cluster.replica_ack_timeout_ms);
+    ro.in_sync_lag = std::chrono::milliseconds(options.cluster.replica_max_lag_ms);
     ro.log = [](bool warning, const std::string& message) {
       if (warning) {
         spdlog::warn("replicas: {}", message);

@@ -126,8 +126,9 @@ Decoded decode_frame(std::span<const std::uint8_t> buffer, std::uint32_t max_bod
     e.header = h;
     return e;
   }
-  const std::uint8_t allowed =
-      (h.flags & kFlagResponse) != 0 ? (kFlagResponse | kFlagNewerEpoch) : kFlagResponse;
+  const std::uint8_t allowed = (h.flags & kFlagResponse) != 0
+                                   ? (kFlagResponse | kFlagNewerEpoch | kFlagPossiblyStale)
+                                   : kFlagResponse;
   if ((h.flags & ~allowed) != 0 || p[7] != 0) {
     Decoded e = error(Status::InvalidArgument("reserved header bits are set"), true);
     e.header = h;
