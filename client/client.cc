@@ -32,8 +32,9 @@ std::optional<std::chrono::milliseconds>& scoped_timeout() {
 // Where a call goes (router.h).
 struct Routing {
   Route route = Route::kSeed;
-  std::string raw_id;           // with Route::kOwner
-  bool has_request_id = false;  // CREATE, REGENERATE
+  std::string raw_id;             // with Route::kOwner
+  bool has_request_id = false;    // CREATE, REGENERATE
+  bool may_read_replica = false;  // GET
 };
 
 Routing node_local() { return {}; }
@@ -74,6 +75,7 @@ class Client::Impl {
     pending->route = routing.route;
     pending->raw_id = std::move(routing.raw_id);
     pending->has_request_id = routing.has_request_id;
+    pending->may_read_replica = routing.may_read_replica;
     pending->timeout = scoped_timeout().value_or(options_.timeout);
     pending->deadline = std::chrono::steady_clock::now() + pending->timeout;
     if (!request.SerializeToString(&pending->body)) {
@@ -89,7 +91,7 @@ class Client::Impl {
       return;
     }
     pending->done = [done = std::move(done), convert = std::move(convert), opcode](
-                        Status status, std::span<const std::uint8_t> body) {
+                        Status status, std::span<const std::uint8_t> body, bool possibly_stale) {
       if (!status.ok()) {
         done(Result<T>(std::move(status)));
         return;
@@ -100,7 +102,11 @@ class Client::Impl {
             "the answer to " + std::string(protocol::opcode_name(opcode)) + " does not parse")));
         return;
       }
-      done(convert(response));
+      Result<T> converted = convert(response);
+      if constexpr (std::is_same_v<T, Session>) {
+        if (converted.ok()) converted->possibly_stale = possibly_stale;
+      }
+      done(std::move(converted));
     };
     io_.post([this, pending = std::move(pending)] { router_.dispatch(pending); });
   }
@@ -196,8 +202,10 @@ void Client::async_get(std::string_view id, const GetOptions& options, Callback<
   }
   // A plain read may be repeated; one that touches or records an access changes the session.
   const bool idempotent = !options.touch && !options.record_access;
+  Routing routing = owner_of(request.id());
+  routing.may_read_replica = true;
   impl_->call<wire::GetResponse, Session>(
-      Opcode::kGet, request, owner_of(request.id()), idempotent, std::move(done),
+      Opcode::kGet, request, std::move(routing), idempotent, std::move(done),
       [](const wire::GetResponse& r) { return Result<Session>(client_detail::from_wire(r)); });
 }
 

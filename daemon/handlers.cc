@@ -1143,6 +1143,7 @@ void Handlers::topology_to_wire(wire::TopologyResponse* out) const {
   out->set_epoch(t.epoch);
   out->set_region(t.region);
   out->set_migrating(t.migration.has_value());
+  out->set_replication_factor(t.replication_factor);
   for (const cluster::Node& n : t.nodes) {
     auto* node = out->add_nodes();
     node->set_id(n.id);
@@ -1151,6 +1152,8 @@ void Handlers::topology_to_wire(wire::TopologyResponse* out) const {
     node->set_weight(n.weight);
     node->set_number(n.number);
     node->set_resp_address(n.resp_address);
+    node->set_down(n.down);
+    for (const std::string& r : n.in_sync) node->add_in_sync(r);
   }
 }
 

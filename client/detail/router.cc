@@ -48,7 +48,14 @@ Router::Target Router::target(const RoutedCall& call) {
     case Route::kSeed:
       return {seeds_.front(), 0};
     case Route::kOwner:
-      if (routing()) return {table_->owner_of(call.raw_id), table_->epoch};
+      if (routing()) {
+        std::string owner = table_->owner_of(call.raw_id);
+        if (owner.empty() && call.may_read_replica) {
+          // No writer for its range (its owner is down with no in-sync replica): a replica.
+          return {table_->replica_of(call.raw_id), table_->epoch, true};
+        }
+        return {std::move(owner), table_->epoch};
+      }
       break;
     case Route::kAny:
       if (routing()) {
@@ -66,6 +73,7 @@ Router::Target Router::target(const RoutedCall& call) {
 
 void Router::route(const std::shared_ptr<RoutedCall>& call) {
   const Target to = target(*call);
+  call->reading_replica = to.replica;
   send(call, to.address, to.epoch);
 }
 
@@ -79,8 +87,11 @@ void Router::send(const std::shared_ptr<RoutedCall>& call, const std::string& ad
   Transport& transport = transport_for(address);
   auto attempt = std::make_shared<Call>();
   attempt->opcode = call->opcode;
-  attempt->body = with_epoch(call->body, epoch);
+  // GetRequest.from_replica (field 5, true), before the epoch (field 15).
+  attempt->body = with_epoch(
+      call->reading_replica ? call->body + std::string("\x28\x01", 2) : call->body, epoch);
   attempt->idempotent = call->idempotent;
+  attempt->fail_fast = routing() && call->route != Route::kSeed;
   attempt->timeout = call->timeout;
   attempt->deadline = call->deadline;
   attempt->done = [this, call, transport = &transport, epoch](const Reply& reply) {
@@ -142,17 +153,23 @@ void Router::on_reply(const std::shared_ptr<RoutedCall>& call, Transport* transp
     });
     return;
   }
-  finish(*call, reply.status, reply.body);
+  finish(*call, reply.status, reply.body, reply.possibly_stale);
 }
 
 bool Router::may_reroute(const RoutedCall& call, const Reply& reply) const {
-  if (closed_ || call.rerouted_after_failure || call.route == Route::kSeed) return false;
+  // A request that may have reached a node is sent elsewhere once; one that cannot have, as
+  // often as the deadline allows (an owner that is down until its failover).
+  if (closed_ || (call.rerouted_after_failure && reply.sent) || call.route == Route::kSeed) {
+    return false;
+  }
   if (Clock::now() >= call.deadline) return false;
   // A single node without a cluster: the transport's own retries were everything there is.
   if (!routing() && seeds_.size() < 2) return false;
   // Resending is safe when the node cannot have seen the request, when running it twice does
-  // no harm, or when the node recognizes it by its request id (a cluster node does).
-  return !reply.sent || call.idempotent || (call.has_request_id && routing());
+  // no harm, or when the node recognizes it by its request id (a cluster node does); a read
+  // that may go to a replica changes nothing there.
+  return !reply.sent || call.idempotent || (call.has_request_id && routing()) ||
+         (call.may_read_replica && routing());
 }
 
 void Router::reroute_after_refresh(const std::shared_ptr<RoutedCall>& call,
@@ -163,11 +180,30 @@ void Router::reroute_after_refresh(const std::shared_ptr<RoutedCall>& call,
   // the topology, a dead owner costs each call one round of connect attempts, not two).
   const auto resume = [this, call, failed, sent, why, epoch_before] {
     if (call->finished) return;
-    const Target to = target(*call);
-    if (!sent && to.address == failed && (table_ ? table_->epoch : 0) == epoch_before) {
-      finish(*call, why);
+    Target to = target(*call);
+    if (call->may_read_replica && to.address == failed && routing()) {
+      // The owner does not answer and no failover has happened yet: its replica serves the
+      // read, flagged possibly stale.
+      if (std::string replica = table_->replica_of(call->raw_id); !replica.empty()) {
+        to = {std::move(replica), table_->epoch, true};
+      }
+    }
+    if (!to.replica && !sent && to.address == failed &&
+        (table_ ? table_->epoch : 0) == epoch_before) {
+      // Still the node that does not answer: until its failover moves its ranges (its lease
+      // running out), try again a little later, within the deadline.
+      const auto pause = std::chrono::milliseconds(250);
+      if (!routing() || Clock::now() + pause >= call->deadline) {
+        finish(*call, why);
+        return;
+      }
+      auto timer = std::make_shared<asio::steady_timer>(io_.context(), pause);
+      timer->async_wait([this, call, timer, failed, sent, why](const std::error_code& ec) {
+        if (!ec && !call->finished) reroute_after_refresh(call, failed, sent, why);
+      });
       return;
     }
+    call->reading_replica = to.replica;
     send(call, to.address, to.epoch);
   };
   refresh(failed);
@@ -188,12 +224,13 @@ void Router::reroute_after_refresh(const std::shared_ptr<RoutedCall>& call,
   });
 }
 
-void Router::finish(RoutedCall& call, Status status, std::span<const std::uint8_t> body) {
+void Router::finish(RoutedCall& call, Status status, std::span<const std::uint8_t> body,
+                    bool possibly_stale) {
   if (call.finished) return;
   call.finished = true;
   auto done = std::move(call.done);
   call.done = nullptr;
-  if (done) done(std::move(status), body);
+  if (done) done(std::move(status), body, possibly_stale);
 }
 
 Transport& Router::transport_for(const std::string& address) {

@@ -40,7 +40,8 @@ struct RoutedCall {
     kAny,    // any node; the one that does not own the key answers WRONG_NODE
     kOwner,  // the ring owner of raw_id
   };
-  using Done = std::function<void(Status, std::span<const std::uint8_t> body)>;
+  // `possibly_stale`: a replica answered (a read while the owner was down).
+  using Done = std::function<void(Status, std::span<const std::uint8_t> body, bool possibly_stale)>;
 
   protocol::Opcode opcode = protocol::Opcode::kPing;
   std::string body;  // serialized request without its epoch (routing.h, with_epoch)
@@ -48,6 +49,9 @@ struct RoutedCall {
   bool has_request_id = false;  // a resend is answered, not executed twice
   Route route = Route::kSeed;
   std::string raw_id;  // with kOwner: the session's raw id
+  // A plain read (GET): while the owner is down or its range has no writer, it may go to a
+  // replica, which answers flagged possibly stale.
+  bool may_read_replica = false;
   std::chrono::milliseconds timeout{0};
   std::chrono::steady_clock::time_point deadline;  // covers every attempt
   Done done;                                       // runs once, on the I/O thread
@@ -56,6 +60,7 @@ struct RoutedCall {
   bool finished = false;
   bool followed_wrong_node = false;
   bool rerouted_after_failure = false;
+  bool reading_replica = false;  // the attempt under way goes to a replica
 };
 
 class Router {
@@ -79,6 +84,7 @@ class Router {
   struct Target {
     std::string address;
     std::uint64_t epoch = 0;
+    bool replica = false;  // a read sent to a replica (RoutedCall::may_read_replica)
   };
   Target target(const RoutedCall& call);
   void route(const std::shared_ptr<RoutedCall>& call);
@@ -93,7 +99,8 @@ class Router {
   // back to it under the same epoch.
   void reroute_after_refresh(const std::shared_ptr<RoutedCall>& call, const std::string& failed,
                              bool sent, Status why);
-  void finish(RoutedCall& call, Status status, std::span<const std::uint8_t> body = {});
+  void finish(RoutedCall& call, Status status, std::span<const std::uint8_t> body = {},
+              bool possibly_stale = false);
   bool routing() const { return table_ && table_->routes(); }
   Transport& transport_for(const std::string& address);
 

@@ -61,16 +61,26 @@ RoutingTable RoutingTable::from_wire(const wire::TopologyResponse& response) {
     node.resp_address = in.resp_address();
     node.number = in.number();
     node.weight = in.weight();
+    node.down = in.down();
+    node.in_sync.assign(in.in_sync().begin(), in.in_sync().end());
     table.nodes.push_back(std::move(node));
     table.regions.push_back(in.region());
   }
+  table.replication_factor = std::max<std::uint32_t>(response.replication_factor(), 1);
   table.ring = cluster::Ring(table.nodes);
   return table;
 }
 
 std::string RoutingTable::owner_of(std::string_view raw_id) const {
   if (!routes() || raw_id.size() < 8) return {};
-  return nodes[ring.owner(cluster::ring_position(raw_id))].address;
+  const auto p = cluster::place(ring, nodes, replication_factor, cluster::ring_position(raw_id));
+  return p.owner ? nodes[*p.owner].address : std::string();
+}
+
+std::string RoutingTable::replica_of(std::string_view raw_id) const {
+  if (!routes() || raw_id.size() < 8) return {};
+  const auto p = cluster::place(ring, nodes, replication_factor, cluster::ring_position(raw_id));
+  return p.replicas.empty() ? std::string() : nodes[p.replicas.front()].address;
 }
 
 Topology RoutingTable::to_public() const {

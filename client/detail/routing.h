@@ -28,6 +28,7 @@ struct RoutingTable {
   std::uint64_t epoch = 0;  // 0: the node has no cluster; route nothing
   std::string region;
   bool migrating = false;
+  std::uint32_t replication_factor = 1;
   std::vector<cluster::Node> nodes;  // sorted by id, as the ring is built from them
   std::vector<std::string> regions;  // nodes[i]'s region
   cluster::Ring ring;
@@ -38,6 +39,9 @@ struct RoutingTable {
   // The address of the node that owns the session whose raw id (32 bytes, or 48 signed: the
   // route key is the first 8 either way) is `raw_id`; "" when the table does not route.
   std::string owner_of(std::string_view raw_id) const;
+  // The address of the session's first replica, which serves reads while its owner is down;
+  // "" when it has none.
+  std::string replica_of(std::string_view raw_id) const;
   // The public form (Client::topology()).
   Topology to_public() const;
 };

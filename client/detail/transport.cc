@@ -423,6 +423,7 @@ bool Connection::handle_frame(const std::shared_ptr<Link>& link, const protocol:
   Reply reply;
   reply.sent = true;
   reply.newer_epoch = (header.flags & protocol::kFlagNewerEpoch) != 0;
+  reply.possibly_stale = (header.flags & protocol::kFlagPossiblyStale) != 0;
   if (header.status == StatusCode::kOk) {
     reply.body = frame.body;
     t_.complete(*call, std::move(reply));
@@ -486,7 +487,8 @@ void Connection::fail(const std::shared_ptr<Link>& link, const std::string& reas
   for (auto& call : waiting_) {
     if (call->finished) continue;
     if (was_connecting) ++call->attempts;
-    if (t_.policy.may_retry(call->idempotent, call->sent, call->attempts, call->deadline, now)) {
+    if (!(was_connecting && call->fail_fast) &&
+        t_.policy.may_retry(call->idempotent, call->sent, call->attempts, call->deadline, now)) {
       retry.push_back(std::move(call));
     } else {
       t_.complete(

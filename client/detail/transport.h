@@ -34,6 +34,8 @@ struct Reply {
   std::span<const std::uint8_t> body;  // the response body, with OK
   // The response carried protocol::kFlagNewerEpoch: the node knows a newer topology.
   bool newer_epoch = false;
+  // The response carried protocol::kFlagPossiblyStale: a replica answered.
+  bool possibly_stale = false;
   // The node never answered: the transport gave up on the call after its connection failed
   // (or never opened). Not set for an UNAVAILABLE the node answered, nor for a deadline.
   bool connection_failed = false;
@@ -54,6 +56,10 @@ struct Call {
   std::chrono::milliseconds timeout{0};  // what `deadline` was computed from (for messages)
   std::chrono::steady_clock::time_point deadline;
   Done done;  // runs once, on the I/O thread
+  // A call routed in a cluster: when the node cannot be connected to, the call fails at once
+  // (connection_failed) and the router decides (a replica, a failover) rather than this
+  // transport reconnecting to the same node until the deadline.
+  bool fail_fast = false;
 
   // Owned by the transport (I/O thread only).
   bool finished = false;

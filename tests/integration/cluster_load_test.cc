@@ -56,11 +56,12 @@ class ClusterLoadTest : public ::testing::Test {
                                                             std::filesystem::perms::owner_write);
   }
 
-  bool start_node(const std::string& id) {
+  bool start_node(const std::string& id, const std::vector<std::string>& extra = {}) {
     TestNode::Options o;
     o.data_dir = dir_.path() / id;
     o.extra_args = {"--etcd", etcd_->endpoint(),  "--node-id",
                     id,       "--route-key-file", dir_.sub("route-key")};
+    o.extra_args.insert(o.extra_args.end(), extra.begin(), extra.end());
     std::string error;
     nodes_[id] = TestNode::start(o, &error);
     EXPECT_TRUE(nodes_[id]) << error;
@@ -81,8 +82,9 @@ class ClusterLoadTest : public ::testing::Test {
   }
 
   // Starts the nodes and adds them one by one (the first makes the region).
-  void start_region(const std::vector<std::string>& ids) {
-    for (const std::string& id : ids) ASSERT_TRUE(start_node(id));
+  void start_region(const std::vector<std::string>& ids,
+                    const std::vector<std::string>& extra = {}) {
+    for (const std::string& id : ids) ASSERT_TRUE(start_node(id, extra));
     for (std::size_t i = 1; i < ids.size(); ++i) {
       ASSERT_NO_FATAL_FAILURE(change({"add-node", ids[i], nodes_[ids[i]]->address()}));
       ASSERT_NO_FATAL_FAILURE(settle());
@@ -340,6 +342,50 @@ TEST_F(ClusterLoadTest, RegenerateIntoAUserOfAnotherNodeMovesTheSession) {
     EXPECT_EQ(listed->size(), 1u);
   }
   EXPECT_GT(crossed, 5) << "too few logins crossed nodes to test it";
+}
+
+// Through the client library: while a node is down its sessions are read from their replica,
+// flagged possibly stale, and no read fails; after the failover the client routes by the new
+// topology (writes to the dead node's sessions succeed, reads are no longer flagged).
+TEST_F(ClusterLoadTest, TheClientReadsReplicasWhileAnOwnerIsDown) {
+  ASSERT_NO_FATAL_FAILURE(
+      start_region({"n1", "n2", "n3"}, {"--lease-ttl-ms", "2000", "--replica-ack", "all"}));
+  ClientOptions options;
+  options.address = seeds();
+  options.timeout = 3000ms;
+  Client client(options);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 300; ++i) {
+    CreateOptions create;
+    create.fields = {{"i", std::to_string(i)}};
+    auto made = client.create(create);
+    ASSERT_TRUE(made.ok()) << made.status().ToString();
+    ids.push_back(made->id);
+  }
+  auto topology = client.topology();
+  ASSERT_TRUE(topology.ok());
+  nodes_["n2"]->kill_hard();
+  std::size_t stale = 0;
+  for (const std::string& id : ids) {
+    auto got = client.get(id);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    stale += got->possibly_stale;
+  }
+  EXPECT_GT(stale, 30u) << "n2's sessions are read from their replicas meanwhile";
+  ASSERT_TRUE(eventually([&] {
+    for (const std::string& id : ids) {
+      UpdateOptions update;
+      update.set = {{"after", "failover"}};
+      if (!client.update(id, update).ok()) return false;
+    }
+    return true;
+  }));
+  for (const std::string& id : ids) {
+    auto got = client.get(id);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_FALSE(got->possibly_stale);
+    ASSERT_NE(got->field("after"), nullptr);
+  }
 }
 
 TEST_F(ClusterLoadTest, AddingAndRemovingNodesUnderLoadLosesNothing) {

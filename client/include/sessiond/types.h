@@ -105,6 +105,9 @@ struct Session {
   std::vector<AccessEntry> access_log;   // oldest first
   Version version;
   std::vector<HijackDetection> detections;  // from get() with record_access; usually empty
+  // Read from a replica while the session's owner was down (or its range had no writer): it
+  // may miss the owner's latest writes (docs/cluster.md, "Replicas and failover").
+  bool possibly_stale = false;
 
   // The field with this name, or nullptr.
   const Field* field(std::string_view name) const;
