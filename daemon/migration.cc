@@ -347,6 +347,7 @@ Status Migrator::try_complete(std::uint64_t migration) {
   auto done = membership_.etcd().get_prefix(prefix + "done/");
   if (!done.ok()) return done.status();
   for (const cluster::Node& n : t.nodes) {
+    if (n.down) continue;  // owns nothing, streams nothing (a dead node never would)
     bool found = false;
     for (const auto& kv : done->kvs) found = found || kv.key == prefix + "done/" + n.id;
     if (!found) return {};

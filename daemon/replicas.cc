@@ -7,6 +7,7 @@
 #include "protocol/sessiond.pb.h"
 #include "replication/applier.h"
 #include "replication/codec.h"
+#include "replication/peer_link.h"
 
 namespace sessiond::daemon {
 namespace {
@@ -246,6 +247,7 @@ void Replicas::loop() {
     publish_in_sync();
     if (Steady::now() - failover_checked > 500ms) {
       fail_over();
+      rejoin();
       failover_checked = Steady::now();
     }
     std::unique_lock lock(stop_mu_);
@@ -335,6 +337,94 @@ void Replicas::fail_over() {
   if (swapped.ok() && *swapped && options_.log) {
     options_.log(
         true, "failover at epoch " + std::to_string(next.epoch) + ": leases ran out for " + what);
+  }
+}
+
+Status Replicas::push_to_owners(const cluster::Routing& routing) {
+  const std::string& self = membership_.options().node_id;
+  std::map<std::string, std::unique_ptr<replication::PeerLink>> links;
+  std::map<std::string, wire::ReplicateRequest> batches;
+  Status failed;
+  std::uint64_t pushed = 0;
+  auto flush = [&](const std::string& owner) {
+    auto& request = batches[owner];
+    if (!failed.ok() || request.entries_size() == 0) return;
+    auto& link = links[owner];
+    if (!link) {
+      link = std::make_unique<replication::PeerLink>(routing.topology.find(owner)->address,
+                                                     options_.peer_secret);
+    }
+    wire::ReplicateResponse response;
+    failed = link->call(protocol::Opcode::kReplicate, request, &response);
+    pushed += static_cast<std::uint64_t>(request.entries_size());
+    request.clear_entries();
+  };
+  const storage::SessionTable::Selection everything{[](const storage::SessionId&) { return true; },
+                                                    [](std::string_view) { return true; }};
+  table_.export_states(everything, [&](std::span<const storage::Mutation> batch) {
+    for (const storage::Mutation& m : batch) {
+      if (!failed.ok() || stop_) return;
+      const auto owner = routing.placement(position_of(m)).owner;
+      if (!owner) continue;  // no writer: the range waits for this node
+      const std::string& id = routing.topology.nodes[*owner].id;
+      if (id == self) continue;
+      auto& request = batches[id];
+      if (request.entries_size() == 0) {
+        request.set_from_node(self);
+        request.set_epoch(routing.topology.epoch);
+        request.set_snapshot(true);
+      }
+      replication::to_wire(m, request.add_entries());
+      if (request.entries_size() >= 512) flush(id);
+    }
+  });
+  for (auto& [owner, request] : batches) flush(owner);
+  if (!failed.ok()) return failed;
+  if (stop_) return Status::Unavailable("stopping");
+  if (options_.log) {
+    options_.log(false, "back after a failover: pushed " + std::to_string(pushed) +
+                            " entries to the owners of this node's former ranges");
+  }
+  return {};
+}
+
+void Replicas::rejoin() {
+  const auto routing = membership_.routing();
+  const std::string& self = membership_.options().node_id;
+  const cluster::Node* me = routing->topology.find(self);
+  if (me == nullptr || !me->down) {
+    pushed_ = false;
+    return;
+  }
+  if (routing->topology.migration) return;  // one at a time: after it
+  if (!pushed_) {
+    if (Status s = push_to_owners(*routing); !s.ok()) {
+      if (options_.log) options_.log(true, "pushing this node's holdings failed: " + s.ToString());
+      return;
+    }
+    pushed_ = true;
+  }
+  auto current = membership_.read_topology();
+  if (!current.ok() || current->first.migration) return;
+  cluster::Topology next = current->first;
+  next.epoch = current->first.epoch + 1;
+  cluster::Migration m;
+  m.id = next.epoch;
+  m.reason = "rejoin " + self;
+  m.target = current->first.nodes;
+  for (cluster::Node& n : m.target) {
+    if (n.id != self) continue;
+    n.down = false;
+    n.in_sync.clear();
+  }
+  m.started_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count();
+  next.migration = std::move(m);
+  auto swapped = membership_.replace_topology(next, current->second);
+  if (swapped.ok() && *swapped && options_.log) {
+    options_.log(false, "asked for this node's ranges back: migration " +
+                            std::to_string(next.epoch) + " (rejoin " + self + ")");
   }
 }
 

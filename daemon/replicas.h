@@ -95,6 +95,11 @@ class Replicas {
   void loop();  // the in-sync set and failover, a few times a second
   void publish_in_sync();
   void fail_over();
+  // A node that returns after its failover: pushes what it holds to the ranges' owners (what
+  // it accepted that no replica confirmed is in there), then asks for its ranges back (a
+  // migration to the topology with it up; daemon/migration.h moves them).
+  void rejoin();
+  Status push_to_owners(const cluster::Routing& routing);
   std::uint64_t position_of(const storage::Mutation& m) const;
 
   storage::SessionTable& table_;
@@ -120,6 +125,7 @@ class Replicas {
   std::set<std::string> in_sync_;           // ⊇ what etcd's isr/SELF says
   std::set<std::string> published_;         // what etcd's isr/SELF says
 
+  bool pushed_ = false;  // rejoin(): this node's holdings went to the owners (loop thread)
   std::uint64_t subscription_ = 0;
   std::uint64_t observer_ = 0;
   std::atomic<bool> stop_{false};
