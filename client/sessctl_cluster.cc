@@ -25,6 +25,7 @@ struct ClusterArgs {
   std::uint32_t weight = 1;
   std::int64_t wait_ms = 0;
   std::string secret;
+  bool unclean = false;
 };
 
 int fail(const Status& s, bool as_json) {
@@ -261,6 +262,69 @@ int remove_or_drain(const cluster::EtcdClient& etcd, const ClusterArgs& a, bool 
                          std::string(remove ? "remove-node " : "drain ") + a.node_id, as_json);
 }
 
+// promote ID --unclean: the replicas of a down node whose replicas were all out of sync take
+// its ranges anyway (what only it had is lost).
+int promote(const cluster::EtcdClient& etcd, const ClusterArgs& a, bool as_json) {
+  auto current = read(etcd, a.region);
+  if (!current.ok()) return fail(current.status(), as_json);
+  cluster::Topology next = current->first;
+  cluster::Node* node = nullptr;
+  for (cluster::Node& n : next.nodes) {
+    if (n.id == a.node_id) node = &n;
+  }
+  if (node == nullptr) {
+    return fail(Status::InvalidArgument("no node " + a.node_id + " in region " + a.region),
+                as_json);
+  }
+  if (!node->down) {
+    return fail(
+        Status::InvalidArgument("node " + a.node_id + " is not down: its ranges have their writer"),
+        as_json);
+  }
+  std::vector<std::string> up;
+  for (const cluster::Node& n : next.nodes) {
+    if (!n.down && n.id != node->id && n.weight > 0) up.push_back(n.id);
+  }
+  if (up.empty()) {
+    return fail(Status::InvalidArgument("no node is up to take " + a.node_id + "'s ranges"),
+                as_json);
+  }
+  if (!a.unclean) {
+    return fail(Status::InvalidArgument(
+                    "node " + a.node_id + " is down" +
+                    (node->in_sync.empty()
+                         ? " and none of its replicas was in sync with it: promoting them loses "
+                           "what only " +
+                               a.node_id +
+                               " had (acknowledged writes included); pass --unclean to do it "
+                               "anyway, or bring " +
+                               a.node_id + " back"
+                         : "; its in-sync replicas have its ranges already")),
+                as_json);
+  }
+  node->in_sync = up;  // every replica may take them
+  next.epoch = current->first.epoch + 1;
+  if (Status s = next.validate(); !s.ok()) return fail(s, as_json);
+  cluster::Txn swap{
+      {{cluster::topology_key(a.region), cluster::Compare::Target::kModRevision, current->second,
+        ""}},
+      {{cluster::TxnOp::Kind::kPut, cluster::topology_key(a.region), next.to_json(), 0}},
+      {}};
+  auto swapped = etcd.txn(swap);
+  if (!swapped.ok()) return fail(swapped.status(), as_json);
+  if (!*swapped) {
+    return fail(Status::Unavailable("the topology changed meanwhile; look again and retry"),
+                as_json);
+  }
+  if (as_json) {
+    std::cout << R"({"promoted":")" << a.node_id << R"(","epoch":)" << next.epoch << "}\n";
+  } else {
+    std::cout << "promoted the replicas of " << a.node_id << " uncleanly at epoch " << next.epoch
+              << ": what only " << a.node_id << " had is lost\n";
+  }
+  return 0;
+}
+
 }  // namespace
 
 void add_cluster_commands(CLI::App& app, std::function<int()>& run, const bool& json_out) {
@@ -307,6 +371,14 @@ void add_cluster_commands(CLI::App& app, std::function<int()>& run, const bool& 
   drain->add_option("id", a.node_id, "the node's id")->required();
   drain->callback(with_etcd(
       [&](const cluster::EtcdClient& etcd) { return remove_or_drain(etcd, a, false, json_out); }));
+  auto* promote_command = cluster->add_subcommand(
+      "promote",
+      "let the replicas of a down node take its ranges although none was in sync with it "
+      "(loses what only it had; needs --unclean)");
+  promote_command->add_option("id", a.node_id, "the down node's id")->required();
+  promote_command->add_flag("--unclean", a.unclean, "accept the loss");
+  promote_command->callback(
+      with_etcd([&](const cluster::EtcdClient& etcd) { return promote(etcd, a, json_out); }));
 }
 
 }  // namespace sessiond::sessctl

@@ -1073,8 +1073,22 @@ bool Handlers::route(const protocol::FrameHeader& request, const cluster::Routin
                      std::shared_lock<std::shared_mutex>* guard) {
   const cluster::Node* owner = routing.owner(position);
   if (owner == nullptr) {
-    append_error(request, Status::Unavailable("the region's topology has no node with weight"),
-                 out);
+    if (routing.ring.empty()) {
+      append_error(request, Status::Unavailable("the region's topology has no node with weight"),
+                   out);
+      return false;
+    }
+    // Its owner is down and none of its replicas was in sync: no writer until the owner
+    // returns or an operator promotes one (docs/cluster.md, "Replicas and failover").
+    const auto& primary = routing.topology.nodes[routing.ring.owner(position)];
+    append_error(
+        request,
+        Status::Unavailable("this key's owner " + primary.id +
+                            " is down and no replica was in sync with it: no node "
+                            "takes writes for it until " +
+                            primary.id + " returns or `sessctl cluster promote " + primary.id +
+                            " --unclean` (which loses what only " + primary.id + " had)"),
+        out);
     return false;
   }
   if (!routing.self || owner->id != routing.topology.nodes[*routing.self].id) {

@@ -797,6 +797,74 @@ TEST_F(ClusterTest, AFrozenOwnerAcceptsNoWriteAfterItsFailover) {
   EXPECT_EQ(session.fields(0).value(), "new owner");
 }
 
+// A replica that fell out of the in-sync set is not promoted: the dead owner's ranges have no
+// writer (reads go on from the replica), `sessctl cluster promote` refuses without --unclean,
+// and with it the replicas take over.
+TEST_F(ClusterTest, AnOutOfSyncReplicaIsPromotedOnlyUncleanly) {
+  const std::vector<std::string> flags = {"--replica-max-lag-ms", "300"};
+  for (const char* id : {"n1", "n2", "n3"}) ASSERT_TRUE(start_node(id, flags));
+  ASSERT_NO_FATAL_FAILURE(add_node("n2"));
+  ASSERT_NO_FATAL_FAILURE(add_node("n3"));
+  TestNode* victim = nodes_["n2"].get();
+  Conn c(victim->address());
+  const std::string id = create(c, "", topology_.epoch);
+  ASSERT_FALSE(id.empty());
+  const std::string isr_key = cluster::isr_key("local", "n2");
+  ASSERT_TRUE(eventually([&] {
+    auto isr = etcd_client_->get(isr_key);
+    return isr.ok() && isr->has_value() && (*isr)->value == R"(["n1","n3"])";
+  }));
+  // The replicas freeze while the owner takes writes (acknowledged without them: --replica-ack
+  // terminal), so they fall behind and leave the set; then the owner dies.
+  nodes_["n1"]->send_signal(SIGSTOP);
+  nodes_["n3"]->send_signal(SIGSTOP);
+  ASSERT_TRUE(eventually([&] {
+    create(c, "", topology_.epoch);
+    auto isr = etcd_client_->get(isr_key);
+    return isr.ok() && isr->has_value() && (*isr)->value == "[]";
+  }));
+  victim->kill_hard();
+  nodes_["n1"]->send_signal(SIGCONT);
+  nodes_["n3"]->send_signal(SIGCONT);
+  ASSERT_TRUE(eventually([&] {
+    topology_ = etcd_topology();
+    return topology_.find("n2")->down;
+  }));
+  EXPECT_TRUE(topology_.find("n2")->in_sync.empty());
+  EXPECT_EQ(owner_of(id), nullptr);
+  wire::UpdateRequest update;
+  update.set_id(id);
+  auto* f = update.add_set();
+  f->set_name("x");
+  f->set_value("y");
+  update.set_epoch(topology_.epoch);
+  Response r = call(replica_of(id), Opcode::kUpdate, update);
+  EXPECT_EQ(r.status, StatusCode::kUnavailable);
+  EXPECT_NE(parse<wire::ErrorResponse>(r).message().find("--unclean"), std::string::npos);
+  wire::GetRequest get;
+  get.set_id(id);
+  get.set_from_replica(true);
+  r = call(replica_of(id), Opcode::kGet, get);
+  EXPECT_EQ(r.status, StatusCode::kOk);
+  EXPECT_TRUE(r.flags & protocol::kFlagPossiblyStale);
+
+  const std::uint64_t epoch = topology_.epoch;
+  ProcessResult p = sessctl_cluster({"promote", "n2"});
+  EXPECT_NE(p.exit_code, 0);
+  EXPECT_NE(p.err.find("--unclean"), std::string::npos) << p.err;
+  EXPECT_EQ(etcd_topology().epoch, epoch);
+  p = sessctl_cluster({"promote", "n1", "--unclean"});
+  EXPECT_NE(p.exit_code, 0);
+  EXPECT_NE(p.err.find("not down"), std::string::npos) << p.err;
+  p = sessctl_cluster({"promote", "n2", "--unclean"});
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  topology_ = etcd_topology();
+  ASSERT_NE(owner_of(id), nullptr);
+  update.set_epoch(topology_.epoch);
+  EXPECT_TRUE(eventually(
+      [&] { return call(owner_of(id), Opcode::kUpdate, update).status == StatusCode::kOk; }));
+}
+
 // RESP in a cluster: redis-cli pointed at any node reads and writes every key (the node forwards
 // a command for another node's key to it); keys on several nodes in one command are CROSSSLOT;
 // DBSIZE is the node's own, FLUSHDB refused.
