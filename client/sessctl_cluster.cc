@@ -103,10 +103,18 @@ int status(const cluster::EtcdClient& etcd, const ClusterArgs& a, bool as_json) 
       std::cout << out.dump() << "\n";
     } else {
       std::cout << "region " << t.region << ", epoch " << t.epoch << ", " << t.nodes.size()
-                << " nodes\n";
+                << " nodes, replication factor " << t.replication_factor << "\n";
       for (const cluster::Node& n : t.nodes) {
         std::cout << "  " << n.id << "  " << n.address << "  number " << n.number << "  weight "
-                  << n.weight << "  " << (alive(n.id) ? "alive" : "NOT ALIVE") << "\n";
+                  << n.weight << "  " << (alive(n.id) ? "alive" : "NOT ALIVE");
+        if (n.down) {
+          std::string in_sync;
+          for (const std::string& r : n.in_sync) in_sync += (in_sync.empty() ? "" : ", ") + r;
+          std::cout << "  DOWN, ranges with "
+                    << (in_sync.empty() ? std::string("no writer (no replica was in sync)")
+                                        : in_sync);
+        }
+        std::cout << "\n";
       }
       if (t.migration) {
         const double fraction =

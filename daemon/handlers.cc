@@ -451,7 +451,7 @@ void Handlers::handle_creates(std::span<const Request> creates, ConnectionState*
   std::vector<storage::NewSession> sessions;
   std::vector<std::string> routed_away(creates.size());  // WRONG_NODE or fenced, framed
   std::vector<std::uint64_t> epochs(creates.size());
-  std::deque<std::shared_lock<std::shared_mutex>> move_guards;  // see route()
+  std::deque<WriteGuard> move_guards;  // see route()
   std::vector<std::size_t> slot(creates.size());
   sessions.reserve(creates.size());
   for (std::size_t i = 0; i < creates.size(); ++i) {
@@ -552,7 +552,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
   };
   // Routes the request for the key at `position` (no-op outside a cluster): false when it was
   // answered with WRONG_NODE or, for a write while fenced, UNAVAILABLE.
-  std::shared_lock<std::shared_mutex> move_guard;  // held by a write to a moving key
+  WriteGuard move_guard;  // held by a write to a moving key, and while the node may step down
   auto routed = [&](std::uint64_t position, bool write) {
     return routing == nullptr || route(request, *routing, position, write, out, &move_guard);
   };
@@ -1069,8 +1069,7 @@ bool Handlers::answer_retry(const protocol::FrameHeader& request, const std::str
 }
 
 bool Handlers::route(const protocol::FrameHeader& request, const cluster::Routing& routing,
-                     std::uint64_t position, bool write, std::string* out,
-                     std::shared_lock<std::shared_mutex>* guard) {
+                     std::uint64_t position, bool write, std::string* out, WriteGuard* guard) {
   const cluster::Node* owner = routing.owner(position);
   if (owner == nullptr) {
     if (routing.ring.empty()) {
@@ -1105,8 +1104,19 @@ bool Handlers::route(const protocol::FrameHeader& request, const cluster::Routin
     append_error(request, membership_->fenced_status(), out);
     return false;
   }
+  if (write && replicas_ != nullptr) {
+    if (Status s = replicas_->admit_write(&guard->stopping); !s.ok()) {
+      // Not run: the node is handing its ranges to their replicas before it stops; a routing
+      // client sends it again, to the new owner once the topology names it.
+      wire::ErrorResponse body;
+      body.set_message(s.message());
+      body.set_retry_after_ms(kHandoverRetryMs);
+      append_error_body(request, StatusCode::kUnavailable, body, out);
+      return false;
+    }
+  }
   if (write && migrator_ != nullptr) {
-    if (Status s = migrator_->admit_write(routing, position, guard); !s.ok()) {
+    if (Status s = migrator_->admit_write(routing, position, &guard->moving); !s.ok()) {
       // Not run: a routing client sends it again shortly, to the new owner once it is one.
       wire::ErrorResponse body;
       body.set_message(s.message());

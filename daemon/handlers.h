@@ -156,10 +156,14 @@ class Handlers {
   // Cluster routing of a request for the key at `position`: true when this node serves it;
   // otherwise WRONG_NODE (naming the owner) or, for a write while fenced, UNAVAILABLE is
   // appended and false returned.
-  // A write admitted to a key that moves holds `guard` until it is done (the handover waits).
+  // A write admitted holds `guard` until it is done: the handover of a moving key and a node's
+  // step-down wait for it.
+  struct WriteGuard {
+    std::shared_lock<std::shared_mutex> moving;    // Migrator::admit_write
+    std::shared_lock<std::shared_mutex> stopping;  // Replicas::admit_write
+  };
   bool route(const protocol::FrameHeader& request, const cluster::Routing& routing,
-             std::uint64_t position, bool write, std::string* out,
-             std::shared_lock<std::shared_mutex>* guard);
+             std::uint64_t position, bool write, std::string* out, WriteGuard* guard);
   // REGENERATE into a user another node owns (DESIGN §6): ends the session here, then has the
   // user's node create its successor (a blocking node-to-node CREATE on this thread).
   Status regenerate_elsewhere(const storage::SessionId& id, const wire::RegenerateRequest& req,

@@ -143,19 +143,16 @@ void Replicas::on_topology(const std::shared_ptr<const cluster::Routing>& routin
   wakers_->shippers.store(std::move(wake_list));
 }
 
-Status Replicas::add_wait(std::uint64_t position, std::uint64_t seq, Wait* wait) const {
-  const auto routing = membership_.routing();
-  const cluster::Placement p = routing->placement(position);
-  if (p.replicas.empty()) return {};  // fewer nodes up than the factor: as many copies as nodes
-  std::lock_guard lock(mu_);
-  std::string names;
-  bool any = false;
+bool Replicas::add_shippers(const cluster::Routing& routing, std::uint64_t position, Wait* wait,
+                            std::string* names) const {
+  const cluster::Placement p = routing.placement(position);
+  bool any = p.replicas.empty();  // fewer nodes up than the factor: as many copies as nodes
   for (std::size_t r : p.replicas) {
-    if (r == routing->self) continue;
-    const std::string& id = routing->topology.nodes[r].id;
-    names += (names.empty() ? "" : ", ") + id;
+    if (r == routing.self) continue;
+    const std::string& id = routing.topology.nodes[r].id;
+    if (names != nullptr) *names += (names->empty() ? "" : ", ") + id;
     // Replicas still catching up count too: the write waits (up to its deadline) for one of
-    // them to be in sync with it.
+    // them to have it.
     const auto peer = peers_.find(id);
     if (peer == peers_.end()) continue;
     any = true;
@@ -164,6 +161,16 @@ Status Replicas::add_wait(std::uint64_t position, std::uint64_t seq, Wait* wait)
       wait->shippers.push_back(peer->second.shipper);
     }
   }
+  return any;
+}
+
+Status Replicas::add_wait(std::uint64_t position, std::uint64_t seq, Wait* wait) const {
+  const auto routing = membership_.routing();
+  if (routing->placement(position).replicas.empty()) return {};
+  std::lock_guard lock(mu_);
+  std::string names;
+  const bool any = add_shippers(*routing, position, wait, &names);
+  wait->positions.push_back(position);
   if (!any) {
     return Status::Unavailable(
         "this node does not feed the replicas of this session's range yet (" + names +
@@ -191,16 +198,30 @@ Status Replicas::add_wait_all(std::uint64_t seq, Wait* wait) const {
   return {};
 }
 
-Replicas::WaitState Replicas::check(const Wait& wait) const {
+Replicas::WaitState Replicas::check(Wait& wait) const {
   const bool late = Steady::now() > wait.deadline;
   bool any = false;
   {
     std::lock_guard lock(mu_);
+    bool current = false;  // some shipper of the wait still feeds a replica of this node
     for (const auto& s : wait.shippers) {
-      // Out of the set (catching up, or left it): not waited for, unless none is in it.
-      if (!in_sync_.contains(s->peer())) continue;
-      if (s->acked() < wait.seq) return late ? WaitState::kFailed : WaitState::kPending;
-      any = true;
+      const auto peer = peers_.find(s->peer());
+      current = current || (peer != peers_.end() && peer->second.shipper == s);
+    }
+    if (!current && !wait.positions.empty()) {
+      const auto routing = membership_.routing();
+      for (std::uint64_t position : wait.positions) {
+        add_shippers(*routing, position, &wait, nullptr);
+      }
+    }
+    for (const auto& s : wait.shippers) {
+      const bool applied = s->acked() >= wait.seq;
+      // Every replica in the in-sync set must have it (any of them may take over); one out of
+      // it (catching up after a resync) counts once it has it, but is not waited for.
+      if (in_sync_.contains(s->peer()) && !applied) {
+        return late ? WaitState::kFailed : WaitState::kPending;
+      }
+      any = any || applied;
     }
   }
   if (any) return WaitState::kDone;
@@ -290,6 +311,7 @@ void Replicas::publish_in_sync() {
 }
 
 void Replicas::fail_over() {
+  if (stopping_) return;
   const auto routing = membership_.routing();
   if (routing->topology.migration || !routing->self) return;
   const cluster::EtcdClient& etcd = membership_.etcd();
@@ -388,7 +410,82 @@ Status Replicas::push_to_owners(const cluster::Routing& routing) {
   return {};
 }
 
+Status Replicas::admit_write(std::shared_lock<std::shared_mutex>* guard) {
+  *guard = std::shared_lock(stop_gate_);
+  if (!stopping_.load(std::memory_order_acquire)) return {};
+  guard->unlock();
+  return Status::Unavailable("this node is stopping: its ranges go to their replicas");
+}
+
+void Replicas::step_down(std::chrono::milliseconds patience) {
+  const auto routing = membership_.routing();
+  const std::string& self = membership_.options().node_id;
+  if (!routing->self || routing->topology.nodes[*routing->self].down ||
+      routing->topology.nodes[*routing->self].weight == 0 ||
+      routing->topology.replication_factor < 2) {
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (peers_.empty()) return;  // no replica to hand anything to (a one-node region)
+  }
+  stopping_ = true;
+  { std::unique_lock fence(stop_gate_); }  // the writes admitted before are done
+  const std::uint64_t head = store_.log_committed();
+  const auto deadline = Steady::now() + patience;
+  std::vector<std::string> caught_up;
+  for (;;) {
+    caught_up.clear();
+    bool all = true;
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& [id, peer] : peers_) {
+        if (peer.shipper->acked() >= head && peer.shipper->in_sync()) {
+          caught_up.push_back(id);
+        } else {
+          all = false;
+        }
+      }
+    }
+    if (all || Steady::now() >= deadline) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    auto current = membership_.read_topology();
+    if (!current.ok()) break;
+    if (current->first.migration) {
+      if (options_.log) {
+        options_.log(true,
+                     "stopping during a migration: not handing over (a failover follows "
+                     "when the lease is gone)");
+      }
+      return;
+    }
+    cluster::Topology next = current->first;
+    for (cluster::Node& n : next.nodes) {
+      if (n.id != self) continue;
+      n.down = true;
+      n.in_sync = caught_up;
+    }
+    next.epoch = current->first.epoch + 1;
+    auto swapped = membership_.replace_topology(next, current->second);
+    if (swapped.ok() && *swapped) {
+      if (options_.log) {
+        std::string names;
+        for (const auto& id : caught_up) names += (names.empty() ? "" : ", ") + id;
+        options_.log(false,
+                     "stopping: handed this node's ranges to " +
+                         (names.empty() ? std::string("no replica (none caught up)") : names) +
+                         " at epoch " + std::to_string(next.epoch));
+      }
+      return;
+    }
+  }
+  if (options_.log) options_.log(true, "stopping: could not mark this node down in etcd");
+}
+
 void Replicas::rejoin() {
+  if (stopping_) return;
   const auto routing = membership_.routing();
   const std::string& self = membership_.options().node_id;
   const cluster::Node* me = routing->topology.find(self);

@@ -26,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -70,6 +71,7 @@ class Replicas {
   // log sequence they must have applied.
   struct Wait {
     std::vector<std::shared_ptr<replication::Shipper>> shippers;
+    std::vector<std::uint64_t> positions;  // the write's (none: every replica of this node)
     std::uint64_t seq = 0;
     std::chrono::steady_clock::time_point deadline;
   };
@@ -82,10 +84,25 @@ class Replicas {
   Status add_wait_all(std::uint64_t seq, Wait* wait) const;
   enum class WaitState { kPending, kDone, kFailed };
   // kDone once every replica of `wait` that is in the in-sync set applied it, and one at least
-  // is in it; kFailed at the deadline.
-  WaitState check(const Wait& wait) const;
+  // (in the set or catching up) did; kFailed at the deadline.
+  // While none of its replicas has it, the wait follows the topology: a replica that is no
+  // longer one (it stopped, it was failed over) gives way to the range's new replicas.
+  WaitState check(Wait& wait) const;
   // What kFailed means, for the client.
   static Status failed_status(const Wait& wait);
+
+  // A write on this node: OK (with `guard` holding the step-down gate until it is done) or
+  // UNAVAILABLE once step_down() began.
+  Status admit_write(std::shared_lock<std::shared_mutex>* guard);
+  // SIGTERM in a region (docs/cluster.md, "Stopping a node"): refuses new writes, waits for
+  // those admitted, waits (up to `patience`) until its replicas have applied everything it
+  // logged, then marks itself down with the replicas that have as in sync, which take its
+  // ranges at once. Without replicas (factor 1) or a topology that cannot be changed now (a
+  // migration runs) it only logs why; the node stops either way.
+  void step_down(std::chrono::milliseconds patience);
+  // Any stop: no more failovers or rejoins started from this node (the others may be stopping
+  // too), and writes are refused.
+  void begin_stop() { stopping_ = true; }
 
   // REPLICATE from the owner of the entries' ranges.
   Status receive(const wire::ReplicateRequest& request, wire::ReplicateResponse* response);
@@ -101,6 +118,10 @@ class Replicas {
   void rejoin();
   Status push_to_owners(const cluster::Routing& routing);
   std::uint64_t position_of(const storage::Mutation& m) const;
+  // Adds the shippers of the replicas of `position` under `routing` (mu_ held); false when it
+  // has replicas but this node feeds none of them.
+  bool add_shippers(const cluster::Routing& routing, std::uint64_t position, Wait* wait,
+                    std::string* names) const;
 
   storage::SessionTable& table_;
   storage::Store& store_;
@@ -125,6 +146,8 @@ class Replicas {
   std::set<std::string> in_sync_;           // ⊇ what etcd's isr/SELF says
   std::set<std::string> published_;         // what etcd's isr/SELF says
 
+  std::shared_mutex stop_gate_;  // writes hold it shared; step_down() takes it to fence
+  std::atomic<bool> stopping_{false};
   bool pushed_ = false;  // rejoin(): this node's holdings went to the owners (loop thread)
   std::uint64_t subscription_ = 0;
   std::uint64_t observer_ = 0;

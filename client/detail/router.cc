@@ -124,11 +124,24 @@ void Router::on_reply(const std::shared_ptr<RoutedCall>& call, Transport* transp
     });
   }
   if (wrong_node) {
-    if (!call->followed_wrong_node && !reply.owner_address.empty() &&
+    // Followed a few times: while ownership moves (a handover, a failover, a rejoin) a node
+    // that has not seen the newest topology yet may point at the previous owner.
+    if (call->wrong_node_follows < kMaxWrongNodeFollows && !reply.owner_address.empty() &&
         reply.owner_address != transport->address() && Clock::now() < call->deadline) {
-      call->followed_wrong_node = true;
+      ++call->wrong_node_follows;
       io_.post([this, call, owner = reply.owner_address, owner_epoch = reply.owner_epoch] {
         send(call, owner, owner_epoch);
+      });
+      return;
+    }
+    const auto pause = std::chrono::milliseconds(50);
+    if (routing() && Clock::now() + pause < call->deadline) {
+      // The nodes disagree for now (some have not seen the newest topology): route again by
+      // the refreshed topology a moment later, within the deadline.
+      call->wrong_node_follows = 0;
+      auto timer = std::make_shared<asio::steady_timer>(io_.context(), pause);
+      timer->async_wait([this, call, timer](const std::error_code& ec) {
+        if (!ec && !call->finished) route(call);
       });
       return;
     }
@@ -298,6 +311,8 @@ void Router::fetch(std::shared_ptr<std::vector<std::string>> candidates, std::si
   auto attempt = std::make_shared<Call>();
   attempt->opcode = protocol::Opcode::kTopology;
   attempt->idempotent = true;
+  // With other candidates to ask, one that cannot be connected to is passed over at once.
+  attempt->fail_fast = candidates->size() > next + 1;
   attempt->timeout = options_.timeout;
   attempt->deadline = Clock::now() + options_.timeout;
   attempt->done = [this, candidates, next, errors](const Reply& reply) {

@@ -9,7 +9,8 @@
 //   the topology they were routed by. Without a cluster (no topology yet, or epoch 0) every
 //   call goes to the seed that last answered TOPOLOGY (the first seed until one has), with
 //   epoch 0, exactly as a single-node client.
-// - WRONG_NODE: retried once at the owner the answer names (same request bytes but the epoch).
+// - WRONG_NODE: retried at the owner the answer names (same request bytes but the epoch), up to
+//   kMaxWrongNodeFollows times while ownership moves.
 // - A connection that failed (the node never answered): the topology is refreshed and the call
 //   retried once on the owner by it, if resending it is safe: not sent yet, idempotent, or
 //   carrying a request id (CREATE, REGENERATE; only when routing by a cluster).
@@ -58,13 +59,14 @@ struct RoutedCall {
 
   // The router's (I/O thread only).
   bool finished = false;
-  bool followed_wrong_node = false;
+  int wrong_node_follows = 0;
   bool rerouted_after_failure = false;
   bool reading_replica = false;  // the attempt under way goes to a replica
 };
 
 class Router {
  public:
+  static constexpr int kMaxWrongNodeFollows = 3;
   Router(IoThread& io, const Client::Options& options);
   // The transports are destroyed with it: shutdown() must have run.
   ~Router();
