@@ -240,6 +240,8 @@ std::string to_json(const Stats& s) {
       {"tombstones", s.tombstones},
       {"merges_applied", s.merges_applied},
       {"merges_set_aside", s.merges_set_aside},
+      {"replica_lag_entries", s.replica_lag_entries},
+      {"replicas_in_sync", s.replicas_in_sync},
   };
   std::string out = "{";
   bool first = true;
@@ -363,6 +365,8 @@ std::string to_text(const Stats& s) {
       {"tombstones", s.tombstones},
       {"merges applied", s.merges_applied},
       {"merges set aside", s.merges_set_aside},
+      {"replica lag entries", s.replica_lag_entries},
+      {"replicas in sync", s.replicas_in_sync},
   };
   std::string out;
   for (const auto& [name, value] : counters) {

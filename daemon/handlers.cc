@@ -909,6 +909,11 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       resp.set_tombstones(st.tombstones);
       resp.set_merges_applied(st.merges_applied);
       resp.set_merges_set_aside(st.merges_set_aside);
+      if (replicas_ != nullptr) {
+        const auto lag = replicas_->lag();
+        resp.set_replica_lag_entries(lag.max_entries);
+        resp.set_replicas_in_sync(lag.in_sync);
+      }
       return reply(resp);
     }
     case Opcode::kTopology: {

@@ -410,6 +410,16 @@ Status Replicas::push_to_owners(const cluster::Routing& routing) {
   return {};
 }
 
+Replicas::Lag Replicas::lag() const {
+  Lag out;
+  std::lock_guard lock(mu_);
+  for (const auto& [id, peer] : peers_) {
+    out.max_entries = std::max(out.max_entries, peer.shipper->lag_entries());
+  }
+  out.in_sync = in_sync_.size();
+  return out;
+}
+
 Status Replicas::admit_write(std::shared_lock<std::shared_mutex>* guard) {
   *guard = std::shared_lock(stop_gate_);
   if (!stopping_.load(std::memory_order_acquire)) return {};

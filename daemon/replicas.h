@@ -104,6 +104,13 @@ class Replicas {
   // too), and writes are refused.
   void begin_stop() { stopping_ = true; }
 
+  // For STATS: how far the furthest-behind replica is, and how many are in the in-sync set.
+  struct Lag {
+    std::uint64_t max_entries = 0;
+    std::uint64_t in_sync = 0;
+  };
+  Lag lag() const;
+
   // REPLICATE from the owner of the entries' ranges.
   Status receive(const wire::ReplicateRequest& request, wire::ReplicateResponse* response);
 

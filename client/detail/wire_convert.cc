@@ -222,6 +222,8 @@ Stats from_wire(const wire::StatsResponse& in) {
   out.tombstones = in.tombstones();
   out.merges_applied = in.merges_applied();
   out.merges_set_aside = in.merges_set_aside();
+  out.replica_lag_entries = in.replica_lag_entries();
+  out.replicas_in_sync = in.replicas_in_sync();
   return out;
 }
 

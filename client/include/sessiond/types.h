@@ -201,6 +201,8 @@ struct Stats {
   std::uint64_t tombstones = 0;           // ended sessions remembered (they never come back)
   std::uint64_t merges_applied = 0;       // writes of other nodes merged
   std::uint64_t merges_set_aside = 0;     // writes of other nodes whose clock was too far ahead
+  std::uint64_t replica_lag_entries = 0;  // log entries the furthest-behind replica lacks
+  std::uint64_t replicas_in_sync = 0;     // replicas of the node's ranges in the in-sync set
 };
 
 }  // namespace sessiond
