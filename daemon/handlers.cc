@@ -1085,14 +1085,14 @@ bool Handlers::route(const protocol::FrameHeader& request, const cluster::Routin
     // Its owner is down and none of its replicas was in sync: no writer until the owner
     // returns or an operator promotes one (docs/cluster.md, "Replicas and failover").
     const auto& primary = routing.topology.nodes[routing.ring.owner(position)];
-    append_error(
-        request,
-        Status::Unavailable("this key's owner " + primary.id +
-                            " is down and no replica was in sync with it: no node "
-                            "takes writes for it until " +
-                            primary.id + " returns or `sessctl cluster promote " + primary.id +
-                            " --unclean` (which loses what only " + primary.id + " had)"),
-        out);
+    wire::ErrorResponse body;
+    body.set_message("this key's owner " + primary.id +
+                     " is down and no replica was in sync with it: no node takes writes for it "
+                     "until " +
+                     primary.id + " returns or `sessctl cluster promote " + primary.id +
+                     " --unclean` (which loses what only " + primary.id + " had)");
+    body.set_retry_after_ms(kNoWriterRetryMs);  // a routing client asks again in its deadline
+    append_error_body(request, StatusCode::kUnavailable, body, out);
     return false;
   }
   if (!routing.self || owner->id != routing.topology.nodes[*routing.self].id) {

@@ -190,6 +190,8 @@ class Handlers {
                          const wire::ErrorResponse& body, std::string* out);
   // What a write to a key at its handover tells the client to wait before sending it again.
   static constexpr std::uint32_t kHandoverRetryMs = 20;
+  // ... and to a write for a range that has no writer (its owner down, no replica in sync).
+  static constexpr std::uint32_t kNoWriterRetryMs = 250;
   // Error messages quote what clients sent: at most this much of it goes back.
   static constexpr std::size_t kMaxErrorMessageBytes = 1024;
   storage::SessionTable& table_;

@@ -324,7 +324,11 @@ int main(int argc, char** argv) {
       // everything it acknowledged), so that a restart costs no write outage.
       // SIGINT and SIGQUIT stop without handing over (a whole region going down: `scripts/
       // cluster down`); the ranges of a node stopped so move when its lease is gone.
-      if (replicas && number == SIGTERM) replicas->step_down(std::chrono::seconds(5));
+      if (replicas && number == SIGTERM && replicas->step_down(std::chrono::seconds(5))) {
+        // A moment more of serving: requests already on their way get WRONG_NODE (and the
+        // newer-epoch flag) and follow it, instead of finding the connection closed.
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      }
       if (replicas) replicas->begin_stop();
       server.stop();
     }

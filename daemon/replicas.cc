@@ -168,15 +168,10 @@ Status Replicas::add_wait(std::uint64_t position, std::uint64_t seq, Wait* wait)
   const auto routing = membership_.routing();
   if (routing->placement(position).replicas.empty()) return {};
   std::lock_guard lock(mu_);
-  std::string names;
-  const bool any = add_shippers(*routing, position, wait, &names);
+  // A replica this node does not feed yet (the topology changed a moment ago) is picked up
+  // by check() once it does.
+  add_shippers(*routing, position, wait, nullptr);
   wait->positions.push_back(position);
-  if (!any) {
-    return Status::Unavailable(
-        "this node does not feed the replicas of this session's range yet (" + names +
-        "): the change was made on this node but is not acknowledged until a replica has it; "
-        "send it again");
-  }
   wait->seq = std::max(wait->seq, seq);
   wait->deadline = Steady::now() + options_.ack_timeout;
   return {};
@@ -427,17 +422,17 @@ Status Replicas::admit_write(std::shared_lock<std::shared_mutex>* guard) {
   return Status::Unavailable("this node is stopping: its ranges go to their replicas");
 }
 
-void Replicas::step_down(std::chrono::milliseconds patience) {
+bool Replicas::step_down(std::chrono::milliseconds patience) {
   const auto routing = membership_.routing();
   const std::string& self = membership_.options().node_id;
   if (!routing->self || routing->topology.nodes[*routing->self].down ||
       routing->topology.nodes[*routing->self].weight == 0 ||
       routing->topology.replication_factor < 2) {
-    return;
+    return false;
   }
   {
     std::lock_guard lock(mu_);
-    if (peers_.empty()) return;  // no replica to hand anything to (a one-node region)
+    if (peers_.empty()) return false;  // no replica to hand anything to (a one-node region)
   }
   stopping_ = true;
   { std::unique_lock fence(stop_gate_); }  // the writes admitted before are done
@@ -469,7 +464,7 @@ void Replicas::step_down(std::chrono::milliseconds patience) {
                      "stopping during a migration: not handing over (a failover follows "
                      "when the lease is gone)");
       }
-      return;
+      return false;
     }
     cluster::Topology next = current->first;
     for (cluster::Node& n : next.nodes) {
@@ -488,10 +483,11 @@ void Replicas::step_down(std::chrono::milliseconds patience) {
                          (names.empty() ? std::string("no replica (none caught up)") : names) +
                          " at epoch " + std::to_string(next.epoch));
       }
-      return;
+      return true;
     }
   }
   if (options_.log) options_.log(true, "stopping: could not mark this node down in etcd");
+  return false;
 }
 
 void Replicas::rejoin() {

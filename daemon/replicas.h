@@ -76,8 +76,7 @@ class Replicas {
     std::chrono::steady_clock::time_point deadline;
   };
   // Adds what the write at `position` (logged up to `seq`) waits for to `wait`: its replicas;
-  // nothing when its range has none (fewer nodes up than the factor). UNAVAILABLE when this
-  // node does not feed them yet (a topology change a moment ago).
+  // nothing when its range has none (fewer nodes up than the factor).
   Status add_wait(std::uint64_t position, std::uint64_t seq, Wait* wait) const;
   // The same for a write whose positions are not known (a REVOKE_USER of sessions made before
   // route keys, held here for other users' nodes): every replica this node feeds.
@@ -99,7 +98,8 @@ class Replicas {
   // logged, then marks itself down with the replicas that have as in sync, which take its
   // ranges at once. Without replicas (factor 1) or a topology that cannot be changed now (a
   // migration runs) it only logs why; the node stops either way.
-  void step_down(std::chrono::milliseconds patience);
+  // True when it handed its ranges over.
+  bool step_down(std::chrono::milliseconds patience);
   // Any stop: no more failovers or rejoins started from this node (the others may be stopping
   // too), and writes are refused.
   void begin_stop() { stopping_ = true; }

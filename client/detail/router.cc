@@ -73,6 +73,23 @@ Router::Target Router::target(const RoutedCall& call) {
 
 void Router::route(const std::shared_ptr<RoutedCall>& call) {
   const Target to = target(*call);
+  if (to.address.empty()) {
+    // No node takes writes for the key's range now (its owner is down and none of its
+    // replicas was in sync): ask again a little later, within the deadline.
+    const auto pause = std::chrono::milliseconds(250);
+    if (Clock::now() + pause >= call->deadline) {
+      finish(*call, Status::Unavailable("no node takes writes for this session's range now: its "
+                                        "owner is down and no replica was in sync with it "
+                                        "(docs/cluster.md, \"Replicas and failover\")"));
+      return;
+    }
+    refresh();
+    auto timer = std::make_shared<asio::steady_timer>(io_.context(), pause);
+    timer->async_wait([this, call, timer](const std::error_code& ec) {
+      if (!ec && !call->finished) route(call);
+    });
+    return;
+  }
   call->reading_replica = to.replica;
   send(call, to.address, to.epoch);
 }

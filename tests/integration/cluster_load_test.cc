@@ -13,6 +13,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "cluster/etcd.h"
@@ -421,6 +422,19 @@ TEST_F(ClusterLoadTest, ARollingRestartUnderLoadFailsNothing) {
         }
       },
       /*no_refusals=*/true);
+  if (HasFailure()) {
+    for (const auto& [id, node] : nodes_) {
+      std::string lines;
+      std::istringstream log(node->log());
+      for (std::string line; std::getline(log, line);) {
+        if (line.find("cluster:") != std::string::npos ||
+            line.find("replicas:") != std::string::npos) {
+          lines += line + "\n";
+        }
+      }
+      ADD_FAILURE() << id << "'s log:\n" << lines;
+    }
+  }
 }
 
 TEST_F(ClusterLoadTest, AddingAndRemovingNodesUnderLoadLosesNothing) {
