@@ -139,6 +139,21 @@ int status(const cluster::EtcdClient& etcd, const ClusterArgs& a, bool as_json) 
 }
 
 // Writes `next` (with a migration towards `target`) if the topology is still at `revision`.
+// Writes `next` (validated) if the topology is still at `revision`; UNAVAILABLE when someone
+// changed it first.
+Status write_topology(const cluster::EtcdClient& etcd, const std::string& region,
+                      const cluster::Topology& next, std::int64_t revision) {
+  if (Status s = next.validate(); !s.ok()) return s;
+  cluster::Txn swap{
+      {{cluster::topology_key(region), cluster::Compare::Target::kModRevision, revision, ""}},
+      {{cluster::TxnOp::Kind::kPut, cluster::topology_key(region), next.to_json(), 0}},
+      {}};
+  auto swapped = etcd.txn(swap);
+  if (!swapped.ok()) return swapped.status();
+  if (!*swapped) return Status::Unavailable("the topology changed meanwhile; look again and retry");
+  return {};
+}
+
 int start_migration(const cluster::EtcdClient& etcd, const ClusterArgs& a,
                     const cluster::Topology& current, std::int64_t revision,
                     std::vector<cluster::Node> target, const std::string& reason, bool as_json) {
@@ -160,17 +175,7 @@ int start_migration(const cluster::EtcdClient& etcd, const ClusterArgs& a,
                      std::chrono::system_clock::now().time_since_epoch())
                      .count();
   next.migration = std::move(m);
-  if (Status s = next.validate(); !s.ok()) return fail(s, as_json);
-  cluster::Txn swap{
-      {{cluster::topology_key(a.region), cluster::Compare::Target::kModRevision, revision, ""}},
-      {{cluster::TxnOp::Kind::kPut, cluster::topology_key(a.region), next.to_json(), 0}},
-      {}};
-  auto swapped = etcd.txn(swap);
-  if (!swapped.ok()) return fail(swapped.status(), as_json);
-  if (!*swapped) {
-    return fail(Status::Unavailable("the topology changed meanwhile; look again and retry"),
-                as_json);
-  }
+  if (Status s = write_topology(etcd, a.region, next, revision); !s.ok()) return fail(s, as_json);
   if (as_json) {
     std::cout << json{{"migration", next.epoch}, {"reason", reason}}.dump() << "\n";
   } else {
@@ -312,17 +317,8 @@ int promote(const cluster::EtcdClient& etcd, const ClusterArgs& a, bool as_json)
   }
   node->in_sync = up;  // every replica may take them
   next.epoch = current->first.epoch + 1;
-  if (Status s = next.validate(); !s.ok()) return fail(s, as_json);
-  cluster::Txn swap{
-      {{cluster::topology_key(a.region), cluster::Compare::Target::kModRevision, current->second,
-        ""}},
-      {{cluster::TxnOp::Kind::kPut, cluster::topology_key(a.region), next.to_json(), 0}},
-      {}};
-  auto swapped = etcd.txn(swap);
-  if (!swapped.ok()) return fail(swapped.status(), as_json);
-  if (!*swapped) {
-    return fail(Status::Unavailable("the topology changed meanwhile; look again and retry"),
-                as_json);
+  if (Status s = write_topology(etcd, a.region, next, current->second); !s.ok()) {
+    return fail(s, as_json);
   }
   if (as_json) {
     std::cout << R"({"promoted":")" << a.node_id << R"(","epoch":)" << next.epoch << "}\n";
