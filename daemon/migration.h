@@ -99,7 +99,7 @@ class Migrator {
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::uint64_t subscription_ = 0;  // the membership's on_change handle
-  std::mutex legacy_mu_;              // serializes counting and recording legacy holdings
+  std::mutex legacy_mu_;            // serializes counting and recording legacy holdings
   std::atomic<bool> holds_legacy_{false};
   // The running migration's progress (its thread only), put in etcd about twice a second.
   std::uint64_t moved_sessions_ = 0, moved_bytes_ = 0;
