@@ -54,7 +54,11 @@ Replicas::~Replicas() {
   if (subscription_ != 0) membership_.remove_on_change(subscription_);
   if (observer_ != 0) table_.remove_observer(observer_);
   if (thread_.joinable()) thread_.join();
+  // A write under way may still hold the wake list, and answers their waits: the shippers'
+  // threads end here, since what they filter with refers to this object.
+  wakers_->shippers.store(nullptr);
   std::lock_guard lock(mu_);
+  for (auto& [id, peer] : peers_) peer.shipper->stop();
   peers_.clear();
 }
 

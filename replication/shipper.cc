@@ -31,7 +31,9 @@ Shipper::Shipper(storage::SessionTable& table, storage::Store& store, Options op
   acked_ = next_ - 1;
 }
 
-Shipper::~Shipper() {
+Shipper::~Shipper() { stop(); }
+
+void Shipper::stop() {
   {
     std::lock_guard lock(mu_);
     stop_ = true;
@@ -47,7 +49,7 @@ void Shipper::retarget(Target target, bool resync) {
     ++generation_;
     resync_ = resync_ || resync;
     woken_ = true;
-    if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+    if (!thread_.joinable() && !stop_) thread_ = std::thread([this] { loop(); });
   }
   cv_.notify_all();
 }

@@ -61,6 +61,9 @@ class Shipper {
   Shipper(storage::SessionTable& table, storage::Store& store, Options options);
   // Stops the thread; the cursor stays in `meta`.
   ~Shipper();
+  // The same, before the shipper is destroyed (others may still hold it: what `wanted`
+  // captured may go first).
+  void stop();
   Shipper(const Shipper&) = delete;
   Shipper& operator=(const Shipper&) = delete;
 
