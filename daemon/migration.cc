@@ -76,8 +76,7 @@ void Migrator::start() {
 }
 
 std::uint64_t Migrator::position_of(const storage::Mutation& m) const {
-  return m.kind == storage::Mutation::Kind::kGeneration ? ids_.route_key_of_user(m.user)
-                                                        : id_position(m.id);
+  return replication::position_of(m, ids_);
 }
 
 void Migrator::on_topology(const std::shared_ptr<const cluster::Routing>&) {

@@ -63,10 +63,7 @@ Replicas::~Replicas() {
 }
 
 std::uint64_t Replicas::position_of(const storage::Mutation& m) const {
-  return m.kind == storage::Mutation::Kind::kGeneration
-             ? ids_.route_key_of_user(m.user)
-             : cluster::ring_position(
-                   std::string_view(reinterpret_cast<const char*>(m.id.data()), m.id.size()));
+  return replication::position_of(m, ids_);
 }
 
 void Replicas::start() {

@@ -2,10 +2,12 @@
 // replicas and peer regions will be shipped.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "protocol/status.h"
+#include "storage/id_generator.h"
 #include "storage/mutation.h"
 
 namespace sessiond::wire {
@@ -26,6 +28,13 @@ struct OwnedMutation {
   OwnedMutation(const OwnedMutation& other) : OwnedMutation(other.m) {}
   OwnedMutation& operator=(const OwnedMutation&) = delete;
 };
+
+// Where a mutation lives on the ring: its session's route key, or for a revocation generation
+// its user's (the same as cluster::ring_position of the id).
+inline std::uint64_t position_of(const storage::Mutation& m, const storage::IdGenerator& ids) {
+  return m.kind == storage::Mutation::Kind::kGeneration ? ids.route_key_of_user(m.user)
+                                                        : storage::route_key_of(m.id);
+}
 
 void to_wire(const storage::Mutation& m, wire::MutationEntry* out);
 // INVALID_ARGUMENT for an unknown kind or an id that is not 32 bytes; the value's own checks

@@ -5,6 +5,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <thread>
@@ -172,6 +173,27 @@ class ClusterTest : public ::testing::Test {
     const auto p = cluster::place(ring, topology_.nodes, topology_.replication_factor,
                                   cluster::ring_position(id));
     return p.replicas.empty() ? nullptr : nodes_[topology_.nodes[p.replicas[0]].id].get();
+  }
+  // Waits until etcd records `json` as node's in-sync replicas, running `meanwhile` each time.
+  bool in_sync_set_is(
+      const std::string& node, const std::string& json,
+      const std::function<void()>& meanwhile = [] {}) {
+    return eventually([&] {
+      meanwhile();
+      auto isr = etcd_client_->get(cluster::isr_key("local", node));
+      return isr.ok() && isr->has_value() && (*isr)->value == json;
+    });
+  }
+  // Asserts that each session is readable at its owner; how many of them `node` owns.
+  std::size_t readable_at_owners(const std::vector<std::string>& ids, TestNode* node) {
+    std::size_t on_node = 0;
+    for (const std::string& id : ids) {
+      TestNode* owner = owner_of(id);
+      on_node += owner == node;
+      Conn o(owner->address());
+      EXPECT_EQ(get(o, id, topology_.epoch).status, StatusCode::kOk) << id;
+    }
+    return on_node;
   }
   cluster::Topology etcd_topology() {
     auto t =
@@ -453,14 +475,7 @@ TEST_F(ClusterTest, AMigrationSurvivesTheReceiverBeingKilledMidWay) {
   nodes_.erase("n2");
   ASSERT_TRUE(start_node("n2"));
   ASSERT_NO_FATAL_FAILURE(wait_settled());
-  std::size_t on_n2 = 0;
-  for (const std::string& id : ids) {
-    TestNode* owner = owner_of(id);
-    on_n2 += owner == nodes_["n2"].get();
-    Conn o(owner->address());
-    ASSERT_EQ(get(o, id, topology_.epoch).status, StatusCode::kOk);
-  }
-  EXPECT_GT(on_n2, 500u);
+  EXPECT_GT(readable_at_owners(ids, nodes_["n2"].get()), 500u);
 }
 
 // The other side: the source is killed while its stream is held up (the receiver frozen), and
@@ -486,27 +501,17 @@ TEST_F(ClusterTest, AMigrationSurvivesTheSourceBeingKilledMidWay) {
   nodes_["n2"]->send_signal(SIGSTOP);  // the stream stalls at the receiver
   nodes_["n1"]->kill_hard();
   nodes_.erase("n1");
-  auto mid =
-      cluster::Topology::from_json((*(*etcd_client_->get(cluster::topology_key("local")))).value);
-  ASSERT_TRUE(mid.ok());
-  ASSERT_TRUE(mid->migration) << "the migration was over before the kill";
+  ASSERT_TRUE(etcd_topology().migration) << "the migration was over before the kill";
   ASSERT_TRUE(start_node("n1"));
   nodes_["n2"]->send_signal(SIGCONT);
   ASSERT_NO_FATAL_FAILURE(wait_settled());
   ASSERT_EQ(topology_.nodes.size(), 2u);
   EXPECT_FALSE(topology_.migration);
-  std::size_t on_n2 = 0;
-  for (const std::string& id : ids) {
-    TestNode* owner = owner_of(id);
-    on_n2 += owner == nodes_["n2"].get();
-    Conn o(owner->address());
-    ASSERT_EQ(get(o, id, topology_.epoch).status, StatusCode::kOk);
-  }
+  EXPECT_GT(readable_at_owners(ids, nodes_["n2"].get()), 500u);
   for (const std::string& id : destroyed) {
     Conn o(owner_of(id)->address());
     ASSERT_EQ(get(o, id, topology_.epoch).status, StatusCode::kNotFound);
   }
-  EXPECT_GT(on_n2, 500u);
 }
 
 // Sessions made before route keys (an upgraded data directory: their ids' route keys are not
@@ -655,10 +660,7 @@ TEST_F(ClusterTest, AcknowledgedLogoutsSurviveTheOwnersDeath) {
   }
   for (const std::string& id : alive) ASSERT_EQ(owner_of(id), victim);
   const cluster::Topology before = topology_;
-  ASSERT_TRUE(eventually([&] {
-    auto isr = etcd_client_->get(cluster::isr_key("local", "n2"));
-    return isr.ok() && isr->has_value() && (*isr)->value == R"(["n1","n3"])";
-  }));
+  ASSERT_TRUE(in_sync_set_is("n2", R"(["n1","n3"])"));
   // The replicas freeze: what the owner acknowledges now it must not acknowledge at all (the
   // answers are UNAVAILABLE at the deadline), so killing it now loses nothing acknowledged.
   // Without the wait these would be acknowledged and lost with it.
@@ -775,10 +777,7 @@ TEST_F(ClusterTest, AFrozenOwnerAcceptsNoWriteAfterItsFailover) {
     return req;
   };
   // Its replicas are in sync (etcd says so) before it freezes.
-  ASSERT_TRUE(eventually([&] {
-    auto isr = etcd_client_->get(cluster::isr_key("local", "n2"));
-    return isr.ok() && isr->has_value() && (*isr)->value == R"(["n1","n3"])";
-  }));
+  ASSERT_TRUE(in_sync_set_is("n2", R"(["n1","n3"])"));
   const std::uint64_t old_epoch = topology_.epoch;
   frozen->send_signal(SIGSTOP);
   ASSERT_TRUE(eventually([&] {
@@ -826,20 +825,12 @@ TEST_F(ClusterTest, AnOutOfSyncReplicaIsPromotedOnlyUncleanly) {
   Conn c(victim->address());
   const std::string id = create(c, "", topology_.epoch);
   ASSERT_FALSE(id.empty());
-  const std::string isr_key = cluster::isr_key("local", "n2");
-  ASSERT_TRUE(eventually([&] {
-    auto isr = etcd_client_->get(isr_key);
-    return isr.ok() && isr->has_value() && (*isr)->value == R"(["n1","n3"])";
-  }));
+  ASSERT_TRUE(in_sync_set_is("n2", R"(["n1","n3"])"));
   // The replicas freeze while the owner takes writes (acknowledged without them: --replica-ack
   // terminal), so they fall behind and leave the set; then the owner dies.
   nodes_["n1"]->send_signal(SIGSTOP);
   nodes_["n3"]->send_signal(SIGSTOP);
-  ASSERT_TRUE(eventually([&] {
-    create(c, "", topology_.epoch);
-    auto isr = etcd_client_->get(isr_key);
-    return isr.ok() && isr->has_value() && (*isr)->value == "[]";
-  }));
+  ASSERT_TRUE(in_sync_set_is("n2", "[]", [&] { create(c, "", topology_.epoch); }));
   victim->kill_hard();
   nodes_["n1"]->send_signal(SIGCONT);
   nodes_["n3"]->send_signal(SIGCONT);
