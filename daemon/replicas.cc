@@ -109,7 +109,9 @@ void Replicas::on_topology(const std::shared_ptr<const cluster::Routing>& routin
       ++it;
       continue;
     }
-    // No longer a replica of anything here: its cursor would hold the log back.
+    // No longer a replica of anything here: its cursor would hold the log back. (A write
+    // waiting for it may still hold the shipper.)
+    it->second.shipper->retire();
     (void)store_.drop_log_cursor("ship/" + it->first);
     in_sync_.erase(it->first);
     it = peers_.erase(it);
@@ -128,6 +130,7 @@ void Replicas::on_topology(const std::shared_ptr<const cluster::Routing>& routin
       o.peer_secret = options_.peer_secret;
       o.in_sync_lag = options_.in_sync_lag;
       o.log = options_.log;
+      o.on_acked = on_progress_;
       peer.shipper = std::make_shared<replication::Shipper>(table_, store_, std::move(o));
     }
     auto shared_bits = std::make_shared<const std::vector<bool>>(std::move(bits));

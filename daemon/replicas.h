@@ -63,6 +63,9 @@ class Replicas {
   Replicas(const Replicas&) = delete;
   Replicas& operator=(const Replicas&) = delete;
 
+  // Called on a shipper's thread whenever a replica confirmed more of the log: writes waiting
+  // for replicas may be done (check() them again). Set before start().
+  void on_progress(std::function<void()> fn) { on_progress_ = std::move(fn); }
   // Follows the topology and the table's writes from now on.
   void start();
   const Options& options() const { return options_; }
@@ -135,6 +138,7 @@ class Replicas {
   cluster::Membership& membership_;
   const storage::IdGenerator& ids_;
   const Options options_;
+  std::function<void()> on_progress_;
 
   // What every write wakes, held by the table's observer (which may outlive this object).
   struct Wakers {

@@ -133,6 +133,15 @@ struct Server::Impl {
     bool run_posted = false;
   };
   std::vector<Worker> workers;
+  // Connections holding answers until replicas confirm them (--replica-ack), each with the
+  // timer it sleeps on: wake_replica_waits() cancels them on their io_contexts.
+  struct ReplicaWait {
+    explicit ReplicaWait(const asio::any_io_executor& executor) : timer(executor) {}
+    asio::steady_timer timer;
+    std::atomic<bool> listed{false};
+  };
+  std::mutex replica_waits_mu;  // guards replica_waits
+  std::vector<std::shared_ptr<ReplicaWait>> replica_waits;
   std::mutex connections_mu;  // guards connections and per_ip
   std::set<std::shared_ptr<Connection>> connections;
   std::map<asio::ip::address, std::size_t> per_ip;  // open connections per client address
@@ -456,6 +465,7 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
   ConnectionState state;  // what the handlers keep between this connection's requests
   state.role = role;
   state.peer = conn.peer.to_string();
+  std::shared_ptr<ReplicaWait> replica_wait;  // made the first time an answer waits
   // Consecutive CREATEs go to the engine together (one RocksDB write). Their bodies point into
   // `in`, so they are handled before `in` moves and before any other frame.
   std::vector<Handlers::Request> creates;
@@ -553,10 +563,18 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
       // Answers that wait for replicas (--replica-ack) go out once they confirmed; the
       // connection is not read meanwhile, the node's other connections are served.
       if (!state.acks.empty()) {
-        asio::steady_timer pause(stream.get_executor());
-        while (!handlers.settle_acks(&state, &out)) {
-          pause.expires_after(std::chrono::microseconds(200));
-          co_await pause.async_wait(kTuple);
+        if (!replica_wait) replica_wait = std::make_shared<ReplicaWait>(stream.get_executor());
+        for (;;) {
+          // Listed before it looks: a confirmation after the look cancels the sleep below
+          // (the cancel is posted to this io_context, so it runs once this coroutine sleeps).
+          if (!replica_wait->listed.exchange(true)) {
+            std::lock_guard lock(replica_waits_mu);
+            replica_waits.push_back(replica_wait);
+          }
+          if (handlers.settle_acks(&state, &out)) break;
+          // Deadlines and topology changes are seen without a wake.
+          replica_wait->timer.expires_after(std::chrono::milliseconds(20));
+          co_await replica_wait->timer.async_wait(kTuple);
         }
       }
       if (!co_await write_out(conn, stream, out)) co_return;
@@ -719,6 +737,18 @@ asio::awaitable<void> Server::Impl::forward_resp(Connection& conn, const std::st
 }
 
 void Server::set_cluster(cluster::Membership* membership) { impl_->membership = membership; }
+
+void Server::wake_replica_waits() {
+  std::vector<std::shared_ptr<Impl::ReplicaWait>> waits;
+  {
+    std::lock_guard lock(impl_->replica_waits_mu);
+    waits.swap(impl_->replica_waits);
+  }
+  for (auto& w : waits) {
+    w->listed = false;
+    asio::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+  }
+}
 
 template <typename Stream>
 asio::awaitable<bool> Server::Impl::write_out(Connection& conn, Stream& stream, std::string& out) {

@@ -37,6 +37,9 @@ class Server {
   // Cluster mode (docs/cluster.md, "RESP in a cluster"): a RESP command for keys another node
   // owns is forwarded to that node's RESP listener and its reply relayed. Set before run().
   void set_cluster(cluster::Membership* membership);
+  // Answers held for replicas (--replica-ack) are looked at again: their replicas confirmed
+  // more. Safe from any thread (a shipper's calls it).
+  void wake_replica_waits();
   // Binds the listeners; UNAVAILABLE naming the address when it cannot (in use, no permission).
   Status bind();
   // The bound "host:port" (the real port when asked for port 0).

@@ -82,7 +82,10 @@ Status PeerLink::connect() {
     wire::AuthRequest auth;
     auth.set_secret(secret_);
     wire::AuthResponse role;
-    if (Status s = exchange(protocol::Opcode::kAuth, auth, &role); !s.ok()) {
+    std::uint32_t id = 0;
+    Status s = write_frame(protocol::Opcode::kAuth, auth, &id);
+    if (s.ok()) s = receive(id, &role);
+    if (!s.ok()) {
       close();
       return s;
     }
@@ -92,18 +95,28 @@ Status PeerLink::connect() {
 
 Status PeerLink::call(protocol::Opcode opcode, const google::protobuf::MessageLite& request,
                       google::protobuf::MessageLite* response) {
+  auto id = send(opcode, request);
+  if (!id.ok()) return id.status();
+  return receive(*id, response);
+}
+
+Result<std::uint32_t> PeerLink::send(protocol::Opcode opcode,
+                                     const google::protobuf::MessageLite& request) {
   if (fd_ < 0) {
     if (Status s = connect(); !s.ok()) return s;
   }
-  return exchange(opcode, request, response);
+  std::uint32_t id = 0;
+  if (Status s = write_frame(opcode, request, &id); !s.ok()) return s;
+  return id;
 }
 
-Status PeerLink::exchange(protocol::Opcode opcode, const google::protobuf::MessageLite& request,
-                          google::protobuf::MessageLite* response) {
+Status PeerLink::write_frame(protocol::Opcode opcode, const google::protobuf::MessageLite& request,
+                             std::uint32_t* request_id) {
   const auto deadline = Steady::now() + timeout_;
   protocol::FrameHeader h;
   h.opcode = static_cast<std::uint16_t>(opcode);
   h.request_id = next_request_++;
+  *request_id = h.request_id;
   std::string out;
   if (Status s = protocol::append_frame(h, request, &out, 64u << 20); !s.ok()) return s;
   std::string_view pending = out;
@@ -122,6 +135,12 @@ Status PeerLink::exchange(protocol::Opcode opcode, const google::protobuf::Messa
     }
     pending.remove_prefix(static_cast<std::size_t>(n));
   }
+  return {};
+}
+
+Status PeerLink::receive(std::uint32_t request_id, google::protobuf::MessageLite* response) {
+  if (fd_ < 0) return Status::Unavailable("peer " + address_ + ": connection closed");
+  const auto deadline = Steady::now() + timeout_;
   for (;;) {
     const auto bytes =
         std::span(reinterpret_cast<const std::uint8_t*>(buffer_.data()), buffer_.size());
@@ -130,7 +149,7 @@ Status PeerLink::exchange(protocol::Opcode opcode, const google::protobuf::Messa
       const std::string body(reinterpret_cast<const char*>(d.body.data()), d.body.size());
       const protocol::FrameHeader answer = d.header;
       buffer_.erase(0, d.consumed);
-      if (answer.request_id != h.request_id || !answer.is_response()) {
+      if (answer.request_id != request_id || !answer.is_response()) {
         close();
         return Status::Unavailable("peer " + address_ + ": an answer out of order");
       }

@@ -1,6 +1,6 @@
 // A blocking connection from this node to a peer's native listener, for node-to-node operations
-// (MIGRATE today): connect with a deadline, AUTH as peer when the region has secrets, then one
-// request and its answer at a time, each with a deadline. Plain TCP (a TLS listener between
+// (MIGRATE, REPLICATE): connect with a deadline, AUTH as peer when the region has secrets, then
+// requests and their answers, each with a deadline. Plain TCP (a TLS listener between
 // nodes is not supported yet; docs/cluster.md, "Limits").
 #pragma once
 
@@ -31,10 +31,17 @@ class PeerLink {
   Status call(protocol::Opcode opcode, const google::protobuf::MessageLite& request,
               google::protobuf::MessageLite* response);
 
+  // The same in two halves, for several requests in flight (the peer answers in order):
+  // send() returns the request's id, receive() the answer to the oldest request not yet
+  // answered, which must be `request_id`. A failure of either closes the connection, and with
+  // it every request in flight: the next send() reconnects.
+  Result<std::uint32_t> send(protocol::Opcode opcode, const google::protobuf::MessageLite& request);
+  Status receive(std::uint32_t request_id, google::protobuf::MessageLite* response);
+
  private:
   Status connect();
-  Status exchange(protocol::Opcode opcode, const google::protobuf::MessageLite& request,
-                  google::protobuf::MessageLite* response);
+  Status write_frame(protocol::Opcode opcode, const google::protobuf::MessageLite& request,
+                     std::uint32_t* request_id);
   void close();
 
   std::string address_;

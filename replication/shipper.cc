@@ -29,6 +29,8 @@ Shipper::Shipper(storage::SessionTable& table, storage::Store& store, Options op
   const std::uint64_t committed = store_.log_committed();
   next_ = store_.log_cursor(cursor_name_).value_or(committed + 1);
   acked_ = next_ - 1;
+  read_ = next_;
+  persisted_ = next_;
 }
 
 Shipper::~Shipper() { stop(); }
@@ -40,6 +42,15 @@ void Shipper::stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+}
+
+void Shipper::retire() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+    retired_ = true;
+  }
+  cv_.notify_all();
 }
 
 void Shipper::retarget(Target target, bool resync) {
@@ -89,10 +100,22 @@ Status Shipper::send(PeerLink& link, const wire::ReplicateRequest& request) {
   return link.call(protocol::Opcode::kReplicate, request, &response);
 }
 
-Status Shipper::advance(std::uint64_t next) {
+Status Shipper::advance(std::uint64_t next, bool force) {
+  if (next != next_) {
+    next_ = next;
+    acked_.store(next - 1, std::memory_order_release);
+    if (options_.on_acked) options_.on_acked();
+  }
+  const auto now = Steady::now();
+  if (next == persisted_ || (!force && now - persisted_at_ < options_.cursor_persist_interval)) {
+    return {};
+  }
+  // Under mu_: once retire() returned, the cursor is not written again.
+  std::lock_guard lock(mu_);
+  if (retired_) return {};
   if (Status s = store_.set_log_cursor(cursor_name_, next); !s.ok()) return s;
-  next_ = next;
-  acked_.store(next - 1, std::memory_order_release);
+  persisted_ = next;
+  persisted_at_ = now;
   return {};
 }
 
@@ -137,18 +160,16 @@ Status Shipper::snapshot(PeerLink& link, const Target& target, std::uint64_t gen
     if (generation_ != generation) return {};  // retargeted meanwhile: another snapshot
     resync_ = false;
   }
-  if (Status s = advance(std::max(start, std::uint64_t{1})); !s.ok()) return s;
+  if (Status s = advance(std::max(start, std::uint64_t{1}), true); !s.ok()) return s;
+  read_ = next_;
   caught_up_ns_ = steady_ns();
   return {};
 }
 
-Result<bool> Shipper::ship_batch(PeerLink& link, const Target& target) {
-  const std::uint64_t from = next_.load();
+Result<bool> Shipper::send_batch(PeerLink& link, const Target& target) {
+  const std::uint64_t from = read_;
   const std::uint64_t committed = store_.log_committed();
-  if (from > committed) {
-    caught_up_ns_ = steady_ns();
-    return false;
-  }
+  if (from > committed) return false;
   wire::ReplicateRequest request;
   request.set_from_node(options_.self);
   request.set_epoch(target.epoch);
@@ -173,18 +194,41 @@ Result<bool> Shipper::ship_batch(PeerLink& link, const Target& target) {
                                        });
   if (!s.ok()) return s;
   if (last < from) return false;  // trimmed away under us: nothing to read at the cursor
+  InFlight batch;
+  batch.next = last + 1;
+  batch.caught_up = last >= committed;
   if (request.entries_size() > 0) {
-    if (Status sent = send(link, request); !sent.ok()) return sent;
+    auto id = link.send(protocol::Opcode::kReplicate, request);
+    if (!id.ok()) return id.status();
+    batch.sent = true;
+    batch.request_id = *id;
   }
-  if (Status a = advance(last + 1); !a.ok()) return a;
-  if (last >= committed) caught_up_ns_ = steady_ns();
+  flight_.push_back(batch);
+  read_ = batch.next;
   return true;
+}
+
+Status Shipper::complete_oldest(PeerLink& link) {
+  const InFlight batch = flight_.front();
+  if (batch.sent) {
+    wire::ReplicateResponse response;
+    if (Status s = link.receive(batch.request_id, &response); !s.ok()) return s;
+  }
+  flight_.pop_front();
+  if (Status s = advance(batch.next, false); !s.ok()) return s;
+  if (batch.caught_up) caught_up_ns_ = steady_ns();
+  return {};
 }
 
 void Shipper::loop() {
   std::unique_ptr<PeerLink> link;
   auto backoff = 50ms;
   bool complained = false;
+  // What was sent and not answered is sent again (on a new connection).
+  auto abandon_flight = [&] {
+    flight_.clear();
+    read_ = next_.load();
+  };
   while (!stop_) {
     Target target;
     std::uint64_t generation = 0;
@@ -201,21 +245,36 @@ void Shipper::loop() {
     }
     if (!link || link->address() != target.address) {
       link = std::make_unique<PeerLink>(target.address, options_.peer_secret);
+      abandon_flight();
     }
     Status s;
-    bool worked = true;
+    bool idle = false;
     if (resync) {
-      s = snapshot(*link, target, generation);
+      // The batches in flight are answered first (their answers would be out of order for
+      // the snapshot's calls).
+      while (s.ok() && !flight_.empty()) s = complete_oldest(*link);
+      if (s.ok()) s = snapshot(*link, target, generation);
     } else {
-      auto shipped = ship_batch(*link, target);
-      s = shipped.status();
-      worked = shipped.ok() && *shipped;
+      bool more = true;
+      while (s.ok() && more && flight_.size() < options_.max_in_flight) {
+        auto sent = send_batch(*link, target);
+        s = sent.status();
+        more = sent.ok() && *sent;
+      }
+      if (s.ok() && !flight_.empty()) {
+        s = complete_oldest(*link);
+      } else if (s.ok()) {
+        caught_up_ns_ = steady_ns();
+        idle = true;
+      }
     }
     if (!s.ok()) {
       if (!complained && options_.log) {
         options_.log(true, "shipping to " + options_.peer + " failed (retrying): " + s.ToString());
       }
       complained = true;
+      link.reset();  // answers still in flight would be out of order
+      abandon_flight();
       wait_for_work(backoff);
       backoff = std::min<std::chrono::milliseconds>(backoff * 2, 1s);
       continue;
@@ -223,8 +282,12 @@ void Shipper::loop() {
     if (complained && options_.log) options_.log(false, "shipping to " + options_.peer + " again");
     complained = false;
     backoff = 50ms;
-    if (!worked) wait_for_work(100ms);
+    if (idle) {
+      (void)advance(next_, true);  // a quiet moment: the cursor goes to `meta`
+      wait_for_work(100ms);
+    }
   }
+  (void)advance(next_, true);  // what was answered before the stop
 }
 
 }  // namespace sessiond::replication

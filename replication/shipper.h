@@ -3,7 +3,10 @@
 // `meta` under "ship/PEER") it reads the log, keeps the entries the target wants, resolves each
 // put to the session's current state (SessionTable::state_of: the merge is state-based, so the
 // current state stands for every put before it), and sends them in REPLICATE batches over one
-// connection. The cursor advances only when the peer answers that it applied a batch.
+// connection, several in flight (the peer answers in order). The cursor advances only when the
+// peer answers that it applied a batch; it is written to `meta` at most every
+// `cursor_persist_interval` (after a restart the shipper resends from the last one written,
+// which the state-based merge makes harmless).
 //
 // A peer that starts to hold ranges it did not (a new replica after a membership change or a
 // failover, or any peer after this node restarts) is resynced: a snapshot of what the target
@@ -18,6 +21,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -47,6 +51,11 @@ class Shipper {
     std::string peer;         // the peer's node id: names the cursor
     std::string peer_secret;  // AUTH as peer when the region has secrets
     std::size_t batch_entries = 512;
+    std::size_t max_in_flight = 4;  // batches sent and not yet answered
+    std::chrono::milliseconds cursor_persist_interval{100};
+    // Called on the shipper's thread whenever the peer confirmed more of the log (acked()
+    // grew): what waits for it can look again.
+    std::function<void()> on_acked;
     // Out of sync once the peer has not been caught up with the log for this long.
     std::chrono::milliseconds in_sync_lag{2000};
     std::function<void(bool warning, const std::string&)> log;
@@ -64,6 +73,9 @@ class Shipper {
   // The same, before the shipper is destroyed (others may still hold it: what `wanted`
   // captured may go first).
   void stop();
+  // The peer is no longer fed: the thread ends without waiting for it, and the cursor is never
+  // written again (the caller drops it).
+  void retire();
   Shipper(const Shipper&) = delete;
   Shipper& operator=(const Shipper&) = delete;
 
@@ -83,10 +95,14 @@ class Shipper {
  private:
   void loop();
   Status snapshot(PeerLink& link, const Target& target, std::uint64_t generation);
-  // Ships one batch from the cursor: true when it sent or skipped something.
-  Result<bool> ship_batch(PeerLink& link, const Target& target);
+  // Reads the batch at read_ and sends it without waiting for the answer: false when the log
+  // holds nothing beyond read_.
+  Result<bool> send_batch(PeerLink& link, const Target& target);
+  // Waits for the answer to the oldest batch in flight and advances the cursor past it.
+  Status complete_oldest(PeerLink& link);
   Status send(PeerLink& link, const wire::ReplicateRequest& request);
-  Status advance(std::uint64_t next);  // cursor, acked, caught-up time
+  // The cursor: acked() at once, `meta` now and then (always with `force`).
+  Status advance(std::uint64_t next, bool force);
   void wait_for_work(std::chrono::milliseconds at_most);
 
   storage::SessionTable& table_;
@@ -94,12 +110,26 @@ class Shipper {
   const Options options_;
   const std::string cursor_name_;
 
-  mutable std::mutex mu_;  // guards target_, generation_, resync_, woken_
+  mutable std::mutex mu_;  // guards target_, generation_, resync_, woken_, retired_
   std::condition_variable cv_;
   Target target_;
   std::uint64_t generation_ = 0;  // bumped by retarget()
   bool resync_ = true;            // a snapshot first, until one was sent for this generation
   bool woken_ = false;
+  bool retired_ = false;
+
+  // The loop thread's own: the batches sent and not yet answered, oldest first, the first
+  // sequence not yet sent, and the cursor as `meta` has it.
+  struct InFlight {
+    bool sent = false;  // false: nothing the peer wanted was read, nothing sent
+    std::uint32_t request_id = 0;
+    std::uint64_t next = 0;  // the cursor once it is answered
+    bool caught_up = false;  // it reached the end of the log when it was read
+  };
+  std::deque<InFlight> flight_;
+  std::uint64_t read_ = 1;
+  std::uint64_t persisted_ = 0;
+  std::chrono::steady_clock::time_point persisted_at_;
 
   std::atomic<std::uint64_t> acked_{0};
   std::atomic<std::uint64_t> next_{1};         // the cursor: the first sequence not acknowledged

@@ -369,10 +369,15 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
   };
   rocksdb::ColumnFamilyOptions small;
   small.write_buffer_size = 4u << 20;
+  // The replication log is read by its shippers while it is written, from a cursor near its
+  // end: a vector memtable would sort itself for every such read (a shipper's batch), while its
+  // keys (ascending sequences) append to the skiplist's end.
+  rocksdb::ColumnFamilyOptions replog = family_options(nullptr);
+  replog.memtable_factory = std::make_shared<rocksdb::SkipListFactory>();
   std::vector<rocksdb::ColumnFamilyDescriptor> families = {
       {kSessionsFamily, family_options(&impl->sessions_filter)},
       {kUsersFamily, family_options(&impl->users_filter)},
-      {kReplogFamily, family_options(nullptr)},
+      {kReplogFamily, replog},
       {kMetaFamily, small},
       {rocksdb::kDefaultColumnFamilyName, small},
   };
