@@ -242,6 +242,8 @@ std::string to_json(const Stats& s) {
       {"merges_set_aside", s.merges_set_aside},
       {"replica_lag_entries", s.replica_lag_entries},
       {"replicas_in_sync", s.replicas_in_sync},
+      {"anti_entropy_rounds", s.anti_entropy_rounds},
+      {"anti_entropy_repaired", s.anti_entropy_repaired},
   };
   std::string out = "{";
   bool first = true;
@@ -367,6 +369,8 @@ std::string to_text(const Stats& s) {
       {"merges set aside", s.merges_set_aside},
       {"replica lag entries", s.replica_lag_entries},
       {"replicas in sync", s.replicas_in_sync},
+      {"anti-entropy rounds", s.anti_entropy_rounds},
+      {"anti-entropy repaired", s.anti_entropy_repaired},
   };
   std::string out;
   for (const auto& [name, value] : counters) {

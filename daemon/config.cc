@@ -128,6 +128,10 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                  "a replica that has not caught up with this node's log for this long leaves "
                  "the in-sync set, which alone may take over this node's ranges (default 2000)")
       ->check(CLI::Range(std::int64_t{100}, std::int64_t{600'000}));
+  app.add_option("--anti-entropy-interval-ms", o.cluster.anti_entropy_interval_ms,
+                 "how often this node compares digests with each replica of its ranges and "
+                 "repairs what differs; 0 turns it off (default 60000; docs/cluster.md)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{86'400'000}));
   app.add_option("--max-lifetime-ms", o.table.max_lifetime_ms,
                  "no session outlives its creation by more than this, whatever its timeouts; "
                  "tombstones of ended sessions are kept as long (default 30 days, the longest "

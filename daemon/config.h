@@ -54,6 +54,7 @@ struct ServerOptions {
     std::string replica_ack = "terminal";        // none | terminal | all
     std::int64_t replica_ack_timeout_ms = 2000;  // how long an answer waits for its replicas
     std::int64_t replica_max_lag_ms = 2000;      // a replica further behind leaves the in-sync set
+    std::int64_t anti_entropy_interval_ms = 60'000;  // digests with each replica; 0: never
   } cluster;
   storage::StoreOptions store;  // path defaults to ./var
   storage::TableOptions table;

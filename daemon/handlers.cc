@@ -913,6 +913,8 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
         const auto lag = replicas_->lag();
         resp.set_replica_lag_entries(lag.max_entries);
         resp.set_replicas_in_sync(lag.in_sync);
+        resp.set_anti_entropy_rounds(lag.repairs.rounds);
+        resp.set_anti_entropy_repaired(lag.repairs.pulled + lag.repairs.pushed);
       }
       return reply(resp);
     }
@@ -943,12 +945,18 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (Status s = replicas_->receive(req, &resp); !s.ok()) return append_error(request, s, out);
       return reply(resp);
     }
-    case Opcode::kDigest:
-      return append_error(
-          request,
-          Status(StatusCode::kForbidden, std::string(protocol::opcode_name(opcode)) +
-                                             " is node-to-node only, and this node has no peers"),
-          out);
+    case Opcode::kDigest: {
+      wire::DigestRequest req;
+      if (!parse(&req)) return;
+      if (replicas_ == nullptr) {
+        return append_error(request, Status::Unavailable("this node keeps no replicas"), out);
+      }
+      wire::DigestResponse resp;
+      if (Status s = replicas_->receive_digest(req, &resp); !s.ok()) {
+        return append_error(request, s, out);
+      }
+      return reply(resp);
+    }
   }
   append_error(request, Status::InvalidArgument("unknown opcode"), out);
 }

@@ -271,6 +271,7 @@ int main(int argc, char** argv) {
     ro.peer_secret = options.auth.peer_secret;
     ro.ack_timeout = std::chrono::milliseconds(options.cluster.replica_ack_timeout_ms);
     ro.in_sync_lag = std::chrono::milliseconds(options.cluster.replica_max_lag_ms);
+    ro.anti_entropy_interval = std::chrono::milliseconds(options.cluster.anti_entropy_interval_ms);
     ro.log = [](bool warning, const std::string& message) {
       if (warning) {
         spdlog::warn("replicas: {}", message);

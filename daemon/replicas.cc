@@ -7,6 +7,7 @@
 #include "protocol/sessiond.pb.h"
 #include "replication/applier.h"
 #include "replication/codec.h"
+#include "replication/digest.h"
 #include "replication/peer_link.h"
 
 namespace sessiond::daemon {
@@ -131,6 +132,8 @@ void Replicas::on_topology(const std::shared_ptr<const cluster::Routing>& routin
       o.in_sync_lag = options_.in_sync_lag;
       o.log = options_.log;
       o.on_acked = on_progress_;
+      o.ids = &ids_;
+      o.anti_entropy_interval = options_.anti_entropy_interval;
       peer.shipper = std::make_shared<replication::Shipper>(table_, store_, std::move(o));
     }
     auto shared_bits = std::make_shared<const std::vector<bool>>(std::move(bits));
@@ -138,8 +141,8 @@ void Replicas::on_topology(const std::shared_ptr<const cluster::Routing>& routin
     replication::Shipper::Target target;
     target.address = routing->topology.find(id)->address;
     target.epoch = routing->topology.epoch;
-    target.wanted = [this, shared_points, shared_bits](const storage::Mutation& m) {
-      return (*shared_bits)[arc_of(*shared_points, position_of(m))];
+    target.wanted = [shared_points, shared_bits](std::uint64_t position) {
+      return (*shared_bits)[arc_of(*shared_points, position)];
     };
     peer.shipper->retarget(std::move(target), grew);
     wake_list->push_back(peer.shipper);
@@ -236,6 +239,55 @@ Status Replicas::failed_status(const Wait& wait) {
   return Status::Unavailable("the change was made on this node, but its replica (" + names +
                              ") did not confirm it in time: it is not acknowledged; send it "
                              "again");
+}
+
+Status Replicas::receive_digest(const wire::DigestRequest& request,
+                                wire::DigestResponse* response) {
+  const auto routing = membership_.routing();
+  const std::string& self = membership_.options().node_id;
+  if (request.epoch() != routing->topology.epoch) {
+    return Status::Unavailable("node " + self + " is at topology epoch " +
+                               std::to_string(routing->topology.epoch) + ", node " +
+                               request.from_node() + " at " + std::to_string(request.epoch()) +
+                               ": digests are compared under one topology");
+  }
+  const auto& nodes = routing->topology.nodes;
+  const auto from = std::find_if(nodes.begin(), nodes.end(),
+                                 [&](const auto& n) { return n.id == request.from_node(); });
+  if (from == nodes.end() || !routing->self) {
+    return Status::Unavailable("node " + self + " and node " + request.from_node() +
+                               " are not both in the topology");
+  }
+  auto theirs = replication::digest_from_wire(request);
+  if (!theirs.ok()) return theirs.status();
+  // What the sender owns and this node replicates: what the sender's digest covers.
+  const std::size_t owner = static_cast<std::size_t>(from - nodes.begin());
+  const std::size_t me = *routing->self;
+  auto wanted = [routing, owner, me](std::uint64_t position) {
+    const cluster::Placement p = routing->placement(position);
+    return p.owner == owner &&
+           std::find(p.replicas.begin(), p.replicas.end(), me) != p.replicas.end();
+  };
+  const replication::Digest mine = replication::compute_digest(table_, ids_, wanted);
+  std::vector<std::uint32_t> differing = replication::differing_buckets(*theirs, mine);
+  response->mutable_differing()->Assign(differing.begin(), differing.end());
+  if (differing.empty()) return {};
+  // This node's states of those buckets, up to a bound on the answer's size.
+  constexpr std::size_t kMaxAnswerBytes = 4u << 20;
+  std::size_t bytes = 0;
+  table_.export_states(replication::bucket_selection(ids_, std::move(differing), wanted),
+                       [&](std::span<const storage::Mutation> batch) {
+                         for (const storage::Mutation& m : batch) {
+                           if (bytes >= kMaxAnswerBytes) {
+                             response->set_truncated(true);
+                             return;
+                           }
+                           auto* e = response->add_entries();
+                           replication::to_wire(m, e);
+                           bytes += e->ByteSizeLong();
+                         }
+                       });
+  return {};
 }
 
 Status Replicas::receive(const wire::ReplicateRequest& request, wire::ReplicateResponse* response) {
@@ -414,6 +466,11 @@ Replicas::Lag Replicas::lag() const {
   std::lock_guard lock(mu_);
   for (const auto& [id, peer] : peers_) {
     out.max_entries = std::max(out.max_entries, peer.shipper->lag_entries());
+    const auto r = peer.shipper->repairs();
+    out.repairs.rounds += r.rounds;
+    out.repairs.buckets += r.buckets;
+    out.repairs.pulled += r.pulled;
+    out.repairs.pushed += r.pushed;
   }
   out.in_sync = in_sync_.size();
   return out;

@@ -38,6 +38,8 @@
 #include "storage/store.h"
 
 namespace sessiond::wire {
+class DigestRequest;
+class DigestResponse;
 class ReplicateRequest;
 class ReplicateResponse;
 }  // namespace sessiond::wire
@@ -54,6 +56,8 @@ class Replicas {
     std::string peer_secret;
     std::chrono::milliseconds in_sync_lag{2000};  // a replica this far behind leaves the set
     std::chrono::milliseconds ack_timeout{2000};  // how long a write waits for its replicas
+    // Anti-entropy with each replica (replication/digest.h) this often; zero: never.
+    std::chrono::milliseconds anti_entropy_interval{60000};
     std::function<void(bool warning, const std::string&)> log;
   };
   Replicas(storage::SessionTable& table, storage::Store& store, cluster::Membership& membership,
@@ -111,11 +115,15 @@ class Replicas {
   struct Lag {
     std::uint64_t max_entries = 0;
     std::uint64_t in_sync = 0;
+    replication::Shipper::Repairs repairs;  // anti-entropy, summed over the replicas
   };
   Lag lag() const;
 
   // REPLICATE from the owner of the entries' ranges.
   Status receive(const wire::ReplicateRequest& request, wire::ReplicateResponse* response);
+  // DIGEST from the owner of ranges this node replicates: the buckets where what this node
+  // holds of them differs, and its states there.
+  Status receive_digest(const wire::DigestRequest& request, wire::DigestResponse* response);
 
  private:
   void on_topology(const std::shared_ptr<const cluster::Routing>& routing);

@@ -4,7 +4,9 @@
 #include <vector>
 
 #include "protocol/sessiond.pb.h"
+#include "replication/applier.h"
 #include "replication/codec.h"
+#include "replication/digest.h"
 #include "replication/peer_link.h"
 #include "storage/session_table.h"
 #include "storage/store.h"
@@ -119,11 +121,10 @@ Status Shipper::advance(std::uint64_t next, bool force) {
   return {};
 }
 
-Status Shipper::snapshot(PeerLink& link, const Target& target, std::uint64_t generation) {
-  // Everything logged before `start` is in memory by the time export_states holds each shard's
-  // lock; the log resumes at `start`.
-  const std::uint64_t start = store_.log_committed() + 1;
+Result<std::uint64_t> Shipper::send_states(PeerLink& link, const Target& target,
+                                           const storage::SessionTable::Selection& selection) {
   Status failed;
+  std::uint64_t sent = 0;
   wire::ReplicateRequest request;
   request.set_from_node(options_.self);
   request.set_epoch(target.epoch);
@@ -131,20 +132,9 @@ Status Shipper::snapshot(PeerLink& link, const Target& target, std::uint64_t gen
   auto flush = [&] {
     if (!failed.ok() || request.entries_size() == 0) return;
     failed = send(link, request);
+    sent += static_cast<std::uint64_t>(request.entries_size());
     request.clear_entries();
   };
-  storage::Mutation probe;
-  const storage::SessionTable::Selection selection{[&](const storage::SessionId& id) {
-                                                     probe.kind = storage::Mutation::Kind::kPut;
-                                                     probe.id = id;
-                                                     return target.wanted(probe);
-                                                   },
-                                                   [&](std::string_view user) {
-                                                     probe.kind =
-                                                         storage::Mutation::Kind::kGeneration;
-                                                     probe.user = user;
-                                                     return target.wanted(probe);
-                                                   }};
   table_.export_states(selection, [&](std::span<const storage::Mutation> batch) {
     if (!failed.ok() || stop_) return;
     for (const storage::Mutation& m : batch) {
@@ -155,6 +145,18 @@ Status Shipper::snapshot(PeerLink& link, const Target& target, std::uint64_t gen
   flush();
   if (!failed.ok()) return failed;
   if (stop_) return Status::Unavailable("stopping");
+  return sent;
+}
+
+Status Shipper::snapshot(PeerLink& link, const Target& target, std::uint64_t generation) {
+  // Everything logged before `start` is in memory by the time export_states holds each shard's
+  // lock; the log resumes at `start`.
+  const std::uint64_t start = store_.log_committed() + 1;
+  const storage::IdGenerator& ids = *options_.ids;
+  const storage::SessionTable::Selection selection{
+      [&](const storage::SessionId& id) { return target.wanted(storage::route_key_of(id)); },
+      [&](std::string_view user) { return target.wanted(ids.route_key_of_user(user)); }};
+  if (auto sent = send_states(link, target, selection); !sent.ok()) return sent.status();
   {
     std::lock_guard lock(mu_);
     if (generation_ != generation) return {};  // retargeted meanwhile: another snapshot
@@ -164,6 +166,59 @@ Status Shipper::snapshot(PeerLink& link, const Target& target, std::uint64_t gen
   read_ = next_;
   caught_up_ns_ = steady_ns();
   return {};
+}
+
+Status Shipper::anti_entropy(PeerLink& link, const Target& target) {
+  const Digest mine = compute_digest(table_, *options_.ids, target.wanted);
+  wire::DigestRequest request;
+  request.set_from_node(options_.self);
+  request.set_epoch(target.epoch);
+  to_wire(mine, &request);
+  wire::DigestResponse response;
+  if (Status s = link.call(protocol::Opcode::kDigest, request, &response); !s.ok()) return s;
+  ++repair_rounds_;
+  if (response.differing_size() == 0) return {};
+  std::vector<std::uint32_t> buckets;
+  for (std::uint32_t b : response.differing()) {
+    if (b < kDigestBuckets) buckets.push_back(b);
+  }
+  std::sort(buckets.begin(), buckets.end());
+  buckets.erase(std::unique(buckets.begin(), buckets.end()), buckets.end());
+  repair_buckets_ += buckets.size();
+  // The peer's states first (what this node lost and the peer still holds), then this node's
+  // of the same buckets, which include them now.
+  std::vector<OwnedMutation> theirs;
+  theirs.reserve(static_cast<std::size_t>(response.entries_size()));
+  for (const auto& e : response.entries()) {
+    auto m = from_wire(e);
+    if (!m.ok()) return m.status();
+    const std::uint64_t position = position_of(m->m, *options_.ids);
+    if (!target.wanted(position) ||
+        !std::binary_search(buckets.begin(), buckets.end(), digest_bucket(position))) {
+      continue;  // not the peer's to send
+    }
+    theirs.push_back(std::move(m).value());
+  }
+  auto applied = apply_entries(table_, theirs);
+  if (!applied.ok()) return applied.status();
+  repair_pulled_ += theirs.size();
+  auto sent = send_states(link, target, bucket_selection(*options_.ids, buckets, target.wanted));
+  if (!sent.ok()) return sent.status();
+  repair_pushed_ += *sent;
+  if (options_.log) {
+    options_.log(false, "anti-entropy with " + options_.peer + ": " +
+                            std::to_string(buckets.size()) + " of " +
+                            std::to_string(kDigestBuckets) + " buckets differed; " +
+                            std::to_string(theirs.size()) + " states merged from it" +
+                            (response.truncated() ? " (more next round)" : "") + ", " +
+                            std::to_string(*sent) + " sent");
+  }
+  return {};
+}
+
+Shipper::Repairs Shipper::repairs() const {
+  return {repair_rounds_.load(), repair_buckets_.load(), repair_pulled_.load(),
+          repair_pushed_.load()};
 }
 
 Result<bool> Shipper::send_batch(PeerLink& link, const Target& target) {
@@ -178,7 +233,7 @@ Result<bool> Shipper::send_batch(PeerLink& link, const Target& target) {
   Status s = store_.for_each_log_entry(from, options_.batch_entries,
                                        [&](std::uint64_t seq, const storage::Mutation& m) {
                                          last = seq;
-                                         if (!target.wanted(m)) return;
+                                         if (!target.wanted(position_of(m, *options_.ids))) return;
                                          if (m.kind != storage::Mutation::Kind::kPut) {
                                            to_wire(m, request.add_entries());
                                            return;
@@ -224,6 +279,8 @@ void Shipper::loop() {
   std::unique_ptr<PeerLink> link;
   auto backoff = 50ms;
   bool complained = false;
+  // The first round once the peer had a chance to catch up.
+  auto next_repair = Steady::now() + options_.anti_entropy_interval;
   // What was sent and not answered is sent again (on a new connection).
   auto abandon_flight = [&] {
     flight_.clear();
@@ -254,6 +311,18 @@ void Shipper::loop() {
       // the snapshot's calls).
       while (s.ok() && !flight_.empty()) s = complete_oldest(*link);
       if (s.ok()) s = snapshot(*link, target, generation);
+    } else if (options_.anti_entropy_interval.count() > 0 && Steady::now() >= next_repair) {
+      // The batches in flight are answered first, as for a snapshot.
+      while (s.ok() && !flight_.empty()) s = complete_oldest(*link);
+      if (s.ok()) {
+        // Not a shipping failure: the peer may be at another topology epoch for a moment. (A
+        // broken connection is made again by the next send.)
+        if (Status repair = anti_entropy(*link, target); !repair.ok() && options_.log) {
+          options_.log(false, "anti-entropy with " + options_.peer +
+                                  " skipped this round: " + repair.ToString());
+        }
+      }
+      next_repair = Steady::now() + options_.anti_entropy_interval;
     } else {
       bool more = true;
       while (s.ok() && more && flight_.size() < options_.max_in_flight) {

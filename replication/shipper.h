@@ -13,6 +13,10 @@
 // wants, read from memory (SessionTable::export_states), goes first, and the log resumes where
 // the snapshot began.
 //
+// Anti-entropy (replication/digest.h), every `anti_entropy_interval`: the shipper sends the peer
+// a DIGEST of what the target wants, merges the peer's states of the buckets that differ (what
+// this node lost and the peer still has) and sends its own states of those buckets.
+//
 // In sync: caught up with the log within `in_sync_lag`, and no snapshot pending. The owner
 // waits for its in-sync replicas before it acknowledges a terminal write (daemon/replicas.h).
 #pragma once
@@ -30,9 +34,10 @@
 
 #include "protocol/status.h"
 #include "storage/mutation.h"
+#include "storage/session_table.h"
 
 namespace sessiond::storage {
-class SessionTable;
+class IdGenerator;
 class Store;
 }  // namespace sessiond::storage
 
@@ -47,15 +52,18 @@ class PeerLink;
 class Shipper {
  public:
   struct Options {
-    std::string self;         // this node's id, sent with every batch
-    std::string peer;         // the peer's node id: names the cursor
-    std::string peer_secret;  // AUTH as peer when the region has secrets
+    std::string self;                           // this node's id, sent with every batch
+    std::string peer;                           // the peer's node id: names the cursor
+    std::string peer_secret;                    // AUTH as peer when the region has secrets
+    const storage::IdGenerator* ids = nullptr;  // where a mutation lives on the ring (required)
     std::size_t batch_entries = 512;
     std::size_t max_in_flight = 4;  // batches sent and not yet answered
     std::chrono::milliseconds cursor_persist_interval{100};
     // Called on the shipper's thread whenever the peer confirmed more of the log (acked()
     // grew): what waits for it can look again.
     std::function<void()> on_acked;
+    // Anti-entropy with the peer this often; zero: never.
+    std::chrono::milliseconds anti_entropy_interval{0};
     // Out of sync once the peer has not been caught up with the log for this long.
     std::chrono::milliseconds in_sync_lag{2000};
     std::function<void(bool warning, const std::string&)> log;
@@ -64,7 +72,8 @@ class Shipper {
   struct Target {
     std::string address;
     std::uint64_t epoch = 0;  // the topology epoch `wanted` was computed under
-    std::function<bool(const storage::Mutation&)> wanted;
+    // By ring position (replication::position_of): whether the peer holds what lives there.
+    std::function<bool(std::uint64_t position)> wanted;
   };
 
   Shipper(storage::SessionTable& table, storage::Store& store, Options options);
@@ -91,10 +100,23 @@ class Shipper {
   bool in_sync() const;
   // Entries logged but not yet acknowledged.
   std::uint64_t lag_entries() const;
+  // Anti-entropy so far: rounds compared, buckets found different, states merged from the peer
+  // and sent to it.
+  struct Repairs {
+    std::uint64_t rounds = 0;
+    std::uint64_t buckets = 0;
+    std::uint64_t pulled = 0;
+    std::uint64_t pushed = 0;
+  };
+  Repairs repairs() const;
 
  private:
   void loop();
   Status snapshot(PeerLink& link, const Target& target, std::uint64_t generation);
+  // Sends the selected states from memory in REPLICATE snapshot batches: how many.
+  Result<std::uint64_t> send_states(PeerLink& link, const Target& target,
+                                    const storage::SessionTable::Selection& selection);
+  Status anti_entropy(PeerLink& link, const Target& target);
   // Reads the batch at read_ and sends it without waiting for the answer: false when the log
   // holds nothing beyond read_.
   Result<bool> send_batch(PeerLink& link, const Target& target);
@@ -135,6 +157,8 @@ class Shipper {
   std::atomic<std::uint64_t> next_{1};         // the cursor: the first sequence not acknowledged
   std::atomic<std::int64_t> caught_up_ns_{0};  // steady time the peer was last caught up
   std::atomic<bool> stop_{false};
+  std::atomic<std::uint64_t> repair_rounds_{0}, repair_buckets_{0}, repair_pulled_{0},
+      repair_pushed_{0};
   std::thread thread_;
 };
 

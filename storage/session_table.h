@@ -295,6 +295,20 @@ class SessionTable {
   // The views in a batch are valid during the call only.
   void export_states(const Selection& select,
                      const std::function<void(std::span<const Mutation>)>& emit);
+  // What anti-entropy compares (replication/digest.h): per selected state, which session or
+  // user it is, its kind (kPut alive, kEnd tombstone, kGeneration) and what a merge orders it
+  // by. Two nodes whose fingerprints agree hold the same sessions, tombstones and generations at
+  // the same versions (a touch, which does not change the version, is not compared).
+  struct Fingerprint {
+    Mutation::Kind kind = Mutation::Kind::kPut;
+    SessionId id{};            // kPut, kEnd
+    std::string_view user;     // kGeneration; valid during the call
+    std::uint64_t hlc = 0;     // kPut, kEnd: the version; kGeneration: the generation
+    std::uint64_t origin = 0;  // kPut, kEnd: the version's region and node; kGeneration: how
+                               // many ids its raise kept
+  };
+  void fingerprints(const Selection& select,
+                    const std::function<void(std::span<const Fingerprint>)>& emit);
   // Drops every selected session, tombstone and generation from memory and disk, without
   // tombstones or log entries (the new owner holds them). Returns how many sessions went.
   Result<std::size_t> forget(const Selection& select);

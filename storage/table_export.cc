@@ -77,6 +77,47 @@ void SessionTable::Impl::export_states(const Selection& select,
   }
 }
 
+void SessionTable::Impl::fingerprints(
+    const Selection& select, const std::function<void(std::span<const Fingerprint>)>& emit) {
+  std::vector<Fingerprint> batch;
+  std::vector<std::string> users;
+  for (Shard& shard : shards_) {
+    batch.clear();
+    {
+      std::lock_guard lock(shard.mu);
+      const std::int64_t now = clock_.now_ms();
+      for (const RecordPtr& owned : shard.records) {
+        const Record& r = *owned;
+        if (r.deadline_ms() <= now || !select.id(r.id)) continue;
+        const Version v = r.version();
+        batch.push_back(
+            {Mutation::Kind::kPut, r.id, {}, v.hlc, (std::uint64_t{v.region} << 32) | v.node});
+      }
+      for (const auto& [id, tombstone] : shard.tombstones) {
+        if (!select.id(id)) continue;
+        const Version& v = tombstone.version;
+        batch.push_back(
+            {Mutation::Kind::kEnd, id, {}, v.hlc, (std::uint64_t{v.region} << 32) | v.node});
+      }
+    }
+    if (!batch.empty()) emit(batch);
+  }
+  for (UserShard& us : user_shards_) {
+    batch.clear();
+    users.clear();
+    {
+      std::lock_guard lock(us.mu);
+      users.reserve(us.generations.size());  // the fingerprints point into these strings
+      for (const auto& [user, generation] : us.generations) {
+        if (!select.user(user)) continue;
+        batch.push_back({Mutation::Kind::kGeneration, SessionId{}, users.emplace_back(user),
+                         generation.generation, generation.keep.size()});
+      }
+    }
+    if (!batch.empty()) emit(batch);
+  }
+}
+
 Result<std::size_t> SessionTable::Impl::forget(const Selection& select) {
   std::size_t forgotten = 0;
   std::vector<Store::Forget> entries;
@@ -124,6 +165,11 @@ Result<std::size_t> SessionTable::Impl::forget(const Selection& select) {
     for (const std::string& user : gone) us.generations.erase(user);
   }
   return forgotten;
+}
+
+void SessionTable::fingerprints(const Selection& select,
+                                const std::function<void(std::span<const Fingerprint>)>& emit) {
+  impl_->fingerprints(select, emit);
 }
 
 void SessionTable::export_states(const Selection& select,

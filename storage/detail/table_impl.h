@@ -60,6 +60,8 @@ class SessionTable::Impl {
   Result<Mutation::Kind> state_of(const SessionId& id, std::string* value);
   void export_states(const Selection& select,
                      const std::function<void(std::span<const Mutation>)>& emit);
+  void fingerprints(const Selection& select,
+                    const std::function<void(std::span<const Fingerprint>)>& emit);
   Result<std::size_t> forget(const Selection& select);
   Status rewrite(const SessionId& id, RewriteFn decide);
   void rewrite_batch(std::span<const SessionId> ids, std::span<const RewriteFn> decides,

@@ -193,16 +193,18 @@ struct Stats {
   std::uint64_t tls_handshake_failures = 0;
   std::uint64_t connections_refused = 0;         // over the node's connection limit
   std::uint64_t connections_refused_per_ip = 0;  // over its per-address limit
-  std::uint64_t connection_timeouts = 0;  // closed: a frame did not complete in time, or idle
-  std::uint64_t slow_readers = 0;         // closed: took none of their replies in time
-  std::uint64_t auth_failures = 0;        // AUTHs with a wrong secret
-  std::uint64_t clock_steps = 0;          // steps of the node's wall clock it saw
-  std::uint64_t touches_refused = 0;      // reads served without sliding (store refused writes)
-  std::uint64_t tombstones = 0;           // ended sessions remembered (they never come back)
-  std::uint64_t merges_applied = 0;       // writes of other nodes merged
-  std::uint64_t merges_set_aside = 0;     // writes of other nodes whose clock was too far ahead
-  std::uint64_t replica_lag_entries = 0;  // log entries the furthest-behind replica lacks
-  std::uint64_t replicas_in_sync = 0;     // replicas of the node's ranges in the in-sync set
+  std::uint64_t connection_timeouts = 0;    // closed: a frame did not complete in time, or idle
+  std::uint64_t slow_readers = 0;           // closed: took none of their replies in time
+  std::uint64_t auth_failures = 0;          // AUTHs with a wrong secret
+  std::uint64_t clock_steps = 0;            // steps of the node's wall clock it saw
+  std::uint64_t touches_refused = 0;        // reads served without sliding (store refused writes)
+  std::uint64_t tombstones = 0;             // ended sessions remembered (they never come back)
+  std::uint64_t merges_applied = 0;         // writes of other nodes merged
+  std::uint64_t merges_set_aside = 0;       // writes of other nodes whose clock was too far ahead
+  std::uint64_t replica_lag_entries = 0;    // log entries the furthest-behind replica lacks
+  std::uint64_t replicas_in_sync = 0;       // replicas of the node's ranges in the in-sync set
+  std::uint64_t anti_entropy_rounds = 0;    // digests compared with its replicas
+  std::uint64_t anti_entropy_repaired = 0;  // states those rounds moved (either way)
 };
 
 }  // namespace sessiond

@@ -1,0 +1,103 @@
+#include "replication/digest.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "protocol/sessiond.pb.h"
+
+namespace sessiond::replication {
+namespace {
+
+std::uint64_t mix(std::uint64_t x) {  // splitmix64's finaliser
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+std::uint64_t hash_bytes(std::uint64_t h, std::string_view bytes) {
+  std::size_t i = 0;
+  for (; i + 8 <= bytes.size(); i += 8) {
+    std::uint64_t word = 0;
+    std::memcpy(&word, bytes.data() + i, 8);
+    h = mix(h ^ word);
+  }
+  std::uint64_t tail = bytes.size() - i;
+  for (; i < bytes.size(); ++i) tail = (tail << 8) | static_cast<unsigned char>(bytes[i]);
+  return mix(h ^ tail);
+}
+
+std::uint64_t hash_of(const storage::SessionTable::Fingerprint& f) {
+  std::uint64_t h = mix(static_cast<std::uint64_t>(f.kind) + 0x9e3779b97f4a7c15ULL);
+  h = f.kind == storage::Mutation::Kind::kGeneration
+          ? hash_bytes(h, f.user)
+          : hash_bytes(h,
+                       std::string_view(reinterpret_cast<const char*>(f.id.data()), f.id.size()));
+  h = mix(h ^ f.hlc);
+  return mix(h ^ f.origin);
+}
+
+}  // namespace
+
+Digest compute_digest(storage::SessionTable& table, const storage::IdGenerator& ids,
+                      const std::function<bool(std::uint64_t position)>& wanted) {
+  Digest d;
+  const storage::SessionTable::Selection all{[](const storage::SessionId&) { return true; },
+                                             [](std::string_view) { return true; }};
+  table.fingerprints(all, [&](std::span<const storage::SessionTable::Fingerprint> batch) {
+    for (const auto& f : batch) {
+      const std::uint64_t position = f.kind == storage::Mutation::Kind::kGeneration
+                                         ? ids.route_key_of_user(f.user)
+                                         : storage::route_key_of(f.id);
+      if (!wanted(position)) continue;
+      const std::uint32_t b = digest_bucket(position);
+      ++d.counts[b];
+      d.sums[b] += hash_of(f);
+      ++d.states;
+    }
+  });
+  return d;
+}
+
+std::vector<std::uint32_t> differing_buckets(const Digest& a, const Digest& b) {
+  std::vector<std::uint32_t> out;
+  for (std::uint32_t i = 0; i < kDigestBuckets; ++i) {
+    if (a.counts[i] != b.counts[i] || a.sums[i] != b.sums[i]) out.push_back(i);
+  }
+  return out;
+}
+
+storage::SessionTable::Selection bucket_selection(
+    const storage::IdGenerator& ids, std::vector<std::uint32_t> buckets,
+    std::function<bool(std::uint64_t position)> wanted) {
+  auto in = [buckets = std::make_shared<const std::vector<std::uint32_t>>(std::move(buckets)),
+             wanted = std::move(wanted)](std::uint64_t position) {
+    return std::binary_search(buckets->begin(), buckets->end(), digest_bucket(position)) &&
+           wanted(position);
+  };
+  return {[in](const storage::SessionId& id) { return in(storage::route_key_of(id)); },
+          [in, &ids](std::string_view user) { return in(ids.route_key_of_user(user)); }};
+}
+
+void to_wire(const Digest& digest, wire::DigestRequest* out) {
+  out->mutable_counts()->Assign(digest.counts.begin(), digest.counts.end());
+  out->mutable_sums()->Assign(digest.sums.begin(), digest.sums.end());
+}
+
+Result<Digest> digest_from_wire(const wire::DigestRequest& request) {
+  if (static_cast<std::size_t>(request.counts_size()) != kDigestBuckets ||
+      static_cast<std::size_t>(request.sums_size()) != kDigestBuckets) {
+    return Status::InvalidArgument("a digest has " + std::to_string(kDigestBuckets) +
+                                   " buckets; this one has " +
+                                   std::to_string(request.counts_size()) + " counts and " +
+                                   std::to_string(request.sums_size()) + " sums");
+  }
+  Digest d;
+  std::copy(request.counts().begin(), request.counts().end(), d.counts.begin());
+  std::copy(request.sums().begin(), request.sums().end(), d.sums.begin());
+  for (std::uint32_t c : d.counts) d.states += c;
+  return d;
+}
+
+}  // namespace sessiond::replication
