@@ -214,6 +214,27 @@ class ClusterTest : public ::testing::Test {
     return r.value_or(Response{});
   }
 
+  // The route-key secret of route_key_file().
+  static storage::IdGenerator region_ids() {
+    storage::RouteKeySecret secret;
+    secret.fill(0xaa);
+    return storage::IdGenerator(secret);
+  }
+  // Opens the data directory of node `node` (not running) with the engine and hands its
+  // table to `fn`.
+  void with_table(const std::string& node, const storage::IdGenerator& ids,
+                  const std::function<void(storage::SessionTable&)>& fn) {
+    storage::StoreOptions so;
+    so.path = (dir_.path() / node).string();
+    auto store = storage::Store::open(so, storage::SystemClock::instance());
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    storage::TableOptions to;
+    to.ids = &ids;
+    storage::SessionTable table(to, storage::SystemClock::instance(), store->get());
+    ASSERT_TRUE(table.recover().ok());
+    fn(table);
+  }
+
   TempDir dir_;
   std::unique_ptr<TestEtcd> etcd_;
   std::unique_ptr<cluster::EtcdClient> etcd_client_;
@@ -519,19 +540,9 @@ TEST_F(ClusterTest, AMigrationSurvivesTheSourceBeingKilledMidWay) {
 // their users'): they stay where their ids route, and their users' nodes still find them for
 // LIST_USER and REVOKE_USER through the nodes that record in etcd that they hold such sessions.
 TEST_F(ClusterTest, SessionsMadeBeforeRouteKeysAreFoundByTheirUsersNode) {
-  storage::RouteKeySecret secret;
-  secret.fill(0xaa);  // route_key_file()'s
-  const storage::IdGenerator ids(secret);
+  const storage::IdGenerator ids = region_ids();
   std::map<std::string, std::vector<std::string>> old_ids;  // user -> wire ids
-  {
-    storage::StoreOptions so;
-    so.path = (dir_.path() / "n1").string();
-    auto store = storage::Store::open(so, storage::SystemClock::instance());
-    ASSERT_TRUE(store.ok()) << store.status().ToString();
-    storage::TableOptions to;
-    to.ids = &ids;
-    storage::SessionTable table(to, storage::SystemClock::instance(), store->get());
-    ASSERT_TRUE(table.recover().ok());
+  with_table("n1", ids, [&](storage::SessionTable& table) {
     std::mt19937_64 random(12);
     for (const char* user : {"old-user", "other-old-user"}) {
       for (int i = 0; i < 60; ++i) {
@@ -545,7 +556,8 @@ TEST_F(ClusterTest, SessionsMadeBeforeRouteKeysAreFoundByTheirUsersNode) {
       }
     }
     ASSERT_EQ(table.count_off_user_key(), 120u);
-  }
+  });
+  ASSERT_FALSE(HasFatalFailure());
   for (const char* id : {"n1", "n2", "n3"}) ASSERT_TRUE(start_node(id));
   ASSERT_NO_FATAL_FAILURE(add_node("n2"));
   ASSERT_NO_FATAL_FAILURE(add_node("n3"));
@@ -902,18 +914,8 @@ TEST_F(ClusterTest, AnOwnerGetsBackWhatItLostFromItsReplicaByDigests) {
   nodes_["n1"]->kill_hard();
   nodes_["n2"]->kill_hard();
   std::set<std::string> lost(made.begin(), made.begin() + 10);
-  {
-    storage::RouteKeySecret secret;
-    secret.fill(0xaa);  // route_key_file()'s
-    const storage::IdGenerator ids(secret);
-    storage::StoreOptions so;
-    so.path = (dir_.path() / "n1").string();
-    auto store = storage::Store::open(so, storage::SystemClock::instance());
-    ASSERT_TRUE(store.ok()) << store.status().ToString();
-    storage::TableOptions to;
-    to.ids = &ids;
-    storage::SessionTable table(to, storage::SystemClock::instance(), store->get());
-    ASSERT_TRUE(table.recover().ok());
+  const storage::IdGenerator ids = region_ids();
+  with_table("n1", ids, [&](storage::SessionTable& table) {
     auto gone = table.forget(
         {[&](const storage::SessionId& id) {
            return lost.contains(std::string(reinterpret_cast<const char*>(id.data()), id.size()));
@@ -921,7 +923,8 @@ TEST_F(ClusterTest, AnOwnerGetsBackWhatItLostFromItsReplicaByDigests) {
          [](std::string_view) { return false; }});
     ASSERT_TRUE(gone.ok());
     ASSERT_EQ(*gone, lost.size());
-  }
+  });
+  ASSERT_FALSE(HasFatalFailure());
   for (const char* id : {"n1", "n2"}) ASSERT_TRUE(start_node(id, flags));
   ASSERT_TRUE(eventually([&] {
     topology_ = etcd_topology();
