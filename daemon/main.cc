@@ -282,7 +282,7 @@ int main(int argc, char** argv) {
     replicas = std::make_unique<daemon::Replicas>(table, **store, *membership, ids, std::move(ro));
     replicas->on_progress([&server] { server.wake_replica_waits(); });
     handlers.set_cluster(membership.get(), &ids, migrator.get(), replicas.get());
-    server.set_cluster(membership.get());
+    server.set_cluster(membership.get(), replicas.get());
     migrator->start();
     replicas->start();
     if (routing->self) {

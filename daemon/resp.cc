@@ -252,6 +252,17 @@ std::size_t reply_end(std::string_view b, std::size_t at, int depth) {
 
 std::size_t reply_length(std::string_view buffer) { return reply_end(buffer, 0, 0); }
 
+bool may_end_keys(std::string_view command) {
+  std::string c(command);
+  for (char& ch : c) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  static const char* const kEnding[] = {"del",     "unlink",   "getdel",    "rename", "expire",
+                                        "pexpire", "expireat", "pexpireat", "getex"};
+  for (const char* name : kEnding) {
+    if (c == name) return true;
+  }
+  return false;
+}
+
 KeySpan key_span(std::string_view command) {
   std::string c(command);
   for (char& ch : c) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));

@@ -69,5 +69,8 @@ enum class KeySpan {
   kRegion,     // would change every key of the region (FLUSHDB, FLUSHALL): refused
 };
 KeySpan key_span(std::string_view command);  // any case
+// Whether a command may end keys' sessions (DEL, UNLINK, GETDEL, RENAME's source, the EXPIRE
+// family, GETEX): what --replica-ack terminal waits for (docs/cluster.md). Any case.
+bool may_end_keys(std::string_view command);
 
 }  // namespace sessiond::daemon::resp

@@ -116,6 +116,7 @@ struct Server::Impl {
   // other would stall until the call's deadline.
   asio::thread_pool peer_calls{8};
   cluster::Membership* membership = nullptr;  // set_cluster(): RESP commands are routed
+  Replicas* replicas = nullptr;               // set_cluster(): RESP writes wait for replicas
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<tcp::acceptor> resp_acceptor;
@@ -142,6 +143,11 @@ struct Server::Impl {
   };
   std::mutex replica_waits_mu;  // guards replica_waits
   std::vector<std::shared_ptr<ReplicaWait>> replica_waits;
+  // Returns once `settled()` (asked again whenever a replica confirms more, and every 20 ms
+  // for deadlines and topology changes). `wait` is the connection's, made on first use.
+  asio::awaitable<void> wait_for_replicas(std::shared_ptr<ReplicaWait>& wait,
+                                          const asio::any_io_executor& executor,
+                                          const std::function<bool()>& settled);
   std::mutex connections_mu;  // guards connections and per_ip
   std::set<std::shared_ptr<Connection>> connections;
   std::map<asio::ip::address, std::size_t> per_ip;  // open connections per client address
@@ -563,19 +569,8 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
       // Answers that wait for replicas (--replica-ack) go out once they confirmed; the
       // connection is not read meanwhile, the node's other connections are served.
       if (!state.acks.empty()) {
-        if (!replica_wait) replica_wait = std::make_shared<ReplicaWait>(stream.get_executor());
-        for (;;) {
-          // Listed before it looks: a confirmation after the look cancels the sleep below
-          // (the cancel is posted to this io_context, so it runs once this coroutine sleeps).
-          if (!replica_wait->listed.exchange(true)) {
-            std::lock_guard lock(replica_waits_mu);
-            replica_waits.push_back(replica_wait);
-          }
-          if (handlers.settle_acks(&state, &out)) break;
-          // Deadlines and topology changes are seen without a wake.
-          replica_wait->timer.expires_after(std::chrono::milliseconds(20));
-          co_await replica_wait->timer.async_wait(kTuple);
-        }
+        co_await wait_for_replicas(replica_wait, stream.get_executor(),
+                                   [&] { return handlers.settle_acks(&state, &out); });
       }
       if (!co_await write_out(conn, stream, out)) co_return;
     }
@@ -736,7 +731,27 @@ asio::awaitable<void> Server::Impl::forward_resp(Connection& conn, const std::st
   }
 }
 
-void Server::set_cluster(cluster::Membership* membership) { impl_->membership = membership; }
+void Server::set_cluster(cluster::Membership* membership, Replicas* replicas) {
+  impl_->membership = membership;
+  impl_->replicas = replicas;
+}
+
+asio::awaitable<void> Server::Impl::wait_for_replicas(std::shared_ptr<ReplicaWait>& wait,
+                                                      const asio::any_io_executor& executor,
+                                                      const std::function<bool()>& settled) {
+  if (!wait) wait = std::make_shared<ReplicaWait>(executor);
+  for (;;) {
+    // Listed before it looks: a confirmation after the look cancels the sleep below (the
+    // cancel is posted to this io_context, so it runs once this coroutine sleeps).
+    if (!wait->listed.exchange(true)) {
+      std::lock_guard lock(replica_waits_mu);
+      replica_waits.push_back(wait);
+    }
+    if (settled()) co_return;
+    wait->timer.expires_after(std::chrono::milliseconds(20));
+    co_await wait->timer.async_wait(kTuple);
+  }
+}
 
 void Server::wake_replica_waits() {
   std::vector<std::shared_ptr<Impl::ReplicaWait>> waits;
@@ -798,6 +813,38 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
   client.peer = conn.peer.to_string();
   bool close_after_write = false;
   bool filled = false;  // the last read filled the buffer: more is probably waiting
+  // In a region with replicas, replies go out only once the replicas have what the commands
+  // wrote (--replica-ack: after a command that may end keys, or after any write; docs/
+  // cluster.md). The writes are this thread's (the connection's worker's), up to its last log
+  // sequence; the wait covers every replica this node feeds. A RESP reply cannot be replaced
+  // by an error in the middle of a pipeline, so when the replicas do not confirm in time the
+  // connection closes without the replies: the client sees its commands fail, not succeed.
+  std::shared_ptr<ReplicaWait> replica_wait;
+  std::uint64_t settled_seq = storage::Store::last_log_seq_on_this_thread();
+  bool may_have_ended = false;  // a command that may end keys ran since the last settle
+  auto replies_may_go = [&]() -> asio::awaitable<bool> {
+    if (replicas == nullptr) co_return true;
+    const std::uint64_t seq = storage::Store::last_log_seq_on_this_thread();
+    const ReplicaAck ack = replicas->options().ack;
+    const bool wait = seq != settled_seq &&
+                      (ack == ReplicaAck::kAll || (ack == ReplicaAck::kTerminal && may_have_ended));
+    settled_seq = seq;
+    may_have_ended = false;
+    if (!wait) co_return true;
+    Replicas::Wait pending;
+    (void)replicas->add_wait_all(seq, &pending);
+    if (pending.shippers.empty()) co_return true;
+    Replicas::WaitState state = Replicas::WaitState::kPending;
+    co_await wait_for_replicas(replica_wait, conn.socket.get_executor(), [&] {
+      state = replicas->check(pending);
+      return state != Replicas::WaitState::kPending;
+    });
+    if (state == Replicas::WaitState::kDone) co_return true;
+    spdlog::warn("RESP connection from {} closed without its replies: {}", conn.peer.to_string(),
+                 Replicas::failed_status(pending).message());
+    out.clear();
+    co_return false;
+  };
   while (!close_after_write) {
     if (used == in.size() || (filled && in.size() < kReadChunk)) {
       // Grows with what arrives; the command limit below refuses one command that gets too long.
@@ -828,7 +875,7 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
           done += resp_commands->execute_all(std::span(commands.data() + done, collected - done),
                                              client, &out, options.max_output_bytes);
           if (out.size() >= options.max_output_bytes &&
-              !co_await write_out(conn, conn.socket, out)) {
+              (!co_await replies_may_go() || !co_await write_out(conn, conn.socket, out))) {
             co_return false;
           }
         }
@@ -874,6 +921,7 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
         }
         if (collected == commands.size()) commands.emplace_back();
         commands[collected++].assign(args.begin(), args.end());
+        may_have_ended = may_have_ended || resp::may_end_keys(args[0]);
         if (!in_buffer && !co_await run_collected()) co_return;
       }
       need_more = parsed < kSliceRequests && !close_after_write;
@@ -902,6 +950,7 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
         while (!conn.group_done) co_await conn.wake.async_wait(kTuple);
       }
       if (!co_await run_collected()) co_return;
+      if (!co_await replies_may_go()) co_return;
       if (!co_await write_out(conn, conn.socket, out)) co_return;
     }
     if (offset > 0) {
@@ -918,7 +967,7 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
       resp::append_error(&out, "ERR Protocol error: command longer than " +
                                    std::to_string(command_limit) + " bytes" +
                                    (unauthenticated ? " before AUTH" : ""));
-      co_await write_out(conn, conn.socket, out);
+      if (co_await replies_may_go()) co_await write_out(conn, conn.socket, out);
       break;
     }
     note_partial_frame(conn, used > 0, consumed_any);

@@ -36,7 +36,8 @@ class Server {
   void reload_tls(SslCtxPtr context);
   // Cluster mode (docs/cluster.md, "RESP in a cluster"): a RESP command for keys another node
   // owns is forwarded to that node's RESP listener and its reply relayed. Set before run().
-  void set_cluster(cluster::Membership* membership);
+  // With `replicas`, RESP replies wait for replicas as --replica-ack says (docs/cluster.md).
+  void set_cluster(cluster::Membership* membership, Replicas* replicas);
   // Answers held for replicas (--replica-ack) are looked at again: their replicas confirmed
   // more. Safe from any thread (a shipper's calls it).
   void wake_replica_waits();

@@ -15,7 +15,9 @@
 #include "cluster/membership.h"
 #include "cluster/ring.h"
 #include "cluster/topology.h"
+#include "daemon/resp_commands.h"
 #include "raw_conn.h"
+#include "resp_conn.h"
 #include "storage/id_generator.h"
 #include "storage/session_table.h"
 #include "storage/store.h"
@@ -948,6 +950,46 @@ TEST_F(ClusterTest, AnOwnerGetsBackWhatItLostFromItsReplicaByDigests) {
   auto st = s.read();
   ASSERT_TRUE(st);
   EXPECT_GE(parse<wire::StatsResponse>(*st).anti_entropy_repaired(), lost.size());
+}
+
+// RESP with replicas (issue 13): a DEL is answered only once the key's replica has it
+// (--replica-ack terminal). With the replica frozen, the DEL's connection closes without a reply
+// (not acknowledged) while a SET still answers at once; thawed, DELs answer again. Without the
+// wait (the sabotage: replies written before it) the frozen replica's DEL answers :1.
+TEST_F(ClusterTest, ARespDelIsAnsweredOnlyOnceTheReplicaHasIt) {
+  const std::vector<std::string> flags = {"--resp-port",
+                                          "0",
+                                          "--replica-ack-timeout-ms",
+                                          "300",
+                                          "--replica-max-lag-ms",
+                                          "30000",
+                                          "--lease-ttl-ms",
+                                          "15000"};
+  for (const char* id : {"n1", "n2"}) ASSERT_TRUE(start_node(id, flags));
+  ASSERT_NO_FATAL_FAILURE(add_node("n2"));
+  std::vector<std::string> keys;  // keys n1 owns
+  for (int i = 0; keys.size() < 3; ++i) {
+    const std::string key = "key-" + std::to_string(i);
+    const storage::SessionId id = daemon::resp::key_id(key);
+    if (owner_of(std::string(reinterpret_cast<const char*>(id.data()), id.size())) ==
+        nodes_["n1"].get()) {
+      keys.push_back(key);
+    }
+  }
+  const std::string address = topology_.find("n1")->resp_address;
+  RespConn c(address);
+  for (const std::string& key : keys) ASSERT_EQ(c.call({"SET", key, "v"}), "+OK");
+  ASSERT_EQ(c.call({"DEL", keys[0]}), ":1");
+  ASSERT_TRUE(in_sync_set_is("n1", R"(["n2"])"));
+
+  nodes_["n2"]->send_signal(SIGSTOP);
+  RespConn frozen(address);
+  EXPECT_EQ(frozen.call({"DEL", keys[1]}), "(closed)");
+  RespConn set(address);
+  EXPECT_EQ(set.call({"SET", keys[2], "w"}), "+OK");
+  nodes_["n2"]->send_signal(SIGCONT);
+  RespConn thawed(address);
+  EXPECT_EQ(thawed.call({"DEL", keys[2]}), ":1");
 }
 
 // RESP in a cluster: redis-cli pointed at any node reads and writes every key (the node forwards
