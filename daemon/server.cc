@@ -113,7 +113,8 @@ struct Server::Impl {
   // node's user, LIST_USER and REVOKE_USER that ask the nodes holding sessions made before route
   // keys) run here, not on the worker: a worker blocked on a peer would hold up every
   // connection it serves, among them the peer's own REPLICATE, and two nodes waiting for each
-  // other would stall until the call's deadline.
+  // other would stall until the call's deadline. So does DIGEST (anti-entropy), which walks
+  // every session the node holds.
   asio::thread_pool peer_calls{8};
   cluster::Membership* membership = nullptr;  // set_cluster(): RESP commands are routed
   Replicas* replicas = nullptr;               // set_cluster(): RESP writes wait for replicas
@@ -162,7 +163,8 @@ struct Server::Impl {
     using protocol::Opcode;
     return opcode == static_cast<std::uint16_t>(Opcode::kRegenerate) ||
            opcode == static_cast<std::uint16_t>(Opcode::kListUser) ||
-           opcode == static_cast<std::uint16_t>(Opcode::kRevokeUser);
+           opcode == static_cast<std::uint16_t>(Opcode::kRevokeUser) ||
+           opcode == static_cast<std::uint16_t>(Opcode::kDigest);
   }
   // Runs the TLS handshake of conn.tls: the role the connection starts with, or nullopt when
   // the handshake failed (counted and logged).
