@@ -128,6 +128,10 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                  "a replica that has not caught up with this node's log for this long leaves "
                  "the in-sync set, which alone may take over this node's ranges (default 2000)")
       ->check(CLI::Range(std::int64_t{100}, std::int64_t{600'000}));
+  app.add_option("--replication-log-retention", o.store.replication_log_retention,
+                 "log entries kept for replicas that are behind, at most; a replica further "
+                 "behind is resynced from memory (default 1000000; docs/cluster.md)")
+      ->check(CLI::Range(std::uint64_t{1024}, std::uint64_t{1'000'000'000}));
   app.add_option("--anti-entropy-interval-ms", o.cluster.anti_entropy_interval_ms,
                  "how often this node compares digests with each replica of its ranges and "
                  "repairs what differs; 0 turns it off (default 60000; docs/cluster.md)")

@@ -513,7 +513,23 @@ bool Replicas::step_down(std::chrono::milliseconds patience) {
         }
       }
     }
-    if (all || Steady::now() >= deadline) break;
+    if (all) break;
+    if (Steady::now() >= deadline) {
+      // Not all caught up in time (a heavy load): the replicas in sync by the in-sync bound
+      // (no snapshot pending, behind by less than --replica-max-lag-ms) take over too, as
+      // they would after this node's crash: they have every write acknowledged with their
+      // confirmation, and what they lack of the rest comes back when this node rejoins and
+      // pushes what it holds. Without them those ranges would have no writer until this node
+      // returns: a stop must not cost more than a crash.
+      std::lock_guard lock(mu_);
+      for (const auto& [id, peer] : peers_) {
+        if (peer.shipper->in_sync() &&
+            std::find(caught_up.begin(), caught_up.end(), id) == caught_up.end()) {
+          caught_up.push_back(id);
+        }
+      }
+      break;
+    }
     std::this_thread::sleep_for(10ms);
   }
   for (int attempt = 0; attempt < 10; ++attempt) {

@@ -103,7 +103,8 @@ class Replicas {
   // SIGTERM in a region (docs/cluster.md, "Stopping a node"): refuses new writes, waits for
   // those admitted, waits (up to `patience`) until its replicas have applied everything it
   // logged, then marks itself down with the replicas that have as in sync, which take its
-  // ranges at once. Without replicas (factor 1) or a topology that cannot be changed now (a
+  // ranges at once (at the deadline, with those in sync by the in-sync bound, as a crash
+  // would). Without replicas (factor 1) or a topology that cannot be changed now (a
   // migration runs) it only logs why; the node stops either way.
   // True when it handed its ranges over.
   bool step_down(std::chrono::milliseconds patience);

@@ -32,6 +32,10 @@ Shipper::Shipper(storage::SessionTable& table, storage::Store& store, Options op
   next_ = store_.log_cursor(cursor_name_).value_or(committed + 1);
   acked_ = next_ - 1;
   read_ = next_;
+  // Recorded at once: the log is trimmed below the slowest recorded cursor, and a cursor not
+  // recorded yet would not hold it back. (A failed write leaves it unrecorded: the gap check
+  // in send_batch() then resyncs the peer.)
+  (void)store_.set_log_cursor(cursor_name_, next_);
   persisted_ = next_;
 }
 
@@ -152,6 +156,14 @@ Status Shipper::snapshot(PeerLink& link, const Target& target, std::uint64_t gen
   // Everything logged before `start` is in memory by the time export_states holds each shard's
   // lock; the log resumes at `start`.
   const std::uint64_t start = store_.log_committed() + 1;
+  {
+    // The log from `start` on must stay until the peer has it: the cursor holds it back.
+    std::lock_guard lock(mu_);
+    if (retired_) return Status::Unavailable("retired");
+    if (Status s = store_.set_log_cursor(cursor_name_, start); !s.ok()) return s;
+    persisted_ = start;
+    persisted_at_ = Steady::now();
+  }
   const storage::IdGenerator& ids = *options_.ids;
   const storage::SessionTable::Selection selection{
       [&](const storage::SessionId& id) { return target.wanted(storage::route_key_of(id)); },
@@ -229,9 +241,11 @@ Result<bool> Shipper::send_batch(PeerLink& link, const Target& target) {
   request.set_from_node(options_.self);
   request.set_epoch(target.epoch);
   std::uint64_t last = from - 1;
+  std::uint64_t first = 0;
   std::string state;
   Status s = store_.for_each_log_entry(from, options_.batch_entries,
                                        [&](std::uint64_t seq, const storage::Mutation& m) {
+                                         if (first == 0) first = seq;
                                          last = seq;
                                          if (!target.wanted(position_of(m, *options_.ids))) return;
                                          if (m.kind != storage::Mutation::Kind::kPut) {
@@ -248,7 +262,20 @@ Result<bool> Shipper::send_batch(PeerLink& link, const Target& target) {
                                          to_wire(put, request.add_entries());
                                        });
   if (!s.ok()) return s;
-  if (last < from) return false;  // trimmed away under us: nothing to read at the cursor
+  if (first != from) {
+    // The log no longer holds what the peer needs next (trimmed past the retention cap, or a
+    // write that failed after it took its sequence): shipping on would skip it silently. A
+    // snapshot brings the peer up to date instead.
+    if (options_.log) {
+      options_.log(
+          true, "the log no longer holds entry " + std::to_string(from) + " for " + options_.peer +
+                    " (next held: " + (first == 0 ? std::string("none") : std::to_string(first)) +
+                    "): resyncing it from memory");
+    }
+    std::lock_guard lock(mu_);
+    resync_ = true;
+    return false;
+  }
   InFlight batch;
   batch.next = last + 1;
   batch.caught_up = last >= committed;

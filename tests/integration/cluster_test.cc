@@ -952,19 +952,48 @@ TEST_F(ClusterTest, AnOwnerGetsBackWhatItLostFromItsReplicaByDigests) {
   EXPECT_GE(parse<wire::StatsResponse>(*st).anti_entropy_repaired(), lost.size());
 }
 
+// The log's retention (issue 13): a replica frozen while its owner writes past
+// --replication-log-retention misses entries the log no longer holds; the owner resyncs it from
+// memory instead of skipping them, and the replica holds every session again. (Before the fix
+// the shipper read on from the next entry held and the replica never got the trimmed ones.)
+TEST_F(ClusterTest, AReplicaBehindTheLogsRetentionIsResynced) {
+  const std::vector<std::string> flags = {"--replication-log-retention",
+                                          "1024",
+                                          "--anti-entropy-interval-ms",
+                                          "0",
+                                          "--lease-ttl-ms",
+                                          "15000",
+                                          "--replica-max-lag-ms",
+                                          "60000"};
+  for (const char* id : {"n1", "n2"}) ASSERT_TRUE(start_node(id, flags));
+  ASSERT_NO_FATAL_FAILURE(add_node("n2"));
+  auto sessions_on = [&](const std::string& node) -> std::uint64_t {
+    Conn s(nodes_[node]->address());
+    s.send(Opcode::kStats, wire::StatsRequest(), 4);
+    auto st = s.read();
+    return st ? parse<wire::StatsResponse>(*st).sessions() : 0;
+  };
+  Conn c(nodes_["n1"]->address());
+  std::size_t made = 0;
+  for (; made < 10; ++made) ASSERT_FALSE(create(c, "", topology_.epoch).empty());
+  ASSERT_TRUE(eventually([&] { return sessions_on("n2") == made; }));
+  nodes_["n2"]->send_signal(SIGSTOP);
+  for (; made < 3000; ++made) ASSERT_FALSE(create(c, "", topology_.epoch).empty());
+  nodes_["n2"]->send_signal(SIGCONT);
+  EXPECT_TRUE(eventually([&] { return sessions_on("n2") == made; }, 20s))
+      << sessions_on("n2") << " of " << made << "\n"
+      << nodes_["n1"]->log();
+  EXPECT_TRUE(nodes_["n1"]->wait_for_log("resyncing it from memory", 1s));
+}
+
 // RESP with replicas (issue 13): a DEL is answered only once the key's replica has it
 // (--replica-ack terminal). With the replica frozen, the DEL's connection closes without a reply
 // (not acknowledged) while a SET still answers at once; thawed, DELs answer again. Without the
 // wait (the sabotage: replies written before it) the frozen replica's DEL answers :1.
 TEST_F(ClusterTest, ARespDelIsAnsweredOnlyOnceTheReplicaHasIt) {
-  const std::vector<std::string> flags = {"--resp-port",
-                                          "0",
-                                          "--replica-ack-timeout-ms",
-                                          "300",
-                                          "--replica-max-lag-ms",
-                                          "30000",
-                                          "--lease-ttl-ms",
-                                          "15000"};
+  const std::vector<std::string> flags = {
+      "--resp-port",          "0",     "--replica-ack-timeout-ms", "300",
+      "--replica-max-lag-ms", "30000", "--lease-ttl-ms",           "15000"};
   for (const char* id : {"n1", "n2"}) ASSERT_TRUE(start_node(id, flags));
   ASSERT_NO_FATAL_FAILURE(add_node("n2"));
   std::vector<std::string> keys;  // keys n1 owns
