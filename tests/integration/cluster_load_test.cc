@@ -413,10 +413,23 @@ TEST_F(ClusterLoadTest, ARollingRestartUnderLoadFailsNothing) {
     auto t = cluster::Topology::from_json((*kv)->value);
     return t.ok() && !t->migration && t->find(id) != nullptr && !t->find(id)->down;
   };
+  auto cluster_lines = [](const TestNode& node) {
+    std::string lines;
+    std::istringstream log(node.log());
+    for (std::string line; std::getline(log, line);) {
+      if (line.find("cluster:") != std::string::npos ||
+          line.find("replicas:") != std::string::npos) {
+        lines += line + "\n";
+      }
+    }
+    return lines;
+  };
+  std::map<std::string, std::string> before;  // the stopped processes' logs
   under_load(
       [&] {
         for (const char* id : {"n1", "n2", "n3"}) {
           EXPECT_EQ(nodes_[id]->terminate(), 0) << id;
+          before[id] = cluster_lines(*nodes_[id]);
           ASSERT_TRUE(start_node(id, flags));
           ASSERT_TRUE(eventually([&] { return rejoined(id); })) << id << " did not rejoin";
         }
@@ -424,15 +437,9 @@ TEST_F(ClusterLoadTest, ARollingRestartUnderLoadFailsNothing) {
       /*no_refusals=*/true);
   if (HasFailure()) {
     for (const auto& [id, node] : nodes_) {
-      std::string lines;
-      std::istringstream log(node->log());
-      for (std::string line; std::getline(log, line);) {
-        if (line.find("cluster:") != std::string::npos ||
-            line.find("replicas:") != std::string::npos) {
-          lines += line + "\n";
-        }
-      }
-      ADD_FAILURE() << id << "'s log:\n" << lines;
+      ADD_FAILURE() << id << "'s log before its restart:\n"
+                    << before[id] << "and after:\n"
+                    << cluster_lines(*node);
     }
   }
 }
