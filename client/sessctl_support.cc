@@ -242,6 +242,7 @@ std::string to_json(const Stats& s) {
       {"merges_set_aside", s.merges_set_aside},
       {"replica_lag_entries", s.replica_lag_entries},
       {"replicas_in_sync", s.replicas_in_sync},
+      {"replicas", s.replicas},
       {"anti_entropy_rounds", s.anti_entropy_rounds},
       {"anti_entropy_repaired", s.anti_entropy_repaired},
   };
@@ -369,6 +370,7 @@ std::string to_text(const Stats& s) {
       {"merges set aside", s.merges_set_aside},
       {"replica lag entries", s.replica_lag_entries},
       {"replicas in sync", s.replicas_in_sync},
+      {"replicas", s.replicas},
       {"anti-entropy rounds", s.anti_entropy_rounds},
       {"anti-entropy repaired", s.anti_entropy_repaired},
   };

@@ -913,6 +913,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
         const auto lag = replicas_->lag();
         resp.set_replica_lag_entries(lag.max_entries);
         resp.set_replicas_in_sync(lag.in_sync);
+        resp.set_replicas(lag.replicas);
         resp.set_anti_entropy_rounds(lag.repairs.rounds);
         resp.set_anti_entropy_repaired(lag.repairs.pulled + lag.repairs.pushed);
       }

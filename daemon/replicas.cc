@@ -473,6 +473,7 @@ Replicas::Lag Replicas::lag() const {
     out.repairs.pushed += r.pushed;
   }
   out.in_sync = in_sync_.size();
+  out.replicas = peers_.size();
   return out;
 }
 

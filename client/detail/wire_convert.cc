@@ -224,6 +224,7 @@ Stats from_wire(const wire::StatsResponse& in) {
   out.merges_set_aside = in.merges_set_aside();
   out.replica_lag_entries = in.replica_lag_entries();
   out.replicas_in_sync = in.replicas_in_sync();
+  out.replicas = in.replicas();
   out.anti_entropy_rounds = in.anti_entropy_rounds();
   out.anti_entropy_repaired = in.anti_entropy_repaired();
   return out;

@@ -424,6 +424,21 @@ TEST_F(ClusterLoadTest, ARollingRestartUnderLoadFailsNothing) {
     }
     return lines;
   };
+  // With 3 nodes and factor 2, each node's ranges have both others as replicas.
+  auto every_replica_in_sync = [&] {
+    for (const char* id : {"n1", "n2", "n3"}) {
+      auto kv = etcd.get(cluster::isr_key("local", id));
+      if (!kv.ok() || !kv->has_value()) return false;
+      for (const char* other : {"n1", "n2", "n3"}) {
+        if (std::string(other) != id &&
+            (*kv)->value.find(std::string("\"") + other + "\"") == std::string::npos) {
+          return false;
+        }
+      }
+    }
+    return true;
+  };
+  ASSERT_TRUE(eventually(every_replica_in_sync));
   std::map<std::string, std::string> before;  // the stopped processes' logs
   under_load(
       [&] {
@@ -432,6 +447,10 @@ TEST_F(ClusterLoadTest, ARollingRestartUnderLoadFailsNothing) {
           before[id] = cluster_lines(*nodes_[id]);
           ASSERT_TRUE(start_node(id, flags));
           ASSERT_TRUE(eventually([&] { return rejoined(id); })) << id << " did not rejoin";
+          // As an operator would (Kafka's "no under-replicated partitions"): the next node
+          // stops once the returned one is back in every in-sync set, so that each range has
+          // a replica to hand over to.
+          ASSERT_TRUE(eventually(every_replica_in_sync)) << id << " is not back in sync";
         }
       },
       /*no_refusals=*/true);

@@ -203,6 +203,7 @@ struct Stats {
   std::uint64_t merges_set_aside = 0;       // writes of other nodes whose clock was too far ahead
   std::uint64_t replica_lag_entries = 0;    // log entries the furthest-behind replica lacks
   std::uint64_t replicas_in_sync = 0;       // replicas of the node's ranges in the in-sync set
+  std::uint64_t replicas = 0;               // replicas of the node's ranges, in sync or not
   std::uint64_t anti_entropy_rounds = 0;    // digests compared with its replicas
   std::uint64_t anti_entropy_repaired = 0;  // states those rounds moved (either way)
 };
