@@ -647,11 +647,20 @@ TEST_F(ClusterTest, AcknowledgedLogoutsSurviveTheOwnersDeath) {
   }
   std::vector<std::string> alive, destroyed, revoked;
   Conn c(victim->address());
-  for (int i = 0; i < 300; ++i) alive.push_back(create(c, "", topology_.epoch));
+  // Only acknowledged creates count (a slow run, under a sanitizer, may see one time out
+  // waiting for its replicas: it is not acknowledged, and is made again).
+  auto acknowledged_create = [&](const std::string& user) {
+    for (int attempt = 0; attempt < 20; ++attempt) {
+      const std::string id = create(c, user, topology_.epoch);
+      if (!id.empty()) return id;
+    }
+    ADD_FAILURE() << "no create acknowledged in 20 attempts";
+    return std::string();
+  };
+  for (int i = 0; i < 300; ++i) alive.push_back(acknowledged_create(""));
   for (const std::string& user : users) {
     for (int i = 0; i < 10; ++i) {
-      (user == users[0] || user == users[1] ? revoked : alive)
-          .push_back(create(c, user, topology_.epoch));
+      (user == users[0] || user == users[1] ? revoked : alive).push_back(acknowledged_create(user));
     }
   }
   for (int i = 0; i < 100; ++i) {
