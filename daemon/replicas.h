@@ -116,7 +116,7 @@ class Replicas {
   struct Lag {
     std::uint64_t max_entries = 0;
     std::uint64_t in_sync = 0;
-    std::uint64_t replicas = 0;  // in sync or not
+    std::uint64_t replicas = 0;             // in sync or not
     replication::Shipper::Repairs repairs;  // anti-entropy, summed over the replicas
   };
   Lag lag() const;
