@@ -995,6 +995,63 @@ TEST_F(ClusterTest, AReplicaBehindTheLogsRetentionIsResynced) {
   EXPECT_TRUE(nodes_["n1"]->wait_for_log("resyncing it from memory", 1s));
 }
 
+// DIGEST from a careless or hostile peer: a digest of the wrong size, a stranger's node id, a
+// stale epoch and a body that does not parse are refused with a clear error, and the node goes
+// on serving (and comparing digests with its real owner).
+TEST_F(ClusterTest, AMalformedDigestIsRefusedAndTheNodeGoesOn) {
+  for (const char* id : {"n1", "n2"}) ASSERT_TRUE(start_node(id));
+  ASSERT_NO_FATAL_FAILURE(add_node("n2"));
+  TestNode* node = nodes_["n2"].get();
+  auto digest = [&](const std::string& from, std::uint64_t epoch, int buckets) {
+    wire::DigestRequest req;
+    req.set_from_node(from);
+    req.set_epoch(epoch);
+    for (int i = 0; i < buckets; ++i) {
+      req.add_counts(0);
+      req.add_sums(0);
+    }
+    return call(node, Opcode::kDigest, req);
+  };
+  Response r = digest("n1", topology_.epoch, 3);
+  EXPECT_EQ(r.status, StatusCode::kInvalidArgument);
+  EXPECT_NE(parse<wire::ErrorResponse>(r).message().find("1024 buckets"), std::string::npos);
+  r = digest("stranger", topology_.epoch, 1024);
+  EXPECT_EQ(r.status, StatusCode::kUnavailable);
+  EXPECT_NE(parse<wire::ErrorResponse>(r).message().find("not both in the topology"),
+            std::string::npos);
+  r = digest("n1", topology_.epoch - 1, 1024);
+  EXPECT_EQ(r.status, StatusCode::kUnavailable);
+  EXPECT_NE(parse<wire::ErrorResponse>(r).message().find("topology epoch"), std::string::npos);
+  {
+    Conn c(node->address());
+    const std::string junk("\xff\xff\xff", 3);  // not a DigestRequest
+    protocol::FrameHeader h;
+    h.opcode = static_cast<std::uint16_t>(Opcode::kDigest);
+    h.request_id = 5;
+    h.body_length = static_cast<std::uint32_t>(junk.size());
+    std::string frame(protocol::kHeaderSize, '\0');
+    protocol::encode_header(h, reinterpret_cast<std::uint8_t*>(frame.data()));
+    c.send_raw(frame + junk);
+    auto bad = c.read();
+    ASSERT_TRUE(bad);
+    EXPECT_EQ(bad->status, StatusCode::kInvalidArgument);
+  }
+  // An empty digest from the real owner, at the current epoch: every bucket where the node
+  // holds something of n1's differs, and the answer carries those states.
+  Conn owner(nodes_["n1"]->address());
+  ASSERT_FALSE(create(owner, "", topology_.epoch).empty());
+  ASSERT_TRUE(eventually([&] {
+    const Response ok = digest("n1", topology_.epoch, 1024);
+    return ok.status == StatusCode::kOk && parse<wire::DigestResponse>(ok).differing_size() == 1 &&
+           parse<wire::DigestResponse>(ok).entries_size() == 1;
+  }));
+  Conn c(node->address());
+  c.send(Opcode::kTopology, wire::TopologyRequest(), 6);
+  auto alive = c.read();
+  ASSERT_TRUE(alive);
+  EXPECT_EQ(alive->status, StatusCode::kOk);
+}
+
 // RESP with replicas (issue 13): a DEL is answered only once the key's replica has it
 // (--replica-ack terminal). With the replica frozen, the DEL's connection closes without a reply
 // (not acknowledged) while a SET still answers at once; thawed, DELs answer again. Without the
