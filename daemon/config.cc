@@ -14,6 +14,7 @@
 #include "protocol/frame.h"
 #include "protocol/host_port.h"
 #include "protocol/version.h"
+#include "replication/codec.h"
 
 namespace sessiond::daemon {
 
@@ -284,6 +285,14 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   o.cluster.replication_factor_given = replication_factor->count() > 0;
   // A cluster node ships its writes to replicas from the replication log.
   if (!o.cluster.etcd.empty()) o.store.replication_log = true;
+  // Node-to-node batches carry up to replication::kMaxBatchBytes of entries.
+  if (!o.cluster.etcd.empty() && o.max_frame_bytes < 2 * replication::kMaxBatchBytes) {
+    return usage_error("--max-frame-bytes " + std::to_string(o.max_frame_bytes) +
+                       " is too small for a node of a region: nodes send each other batches of "
+                       "up to " +
+                       std::to_string(replication::kMaxBatchBytes) + " bytes; use at least " +
+                       std::to_string(2 * replication::kMaxBatchBytes));
+  }
   o.table.user_limit_policy = user_limit_policy == "refuse"
                                   ? storage::TableOptions::UserLimitPolicy::kRefuse
                                   : storage::TableOptions::UserLimitPolicy::kRevokeOldest;

@@ -242,6 +242,7 @@ void Migrator::run(std::uint64_t migration) {
           overflowed_ = false;
         }
         std::map<std::string, std::vector<replication::OwnedMutation>> pending;
+        std::map<std::string, std::size_t> pending_bytes;
         bool ok = true;
         auto add = [&](const storage::Mutation& m) {
           const cluster::Node* to = routing->target_owner(position_of(m));
@@ -250,7 +251,12 @@ void Migrator::run(std::uint64_t migration) {
           list.emplace_back(m);
           ++entries_sent;
           if (m.kind == storage::Mutation::Kind::kPut) ++sessions;
-          if (list.size() >= kBatch) ok = ok && send(migration, to->id, list);
+          std::size_t& bytes = pending_bytes[to->id];
+          bytes += m.value.size() + m.user.size() + 64;
+          if (list.size() >= kBatch || bytes >= replication::kMaxBatchBytes) {
+            ok = ok && send(migration, to->id, list);
+            bytes = 0;
+          }
         };
         table_.export_states(select, [&](std::span<const storage::Mutation> batch) {
           for (const auto& m : batch) add(m);

@@ -273,12 +273,11 @@ Status Replicas::receive_digest(const wire::DigestRequest& request,
   response->mutable_differing()->Assign(differing.begin(), differing.end());
   if (differing.empty()) return {};
   // This node's states of those buckets, up to a bound on the answer's size.
-  constexpr std::size_t kMaxAnswerBytes = 4u << 20;
   std::size_t bytes = 0;
   table_.export_states(replication::bucket_selection(ids_, std::move(differing), wanted),
                        [&](std::span<const storage::Mutation> batch) {
                          for (const storage::Mutation& m : batch) {
-                           if (bytes >= kMaxAnswerBytes) {
+                           if (bytes >= replication::kMaxBatchBytes) {
                              response->set_truncated(true);
                              return;
                            }
@@ -417,6 +416,7 @@ Status Replicas::push_to_owners(const cluster::Routing& routing) {
   const std::string& self = membership_.options().node_id;
   std::map<std::string, std::unique_ptr<replication::PeerLink>> links;
   std::map<std::string, wire::ReplicateRequest> batches;
+  std::map<std::string, std::size_t> batch_bytes;
   Status failed;
   std::uint64_t pushed = 0;
   auto flush = [&](const std::string& owner) {
@@ -431,6 +431,7 @@ Status Replicas::push_to_owners(const cluster::Routing& routing) {
     failed = link->call(protocol::Opcode::kReplicate, request, &response);
     pushed += static_cast<std::uint64_t>(request.entries_size());
     request.clear_entries();
+    batch_bytes[owner] = 0;
   };
   const storage::SessionTable::Selection everything{[](const storage::SessionId&) { return true; },
                                                     [](std::string_view) { return true; }};
@@ -447,8 +448,12 @@ Status Replicas::push_to_owners(const cluster::Routing& routing) {
         request.set_epoch(routing.topology.epoch);
         request.set_snapshot(true);
       }
-      replication::to_wire(m, request.add_entries());
-      if (request.entries_size() >= 512) flush(id);
+      auto* e = request.add_entries();
+      replication::to_wire(m, e);
+      batch_bytes[id] += e->ByteSizeLong();
+      if (request.entries_size() >= 512 || batch_bytes[id] >= replication::kMaxBatchBytes) {
+        flush(id);
+      }
     }
   });
   for (auto& [owner, request] : batches) flush(owner);

@@ -36,6 +36,11 @@ inline std::uint64_t position_of(const storage::Mutation& m, const storage::IdGe
                                                         : storage::route_key_of(m.id);
 }
 
+// Node-to-node batches (REPLICATE, MIGRATE, a DIGEST's answer) carry entries up to about this
+// many bytes (one entry at least, which a session's size limit keeps within a frame), so that
+// they fit a peer's --max-frame-bytes, which a region node keeps above twice this.
+inline constexpr std::size_t kMaxBatchBytes = 256u << 10;
+
 void to_wire(const storage::Mutation& m, wire::MutationEntry* out);
 // INVALID_ARGUMENT for an unknown kind or an id that is not 32 bytes; the value's own checks
 // happen in SessionTable::apply().

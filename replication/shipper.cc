@@ -133,17 +133,24 @@ Result<std::uint64_t> Shipper::send_states(PeerLink& link, const Target& target,
   request.set_from_node(options_.self);
   request.set_epoch(target.epoch);
   request.set_snapshot(true);
+  std::size_t bytes = 0;
   auto flush = [&] {
     if (!failed.ok() || request.entries_size() == 0) return;
     failed = send(link, request);
     sent += static_cast<std::uint64_t>(request.entries_size());
     request.clear_entries();
+    bytes = 0;
   };
   table_.export_states(selection, [&](std::span<const storage::Mutation> batch) {
     if (!failed.ok() || stop_) return;
     for (const storage::Mutation& m : batch) {
-      to_wire(m, request.add_entries());
-      if (static_cast<std::size_t>(request.entries_size()) >= options_.batch_entries) flush();
+      auto* e = request.add_entries();
+      to_wire(m, e);
+      bytes += e->ByteSizeLong();
+      if (static_cast<std::size_t>(request.entries_size()) >= options_.batch_entries ||
+          bytes >= kMaxBatchBytes) {
+        flush();
+      }
     }
   });
   flush();
@@ -242,14 +249,18 @@ Result<bool> Shipper::send_batch(PeerLink& link, const Target& target) {
   request.set_epoch(target.epoch);
   std::uint64_t last = from - 1;
   std::uint64_t first = 0;
+  std::size_t bytes = 0;  // the batch stops at kMaxBatchBytes: what follows goes next time
   std::string state;
   Status s = store_.for_each_log_entry(from, options_.batch_entries,
                                        [&](std::uint64_t seq, const storage::Mutation& m) {
                                          if (first == 0) first = seq;
+                                         if (bytes >= kMaxBatchBytes) return;
                                          last = seq;
                                          if (!target.wanted(position_of(m, *options_.ids))) return;
                                          if (m.kind != storage::Mutation::Kind::kPut) {
-                                           to_wire(m, request.add_entries());
+                                           auto* e = request.add_entries();
+                                           to_wire(m, e);
+                                           bytes += e->ByteSizeLong();
                                            return;
                                          }
                                          // The session's state now; an ended one ships with its end
@@ -259,7 +270,9 @@ Result<bool> Shipper::send_batch(PeerLink& link, const Target& target) {
                                            return;
                                          storage::Mutation put = m;
                                          put.value = state;
-                                         to_wire(put, request.add_entries());
+                                         auto* e = request.add_entries();
+                                         to_wire(put, e);
+                                         bytes += e->ByteSizeLong();
                                        });
   if (!s.ok()) return s;
   if (first != from) {

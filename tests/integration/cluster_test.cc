@@ -995,6 +995,41 @@ TEST_F(ClusterTest, AReplicaBehindTheLogsRetentionIsResynced) {
   EXPECT_TRUE(nodes_["n1"]->wait_for_log("resyncing it from memory", 1s));
 }
 
+// Large sessions (issue 13): a replica that was frozen while its owner took 300 sessions of
+// 8 KiB gets them all once thawed: the shipper's batches stop at replication::kMaxBatchBytes
+// instead of 512 entries (2.4 MB, over the replica's 1 MiB frame limit, refused on every try:
+// the stream stalled for good before the fix).
+TEST_F(ClusterTest, LargeSessionsReachAReplicaThatWasFrozen) {
+  const std::vector<std::string> flags = {"--lease-ttl-ms", "15000", "--replica-max-lag-ms",
+                                          "60000"};
+  for (const char* id : {"n1", "n2"}) ASSERT_TRUE(start_node(id, flags));
+  ASSERT_NO_FATAL_FAILURE(add_node("n2"));
+  auto sessions_on = [&](const std::string& node) -> std::uint64_t {
+    Conn s(nodes_[node]->address());
+    s.send(Opcode::kStats, wire::StatsRequest(), 4);
+    auto st = s.read();
+    return st ? parse<wire::StatsResponse>(*st).sessions() : 0;
+  };
+  Conn c(nodes_["n1"]->address());
+  ASSERT_FALSE(create(c, "", topology_.epoch).empty());
+  ASSERT_TRUE(eventually([&] { return sessions_on("n2") == 1; }));
+  nodes_["n2"]->send_signal(SIGSTOP);
+  wire::CreateRequest req;
+  req.set_epoch(topology_.epoch);
+  auto* f = req.add_fields();
+  f->set_name("blob");
+  f->set_value(std::string(8192, 'x'));
+  for (int i = 0; i < 300; ++i) {
+    c.send(Opcode::kCreate, req, 100);
+    auto r = c.read();
+    ASSERT_TRUE(r && r->status == StatusCode::kOk);
+  }
+  nodes_["n2"]->send_signal(SIGCONT);
+  EXPECT_TRUE(eventually([&] { return sessions_on("n2") == 301; }, 30s))
+      << sessions_on("n2") << " of 301\n"
+      << nodes_["n1"]->log();
+}
+
 // DIGEST from a careless or hostile peer: a digest of the wrong size, a stranger's node id, a
 // stale epoch and a body that does not parse are refused with a clear error, and the node goes
 // on serving (and comparing digests with its real owner).
