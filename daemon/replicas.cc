@@ -56,7 +56,8 @@ Replicas::~Replicas() {
   if (observer_ != 0) table_.remove_observer(observer_);
   if (thread_.joinable()) thread_.join();
   // A write under way may still hold the wake list, and answers their waits: the shippers'
-  // threads end here, since what they filter with refers to this object.
+  // threads end here, since they use what this object was given (table, store, ids, the
+  // progress callback), which its owner may destroy next.
   wakers_->shippers.store(nullptr);
   std::lock_guard lock(mu_);
   for (auto& [id, peer] : peers_) peer.shipper->stop();
@@ -473,7 +474,6 @@ Replicas::Lag Replicas::lag() const {
     out.max_entries = std::max(out.max_entries, peer.shipper->lag_entries());
     const auto r = peer.shipper->repairs();
     out.repairs.rounds += r.rounds;
-    out.repairs.buckets += r.buckets;
     out.repairs.pulled += r.pulled;
     out.repairs.pushed += r.pushed;
   }

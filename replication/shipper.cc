@@ -203,7 +203,6 @@ Status Shipper::anti_entropy(PeerLink& link, const Target& target) {
   }
   std::sort(buckets.begin(), buckets.end());
   buckets.erase(std::unique(buckets.begin(), buckets.end()), buckets.end());
-  repair_buckets_ += buckets.size();
   // The peer's states first (what this node lost and the peer still holds), then this node's
   // of the same buckets, which include them now.
   std::vector<OwnedMutation> theirs;
@@ -236,8 +235,7 @@ Status Shipper::anti_entropy(PeerLink& link, const Target& target) {
 }
 
 Shipper::Repairs Shipper::repairs() const {
-  return {repair_rounds_.load(), repair_buckets_.load(), repair_pulled_.load(),
-          repair_pushed_.load()};
+  return {repair_rounds_.load(), repair_pulled_.load(), repair_pushed_.load()};
 }
 
 Result<bool> Shipper::send_batch(PeerLink& link, const Target& target) {

@@ -100,11 +100,9 @@ class Shipper {
   bool in_sync() const;
   // Entries logged but not yet acknowledged.
   std::uint64_t lag_entries() const;
-  // Anti-entropy so far: rounds compared, buckets found different, states merged from the peer
-  // and sent to it.
+  // Anti-entropy so far: rounds compared, states merged from the peer and sent to it.
   struct Repairs {
     std::uint64_t rounds = 0;
-    std::uint64_t buckets = 0;
     std::uint64_t pulled = 0;
     std::uint64_t pushed = 0;
   };
@@ -157,8 +155,7 @@ class Shipper {
   std::atomic<std::uint64_t> next_{1};         // the cursor: the first sequence not acknowledged
   std::atomic<std::int64_t> caught_up_ns_{0};  // steady time the peer was last caught up
   std::atomic<bool> stop_{false};
-  std::atomic<std::uint64_t> repair_rounds_{0}, repair_buckets_{0}, repair_pulled_{0},
-      repair_pushed_{0};
+  std::atomic<std::uint64_t> repair_rounds_{0}, repair_pulled_{0}, repair_pushed_{0};
   std::thread thread_;
 };
 

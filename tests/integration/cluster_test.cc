@@ -216,6 +216,13 @@ class ClusterTest : public ::testing::Test {
     return r.value_or(Response{});
   }
 
+  // How many sessions `node` holds (STATS), 0 when it does not answer.
+  std::uint64_t sessions_on(const std::string& node) {
+    Conn s(nodes_[node]->address());
+    s.send(Opcode::kStats, wire::StatsRequest(), 4);
+    auto st = s.read();
+    return st ? parse<wire::StatsResponse>(*st).sessions() : 0;
+  }
   // The route-key secret of route_key_file().
   static storage::IdGenerator region_ids() {
     storage::RouteKeySecret secret;
@@ -915,12 +922,6 @@ TEST_F(ClusterTest, AnOwnerGetsBackWhatItLostFromItsReplicaByDigests) {
       ASSERT_EQ(owner_of(made.back()), nodes_["n1"].get());
     }
   }
-  auto sessions_on = [&](const std::string& node) -> std::uint64_t {
-    Conn s(nodes_[node]->address());
-    s.send(Opcode::kStats, wire::StatsRequest(), 4);
-    auto st = s.read();
-    return st ? parse<wire::StatsResponse>(*st).sessions() : 0;
-  };
   ASSERT_TRUE(eventually([&] { return sessions_on("n2") == made.size(); }));
   nodes_["n1"]->kill_hard();
   nodes_["n2"]->kill_hard();
@@ -976,12 +977,6 @@ TEST_F(ClusterTest, AReplicaBehindTheLogsRetentionIsResynced) {
                                           "60000"};
   for (const char* id : {"n1", "n2"}) ASSERT_TRUE(start_node(id, flags));
   ASSERT_NO_FATAL_FAILURE(add_node("n2"));
-  auto sessions_on = [&](const std::string& node) -> std::uint64_t {
-    Conn s(nodes_[node]->address());
-    s.send(Opcode::kStats, wire::StatsRequest(), 4);
-    auto st = s.read();
-    return st ? parse<wire::StatsResponse>(*st).sessions() : 0;
-  };
   Conn c(nodes_["n1"]->address());
   std::size_t made = 0;
   for (; made < 10; ++made) ASSERT_FALSE(create(c, "", topology_.epoch).empty());
@@ -1004,12 +999,6 @@ TEST_F(ClusterTest, LargeSessionsReachAReplicaThatWasFrozen) {
                                           "60000"};
   for (const char* id : {"n1", "n2"}) ASSERT_TRUE(start_node(id, flags));
   ASSERT_NO_FATAL_FAILURE(add_node("n2"));
-  auto sessions_on = [&](const std::string& node) -> std::uint64_t {
-    Conn s(nodes_[node]->address());
-    s.send(Opcode::kStats, wire::StatsRequest(), 4);
-    auto st = s.read();
-    return st ? parse<wire::StatsResponse>(*st).sessions() : 0;
-  };
   Conn c(nodes_["n1"]->address());
   ASSERT_FALSE(create(c, "", topology_.epoch).empty());
   ASSERT_TRUE(eventually([&] { return sessions_on("n2") == 1; }));
