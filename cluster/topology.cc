@@ -76,6 +76,15 @@ Status validate_nodes(const std::vector<Node>& nodes, std::string_view what) {
 
 }  // namespace
 
+std::uint32_t region_number(std::string_view region) {
+  std::uint32_t h = 2166136261u;
+  for (char c : region) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 16777619u;
+  }
+  return (h ^ (h >> 16)) % 0xffff + 1;
+}
+
 bool valid_node_id(std::string_view id) {
   if (id.empty() || id.size() > 64) return false;
   return std::all_of(id.begin(), id.end(), [](char c) {

@@ -63,4 +63,10 @@ struct Topology {
 
 bool valid_node_id(std::string_view id);
 
+// A region's number (DESIGN §7): the region part of every version its nodes write, so that two
+// regions' writes never tie. Derived from the region's name (FNV-1a, folded into 1..65535), so
+// every node of every region computes it alike without asking anyone; two regions whose names
+// give the same number cannot be peers (checked when a node starts and when peers connect).
+std::uint32_t region_number(std::string_view region);
+
 }  // namespace sessiond::cluster

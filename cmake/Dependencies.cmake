@@ -20,6 +20,10 @@ target_link_libraries(sessiond_httplib INTERFACE PkgConfig::HTTPLIB)
 pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
 add_library(sessiond_xxhash INTERFACE)
 target_link_libraries(sessiond_xxhash INTERFACE PkgConfig::XXHASH)
+# zstd compresses the batches shipped to peer regions (replication/region_shipper.h).
+pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
+add_library(sessiond_zstd INTERFACE)
+target_link_libraries(sessiond_zstd INTERFACE PkgConfig::ZSTD)
 
 # Standalone Asio has no CMake package: an INTERFACE target with the header path. asio 1.22
 # keeps as_tuple & co. in asio::experimental; clang 14 needs ASIO_HAS_CO_AWAIT to see

@@ -137,6 +137,17 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                  "how often this node compares digests with each replica of its ranges and "
                  "repairs what differs; 0 turns it off (default 60000; docs/cluster.md)")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{86'400'000}));
+  std::vector<std::string> peer_regions;
+  app.add_option("--peer-region", peer_regions,
+                 "NAME=HOST:PORT[,HOST:PORT...]: a peer region and seeds of it; every write this "
+                 "node accepts is shipped there (repeatable; docs/regions.md)");
+  app.add_option("--region-batch-delay-ms", o.regions.batch_delay_ms,
+                 "how long a batch for a peer region waits for more entries (default 5)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{10'000}));
+  app.add_option("--region-anti-entropy-interval-ms", o.regions.anti_entropy_interval_ms,
+                 "how often this node compares digests with each peer region and repairs what "
+                 "differs; 0: only after ownership changes and on demand (default 300000)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{86'400'000}));
   app.add_option("--max-lifetime-ms", o.table.max_lifetime_ms,
                  "no session outlives its creation by more than this, whatever its timeouts; "
                  "tombstones of ended sessions are kept as long (default 30 days, the longest "
@@ -283,10 +294,39 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
     o.table.max_sessions_per_user = o.cluster.max_sessions_per_user;
   }
   o.cluster.replication_factor_given = replication_factor->count() > 0;
+  if (!cluster::valid_node_id(o.cluster.region)) {
+    return usage_error("--region \"" + o.cluster.region +
+                       "\" is not a valid region name (1-64 of A-Z a-z 0-9 . _ -)");
+  }
+  for (const std::string& spec : peer_regions) {
+    auto peer = parse_peer_region(spec);
+    if (!peer.ok()) return usage_error("--peer-region " + spec + ": " + peer.status().message());
+    if (peer->name == o.cluster.region) {
+      return usage_error("--peer-region " + spec + ": that is this node's own region");
+    }
+    if (cluster::region_number(peer->name) == cluster::region_number(o.cluster.region)) {
+      return usage_error("--peer-region " + spec + ": regions " + peer->name + " and " +
+                         o.cluster.region +
+                         " get the same region number (versions would tie); rename one");
+    }
+    for (const auto& other : o.regions.peers) {
+      if (other.name == peer->name) {
+        return usage_error("--peer-region " + peer->name + " is given twice");
+      }
+      if (cluster::region_number(other.name) == cluster::region_number(peer->name)) {
+        return usage_error("--peer-region: regions " + peer->name + " and " + other.name +
+                           " get the same region number (versions would tie); rename one");
+      }
+    }
+    o.regions.peers.push_back(std::move(peer).value());
+  }
+  // A node with peer regions ships from the replication log too.
+  if (!o.regions.peers.empty()) o.store.replication_log = true;
   // A cluster node ships its writes to replicas from the replication log.
   if (!o.cluster.etcd.empty()) o.store.replication_log = true;
   // Node-to-node batches carry up to replication::kMaxBatchBytes of entries.
-  if (!o.cluster.etcd.empty() && o.max_frame_bytes < 2 * replication::kMaxBatchBytes) {
+  if ((!o.cluster.etcd.empty() || !o.regions.peers.empty()) &&
+      o.max_frame_bytes < 2 * replication::kMaxBatchBytes) {
     return usage_error("--max-frame-bytes " + std::to_string(o.max_frame_bytes) +
                        " is too small for a node of a region: nodes send each other batches of "
                        "up to " +
@@ -296,8 +336,14 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   o.table.user_limit_policy = user_limit_policy == "refuse"
                                   ? storage::TableOptions::UserLimitPolicy::kRefuse
                                   : storage::TableOptions::UserLimitPolicy::kRevokeOldest;
-  // Every session the node accepts must fit the answer that returns it.
-  const std::size_t overhead = Handlers::session_answer_overhead(o.table);
+  // Every session the node accepts must fit the answer that returns it, also once merged with
+  // what each peer region wrote to it concurrently: per-field last-writer-wins keeps the union
+  // of the fields, so a session can reach (1 + peer regions) x --max-session-bytes, with as many
+  // times --max-fields (docs/regions.md, "Sizes").
+  const std::size_t copies = 1 + o.regions.peers.size();
+  storage::TableOptions merged = o.table;
+  merged.max_fields *= copies;
+  const std::size_t overhead = Handlers::session_answer_overhead(merged);
   constexpr std::size_t kMinSessionBytes = 1024;
   if (o.max_frame_bytes < overhead + kMinSessionBytes) {
     return usage_error("--max-frame-bytes " + std::to_string(o.max_frame_bytes) +
@@ -306,7 +352,19 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                        std::to_string(o.table.access_log_length) + "); raise --max-frame-bytes " +
                        "to at least " + std::to_string(overhead + kMinSessionBytes));
   }
-  const std::size_t room = o.max_frame_bytes - overhead;
+  const std::size_t room = (o.max_frame_bytes - overhead) / copies;
+  if (copies > 1 && max_session_bytes > room) {
+    return usage_error("--max-session-bytes " + std::to_string(max_session_bytes) +
+                       " does not fit --max-frame-bytes " + std::to_string(o.max_frame_bytes) +
+                       " once merged: with " + std::to_string(copies - 1) +
+                       " peer regions a session can hold " + std::to_string(copies) +
+                       " x --max-session-bytes (concurrent writes of different fields in each "
+                       "region) and a GET answer needs up to " +
+                       std::to_string(overhead) +
+                       " bytes besides; lower --max-session-bytes to at most " +
+                       std::to_string(room) + " or raise --max-frame-bytes to at least " +
+                       std::to_string(copies * max_session_bytes + overhead));
+  }
   if (max_session_bytes > room) {
     return usage_error("--max-session-bytes " + std::to_string(max_session_bytes) +
                        " does not fit --max-frame-bytes " + std::to_string(o.max_frame_bytes) +
@@ -317,6 +375,31 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   }
   o.table.max_session_bytes = max_session_bytes == 0 ? room : max_session_bytes;
   if (o.threads == 0) o.threads = std::max(1u, std::thread::hardware_concurrency());
+  return out;
+}
+
+Result<PeerRegionSpec> parse_peer_region(std::string_view spec) {
+  const auto eq = spec.find('=');
+  if (eq == std::string_view::npos) return Status::InvalidArgument("expected NAME=HOST:PORT[,...]");
+  PeerRegionSpec out;
+  out.name = std::string(spec.substr(0, eq));
+  if (!cluster::valid_node_id(out.name)) {
+    return Status::InvalidArgument("\"" + out.name +
+                                   "\" is not a valid region name (1-64 of A-Z a-z 0-9 . _ -)");
+  }
+  std::string_view rest = spec.substr(eq + 1);
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    const std::string_view seed = rest.substr(0, comma);
+    auto hp = parse_host_port(seed);
+    if (!hp.ok() || hp->port == 0) {
+      return Status::InvalidArgument("seed \"" + std::string(seed) + "\" is not HOST:PORT");
+    }
+    out.seeds.emplace_back(seed);
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  if (out.seeds.empty()) return Status::InvalidArgument("no seed address after =");
   return out;
 }
 

@@ -15,6 +15,14 @@
 
 namespace sessiond::daemon {
 
+// A peer region as --peer-region names it: NAME=HOST:PORT[,HOST:PORT...].
+struct PeerRegionSpec {
+  std::string name;
+  std::vector<std::string> seeds;  // host:port of some of its nodes' native listeners
+};
+// INVALID_ARGUMENT naming what is wrong (a bad name, a seed that is not HOST:PORT, none).
+Result<PeerRegionSpec> parse_peer_region(std::string_view spec);
+
 struct ServerOptions {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 7400;  // 0: any free port (logged at start)
@@ -56,6 +64,13 @@ struct ServerOptions {
     std::int64_t replica_max_lag_ms = 2000;      // a replica further behind leaves the in-sync set
     std::int64_t anti_entropy_interval_ms = 60'000;  // digests with each replica; 0: never
   } cluster;
+  // Peer regions (docs/regions.md): every node ships what it accepts to each of them.
+  struct Regions {
+    std::vector<PeerRegionSpec> peers;
+    std::int64_t batch_delay_ms = 5;  // a batch waits this long for more entries
+    // Digests with each peer region this often; 0: only after ownership changes and on demand.
+    std::int64_t anti_entropy_interval_ms = 300'000;
+  } regions;
   storage::StoreOptions store;  // path defaults to ./var
   storage::TableOptions table;
 

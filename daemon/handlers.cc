@@ -10,6 +10,7 @@
 #include "cluster/ring.h"
 #include "protocol/sessiond.pb.h"
 #include "protocol/version.h"
+#include "daemon/regions.h"
 #include "replication/peer_link.h"
 #include "storage/store.h"
 
@@ -939,6 +940,20 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     case Opcode::kReplicate: {
       wire::ReplicateRequest req;
       if (!parse(&req)) return;
+      if (!req.from_region().empty()) {  // from a peer region
+        if (regions_ == nullptr) {
+          return append_error(request,
+                              Status(StatusCode::kForbidden,
+                                     "region " + region_ + " has no peer regions (region " +
+                                         req.from_region() + " is not one of them)"),
+                              out);
+        }
+        wire::ReplicateResponse resp;
+        if (Status s = regions_->receive(req, &resp); !s.ok()) {
+          return append_error(request, s, out);
+        }
+        return reply(resp);
+      }
       if (replicas_ == nullptr) {
         return append_error(request, Status::Unavailable("this node keeps no replicas"), out);
       }
@@ -1171,9 +1186,9 @@ void Handlers::topology_to_wire(wire::TopologyResponse* out) const {
     auto* node = out->add_nodes();
     node->set_id("local");
     node->set_address(address_);
-    node->set_region("local");
+    node->set_region(region_);
     node->set_weight(1);
-    out->set_region("local");
+    out->set_region(region_);
     return;
   }
   const auto routing = membership_->routing();

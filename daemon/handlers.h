@@ -34,6 +34,8 @@ class RegenerateResponse;
 
 namespace sessiond::daemon {
 
+class Regions;
+
 // Node-wide counters, shared by all connections.
 struct Counters {
   std::atomic<std::uint64_t> connections{0};                 // open now (both listeners)
@@ -116,6 +118,12 @@ class Handlers {
     ids_ = ids;
     migrator_ = migrator;
     replicas_ = replicas;
+  }
+  // Multi-region (docs/regions.md): REPLICATE and DIGEST from peer regions go to `regions`; the
+  // one-node region's TOPOLOGY names `region`. Set once, before any request is handled.
+  void set_regions(Regions* regions, std::string region) {
+    regions_ = regions;
+    region_ = std::move(region);
   }
   // Whether every answer in state->acks may be written: true once their replicas confirmed
   // (or did not, in time: those answers are replaced by UNAVAILABLE in *out); false while some
@@ -203,6 +211,8 @@ class Handlers {
   const storage::IdGenerator* ids_ = nullptr;
   Migrator* migrator_ = nullptr;
   Replicas* replicas_ = nullptr;  // null: no replicas (one node, or factor 1)
+  Regions* regions_ = nullptr;    // null: no peer regions
+  std::string region_ = "local";
   RequestCache requests_;         // answers of CREATE and REGENERATE by request id
   AuthConfig auth_;
   // The current snapshot, replaced whole by set_security; never null. A request loads it once

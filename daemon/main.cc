@@ -15,8 +15,10 @@
 #include <thread>
 
 #include "cluster/membership.h"
+#include "cluster/topology.h"
 #include "daemon/config.h"
 #include "daemon/handlers.h"
+#include "daemon/regions.h"
 #include "daemon/reload.h"
 #include "daemon/resp_commands.h"
 #include "daemon/security.h"
@@ -124,6 +126,9 @@ int main(int argc, char** argv) {
   std::unique_ptr<cluster::Membership> membership;
   std::unique_ptr<daemon::Migrator> migrator;  // moves ranges when membership changes
   std::unique_ptr<daemon::Replicas> replicas;  // feeds the replicas of what this node owns
+  std::unique_ptr<daemon::Regions> regions;    // ships to peer regions, takes what they ship
+  // Every version this node writes carries its region's number (DESIGN §7).
+  table_options.region = cluster::region_number(options.cluster.region);
   if (!options.cluster.etcd.empty()) {
     auto endpoints = cluster::EtcdClient::parse_endpoints(options.cluster.etcd);
     if (!endpoints.ok()) {
@@ -296,6 +301,33 @@ int main(int argc, char** argv) {
           routing->topology.region, membership->options().node_id, advertise);
     }
   }
+  if (!options.regions.peers.empty()) {
+    daemon::Regions::Options ro;
+    ro.node_id = membership ? membership->options().node_id : std::string("local");
+    ro.region = options.cluster.region;
+    ro.peers = options.regions.peers;
+    ro.peer_secret = options.auth.peer_secret;
+    ro.batch_delay = std::chrono::milliseconds(options.regions.batch_delay_ms);
+    ro.anti_entropy_interval = std::chrono::milliseconds(options.regions.anti_entropy_interval_ms);
+    ro.max_frame_bytes = options.max_frame_bytes;
+    ro.log = [](bool warning, const std::string& message) {
+      if (warning) {
+        spdlog::warn("regions: {}", message);
+      } else {
+        spdlog::info("regions: {}", message);
+      }
+    };
+    regions = std::make_unique<daemon::Regions>(table, **store, ids, membership.get(),
+                                                replicas.get(), migrator.get(), std::move(ro));
+    handlers.set_regions(regions.get(), options.cluster.region);
+    regions->start();
+    std::string names;
+    for (const auto& p : options.regions.peers) names += (names.empty() ? "" : ", ") + p.name;
+    spdlog::info("regions: region {} (number {}) ships to {}", options.cluster.region,
+                 cluster::region_number(options.cluster.region), names);
+  } else {
+    handlers.set_regions(nullptr, options.cluster.region);
+  }
   if (!server.resp_address().empty()) {
     const std::string address = server.resp_address();
     resp_commands.set_port(
@@ -354,6 +386,7 @@ int main(int argc, char** argv) {
 
   signal_context.stop();
   signal_thread.join();
+  regions.reset();
   replicas.reset();
   migrator.reset();
   membership.reset();  // the liveness key goes with the lease

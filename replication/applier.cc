@@ -12,6 +12,7 @@ Result<Applied> apply_entries(storage::SessionTable& table,
       ++out.set_aside;
     } else {
       ++out.applied;
+      if (*outcome == storage::ApplyOutcome::kMerged) ++out.conflicts;
     }
   }
   return out;

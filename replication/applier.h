@@ -15,6 +15,7 @@ namespace sessiond::replication {
 struct Applied {
   std::uint64_t applied = 0;
   std::uint64_t set_aside = 0;  // clocks too far ahead of this node's: kept and retried here
+  std::uint64_t conflicts = 0;  // applied, merged with a concurrent write here (kMerged)
 };
 
 // Stops at the first entry the table cannot write (a full disk): what came before it stays

@@ -190,6 +190,8 @@ struct TableStats {
 // What apply() did with a mutation.
 enum class ApplyOutcome {
   kApplied,    // the merge changed the table (written, observed)
+  kMerged,     // the same, and the result keeps fields of both sides: the mutation met a
+               // concurrent write here (a conflict merged, not a state replaced)
   kUnchanged,  // already known, older than what the table holds, or ended by a tombstone or
                // a revocation generation: nothing to do (applying twice changes nothing)
   kSetAside,   // its clock is beyond the skew bound: kept aside and retried later

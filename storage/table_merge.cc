@@ -81,6 +81,8 @@ Result<ApplyOutcome> SessionTable::Impl::apply_put(const Mutation& m, std::int64
   RecordPtr merged = current
                          ? detail::merge_records(*current, *incoming, options_.access_log_length)
                          : std::move(incoming);
+  const bool conflict =
+      current && merged->blob() != incoming->blob() && merged->blob() != current->blob();
   if (auto p = shard.pending_touches.find(m.id); p != shard.pending_touches.end()) {
     // Touches that arrived before the state.
     merged->last_access_ms = std::max(merged->last_access_ms, p->second.last_access_ms);
@@ -123,7 +125,7 @@ Result<ApplyOutcome> SessionTable::Impl::apply_put(const Mutation& m, std::int64
     insert(shard, std::move(merged), /*indexed=*/true);
   }
   ++shard.counters.merges_applied;
-  return ApplyOutcome::kApplied;
+  return conflict ? ApplyOutcome::kMerged : ApplyOutcome::kApplied;
 }
 
 Result<ApplyOutcome> SessionTable::Impl::apply_touch(const Mutation& m, std::int64_t now) {
