@@ -320,6 +320,31 @@ void Client::async_stats(Callback<Stats> done) {
       [](const wire::StatsResponse& r) { return Result<Stats>(client_detail::from_wire(r)); });
 }
 
+void Client::async_repair(std::string_view region, bool check_only,
+                          Callback<std::vector<RegionRepair>> done) {
+  wire::RepairRequest request;
+  request.set_region(std::string(region));
+  request.set_check(check_only);
+  // Not retried once sent: a round is harmless twice, but may be long.
+  impl_->call<wire::RepairResponse, std::vector<RegionRepair>>(
+      Opcode::kRepair, request, node_local(), false, std::move(done),
+      [](const wire::RepairResponse& r) {
+        std::vector<RegionRepair> out;
+        for (const auto& in : r.regions()) {
+          RegionRepair one;
+          one.region = in.region();
+          one.buckets_differing = in.buckets_differing();
+          one.pulled = in.pulled();
+          one.pushed = in.pushed();
+          one.bytes = in.bytes();
+          one.duration_ms = static_cast<std::int64_t>(in.duration_ms());
+          one.error = in.error();
+          out.push_back(std::move(one));
+        }
+        return Result<std::vector<RegionRepair>>(std::move(out));
+      });
+}
+
 void Client::async_topology(Callback<Topology> done) { impl_->topology(false, std::move(done)); }
 
 void Client::async_refresh_topology(Callback<Topology> done) {
@@ -385,6 +410,12 @@ Result<std::vector<AccessEntry>> Client::access_log(std::string_view id) {
 
 Result<Stats> Client::stats() {
   return impl_->wait<Stats>([&](Callback<Stats> done) { async_stats(std::move(done)); });
+}
+
+Result<std::vector<RegionRepair>> Client::repair(std::string_view region, bool check_only) {
+  return impl_->wait<std::vector<RegionRepair>>([&](Callback<std::vector<RegionRepair>> done) {
+    async_repair(region, check_only, std::move(done));
+  });
 }
 
 Result<Topology> Client::topology() {

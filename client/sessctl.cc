@@ -279,6 +279,69 @@ int main(int argc, char** argv) {
   auto* stats = app.add_subcommand("stats", "print the node's counters");
   stats->callback([&] { command = [&](Client& client) { return out.print(client.stats()); }; });
 
+  // `repair` runs on every node of the region: each repairs the ranges it owns.
+  std::string repair_region;
+  std::int64_t repair_wait_ms = 600'000;
+  auto* repair = app.add_subcommand(
+      "repair", "anti-entropy with the peer regions now, on every node of the region");
+  repair->add_option("--region", repair_region, "only with this peer region");
+  bool repair_check = false;
+  repair->add_flag("--check", repair_check,
+                   "compare digests only: report the buckets that differ, move nothing");
+  repair->add_option("--wait-ms", repair_wait_ms, "how long each node's rounds may take")
+      ->capture_default_str();
+  std::function<int(Client&, const Client::Options&)> repair_command;
+  repair->callback([&] {
+    repair_command = [&](Client& client, const Client::Options& base) {
+      auto topology = client.topology();
+      if (!topology.ok()) return out.error(topology.status());
+      std::vector<std::pair<std::string, std::string>> nodes;  // id, address
+      if (topology->epoch == 0) {
+        nodes.emplace_back(topology->region, base.address);
+      } else {
+        for (const auto& n : topology->nodes) nodes.emplace_back(n.id, n.address);
+      }
+      int code = kExitOk;
+      std::string json = "[";
+      for (const auto& [node, node_address] : nodes) {
+        Client::Options o = base;
+        o.address = node_address;
+        o.timeout = std::chrono::milliseconds(repair_wait_ms);
+        Client one(o);
+        auto rounds = one.repair(repair_region, repair_check);
+        if (!rounds.ok()) {
+          if (!out.json) std::cout << node << ": " << rounds.status().ToString() << "\n";
+          json += std::string(json.size() > 1 ? "," : "") + "{\"node\":" + json_string(node) +
+                  ",\"error\":" + json_string(rounds.status().ToString()) + "}";
+          code = kExitUnreachable;
+          continue;
+        }
+        for (const RegionRepair& r : *rounds) {
+          json += std::string(json.size() > 1 ? "," : "") + "{\"node\":" + json_string(node) +
+                  ",\"region\":" + json_string(r.region);
+          if (!r.error.empty()) {
+            code = kExitUnreachable;
+            json += ",\"error\":" + json_string(r.error) + "}";
+            if (!out.json) std::cout << node << " with " << r.region << ": " << r.error << "\n";
+            continue;
+          }
+          json += ",\"buckets_differing\":" + std::to_string(r.buckets_differing) +
+                  ",\"pulled\":" + std::to_string(r.pulled) +
+                  ",\"pushed\":" + std::to_string(r.pushed) +
+                  ",\"bytes\":" + std::to_string(r.bytes) +
+                  ",\"duration_ms\":" + std::to_string(r.duration_ms) + "}";
+          if (!out.json) {
+            std::cout << node << " with " << r.region << ": " << r.buckets_differing
+                      << " buckets differed, " << r.pulled << " states merged here, " << r.pushed
+                      << " sent, " << r.bytes << " bytes, " << r.duration_ms << " ms\n";
+          }
+        }
+      }
+      if (out.json) std::cout << json << "]\n";
+      return code;
+    };
+  });
+
   auto* topology = app.add_subcommand(
       "topology", "print the cluster's epoch and nodes, as the first seed that answers knows them");
   topology->callback(
@@ -328,5 +391,6 @@ int main(int argc, char** argv) {
   }
   options.tls = tls;
   Client client(options);
+  if (repair_command) return repair_command(client, options);
   return command(client);
 }

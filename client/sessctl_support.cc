@@ -1,5 +1,6 @@
 #include "sessctl_support.h"
 
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <ctime>
@@ -253,7 +254,46 @@ std::string to_json(const Stats& s) {
     first = false;
     out += "\"" + std::string(name) + "\":" + std::to_string(value);
   }
-  return out + "}";
+  out += ",\"regions\":[";
+  for (std::size_t i = 0; i < s.regions.size(); ++i) {
+    const PeerRegionStats& r = s.regions[i];
+    out += std::string(i ? "," : "") + "{\"region\":" + json_string(r.region) +
+           ",\"lag_entries\":" + std::to_string(r.lag_entries) +
+           ",\"lag_ms\":" + std::to_string(r.lag_ms) +
+           ",\"entries_shipped\":" + std::to_string(r.entries_shipped) +
+           ",\"bytes_shipped\":" + std::to_string(r.bytes_shipped) +
+           ",\"conflicts_merged\":" + std::to_string(r.conflicts_merged) +
+           ",\"set_aside\":" + std::to_string(r.set_aside) +
+           ",\"entries_received\":" + std::to_string(r.entries_received) +
+           ",\"retention_gaps\":" + std::to_string(r.retention_gaps) +
+           ",\"repairs\":" + std::to_string(r.repairs) +
+           ",\"repaired\":" + std::to_string(r.repaired) +
+           ",\"last_repair_ms\":" + std::to_string(r.last_repair_ms) +
+           ",\"error\":" + json_string(r.error) + "}";
+  }
+  return out + "]}";
+}
+
+std::string to_text(const PeerRegionStats& r) {
+  std::string last = "never";
+  if (r.last_repair_ms > 0) {
+    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    last = std::to_string(std::max<std::int64_t>(0, (now_ms - r.last_repair_ms) / 1000)) + " s ago";
+  }
+  std::string out = "region " + r.region + ": lag " + std::to_string(r.lag_entries) +
+                    " entries / " + std::to_string(r.lag_ms) + " ms, shipped " +
+                    std::to_string(r.entries_shipped) + " (" + std::to_string(r.bytes_shipped) +
+                    " bytes), received " + std::to_string(r.entries_received) + ", conflicts " +
+                    std::to_string(r.conflicts_merged) + ", set aside " +
+                    std::to_string(r.set_aside) + ", repairs " + std::to_string(r.repairs) +
+                    " (last " + last + ", " + std::to_string(r.repaired) + " states moved)";
+  if (r.retention_gaps > 0) {
+    out += ", fell behind the log's retention " + std::to_string(r.retention_gaps) + " times";
+  }
+  if (!r.error.empty()) out += "; error: " + r.error;
+  return out + "\n";
 }
 
 std::string to_json(const PingResult& ping) {
@@ -380,6 +420,7 @@ std::string to_text(const Stats& s) {
     std::snprintf(line, sizeof line, "%-22s %" PRIu64 "\n", name, value);
     out += line;
   }
+  for (const PeerRegionStats& r : s.regions) out += to_text(r);
   return out;
 }
 

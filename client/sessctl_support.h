@@ -48,6 +48,8 @@ std::string to_text(const Session& session);
 std::string to_text(const std::vector<SessionMeta>& sessions);
 std::string to_text(const std::vector<AccessEntry>& entries);
 std::string to_text(const Stats& stats);
+// One line about a peer region (in `stats` and `cluster status`).
+std::string to_text(const PeerRegionStats& region);
 std::string to_text(const PingResult& ping);
 // "epoch 7, region eu, from HOST:PORT", then one line per node: id, address, number, weight.
 std::string to_text(const Topology& topology);

@@ -25,6 +25,7 @@ bool permitted(Role role, protocol::Opcode opcode, bool auth_enabled) {
     case protocol::Opcode::kAuth:
       return true;
     case protocol::Opcode::kStats:
+    case protocol::Opcode::kRepair:
       return role == Role::kAdmin;
     case protocol::Opcode::kReplicate:
     case protocol::Opcode::kMigrate:
@@ -918,6 +919,24 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
         resp.set_anti_entropy_rounds(lag.repairs.rounds);
         resp.set_anti_entropy_repaired(lag.repairs.pulled + lag.repairs.pushed);
       }
+      if (regions_ != nullptr) {
+        for (const auto& p : regions_->stats()) {
+          auto* r = resp.add_regions();
+          r->set_region(p.region);
+          r->set_lag_entries(p.shipped.lag_entries);
+          r->set_lag_ms(static_cast<std::uint64_t>(std::max<std::int64_t>(p.shipped.lag_ms, 0)));
+          r->set_entries_shipped(p.shipped.entries_shipped);
+          r->set_bytes_shipped(p.shipped.bytes_shipped);
+          r->set_conflicts_merged(p.shipped.conflicts + p.received_conflicts);
+          r->set_set_aside(p.shipped.set_aside + p.received_set_aside);
+          r->set_entries_received(p.received);
+          r->set_retention_gaps(p.shipped.retention_gaps);
+          r->set_repairs(p.repairs);
+          r->set_repaired(p.repaired);
+          r->set_last_repair_ms(p.last_repair_ms);
+          r->set_error(!p.shipped.last_error.empty() ? p.shipped.last_error : p.repair_error);
+        }
+      }
       return reply(resp);
     }
     case Opcode::kTopology: {
@@ -925,6 +944,36 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (!parse(&req)) return;
       wire::TopologyResponse resp;
       topology_to_wire(&resp);
+      return reply(resp);
+    }
+    case Opcode::kRepair: {
+      wire::RepairRequest req;
+      if (!parse(&req)) return;
+      if (regions_ == nullptr) {
+        return append_error(request,
+                            Status::InvalidArgument("region " + region_ +
+                                                    " has no peer regions to repair with"),
+                            out);
+      }
+      wire::RepairResponse resp;
+      const auto rounds = regions_->repair_now(req.region(), req.check());
+      if (rounds.empty()) {
+        return append_error(
+            request, Status::NotFound("region " + req.region() + " is not a peer region"), out);
+      }
+      for (const auto& [name, result] : rounds) {
+        auto* r = resp.add_regions();
+        r->set_region(name);
+        if (!result.ok()) {
+          r->set_error(result.status().ToString());
+          continue;
+        }
+        r->set_buckets_differing(result->buckets_differing);
+        r->set_pulled(result->pulled);
+        r->set_pushed(result->pushed);
+        r->set_bytes(result->bytes);
+        r->set_duration_ms(static_cast<std::uint64_t>(result->duration.count()));
+      }
       return reply(resp);
     }
     case Opcode::kMigrate: {
@@ -964,6 +1013,20 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     case Opcode::kDigest: {
       wire::DigestRequest req;
       if (!parse(&req)) return;
+      if (!req.from_region().empty()) {  // from a peer region
+        if (regions_ == nullptr) {
+          return append_error(request,
+                              Status(StatusCode::kForbidden,
+                                     "region " + region_ + " has no peer regions (region " +
+                                         req.from_region() + " is not one of them)"),
+                              out);
+        }
+        wire::DigestResponse resp;
+        if (Status s = regions_->receive_digest(req, &resp); !s.ok()) {
+          return append_error(request, s, out);
+        }
+        return reply(resp);
+      }
       if (replicas_ == nullptr) {
         return append_error(request, Status::Unavailable("this node keeps no replicas"), out);
       }
@@ -1155,6 +1218,21 @@ bool Handlers::route(const protocol::FrameHeader& request, const cluster::Routin
     }
   }
   return true;
+}
+
+bool Handlers::may_block(std::uint16_t opcode) const {
+  switch (static_cast<Opcode>(opcode)) {
+    case Opcode::kRegenerate:
+    case Opcode::kListUser:
+    case Opcode::kRevokeUser:
+      return membership_ != nullptr;
+    case Opcode::kDigest:
+      return membership_ != nullptr || regions_ != nullptr;
+    case Opcode::kRepair:
+      return regions_ != nullptr;
+    default:
+      return false;
+  }
 }
 
 std::optional<std::uint64_t> Handlers::owned_route_key(const cluster::Routing& routing) {

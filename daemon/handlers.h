@@ -125,6 +125,10 @@ class Handlers {
     regions_ = regions;
     region_ = std::move(region);
   }
+  // Whether handling `opcode` may wait on other nodes (it then runs on the server's pool for
+  // such calls, not on a connection thread): in a cluster REGENERATE, LIST_USER, REVOKE_USER
+  // and DIGEST; with peer regions DIGEST and REPAIR.
+  bool may_block(std::uint16_t opcode) const;
   // Whether every answer in state->acks may be written: true once their replicas confirmed
   // (or did not, in time: those answers are replaced by UNAVAILABLE in *out); false while some
   // still wait. The server calls it again until true, before it writes *out.

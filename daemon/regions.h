@@ -13,15 +13,18 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "daemon/config.h"
+#include "replication/region_repair.h"
 #include "replication/region_shipper.h"
 #include "storage/id_generator.h"
 #include "storage/session_table.h"
@@ -70,6 +73,15 @@ class Regions {
 
   // REPLICATE from a node of a peer region.
   Status receive(const wire::ReplicateRequest& request, wire::ReplicateResponse* response);
+  // DIGEST from a node of a peer region (replication/region_repair.h), for ranges this node
+  // owns at the epoch the sender names (WRONG_NODE otherwise).
+  Status receive_digest(const wire::DigestRequest& request, wire::DigestResponse* response);
+
+  // Anti-entropy with `region` (empty: every peer region) now, for this node's ranges: one
+  // report per region, or why its round failed. Runs on the caller's thread.
+  // With `check_only`, compares only (replication::repair_with_region).
+  std::vector<std::pair<std::string, Result<replication::RepairReport>>> repair_now(
+      const std::string& region, bool check_only = false);
 
   // Per peer region, for STATS and `sessctl cluster status`.
   struct PeerStats {
@@ -79,12 +91,26 @@ class Regions {
     std::uint64_t received = 0;
     std::uint64_t received_set_aside = 0;
     std::uint64_t received_conflicts = 0;
+    // Anti-entropy: rounds completed, the last one's report and wall time (ms since the
+    // epoch; 0: none yet), and the last failure.
+    std::uint64_t repairs = 0;
+    std::uint64_t repaired = 0;  // states merged or sent by all rounds
+    replication::RepairReport last_repair;
+    std::int64_t last_repair_ms = 0;
+    std::string repair_error;
   };
   std::vector<PeerStats> stats() const;
 
  private:
   // FORBIDDEN unless `region` is a peer region with that number.
   Status check_peer(const std::string& region, std::uint32_t number) const;
+  // The ring positions this node owns in its region now, and the epoch they are of.
+  replication::Ranges owned_ranges(std::uint64_t* epoch) const;
+  // The schedule: rounds every anti_entropy_interval, after a retention gap, and after either
+  // region's topology changed.
+  void repair_loop();
+  Result<replication::RepairReport> repair_one(std::size_t peer, const std::string& why,
+                                               bool check_only = false);
 
   storage::SessionTable& table_;
   storage::Store& store_;
@@ -97,6 +123,19 @@ class Regions {
   struct Received {
     std::atomic<std::uint64_t> applied{0}, set_aside{0}, conflicts{0};
   };
+  struct Repairs {
+    std::mutex run;  // one round per peer region at a time
+    mutable std::mutex mu;  // guards what follows
+    std::uint64_t rounds = 0, repaired = 0;
+    replication::RepairReport last;
+    std::int64_t last_ms = 0;
+    std::string error;
+    std::uint64_t own_epoch = 0, peer_epoch = 0;  // of the last round
+    std::chrono::steady_clock::time_point next;      // the next scheduled round
+    std::string pending;  // why a round is due besides the schedule ("": none)
+    std::chrono::steady_clock::time_point retry_at;  // after a failed one
+  };
+  std::vector<std::unique_ptr<Repairs>> repairs_;  // per shipper
   std::vector<std::shared_ptr<replication::RegionShipper>> shippers_;
   std::map<std::string, std::unique_ptr<Received>> received_;  // by peer region; fixed at start
   // What every write wakes, held by the table's observer (which may outlive this object).
@@ -106,6 +145,10 @@ class Regions {
   };
   std::shared_ptr<Wakers> wakers_;
   std::uint64_t observer_ = 0;
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stop_ = false;
+  std::thread repair_thread_;
 };
 
 }  // namespace sessiond::daemon

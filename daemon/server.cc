@@ -159,13 +159,6 @@ struct Server::Impl {
   // The native protocol loop over `stream`: the connection's socket or its TLS stream.
   template <typename Stream>
   asio::awaitable<void> serve_frames(Connection& conn, Stream& stream, Role role);
-  static bool may_call_peers(std::uint16_t opcode) {
-    using protocol::Opcode;
-    return opcode == static_cast<std::uint16_t>(Opcode::kRegenerate) ||
-           opcode == static_cast<std::uint16_t>(Opcode::kListUser) ||
-           opcode == static_cast<std::uint16_t>(Opcode::kRevokeUser) ||
-           opcode == static_cast<std::uint16_t>(Opcode::kDigest);
-  }
   // Runs the TLS handshake of conn.tls: the role the connection starts with, or nullopt when
   // the handshake failed (counted and logged).
   asio::awaitable<std::optional<Role>> tls_handshake(Connection& conn);
@@ -551,7 +544,7 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
           counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
           handlers.append_error(
               d.header, Status::InvalidArgument("clients send requests, not responses"), &out);
-        } else if (membership != nullptr && may_call_peers(d.header.opcode)) {
+        } else if (handlers.may_block(d.header.opcode)) {
           co_await asio::co_spawn(
               peer_calls,
               [&]() -> asio::awaitable<void> {

@@ -41,7 +41,7 @@ Decoded error(Status status, bool framing_lost) {
 
 bool is_known_opcode(std::uint16_t opcode) {
   return (opcode >= static_cast<std::uint16_t>(Opcode::kPing) &&
-          opcode <= static_cast<std::uint16_t>(Opcode::kTopology)) ||
+          opcode <= static_cast<std::uint16_t>(Opcode::kRepair)) ||
          (opcode >= static_cast<std::uint16_t>(Opcode::kReplicate) &&
           opcode <= static_cast<std::uint16_t>(Opcode::kDigest));
 }
@@ -74,6 +74,8 @@ std::string_view opcode_name(Opcode opcode) {
       return "STATS";
     case Opcode::kTopology:
       return "TOPOLOGY";
+    case Opcode::kRepair:
+      return "REPAIR";
     case Opcode::kReplicate:
       return "REPLICATE";
     case Opcode::kMigrate:

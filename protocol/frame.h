@@ -57,6 +57,7 @@ enum class Opcode : std::uint16_t {
   kAccessLog = 11,
   kStats = 12,
   kTopology = 13,
+  kRepair = 14,
   kReplicate = 64,
   kMigrate = 65,
   kDigest = 66,

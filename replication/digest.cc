@@ -28,7 +28,20 @@ std::uint64_t hash_bytes(std::uint64_t h, std::string_view bytes) {
   return mix(h ^ tail);
 }
 
-std::uint64_t hash_of(const storage::SessionTable::Fingerprint& f) {
+}  // namespace
+
+std::uint64_t key_of_session(const storage::SessionId& id) {
+  return hash_bytes(0x5e55, std::string_view(reinterpret_cast<const char*>(id.data()), id.size()));
+}
+
+std::uint64_t key_of_generation(std::string_view user) { return hash_bytes(0x9e4, user); }
+
+std::uint64_t fingerprint_key(const storage::SessionTable::Fingerprint& f) {
+  return f.kind == storage::Mutation::Kind::kGeneration ? key_of_generation(f.user)
+                                                        : key_of_session(f.id);
+}
+
+std::uint64_t fingerprint_hash(const storage::SessionTable::Fingerprint& f) {
   std::uint64_t h = mix(static_cast<std::uint64_t>(f.kind) + 0x9e3779b97f4a7c15ULL);
   h = f.kind == storage::Mutation::Kind::kGeneration
           ? hash_bytes(h, f.user)
@@ -37,8 +50,6 @@ std::uint64_t hash_of(const storage::SessionTable::Fingerprint& f) {
   h = mix(h ^ f.hlc);
   return mix(h ^ f.origin);
 }
-
-}  // namespace
 
 Digest compute_digest(storage::SessionTable& table, const storage::IdGenerator& ids,
                       const std::function<bool(std::uint64_t position)>& wanted) {
@@ -53,7 +64,7 @@ Digest compute_digest(storage::SessionTable& table, const storage::IdGenerator& 
       if (!wanted(position)) continue;
       const std::uint32_t b = digest_bucket(position);
       ++d.counts[b];
-      d.sums[b] += hash_of(f);
+      d.sums[b] += fingerprint_hash(f);
       ++d.states;
     }
   });
@@ -78,6 +89,49 @@ storage::SessionTable::Selection bucket_selection(
   };
   return {[in](const storage::SessionId& id) { return in(storage::route_key_of(id)); },
           [in, &ids](std::string_view user) { return in(ids.route_key_of_user(user)); }};
+}
+
+bool in_ranges(const Ranges& ranges, std::uint64_t position) {
+  // The first range whose end is at or after `position`.
+  const auto it = std::lower_bound(ranges.begin(), ranges.end(), position,
+                                   [](const auto& r, std::uint64_t p) { return r.second < p; });
+  return it != ranges.end() && it->first <= position;
+}
+
+Ranges intersect(const Ranges& a, const Ranges& b) {
+  Ranges out;
+  std::size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    const std::uint64_t first = std::max(a[i].first, b[j].first);
+    const std::uint64_t last = std::min(a[i].second, b[j].second);
+    if (first <= last) out.emplace_back(first, last);
+    if (a[i].second < b[j].second) {
+      ++i;
+    } else {
+      ++j;
+    }
+  }
+  return out;
+}
+
+Ranges ring_ranges(const std::vector<std::uint64_t>& points,
+                   const std::function<bool(std::size_t point)>& mine) {
+  Ranges out;
+  auto add = [&](std::uint64_t first, std::uint64_t last) {
+    if (!out.empty() && out.back().second + 1 == first) {
+      out.back().second = last;
+    } else {
+      out.emplace_back(first, last);
+    }
+  };
+  if (points.empty()) return out;
+  // The first point also closes the arc that wraps around: [0, p0] here, (p_last, max] last.
+  if (mine(0)) add(0, points[0]);
+  for (std::size_t i = 1; i < points.size(); ++i) {
+    if (mine(i) && points[i] > points[i - 1]) add(points[i - 1] + 1, points[i]);
+  }
+  if (mine(0) && points.back() != UINT64_MAX) add(points.back() + 1, UINT64_MAX);
+  return out;
 }
 
 void to_wire(const Digest& digest, wire::DigestRequest* out) {

@@ -44,6 +44,23 @@ storage::SessionTable::Selection bucket_selection(
     const storage::IdGenerator& ids, std::vector<std::uint32_t> buckets,
     std::function<bool(std::uint64_t position)> wanted);
 
+// One state at a time (anti-entropy with a peer region compares the states of differing buckets
+// one by one): a fingerprint's key says which session (its id, alive or ended) or which user's
+// generation it is, the same on both sides whatever the version; its hash covers the version too.
+std::uint64_t fingerprint_key(const storage::SessionTable::Fingerprint& f);
+std::uint64_t fingerprint_hash(const storage::SessionTable::Fingerprint& f);
+std::uint64_t key_of_session(const storage::SessionId& id);
+std::uint64_t key_of_generation(std::string_view user);
+
+// Ring positions as inclusive [first, last] pairs, sorted and disjoint.
+using Ranges = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
+bool in_ranges(const Ranges& ranges, std::uint64_t position);
+Ranges intersect(const Ranges& a, const Ranges& b);
+// The arcs of `ring_points` (sorted positions; point i closes the arc after point i-1, the
+// first one the arc that wraps around) for which `mine(i)` holds.
+Ranges ring_ranges(const std::vector<std::uint64_t>& ring_points,
+                   const std::function<bool(std::size_t point)>& mine);
+
 void to_wire(const Digest& digest, wire::DigestRequest* out);
 // INVALID_ARGUMENT unless it has kDigestBuckets counts and sums.
 Result<Digest> digest_from_wire(const wire::DigestRequest& request);

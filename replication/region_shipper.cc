@@ -55,7 +55,7 @@ RegionShipper::RegionShipper(storage::SessionTable& table, storage::Store& store
   // it by anti-entropy (which runs once the shipper has the peer's topology).
   const std::uint64_t committed = store_.log_committed();
   const auto cursor = store_.log_cursor(cursor_name_);
-  if (!cursor) repair_requested_ = true;
+  if (!cursor) repair_requested_ = kNewPeer;
   next_ = cursor.value_or(committed + 1);
   // Recorded at once: the log is trimmed below the slowest recorded cursor.
   (void)store_.set_log_cursor(cursor_name_, next_);
@@ -238,7 +238,7 @@ Result<bool> RegionShipper::ship_batch(const PeerRegionView& view) {
                              " are gone; repairing it by anti-entropy");
     }
     ++gaps_;
-    repair_requested_ = true;
+    repair_requested_ = kGap;
     if (Status a = advance(resume, true); !a.ok()) return a;
     return true;
   }

@@ -112,8 +112,18 @@ class RegionShipper {
     std::string last_error;  // of the last failed batch, until one succeeds
   };
   Stats stats() const;
-  // Set by the shipper when the log skipped entries the peer never got: anti-entropy must run.
-  bool take_repair_request() { return repair_requested_.exchange(false); }
+  // Why anti-entropy must run, once (null: no reason): the peer region is new to this node (what
+  // was logged before it is not shipped), or the log skipped entries it never got.
+  const char* take_repair_request() {
+    switch (repair_requested_.exchange(kNoRepair)) {
+      case kNewPeer:
+        return "first contact: what this node held before";
+      case kGap:
+        return "the log no longer held what it needed";
+      default:
+        return nullptr;
+    }
+  }
 
  private:
   void loop();
@@ -146,7 +156,8 @@ class RegionShipper {
   std::atomic<std::int64_t> caught_up_ns_{0};
   std::atomic<std::uint64_t> shipped_{0}, bytes_{0}, batches_{0}, set_aside_{0}, conflicts_{0},
       gaps_{0};
-  std::atomic<bool> repair_requested_{false};
+  enum RepairReason : int { kNoRepair, kNewPeer, kGap };
+  std::atomic<int> repair_requested_{kNoRepair};
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

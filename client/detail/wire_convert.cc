@@ -227,6 +227,23 @@ Stats from_wire(const wire::StatsResponse& in) {
   out.replicas = in.replicas();
   out.anti_entropy_rounds = in.anti_entropy_rounds();
   out.anti_entropy_repaired = in.anti_entropy_repaired();
+  for (const auto& r : in.regions()) {
+    PeerRegionStats p;
+    p.region = r.region();
+    p.lag_entries = r.lag_entries();
+    p.lag_ms = static_cast<std::int64_t>(r.lag_ms());
+    p.entries_shipped = r.entries_shipped();
+    p.bytes_shipped = r.bytes_shipped();
+    p.conflicts_merged = r.conflicts_merged();
+    p.set_aside = r.set_aside();
+    p.entries_received = r.entries_received();
+    p.retention_gaps = r.retention_gaps();
+    p.repairs = r.repairs();
+    p.repaired = r.repaired();
+    p.last_repair_ms = r.last_repair_ms();
+    p.error = r.error();
+    out.regions.push_back(std::move(p));
+  }
   return out;
 }
 

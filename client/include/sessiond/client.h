@@ -163,6 +163,12 @@ class Client {
   Result<std::vector<AccessEntry>> access_log(std::string_view id);
   // Counters of the (first seed) node.
   Result<Stats> stats();
+  // Anti-entropy of the (first seed) node with its peer regions now, or with `region` only
+  // (admin role; docs/regions.md): a report per region once its round is done. Rounds over
+  // many sessions take a while: give it a CallTimeout. INVALID_ARGUMENT from a node without
+  // peer regions, NOT_FOUND for a region that is not one. With `check_only` the node only
+  // compares digests and reports the buckets that differ.
+  Result<std::vector<RegionRepair>> repair(std::string_view region = {}, bool check_only = false);
   // The topology the client routes by (a copy), fetched first if it has none yet; UNAVAILABLE
   // naming each seed's failure when no seed answered TOPOLOGY.
   Result<Topology> topology();
@@ -188,6 +194,8 @@ class Client {
                          Callback<std::uint64_t> done);
   void async_access_log(std::string_view id, Callback<std::vector<AccessEntry>> done);
   void async_stats(Callback<Stats> done);
+  void async_repair(std::string_view region, bool check_only,
+                    Callback<std::vector<RegionRepair>> done);
   void async_topology(Callback<Topology> done);
   void async_refresh_topology(Callback<Topology> done);
 

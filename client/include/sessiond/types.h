@@ -170,6 +170,34 @@ struct PingResult {
 };
 
 // Node counters (STATS).
+// Replication between a node and one of its peer regions (docs/regions.md, "Operations").
+struct PeerRegionStats {
+  std::string region;
+  std::uint64_t lag_entries = 0;  // logged on the node and not yet acknowledged there
+  std::int64_t lag_ms = 0;        // since that region was last caught up with the node's log
+  std::uint64_t entries_shipped = 0;
+  std::uint64_t bytes_shipped = 0;     // after compression
+  std::uint64_t conflicts_merged = 0;  // entries merged with a concurrent write, either way
+  std::uint64_t set_aside = 0;         // entries set aside for their clock, either way
+  std::uint64_t entries_received = 0;  // applied on the node from that region
+  std::uint64_t retention_gaps = 0;    // times the log no longer held what it needed
+  std::uint64_t repairs = 0;           // anti-entropy rounds completed
+  std::uint64_t repaired = 0;          // states those rounds moved, either way
+  std::int64_t last_repair_ms = 0;     // when the last round completed (0: none yet)
+  std::string error;                   // the last shipping or repair failure, until one succeeds
+};
+
+// One anti-entropy round with a peer region (Client::repair).
+struct RegionRepair {
+  std::string region;
+  std::uint64_t buckets_differing = 0;
+  std::uint64_t pulled = 0;  // states merged on the node from the peer region
+  std::uint64_t pushed = 0;  // states sent there
+  std::uint64_t bytes = 0;
+  std::int64_t duration_ms = 0;
+  std::string error;  // empty: the round completed
+};
+
 struct Stats {
   std::uint64_t sessions = 0;
   std::uint64_t users = 0;
@@ -206,6 +234,7 @@ struct Stats {
   std::uint64_t replicas = 0;               // replicas of the node's ranges, in sync or not
   std::uint64_t anti_entropy_rounds = 0;    // digests compared with its replicas
   std::uint64_t anti_entropy_repaired = 0;  // states those rounds moved (either way)
+  std::vector<PeerRegionStats> regions;       // one per peer region
 };
 
 }  // namespace sessiond

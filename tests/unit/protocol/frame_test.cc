@@ -218,8 +218,9 @@ TEST(Opcode, NamesAndKnownSet) {
   EXPECT_EQ(opcode_name(Opcode::kRevokeUser), "REVOKE_USER");
   EXPECT_TRUE(is_known_opcode(1));
   EXPECT_TRUE(is_known_opcode(13));
+  EXPECT_TRUE(is_known_opcode(14));
   EXPECT_FALSE(is_known_opcode(0));
-  EXPECT_FALSE(is_known_opcode(14));
+  EXPECT_FALSE(is_known_opcode(15));
   EXPECT_FALSE(is_known_opcode(63));
   EXPECT_TRUE(is_known_opcode(64));
   EXPECT_FALSE(is_known_opcode(67));
