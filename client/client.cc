@@ -4,8 +4,10 @@
 // future for the asynchronous ones.
 #include "sessiond/client.h"
 
+#include <deque>
 #include <future>
 #include <mutex>
+#include <unordered_map>
 #include <optional>
 #include <utility>
 
@@ -63,6 +65,40 @@ class Client::Impl {
 
   const Options& options() const { return options_; }
   bool on_io_thread() const { return io_.on_io_thread(); }
+
+  // Read-your-writes (Options::read_your_writes): the newest version seen of each recent id.
+  void remember(const std::string& id, const Version& v) {
+    if (options_.read_your_writes == 0) return;
+    std::lock_guard lock(versions_mu_);
+    auto [it, added] = versions_.try_emplace(id, v);
+    if (!added) {
+      const Version& old = it->second;
+      if (std::tie(v.hlc, v.region, v.node) > std::tie(old.hlc, old.region, old.node)) it->second = v;
+      return;
+    }
+    order_.push_back(id);
+    while (order_.size() > options_.read_your_writes) {
+      versions_.erase(order_.front());
+      order_.pop_front();
+    }
+  }
+  std::optional<Version> remembered(const std::string& id) {
+    if (options_.read_your_writes == 0) return std::nullopt;
+    std::lock_guard lock(versions_mu_);
+    const auto it = versions_.find(id);
+    if (it == versions_.end()) return std::nullopt;
+    return it->second;
+  }
+  // `done` that also remembers the version it returns.
+  Callback<SessionMeta> remembering(Callback<SessionMeta> done) {
+    if (options_.read_your_writes == 0) return done;
+    return [this, done = std::move(done)](Result<SessionMeta> r) {
+      if (r.ok()) remember(r->id, r->version);
+      done(std::move(r));
+    };
+  }
+  // The clients of Options::fallback_regions, in order.
+  std::vector<std::unique_ptr<Client>> fallbacks;
 
   // Sends `request` where `routing` says and hands `done` the response converted by `convert`
   // (a function from the parsed Response message to Result<T>).
@@ -142,6 +178,9 @@ class Client::Impl {
 
  private:
   const Options options_;
+  std::mutex versions_mu_;  // guards versions_, order_
+  std::unordered_map<std::string, Version> versions_;
+  std::deque<std::string> order_;  // ids in versions_, oldest first
   // Declared before the router: the transports' sockets and timers live on its context.
   client_detail::IoThread io_;
   client_detail::Router router_;
@@ -156,9 +195,36 @@ Client::Callback<Empty> to_status_callback(Client::StatusCallback done) {
   return [done = std::move(done)](Result<Empty> result) { done(result.status()); };
 }
 
+// A get() going from region to region (Options::fallback_regions).
+struct RegionChain {
+  std::string id;
+  GetOptions options;
+  std::function<void(Result<Session>)> finish;
+  std::vector<Client*> regions;  // the other regions' clients, in order
+  std::size_t next = 0;
+};
+
+void next_region(const std::shared_ptr<RegionChain>& chain, Result<Session> r) {
+  const bool elsewhere = !r.ok() && (r.status().code() == StatusCode::kUnavailable ||
+                                     r.status().code() == StatusCode::kBehind);
+  if (!elsewhere || chain->next == chain->regions.size()) return chain->finish(std::move(r));
+  Client* region = chain->regions[chain->next++];
+  region->async_get(chain->id, chain->options,
+                    [chain](Result<Session> answer) { next_region(chain, std::move(answer)); });
+}
+
 }  // namespace
 
-Client::Client(Options options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Client::Client(Options options) : impl_(std::make_unique<Impl>(std::move(options))) {
+  for (const std::string& region : impl_->options().fallback_regions) {
+    Options o = impl_->options();
+    o.address = region;
+    o.seeds.clear();
+    o.fallback_regions.clear();
+    o.read_your_writes = 0;
+    impl_->fallbacks.push_back(std::make_unique<Client>(std::move(o)));
+  }
+}
 Client::~Client() = default;
 
 const Client::Options& Client::options() const { return impl_->options(); }
@@ -188,13 +254,31 @@ void Client::async_create(const CreateOptions& options, Callback<SessionMeta> do
   }
   request.set_request_id(std::move(request_id).value());
   impl_->call<wire::CreateResponse, SessionMeta>(
-      Opcode::kCreate, request, any_node(true), false, std::move(done),
+      Opcode::kCreate, request, any_node(true), false, impl_->remembering(std::move(done)),
       [](const wire::CreateResponse& r) {
         return Result<SessionMeta>(client_detail::from_wire(r.session()));
       });
 }
 
 void Client::async_get(std::string_view id, const GetOptions& options, Callback<Session> done) {
+  GetOptions with_min = options;
+  const std::string key(id);
+  if (!with_min.min_version) with_min.min_version = impl_->remembered(key);
+  auto finish = [impl = impl_.get(), key, done = std::move(done)](Result<Session> r) {
+    if (r.ok()) impl->remember(key, r->version);
+    done(std::move(r));
+  };
+  if (impl_->fallbacks.empty()) return get_here(key, with_min, std::move(finish));
+  // This region first, then each other one in turn while the answer is UNAVAILABLE or BEHIND.
+  auto chain = std::make_shared<RegionChain>();
+  chain->id = key;
+  chain->options = std::move(with_min);
+  chain->finish = std::move(finish);
+  for (auto& f : impl_->fallbacks) chain->regions.push_back(f.get());
+  get_here(key, chain->options, [chain](Result<Session> r) { next_region(chain, std::move(r)); });
+}
+
+void Client::get_here(std::string_view id, const GetOptions& options, Callback<Session> done) {
   wire::GetRequest request;
   if (auto status = client_detail::to_wire(id, options, &request); !status.ok()) {
     impl_->fail_later(std::move(done), std::move(status));
@@ -217,7 +301,7 @@ void Client::async_update(std::string_view id, const UpdateOptions& options,
     return;
   }
   impl_->call<wire::UpdateResponse, SessionMeta>(
-      Opcode::kUpdate, request, owner_of(request.id()), false, std::move(done),
+      Opcode::kUpdate, request, owner_of(request.id()), false, impl_->remembering(std::move(done)),
       [](const wire::UpdateResponse& r) {
         return Result<SessionMeta>(client_detail::from_wire(r.session()));
       });
@@ -230,7 +314,7 @@ void Client::async_touch(std::string_view id, Callback<SessionMeta> done) {
     return;
   }
   impl_->call<wire::TouchResponse, SessionMeta>(
-      Opcode::kTouch, request, owner_of(request.id()), false, std::move(done),
+      Opcode::kTouch, request, owner_of(request.id()), false, impl_->remembering(std::move(done)),
       [](const wire::TouchResponse& r) {
         return Result<SessionMeta>(client_detail::from_wire(r.session()));
       });
@@ -262,7 +346,7 @@ void Client::async_regenerate(std::string_view id, const RegenerateOptions& opti
   }
   request.set_request_id(std::move(request_id).value());
   impl_->call<wire::RegenerateResponse, SessionMeta>(
-      Opcode::kRegenerate, request, owner_of(request.id(), true), false, std::move(done),
+      Opcode::kRegenerate, request, owner_of(request.id(), true), false, impl_->remembering(std::move(done)),
       [](const wire::RegenerateResponse& r) {
         return Result<SessionMeta>(client_detail::from_wire(r.session()));
       });

@@ -641,6 +641,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       std::optional<storage::AccessEntry> access;
       std::string id_text;
       bool from_replica = false;
+      std::optional<storage::Version> min_version;
       if (opcode == Opcode::kGet) {
         wire::GetRequest req;
         if (!parse(&req)) return;
@@ -652,6 +653,10 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
           ro.expect_context = &expect.emplace(context_from(req.expect_context()));
         if (req.has_record_access())
           ro.record_access = &access.emplace(access_from(req.record_access()));
+        if (req.has_min_version()) {
+          ro.min_version = &min_version.emplace(storage::Version{
+              req.min_version().hlc(), req.min_version().region(), req.min_version().node()});
+        }
       } else {
         wire::AccessLogRequest req;
         if (!parse(&req)) return;

@@ -32,6 +32,8 @@ std::string_view status_code_name(StatusCode code) {
       return "INTERNAL";
     case StatusCode::kHijackSuspected:
       return "HIJACK_SUSPECTED";
+    case StatusCode::kBehind:
+      return "BEHIND";
   }
   return "UNKNOWN";
 }

@@ -29,6 +29,9 @@ enum class StatusCode : std::uint8_t {
   kUnavailable = 11,
   kInternal = 12,
   kHijackSuspected = 13,  // hijack detection ended the session (or the user's sessions)
+  // A read asked for at least a version this node has not reached yet (read-your-writes across
+  // regions, docs/regions.md): another region may have it.
+  kBehind = 14,
 };
 
 // Upper-case protocol name of a code ("NOT_FOUND"); "UNKNOWN" for values outside the enum.

@@ -389,8 +389,19 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
   std::lock_guard lock(shard.mu);
   const std::int64_t now = clock_.now_ms();
   auto found = find_alive(shard, id, now);
-  if (!found.ok()) return found.status();
+  if (!found.ok()) {
+    // Never heard of here (no tombstone either): the write the reader saw has not arrived.
+    if (options.min_version && found.status().code() == StatusCode::kNotFound &&
+        !shard.tombstones.contains(id)) {
+      return Status(StatusCode::kBehind, "this node has not yet received the session");
+    }
+    return found.status();
+  }
   Record* r = *found;
+  if (options.min_version && r->version() < *options.min_version) {
+    return Status(StatusCode::kBehind,
+                  "this copy of the session is at an older version than the one asked for");
+  }
   if (options.expect_context && r->extras && r->extras->context &&
       !context_matches(*r->extras->context, *options.expect_context)) {
     ++shard.counters.read_misses;

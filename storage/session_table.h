@@ -122,6 +122,9 @@ struct ReadOptions {
   // with *out holding the session as it was. For hijack detection (daemon/security.h). It must
   // not call the table.
   std::optional<absl::FunctionRef<bool(const Session&)>> judge;
+  // When set, a session whose version is older answers BEHIND and is left alone (read-your-
+  // writes across regions: this copy has not yet merged a write the reader saw).
+  const Version* min_version = nullptr;
 };
 
 struct FieldChanges {

@@ -95,6 +95,11 @@ Status to_wire(std::string_view id, const GetOptions& in, wire::GetRequest* out)
   out->set_touch(in.touch);
   if (in.expect_context) context_to_wire(*in.expect_context, out->mutable_expect_context());
   if (in.record_access) access_to_wire(*in.record_access, out->mutable_record_access());
+  if (in.min_version) {
+    out->mutable_min_version()->set_hlc(in.min_version->hlc);
+    out->mutable_min_version()->set_region(in.min_version->region);
+    out->mutable_min_version()->set_node(in.min_version->node);
+  }
   return {};
 }
 

@@ -7,6 +7,7 @@
 // proxy, and cut() stops all of it, while the test reaches each node directly at its listener.
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <fstream>
 #include <map>
 #include <set>
@@ -274,6 +275,12 @@ class RegionsTest : public ::testing::Test {
       for (auto& [id, p] : r.proxies) p->cut();
     }
   }
+  void cut(Region& r) {
+    for (auto& [id, p] : r.proxies) p->cut();
+  }
+  void heal(Region& r) {
+    for (auto& [id, p] : r.proxies) p->heal();
+  }
   void heal() {
     for (auto& [name, r] : regions_) {
       for (auto& [id, p] : r.proxies) p->heal();
@@ -529,6 +536,59 @@ TEST_F(RegionsTest, APeerCutOffPastTheLogsRetentionConvergesThroughAntiEntropy) 
     gaps += stats->regions[0].retention_gaps;
   }
   EXPECT_GT(gaps, 0u);
+}
+
+TEST_F(RegionsTest, AClientReadsFromTheNextRegionAndKeepsItsOwnWrites) {
+  ASSERT_NO_FATAL_FAILURE(start_regions(true, {"--replica-ack", "none"}));
+  ClientOptions o;
+  o.address = east().seeds();
+  o.fallback_regions = {west().seeds()};
+  o.timeout = 1000ms;
+  o.read_your_writes = 100;
+  Client client(o);
+  ClientOptions plain = o;
+  plain.read_your_writes = 0;
+  Client forgetful(plain);
+  CreateOptions c;
+  c.user_id = "frank";
+  c.fields = {{"step", "1"}};
+  auto made = client.create(c);
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  ClientOptions wo;
+  wo.address = west().seeds();
+  Client in_west(wo);
+  ASSERT_TRUE(eventually([&] { return in_west.get(made->id).ok(); }));
+
+  // East stops answering: reads go to west.
+  cut(east());
+  auto read = client.get(made->id);
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ(read->fields.at(0).value, "1");
+  heal(east());
+
+  // West falls behind (its links are cut), then east freezes: west has not got the update nor
+  // the new session, so a client that wrote them hears BEHIND, not the stale copy.
+  cut(west());
+  UpdateOptions u;
+  u.set = {{"step", "2"}};
+  ASSERT_TRUE(client.update(made->id, u).ok());
+  auto later = client.create(c);
+  ASSERT_TRUE(later.ok());
+  for (const auto& id : east().ids) east().nodes.at(id)->send_signal(SIGSTOP);
+  heal(west());
+  auto behind = client.get(made->id);
+  EXPECT_EQ(behind.status().code(), StatusCode::kBehind) << behind.status().ToString();
+  EXPECT_EQ(client.get(later->id).status().code(), StatusCode::kBehind);
+  // A client that asks for nothing gets west's older copy.
+  auto stale = forgetful.get(made->id);
+  ASSERT_TRUE(stale.ok()) << stale.status().ToString();
+  EXPECT_EQ(stale->fields.at(0).value, "1");
+  for (const auto& id : east().ids) east().nodes.at(id)->send_signal(SIGCONT);
+  // Once west has it (or east answers again), the client reads its own write.
+  ASSERT_TRUE(eventually([&] {
+    auto r = client.get(made->id);
+    return r.ok() && r->fields.at(0).value == "2";
+  }));
 }
 
 }  // namespace

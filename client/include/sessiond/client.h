@@ -102,6 +102,16 @@ struct ClientOptions {
   // wrong secret fails the connection's calls.
   std::string secret;
   ClientTlsOptions tls;  // TLS to the node; off by default
+  // Other regions of the deployment, in order of preference after this one (docs/regions.md):
+  // each the seeds of a region, "HOST:PORT[,HOST:PORT...]". A get() this region cannot answer
+  // (UNAVAILABLE: no connection, no answer in time; or BEHIND) is asked of the next region, with
+  // the same options and its own deadline. Every other call stays in this region.
+  std::vector<std::string> fallback_regions;
+  // Read-your-writes after a failover: the client remembers the version of the last this many
+  // sessions it created, updated, touched, regenerated or read (0: off), and a get() asks for at
+  // least that version (GetOptions::min_version). A region that has not reached it answers
+  // BEHIND, and the next region is asked; when none has it, the get() returns BEHIND.
+  std::size_t read_your_writes = 0;
 };
 
 class Client {
@@ -202,6 +212,8 @@ class Client {
   class Impl;
 
  private:
+  // get() in this region only.
+  void get_here(std::string_view id, const GetOptions& options, Callback<Session> done);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -126,6 +126,9 @@ struct GetOptions {
   bool touch = false;                           // slide the idle deadline
   std::optional<ClientContext> expect_context;  // CONTEXT_MISMATCH if bound to another one
   std::optional<AccessEntry> record_access;     // append to the access history
+  // BEHIND unless the node's copy is at least this version, or NOT_FOUND when it holds the
+  // session's end (read-your-writes across regions; ClientOptions::read_your_writes sets it).
+  std::optional<Version> min_version;
 };
 
 struct UpdateOptions {
