@@ -129,6 +129,8 @@ int main(int argc, char** argv) {
   std::unique_ptr<daemon::Regions> regions;    // ships to peer regions, takes what they ship
   // Every version this node writes carries its region's number (DESIGN §7).
   table_options.region = cluster::region_number(options.cluster.region);
+  // Touches ship to peer regions within 5 s (DESIGN §7): a user active here stays alive there.
+  if (!options.regions.peers.empty()) table_options.pending_touch_ship_ms = 5000;
   if (!options.cluster.etcd.empty()) {
     auto endpoints = cluster::EtcdClient::parse_endpoints(options.cluster.etcd);
     if (!endpoints.ok()) {

@@ -437,7 +437,9 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
       detail::canonical_access_log(&log, options_.access_log_length);
       // Saved with the session's next write (a touch past the coalescing slack, an update, the
       // expirer's catch-up) or by flush(), like coalesced touches.
+      const bool was_clean = clean(*r);
       r->extras->unsaved_access = true;
+      note_touched(shard, *r, was_clean);
       account(shard, static_cast<std::int64_t>(r->footprint()) - static_cast<std::int64_t>(before));
     }
   }

@@ -63,6 +63,11 @@ struct TableOptions {
   // timeout since the last persisted write (DESIGN §3). After a crash a session can therefore
   // expire up to idle_timeout * fraction early; 0 persists every touch.
   double touch_persist_fraction = 0.1;
+  // With peer regions (DESIGN §7): a coalesced touch or recorded access is written (and so
+  // logged and shipped, as a small kTouch entry) within this long of happening, so that a user
+  // active in one region does not expire in another, whose deadline follows the shipped ones.
+  // 0: only when the slack above says so (a single region needs no more).
+  std::int64_t pending_touch_ship_ms = 0;
   std::size_t expiry_batch = 1000;  // sessions removed per shard lock hold by the expirer
   // Limits on what a caller controls.
   std::size_t max_fields = 256;

@@ -144,6 +144,7 @@ Status SessionTable::Impl::remove(Shard& shard, Record* r, std::int64_t now) {
 }
 
 Status SessionTable::Impl::slide(Shard& shard, Record* r, std::int64_t now) {
+  const bool was_clean = clean(*r);
   const std::int64_t previous = r->last_access_ms;
   const std::uint32_t previous_lag = r->unpersisted_ms;
   const std::int64_t previous_key = heap_key(r);
@@ -158,6 +159,7 @@ Status SessionTable::Impl::slide(Shard& shard, Record* r, std::int64_t now) {
   if (!must_persist &&
       static_cast<double>(r->deadline_ms() - r->persisted_deadline_ms()) <= slack) {
     ++shard.counters.touches_coalesced;
+    note_touched(shard, *r, was_clean);
     return {};
   }
   Status s = persist_record(r, Mutation::Kind::kTouch);
@@ -327,12 +329,36 @@ Status SessionTable::Impl::flush() {
   return {};
 }
 
+bool SessionTable::Impl::write_touches(Shard& shard,
+                                      const std::vector<std::pair<Record*, std::uint32_t>>& records) {
+  thread_local std::vector<std::string> values;
+  thread_local std::vector<Mutation> mutations;
+  values.assign(records.size(), std::string());
+  mutations.clear();
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    mutations.push_back(put_of(*records[i].first, Mutation::Kind::kTouch, &values[i]));
+  }
+  if (Status s = recording() ? commit(mutations) : Status(); !s.ok()) {
+    // Disk trouble: the records keep their coalesced touches (their keys, come due, go back)
+    // and the next pass retries.
+    for (const auto& [r, lag] : records) {
+      r->unpersisted_ms = lag;
+      shard.heap.fix(r);
+      if (options_.pending_touch_ship_ms > 0) shard.touched.push_back(r->id);
+    }
+    return false;
+  }
+  for (const auto& [r, lag] : records) {
+    if (r->extras) r->extras->unsaved_access = false;
+    ++shard.counters.touches_persisted;
+  }
+  return true;
+}
+
 std::pair<std::size_t, bool> SessionTable::Impl::expire_pass() {
   std::size_t removed = 0;
   bool more = false;
   std::vector<std::pair<Record*, std::uint32_t>> catch_up;  // record, its lag before the pass
-  std::vector<std::string> values;
-  std::vector<Mutation> mutations;
   for (Shard& shard : shards_) {
     std::lock_guard lock(shard.mu);
     const std::int64_t now = clock_.now_ms();
@@ -367,25 +393,33 @@ std::pair<std::size_t, bool> SessionTable::Impl::expire_pass() {
       });
       shard.next_sweep_ms = now + 60'000;
     }
-    if (catch_up.empty()) continue;
-    values.assign(catch_up.size(), std::string());
-    mutations.clear();
-    for (std::size_t i = 0; i < catch_up.size(); ++i) {
-      mutations.push_back(put_of(*catch_up[i].first, Mutation::Kind::kTouch, &values[i]));
+    if (options_.pending_touch_ship_ms > 0 && shard.next_touch_ship_ms == 0) {
+      shard.next_touch_ship_ms = now + options_.pending_touch_ship_ms;  // the first round
     }
-    if (Status s = recording() ? commit(mutations) : Status(); !s.ok()) {
-      // Disk trouble: the records keep their coalesced touches (their keys, come due, go back)
-      // and the next pass retries.
-      for (const auto& [r, lag] : catch_up) {
-        r->unpersisted_ms = lag;
+    if (options_.pending_touch_ship_ms > 0 && now >= shard.next_touch_ship_ms) {
+      // Touches and accesses pending since the last round go out now (they ship to the peer
+      // regions as small entries), each record once.
+      std::vector<SessionId> touched;
+      touched.swap(shard.touched);
+      std::sort(touched.begin(), touched.end());
+      touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+      for (const SessionId& id : touched) {
+        const auto it = shard.records.find(id);
+        if (it == shard.records.end()) continue;
+        Record* r = it->get();
+        if (clean(*r) || r->deadline_ms() <= now ||
+            std::find_if(catch_up.begin(), catch_up.end(),
+                         [&](const auto& c) { return c.first == r; }) != catch_up.end()) {
+          continue;
+        }
+        catch_up.emplace_back(r, r->unpersisted_ms);
+        r->unpersisted_ms = 0;
         shard.heap.fix(r);
       }
-      continue;
+      shard.next_touch_ship_ms = now + options_.pending_touch_ship_ms;
     }
-    for (const auto& [r, lag] : catch_up) {
-      if (r->extras) r->extras->unsaved_access = false;
-      ++shard.counters.touches_persisted;
-    }
+    if (catch_up.empty()) continue;
+    (void)write_touches(shard, catch_up);
   }
   retry_set_aside();
   persist_clock();

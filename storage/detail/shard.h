@@ -74,6 +74,11 @@ struct alignas(64) Shard {
   // Ended sessions (destroy is final, DESIGN §7), until their keep_until; swept by the expirer.
   absl::flat_hash_map<SessionId, Tombstone, IdHash, IdEq> tombstones;
   std::int64_t next_sweep_ms = 0;  // when the expirer next sweeps the tombstones
+  // TableOptions::pending_touch_ship_ms: records that went from nothing unpersisted to a
+  // coalesced touch or access since the last write of them (repeats possible), and when the
+  // expirer next writes those still pending.
+  std::vector<SessionId> touched;
+  std::int64_t next_touch_ship_ms = 0;
   // Remote touches of sessions whose state has not arrived yet (apply() takes messages in any
   // order), joined into the state when it comes; swept after a while like tombstones.
   struct PendingTouch {

@@ -119,6 +119,17 @@ class SessionTable::Impl {
   }
   // The mutation that writes r's current state; its value is encoded into *value.
   Mutation put_of(const Record& r, Mutation::Kind kind, std::string* value) const;
+  // Notes for pending_touch_ship_ms that `r`, clean before (`was_clean`), may now hold a
+  // coalesced touch or access (a no-op when the option is off or nothing is pending).
+  void note_touched(Shard& shard, const Record& r, bool was_clean) {
+    if (options_.pending_touch_ship_ms > 0 && was_clean && !clean(r)) shard.touched.push_back(r.id);
+  }
+  static bool clean(const Record& r) {
+    return r.unpersisted_ms == 0 && !(r.extras && r.extras->unsaved_access);
+  }
+  // Writes the coalesced touches of `records` (alive, in `shard`, under its lock) in one batch
+  // of kTouch mutations; on failure they stay pending and false is returned.
+  bool write_touches(Shard& shard, const std::vector<std::pair<Record*, std::uint32_t>>& records);
   // Writes the mutations in one batch, then hands them to the observers. Call it holding the
   // locks of the sessions they name; nothing is written or observed on failure.
   Status commit(std::span<const Mutation> mutations);

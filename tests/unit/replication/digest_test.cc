@@ -6,10 +6,13 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 
+#include "protocol/sessiond.pb.h"
 #include "replication/applier.h"
 #include "replication/codec.h"
+#include "replication/region_repair.h"
 #include "storage/clock.h"
 
 namespace sessiond::replication {
@@ -119,6 +122,88 @@ TEST_F(DigestTest, OnlyWantedPositionsCount) {
       differing_buckets(compute_digest(*a_, ids_, low), compute_digest(*b_, ids_, low)).empty());
   const auto diff = differing_buckets(digest(*a_), digest(*b_));
   EXPECT_EQ(std::set<std::uint32_t>(diff.begin(), diff.end()), high_buckets);
+}
+
+TEST(Ranges, RingArcsIntersectionsAndMembership) {
+  const std::vector<std::uint64_t> points = {100, 200, 300};
+  // Point 0 closes the arc that wraps around: [0, 100] and (300, max].
+  EXPECT_EQ(ring_ranges(points, [](std::size_t i) { return i == 0; }),
+            (Ranges{{0, 100}, {301, UINT64_MAX}}));
+  EXPECT_EQ(ring_ranges(points, [](std::size_t i) { return i > 0; }), (Ranges{{101, 300}}));
+  EXPECT_EQ(ring_ranges(points, [](std::size_t) { return true; }), (Ranges{{0, UINT64_MAX}}));
+  EXPECT_TRUE(ring_ranges(points, [](std::size_t) { return false; }).empty());
+  const Ranges a{{0, 100}, {301, UINT64_MAX}};
+  const Ranges b{{50, 350}};
+  EXPECT_EQ(intersect(a, b), (Ranges{{50, 100}, {301, 350}}));
+  EXPECT_EQ(intersect(b, a), intersect(a, b));
+  EXPECT_TRUE(intersect(Ranges{{0, 10}}, Ranges{{11, 20}}).empty());
+  for (std::uint64_t p : {0, 100, 301, 1000}) EXPECT_TRUE(in_ranges(a, p)) << p;
+  for (std::uint64_t p : {101, 200, 300}) EXPECT_FALSE(in_ranges(a, p)) << p;
+}
+
+TEST(Ranges, AWireListThatIsNotSortedDisjointPairsIsRefused) {
+  wire::DigestRequest r;
+  for (std::uint64_t v : {10, 20, 30, 40}) r.add_ranges(v);
+  EXPECT_EQ(ranges_from_wire(r, 8).value(), (Ranges{{10, 20}, {30, 40}}));
+  EXPECT_FALSE(ranges_from_wire(r, 1).ok()) << "more pairs than allowed";
+  r.add_ranges(50);
+  EXPECT_FALSE(ranges_from_wire(r, 8).ok()) << "an odd count";
+  wire::DigestRequest overlap;
+  for (std::uint64_t v : {10, 20, 15, 40}) overlap.add_ranges(v);
+  EXPECT_FALSE(ranges_from_wire(overlap, 8).ok());
+  wire::DigestRequest reversed;
+  for (std::uint64_t v : {20, 10}) reversed.add_ranges(v);
+  EXPECT_FALSE(ranges_from_wire(reversed, 8).ok());
+}
+
+// The receiving side of a region's anti-entropy, driven by hand as repair_with_region drives
+// it: the differing buckets' fingerprints, then the states asked for by key; only what differs
+// is named or moves.
+TEST_F(DigestTest, ARegionDigestNamesOnlyTheDifferingStatesAndHandsThemOverByKey) {
+  std::vector<SessionId> made;
+  for (int i = 0; i < 300; ++i) made.push_back(a_->create(storage::NewSession{}).value().id);
+  ASSERT_NO_FATAL_FAILURE(copy(*a_, *b_, everything()));
+  ASSERT_TRUE(a_->destroy(made[5]).ok());  // a tombstone only a has
+  const SessionId only_a = a_->create(storage::NewSession{}).value().id;
+  const Ranges all{{0, UINT64_MAX}};
+  // b answers a's digest.
+  wire::DigestRequest request;
+  to_wire(digest(*a_), &request);
+  request.set_fingerprints(true);
+  wire::DigestResponse response;
+  ASSERT_TRUE(answer_region_digest(*b_, ids_, all, request, &response).ok());
+  std::set<std::uint32_t> expected{bucket_of(made[5]), bucket_of(only_a)};
+  EXPECT_EQ(std::set<std::uint32_t>(response.differing().begin(), response.differing().end()),
+            expected);
+  ASSERT_EQ(response.keys_size(), response.hashes_size());
+  // a's fingerprints of those buckets against b's: exactly the two states differ.
+  std::map<std::uint64_t, std::uint64_t> theirs;
+  for (int i = 0; i < response.keys_size(); ++i) theirs[response.keys(i)] = response.hashes(i);
+  std::set<std::uint64_t> differ;
+  a_->fingerprints(bucket_selection(ids_, {expected.begin(), expected.end()},
+                                    [](std::uint64_t) { return true; }),
+                   [&](std::span<const storage::SessionTable::Fingerprint> batch) {
+                     for (const auto& f : batch) {
+                       const auto it = theirs.find(fingerprint_key(f));
+                       if (it == theirs.end() || it->second != fingerprint_hash(f)) {
+                         differ.insert(fingerprint_key(f));
+                       }
+                     }
+                   });
+  EXPECT_EQ(differ, (std::set<std::uint64_t>{key_of_session(made[5]), key_of_session(only_a)}));
+  // Asked by key, b hands over its state of made[5] (alive there) and nothing else.
+  wire::DigestRequest ask;
+  ask.add_want(key_of_session(made[5]));
+  ask.add_want(key_of_session(only_a));
+  wire::DigestResponse states;
+  ASSERT_TRUE(answer_region_digest(*b_, ids_, all, ask, &states).ok());
+  ASSERT_EQ(states.entries_size(), 1);
+  EXPECT_EQ(states.entries(0).id(),
+            std::string(reinterpret_cast<const char*>(made[5].data()), made[5].size()));
+  // Outside the ranges asked for, nothing is compared.
+  wire::DigestResponse none;
+  ASSERT_TRUE(answer_region_digest(*b_, ids_, Ranges{}, ask, &none).ok());
+  EXPECT_EQ(none.entries_size(), 0);
 }
 
 }  // namespace

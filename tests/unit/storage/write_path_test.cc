@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -214,6 +215,50 @@ TEST_F(WritePathTest, TheExpirerCatchesUpAShardInOneBatch) {
     Session s;
     ASSERT_TRUE(table_->get(id, {}, &s).ok());
   }
+}
+
+// With peer regions (issue 14): a coalesced touch or recorded access is logged within
+// pending_touch_ship_ms, as a small kTouch entry, though the slack would let it wait.
+TEST_F(WritePathTest, PendingTouchesAndAccessesAreLoggedWithinTheShipInterval) {
+  TableOptions options;
+  options.shard_count = 4;
+  options.touch_persist_fraction = 0.5;
+  options.pending_touch_ship_ms = 5000;
+  open(options);
+  NewSession request;
+  request.timeouts = Timeouts{10 * kMinute, 0};
+  const SessionId touched = table_->create(request).value().id;
+  const SessionId accessed = table_->create(request).value().id;
+  const SessionId idle = table_->create(request).value().id;
+  const std::size_t entries_before = log().size();
+  clock_.advance_ms(1000);
+  ASSERT_TRUE(table_->touch(touched).ok());
+  ASSERT_TRUE(table_->touch(touched).ok());  // pending once, written once
+  AccessEntry a;
+  a.ip = "10.0.0.1";
+  ReadOptions ro;
+  ro.record_access = &a;
+  Session s;
+  ASSERT_TRUE(table_->get(accessed, ro, &s).ok());
+  EXPECT_EQ(table_->stats().touches_persisted, 0u) << "coalesced: the slack allows 5 minutes";
+  table_->expire_due();
+  EXPECT_EQ(log().size(), entries_before) << "not yet: within the interval";
+  clock_.advance_ms(5000);
+  table_->expire_due();
+  const auto entries = log();
+  ASSERT_EQ(entries.size(), entries_before + 2) << "one small entry per pending session";
+  EXPECT_EQ(entries[entries_before].second, Mutation::Kind::kTouch);
+  EXPECT_EQ(entries[entries_before + 1].second, Mutation::Kind::kTouch);
+  std::set<SessionId> logged;
+  for (const auto& seen_one : seen()) {
+    if (seen_one.kind == Mutation::Kind::kTouch) logged.insert(seen_one.id);
+  }
+  EXPECT_EQ(logged, (std::set<SessionId>{touched, accessed}));
+  EXPECT_FALSE(logged.contains(idle));
+  // Nothing pending any more: the next round writes nothing.
+  clock_.advance_ms(5000);
+  table_->expire_due();
+  EXPECT_EQ(log().size(), entries_before + 2);
 }
 
 // ---- the log's consumers ----------------------------------------------------------------------
