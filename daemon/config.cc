@@ -137,6 +137,12 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                  "how often this node compares digests with each replica of its ranges and "
                  "repairs what differs; 0 turns it off (default 60000; docs/cluster.md)")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{86'400'000}));
+#ifdef SESSIOND_TEST_HOOKS
+  app.add_option("--test-clock-offset-ms", o.test_clock_offset_ms,
+                 "TESTS ONLY: run with the wall clock off by this much (a wrong clock); "
+                 "builds without SESSIOND_TEST_HOOKS have no such flag")
+      ->group("");
+#endif
   std::vector<std::string> peer_regions;
   app.add_option("--peer-region", peer_regions,
                  "NAME=HOST:PORT[,HOST:PORT...]: a peer region and seeds of it; every write this "

@@ -71,6 +71,7 @@ struct ServerOptions {
     // Digests with each peer region this often; 0: only after ownership changes and on demand.
     std::int64_t anti_entropy_interval_ms = 300'000;
   } regions;
+  std::int64_t test_clock_offset_ms = 0;  // builds with SESSIOND_TEST_HOOKS only
   storage::StoreOptions store;  // path defaults to ./var
   storage::TableOptions table;
 

@@ -72,6 +72,9 @@ int main(int argc, char** argv) {
     return parsed.exit_code;
   }
   const daemon::ServerOptions& options = parsed.options;
+#ifdef SESSIOND_TEST_HOOKS
+  storage::SystemClock::set_test_offset_ms(options.test_clock_offset_ms);  // before instance()
+#endif
   spdlog::set_default_logger(spdlog::stderr_color_mt("sessiond"));  // stdout stays free
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   spdlog::set_level(spdlog::level::from_str(options.log_level));

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <thread>
 
@@ -30,9 +31,19 @@ std::int64_t read_ms(clockid_t id) {
   return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
 }
 
+#ifdef SESSIOND_TEST_HOOKS
+std::atomic<std::int64_t> test_offset_ms{0};  // SystemClock::set_test_offset_ms
+#endif
+
 class RealtimeClock final : public Clock {
  public:
-  std::int64_t now_ms() const override { return read_ms(CLOCK_REALTIME); }
+  std::int64_t now_ms() const override {
+#ifdef SESSIOND_TEST_HOOKS
+    return read_ms(CLOCK_REALTIME) + test_offset_ms.load(std::memory_order_relaxed);
+#else
+    return read_ms(CLOCK_REALTIME);
+#endif
+  }
 };
 
 class BoottimeClock final : public Clock {
@@ -162,5 +173,9 @@ SystemClock& SystemClock::instance() {
   static SystemClock clock;
   return clock;
 }
+
+#ifdef SESSIOND_TEST_HOOKS
+void SystemClock::set_test_offset_ms(std::int64_t ms) { test_offset_ms = ms; }
+#endif
 
 }  // namespace sessiond::storage

@@ -134,6 +134,12 @@ class SystemClock final : public AnchoredClock {
  public:
   // The process-wide instance, default options.
   static SystemClock& instance();
+#ifdef SESSIOND_TEST_HOOKS
+  // Builds with test hooks only (CMake SESSIOND_TEST_HOOKS): the wall clock read as off by
+  // `ms`, as on a node whose clock is wrong (the tests of the skew bound). Call before
+  // instance() is first used.
+  static void set_test_offset_ms(std::int64_t ms);
+#endif
 
  private:
   SystemClock();

@@ -52,7 +52,9 @@ class RegionsTest : public ::testing::Test {
  protected:
   // Starts regions east and west, two nodes each, each node with `extra` flags; behind proxies
   // when `proxied`.
-  void start_regions(bool proxied, std::vector<std::string> extra = {}) {
+  void start_regions(bool proxied, std::vector<std::string> extra = {},
+                     std::map<std::string, std::vector<std::string>> per_region = {}) {
+    per_region_ = std::move(per_region);
     for (const char* name : {"east", "west"}) {
       auto& r = regions_[name];
       r.name = name;
@@ -103,6 +105,8 @@ class RegionsTest : public ::testing::Test {
                     "--lease-ttl-ms", "2000",
                     "--peer-region",  peer.name + "=" + peer.seeds()};
     o.extra_args.insert(o.extra_args.end(), extra_.begin(), extra_.end());
+    const auto& mine = per_region_[r.name];
+    o.extra_args.insert(o.extra_args.end(), mine.begin(), mine.end());
     std::string error;
     auto node = TestNode::start(o, &error);
     ASSERT_TRUE(node) << error;
@@ -187,6 +191,25 @@ class RegionsTest : public ::testing::Test {
     return out;
   }
   bool present(Region& r, const std::string& id) { return get(r, id).status == StatusCode::kOk; }
+  // The session's deadline in `r` (0 when it is not there).
+  std::int64_t deadline(Region& r, const std::string& id) {
+    const Response answer = get(r, id);
+    return answer.status == StatusCode::kOk
+               ? parse<wire::GetResponse>(answer).session().deadline_ms()
+               : 0;
+  }
+  std::uint64_t set_aside_from(Region& r, const std::string& peer) {
+    std::uint64_t total = 0;
+    for (const auto& id : r.ids) {
+      ClientOptions o;
+      o.address = r.listen(id);
+      Client node(o);
+      auto stats = node.stats();
+      if (!stats.ok()) continue;
+      for (const auto& p : stats->regions) total += p.region == peer ? p.set_aside : 0;
+    }
+    return total;
+  }
   // How many of `raw_ids` `r` does not hold: one connection per node, GETs pipelined.
   std::size_t missing_in(Region& r, const std::vector<std::string>& raw_ids) {
     const auto view = topology_of(r, r.ids[0]);
@@ -292,7 +315,10 @@ class RegionsTest : public ::testing::Test {
 
   TempDir dir_;
   std::map<std::string, Region> regions_;
+  void revoke_during_a_cut();
+
   std::vector<std::string> extra_;
+  std::map<std::string, std::vector<std::string>> per_region_;
 };
 
 TEST_F(RegionsTest, ASessionCreatedInOneRegionIsReadableInTheOther) {
@@ -378,6 +404,18 @@ TEST_F(RegionsTest, ADestroyDuringACutWinsOverAnUpdateInTheOtherRegion) {
 
 TEST_F(RegionsTest, RevokeUserEndsTheSessionsTheOtherRegionMadeDuringACut) {
   ASSERT_NO_FATAL_FAILURE(start_regions(true, {"--replica-ack", "none"}));
+  revoke_during_a_cut();
+}
+
+// Revocation generations do not depend on clocks: the same with west's clock 50 s ahead (within
+// the skew bound, so its writes are taken at once, stamped 50 s in east's future).
+TEST_F(RegionsTest, RevokeUserIsFinalWhenTheOtherRegionsClockRunsAhead) {
+  ASSERT_NO_FATAL_FAILURE(start_regions(true, {"--replica-ack", "none"},
+                                        {{"west", {"--test-clock-offset-ms", "50000"}}}));
+  revoke_during_a_cut();
+}
+
+void RegionsTest::revoke_during_a_cut() {
   const std::string before = create(east(), "carol");
   ASSERT_TRUE(eventually([&] { return present(west(), before); }));
   cut();
@@ -589,6 +627,84 @@ TEST_F(RegionsTest, AClientReadsFromTheNextRegionAndKeepsItsOwnWrites) {
     auto r = client.get(made->id);
     return r.ok() && r->fields.at(0).value == "2";
   }));
+}
+
+TEST_F(RegionsTest, WritesWithAClockBeyondTheSkewBoundAreSetAsideWithoutStallingTheStream) {
+  // West's clock runs 70 s ahead, past the 60 s bound: east sets its new states aside (and
+  // takes them once its own clock has caught up), while tombstones behind them still apply.
+  ASSERT_NO_FATAL_FAILURE(
+      start_regions(false, {}, {{"west", {"--test-clock-offset-ms", "70000"}}}));
+  const std::string known = create(east(), "gina");
+  ASSERT_TRUE(eventually([&] { return present(west(), known); }));
+  const std::string ahead = create(west(), "henry");
+  ASSERT_EQ(destroy(west(), known), StatusCode::kOk);
+  ASSERT_TRUE(eventually([&] { return gone(east(), known); })) << "the stream stalled";
+  EXPECT_FALSE(present(east(), ahead)) << "a state 70 s ahead was adopted";
+  EXPECT_GT(set_aside_from(east(), "west"), 0u);
+  // Once east's clock is within the bound of it (about 10 s), it is taken.
+  ASSERT_TRUE(eventually([&] { return present(east(), ahead); }, 40s));
+}
+
+TEST_F(RegionsTest, DeadlinesAgreeAcrossRegionsWithinTheCoalescingSlack) {
+  ASSERT_NO_FATAL_FAILURE(start_regions(false));
+  wire::CreateRequest req;
+  req.set_user_id("ivy");
+  req.mutable_timeouts()->set_idle_ms(20'000);
+  const Response made = call_at(east(), ids().route_key_of_user("ivy"), Opcode::kCreate, req);
+  ASSERT_EQ(made.status, StatusCode::kOk);
+  const std::string id = parse<wire::CreateResponse>(made).session().id();
+  ASSERT_TRUE(eventually([&] { return present(west(), id); }));
+  // idle 20 s x the default coalescing fraction 0.1 + 1 s.
+  constexpr std::int64_t kBound = 20'000 / 10 + 1'000;
+  std::int64_t worst = 0;
+  // The user is active in east for 8 s; west's deadline follows within the bound throughout.
+  const auto end = std::chrono::steady_clock::now() + 8s;
+  while (std::chrono::steady_clock::now() < end) {
+    ASSERT_EQ(touch(east(), id), StatusCode::kOk);
+    std::this_thread::sleep_for(200ms);
+    const std::int64_t e = deadline(east(), id), w = deadline(west(), id);
+    ASSERT_GT(w, 0) << "the session expired in west while its user was active in east";
+    worst = std::max(worst, std::abs(e - w));
+  }
+  EXPECT_LE(worst, kBound);
+  std::cout << "deadlines differed by at most " << worst << " ms (bound " << kBound << ")\n";
+}
+
+TEST_F(RegionsTest, ARangeMovedInOneRegionWhileTheOtherIsCutOffLosesAndResurrectsNothing) {
+  ASSERT_NO_FATAL_FAILURE(start_regions(true, {"--replica-ack", "none"}));
+  std::vector<std::string> before;
+  for (int i = 0; i < 40; ++i) before.push_back(create(east(), "mover-" + std::to_string(i)));
+  ASSERT_TRUE(eventually([&] { return missing_in(west(), before) == 0; }));
+  // West hears nothing from now on (its own writes still reach east).
+  cut(west());
+  std::vector<std::string> destroyed(before.begin(), before.begin() + 10);
+  for (const auto& id : destroyed) ASSERT_EQ(destroy(east(), id), StatusCode::kOk);
+  std::vector<std::string> made;
+  for (int i = 0; i < 20; ++i) made.push_back(create(east(), "during-" + std::to_string(i)));
+  // West's users touch and update sessions east destroyed meanwhile.
+  for (const auto& id : destroyed) ASSERT_EQ(update(west(), id, "late", "1"), StatusCode::kOk);
+  // East moves east-2's ranges to east-1 meanwhile.
+  const ProcessResult drain = run_process(
+      SESSCTL_PATH, {"cluster", "--etcd", east().etcd->endpoint(), "--region", "east", "drain",
+                     "east-2"});
+  ASSERT_EQ(drain.exit_code, 0) << drain.out << drain.err;
+  const ProcessResult settled = run_process(
+      SESSCTL_PATH, {"cluster", "--etcd", east().etcd->endpoint(), "--region", "east", "status",
+                     "--wait-ms", "25000"});
+  ASSERT_EQ(settled.exit_code, 0) << settled.out << settled.err;
+  heal(west());
+  std::vector<std::string> alive(before.begin() + 10, before.end());
+  alive.insert(alive.end(), made.begin(), made.end());
+  ASSERT_TRUE(eventually([&] { return missing_in(west(), alive) == 0; }))
+      << missing_in(west(), alive) << " sessions missing in west";
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& id : destroyed) {
+      if (!gone(west(), id)) return false;
+    }
+    return true;
+  })) << "a destroyed session lives on in west";
+  for (const auto& id : destroyed) EXPECT_TRUE(gone(east(), id)) << "resurrected in east";
+  EXPECT_EQ(missing_in(east(), alive), 0u);
 }
 
 }  // namespace

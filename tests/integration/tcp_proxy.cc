@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -44,6 +45,13 @@ TcpProxy::~TcpProxy() {
   }
 }
 
+void TcpProxy::cut() {
+  cut_ = true;
+  const std::uint64_t asked = ++cuts_asked_;
+  (void)::write(wake_fd_[1], "x", 1);
+  while (cuts_done_.load() < asked) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
 void TcpProxy::loop() {
   struct Pair {
     int a, b;  // the accepted connection and the one to upstream
@@ -58,6 +66,7 @@ void TcpProxy::loop() {
     if (cut_) {
       for (auto& p : pairs) close_pair(p);
       pairs.clear();
+      cuts_done_ = cuts_asked_.load();
     }
     std::vector<pollfd> fds;
     fds.push_back({listen_fd_, POLLIN, 0});
@@ -69,6 +78,11 @@ void TcpProxy::loop() {
     // A short timeout: cut() is seen within it.
     if (::poll(fds.data(), fds.size(), 20) <= 0) continue;
     const std::size_t polled = pairs.size();  // a pair accepted below is polled next round
+    if (fds[1].revents & POLLIN) {
+      char drain[64];
+      (void)::read(wake_fd_[0], drain, sizeof drain);
+      continue;  // a cut: seen at the top
+    }
     if (fds[0].revents & POLLIN) {
       const int a = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (a >= 0) {

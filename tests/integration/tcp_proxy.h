@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <thread>
@@ -19,7 +20,8 @@ class TcpProxy {
   TcpProxy& operator=(const TcpProxy&) = delete;
 
   const std::string& address() const { return address_; }
-  void cut() { cut_ = true; }
+  // Returns once every relayed connection is closed: nothing passes after it.
+  void cut();
   void heal() { cut_ = false; }
   // Connections relayed since start.
   std::size_t accepted() const { return accepted_.load(); }
@@ -33,6 +35,7 @@ class TcpProxy {
   int listen_fd_ = -1;
   int wake_fd_[2] = {-1, -1};
   std::atomic<bool> cut_{false};
+  std::atomic<std::uint64_t> cuts_asked_{0}, cuts_done_{0};
   std::atomic<bool> stop_{false};
   std::atomic<std::size_t> accepted_{0};
   std::thread thread_;
