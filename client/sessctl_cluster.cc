@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -96,9 +97,44 @@ int status(const cluster::EtcdClient& etcd, const ClusterArgs& a, bool as_json) 
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       continue;
     }
+    // Replication to peer regions, from each live node's STATS (docs/regions.md).
+    std::map<std::string, Stats> stats;
+    for (const cluster::Node& n : t.nodes) {
+      if (!alive(n.id)) continue;
+      ClientOptions o;
+      o.address = n.address;
+      o.secret = a.secret;
+      o.timeout = std::chrono::milliseconds(1000);
+      o.pool_size = 1;
+      Client node(o);
+      if (auto st = node.stats(); st.ok()) stats[n.id] = std::move(st).value();
+    }
     if (as_json) {
       json out = json::parse(t.to_json());
-      for (auto& n : out["nodes"]) n["alive"] = alive(n["id"].get<std::string>());
+      for (auto& n : out["nodes"]) {
+        const std::string id = n["id"].get<std::string>();
+        n["alive"] = alive(id);
+        const auto st = stats.find(id);
+        if (st == stats.end()) continue;
+        n["tombstones"] = st->second.tombstones;
+        json regions = json::array();
+        for (const PeerRegionStats& r : st->second.regions) {
+          regions.push_back({{"region", r.region},
+                             {"lag_entries", r.lag_entries},
+                             {"lag_ms", r.lag_ms},
+                             {"entries_shipped", r.entries_shipped},
+                             {"bytes_shipped", r.bytes_shipped},
+                             {"conflicts_merged", r.conflicts_merged},
+                             {"set_aside", r.set_aside},
+                             {"entries_received", r.entries_received},
+                             {"retention_gaps", r.retention_gaps},
+                             {"repairs", r.repairs},
+                             {"repaired", r.repaired},
+                             {"last_repair_ms", r.last_repair_ms},
+                             {"error", r.error}});
+        }
+        n["regions"] = regions;
+      }
       if (t.migration) out["migration"]["progress"] = progress;
       std::cout << out.dump() << "\n";
     } else {
@@ -115,6 +151,10 @@ int status(const cluster::EtcdClient& etcd, const ClusterArgs& a, bool as_json) 
                                         : in_sync);
         }
         std::cout << "\n";
+        const auto st = stats.find(n.id);
+        if (st == stats.end() || st->second.regions.empty()) continue;
+        std::cout << "    " << st->second.tombstones << " tombstones held\n";
+        for (const PeerRegionStats& r : st->second.regions) std::cout << "    " << to_text(r);
       }
       if (t.migration) {
         const double fraction =
@@ -340,7 +380,8 @@ void add_cluster_commands(CLI::App& app, std::function<int()>& run, const bool& 
       ->envname("SESSIOND_ETCD")
       ->capture_default_str();
   cluster->add_option("--region", a.region, "the region")->capture_default_str();
-  cluster->add_option("--secret", a.secret, "secret to PING a new node with")
+  cluster->add_option("--secret", a.secret,
+                      "admin secret: STATS of the nodes (status), PING of a new node (add-node)")
       ->envname("SESSIOND_SECRET");
   auto with_etcd = [&](std::function<int(const cluster::EtcdClient&)> f) {
     return [&, f] {

@@ -269,6 +269,9 @@ std::string to_json(const Stats& s) {
            ",\"repairs\":" + std::to_string(r.repairs) +
            ",\"repaired\":" + std::to_string(r.repaired) +
            ",\"last_repair_ms\":" + std::to_string(r.last_repair_ms) +
+           ",\"lag_p50_ms\":" + std::to_string(r.lag_p50_ms) +
+           ",\"lag_p99_ms\":" + std::to_string(r.lag_p99_ms) +
+           ",\"lag_max_ms\":" + std::to_string(r.lag_max_ms) +
            ",\"error\":" + json_string(r.error) + "}";
   }
   return out + "]}";

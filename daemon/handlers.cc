@@ -940,6 +940,9 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
           r->set_repaired(p.repaired);
           r->set_last_repair_ms(p.last_repair_ms);
           r->set_error(!p.shipped.last_error.empty() ? p.shipped.last_error : p.repair_error);
+          r->set_lag_p50_ms(p.shipped.lag_p50_ms);
+          r->set_lag_p99_ms(p.shipped.lag_p99_ms);
+          r->set_lag_max_ms(p.shipped.lag_max_ms);
         }
       }
       return reply(resp);

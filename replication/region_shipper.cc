@@ -79,6 +79,8 @@ void RegionShipper::stop() {
 }
 
 void RegionShipper::wake() {
+  std::int64_t none = 0;
+  first_unread_ns_.compare_exchange_strong(none, steady_ns(), std::memory_order_relaxed);
   {
     std::lock_guard lock(mu_);
     if (woken_) return;
@@ -118,6 +120,21 @@ RegionShipper::Stats RegionShipper::stats() const {
   std::lock_guard lock(mu_);
   s.peer_epoch = view_ ? view_->topology.epoch : 0;
   s.last_error = last_error_;
+  std::vector<double> samples;
+  {
+    std::lock_guard lag_lock(lag_mu_);
+    samples = lag_ms_;
+    s.lag_samples = lag_count_;
+  }
+  if (!samples.empty()) {
+    std::sort(samples.begin(), samples.end());
+    const auto at = [&](double q) {
+      return samples[std::min(samples.size() - 1, static_cast<std::size_t>(q * samples.size()))];
+    };
+    s.lag_p50_ms = at(0.5);
+    s.lag_p99_ms = at(0.99);
+    s.lag_max_ms = samples.back();
+  }
   return s;
 }
 
@@ -192,8 +209,20 @@ Status RegionShipper::fetch_topology() {
 
 Result<bool> RegionShipper::ship_batch(const PeerRegionView& view) {
   const std::uint64_t from = next_.load();
+  // When the oldest entry of this batch was logged (taken before reading: what is logged from
+  // now on marks the next batch; put back below unless this one reaches the log's end).
+  const std::int64_t oldest_ns = first_unread_ns_.exchange(0, std::memory_order_relaxed);
   const std::uint64_t committed = store_.log_committed();
-  if (from > committed) return false;
+  auto keep_oldest = [&] {
+    std::int64_t later = first_unread_ns_.load(std::memory_order_relaxed);
+    while (oldest_ns != 0 && (later == 0 || later > oldest_ns) &&
+           !first_unread_ns_.compare_exchange_weak(later, oldest_ns, std::memory_order_relaxed)) {
+    }
+  };
+  if (from > committed) {
+    keep_oldest();
+    return false;
+  }
   // Per owner in the peer region: its part of the batch.
   std::map<std::size_t, wire::MutationBatch> parts;
   std::uint64_t last = from - 1, first = 0;
@@ -226,7 +255,11 @@ Result<bool> RegionShipper::ship_batch(const PeerRegionView& view) {
         bytes += e->ByteSizeLong();
         ++count;
       });
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    keep_oldest();
+    return s;
+  }
+  if (last < committed || first != from) keep_oldest();
   if (first != from) {
     // The log no longer holds what the peer needs next (it was cut off past the retention
     // cap): ship on from what it holds, and repair the rest by anti-entropy.
@@ -276,7 +309,10 @@ Result<bool> RegionShipper::ship_batch(const PeerRegionView& view) {
     }
     PeerLink& link = link_to(node.address);
     auto id = link.send(protocol::Opcode::kReplicate, request);
-    if (!id.ok()) return id.status();
+    if (!id.ok()) {
+      keep_oldest();
+      return id.status();
+    }
     sent.push_back({&link, *id});
     sent_bytes += request.ByteSizeLong();
   }
@@ -294,7 +330,21 @@ Result<bool> RegionShipper::ship_batch(const PeerRegionView& view) {
     set_aside += response.set_aside();
     conflicts += response.conflicts();
   }
-  if (!failed.ok()) return failed;
+  if (!failed.ok()) {
+    keep_oldest();
+    return failed;
+  }
+  if (oldest_ns != 0 && last >= committed) {
+    std::lock_guard lock(lag_mu_);
+    const double ms = static_cast<double>(steady_ns() - oldest_ns) / 1e6;
+    if (lag_ms_.size() < kLagSamples) {
+      lag_ms_.push_back(ms);
+    } else {
+      lag_ms_[lag_next_] = ms;
+    }
+    lag_next_ = (lag_next_ + 1) % kLagSamples;
+    ++lag_count_;
+  }
   if (newest_epoch > view.topology.epoch) refresh_topology();
   set_aside_ += set_aside;
   conflicts_ += conflicts;

@@ -110,7 +110,13 @@ class RegionShipper {
     std::uint64_t retention_gaps = 0;  // times the log no longer held what the peer needed
     std::uint64_t peer_epoch = 0;
     std::string last_error;  // of the last failed batch, until one succeeds
+    // Replication lag of the last kLagSamples batches: from the moment the batch's oldest entry
+    // was logged (the first write after the shipper was last caught up) until the peer answered
+    // that it applied the batch. Percentiles in ms; 0 without samples.
+    double lag_p50_ms = 0, lag_p99_ms = 0, lag_max_ms = 0;
+    std::uint64_t lag_samples = 0;
   };
+  static constexpr std::size_t kLagSamples = 8192;
   Stats stats() const;
   // Why anti-entropy must run, once (null: no reason): the peer region is new to this node (what
   // was logged before it is not shipped), or the log skipped entries it never got.
@@ -152,6 +158,13 @@ class RegionShipper {
   std::chrono::steady_clock::time_point persisted_at_;
   bool last_full_ = false;  // the last batch stopped at a limit: the next goes at once
 
+  // Lag samples (Stats::lag_*): steady ns when the first entry not yet read was logged (0:
+  // none pending), and the samples, a ring.
+  std::atomic<std::int64_t> first_unread_ns_{0};
+  mutable std::mutex lag_mu_;
+  std::vector<double> lag_ms_;
+  std::size_t lag_next_ = 0;
+  std::uint64_t lag_count_ = 0;
   std::atomic<std::uint64_t> next_{1};  // the cursor: the first sequence not acknowledged
   std::atomic<std::int64_t> caught_up_ns_{0};
   std::atomic<std::uint64_t> shipped_{0}, bytes_{0}, batches_{0}, set_aside_{0}, conflicts_{0},

@@ -247,6 +247,9 @@ Stats from_wire(const wire::StatsResponse& in) {
     p.repaired = r.repaired();
     p.last_repair_ms = r.last_repair_ms();
     p.error = r.error();
+    p.lag_p50_ms = r.lag_p50_ms();
+    p.lag_p99_ms = r.lag_p99_ms();
+    p.lag_max_ms = r.lag_max_ms();
     out.regions.push_back(std::move(p));
   }
   return out;

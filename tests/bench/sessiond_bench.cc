@@ -2,7 +2,12 @@
 //
 //   sessiond-bench [--addr HOST:PORT] [--connections N] [--clients C] [--pipeline P]
 //       [--mix get_touch=80,update=10,create=5,destroy=5] [--value-size BYTES] [--keys N]
-//       [--duration S] [--warmup S] [--max-ops N] [--csv FILE] [--seed N]
+//       [--duration S] [--warmup S] [--max-ops N] [--rate OPS] [--csv FILE] [--seed N]
+//
+// --rate: at most this many calls per second over all clients (each paces its share: a call
+// ahead of schedule waits on its client's I/O thread before it is sent), for the measurements
+// that need a fixed load (replication lag, scripts/bench/regions); 0, the default, is as fast
+// as the node answers.
 //
 // Connections: C sessiond::Client objects (default 2, one I/O thread each) whose pools hold
 // N connections in total (N/C each, the remainder spread over the first clients). Each client
@@ -38,6 +43,7 @@
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <thread>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -147,6 +153,7 @@ struct BenchOptions {
   double duration_s = 10;
   double warmup_s = 1;
   std::uint64_t max_ops = 0;  // 0: no limit
+  double rate = 0;            // calls per second over all clients; 0: no limit
   std::int64_t timeout_ms = 2000;
   std::string csv;
   std::uint64_t seed = 1;
@@ -227,6 +234,7 @@ class Worker {
       : client_(client_options(options, pool_size)),
         pool_size_(pool_size),
         pipeline_(options.pipeline),
+        rate_(options.rate / static_cast<double>(std::max<std::size_t>(options.clients, 1))),
         target_keys_(keys),
         mix_(mix),
         rng_(seed),
@@ -329,6 +337,13 @@ class Worker {
   }
 
   void issue() {
+    if (rate_ > 0) {  // paced: the n-th call of this worker at paced_start_ + n / rate
+      if (paced_ == 0) paced_start_ = Clock::now();
+      const auto due = paced_start_ + std::chrono::duration_cast<Clock::duration>(
+                                          std::chrono::duration<double>(paced_ / rate_));
+      ++paced_;
+      if (Clock::now() < due) std::this_thread::sleep_until(due);
+    }
     in_flight_.fetch_add(1, std::memory_order_relaxed);
     Op op = pick_op();
     if (keys_.empty() && op != Op::kCreate) op = Op::kCreate;  // nothing left to read or remove
@@ -421,6 +436,9 @@ class Worker {
   Client client_;
   const std::size_t pool_size_;
   const std::size_t pipeline_;
+  const double rate_;           // this worker's share of --rate (0: none)
+  std::uint64_t paced_ = 0;     // calls paced so far (I/O thread)
+  Clock::time_point paced_start_;
   const std::size_t target_keys_;
   const Mix mix_;
   std::mt19937_64 rng_;
@@ -642,6 +660,8 @@ int main(int argc, char** argv) {
   app.add_option("--max-ops", options.max_ops,
                  "stop measuring after this many answered calls (0: only --duration)")
       ->capture_default_str();
+  app.add_option("--rate", options.rate, "calls per second over all clients (0: no limit)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--timeout-ms", options.timeout_ms, "deadline of each call")
       ->check(CLI::Range(1, 600'000))
       ->capture_default_str();

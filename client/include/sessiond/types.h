@@ -188,6 +188,9 @@ struct PeerRegionStats {
   std::uint64_t repaired = 0;          // states those rounds moved, either way
   std::int64_t last_repair_ms = 0;     // when the last round completed (0: none yet)
   std::string error;                   // the last shipping or repair failure, until one succeeds
+  // Lag over the last 8192 batches, from the logging of a batch's oldest entry to that region's
+  // acknowledgement (ms).
+  double lag_p50_ms = 0, lag_p99_ms = 0, lag_max_ms = 0;
 };
 
 // One anti-entropy round with a peer region (Client::repair).
