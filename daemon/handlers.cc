@@ -998,13 +998,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       wire::ReplicateRequest req;
       if (!parse(&req)) return;
       if (!req.from_region().empty()) {  // from a peer region
-        if (regions_ == nullptr) {
-          return append_error(request,
-                              Status(StatusCode::kForbidden,
-                                     "region " + region_ + " has no peer regions (region " +
-                                         req.from_region() + " is not one of them)"),
-                              out);
-        }
+        if (regions_ == nullptr) return append_error(request, not_a_peer(req.from_region()), out);
         wire::ReplicateResponse resp;
         if (Status s = regions_->receive(req, &resp); !s.ok()) {
           return append_error(request, s, out);
@@ -1022,13 +1016,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       wire::DigestRequest req;
       if (!parse(&req)) return;
       if (!req.from_region().empty()) {  // from a peer region
-        if (regions_ == nullptr) {
-          return append_error(request,
-                              Status(StatusCode::kForbidden,
-                                     "region " + region_ + " has no peer regions (region " +
-                                         req.from_region() + " is not one of them)"),
-                              out);
-        }
+        if (regions_ == nullptr) return append_error(request, not_a_peer(req.from_region()), out);
         wire::DigestResponse resp;
         if (Status s = regions_->receive_digest(req, &resp); !s.ok()) {
           return append_error(request, s, out);
@@ -1226,6 +1214,11 @@ bool Handlers::route(const protocol::FrameHeader& request, const cluster::Routin
     }
   }
   return true;
+}
+
+Status Handlers::not_a_peer(const std::string& region) const {
+  return {StatusCode::kForbidden,
+          "region " + region_ + " has no peer regions (region " + region + " is not one of them)"};
 }
 
 bool Handlers::may_block(std::uint16_t opcode) const {

@@ -129,6 +129,8 @@ class Handlers {
   // such calls, not on a connection thread): in a cluster REGENERATE, LIST_USER, REVOKE_USER
   // and DIGEST; with peer regions DIGEST and REPAIR.
   bool may_block(std::uint16_t opcode) const;
+  // FORBIDDEN for REPLICATE or DIGEST from `region` on a node without peer regions.
+  Status not_a_peer(const std::string& region) const;
   // Whether every answer in state->acks may be written: true once their replicas confirmed
   // (or did not, in time: those answers are replaced by UNAVAILABLE in *out); false while some
   // still wait. The server calls it again until true, before it writes *out.
