@@ -47,6 +47,7 @@ Regions::~Regions() {
   {
     std::lock_guard lock(stop_mu_);
     stop_ = true;
+    stopping_ = true;  // a round under way ends early
   }
   stop_cv_.notify_all();
   if (repair_thread_.joinable()) repair_thread_.join();
@@ -98,6 +99,7 @@ Result<replication::RepairReport> Regions::repair_one(std::size_t peer, const st
     o.peer_region = shipper.options().peer_region;
     o.peer_secret = options_.peer_secret;
     o.ids = &ids_;
+    o.stop = &stopping_;
     result = replication::repair_with_region(table_, o, *view, owned, check_only);
     // A peer that moved its ranges meanwhile: its topology is fetched again.
     if (!result.ok() && result.status().code() == StatusCode::kWrongNode) {

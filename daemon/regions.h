@@ -148,6 +148,7 @@ class Regions {
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stop_ = false;
+  std::atomic<bool> stopping_{false};
   std::thread repair_thread_;
 };
 

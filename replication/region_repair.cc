@@ -155,6 +155,7 @@ Result<RepairReport> repair_with_region(storage::SessionTable& table, const Repa
     const auto wanted = [&share](std::uint64_t position) { return in_ranges(share, position); };
     PeerLink link(view.topology.nodes[n].address, options.peer_secret);
     for (int pass = 0; pass < kMaxPasses; ++pass) {
+      if (options.stop != nullptr && options.stop->load()) return Status::Unavailable("stopping");
       wire::DigestRequest request = base();
       set_ranges(share, &request);
       request.set_fingerprints(!check_only);
@@ -194,6 +195,7 @@ Result<RepairReport> repair_with_region(storage::SessionTable& table, const Repa
       }
       // Theirs first, merged here; then ours of every key that differed, which include them.
       while (!pull.empty()) {
+        if (options.stop != nullptr && options.stop->load()) return Status::Unavailable("stopping");
         wire::DigestRequest ask = base();
         set_ranges(share, &ask);
         for (std::uint64_t key : pull) {
@@ -244,6 +246,10 @@ Result<RepairReport> repair_with_region(storage::SessionTable& table, const Repa
                             [&](std::span<const storage::Mutation> states) {
                               for (const storage::Mutation& m : states) {
                                 if (!failed.ok()) return;
+                                if (options.stop != nullptr && options.stop->load()) {
+                                  failed = Status::Unavailable("stopping");
+                                  return;
+                                }
                                 auto* e = batch.add_entries();
                                 to_wire(m, e);
                                 bytes += e->ByteSizeLong();

@@ -14,6 +14,7 @@
 // Applying anything twice changes nothing, so a round cut short is harmless.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -46,6 +47,8 @@ struct RepairOptions {
   std::string peer_region;
   std::string peer_secret;
   const storage::IdGenerator* ids = nullptr;
+  // When set and true, the round ends early (UNAVAILABLE): the node is stopping.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 // One round against `view` for the positions in `owned`. Stops at the first failure (the

@@ -79,8 +79,12 @@ void RegionShipper::stop() {
 }
 
 void RegionShipper::wake() {
-  std::int64_t none = 0;
-  first_unread_ns_.compare_exchange_strong(none, steady_ns(), std::memory_order_relaxed);
+  // A plain read first: under load the mark is set, and every write would otherwise contend
+  // for the cache line.
+  if (first_unread_ns_.load(std::memory_order_relaxed) == 0) {
+    std::int64_t none = 0;
+    first_unread_ns_.compare_exchange_strong(none, steady_ns(), std::memory_order_relaxed);
+  }
   {
     std::lock_guard lock(mu_);
     if (woken_) return;
