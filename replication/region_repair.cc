@@ -15,8 +15,10 @@ namespace {
 
 using Steady = std::chrono::steady_clock;
 
-// Fingerprints per DIGEST answer (16 bytes each on the wire): about kMaxBatchBytes.
-constexpr std::size_t kMaxFingerprints = kMaxBatchBytes / 16;
+// Fingerprints per DIGEST answer (16 bytes each on the wire, packed): 480 KB, within the
+// 512 KiB frames every node with peer regions takes. Each answer costs both sides a walk of
+// their tables, so fewer, larger answers make a round over a large table faster.
+constexpr std::size_t kMaxFingerprints = 30'000;
 // Keys per request for states.
 constexpr std::size_t kMaxWant = 16384;
 // Rounds of one peer node within one repair (each answers up to kMaxFingerprints).
