@@ -7,8 +7,8 @@
 #include <deque>
 #include <future>
 #include <mutex>
-#include <unordered_map>
 #include <optional>
+#include <unordered_map>
 #include <utility>
 
 #include "detail/io_thread.h"
@@ -73,7 +73,8 @@ class Client::Impl {
     auto [it, added] = versions_.try_emplace(id, v);
     if (!added) {
       const Version& old = it->second;
-      if (std::tie(v.hlc, v.region, v.node) > std::tie(old.hlc, old.region, old.node)) it->second = v;
+      if (std::tie(v.hlc, v.region, v.node) > std::tie(old.hlc, old.region, old.node))
+        it->second = v;
       return;
     }
     order_.push_back(id);
@@ -346,8 +347,8 @@ void Client::async_regenerate(std::string_view id, const RegenerateOptions& opti
   }
   request.set_request_id(std::move(request_id).value());
   impl_->call<wire::RegenerateResponse, SessionMeta>(
-      Opcode::kRegenerate, request, owner_of(request.id(), true), false, impl_->remembering(std::move(done)),
-      [](const wire::RegenerateResponse& r) {
+      Opcode::kRegenerate, request, owner_of(request.id(), true), false,
+      impl_->remembering(std::move(done)), [](const wire::RegenerateResponse& r) {
         return Result<SessionMeta>(client_detail::from_wire(r.session()));
       });
 }

@@ -380,8 +380,9 @@ void add_cluster_commands(CLI::App& app, std::function<int()>& run, const bool& 
       ->envname("SESSIOND_ETCD")
       ->capture_default_str();
   cluster->add_option("--region", a.region, "the region")->capture_default_str();
-  cluster->add_option("--secret", a.secret,
-                      "admin secret: STATS of the nodes (status), PING of a new node (add-node)")
+  cluster
+      ->add_option("--secret", a.secret,
+                   "admin secret: STATS of the nodes (status), PING of a new node (add-node)")
       ->envname("SESSIOND_SECRET");
   auto with_etcd = [&](std::function<int(const cluster::EtcdClient&)> f) {
     return [&, f] {

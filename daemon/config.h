@@ -72,7 +72,7 @@ struct ServerOptions {
     std::int64_t anti_entropy_interval_ms = 300'000;
   } regions;
   std::int64_t test_clock_offset_ms = 0;  // builds with SESSIOND_TEST_HOOKS only
-  storage::StoreOptions store;  // path defaults to ./var
+  storage::StoreOptions store;            // path defaults to ./var
   storage::TableOptions table;
 
   // Whether some new session may get a signed id: then the node makes its key file when it

@@ -8,9 +8,9 @@
 #include <optional>
 
 #include "cluster/ring.h"
+#include "daemon/regions.h"
 #include "protocol/sessiond.pb.h"
 #include "protocol/version.h"
-#include "daemon/regions.h"
 #include "replication/peer_link.h"
 #include "storage/store.h"
 
@@ -958,10 +958,10 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       wire::RepairRequest req;
       if (!parse(&req)) return;
       if (regions_ == nullptr) {
-        return append_error(request,
-                            Status::InvalidArgument("region " + region_ +
-                                                    " has no peer regions to repair with"),
-                            out);
+        return append_error(
+            request,
+            Status::InvalidArgument("region " + region_ + " has no peer regions to repair with"),
+            out);
       }
       wire::RepairResponse resp;
       const auto rounds = regions_->repair_now(req.region(), req.check());

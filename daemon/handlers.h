@@ -219,7 +219,7 @@ class Handlers {
   Replicas* replicas_ = nullptr;  // null: no replicas (one node, or factor 1)
   Regions* regions_ = nullptr;    // null: no peer regions
   std::string region_ = "local";
-  RequestCache requests_;         // answers of CREATE and REGENERATE by request id
+  RequestCache requests_;  // answers of CREATE and REGENERATE by request id
   AuthConfig auth_;
   // The current snapshot, replaced whole by set_security; never null. A request loads it once
   // (one acquire load, no reference count to contend on) and uses it throughout.

@@ -76,8 +76,7 @@ replication::Ranges Regions::owned_ranges(std::uint64_t* epoch) const {
   *epoch = routing->topology.epoch;
   std::vector<std::uint64_t> points;
   for (const auto& p : routing->ring.points()) points.push_back(p.position);
-  return replication::ring_ranges(points,
-                                  [&](std::size_t i) { return routing->owns(points[i]); });
+  return replication::ring_ranges(points, [&](std::size_t i) { return routing->owns(points[i]); });
 }
 
 Result<replication::RepairReport> Regions::repair_one(std::size_t peer, const std::string& why,
@@ -113,8 +112,8 @@ Result<replication::RepairReport> Regions::repair_one(std::size_t peer, const st
   if (!result.ok()) {
     r.error = result.status().ToString();
     if (options_.log) {
-      options_.log(true, "anti-entropy with region " + shipper.options().peer_region + " (" +
-                             why + ") failed: " + r.error);
+      options_.log(true, "anti-entropy with region " + shipper.options().peer_region + " (" + why +
+                             ") failed: " + r.error);
     }
     return result;
   }
@@ -194,8 +193,7 @@ std::vector<std::pair<std::string, Result<replication::RepairReport>>> Regions::
   return out;
 }
 
-Status Regions::receive_digest(const wire::DigestRequest& request,
-                               wire::DigestResponse* response) {
+Status Regions::receive_digest(const wire::DigestRequest& request, wire::DigestResponse* response) {
   if (Status s = check_peer(request.from_region(), request.region_number()); !s.ok()) return s;
   auto ranges = replication::ranges_from_wire(request, 1u << 16);
   if (!ranges.ok()) return ranges.status();
@@ -213,12 +211,14 @@ Status Regions::receive_digest(const wire::DigestRequest& request,
 
 Status Regions::check_peer(const std::string& region, std::uint32_t number) const {
   if (!received_.contains(region)) {
-    return Status(StatusCode::kForbidden, "region " + options_.region + " has no peer region \"" + region +
-                             "\" (--peer-region on node " + options_.node_id + ")");
+    return Status(StatusCode::kForbidden, "region " + options_.region + " has no peer region \"" +
+                                              region + "\" (--peer-region on node " +
+                                              options_.node_id + ")");
   }
   if (number != cluster::region_number(region)) {
-    return Status(StatusCode::kForbidden, "region " + region + " sent region number " + std::to_string(number) +
-                             "; its name gives " + std::to_string(cluster::region_number(region)));
+    return Status(StatusCode::kForbidden, "region " + region + " sent region number " +
+                                              std::to_string(number) + "; its name gives " +
+                                              std::to_string(cluster::region_number(region)));
   }
   return {};
 }

@@ -61,8 +61,7 @@ class Regions {
   // `membership`, `replicas` and `migrator` are null for a node without --etcd (it owns every
   // range of its one-node region).
   Regions(storage::SessionTable& table, storage::Store& store, const storage::IdGenerator& ids,
-          cluster::Membership* membership, Replicas* replicas, Migrator* migrator,
-          Options options);
+          cluster::Membership* membership, Replicas* replicas, Migrator* migrator, Options options);
   // Stops the shippers.
   ~Regions();
   Regions(const Regions&) = delete;
@@ -124,14 +123,14 @@ class Regions {
     std::atomic<std::uint64_t> applied{0}, set_aside{0}, conflicts{0};
   };
   struct Repairs {
-    std::mutex run;  // one round per peer region at a time
+    std::mutex run;         // one round per peer region at a time
     mutable std::mutex mu;  // guards what follows
     std::uint64_t rounds = 0, repaired = 0;
     replication::RepairReport last;
     std::int64_t last_ms = 0;
     std::string error;
     std::uint64_t own_epoch = 0, peer_epoch = 0;  // of the last round
-    std::chrono::steady_clock::time_point next;      // the next scheduled round
+    std::chrono::steady_clock::time_point next;   // the next scheduled round
     std::string pending;  // why a round is due besides the schedule ("": none)
     std::chrono::steady_clock::time_point retry_at;  // after a failed one
   };

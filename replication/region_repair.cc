@@ -104,17 +104,16 @@ Status answer_region_digest(storage::SessionTable& table, const storage::IdGener
   }
   // The fingerprints of the differing buckets, whole buckets up to the bound.
   std::map<std::uint32_t, std::vector<std::pair<std::uint64_t, std::uint64_t>>> by_bucket;
-  table.fingerprints(bucket_selection(ids, differing, wanted),
-                     [&](std::span<const storage::SessionTable::Fingerprint> batch) {
-                       for (const auto& f : batch) {
-                         const std::uint64_t position =
-                             f.kind == storage::Mutation::Kind::kGeneration
-                                 ? ids.route_key_of_user(f.user)
-                                 : storage::route_key_of(f.id);
-                         by_bucket[digest_bucket(position)].emplace_back(fingerprint_key(f),
-                                                                         fingerprint_hash(f));
-                       }
-                     });
+  table.fingerprints(
+      bucket_selection(ids, differing, wanted),
+      [&](std::span<const storage::SessionTable::Fingerprint> batch) {
+        for (const auto& f : batch) {
+          const std::uint64_t position = f.kind == storage::Mutation::Kind::kGeneration
+                                             ? ids.route_key_of_user(f.user)
+                                             : storage::route_key_of(f.id);
+          by_bucket[digest_bucket(position)].emplace_back(fingerprint_key(f), fingerprint_hash(f));
+        }
+      });
   std::size_t count = 0;
   for (std::uint32_t b : differing) {
     const auto it = by_bucket.find(b);
@@ -184,7 +183,8 @@ Result<RepairReport> repair_with_region(storage::SessionTable& table, const Repa
       std::unordered_map<std::uint64_t, std::uint64_t> mine;
       table.fingerprints(bucket_selection(ids, buckets, wanted),
                          [&](std::span<const storage::SessionTable::Fingerprint> batch) {
-                           for (const auto& f : batch) mine[fingerprint_key(f)] = fingerprint_hash(f);
+                           for (const auto& f : batch)
+                             mine[fingerprint_key(f)] = fingerprint_hash(f);
                          });
       std::unordered_set<std::uint64_t> pull, push;
       for (const auto& [key, hash] : theirs) {

@@ -185,9 +185,9 @@ Status RegionShipper::fetch_topology() {
     }
     if (response.region() != options_.peer_region) {
       // A seed of the wrong region (a configuration mistake): never ship there.
-      last = Status::InvalidArgument("seed " + address + " of peer region " +
-                                     options_.peer_region + " serves region " +
-                                     response.region() + " (check --peer-region)");
+      last =
+          Status::InvalidArgument("seed " + address + " of peer region " + options_.peer_region +
+                                  " serves region " + response.region() + " (check --peer-region)");
       continue;
     }
     auto view = std::make_shared<PeerRegionView>(PeerRegionView::from_wire(response));
@@ -269,9 +269,9 @@ Result<bool> RegionShipper::ship_batch(const PeerRegionView& view) {
     // cap): ship on from what it holds, and repair the rest by anti-entropy.
     const std::uint64_t resume = first == 0 ? committed + 1 : first;
     if (options_.log) {
-      options_.log(true, "region " + options_.peer_region + " fell behind the log's retention: " +
-                             "entries " + std::to_string(from) + " to " +
-                             std::to_string(resume - 1) +
+      options_.log(true, "region " + options_.peer_region +
+                             " fell behind the log's retention: " + "entries " +
+                             std::to_string(from) + " to " + std::to_string(resume - 1) +
                              " are gone; repairing it by anti-entropy");
     }
     ++gaps_;
@@ -394,11 +394,13 @@ void RegionShipper::loop() {
       links_.clear();
       refresh_topology();
       wait_for_work(s.code() == StatusCode::kWrongNode ? 10ms : backoff);
-      if (s.code() != StatusCode::kWrongNode) backoff = std::min<std::chrono::milliseconds>(backoff * 2, 2s);
+      if (s.code() != StatusCode::kWrongNode)
+        backoff = std::min<std::chrono::milliseconds>(backoff * 2, 2s);
       continue;
     }
     if (complained) {
-      if (options_.log) options_.log(false, "shipping to region " + options_.peer_region + " again");
+      if (options_.log)
+        options_.log(false, "shipping to region " + options_.peer_region + " again");
       note_error(Status());
     }
     complained = false;

@@ -68,8 +68,8 @@ struct PeerRegionView {
 class RegionShipper {
  public:
   struct Options {
-    std::string self;                // this node's id
-    std::string region;              // this node's region
+    std::string self;    // this node's id
+    std::string region;  // this node's region
     std::uint32_t region_number = 0;
     std::string peer_region;         // the region shipped to
     std::vector<std::string> seeds;  // host:port of its nodes
@@ -100,13 +100,13 @@ class RegionShipper {
   void refresh_topology();
 
   struct Stats {
-    std::uint64_t lag_entries = 0;   // logged here and not yet acknowledged by the peer region
-    std::int64_t lag_ms = 0;         // since the peer region was last caught up with the log
+    std::uint64_t lag_entries = 0;  // logged here and not yet acknowledged by the peer region
+    std::int64_t lag_ms = 0;        // since the peer region was last caught up with the log
     std::uint64_t entries_shipped = 0;
     std::uint64_t bytes_shipped = 0;  // frame bodies sent, after compression
     std::uint64_t batches = 0;
-    std::uint64_t set_aside = 0;      // entries the peer set aside (clock beyond its skew bound)
-    std::uint64_t conflicts = 0;      // entries the peer merged with a concurrent state of its own
+    std::uint64_t set_aside = 0;       // entries the peer set aside (clock beyond its skew bound)
+    std::uint64_t conflicts = 0;       // entries the peer merged with a concurrent state of its own
     std::uint64_t retention_gaps = 0;  // times the log no longer held what the peer needed
     std::uint64_t peer_epoch = 0;
     std::string last_error;  // of the last failed batch, until one succeeds

@@ -329,8 +329,8 @@ Status SessionTable::Impl::flush() {
   return {};
 }
 
-bool SessionTable::Impl::write_touches(Shard& shard,
-                                      const std::vector<std::pair<Record*, std::uint32_t>>& records) {
+bool SessionTable::Impl::write_touches(
+    Shard& shard, const std::vector<std::pair<Record*, std::uint32_t>>& records) {
   thread_local std::vector<std::string> values;
   thread_local std::vector<Mutation> mutations;
   values.assign(records.size(), std::string());

@@ -43,7 +43,6 @@
 #include <fstream>
 #include <future>
 #include <iostream>
-#include <thread>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -51,6 +50,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -436,8 +436,8 @@ class Worker {
   Client client_;
   const std::size_t pool_size_;
   const std::size_t pipeline_;
-  const double rate_;           // this worker's share of --rate (0: none)
-  std::uint64_t paced_ = 0;     // calls paced so far (I/O thread)
+  const double rate_;        // this worker's share of --rate (0: none)
+  std::uint64_t paced_ = 0;  // calls paced so far (I/O thread)
   Clock::time_point paced_start_;
   const std::size_t target_keys_;
   const Mix mix_;

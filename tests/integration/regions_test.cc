@@ -32,8 +32,8 @@ using protocol::Opcode;
 struct Region {
   std::string name;
   std::unique_ptr<TestEtcd> etcd;
-  std::vector<std::string> ids;            // its nodes, in start order
-  std::map<std::string, int> ports;        // each node's listener
+  std::vector<std::string> ids;      // its nodes, in start order
+  std::map<std::string, int> ports;  // each node's listener
   std::map<std::string, std::string> advertised;
   std::map<std::string, std::unique_ptr<TcpProxy>> proxies;  // when behind proxies
   std::map<std::string, std::unique_ptr<TestNode>> nodes;
@@ -77,9 +77,9 @@ class RegionsTest : public ::testing::Test {
     for (auto& [name, r] : regions_) {
       for (const auto& id : r.ids) ASSERT_NO_FATAL_FAILURE(start_node(r, id));
       // The region's first node made its topology; the second joins it.
-      const ProcessResult add = run_process(
-          SESSCTL_PATH, {"cluster", "--etcd", r.etcd->endpoint(), "--region", r.name, "add-node",
-                         r.ids[1], r.advertised[r.ids[1]]});
+      const ProcessResult add =
+          run_process(SESSCTL_PATH, {"cluster", "--etcd", r.etcd->endpoint(), "--region", r.name,
+                                     "add-node", r.ids[1], r.advertised[r.ids[1]]});
       ASSERT_EQ(add.exit_code, 0) << add.out << add.err;
       const ProcessResult settled =
           run_process(SESSCTL_PATH, {"cluster", "--etcd", r.etcd->endpoint(), "--region", r.name,
@@ -97,13 +97,13 @@ class RegionsTest : public ::testing::Test {
     TestNode::Options o;
     o.data_dir = dir_.path() / id;
     o.listen = r.listen(id);
-    o.extra_args = {"--etcd",         r.etcd->endpoint(),
-                    "--region",       r.name,
-                    "--node-id",      id,
-                    "--advertise",    r.advertised.at(id),
+    o.extra_args = {"--etcd",           r.etcd->endpoint(),
+                    "--region",         r.name,
+                    "--node-id",        id,
+                    "--advertise",      r.advertised.at(id),
                     "--route-key-file", route_key_file(),
-                    "--lease-ttl-ms", "2000",
-                    "--peer-region",  peer.name + "=" + peer.seeds()};
+                    "--lease-ttl-ms",   "2000",
+                    "--peer-region",    peer.name + "=" + peer.seeds()};
     o.extra_args.insert(o.extra_args.end(), extra_.begin(), extra_.end());
     const auto& mine = per_region_[r.name];
     o.extra_args.insert(o.extra_args.end(), mine.begin(), mine.end());
@@ -235,9 +235,7 @@ class RegionsTest : public ::testing::Test {
     }
     return missing;
   }
-  bool gone(Region& r, const std::string& id) {
-    return get(r, id).status == StatusCode::kNotFound;
-  }
+  bool gone(Region& r, const std::string& id) { return get(r, id).status == StatusCode::kNotFound; }
   StatusCode update(Region& r, const std::string& id, const std::string& name,
                     const std::string& value) {
     wire::UpdateRequest req;
@@ -263,9 +261,8 @@ class RegionsTest : public ::testing::Test {
     req.set_id(id);
     const Response answer = call_for(r, id, Opcode::kRegenerate, req);
     EXPECT_EQ(answer.status, StatusCode::kOk) << error_message(answer);
-    return answer.status == StatusCode::kOk
-               ? parse<wire::RegenerateResponse>(answer).session().id()
-               : std::string();
+    return answer.status == StatusCode::kOk ? parse<wire::RegenerateResponse>(answer).session().id()
+                                            : std::string();
   }
   StatusCode revoke_user(Region& r, const std::string& user) {
     wire::RevokeUserRequest req;
@@ -370,7 +367,8 @@ TEST_F(RegionsTest, ConcurrentWritesToOneSessionInBothRegionsMerge) {
     ASSERT_TRUE(eventually([&] {
       const auto f = fields(*r, id);
       return f.contains("cart") && f.contains("lang") && f.contains("theme");
-    })) << r->name << " lacks a field";
+    })) << r->name
+        << " lacks a field";
   }
   // The same field in both: one value wins, the same everywhere.
   ASSERT_EQ(update(east(), id, "theme", "light"), StatusCode::kOk);
@@ -378,7 +376,8 @@ TEST_F(RegionsTest, ConcurrentWritesToOneSessionInBothRegionsMerge) {
   ASSERT_TRUE(eventually([&] {
     const auto e = fields(east(), id), w = fields(west(), id);
     return !e.empty() && e == w && (e.at("theme") == "light" || e.at("theme") == "blue");
-  })) << "east " << fields(east(), id)["theme"] << ", west " << fields(west(), id)["theme"];
+  })) << "east "
+      << fields(east(), id)["theme"] << ", west " << fields(west(), id)["theme"];
 }
 
 TEST_F(RegionsTest, ADestroyDuringACutWinsOverAnUpdateInTheOtherRegion) {
@@ -527,9 +526,10 @@ TEST_F(RegionsTest, APartitionUnderLoadEndsWithEqualDigestsSoonAfterTheHeal) {
   const auto healed = std::chrono::steady_clock::now();
   ASSERT_TRUE(eventually([&] { return differing_buckets() == 0; }, 10s))
       << "digests still differ 10 s after the heal: " << differing_buckets() << " buckets";
-  std::cout << "digests equal " << std::chrono::duration_cast<std::chrono::milliseconds>(
-                                       std::chrono::steady_clock::now() - healed)
-                                       .count()
+  std::cout << "digests equal "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - healed)
+                   .count()
             << " ms after the heal (" << round << " rounds of writes)\n";
   for (const std::string& id : destroyed) {
     EXPECT_TRUE(gone(east(), id) && gone(west(), id)) << "a destroyed session is back";
@@ -685,12 +685,12 @@ TEST_F(RegionsTest, ARangeMovedInOneRegionWhileTheOtherIsCutOffLosesAndResurrect
   for (const auto& id : destroyed) ASSERT_EQ(update(west(), id, "late", "1"), StatusCode::kOk);
   // East moves east-2's ranges to east-1 meanwhile.
   const ProcessResult drain = run_process(
-      SESSCTL_PATH, {"cluster", "--etcd", east().etcd->endpoint(), "--region", "east", "drain",
-                     "east-2"});
+      SESSCTL_PATH,
+      {"cluster", "--etcd", east().etcd->endpoint(), "--region", "east", "drain", "east-2"});
   ASSERT_EQ(drain.exit_code, 0) << drain.out << drain.err;
-  const ProcessResult settled = run_process(
-      SESSCTL_PATH, {"cluster", "--etcd", east().etcd->endpoint(), "--region", "east", "status",
-                     "--wait-ms", "25000"});
+  const ProcessResult settled =
+      run_process(SESSCTL_PATH, {"cluster", "--etcd", east().etcd->endpoint(), "--region", "east",
+                                 "status", "--wait-ms", "25000"});
   ASSERT_EQ(settled.exit_code, 0) << settled.out << settled.err;
   heal(west());
   std::vector<std::string> alive(before.begin() + 10, before.end());

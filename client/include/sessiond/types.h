@@ -240,7 +240,7 @@ struct Stats {
   std::uint64_t replicas = 0;               // replicas of the node's ranges, in sync or not
   std::uint64_t anti_entropy_rounds = 0;    // digests compared with its replicas
   std::uint64_t anti_entropy_repaired = 0;  // states those rounds moved (either way)
-  std::vector<PeerRegionStats> regions;       // one per peer region
+  std::vector<PeerRegionStats> regions;     // one per peer region
 };
 
 }  // namespace sessiond

@@ -1,11 +1,11 @@
 // The node's options for peer regions (issue 14, docs/regions.md): --peer-region parsing and the
 // checks at start (own region, repeats, region numbers, the frame limit for merged sessions).
+#include "daemon/config.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
-
-#include "daemon/config.h"
 
 namespace sessiond::daemon {
 namespace {
