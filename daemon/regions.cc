@@ -118,6 +118,7 @@ Result<replication::RepairReport> Regions::repair_one(std::size_t peer, const st
     return result;
   }
   r.error.clear();
+  r.pending.clear();  // whatever made a round due, this one did it
   ++r.rounds;
   r.repaired += result->pulled + result->pushed;
   r.last = *result;
