@@ -84,26 +84,34 @@ Result<replication::RepairReport> Regions::repair_one(std::size_t peer, const st
   auto& shipper = *shippers_[peer];
   Repairs& r = *repairs_[peer];
   std::lock_guard run(r.run);
-  const auto view = shipper.peer_view();
+  auto view = shipper.peer_view();
   Result<replication::RepairReport> result =
       Status::Unavailable("region " + shipper.options().peer_region +
                           " has not answered TOPOLOGY yet (see the shipping errors)");
   std::uint64_t own_epoch = 0;
   const replication::Ranges owned = owned_ranges(&own_epoch);
-  if (view) {
-    replication::RepairOptions o;
-    o.self = options_.node_id;
-    o.region = options_.region;
-    o.region_number = cluster::region_number(options_.region);
-    o.peer_region = shipper.options().peer_region;
-    o.peer_secret = options_.peer_secret;
-    o.ids = &ids_;
-    o.stop = &stopping_;
+  replication::RepairOptions o;
+  o.self = options_.node_id;
+  o.region = options_.region;
+  o.region_number = cluster::region_number(options_.region);
+  o.peer_region = shipper.options().peer_region;
+  o.peer_secret = options_.peer_secret;
+  o.ids = &ids_;
+  o.stop = &stopping_;
+  for (int attempt = 0; view && attempt < 2; ++attempt) {
     result = replication::repair_with_region(table_, o, *view, owned, check_only);
-    // A peer that moved its ranges meanwhile: its topology is fetched again.
-    if (!result.ok() && result.status().code() == StatusCode::kWrongNode) {
-      shipper.refresh_topology();
-    }
+    if (result.ok() || result.status().code() != StatusCode::kWrongNode) break;
+    // The peer region's topology changed since the shipper fetched it: the shipper fetches it
+    // again (within a moment), and the round is tried once more by the new one.
+    const std::uint64_t stale = view->topology.epoch;
+    shipper.refresh_topology();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    do {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      view = shipper.peer_view();
+    } while ((!view || view->topology.epoch == stale) &&
+             std::chrono::steady_clock::now() < deadline && !stopping_);
+    if (!view) break;
   }
   if (check_only) return result;
   std::lock_guard lock(r.mu);

@@ -296,9 +296,15 @@ class RegionsTest : public ::testing::Test {
         o.address = r->listen(id);
         o.timeout = 30s;
         Client node(o);
-        auto rounds = node.repair();
-        ASSERT_TRUE(rounds.ok()) << rounds.status().ToString();
-        for (const auto& round : *rounds) ASSERT_TRUE(round.error.empty()) << round.error;
+        std::string why;
+        ASSERT_TRUE(eventually([&] {
+          auto rounds = node.repair();
+          why = rounds.ok() ? std::string() : rounds.status().ToString();
+          for (const auto& round : rounds.ok() ? *rounds : std::vector<RegionRepair>{}) {
+            if (!round.error.empty()) why = round.error;
+          }
+          return why.empty();
+        })) << why;
       }
     }
   }
