@@ -79,11 +79,16 @@ replication::Ranges Regions::owned_ranges(std::uint64_t* epoch) const {
   return replication::ring_ranges(points, [&](std::size_t i) { return routing->owns(points[i]); });
 }
 
-Result<replication::RepairReport> Regions::repair_one(std::size_t peer, const std::string& why,
-                                                      bool check_only) {
+Result<replication::RepairReport> Regions::repair_one(
+    std::size_t peer, const std::string& why, bool check_only,
+    std::optional<std::chrono::steady_clock::time_point> decided_at) {
   auto& shipper = *shippers_[peer];
   Repairs& r = *repairs_[peer];
   std::lock_guard run(r.run);
+  if (decided_at) {
+    std::lock_guard lock(r.mu);
+    if (r.completed_at > *decided_at) return replication::RepairReport{};
+  }
   auto view = shipper.peer_view();
   Result<replication::RepairReport> result =
       Status::Unavailable("region " + shipper.options().peer_region +
@@ -127,6 +132,7 @@ Result<replication::RepairReport> Regions::repair_one(std::size_t peer, const st
   }
   r.error.clear();
   r.pending.clear();  // whatever made a round due, this one did it
+  r.completed_at = std::chrono::steady_clock::now();
   ++r.rounds;
   r.repaired += result->pulled + result->pushed;
   r.last = *result;
@@ -160,6 +166,7 @@ void Regions::repair_loop() {
       if (!view) continue;  // the shipper fetches it
       Repairs& r = *repairs_[i];
       const char* requested = shipper.take_repair_request();
+      const auto decided_at = Steady::now();
       std::string why;
       {
         std::lock_guard lock(r.mu);
@@ -176,7 +183,7 @@ void Regions::repair_loop() {
         }
       }
       if (why.empty()) continue;
-      auto result = repair_one(i, why);
+      auto result = repair_one(i, why, false, decided_at);
       std::lock_guard lock(r.mu);
       const auto now = Steady::now();
       if (result.ok()) {

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -108,8 +109,11 @@ class Regions {
   // The schedule: rounds every anti_entropy_interval, after a retention gap, and after either
   // region's topology changed.
   void repair_loop();
-  Result<replication::RepairReport> repair_one(std::size_t peer, const std::string& why,
-                                               bool check_only = false);
+  // With `decided_at` (the schedule): nothing is done when a round completed after it (one
+  // asked for meanwhile did the work), and an empty report is returned.
+  Result<replication::RepairReport> repair_one(
+      std::size_t peer, const std::string& why, bool check_only = false,
+      std::optional<std::chrono::steady_clock::time_point> decided_at = std::nullopt);
 
   storage::SessionTable& table_;
   storage::Store& store_;
@@ -132,7 +136,8 @@ class Regions {
     std::uint64_t own_epoch = 0, peer_epoch = 0;  // of the last round
     std::chrono::steady_clock::time_point next;   // the next scheduled round
     std::string pending;  // why a round is due besides the schedule ("": none)
-    std::chrono::steady_clock::time_point retry_at;  // after a failed one
+    std::chrono::steady_clock::time_point retry_at;      // after a failed one
+    std::chrono::steady_clock::time_point completed_at;  // the last round that completed
   };
   std::vector<std::unique_ptr<Repairs>> repairs_;  // per shipper
   std::vector<std::shared_ptr<replication::RegionShipper>> shippers_;
