@@ -142,6 +142,10 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                  "TESTS ONLY: run with the wall clock off by this much (a wrong clock); "
                  "builds without SESSIOND_TEST_HOOKS have no such flag")
       ->group("");
+  app.add_option("--test-sabotage", o.test_sabotage,
+                 "TESTS ONLY: break one rule on purpose (docs/chaos.md, \"Sabotage\"): "
+                 "ack-unreplicated | resurrect | skip-region-cursor | no-fencing")
+      ->group("");
 #endif
   std::vector<std::string> peer_regions;
   app.add_option("--peer-region", peer_regions,

@@ -72,6 +72,7 @@ struct ServerOptions {
     std::int64_t anti_entropy_interval_ms = 300'000;
   } regions;
   std::int64_t test_clock_offset_ms = 0;  // builds with SESSIOND_TEST_HOOKS only
+  std::string test_sabotage;              // builds with SESSIOND_TEST_HOOKS only
   storage::StoreOptions store;            // path defaults to ./var
   storage::TableOptions table;
 

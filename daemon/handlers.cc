@@ -13,6 +13,7 @@
 #include "protocol/version.h"
 #include "replication/peer_link.h"
 #include "storage/store.h"
+#include "storage/test_hooks.h"
 
 namespace sessiond::daemon {
 namespace {
@@ -678,7 +679,8 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
         return;
       }
       if (!routed(position_of(*id), false)) return;
-      if (membership_ && !membership_->writable()) {
+      if (membership_ && !membership_->writable() &&
+          !storage::sabotaged(storage::Sabotage::kNoFencing)) {
         // Fenced: the read is served, without sliding or recording (those are writes).
         ro.touch = false;
         ro.record_access = nullptr;
@@ -1188,7 +1190,7 @@ bool Handlers::route(const protocol::FrameHeader& request, const cluster::Routin
     append_error_body(request, StatusCode::kWrongNode, body, out);
     return false;
   }
-  if (write && !membership_->writable()) {
+  if (write && !membership_->writable() && !storage::sabotaged(storage::Sabotage::kNoFencing)) {
     append_error(request, membership_->fenced_status(), out);
     return false;
   }

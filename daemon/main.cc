@@ -28,6 +28,7 @@
 #include "storage/clock.h"
 #include "storage/session_table.h"
 #include "storage/store.h"
+#include "storage/test_hooks.h"
 
 namespace {
 
@@ -74,6 +75,14 @@ int main(int argc, char** argv) {
   const daemon::ServerOptions& options = parsed.options;
 #ifdef SESSIOND_TEST_HOOKS
   storage::SystemClock::set_test_offset_ms(options.test_clock_offset_ms);  // before instance()
+  if (Status s = storage::set_sabotage(options.test_sabotage); !s.ok()) {
+    std::fprintf(stderr, "sessiond: %s\n", s.message().c_str());
+    return 2;
+  }
+  if (!options.test_sabotage.empty()) {
+    std::fprintf(stderr, "sessiond: SABOTAGED (%s): a rule is broken on purpose\n",
+                 options.test_sabotage.c_str());
+  }
 #endif
   spdlog::set_default_logger(spdlog::stderr_color_mt("sessiond"));  // stdout stays free
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");

@@ -9,6 +9,7 @@
 #include "replication/codec.h"
 #include "replication/digest.h"
 #include "replication/peer_link.h"
+#include "storage/test_hooks.h"
 
 namespace sessiond::daemon {
 namespace {
@@ -173,6 +174,7 @@ bool Replicas::add_shippers(const cluster::Routing& routing, std::uint64_t posit
 }
 
 Status Replicas::add_wait(std::uint64_t position, std::uint64_t seq, Wait* wait) const {
+  if (storage::sabotaged(storage::Sabotage::kAckUnreplicated)) return {};  // waits for nothing
   const auto routing = membership_.routing();
   if (routing->placement(position).replicas.empty()) return {};
   std::lock_guard lock(mu_);
@@ -186,6 +188,7 @@ Status Replicas::add_wait(std::uint64_t position, std::uint64_t seq, Wait* wait)
 }
 
 Status Replicas::add_wait_all(std::uint64_t seq, Wait* wait) const {
+  if (storage::sabotaged(storage::Sabotage::kAckUnreplicated)) return {};
   std::lock_guard lock(mu_);
   if (peers_.empty()) return {};
   std::string names;

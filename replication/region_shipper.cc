@@ -8,6 +8,7 @@
 #include "replication/codec.h"
 #include "replication/peer_link.h"
 #include "storage/store.h"
+#include "storage/test_hooks.h"
 
 namespace sessiond::replication {
 namespace {
@@ -315,6 +316,7 @@ Result<bool> RegionShipper::ship_batch(const PeerRegionView& view) {
     auto id = link.send(protocol::Opcode::kReplicate, request);
     if (!id.ok()) {
       keep_oldest();
+      if (storage::sabotaged(storage::Sabotage::kSkipRegionCursor)) (void)advance(last + 1, false);
       return id.status();
     }
     sent.push_back({&link, *id});
@@ -336,6 +338,7 @@ Result<bool> RegionShipper::ship_batch(const PeerRegionView& view) {
   }
   if (!failed.ok()) {
     keep_oldest();
+    if (storage::sabotaged(storage::Sabotage::kSkipRegionCursor)) (void)advance(last + 1, false);
     return failed;
   }
   if (oldest_ns != 0 && last >= committed) {

@@ -11,6 +11,7 @@
 
 #include "storage/detail/merge.h"
 #include "storage/detail/table_impl.h"
+#include "storage/test_hooks.h"
 
 namespace sessiond::storage {
 
@@ -65,8 +66,9 @@ Result<ApplyOutcome> SessionTable::Impl::apply_put(const Mutation& m, std::int64
     return ApplyOutcome::kUnchanged;
   };
   // Nothing comes back once ended, and no state past its deadline (its cap included) is adopted.
-  if (auto t = shard.tombstones.find(m.id);
-      t != shard.tombstones.end() && detail::tombstone_ends(t->second, *incoming)) {
+  if (auto t = shard.tombstones.find(m.id); t != shard.tombstones.end() &&
+                                            detail::tombstone_ends(t->second, *incoming) &&
+                                            !sabotaged(Sabotage::kResurrect)) {
     return unchanged();
   }
   Record* current = nullptr;

@@ -98,8 +98,9 @@ Status SessionTable::Impl::admit(std::string_view user, const SessionId& id, boo
 
 void SessionTable::Impl::plan_end(Record* r, std::int64_t now, std::vector<Mutation>* ends,
                                   std::deque<std::string>* values,
-                                  std::vector<std::pair<Record*, detail::Tombstone>>* ending) {
-  const detail::Tombstone t = tombstone_of(*r, now);
+                                  std::vector<std::pair<Record*, detail::Tombstone>>* ending,
+                                  const Version* version) {
+  const detail::Tombstone t = tombstone_of(*r, now, version);
   ends->push_back(end_of(*r, t, &values->emplace_back()));
   ending->emplace_back(r, t);
 }
@@ -108,6 +109,11 @@ void SessionTable::Impl::revoked_by(std::span<const SessionId> ids, std::string_
                                     const detail::Generation& g, std::int64_t now,
                                     std::vector<Mutation>* ends, std::deque<std::string>* values,
                                     std::vector<std::pair<Record*, detail::Tombstone>>* ending) {
+  // The ends a raise makes are versioned by the raise (its generation), not by the clock of the
+  // node that applies it: its origin, each replica and each peer region then hold equal
+  // tombstones, and their digests agree without anti-entropy (found by the chaos suite). A
+  // destroy's tombstone, with a clock version, wins a merge with one of these.
+  const Version by_raise{g.generation, 0, 0};
   for (const SessionId& id : ids) {
     if (std::binary_search(g.keep.begin(), g.keep.end(), id)) continue;
     Shard& shard = shard_of(id);
@@ -116,7 +122,7 @@ void SessionTable::Impl::revoked_by(std::span<const SessionId> ids, std::string_
     Record* r = it->get();
     const detail::BlobMeta meta = detail::blob_meta(r->blob(), r->version());
     if (meta.user_id != user || meta.stamp >= g.generation || r->deadline_ms() <= now) continue;
-    plan_end(r, now, ends, values, ending);
+    plan_end(r, now, ends, values, ending, &by_raise);
   }
 }
 

@@ -41,10 +41,11 @@ Mutation SessionTable::Impl::put_of(const Record& r, Mutation::Kind kind,
   return m;
 }
 
-detail::Tombstone SessionTable::Impl::tombstone_of(const Record& r, std::int64_t now) {
+detail::Tombstone SessionTable::Impl::tombstone_of(const Record& r, std::int64_t now,
+                                                   const Version* version) {
   const std::int64_t cap =
       r.cap_ms == kNoDeadline ? now + options_.max_lifetime_ms : std::max(r.cap_ms, now);
-  return {Version{hlc_.now_at(now), options_.region, options_.node},
+  return {version ? *version : Version{hlc_.now_at(now), options_.region, options_.node},
           cap + options_.max_clock_skew_ms, detail::blob_meta(r.blob(), r.version()).incarnation};
 }
 

@@ -141,8 +141,9 @@ class SessionTable::Impl {
   Status remove(Shard& shard, Record* r, std::int64_t now);
   // Slides r's last access to now; persists it if the coalescing rule says so.
   Status slide(Shard& shard, Record* r, std::int64_t now);
-  // The tombstone that ends r now, with a fresh version.
-  Tombstone tombstone_of(const Record& r, std::int64_t now);
+  // The tombstone that ends r now, with a fresh version, or with `version` when given (a
+  // revoke's, the same wherever it is applied).
+  Tombstone tombstone_of(const Record& r, std::int64_t now, const Version* version = nullptr);
   // The mutation that ends r with tombstone t (encoded into *value).
   Mutation end_of(const Record& r, const Tombstone& t, std::string* value) const;
   // After its end is written: r leaves memory and its tombstone stays.
@@ -179,8 +180,8 @@ class SessionTable::Impl {
   // Plans the end of r at `now`: its mutation (into *ends, encoded into *values) and its
   // tombstone (into *ending), for the caller's commit and then bury_all.
   void plan_end(Record* r, std::int64_t now, std::vector<Mutation>* ends,
-                std::deque<std::string>* values,
-                std::vector<std::pair<Record*, Tombstone>>* ending);
+                std::deque<std::string>* values, std::vector<std::pair<Record*, Tombstone>>* ending,
+                const Version* version = nullptr);
   // Writes `user`'s generation raised to `g` (with `origin`: this node's, or the peer's it came
   // from) in one batch with the end of every session of `ids` it catches, holding their shards,
   // then buries them. Returns how many it ended; on failure nothing is written or ended.

@@ -9,7 +9,9 @@
 #include <memory>
 #include <random>
 #include <set>
+#include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "storage/clock.h"
@@ -291,6 +293,43 @@ void revoke_races_creates(std::int64_t skew_ms) {
 }
 
 TEST(Apply, ARevokeEndsSessionsCreatedElsewhereBeforeItArrived) { revoke_races_creates(0); }
+
+// Every state a table holds (sessions, tombstones, generations) as anti-entropy sees it.
+std::set<std::tuple<int, std::string, std::uint64_t, std::uint64_t>> fingerprints(
+    SessionTable& table) {
+  std::set<std::tuple<int, std::string, std::uint64_t, std::uint64_t>> out;
+  const SessionTable::Selection all{[](const SessionId&) { return true; },
+                                    [](std::string_view) { return true; }};
+  table.fingerprints(all, [&](std::span<const SessionTable::Fingerprint> batch) {
+    for (const auto& f : batch) {
+      out.emplace(
+          static_cast<int>(f.kind),
+          f.kind == Mutation::Kind::kGeneration ? std::string(f.user) : session_id_to_text(f.id),
+          f.hlc, f.origin);
+    }
+  });
+  return out;
+}
+
+// Found by the chaos suite: a revoke's tombstones were stamped with the clock of each table that
+// applied the raise, so the origin and every copy held different tombstones for the same ends,
+// their digests never agreed, and only anti-entropy made them equal.
+TEST(Apply, ARevokeLeavesTheSameTombstonesWhereverItIsApplied) {
+  ManualClock clock_a, clock_b(ManualClock().now_ms() + 1234);
+  Node a(1, 1, clock_a), b(2, 1, clock_b);
+  NewSession req;
+  req.user_id = "alice";
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(a.table->create(req).ok());
+  for (auto& s : a.outbox) ASSERT_TRUE(b.table->apply(s->m).ok());
+  a.outbox.clear();
+  ASSERT_EQ(fingerprints(*a.table), fingerprints(*b.table));
+  clock_a.advance_ms(1000);
+  clock_b.advance_ms(7000);  // b applies the raise later, by its own clock
+  ASSERT_EQ(a.table->revoke_user("alice").value(), 3u);
+  for (auto& s : a.outbox) ASSERT_TRUE(b.table->apply(s->m).ok());
+  EXPECT_TRUE(b.table->list_user("alice").empty());
+  EXPECT_EQ(fingerprints(*a.table), fingerprints(*b.table));
+}
 
 TEST(Apply, ARevokeEndsThemEvenFromATableWhoseClockRuns50SecondsAhead) {
   revoke_races_creates(50'000);
