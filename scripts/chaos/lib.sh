@@ -142,6 +142,21 @@ link_up() {
   fi
 }
 
+# etcd_cut K I / etcd_heal K I: node I of region K can no longer reach its etcd (nor etcd it),
+# while clients and the other nodes still reach it: a bridge filter in the router.
+etcd_cut() {
+  ip netns exec "$SDC-r$1" nft -f - <<NFT
+table bridge chaos_n$2 {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    ip saddr 198.18.$1.$((10 + $2)) ip daddr 198.18.$1.2 drop
+    ip saddr 198.18.$1.2 ip daddr 198.18.$1.$((10 + $2)) drop
+  }
+}
+NFT
+}
+etcd_heal() { ip netns exec "$SDC-r$1" nft delete table bridge "chaos_n$2" 2>/dev/null || true; }
+
 # net_down: every process in our namespaces killed, every namespace (and with it every link) gone.
 net_down() {
   local ns pass

@@ -9,17 +9,22 @@
 //                  --control DIR [--rate 60] [--threads 2] [--users 8] [--seed N]
 //                  [--idle-ms 300000] [--converge-timeout-s 90]
 //
-// Control files in DIR, polled every 20 ms: "burst" (holding a region's name) destroys up to
-// 24 of that region's sessions at once and then writes "burst.done" (the runner kills their
-// owner right after); "stop" ends the load: then every node's digests are compared with every
+// Control files in DIR, polled every 20 ms: "burst" ("REGION NODE PID") destroys up to 24 of
+// the sessions NODE owns at once, kills PID the moment the last is acknowledged, and then
+// writes "burst.done"; "stop" ends the load: then every node's digests are compared with every
 // peer region until they are equal or the timeout passes ("converged"), and every session the
 // history names is read in every region (phase "final"). Exit 0 once all is written.
 #include <CLI/CLI.hpp>
+#include <signal.h>
+
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,6 +35,8 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/ring.h"
+#include "protocol/base64url.h"
 #include "sessiond/client.h"
 
 namespace {
@@ -44,10 +51,14 @@ std::int64_t now_us() {
       .count();
 }
 
+// A region: its seeds, and one client per caller thread (each an application server with its
+// own copy of the topology, so that a node that takes writes it should not is seen beside the
+// one that should: invariant 5).
 struct Region {
   std::string name;
   std::vector<std::string> seeds;
-  std::unique_ptr<Client> client;
+  std::vector<std::unique_ptr<Client>> clients;
+  Client& client() { return *clients.front(); }
 };
 
 // Writes history lines from every thread.
@@ -165,7 +176,9 @@ class Workload {
     std::vector<std::thread> workers;
     for (std::size_t r = 0; r < regions_.size(); ++r) {
       for (int t = 0; t < options_.threads; ++t) {
-        workers.emplace_back([this, r, t] { work(r, options_.seed * 1000 + r * 100 + t); });
+        workers.emplace_back([this, r, t] {
+          work(r, static_cast<std::size_t>(t), options_.seed * 1000 + r * 100 + t);
+        });
       }
     }
     control_loop();
@@ -200,12 +213,12 @@ class Workload {
     return "u" + std::to_string(r + 1) + "-" + std::to_string(index);
   }
 
-  void work(std::size_t r, std::uint64_t seed) {
+  void work(std::size_t r, std::size_t t, std::uint64_t seed) {
     std::mt19937_64 random(seed);
     auto interval = std::chrono::duration<double>(options_.threads / options_.rate);
     auto next = std::chrono::steady_clock::now();
     std::uniform_int_distribution<int> percent(0, 99);
-    auto& client = *regions_[r].client;
+    auto& client = *regions_[r].clients[t];
     while (!stop_) {
       next += std::chrono::duration_cast<std::chrono::steady_clock::duration>(interval);
       std::this_thread::sleep_until(next);
@@ -344,10 +357,11 @@ class Workload {
       fs::path burst = fs::path(options_.control) / "burst";
       if (fs::exists(stop)) return;
       if (fs::exists(burst)) {
-        std::string region;
-        std::ifstream(burst) >> region;
+        std::string region, node;
+        pid_t pid = 0;
+        std::ifstream(burst) >> region >> node >> pid;
         fs::remove(burst);
-        destroy_burst(region);
+        destroy_burst(region, node, pid);
         std::ofstream(fs::path(options_.control) / "burst.done") << region << "\n";
       }
       if (std::chrono::steady_clock::now() - last_topology > std::chrono::seconds(1)) {
@@ -359,10 +373,56 @@ class Workload {
     }
   }
 
-  void destroy_burst(const std::string& region) {
+  // The live sessions of region r that node `node_id` owns now, by the region's ring.
+  std::vector<std::string> owned_by(std::size_t r, const std::string& node_id, std::size_t limit) {
+    auto topology = regions_[r].client().topology();
+    if (!topology.ok()) return {};
+    std::vector<cluster::Node> nodes;
+    for (const auto& n : topology->nodes) {
+      cluster::Node node;
+      node.id = n.id;
+      node.address = n.address;
+      node.number = n.number;
+      node.weight = n.weight;
+      nodes.push_back(std::move(node));
+    }
+    cluster::Ring ring(nodes);
+    std::vector<std::string> out;
+    if (ring.empty()) return out;
+    for (const auto& id : model_.live_in(r, std::numeric_limits<std::size_t>::max())) {
+      auto raw = base64url_decode(id);
+      if (!raw.ok() || raw->size() < 8) continue;
+      if (nodes[ring.owner(cluster::ring_position(*raw))].id != node_id) continue;
+      out.push_back(id);
+      if (out.size() >= limit) break;
+    }
+    return out;
+  }
+
+  // Destroys up to 24 sessions that `node_id` of `region` owns, all at once, and kills the node
+  // (SIGKILL to `pid`) the moment the last acknowledgement arrives: what an acknowledged logout
+  // must survive.
+  void destroy_burst(const std::string& region, const std::string& node_id, pid_t pid) {
     for (std::size_t r = 0; r < regions_.size(); ++r) {
       if (regions_[r].name != region) continue;
-      for (const auto& id : model_.live_in(r, 24)) destroy(r, *regions_[r].client, id);
+      auto ids = owned_by(r, node_id, 24);
+      std::mutex mutex;  // guards left
+      std::condition_variable done;
+      std::size_t left = ids.size();
+      for (const auto& id : ids) {
+        auto t0 = now_us();
+        regions_[r].client().async_destroy(id, [&, r, id, t0](Status status) {
+          recorder_.write(op_record("destroy", r, id, t0, status));
+          if (status.ok() || status.code() == StatusCode::kNotFound) model_.end(id);
+          std::lock_guard lock(mutex);
+          if (--left == 0) done.notify_all();
+        });
+      }
+      std::unique_lock lock(mutex);
+      done.wait(lock, [&] { return left == 0; });
+      if (pid > 0) ::kill(pid, SIGKILL);
+      std::fprintf(stderr, "chaos-workload: %zu destroys on %s of %s, then SIGKILL\n", ids.size(),
+                   node_id.c_str(), region.c_str());
     }
     recorder_.flush();
   }
@@ -370,7 +430,7 @@ class Workload {
   void record_topologies(std::map<std::string, std::uint64_t>& epochs) {
     for (auto& region : regions_) {
       Client::CallTimeout quick(milliseconds(500));
-      auto topology = region.client->refresh_topology();
+      auto topology = region.client().refresh_topology();
       if (!topology.ok() || epochs[region.name] == topology->epoch) continue;
       epochs[region.name] = topology->epoch;
       json nodes = json::array();
@@ -478,7 +538,7 @@ class Workload {
     for (std::size_t r = 0; r < regions_.size(); ++r) {
       std::vector<std::string> batch(ids.begin(), ids.end());
       Client::CallTimeout generous(milliseconds(10000));
-      auto results = regions_[r].client->get_many(batch);
+      auto results = regions_[r].client().get_many(batch);
       for (std::size_t i = 0; i < batch.size(); ++i) {
         auto record = op_record("get", r, batch[i], now_us(), results[i].status());
         if (results[i].ok()) {
@@ -541,7 +601,15 @@ int main(int argc, char** argv) {
     ClientOptions client;
     client.seeds = region.seeds;
     client.timeout = milliseconds(1000);
-    region.client = std::make_unique<Client>(client);
+    // Each caller's seeds in another order, as application servers are configured: a node
+    // that answers TOPOLOGY with a stale view (cut off from etcd) misleads only some of them.
+    for (int t = 0; t < options.threads; ++t) {
+      std::vector<std::string> seeds = region.seeds;
+      std::rotate(seeds.begin(), seeds.begin() + static_cast<std::ptrdiff_t>(t % seeds.size()),
+                  seeds.end());
+      client.seeds = seeds;
+      region.clients.push_back(std::make_unique<Client>(client));
+    }
     regions.push_back(std::move(region));
   }
   Workload workload(options, std::move(regions));
