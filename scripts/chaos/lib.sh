@@ -102,6 +102,7 @@ wan_proxy_up() {
   local k=$1 bin=$2 log=$3 router="$SDC-r$1"
   : >"$chaos_dir/proxy-r$k.conf"
   (ip netns exec "$router" "$bin" --listen 0.0.0.0:7999 --config "$chaos_dir/proxy-r$k.conf" \
+    --seed "$((${seed:-1} + k))" \
     >>"$log" 2>&1 & echo $! >"$chaos_dir/proxy-r$k.pid")
   ip netns exec "$router" nft -f - <<NFT
 table ip chaos {

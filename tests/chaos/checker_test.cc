@@ -1,13 +1,14 @@
 // The chaos checker against small made-up histories (label unit): each invariant flags the
 // history that breaks it, with the lines that show it, and passes its legitimate neighbours
 // (concurrent calls, asynchronous regions, unacknowledged calls, graceful handovers).
+#include "checker.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <fstream>
 #include <string>
 
-#include "checker.h"
 #include "history.h"
 #include "tests/support/temp_dir.h"
 
@@ -212,7 +213,8 @@ TEST(ChaosChecker, ReadsTheHistoryFormatAndNamesABadLine) {
         << R"({"type":"op","op":"create","region":"r1","id":")" << kA
         << R"(","user":"u","w":"c","t0":1,"t1":2,"status":"OK","ver":[5,11,1],"deadline":9})"
         << "\n"
-        << R"({"type":"converged","t":3,"ok":true,"ms":12})" << "\n";
+        << R"({"type":"converged","t":3,"ok":true,"ms":12})"
+        << "\n";
   }
   History h;
   std::string error;

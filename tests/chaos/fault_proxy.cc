@@ -5,7 +5,7 @@
 // netem, and a userspace relay is what the WAN looks like to the nodes anyway: TCP never loses
 // bytes, it delays them, so a "dropped" segment arrives a retransmission timeout late.
 //
-//   chaos-proxy --listen 0.0.0.0:7999 --config FILE
+//   chaos-proxy --listen 0.0.0.0:7999 --config FILE [--seed N]
 //
 // FILE holds KEY=VALUE words, reread on SIGHUP (empty: a clean link):
 //   latency_ms=N     added to every chunk, each direction
@@ -55,6 +55,7 @@ struct Settings {
 std::mutex settings_mutex;  // guards settings
 Settings settings;
 std::string config_path;
+std::uint64_t seed = 1;  // each connection's faults come from seed + its number
 std::atomic<std::uint64_t> connections{0}, chunks{0}, drops{0}, resets{0}, dial_failures{0};
 
 Settings current() {
@@ -115,7 +116,10 @@ void abort_socket(int fd) {  // close with RST
 // delivery time and a writer thread that delivers them then.
 class Relay : public std::enable_shared_from_this<Relay> {
  public:
-  Relay(int client, int server) : fds_{client, server} {}
+  Relay(int client, int server, std::uint64_t number)
+      : fds_{client, server},
+        random_{std::mt19937_64(seed * 1'000'003 + number),
+                std::mt19937_64(seed * 1'000'003 + number + 1)} {}
   ~Relay() {
     ::close(fds_[0]);
     ::close(fds_[1]);
@@ -153,7 +157,7 @@ class Relay : public std::enable_shared_from_this<Relay> {
   }
 
   void read_loop(int dir) {  // dir 0: client -> server; 1: server -> client
-    thread_local std::mt19937_64 random{std::random_device{}()};
+    auto& random = random_[dir];
     auto& d = dirs_[dir];
     std::string buffer(kChunk, '\0');
     for (;;) {
@@ -228,6 +232,7 @@ class Relay : public std::enable_shared_from_this<Relay> {
   }
 
   int fds_[2];
+  std::mt19937_64 random_[2];  // per direction: each used by its reader only
   Direction dirs_[2];
   std::atomic<bool> failed_{false};
 };
@@ -253,8 +258,8 @@ void serve(int client) {
   int one = 1;
   ::setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   ::setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  ++connections;
-  std::make_shared<Relay>(client, server)->start();
+  const std::uint64_t number = ++connections;
+  std::make_shared<Relay>(client, server, number)->start();
 }
 
 }  // namespace
@@ -267,13 +272,15 @@ int main(int argc, char** argv) {
       listen = argv[i + 1];
     else if (flag == "--config")
       config_path = argv[i + 1];
+    else if (flag == "--seed")
+      seed = std::strtoull(argv[i + 1], nullptr, 10);
     else {
-      std::fprintf(stderr, "usage: chaos-proxy --listen HOST:PORT --config FILE\n");
+      std::fprintf(stderr, "usage: chaos-proxy --listen HOST:PORT --config FILE [--seed N]\n");
       return 2;
     }
   }
   if (argc % 2 == 0 || config_path.empty()) {
-    std::fprintf(stderr, "usage: chaos-proxy --listen HOST:PORT --config FILE\n");
+    std::fprintf(stderr, "usage: chaos-proxy --listen HOST:PORT --config FILE [--seed N]\n");
     return 2;
   }
   if (!load(config_path)) {

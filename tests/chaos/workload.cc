@@ -14,9 +14,9 @@
 // writes "burst.done"; "stop" ends the load: then every node's digests are compared with every
 // peer region until they are equal or the timeout passes ("converged"), and every session the
 // history names is read in every region (phase "final"). Exit 0 once all is written.
-#include <CLI/CLI.hpp>
 #include <signal.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>

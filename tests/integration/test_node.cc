@@ -12,10 +12,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string_view>
+#include <thread>
 
 #ifndef SESSIOND_DAEMON_PATH
 #error "SESSIOND_DAEMON_PATH must name the sessiond binary"
@@ -146,7 +150,29 @@ int TestNode::stop_with(int number) {
 }
 
 void TestNode::send_signal(int number) {
-  if (pid_ > 0) ::kill(pid_, number);
+  if (pid_ <= 0) return;
+  ::kill(pid_, number);
+  if (number != SIGSTOP) return;
+  // Every thread's state (the field after the command's closing parenthesis) is T: stopped.
+  auto all_stopped = [this] {
+    std::error_code ec;
+    bool any = false;
+    for (const auto& task :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(pid_) + "/task", ec)) {
+      std::ifstream in(task.path() / "stat");
+      std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const auto paren = stat.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= stat.size()) continue;  // gone meanwhile
+      const char state = stat[paren + 2];
+      if (state != 'T' && state != 't') return false;
+      any = true;
+    }
+    return any;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!all_stopped() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 bool TestNode::running() {

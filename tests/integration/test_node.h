@@ -41,7 +41,10 @@ class TestNode {
   // Sends `number` to the node, then waits for its exit: the exit status (-1 if it did not exit
   // within 10 s and was killed, or if the signal killed it).
   int stop_with(int number);
-  // Sends `number` to the node and returns at once (for signals that do not stop it).
+  // Sends `number` to the node and returns at once (for signals that do not stop it); SIGSTOP
+  // returns once every thread of the node has stopped (a stop takes effect when each thread is
+  // next scheduled, not when kill() returns: a test that freezes a node and then sends work
+  // must not race the node's last steps).
   void send_signal(int number);
   // Whether the process is still there (it has not exited).
   bool running();
