@@ -10,11 +10,12 @@ namespace {
 
 Sabotage current = Sabotage::kNone;  // written once at start, before the threads
 
-constexpr std::array<std::pair<std::string_view, Sabotage>, 4> kNames{{
+constexpr std::array<std::pair<std::string_view, Sabotage>, 5> kNames{{
     {"ack-unreplicated", Sabotage::kAckUnreplicated},
     {"resurrect", Sabotage::kResurrect},
     {"skip-region-cursor", Sabotage::kSkipRegionCursor},
     {"no-fencing", Sabotage::kNoFencing},
+    {"no-touch-ship", Sabotage::kNoTouchShip},
 }};
 
 }  // namespace

@@ -45,13 +45,8 @@ class HistoryBuilder {
   }
   Op& create(std::string region, std::string id, double t0, double t1, std::string w,
              std::uint32_t node = 1, std::string user = "u1") {
-    Op& o = op("create", region, id, t0, t1);
+    Op& o = write("create", std::move(region), std::move(id), t0, t1, std::move(w), node);
     o.user = std::move(user);
-    o.w = std::move(w);
-    o.hlc = static_cast<std::uint64_t>(t1 * 1e6);
-    o.ver_region = region == "r1" ? 11 : 22;
-    o.ver_node = node;
-    o.deadline_ms = static_cast<std::int64_t>(t1 * 1000) + h_.idle_ms;
     return o;
   }
   Op& write(std::string kind, std::string region, std::string id, double t0, double t1,

@@ -181,9 +181,11 @@ class Workload {
         });
       }
     }
+    std::thread watcher([this] { watch_loop(); });
     control_loop();
     stop_ = true;
     for (auto& worker : workers) worker.join();
+    watcher.join();
     recorder_.write({{"type", "load-end"}, {"t", now_us()}});
     recorder_.flush();
     converge();
@@ -373,6 +375,21 @@ class Workload {
     }
   }
 
+  // Reads the sessions of the last bursts in their region every 250 ms for 20 s.
+  void watch_loop() {
+    while (!stop_) {
+      std::vector<Watched> now;
+      {
+        std::lock_guard lock(watch_mutex_);
+        std::erase_if(watched_,
+                      [](const Watched& w) { return w.until < std::chrono::steady_clock::now(); });
+        now = watched_;
+      }
+      for (const auto& w : now) get(w.region, regions_[w.region].client(), w.id, false);
+      std::this_thread::sleep_for(milliseconds(250));
+    }
+  }
+
   // The live sessions of region r that node `node_id` owns now, by the region's ring.
   std::vector<std::string> owned_by(std::size_t r, const std::string& node_id, std::size_t limit) {
     auto topology = regions_[r].client().topology();
@@ -421,6 +438,13 @@ class Workload {
       std::unique_lock lock(mutex);
       done.wait(lock, [&] { return left == 0; });
       if (pid > 0) ::kill(pid, SIGKILL);
+      {
+        // Read on, as an application checks a session on every request: a logout that the
+        // failover undid shows at once.
+        std::lock_guard watch(watch_mutex_);
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        for (const auto& id : ids) watched_.push_back(Watched{r, id, until});
+      }
       std::fprintf(stderr, "chaos-workload: %zu destroys on %s of %s, then SIGKILL\n", ids.size(),
                    node_id.c_str(), region.c_str());
     }
@@ -557,6 +581,13 @@ class Workload {
   std::vector<Region> regions_;
   Recorder recorder_;
   Model model_;
+  struct Watched {
+    std::size_t region;
+    std::string id;
+    std::chrono::steady_clock::time_point until;
+  };
+  std::mutex watch_mutex_;  // guards watched_
+  std::vector<Watched> watched_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> final_phase_{false};  // the reads after convergence
   std::atomic<std::uint64_t> sequence_{0};
