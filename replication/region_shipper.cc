@@ -238,9 +238,7 @@ Result<bool> RegionShipper::ship_batch(const PeerRegionView& view) {
       from, options_.batch_entries, [&](std::uint64_t seq, const storage::Mutation& m) {
         if (first == 0) first = seq;
         if (blocked || bytes >= kMaxBatchBytes) return;
-        if (m.origin.remote ||
-            (m.kind == storage::Mutation::Kind::kTouch &&
-             storage::sabotaged(storage::Sabotage::kNoTouchShip))) {
+        if (m.origin.remote) {
           last = seq;
           return;
         }

@@ -15,7 +15,7 @@ constexpr std::array<std::pair<std::string_view, Sabotage>, 5> kNames{{
     {"resurrect", Sabotage::kResurrect},
     {"skip-region-cursor", Sabotage::kSkipRegionCursor},
     {"no-fencing", Sabotage::kNoFencing},
-    {"no-touch-ship", Sabotage::kNoTouchShip},
+    {"keep-older-access", Sabotage::kKeepOlderAccess},
 }};
 
 }  // namespace

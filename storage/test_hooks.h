@@ -19,13 +19,13 @@ enum class Sabotage {
   kSkipRegionCursor,
   // A node accepts writes after its lease ran out (no fencing).
   kNoFencing,
-  // Touches are not shipped to peer regions (their deadlines drift apart).
-  kNoTouchShip,
+  // Merging two states of a session keeps the older last access (deadlines drift apart).
+  kKeepOlderAccess,
 };
 
 #ifdef SESSIOND_TEST_HOOKS
 // Sets the sabotage by name (ack-unreplicated, resurrect, skip-region-cursor, no-fencing,
-// no-touch-ship);
+// keep-older-access);
 // INVALID_ARGUMENT naming the known ones otherwise. Call once, before any thread reads it.
 Status set_sabotage(std::string_view name);
 bool sabotaged(Sabotage which);

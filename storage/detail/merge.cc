@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <iterator>
 
+#include "storage/test_hooks.h"
+
 namespace sessiond::storage::detail {
 namespace {
 
@@ -79,7 +81,9 @@ RecordPtr merge_records(const Record& a, const Record& b, std::size_t access_log
 
   RecordPtr out = Record::make(a.id, blob);
   out->created_at_ms = hi.created_at_ms;
-  out->last_access_ms = std::max(a.last_access_ms, b.last_access_ms);
+  out->last_access_ms = sabotaged(Sabotage::kKeepOlderAccess)
+                            ? std::min(a.last_access_ms, b.last_access_ms)
+                            : std::max(a.last_access_ms, b.last_access_ms);
   out->idle_ms = a_policy ? a.idle_ms : b.idle_ms;
   out->absolute_ms = a_policy ? a.absolute_ms : b.absolute_ms;
   out->cap_ms = std::min(a.cap_ms, b.cap_ms);

@@ -329,8 +329,8 @@ Verdict check_single_writer(const History& history, const Index& index,
 
 // The fault records that inject a fault (the others record its end, or the final healing).
 bool injected(const std::string& kind) {
-  return kind != "heal" && kind != "healed" && kind != "thaw" && kind != "reconnect" &&
-         kind != "etcd-start" && kind != "restart-killed";
+  return kind != "heal" && kind != "heal-all" && kind != "thaw" && kind != "reconnect" &&
+         kind != "etcd-start" && kind != "restart-killed" && kind != "heal-etcd";
 }
 
 }  // namespace
@@ -374,10 +374,21 @@ void print_report(const History& history, const std::vector<Verdict>& verdicts, 
     out << "| " << verdict.name << " | " << verdict.checked << " | " << verdict.violations.size()
         << " |\n";
   }
-  out << "\ntime to converge after the faults: "
-      << (history.converged ? std::to_string(history.converge_ms) + " ms"
-                            : std::string("did not converge"))
-      << "\n";
+  // From the moment the runner healed everything (links, processes, etcd) to equal digests
+  // everywhere: restarts, rejoins and catching up included.
+  std::int64_t healed = 0;
+  for (const auto& fault : history.faults) {
+    if (fault.fault == "heal-all") healed = fault.t;
+  }
+  out << "\ntime to converge after the faults: ";
+  if (!history.converged) {
+    out << "did not converge\n";
+  } else if (healed != 0 && history.converged_at > healed) {
+    out << (history.converged_at - healed) / 1000 << " ms from the heal to equal digests ("
+        << history.converge_ms << " ms after the load stopped)\n";
+  } else {
+    out << history.converge_ms << " ms after the load stopped\n";
+  }
 }
 
 }  // namespace sessiond::chaos

@@ -70,6 +70,7 @@ bool read_history(const std::vector<std::string>& files, History& out, std::stri
         } else if (type == "converged") {
           out.converged = record.value("ok", false);
           out.converge_ms = record.value("ms", std::int64_t{-1});
+          out.converged_at = record.value("t", std::int64_t{0});
         } else if (type == "config") {
           out.idle_ms = record.value("idle_ms", std::int64_t{0});
           out.touch_fraction = record.value("touch_fraction", 0.1);

@@ -12,7 +12,7 @@
 //   {"type":"topology","region":"r1","t":..,"epoch":3,"nodes":[{"id":"n1","number":1}]}
 //   {"type":"digest","region":"r1","node":"198.18.1.11:7400","peer":"r2","t":..,"differing":0,
 //    "error":""}
-//   {"type":"converged","t":..,"ok":true,"ms":1234}  (from the end of the faults)
+//   {"type":"converged","t":..,"ok":true,"ms":1234}  (from the end of the load)
 //   {"type":"fault","t":..,"fault":"kill","target":"r1/n1","detail":"..."}
 //   {"type":"config","idle_ms":..,"touch_fraction":0.1,"lease_ttl_ms":5000,"regions":[..]}
 #pragma once
@@ -62,7 +62,8 @@ struct History {
   std::vector<TopologyRecord> topologies;
   std::vector<DigestRecord> digests;  // the last round of checks of each node and peer
   bool converged = false;
-  std::int64_t converge_ms = -1;
+  std::int64_t converge_ms = -1;  // from the load's end to equal digests
+  std::int64_t converged_at = 0;  // when the digests were found equal (µs)
   std::int64_t idle_ms = 0;
   double touch_fraction = 0.1;
   std::vector<std::string> regions;
