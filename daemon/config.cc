@@ -144,7 +144,8 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
       ->group("");
   app.add_option("--test-sabotage", o.test_sabotage,
                  "TESTS ONLY: break one rule on purpose (docs/chaos.md, \"Sabotage\"): "
-                 "ack-unreplicated | resurrect | skip-region-cursor | no-fencing | keep-older-access")
+                 "ack-unreplicated | resurrect | skip-region-cursor | no-fencing | "
+                 "keep-older-access")
       ->group("");
 #endif
   std::vector<std::string> peer_regions;
