@@ -115,7 +115,7 @@ std::vector<std::size_t> context_lines(const Index& index, const std::string& id
 
 std::string ms(std::int64_t us) { return std::to_string(us / 1000) + " ms"; }
 
-Verdict check_ended_stay_ended(const History& history, const Index& index) {
+Verdict check_ended_stay_ended(const Index& index) {
   Verdict verdict{"1 ended sessions never come back", 0, {}};
   for (const auto& [id, ends] : index.ends) {
     auto ops = index.by_id.find(id);
@@ -158,11 +158,10 @@ Verdict check_ended_stay_ended(const History& history, const Index& index) {
       break;  // one counter-example per session
     }
   }
-  (void)history;
   return verdict;
 }
 
-Verdict check_acknowledged_present(const History& history, const Index& index) {
+Verdict check_acknowledged_present(const Index& index) {
   Verdict verdict{"2 acknowledged writes present everywhere", 0, {}};
   for (const auto& [id, user] : index.user_of) {
     auto ops_it = index.by_id.find(id);
@@ -215,7 +214,6 @@ Verdict check_acknowledged_present(const History& history, const Index& index) {
                                              context_lines(index, id, {latest, op})});
     }
   }
-  (void)history;
   return verdict;
 }
 
@@ -323,7 +321,6 @@ Verdict check_single_writer(const History& history, const Index& index,
       }
     }
   }
-  (void)index;
   return verdict;
 }
 
@@ -337,9 +334,8 @@ bool injected(const std::string& kind) {
 
 std::vector<Verdict> check(const History& history, const CheckOptions& options) {
   Index index = build_index(history);
-  return {check_ended_stay_ended(history, index), check_acknowledged_present(history, index),
-          check_digests(history), check_deadlines(history, index),
-          check_single_writer(history, index, options)};
+  return {check_ended_stay_ended(index), check_acknowledged_present(index), check_digests(history),
+          check_deadlines(history, index), check_single_writer(history, index, options)};
 }
 
 void print_report(const History& history, const std::vector<Verdict>& verdicts, std::ostream& out) {
