@@ -499,8 +499,12 @@ TEST_F(ClusterTest, AMigrationSurvivesTheReceiverBeingKilledMidWay) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("does not answer"), std::string::npos) << r.err;
   nodes_["n2"]->send_signal(SIGCONT);
-  r = sessctl_cluster({"add-node", "n2", nodes_["n2"]->address()});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Frozen through add-node's ping, its lease may have run out: it registers again once thawed
+  // ("no node n2 is running" until then).
+  ASSERT_TRUE(eventually([&] {
+    r = sessctl_cluster({"add-node", "n2", nodes_["n2"]->address()});
+    return r.exit_code == 0;
+  })) << r.err;
   nodes_["n2"]->send_signal(SIGSTOP);
   nodes_["n2"]->kill_hard();
   nodes_.erase("n2");
