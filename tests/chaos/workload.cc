@@ -206,6 +206,14 @@ class Workload {
                 {"status", std::string(status_code_name(status.code()))},
                 {"phase", final_phase_ ? "final" : "run"}};
   }
+  // What a read saw: the value of `w`, the version, the deadline, and whether from a replica.
+  static void add_read(json& record, const Session& session) {
+    const Field* w = session.field("w");
+    record["w"] = w ? w->value : "";
+    record["ver"] = version_json(session.version);
+    record["deadline"] = session.deadline_ms;
+    record["stale"] = session.possibly_stale;
+  }
   static void add_meta(json& record, const SessionMeta& meta) {
     record["ver"] = version_json(meta.version);
     record["deadline"] = meta.deadline_ms;
@@ -282,13 +290,7 @@ class Workload {
     auto t0 = now_us();
     auto result = client.get(id, options);
     auto record = op_record(touch ? "get-touch" : "get", r, id, t0, result.status());
-    if (result.ok()) {
-      const Field* w = result->field("w");
-      record["w"] = w ? w->value : "";
-      record["ver"] = version_json(result->version);
-      record["deadline"] = result->deadline_ms;
-      record["stale"] = result->possibly_stale;
-    }
+    if (result.ok()) add_read(record, *result);
     recorder_.write(record);
   }
 
@@ -565,13 +567,7 @@ class Workload {
       auto results = regions_[r].client().get_many(batch);
       for (std::size_t i = 0; i < batch.size(); ++i) {
         auto record = op_record("get", r, batch[i], now_us(), results[i].status());
-        if (results[i].ok()) {
-          const Field* w = results[i]->field("w");
-          record["w"] = w ? w->value : "";
-          record["ver"] = version_json(results[i]->version);
-          record["deadline"] = results[i]->deadline_ms;
-          record["stale"] = results[i]->possibly_stale;
-        }
+        if (results[i].ok()) add_read(record, *results[i]);
         recorder_.write(record);
       }
     }
