@@ -2,6 +2,8 @@
 //
 //   sessctl [--addr HOST:PORT[,HOST:PORT...]] [--json] [--timeout-ms N] [--tls ...] COMMAND [ARGS]
 //
+// `top` and `backup` talk to the node's admin HTTP listener (--admin), `cluster` to etcd.
+//
 // Human-readable output by default, one JSON object per command with --json (errors too, as
 // {"error":{...}} on stdout; the message also goes to stderr). Exit codes: 0 ok, 1 not found
 // or expired, 2 usage (or an argument the node refused), 3 unreachable, 4 any other refusal.
@@ -17,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "sessctl_admin.h"
 #include "sessctl_cluster.h"
 #include "sessctl_support.h"
 #include "sessiond/client.h"
@@ -367,6 +370,8 @@ int main(int argc, char** argv) {
   }
   std::function<int()> cluster_command;  // `cluster ...` talks to etcd, not to a node
   add_cluster_commands(app, cluster_command, out.json);
+  std::function<int()> admin_command;  // `top`, `backup`: the node's admin HTTP listener
+  add_admin_commands(app, admin_command, out.json, secret);
   std::vector<char*> arg_pointers;
   for (std::string& a : args) arg_pointers.push_back(a.data());
   try {
@@ -380,6 +385,7 @@ int main(int argc, char** argv) {
   }
 
   if (cluster_command) return cluster_command();
+  if (admin_command) return admin_command();
   Client::Options options;
   options.address = address;
   options.timeout = std::chrono::milliseconds(timeout_ms);

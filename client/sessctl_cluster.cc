@@ -71,27 +71,13 @@ int status(const cluster::EtcdClient& etcd, const ClusterArgs& a, bool as_json) 
     };
     json progress = json::object();
     std::size_t done = 0;
-    if (t.migration) {
-      const std::string prefix = cluster::migration_prefix(a.region, t.migration->id);
-      auto marks = etcd.get_prefix(prefix);
-      if (!marks.ok()) return fail(marks.status(), as_json);
-      for (const cluster::Node& n : t.nodes) {
-        json p = {{"state", "streaming"}, {"sessions", 0}, {"bytes", 0}};
-        for (const auto& kv : marks->kvs) {
-          const bool is_done = kv.key == prefix + "done/" + n.id;
-          if (!is_done && kv.key != prefix + "progress/" + n.id) continue;
-          const json v = json::parse(kv.value, nullptr, false);
-          if (v.is_object()) {
-            p["sessions"] =
-                std::max(p["sessions"].get<std::uint64_t>(), v.value("sessions", std::uint64_t{0}));
-            p["bytes"] =
-                std::max(p["bytes"].get<std::uint64_t>(), v.value("bytes", std::uint64_t{0}));
-          }
-          if (is_done) p["state"] = "handed over";
-        }
-        if (p["state"] == "handed over") ++done;
-        progress[n.id] = p;
-      }
+    auto marks = cluster::read_migration_progress(etcd, t);
+    if (!marks.ok()) return fail(marks.status(), as_json);
+    for (const auto& [id, p] : *marks) {
+      progress[id] = {{"state", p.handed_over ? "handed over" : "streaming"},
+                      {"sessions", p.sessions},
+                      {"bytes", p.bytes}};
+      if (p.handed_over) ++done;
     }
     if (a.wait_ms > 0 && t.migration && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -60,6 +60,46 @@ const Node* Routing::target_owner(std::uint64_t position) const {
   return o ? &nodes[*o] : nullptr;
 }
 
+Result<std::map<std::string, MigrationProgress>> read_migration_progress(const EtcdClient& etcd,
+                                                                         const Topology& topology) {
+  std::map<std::string, MigrationProgress> out;
+  if (!topology.migration) return out;
+  const std::string prefix = migration_prefix(topology.region, topology.migration->id);
+  auto marks = etcd.get_prefix(prefix);
+  if (!marks.ok()) return marks.status();
+  for (const Node& n : topology.nodes) {
+    MigrationProgress p;
+    for (const auto& kv : marks->kvs) {
+      const bool is_done = kv.key == prefix + "done/" + n.id;
+      if (!is_done && kv.key != prefix + "progress/" + n.id) continue;
+      const nlohmann::json v = nlohmann::json::parse(kv.value, nullptr, false);
+      if (v.is_object()) {
+        p.sessions = std::max(p.sessions, v.value("sessions", std::uint64_t{0}));
+        p.bytes = std::max(p.bytes, v.value("bytes", std::uint64_t{0}));
+      }
+      p.handed_over = p.handed_over || is_done;
+    }
+    out[n.id] = p;
+  }
+  return out;
+}
+
+std::vector<double> ring_shares(const Ring& ring, std::size_t nodes) {
+  std::vector<double> out(nodes, 0.0);
+  const auto& points = ring.points();
+  if (points.empty()) return out;
+  constexpr double kCircle = 18446744073709551616.0;  // 2^64
+  for (std::size_t i = 0; i < points.size(); ++i) {
+    // A point owns the positions after the previous point (wrapping) up to its own.
+    const std::uint64_t from = i == 0 ? points.back().position : points[i - 1].position;
+    const std::uint64_t arc = points[i].position - from;  // modulo 2^64
+    if (points[i].node < nodes) {
+      out[points[i].node] += (points.size() == 1 ? kCircle : static_cast<double>(arc)) / kCircle;
+    }
+  }
+  return out;
+}
+
 bool Routing::owns(std::uint64_t position) const {
   if (!self || ring.empty()) return false;
   if (!any_down) return ring.owner(position) == *self;
@@ -155,8 +195,9 @@ Status Membership::register_lease(bool topology_first) {
   const std::int64_t sent = steady_ns();
   auto lease = etcd_.grant_lease(options_.lease_ttl);
   if (!lease.ok()) return lease.status();
-  const nlohmann::json live = {
+  nlohmann::json live = {
       {"address", address_}, {"resp_address", resp_address_}, {"number", number_}};
+  if (!admin_address_.empty()) live["admin_address"] = admin_address_;
   auto put = etcd_.put(node_key(options_.region, options_.node_id), live.dump(), *lease);
   if (!put.ok()) return put.status();
   lease_.store(*lease);
@@ -192,7 +233,9 @@ Result<bool> Membership::replace_topology(const Topology& next, std::int64_t rev
   return etcd_.txn(swap);
 }
 
-Status Membership::start(const std::string& address, const std::string& resp_address) {
+Status Membership::start(const std::string& address, const std::string& resp_address,
+                         const std::string& admin_address) {
+  admin_address_ = admin_address;
   address_ = address;
   resp_address_ = resp_address;
   if (Status s = register_lease(); !s.ok()) return s;

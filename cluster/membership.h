@@ -12,7 +12,8 @@
 //
 // etcd keys of a region R (docs/cluster.md):
 //   /sessiond/R/topology        the topology's JSON (cluster/topology.h); changed only by CAS
-//   /sessiond/R/nodes/ID        liveness: {"address","resp_address","number"} under the lease
+//   /sessiond/R/nodes/ID        liveness: {"address","resp_address","admin_address","number"}
+//                               under the lease
 //   /sessiond/R/numbers/N       node id holding number N (claimed once, kept)
 //   /sessiond/R/route-key-check the fingerprint of the region's route-key secret
 //   /sessiond/R/migrations/M/   a migration's progress and handover markers
@@ -25,6 +26,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -80,6 +82,17 @@ struct Routing {
   bool any_down = false;
 };
 
+// A running migration's progress on one node (from its marks under migration_prefix).
+struct MigrationProgress {
+  bool handed_over = false;  // its done mark is there
+  std::uint64_t sessions = 0, bytes = 0;
+};
+// The progress of topology.migration on each of topology.nodes (by id); empty when none runs.
+Result<std::map<std::string, MigrationProgress>> read_migration_progress(const EtcdClient& etcd,
+                                                                         const Topology& topology);
+// Each node's share of the ring (index as in the nodes the ring was built from; 0..1).
+std::vector<double> ring_shares(const Ring& ring, std::size_t nodes);
+
 // etcd's key names for a region.
 std::string topology_key(std::string_view region);
 std::string node_key(std::string_view region, std::string_view node_id);
@@ -102,8 +115,10 @@ class Membership {
 
   // Registers this node as serving at `address` (and `resp_address`, "" without), creates the
   // region's topology if there is none (this node alone), corrects this node's addresses in it
-  // if they changed, and starts the keep-alive and watch threads.
-  Status start(const std::string& address, const std::string& resp_address);
+  // if they changed, and starts the keep-alive and watch threads. `admin_address` (its admin
+  // HTTP listener, "" without) goes into the liveness key only.
+  Status start(const std::string& address, const std::string& resp_address,
+               const std::string& admin_address = {});
 
   // The latest topology; never null after start().
   std::shared_ptr<const Routing> routing() const;
@@ -149,7 +164,7 @@ class Membership {
   MembershipOptions options_;
   EtcdClient etcd_;
   std::uint32_t number_ = 0;
-  std::string address_, resp_address_;
+  std::string address_, resp_address_, admin_address_;
   std::atomic<std::int64_t> lease_{0};
   // steady_clock nanoseconds until which writes are allowed.
   std::atomic<std::int64_t> writable_until_{0};

@@ -20,6 +20,16 @@ target_link_libraries(sessiond_httplib INTERFACE PkgConfig::HTTPLIB)
 pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
 add_library(sessiond_xxhash INTERFACE)
 target_link_libraries(sessiond_xxhash INTERFACE PkgConfig::XXHASH)
+# libsystemd: sd_notify (READY, STOPPING, WATCHDOG) under systemd's Type=notify.
+pkg_check_modules(SYSTEMD REQUIRED IMPORTED_TARGET libsystemd)
+add_library(sessiond_systemd INTERFACE)
+target_link_libraries(sessiond_systemd INTERFACE PkgConfig::SYSTEMD)
+# Chart.js for the web console, compiled into the binary (daemon/console_assets.h).
+find_file(SESSIOND_CHART_JS chart.min.js PATHS /usr/share/javascript/chart.js NO_DEFAULT_PATH)
+if(NOT SESSIOND_CHART_JS)
+  message(FATAL_ERROR "Chart.js not found in /usr/share/javascript/chart.js: install Debian's "
+                      "libjs-chart.js (scripts/setup does)")
+endif()
 # zstd compresses the batches shipped to peer regions (replication/region_shipper.h).
 pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
 add_library(sessiond_zstd INTERFACE)

@@ -237,6 +237,27 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                  "refuse new sessions past this many bytes of records (0: no limit)");
   app.add_option("--expiry-interval-ms", o.expiry_interval_ms, "how often the expirer runs")
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{60'000}));
+  std::string admin_listen = "127.0.0.1:7480";
+  app.add_option("--admin-listen", admin_listen,
+                 "HOST:PORT of the admin HTTP listener (/health, /metrics, /cluster, the web "
+                 "console; port 0: any); off: none")
+      ->capture_default_str();
+  app.add_option(
+      "--restore-from", o.restore_from,
+      "restore the backup in this directory (`sessctl backup`) into the empty --data-dir, "
+      "then start");
+  app.add_option("--health-memory-share", o.health.memory_share,
+                 "health rule memory_high: share of --memory-budget-bytes")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--health-min-hit-ratio", o.health.min_hit_ratio,
+                 "health rule hit_ratio_low: reads that find their session, over a minute")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--health-max-lag-ms", o.health.max_lag_ms,
+                 "health rule replication_lag: a peer region further behind")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{86'400'000}))
+      ->capture_default_str();
   app.add_option("--log-level", o.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
 
@@ -278,6 +299,14 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
     o.listen_port = endpoint->port;
   } else {
     return usage_error("--listen: " + endpoint.status().message());
+  }
+  if (admin_listen == "off") {
+    o.admin_port = -1;
+  } else if (auto endpoint = parse_host_port(admin_listen); endpoint.ok()) {
+    o.admin_host = std::move(endpoint->host);
+    o.admin_port = endpoint->port;
+  } else {
+    return usage_error("--admin-listen: " + endpoint.status().message() + " (or off)");
   }
   o.tls.client_auth = client_auth == "require"    ? TlsOptions::ClientAuth::kRequire
                       : client_auth == "optional" ? TlsOptions::ClientAuth::kOptional

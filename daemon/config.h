@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "daemon/auth.h"
+#include "daemon/health.h"
 #include "daemon/security.h"
 #include "daemon/tls.h"
 #include "protocol/status.h"
@@ -40,6 +41,12 @@ struct ServerOptions {
   // read) is closed.
   std::int64_t send_timeout_ms = 10'000;
   std::size_t max_connections_per_ip = 0;  // 0: no limit
+  // The admin HTTP listener (/health, /metrics, /cluster, the console): port -1 turns it off.
+  std::string admin_host = "127.0.0.1";
+  int admin_port = 7480;
+  // A backup (`sessctl backup`) to restore into the empty data directory before starting.
+  std::string restore_from;
+  HealthOptions health;  // the health rules' thresholds (daemon/health.h)
   std::int64_t expiry_interval_ms = 100;
   std::string log_level = "info";
   AuthConfig auth;             // secrets of the roles; none: authentication off

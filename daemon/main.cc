@@ -7,17 +7,24 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <systemd/sd-daemon.h>
 
 #include <asio.hpp>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <mutex>
 #include <thread>
 
 #include "cluster/membership.h"
 #include "cluster/topology.h"
+#include "daemon/admin.h"
 #include "daemon/config.h"
 #include "daemon/handlers.h"
+#include "daemon/health.h"
+#include "daemon/metrics.h"
 #include "daemon/regions.h"
 #include "daemon/reload.h"
 #include "daemon/resp_commands.h"
@@ -63,6 +70,37 @@ const char* signal_name(int number) {
   }
 }
 
+// A node restored from a backup must not serve its ranges with what it held then: sessions
+// destroyed since would come back. In a cluster it must come back failed over (down in the
+// topology, or not in it), so that it rejoins: what it holds is merged into the current owners
+// (tombstones winning) and its ranges stream back to it (docs/cluster.md, "Rejoin").
+Status check_restore_in_cluster(const daemon::ServerOptions& options) {
+  std::string node_id = options.cluster.node_id;
+  if (node_id.empty()) {
+    std::ifstream in(std::filesystem::path(options.restore_from) / "node-id");
+    std::getline(in, node_id);
+  }
+  if (node_id.empty()) return {};  // a new node: it owns nothing until added
+  auto endpoints = cluster::EtcdClient::parse_endpoints(options.cluster.etcd);
+  if (!endpoints.ok()) return endpoints.status();
+  const cluster::EtcdClient etcd(*endpoints);
+  auto kv = etcd.get(cluster::topology_key(options.cluster.region));
+  if (!kv.ok()) return kv.status();
+  if (!kv->has_value()) return {};
+  auto topology = cluster::Topology::from_json((*kv)->value);
+  if (!topology.ok()) return topology.status();
+  for (const cluster::Node& n : topology->nodes) {
+    if (n.id == node_id && !n.down) {
+      return Status::InvalidArgument(
+          "node " + node_id + " is up in region " + options.cluster.region +
+          "'s topology: a restored node must rejoin. Stop it with SIGTERM (it hands its ranges "
+          "over), or wait until its lease has expired and the region has failed it over, then "
+          "restore (docs/operations.md, \"Backup and restore\")");
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -106,6 +144,53 @@ int main(int argc, char** argv) {
   spdlog::info("sessiond {} starting: data dir {}, durability {}, {} worker threads", kVersion,
                options.store.path, storage::durability_name(options.store.durability),
                options.threads);
+  // Under systemd (Type=notify; packaging/sessiond.service): STATUS lines as the node comes up,
+  // READY once it serves, STOPPING when it stops. Without NOTIFY_SOCKET these do nothing.
+  sd_notify(0, "STATUS=starting");
+  // The admin listener comes first, so that /health answers 503 through the recovery.
+  const std::string route_key_path =
+      options.route_key_file.empty()
+          ? (std::filesystem::path(options.store.path) / "route-key").string()
+          : options.route_key_file;
+  std::unique_ptr<daemon::Admin> admin;
+  if (options.admin_port >= 0) {
+    daemon::AdminOptions ao;
+    ao.host = options.admin_host;
+    ao.port = static_cast<std::uint16_t>(options.admin_port);
+    ao.auth = options.auth;
+    ao.version = kVersion;
+    ao.started_ms = storage::SystemClock::instance().now_ms();
+    ao.backup_files = {
+        {route_key_path, "route-key"},
+        {options.id_key_file.empty()
+             ? (std::filesystem::path(options.store.path) / "id-keys").string()
+             : options.id_key_file,
+         "id-keys"},
+        {(std::filesystem::path(options.store.path) / "node-id").string(), "node-id"}};
+    admin = std::make_unique<daemon::Admin>(std::move(ao));
+    if (Status s = admin->bind(); !s.ok()) {
+      spdlog::error("cannot start: {}", s.ToString());
+      return 1;
+    }
+    admin->start();
+    spdlog::info("admin HTTP listener on {} (/health, /metrics, /cluster, the console)",
+                 admin->address());
+  }
+  if (!options.restore_from.empty() && !options.cluster.etcd.empty()) {
+    if (Status s = check_restore_in_cluster(options); !s.ok()) {
+      spdlog::error("cannot start: --restore-from: {}", s.message());
+      return 1;
+    }
+  }
+  if (!options.restore_from.empty()) {
+    auto restored = daemon::restore_backup(options.restore_from, options.store.path);
+    if (!restored.ok()) {
+      spdlog::error("cannot start: --restore-from: {}", restored.status().ToString());
+      return 1;
+    }
+    spdlog::info("restored the backup in {} into {}: {}", options.restore_from, options.store.path,
+                 *restored);
+  }
   // Unusable certificate files fail the start before a recovery that may take a while.
   SslCtxPtr tls_context;
   if (options.tls.enabled()) {
@@ -122,10 +207,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   // Sessions of a user share a route key derived from this secret (docs/security.md).
-  const std::string route_key_path =
-      options.route_key_file.empty()
-          ? (std::filesystem::path(options.store.path) / "route-key").string()
-          : options.route_key_file;
   auto route_key = daemon::load_route_key(route_key_path, options.route_key_file.empty());
   if (!route_key.ok()) {
     spdlog::error("cannot start: {}", route_key.status().ToString());
@@ -190,6 +271,8 @@ int main(int argc, char** argv) {
                  why.message());
   };
   storage::SessionTable table(table_options, storage::SystemClock::instance(), store->get());
+  if (admin) admin->set_phase(daemon::Phase::kRecovering, "recovering the sessions from disk");
+  sd_notify(0, "STATUS=recovering the sessions from disk");
   auto recovered = table.recover();
   if (!recovered.ok()) {
     spdlog::error("cannot start: {}", recovered.status().ToString());
@@ -202,6 +285,10 @@ int main(int argc, char** argv) {
   // The engine's time never runs below what this node wrote before, even after the wall clock
   // stepped back across a restart (docs/operations.md, "Clock steps").
   storage::SystemClock::instance().advance_to(recovered->clock_high_water_ms);
+  if (admin && membership) {
+    admin->set_phase(daemon::Phase::kJoining, "joining region " + options.cluster.region);
+  }
+  if (membership) sd_notify(0, "STATUS=joining the region");
 
   daemon::Counters counters;
   daemon::Handlers handlers(table, store->get(), counters, "", options.max_frame_bytes,
@@ -248,6 +335,8 @@ int main(int argc, char** argv) {
       {&counters.resp_connections, 0, storage::SystemClock::instance().now_ms(), &options.auth,
        options.max_output_bytes, &counters.auth_failures});
   daemon::Server server(options, handlers, counters, &resp_commands);
+  daemon::RequestMetrics request_metrics;
+  server.set_metrics(&request_metrics);
   if (tls_context) server.use_tls_context(std::move(tls_context));
   if (Status s = server.bind(); !s.ok()) {
     spdlog::error("cannot start: {}", s.ToString());
@@ -262,7 +351,9 @@ int main(int argc, char** argv) {
                     hp.ok() ? std::string("needs a port") : hp.status().message());
       return 1;
     }
-    if (Status s = membership->start(advertise, server.resp_address()); !s.ok()) {
+    if (Status s = membership->start(advertise, server.resp_address(),
+                                     admin ? admin->address() : std::string());
+        !s.ok()) {
       spdlog::error("cannot start: {}", s.ToString());
       return 1;
     }
@@ -349,6 +440,34 @@ int main(int argc, char** argv) {
   }
   table.start_expirer(options.expiry_interval_ms);
 
+  // Health rules and the figures behind /metrics, the console and `sessctl top`.
+  daemon::NodeParts parts;
+  parts.table = &table;
+  parts.store = store->get();
+  parts.ids = &ids;
+  parts.counters = &counters;
+  parts.requests = &request_metrics;
+  parts.membership = membership.get();
+  parts.replicas = replicas.get();
+  parts.regions = regions.get();
+  parts.node_id = membership ? membership->options().node_id : std::string("local");
+  parts.region = options.cluster.region;
+  parts.address = server.address();
+  parts.resp_address = server.resp_address();
+  daemon::Health health(options.health, [](bool warning, const std::string& message) {
+    if (warning) {
+      spdlog::warn("{}", message);
+    } else {
+      spdlog::info("{}", message);
+    }
+  });
+  parts.health = &health;
+  health.start([parts] { return daemon::sample_node(parts); });
+  if (admin) {
+    admin->attach(parts);
+    admin->set_phase(daemon::Phase::kReady);
+  }
+
   // The signals, handled on a thread of their own (docs/operations.md, "Signals"): every one
   // that stops the node lets it finish and flush; SIGHUP reloads; SIGUSR1/2, whose default
   // action would end the node without a flush, are logged and ignored.
@@ -361,13 +480,19 @@ int main(int argc, char** argv) {
     if (ec) return;
     if (number == SIGHUP) {
       spdlog::info("received SIGHUP: reloading the command line and config file");
+      sd_notify(0, "RELOADING=1");
       if (Status s = reloader.reload(); !s.ok()) {
         spdlog::warn("reload failed, every setting keeps its running value: {}", s.message());
+        sd_notify(0, ("READY=1\nSTATUS=reload failed: " + s.message()).c_str());
+      } else {
+        sd_notify(0, "READY=1\nSTATUS=reloaded");
       }
     } else if (number == SIGUSR1 || number == SIGUSR2) {
       spdlog::info("received {}: ignored (it has no use here)", signal_name(number));
     } else {
       spdlog::info("received {}, stopping: finishing in-flight requests", signal_name(number));
+      sd_notify(0, "STOPPING=1\nSTATUS=stopping: finishing in-flight requests");
+      if (admin) admin->set_phase(daemon::Phase::kStopping, "stopping");
       // In a region with replicas: hand this node's ranges to them first (their replicas have
       // everything it acknowledged), so that a restart costs no write outage.
       // SIGINT and SIGQUIT stop without handing over (a whole region going down: `scripts/
@@ -396,7 +521,41 @@ int main(int argc, char** argv) {
       spdlog::warn("the RESP listener is plaintext: TLS covers the native listener only");
     }
   }
+  // systemd's watchdog (WatchdogSec=): a ping every half period while every worker thread
+  // still runs what is posted to it; a stuck worker stops the pings and systemd restarts us.
+  std::uint64_t watchdog_usec = 0;
+  std::mutex watchdog_mu;
+  std::condition_variable watchdog_wake;
+  bool watchdog_stop = false;
+  std::thread watchdog;
+  if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) {
+    const auto period = std::chrono::microseconds(watchdog_usec / 2);
+    spdlog::info("systemd watchdog: a ping every {} ms", period.count() / 1000);
+    watchdog = std::thread([&, period] {
+      std::unique_lock lock(watchdog_mu);
+      while (!watchdog_stop) {
+        lock.unlock();
+        if (server.workers_respond(std::chrono::duration_cast<std::chrono::milliseconds>(period))) {
+          sd_notify(0, "WATCHDOG=1");
+        } else {
+          spdlog::error("systemd watchdog: a worker thread is stuck; not pinging");
+        }
+        lock.lock();
+        watchdog_wake.wait_for(lock, period, [&] { return watchdog_stop; });
+      }
+    });
+  }
+  sd_notify(0, ("READY=1\nSTATUS=serving on " + server.address()).c_str());
   server.run();
+  {
+    std::lock_guard lock(watchdog_mu);
+    watchdog_stop = true;
+  }
+  watchdog_wake.notify_all();
+  if (watchdog.joinable()) watchdog.join();
+  // The admin listener reads the parts below: it goes first.
+  if (admin) admin->stop();
+  health.stop();
 
   signal_context.stop();
   signal_thread.join();

@@ -94,6 +94,10 @@ std::vector<std::string> settings_needing_restart(const ServerOptions& running,
   const auto& w = wanted;
   check(r.listen_host != w.listen_host || r.listen_port != w.listen_port, "--listen");
   check(r.resp_port != w.resp_port, "--resp-port");
+  check(r.admin_host != w.admin_host || r.admin_port != w.admin_port, "--admin-listen");
+  check(r.health.memory_share != w.health.memory_share, "--health-memory-share");
+  check(r.health.min_hit_ratio != w.health.min_hit_ratio, "--health-min-hit-ratio");
+  check(r.health.max_lag_ms != w.health.max_lag_ms, "--health-max-lag-ms");
   check(r.threads != w.threads, "--threads");
   check(r.max_frame_bytes != w.max_frame_bytes, "--max-frame-bytes");
   check(r.max_connections != w.max_connections, "--max-connections");

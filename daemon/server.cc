@@ -26,11 +26,13 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/ssl.hpp>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -116,6 +118,7 @@ struct Server::Impl {
   // other would stall until the call's deadline. So does DIGEST (anti-entropy), which walks
   // every session the node holds.
   asio::thread_pool peer_calls{8};
+  RequestMetrics* metrics = nullptr;          // set_metrics()
   cluster::Membership* membership = nullptr;  // set_cluster(): RESP commands are routed
   Replicas* replicas = nullptr;               // set_cluster(): RESP writes wait for replicas
   std::vector<std::unique_ptr<asio::io_context>> contexts;
@@ -192,6 +195,31 @@ struct Server::Impl {
   asio::awaitable<void> watchdog(std::shared_ptr<Connection> conn);
   // Closes a connection whose serving coroutine has ended and forgets it.
   void finish(const std::shared_ptr<Connection>& conn, bool is_resp);
+  // Counts the native answers in `frames` (whole frames) by operation and status, each as
+  // taking from `read_at` (the read that completed its request) until now.
+  void count_answers(std::string_view frames, Clock::time_point read_at) const {
+    if (metrics == nullptr || frames.empty()) return;
+    const auto elapsed = Clock::now() - read_at;
+    while (frames.size() >= protocol::kHeaderSize) {
+      const auto* h = reinterpret_cast<const std::uint8_t*>(frames.data());
+      const auto byte = [h](int i) { return static_cast<std::uint32_t>(h[i]); };
+      const auto opcode = static_cast<std::uint16_t>(byte(4) | (byte(5) << 8));
+      const std::uint32_t body = byte(12) | (byte(13) << 8) | (byte(14) << 16) | (byte(15) << 24);
+      metrics->record(Listener::kNative, native_op(opcode), elapsed);
+      metrics->record_status(static_cast<StatusCode>(h[6]));
+      if (frames.size() - protocol::kHeaderSize < body) break;
+      frames.remove_prefix(protocol::kHeaderSize + body);
+    }
+  }
+  // The same for RESP commands: `counts` per operation (metrics.h's resp_op).
+  void count_commands(std::array<std::uint32_t, kOps>& counts, Clock::time_point read_at) const {
+    if (metrics == nullptr) return;
+    const auto elapsed = Clock::now() - read_at;
+    for (std::size_t op = 0; op < kOps; ++op) {
+      if (counts[op] > 0) metrics->record(Listener::kResp, op, elapsed, counts[op]);
+    }
+    counts.fill(0);
+  }
 };
 
 Server::Server(const ServerOptions& options, Handlers& handlers, Counters& counters,
@@ -496,6 +524,7 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
     filled = n == in.size() - used;
     used += n;
     conn.last_activity = Clock::now();
+    const Clock::time_point read_at = conn.last_activity;
 
     // The complete frames of the buffer, in slices: at most kSliceRequests requests, or
     // until the replies reach --max-output-bytes. After each slice the replies are written
@@ -507,6 +536,7 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
     bool consumed_any = false;
     while (!need_more && !close_after_write) {
       std::size_t handled = 0;
+      const std::size_t answers_from = out.size();  // this slice's answers, for the metrics
       while (handled < kSliceRequests && out.size() < options.max_output_bytes) {
         const bool before_auth = unauthenticated();
         const auto d =
@@ -567,6 +597,7 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
         co_await wait_for_replicas(replica_wait, stream.get_executor(),
                                    [&] { return handlers.settle_acks(&state, &out); });
       }
+      count_answers(std::string_view(out).substr(answers_from), read_at);
       if (!co_await write_out(conn, stream, out)) co_return;
     }
     if (offset > 0) {
@@ -748,6 +779,26 @@ asio::awaitable<void> Server::Impl::wait_for_replicas(std::shared_ptr<ReplicaWai
   }
 }
 
+void Server::set_metrics(RequestMetrics* metrics) { impl_->metrics = metrics; }
+
+bool Server::workers_respond(std::chrono::milliseconds timeout) {
+  struct Probe {
+    std::mutex mu;
+    std::condition_variable done;
+    std::size_t left = 0;
+  };
+  auto probe = std::make_shared<Probe>();
+  probe->left = impl_->contexts.size();
+  for (auto& ctx : impl_->contexts) {
+    asio::post(*ctx, [probe] {
+      std::lock_guard lock(probe->mu);
+      if (--probe->left == 0) probe->done.notify_all();
+    });
+  }
+  std::unique_lock lock(probe->mu);
+  return probe->done.wait_for(lock, timeout, [&] { return probe->left == 0; });
+}
+
 void Server::wake_replica_waits() {
   std::vector<std::shared_ptr<Impl::ReplicaWait>> waits;
   {
@@ -802,6 +853,7 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
   std::string out;
   std::vector<std::string_view> args;
   std::vector<std::vector<std::string_view>> commands;  // reused from slice to slice
+  std::array<std::uint32_t, kOps> command_counts{};     // commands of the slice, for the metrics
   resp::ClientState client;
   client.id = next_client_id.fetch_add(1, std::memory_order_relaxed);
   client.role = handlers.auth().initial_role();
@@ -851,6 +903,7 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
     filled = n == in.size() - used;
     used += n;
     conn.last_activity = Clock::now();
+    const Clock::time_point read_at = conn.last_activity;
 
     // The complete commands of the buffer, in slices of at most kSliceRequests commands; the
     // replies are written whenever they reach --max-output-bytes and after each slice (the
@@ -896,6 +949,7 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
         offset += p.consumed;
         if (p.kind == resp::Parsed::Kind::kEmpty) continue;
         ++parsed;
+        ++command_counts[resp_op(args[0])];
         const bool in_buffer = std::all_of(args.begin(), args.end(), [&](std::string_view a) {
           return a.data() >= in.data() && a.data() + a.size() <= in.data() + used;
         });
@@ -946,6 +1000,7 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
       }
       if (!co_await run_collected()) co_return;
       if (!co_await replies_may_go()) co_return;
+      count_commands(command_counts, read_at);
       if (!co_await write_out(conn, conn.socket, out)) co_return;
     }
     if (offset > 0) {

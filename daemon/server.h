@@ -3,6 +3,7 @@
 // out round-robin and served by one coroutine each.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -10,6 +11,7 @@
 #include "cluster/membership.h"
 #include "daemon/config.h"
 #include "daemon/handlers.h"
+#include "daemon/metrics.h"
 #include "daemon/resp_commands.h"
 #include "daemon/tls.h"
 #include "protocol/status.h"
@@ -38,9 +40,15 @@ class Server {
   // owns is forwarded to that node's RESP listener and its reply relayed. Set before run().
   // With `replicas`, RESP replies wait for replicas as --replica-ack says (docs/cluster.md).
   void set_cluster(cluster::Membership* membership, Replicas* replicas);
+  // Where request latencies and answer statuses are counted (daemon/metrics.h); none when not
+  // set. Set before run().
+  void set_metrics(RequestMetrics* metrics);
   // Answers held for replicas (--replica-ack) are looked at again: their replicas confirmed
   // more. Safe from any thread (a shipper's calls it).
   void wake_replica_waits();
+  // Whether every worker thread runs a task posted to it within `timeout` (none is stuck): the
+  // systemd watchdog's test. Safe from any thread while run() runs.
+  bool workers_respond(std::chrono::milliseconds timeout);
   // Binds the listeners; UNAVAILABLE naming the address when it cannot (in use, no permission).
   Status bind();
   // The bound "host:port" (the real port when asked for port 0).

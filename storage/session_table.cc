@@ -143,7 +143,7 @@ Result<Record*> SessionTable::Impl::find_alive(Shard& shard, const SessionId& id
   prefetch_record(r);
   if (r->deadline_ms() <= now) {
     ++shard.counters.read_misses;
-    ++shard.counters.expiries;
+    count_end(shard, *r, /*expired=*/true, now);
     unlink(shard, r);
     return Status::Expired();
   }
@@ -154,14 +154,26 @@ void SessionTable::Impl::unlink(Shard& shard, Record* r) {
   index_user(detail::blob_user_id(r->blob()), r->id, false);
   shard.heap.remove(r);
   account(shard, -static_cast<std::int64_t>(r->footprint()));
+  --shard.by_preset[r->preset_code];
   auto it = shard.records.find(r->id);
   shard.records.erase(it);  // frees r
+}
+
+void SessionTable::Impl::count_end(Shard& shard, const Record& r, bool expired, std::int64_t now) {
+  detail::Counters& c = shard.counters;
+  ++(expired ? c.expiries : c.destroys);
+  const std::int64_t lived_ms = std::max<std::int64_t>(0, now - r.created_at_ms);
+  std::size_t bucket = 0;
+  while (bucket < kLifetimeBuckets && lived_ms > kLifetimeBucketsS[bucket] * 1000) ++bucket;
+  ++c.lifetimes[bucket];
+  c.lifetime_sum_ms += static_cast<std::uint64_t>(lived_ms);
 }
 
 void SessionTable::Impl::insert(Shard& shard, RecordPtr r, bool indexed) {
   Record* raw = r.get();
   if (!indexed) index_user(detail::blob_user_id(raw->blob()), raw->id, true);
   account(shard, static_cast<std::int64_t>(raw->footprint()));
+  ++shard.by_preset[raw->preset_code];
   shard.records.insert(std::move(r));
   shard.heap.push(raw);
 }
@@ -174,6 +186,8 @@ void SessionTable::Impl::replace(Shard& shard, Record* old, RecordPtr r, std::in
     index_user(new_user, r->id, true);
   }
   account(shard, static_cast<std::int64_t>(r->footprint()) - old_bytes);
+  --shard.by_preset[old->preset_code];
+  ++shard.by_preset[r->preset_code];
   // Into the old record's set slot (same id, so same hash) and heap slot.
   auto it = shard.records.find(r->id);
   shard.heap.replace(old, r.get());
@@ -761,6 +775,11 @@ TableStats SessionTable::Impl::stats() const {
     out.touches_refused += c.touches_refused;
     out.merges_unchanged += c.merges_unchanged;
     out.tombstones += shard.tombstones.size();
+    for (std::size_t i = 0; i < shard.by_preset.size(); ++i) {
+      out.sessions_by_preset[i < kPresetSlots ? i : 0] += shard.by_preset[i];  // 6, 7: unknown
+    }
+    for (std::size_t i = 0; i <= kLifetimeBuckets; ++i) out.lifetimes[i] += c.lifetimes[i];
+    out.lifetime_sum_ms += c.lifetime_sum_ms;
   }
   {
     std::lock_guard lock(set_aside_mu_);

@@ -18,6 +18,7 @@
 
 #include <absl/functional/function_ref.h>
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -173,6 +174,13 @@ struct ScanPage {
   std::uint64_t cursor = 0;
 };
 
+// TableStats::sessions_by_preset: one slot per Preset, and slot 0 for explicit timeouts.
+inline constexpr std::size_t kPresetSlots = 6;
+// Upper bounds (seconds) of TableStats::lifetimes' buckets: a second to a week.
+inline constexpr std::array<std::int64_t, 12> kLifetimeBucketsS = {
+    1, 10, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 604800};
+inline constexpr std::size_t kLifetimeBuckets = kLifetimeBucketsS.size();
+
 struct TableStats {
   std::uint64_t sessions = 0;
   std::uint64_t users = 0;
@@ -193,6 +201,14 @@ struct TableStats {
   std::uint64_t merges_set_aside = 0;   // remote writes whose clock was too far ahead
   std::uint64_t merges_dropped = 0;     // set aside beyond max_set_aside (anti-entropy repairs)
   std::uint64_t set_aside_pending = 0;  // waiting for our clock
+  // Alive sessions by the preset they were created with (index: Preset + 1; 0: explicit
+  // timeouts), counted as sessions enter and leave the table.
+  std::array<std::uint64_t, kPresetSlots> sessions_by_preset{};
+  // How long sessions lived, counted when one is destroyed or expires here (not when it moves
+  // to another node): counts per bucket of kLifetimeBucketsS (the last one: longer), and the
+  // sum of the lifetimes in ms.
+  std::array<std::uint64_t, kLifetimeBuckets + 1> lifetimes{};
+  std::uint64_t lifetime_sum_ms = 0;
 };
 
 // What apply() did with a mutation.

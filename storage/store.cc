@@ -17,6 +17,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/memtablerep.h>
 #include <rocksdb/table.h>
+#include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
 #include <unistd.h>
 
@@ -738,6 +739,51 @@ Status Store::compact() {
     s = impl_->db->CompactRange(rocksdb::CompactRangeOptions(), h, nullptr, nullptr);
     if (!s.ok()) return from_rocks(s, "compaction failed");
   }
+  return {};
+}
+
+Store::Memory Store::memory() const {
+  Memory m;
+  std::uint64_t v = 0;
+  for (auto* h : impl_->handles) {
+    if (impl_->db->GetIntProperty(h, rocksdb::DB::Properties::kSizeAllMemTables, &v)) {
+      m.memtables += v;
+    }
+    if (impl_->db->GetIntProperty(h, rocksdb::DB::Properties::kEstimateTableReadersMem, &v)) {
+      m.table_readers += v;
+    }
+  }
+  // One cache shared by the families: read once.
+  if (!impl_->handles.empty() &&
+      impl_->db->GetIntProperty(impl_->handles.front(), rocksdb::DB::Properties::kBlockCacheUsage,
+                                &v)) {
+    m.block_cache = v;
+  }
+  return m;
+}
+
+std::string Store::write_failure() const {
+  if (!impl_->write_failed.load()) return {};
+  std::lock_guard lock(impl_->failure_mu);
+  return impl_->failure;
+}
+
+Status Store::checkpoint(const std::string& dir) const {
+  std::error_code ec;
+  if (fs::exists(dir, ec)) {
+    return Status::InvalidArgument(dir + " already exists: a backup goes into a new directory");
+  }
+  const fs::path parent = fs::path(dir).parent_path();
+  if (!parent.empty() && !fs::is_directory(parent, ec)) {
+    return Status::InvalidArgument(parent.string() + " is not a directory");
+  }
+  rocksdb::Checkpoint* raw = nullptr;
+  auto s = rocksdb::Checkpoint::Create(impl_->db.get(), &raw);
+  if (!s.ok()) return from_rocks(s, "cannot start a checkpoint");
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  // log_size_for_flush 0: memtables are flushed first (atomic_flush keeps the families in step).
+  s = checkpoint->CreateCheckpoint(dir, /*log_size_for_flush=*/0);
+  if (!s.ok()) return from_rocks(s, "checkpoint into " + dir + " failed");
   return {};
 }
 

@@ -118,6 +118,20 @@ class Store {
   Status compact();
   // Bytes of live SST files and of the WAL.
   std::uint64_t disk_bytes() const;
+  // RocksDB's memory: memtables (all families), the block cache, and the SST index and filter
+  // blocks held outside it.
+  struct Memory {
+    std::uint64_t memtables = 0, block_cache = 0, table_readers = 0;
+  };
+  Memory memory() const;
+  // Why writes are refused since a write failed with an I/O error (a full disk, a failing
+  // device); empty while writes work.
+  std::string write_failure() const;
+  // A consistent copy of the database as of now, taken online, into `dir` (which must not
+  // exist; its parent must): RocksDB's checkpoint (hard links where `dir` is on the same file
+  // system, copies elsewhere), memtables flushed first so that it needs no WAL replay beyond
+  // what it holds. INVALID_ARGUMENT naming the problem, UNAVAILABLE on an I/O error.
+  Status checkpoint(const std::string& dir) const;
   const StoreOptions& options() const;
 
  private:

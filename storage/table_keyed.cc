@@ -204,8 +204,8 @@ void SessionTable::Impl::rewrite_chunk(std::span<const SessionId> ids,
     Step& step = steps[i];
     Shard& shard = shard_of(ids[i]);
     if (step.kind == Rewrite::Kind::kDelete) {
+      count_end(shard, *step.current, /*expired=*/false, now);
       bury(shard, step.current, step.end);
-      ++shard.counters.destroys;
     } else if (step.kind == Rewrite::Kind::kPut) {
       forget_tombstone(shard, ids[i]);
       if (step.current) {
@@ -253,9 +253,9 @@ Status SessionTable::Impl::move(const SessionId& from, const SessionId& to, Rewr
     if (target) mutations[0].dropped_user = detail::blob_user_id(target->blob());
     if (Status s = commit(mutations); !s.ok()) return s;
   }
+  count_end(from_shard, *source, /*expired=*/false, now);
   bury(from_shard, source, source_end);
   forget_tombstone(to_shard, to);
-  ++from_shard.counters.destroys;
   if (target) {
     unlink(to_shard, target);
     ++to_shard.counters.updates;

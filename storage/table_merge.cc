@@ -75,8 +75,8 @@ Result<ApplyOutcome> SessionTable::Impl::apply_put(const Mutation& m, std::int64
   if (auto it = shard.records.find(m.id); it != shard.records.end()) {
     current = it->get();
     if (current->deadline_ms() <= now) {
+      count_end(shard, *current, /*expired=*/true, now);
       unlink(shard, current);
-      ++shard.counters.expiries;
       current = nullptr;
     }
   }
@@ -237,8 +237,8 @@ Result<ApplyOutcome> SessionTable::Impl::apply_end(const Mutation& m, std::int64
   }
   shard.pending_touches.erase(m.id);
   if (ended) {
+    count_end(shard, *ended, /*expired=*/false, clock_.now_ms());
     bury(shard, ended, t);
-    ++shard.counters.destroys;
   } else {
     remember_tombstone(shard, m.id, t);
   }

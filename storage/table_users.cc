@@ -127,10 +127,11 @@ void SessionTable::Impl::revoked_by(std::span<const SessionId> ids, std::string_
 }
 
 void SessionTable::Impl::bury_all(std::span<const std::pair<Record*, detail::Tombstone>> ending) {
+  const std::int64_t now = clock_.now_ms();
   for (const auto& [r, t] : ending) {
     Shard& shard = shard_of(r->id);
+    count_end(shard, *r, /*expired=*/false, now);
     bury(shard, r, t);
-    ++shard.counters.destroys;
   }
 }
 

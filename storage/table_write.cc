@@ -139,8 +139,8 @@ Status SessionTable::Impl::remove(Shard& shard, Record* r, std::int64_t now) {
     const Mutation end = end_of(*r, t, &value);
     if (Status s = commit(std::span(&end, 1)); !s.ok()) return s;
   }
+  count_end(shard, *r, /*expired=*/false, now);
   bury(shard, r, t);
-  ++shard.counters.destroys;
   return {};
 }
 
@@ -375,8 +375,8 @@ std::pair<std::size_t, bool> SessionTable::Impl::expire_pass() {
       ++done;
       Record* r = shard.heap.front();
       if (r->deadline_ms() <= now) {
+        count_end(shard, *r, /*expired=*/true, now);
         unlink(shard, r);
-        ++shard.counters.expiries;
         ++removed;
         continue;
       }

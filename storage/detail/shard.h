@@ -18,6 +18,7 @@
 #include <absl/container/flat_hash_set.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
@@ -26,6 +27,7 @@
 
 #include "storage/detail/expiry_heap.h"
 #include "storage/detail/record.h"
+#include "storage/session_table.h"
 
 namespace sessiond::storage::detail {
 
@@ -65,6 +67,8 @@ struct Counters {
   std::uint64_t creates = 0, updates = 0, destroys = 0, regenerates = 0, expiries = 0,
                 read_hits = 0, read_misses = 0, touches_persisted = 0, touches_coalesced = 0,
                 merges_applied = 0, merges_unchanged = 0, touches_refused = 0;
+  std::array<std::uint64_t, kLifetimeBuckets + 1> lifetimes{};  // TableStats::lifetimes
+  std::uint64_t lifetime_sum_ms = 0;
 };
 
 struct alignas(64) Shard {
@@ -88,6 +92,7 @@ struct alignas(64) Shard {
   };
   absl::flat_hash_map<SessionId, PendingTouch, IdHash, IdEq> pending_touches;
   std::size_t bytes = 0;
+  std::array<std::uint64_t, 8> by_preset{};  // records by Record::preset_code (3 bits)
   Counters counters;
 };
 

@@ -100,6 +100,9 @@ class SessionTable::Impl {
   Result<Record*> find_alive(Shard& shard, const SessionId& id, std::int64_t now);
   // Drops a record from memory (set, heap, user index, accounting). Persists nothing.
   void unlink(Shard& shard, Record* r);
+  // Counts the end of `r`'s life here (a destroy, or an expiry) and how long it lived. Call
+  // before the record is unlinked.
+  void count_end(Shard& shard, const Record& r, bool expired, std::int64_t now);
   // Into the shard; into the user index too unless `indexed` (admit() did it).
   void insert(Shard& shard, RecordPtr r, bool indexed = false);
   // Puts `r` in the place of `old` (same id) in memory: set slot, heap slot, user index,

@@ -470,8 +470,9 @@ TEST_F(DaemonTest, TenThousandConnectionsAtOnce) {
 TEST_F(DaemonTest, SecondInstanceOnTheSameDataDirectoryFailsAtOnce) {
   auto node = start();
   ASSERT_NE(node, nullptr);
-  auto second = testing::run_process(SESSIOND_DAEMON_PATH, {"--listen", "127.0.0.1:0", "--data-dir",
-                                                            (dir_.path() / "data").string()});
+  auto second = testing::run_process(
+      SESSIOND_DAEMON_PATH, {"--listen", "127.0.0.1:0", "--admin-listen", "off", "--data-dir",
+                             (dir_.path() / "data").string()});
   EXPECT_EQ(second.exit_code, 1);
   EXPECT_NE(second.err.find("in use by another process"), std::string::npos) << second.err;
   EXPECT_EQ(second.err.find("not writable"), std::string::npos) << second.err;
@@ -497,7 +498,7 @@ TEST_F(DaemonTest, DataDirectoryThatIsNotWritableSaysSo) {
   }
   const auto refused_as_not_writable = [&](const std::string& data) {
     auto run = args;
-    run.insert(run.end(), {"--listen", "127.0.0.1:0", "--data-dir", data});
+    run.insert(run.end(), {"--listen", "127.0.0.1:0", "--admin-listen", "off", "--data-dir", data});
     const auto result = testing::run_process(program, run);
     EXPECT_EQ(result.exit_code, 1) << result.err;
     EXPECT_NE(result.err.find("data directory " + data + " is not writable by this user (uid " +

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -62,6 +63,10 @@ std::unique_ptr<TestNode> TestNode::start(const Options& options, std::string* e
   std::vector<std::string> args = {
       "--listen",     options.listen,     "--data-dir", options.data_dir.string(),
       "--durability", options.durability, "--threads",  std::to_string(options.threads)};
+  if (std::find(options.extra_args.begin(), options.extra_args.end(), "--admin-listen") ==
+      options.extra_args.end()) {
+    args.insert(args.end(), {"--admin-listen", "127.0.0.1:0"});
+  }
   args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
   node->pid_ = spawn(SESSIOND_DAEMON_PATH, args, fds[1], fds[1]);
   ::close(fds[1]);
@@ -103,6 +108,15 @@ std::unique_ptr<TestNode> TestNode::start(const Options& options, std::string* e
   }
   *error = "sessiond did not report 'listening on' within 15 s:\n" + node->log();
   return nullptr;  // the destructor stops it
+}
+
+std::string TestNode::admin_address() const {
+  constexpr std::string_view kAdmin = "admin HTTP listener on ";
+  const std::string text = log();
+  const auto at = text.find(kAdmin);
+  if (at == std::string::npos) return {};
+  const auto begin = at + kAdmin.size();
+  return text.substr(begin, text.find_first_not_of("0123456789.:", begin) - begin);
 }
 
 void TestNode::wait_and_reap(std::chrono::milliseconds patience) {

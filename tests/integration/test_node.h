@@ -33,6 +33,9 @@ class TestNode {
   ~TestNode();
 
   const std::string& address() const { return address_; }
+  // The admin HTTP listener's host:port ("" when it is off). Started nodes get one on a free
+  // port unless extra_args names --admin-listen.
+  std::string admin_address() const;
   pid_t pid() const { return pid_; }
   // SIGKILL, then reap: the node gets no chance to flush.
   void kill_hard();

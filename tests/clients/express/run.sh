@@ -51,7 +51,7 @@ else
     exit 2
   fi
   mkdir -p "$tmp/data"
-  "$bin" --listen 127.0.0.1:0 --resp-port 0 --data-dir "$tmp/data" --durability async \
+  "$bin" --listen 127.0.0.1:0 --resp-port 0 --admin-listen 127.0.0.1:0 --data-dir "$tmp/data" --durability async \
     >"$log" 2>&1 &
   pid=$!
 

@@ -79,7 +79,7 @@ lib_start_sessiond() {
   [[ -x "$bin" ]] || lib_die "not an executable: $bin"
   mkdir -p "$LIB_TMP/sessiond-data"
   : >"$log"
-  "$bin" --listen 127.0.0.1:0 --resp-port 0 --data-dir "$LIB_TMP/sessiond-data" 2>"$log" >&2 &
+  "$bin" --listen 127.0.0.1:0 --resp-port 0 --admin-listen 127.0.0.1:0 --data-dir "$LIB_TMP/sessiond-data" 2>"$log" >&2 &
   pid=$!
   LIB_PIDS+=("$pid")
   deadline=$((SECONDS + 20))

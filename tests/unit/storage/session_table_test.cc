@@ -900,3 +900,50 @@ TEST(SessionTableTime, AReadJudgesExpiryByTheTimeItHoldsTheSession) {
 
 }  // namespace
 }  // namespace sessiond::storage
+
+namespace sessiond::storage {
+namespace {
+
+// The figures /metrics reads (issue 16): sessions by preset follow them in and out, and a
+// session's lifetime is counted once, when it is destroyed or expires.
+TEST_F(SessionTableTest, StatsCountSessionsByPresetAndLifetimesAtTheirEnd) {
+  NewSession finance;
+  finance.user_id = "bob";
+  finance.preset = Preset::kFinance;  // the label; the table takes the timeouts given
+  finance.timeouts = Timeouts{0, 0};
+  auto f = table_.create(finance);
+  ASSERT_TRUE(f.ok());
+  const SessionMeta plain = make("alice", {{"cart", "[]"}}, Timeouts{0, 0});
+  const SessionMeta other = make("carol", {{"cart", "[]"}}, Timeouts{0, 120'000});
+  const std::size_t finance_slot = static_cast<std::size_t>(Preset::kFinance) + 1;
+  TableStats st = table_.stats();
+  EXPECT_EQ(st.sessions_by_preset[finance_slot], 1u);
+  EXPECT_EQ(st.sessions_by_preset[0], 2u);  // explicit timeouts
+  clock_.advance_ms(90'000);                // lived 90 s: the (60, 300] bucket
+  ASSERT_TRUE(table_.destroy(plain.id).ok());
+  st = table_.stats();
+  EXPECT_EQ(st.sessions_by_preset[0], 1u);
+  EXPECT_EQ(st.lifetimes[3], 1u);
+  EXPECT_EQ(st.lifetime_sum_ms, 90'000u);
+  // Regenerate moves the session, and its preset slot, to the new id: nothing ended.
+  auto regenerated = table_.regenerate(f->id, {});
+  ASSERT_TRUE(regenerated.ok()) << regenerated.status().ToString();
+  st = table_.stats();
+  EXPECT_EQ(st.sessions_by_preset[finance_slot], 1u);
+  EXPECT_EQ(st.lifetime_sum_ms, 90'000u);
+  // An expiry found by a read counts once, and the expirer does not count it again.
+  clock_.advance_ms(40'000);
+  EXPECT_EQ(get_code(other.id), StatusCode::kExpired);
+  table_.expire_due();
+  st = table_.stats();
+  EXPECT_EQ(st.sessions, 1u);
+  EXPECT_EQ(st.sessions_by_preset[0], 0u);
+  EXPECT_EQ(st.sessions_by_preset[finance_slot], 1u);
+  EXPECT_EQ(st.lifetimes[3], 2u);
+  EXPECT_EQ(st.lifetime_sum_ms, 90'000u + 130'000u);
+  EXPECT_EQ(st.destroys, 1u);
+  EXPECT_EQ(st.expiries, 1u);
+}
+
+}  // namespace
+}  // namespace sessiond::storage
