@@ -155,6 +155,27 @@ void RequestMetrics::record(Listener listener, std::size_t op, std::chrono::nano
   bump(o.sum_ns, ns * n);
 }
 
+void RequestMetrics::record_many(Listener listener, std::span<const std::uint32_t, kOps> counts,
+                                 std::chrono::nanoseconds elapsed) {
+  const auto ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, elapsed.count()));
+  const std::uint64_t us = ns / 1000;
+  std::size_t bucket = 0;
+  while (bucket < kLatencyBoundsUs.size() && us >= kLatencyBoundsUs[bucket]) ++bucket;
+  auto& ops = slot().ops[static_cast<std::size_t>(listener)];
+  for (std::size_t op = 0; op < kOps; ++op) {
+    if (counts[op] == 0) continue;
+    bump(ops[op].buckets[bucket], counts[op]);
+    bump(ops[op].sum_ns, ns * counts[op]);
+  }
+}
+
+void RequestMetrics::record_statuses(std::span<const std::uint32_t> counts) {
+  auto& statuses = slot().statuses;
+  for (std::size_t i = 0; i < counts.size() && i < statuses.size(); ++i) {
+    if (counts[i] > 0) bump(statuses[i], counts[i]);
+  }
+}
+
 void RequestMetrics::record_status(StatusCode status) {
   bump(slot().statuses[static_cast<std::uint8_t>(status)], 1);
 }

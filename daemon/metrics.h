@@ -74,8 +74,13 @@ class RequestMetrics {
   // lock-free after a thread's first call.
   void record(Listener listener, std::size_t op, std::chrono::nanoseconds elapsed,
               std::uint64_t n = 1);
-  // Counts one native answer with `status`.
+  // Counts what one read's worth of requests did: counts[op] requests of each operation, each
+  // taking `elapsed` (one bucket lookup and one store per operation present, not per request).
+  void record_many(Listener listener, std::span<const std::uint32_t, kOps> counts,
+                   std::chrono::nanoseconds elapsed);
+  // Counts one native answer with `status`; record_statuses: counts[code] answers of each code.
   void record_status(StatusCode status);
+  void record_statuses(std::span<const std::uint32_t> counts);
   RequestSnapshot snapshot() const;
 
  private:

@@ -199,25 +199,24 @@ struct Server::Impl {
   // taking from `read_at` (the read that completed its request) until now.
   void count_answers(std::string_view frames, Clock::time_point read_at) const {
     if (metrics == nullptr || frames.empty()) return;
-    const auto elapsed = Clock::now() - read_at;
+    std::array<std::uint32_t, kOps> ops{};
+    std::array<std::uint32_t, 16> statuses{};  // StatusCode's values (all below 16)
     while (frames.size() >= protocol::kHeaderSize) {
       const auto* h = reinterpret_cast<const std::uint8_t*>(frames.data());
       const auto byte = [h](int i) { return static_cast<std::uint32_t>(h[i]); };
-      const auto opcode = static_cast<std::uint16_t>(byte(4) | (byte(5) << 8));
+      ++ops[native_op(static_cast<std::uint16_t>(byte(4) | (byte(5) << 8)))];
+      ++statuses[std::min<std::size_t>(h[6], statuses.size() - 1)];
       const std::uint32_t body = byte(12) | (byte(13) << 8) | (byte(14) << 16) | (byte(15) << 24);
-      metrics->record(Listener::kNative, native_op(opcode), elapsed);
-      metrics->record_status(static_cast<StatusCode>(h[6]));
       if (frames.size() - protocol::kHeaderSize < body) break;
       frames.remove_prefix(protocol::kHeaderSize + body);
     }
+    metrics->record_many(Listener::kNative, ops, Clock::now() - read_at);
+    metrics->record_statuses(statuses);
   }
   // The same for RESP commands: `counts` per operation (metrics.h's resp_op).
   void count_commands(std::array<std::uint32_t, kOps>& counts, Clock::time_point read_at) const {
     if (metrics == nullptr) return;
-    const auto elapsed = Clock::now() - read_at;
-    for (std::size_t op = 0; op < kOps; ++op) {
-      if (counts[op] > 0) metrics->record(Listener::kResp, op, elapsed, counts[op]);
-    }
+    metrics->record_many(Listener::kResp, counts, Clock::now() - read_at);
     counts.fill(0);
   }
 };

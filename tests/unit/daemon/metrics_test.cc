@@ -35,6 +35,17 @@ TEST(RequestMetrics, ThreadsCountIntoTheirOwnSlotsAndTheScrapeSumsThem) {
   EXPECT_EQ(s.latency[1][resp_op("set")].count, 20u);
   EXPECT_EQ(s.statuses[0], 40'000u);
   EXPECT_EQ(s.all().count, 40'020u);
+  // A read's worth at once: one bucket for all, counted per operation and status.
+  std::array<std::uint32_t, kOps> ops{};
+  ops[native_op(3)] = 7;  // CREATE
+  m.record_many(Listener::kNative, ops, 3ms);
+  const std::array<std::uint32_t, 3> statuses = {0, 2, 5};
+  m.record_statuses(statuses);
+  const RequestSnapshot again = m.snapshot();
+  EXPECT_EQ(again.latency[0][native_op(3)].buckets[8], 7u);  // (2.5, 5] ms
+  EXPECT_EQ(again.latency[0][native_op(3)].sum_ns, 7u * 3'000'000u);
+  EXPECT_EQ(again.statuses[1], 2u);
+  EXPECT_EQ(again.statuses[2], 5u);
   EXPECT_EQ(op_name(Listener::kNative, native_op(4)), "get");
   EXPECT_EQ(op_name(Listener::kResp, resp_op("FLUSHALL")), "other");
   EXPECT_EQ(op_name(Listener::kNative, native_op(999)), "other");
