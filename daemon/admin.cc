@@ -82,6 +82,10 @@ json alerts_json(const std::vector<Alert>& alerts) {
   return out;
 }
 
+// Marks a request one node's admin listener sends another's: it is answered there, never
+// passed on again (two nodes that disagree about an owner for a moment cannot bounce it).
+constexpr const char* kForwarded = "X-Sessiond-Forwarded";
+
 // A GET to another node's admin listener, with the caller's Authorization.
 Result<json> fetch_json(const std::string& address, const std::string& path,
                         const std::string& authorization) {
@@ -91,7 +95,7 @@ Result<json> fetch_json(const std::string& address, const std::string& path,
   client.set_connection_timeout(std::chrono::milliseconds(kPeerTimeoutMs));
   client.set_read_timeout(std::chrono::milliseconds(kPeerTimeoutMs));
   client.set_write_timeout(std::chrono::milliseconds(kPeerTimeoutMs));
-  httplib::Headers headers;
+  httplib::Headers headers = {{kForwarded, "1"}};
   if (!authorization.empty()) headers.emplace("Authorization", authorization);
   auto res = client.Get(path.c_str(), headers);
   if (!res) {
@@ -196,8 +200,8 @@ struct Admin::Impl {
   void backup(const httplib::Request& req, httplib::Response& res);
   std::string metrics() const;
   // In a cluster: the admin address of the node that owns `position` when that is another
-  // node ("" when it is this one, or unknown).
-  std::string owner_admin(std::uint64_t position) const;
+  // node ("" when it is this one, unknown, or `req` was forwarded here already).
+  std::string owner_admin(const httplib::Request& req, std::uint64_t position) const;
 };
 
 bool Admin::Impl::authorized(const httplib::Request& req, httplib::Response& res) {
@@ -403,8 +407,8 @@ json Admin::Impl::cluster_view(const std::string& authorization) const {
   return out;
 }
 
-std::string Admin::Impl::owner_admin(std::uint64_t position) const {
-  if (!parts.membership) return {};
+std::string Admin::Impl::owner_admin(const httplib::Request& req, std::uint64_t position) const {
+  if (!parts.membership || req.has_header(kForwarded)) return {};
   const auto routing = parts.membership->routing();
   const cluster::Node* owner = routing->owner(position);
   if (owner == nullptr || owner->id == parts.node_id) return {};
@@ -421,7 +425,7 @@ void Admin::Impl::session(const httplib::Request& req, httplib::Response& res) {
   }
   storage::SessionId id;
   std::memcpy(id.data(), bytes->data(), id.size());
-  if (const std::string owner = owner_admin(storage::route_key_of(id)); !owner.empty()) {
+  if (const std::string owner = owner_admin(req, storage::route_key_of(id)); !owner.empty()) {
     auto fetched = fetch_json(owner, req.target, req.get_header_value("Authorization"));
     if (!fetched.ok()) return reply_error(res, 502, fetched.status().message());
     const int status = fetched->value("http_status", 200);
@@ -471,7 +475,8 @@ void Admin::Impl::user(const httplib::Request& req, httplib::Response& res) {
     return reply_error(res, 400, "user: a user id");
   }
   if (parts.ids) {
-    if (const std::string owner = owner_admin(parts.ids->route_key_of_user(name)); !owner.empty()) {
+    if (const std::string owner = owner_admin(req, parts.ids->route_key_of_user(name));
+        !owner.empty()) {
       auto fetched = fetch_json(owner, req.target, req.get_header_value("Authorization"));
       if (!fetched.ok()) return reply_error(res, 502, fetched.status().message());
       const int status = fetched->value("http_status", 200);
