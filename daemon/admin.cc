@@ -827,6 +827,22 @@ void Admin::attach(NodeParts parts) {
 
 std::string Admin::metrics_text() const { return impl_->metrics(); }
 
+Result<BackupInfo> read_backup(const std::string& backup_dir) {
+  std::ifstream in(fs::path(backup_dir) / kBackupMarker);
+  const json j = json::parse(in, nullptr, false);
+  if (!in || !j.is_object()) {
+    return Status::InvalidArgument(backup_dir + " is not a sessiond backup (no readable " +
+                                   kBackupMarker + "): make one with `sessctl backup DIR`");
+  }
+  BackupInfo info;
+  info.node = j.value("node", std::string());
+  info.region = j.value("region", std::string());
+  info.version = j.value("version", std::string());
+  info.created_ms = j.value("created_ms", std::int64_t{0});
+  info.sessions = j.value("sessions", std::uint64_t{0});
+  return info;
+}
+
 Result<std::string> restore_backup(const std::string& backup_dir, const std::string& data_dir) {
   std::error_code ec;
   const fs::path from(backup_dir);

@@ -76,6 +76,15 @@ HealthSample sample_node(const NodeParts& parts);
 // sessions, version); `sessiond --restore-from` requires it.
 inline constexpr const char* kBackupMarker = "sessiond-backup.json";
 
+// What a backup's marker says.
+struct BackupInfo {
+  std::string node, region, version;
+  std::int64_t created_ms = 0;
+  std::uint64_t sessions = 0;
+};
+// Reads DIR's marker; INVALID_ARGUMENT when DIR is not a sessiond backup.
+Result<BackupInfo> read_backup(const std::string& backup_dir);
+
 // Restores a backup made by POST /api/backup (`sessctl backup`) into `data_dir`, which must
 // not exist or be empty: the database and the files beside it. INVALID_ARGUMENT naming what is
 // wrong (not a backup, data dir in use), UNAVAILABLE on an I/O error. Returns the marker's JSON.

@@ -75,6 +75,22 @@ const char* signal_name(int number) {
 // topology, or not in it), so that it rejoins: what it holds is merged into the current owners
 // (tombstones winning) and its ranges stream back to it (docs/cluster.md, "Rejoin").
 Status check_restore_in_cluster(const daemon::ServerOptions& options) {
+  auto info = daemon::read_backup(options.restore_from);
+  if (!info.ok()) return info.status();
+  if (!info->region.empty() && info->region != options.cluster.region) {
+    return Status::InvalidArgument("the backup is of region " + info->region +
+                                   ", this node serves region " + options.cluster.region);
+  }
+  // Tombstones are kept --max-lifetime-ms: a session destroyed longer ago than that is
+  // forgotten everywhere, and an older backup's copy of it would come back.
+  const std::int64_t age_ms = storage::SystemClock::instance().now_ms() - info->created_ms;
+  if (age_ms > options.table.max_lifetime_ms) {
+    return Status::InvalidArgument(
+        "the backup is " + std::to_string(age_ms / 86'400'000) +
+        " days old, older than --max-lifetime-ms: the region no longer remembers every session "
+        "destroyed since, and they would come back (restore it alone, outside the region, to "
+        "read from it)");
+  }
   std::string node_id = options.cluster.node_id;
   if (node_id.empty()) {
     std::ifstream in(std::filesystem::path(options.restore_from) / "node-id");

@@ -609,6 +609,24 @@ TEST_F(AdminClusterTest, ARestoredNodeRejoinsWithoutBringingBackWhatWasDestroyed
   EXPECT_EQ(refused.exit_code, 1);
   EXPECT_NE(refused.err.find("is up in region local's topology"), std::string::npos) << refused.err;
   EXPECT_FALSE(std::filesystem::exists(dir_.sub("n1-restored")));
+  // A backup older than the tombstones' keep (--max-lifetime-ms), or of another region, is
+  // refused too: its copies of sessions destroyed long ago would come back.
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, json>>{{"created_ms", 0}, {"region", "elsewhere"}}) {
+    const std::string copy = dir_.sub("n1-backup-" + key);
+    std::filesystem::copy(backup, copy);
+    json marker = json::parse(std::ifstream(std::filesystem::path(copy) / "sessiond-backup.json"));
+    marker[key] = value;
+    std::ofstream(std::filesystem::path(copy) / "sessiond-backup.json") << marker.dump();
+    auto old = run_process(SESSIOND_DAEMON_PATH,
+                           {"--admin-listen", "off", "--etcd", etcd_->endpoint(), "--node-id", "n1",
+                            "--restore-from", copy, "--data-dir", dir_.sub("n1-restored")});
+    EXPECT_EQ(old.exit_code, 1) << key;
+    EXPECT_NE(old.err.find(key == "region" ? "the backup is of region elsewhere"
+                                           : "days old, older than --max-lifetime-ms"),
+              std::string::npos)
+        << old.err;
+  }
   // SIGTERM: n1 hands its ranges to n2 and is down in the topology; its disk is lost.
   EXPECT_EQ(n1->terminate(), 0) << n1->log();
   n1.reset();
