@@ -875,6 +875,12 @@ TEST_F(ClusterTest, AnOutOfSyncReplicaIsPromotedOnlyUncleanly) {
   }));
   EXPECT_TRUE(topology_.find("n2")->in_sync.empty());
   EXPECT_EQ(owner_of(id), nullptr);
+  // The thawed replicas follow etcd's watch: until one has this epoch it answers a request
+  // stamped with it WRONG_NODE (failed once in CI under load).
+  for (const char* n : {"n1", "n3"}) {
+    ASSERT_TRUE(eventually([&] { return topology_of(nodes_[n].get()).epoch() >= topology_.epoch; }))
+        << n << " did not see epoch " << topology_.epoch;
+  }
   wire::UpdateRequest update;
   update.set_id(id);
   auto* f = update.add_set();
