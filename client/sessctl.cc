@@ -19,6 +19,8 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/frame.h"
+#include "protocol/version.h"
 #include "sessctl_admin.h"
 #include "sessctl_cluster.h"
 #include "sessctl_support.h"
@@ -76,6 +78,8 @@ CLI::Option* add_repeated(CLI::App* app, const std::string& name, T& target,
 
 int main(int argc, char** argv) {
   CLI::App app{"sessctl: command-line client of sessiond, the session store"};
+  app.set_version_flag("--version", "sessctl " + std::string(kVersion) + " (protocol " +
+                                        std::to_string(protocol::kProtocolVersion) + ")");
   app.require_subcommand(1);
   app.footer(
       "Exit codes: 0 ok, 1 not found or expired, 2 usage, 3 unreachable or unavailable, "

@@ -77,19 +77,6 @@ double sample(const std::string& text, const std::string& name) {
   return -1;
 }
 
-// A loopback port nothing listens on now.
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 // Appends what `fd` has to read within 50 ms to *out.
 void read_some(int fd, std::string* out) {
   char buf[512];
@@ -224,7 +211,14 @@ TEST_F(AdminTest, HealthIs503WhileALargeDataDirRecoversAnd200After) {
     }
     ASSERT_TRUE(table.flush().ok());
   }
-  const std::string admin = "127.0.0.1:" + std::to_string(free_port());
+  // start() returns once the admin listener is bound, before the recovery.
+  TestNode::Options o;
+  o.data_dir = dir_.path() / "data";
+  o.ready_text = "admin HTTP listener on ";
+  std::string error;
+  auto node = TestNode::start(o, &error);
+  ASSERT_TRUE(node) << error;
+  const std::string admin = node->address();
   std::atomic<bool> done{false};
   std::mutex mu;
   std::vector<std::pair<int, std::string>> seen;  // status, phase
@@ -240,8 +234,6 @@ TEST_F(AdminTest, HealthIs503WhileALargeDataDirRecoversAnd200After) {
       std::this_thread::sleep_for(2ms);
     }
   });
-  auto node = start({"--admin-listen", admin});
-  ASSERT_TRUE(node);
   ASSERT_TRUE(eventually([&] {
     std::lock_guard lock(mu);
     return !seen.empty() && seen.back().first == 200;

@@ -438,6 +438,12 @@ TEST_F(ClientIntegration, TopologyThroughTheLibraryAndSessctl) {
   EXPECT_EQ(seeded.exit_code, 0) << seeded.err;
 }
 
+TEST(Sessctl, SaysItsVersion) {
+  auto result = testing::run_process(SESSCTL_PATH, {"--version"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "sessctl " SESSIOND_PROJECT_VERSION " (protocol 1)\n");
+}
+
 TEST(SessctlUnreachable, ExitsThreeWhenNoNodeListens) {
   // A loopback port that is bound but not listening: connections to it are refused, and no
   // other test's node can take it meanwhile (a stopped node's port could be handed to a node of

@@ -81,7 +81,7 @@ std::unique_ptr<TestNode> TestNode::start(const Options& options, std::string* e
     }
   });
 
-  constexpr std::string_view kListening = "listening on ";
+  const std::string kListening = options.ready_text;
   const auto deadline = Clock::now() + 15s;
   while (Clock::now() < deadline) {
     {

@@ -26,6 +26,10 @@ class TestNode {
     std::string durability = "async";
     int threads = 2;
     std::vector<std::string> extra_args;  // appended to the command line
+    // start() returns once the log says this followed by an address, which address() returns:
+    // the native listener by default ("admin HTTP listener on " returns as soon as the admin
+    // listener is bound, before recovery).
+    std::string ready_text = "listening on ";
   };
   // Empty when the node did not start within the deadline (the failure says why).
   static std::unique_ptr<TestNode> start(const Options& options, std::string* error);
