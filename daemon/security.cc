@@ -1,13 +1,16 @@
 #include "daemon/security.h"
 
 #include <fcntl.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -17,6 +20,8 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 namespace sessiond::daemon {
 namespace {
@@ -203,40 +208,60 @@ std::string id_keys_text(const IdKeys& keys) {
   return out;
 }
 
-// HMAC (RFC 2104) with its two pad blocks hashed once per key: a call then copies the prepared
-// states and hashes the id and the inner digest, 7x faster than OpenSSL 3's one-shot HMAC(),
-// which fetches the algorithm under a lock on every call.
+// HMAC-SHA256 through OpenSSL's EVP_MAC: one context per key, keyed once (the pad blocks are
+// hashed then). Each thread duplicates it once and then re-initialises its copy for every tag
+// (EVP_MAC_init without a key reuses the keyed state: two digest-state copies). Duplicating per
+// tag costs an allocation and measured 2.7x slower; OpenSSL 3's one-shot HMAC() fetches the
+// algorithm under a lock on every call (7x). docs/benchmarks.md, "Signed session ids".
 struct IdSigner::Key {
-  struct CtxFree {
-    void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+  struct MacFree {
+    void operator()(EVP_MAC* m) const { EVP_MAC_free(m); }
   };
-  std::unique_ptr<EVP_MD_CTX, CtxFree> inner, outer;
+  struct CtxFree {
+    void operator()(EVP_MAC_CTX* c) const { EVP_MAC_CTX_free(c); }
+  };
+  std::unique_ptr<EVP_MAC_CTX, CtxFree> prepared;
+  const std::uint64_t serial;  // tells this key's copies in a thread's cache from another's
 
-  explicit Key(const std::string& key) : inner(EVP_MD_CTX_new()), outer(EVP_MD_CTX_new()) {
-    std::array<unsigned char, 64> pad{};  // keys are 32 bytes: shorter than the block
-    for (int which = 0; which < 2; ++which) {
-      for (std::size_t i = 0; i < pad.size(); ++i) {
-        const auto k = i < key.size() ? static_cast<unsigned char>(key[i]) : 0;
-        pad[i] = static_cast<unsigned char>(k ^ (which == 0 ? 0x36 : 0x5c));
-      }
-      EVP_MD_CTX* ctx = which == 0 ? inner.get() : outer.get();
-      if (EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1 ||
-          EVP_DigestUpdate(ctx, pad.data(), pad.size()) != 1) {
-        std::abort();  // SHA-256 missing from libcrypto: nothing can be signed safely
-      }
+  static std::uint64_t next_serial() {
+    static std::atomic<std::uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  explicit Key(const std::string& key) : serial(next_serial()) {
+    const std::unique_ptr<EVP_MAC, MacFree> hmac(EVP_MAC_fetch(nullptr, "HMAC", nullptr));
+    if (hmac) prepared.reset(EVP_MAC_CTX_new(hmac.get()));
+    char digest[] = "SHA256";
+    const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                                 OSSL_PARAM_END};
+    if (!prepared ||
+        EVP_MAC_init(prepared.get(), reinterpret_cast<const unsigned char*>(key.data()), key.size(),
+                     params) != 1) {
+      std::abort();  // HMAC-SHA256 missing from libcrypto: nothing can be signed safely
     }
-    OPENSSL_cleanse(pad.data(), pad.size());
+  }
+
+  // This thread's copy of the keyed context (a few keys at most: current, previous, and those of
+  // a reload; the oldest copy goes when a fifth key is used).
+  EVP_MAC_CTX* work() const {
+    thread_local std::vector<std::pair<std::uint64_t, std::unique_ptr<EVP_MAC_CTX, CtxFree>>>
+        copies;
+    for (auto& [key, ctx] : copies) {
+      if (key == serial) return ctx.get();
+    }
+    if (copies.size() == 4) copies.erase(copies.begin());
+    copies.emplace_back(serial, EVP_MAC_CTX_dup(prepared.get()));
+    return copies.back().second.get();
   }
 
   std::array<unsigned char, 32> mac(const storage::SessionId& id) const {
-    thread_local std::unique_ptr<EVP_MD_CTX, CtxFree> work(EVP_MD_CTX_new());
+    EVP_MAC_CTX* ctx = work();
     std::array<unsigned char, 32> digest{};
-    const bool ok = EVP_MD_CTX_copy_ex(work.get(), inner.get()) == 1 &&
-                    EVP_DigestUpdate(work.get(), id.data(), id.size()) == 1 &&
-                    EVP_DigestFinal_ex(work.get(), digest.data(), nullptr) == 1 &&
-                    EVP_MD_CTX_copy_ex(work.get(), outer.get()) == 1 &&
-                    EVP_DigestUpdate(work.get(), digest.data(), digest.size()) == 1 &&
-                    EVP_DigestFinal_ex(work.get(), digest.data(), nullptr) == 1;
+    std::size_t length = 0;
+    const bool ok = ctx && EVP_MAC_init(ctx, nullptr, 0, nullptr) == 1 &&
+                    EVP_MAC_update(ctx, id.data(), id.size()) == 1 &&
+                    EVP_MAC_final(ctx, digest.data(), &length, digest.size()) == 1 &&
+                    length == digest.size();
     if (!ok) std::abort();
     return digest;
   }
