@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,6 +31,8 @@ namespace {
 
 using namespace sessiond;           // NOLINT(google-build-using-namespace)
 using namespace sessiond::sessctl;  // NOLINT(google-build-using-namespace)
+// Strings go in through readable_utf8 (sessctl_support.h), so dump() never throws.
+using Json = nlohmann::ordered_json;
 
 struct Output {
   bool json = false;
@@ -238,7 +241,7 @@ int main(int argc, char** argv) {
     command = [&](Client& client) {
       const Status status = client.destroy(id);
       if (!status.ok()) return out.error(status);
-      std::cout << (out.json ? "{\"destroyed\":" + json_string(id) + "}\n"
+      std::cout << (out.json ? Json{{"destroyed", readable_utf8(id)}}.dump() + "\n"
                              : "destroyed " + id + "\n");
       return kExitOk;
     };
@@ -271,7 +274,7 @@ int main(int argc, char** argv) {
     command = [&](Client& client) {
       auto revoked = client.revoke_user(user, keep_id);
       if (!revoked.ok()) return out.error(revoked.status());
-      std::cout << (out.json ? "{\"revoked\":" + std::to_string(*revoked) + "}\n"
+      std::cout << (out.json ? Json{{"revoked", *revoked}}.dump() + "\n"
                              : "revoked " + std::to_string(*revoked) +
                                    (*revoked == 1 ? " session\n" : " sessions\n"));
       return kExitOk;
@@ -309,7 +312,7 @@ int main(int argc, char** argv) {
         for (const auto& n : topology->nodes) nodes.emplace_back(n.id, n.address);
       }
       int code = kExitOk;
-      std::string json = "[";
+      Json json = Json::array();
       for (const auto& [node, node_address] : nodes) {
         Client::Options o = base;
         o.address = node_address;
@@ -318,25 +321,26 @@ int main(int argc, char** argv) {
         auto rounds = one.repair(repair_region, repair_check);
         if (!rounds.ok()) {
           if (!out.json) std::cout << node << ": " << rounds.status().ToString() << "\n";
-          json += std::string(json.size() > 1 ? "," : "") + "{\"node\":" + json_string(node) +
-                  ",\"error\":" + json_string(rounds.status().ToString()) + "}";
+          json.push_back({{"node", readable_utf8(node)},
+                          {"error", readable_utf8(rounds.status().ToString())}});
           code = kExitUnreachable;
           continue;
         }
         for (const RegionRepair& r : *rounds) {
-          json += std::string(json.size() > 1 ? "," : "") + "{\"node\":" + json_string(node) +
-                  ",\"region\":" + json_string(r.region);
+          Json round = {{"node", readable_utf8(node)}, {"region", readable_utf8(r.region)}};
           if (!r.error.empty()) {
             code = kExitUnreachable;
-            json += ",\"error\":" + json_string(r.error) + "}";
+            round["error"] = readable_utf8(r.error);
+            json.push_back(std::move(round));
             if (!out.json) std::cout << node << " with " << r.region << ": " << r.error << "\n";
             continue;
           }
-          json += ",\"buckets_differing\":" + std::to_string(r.buckets_differing) +
-                  ",\"pulled\":" + std::to_string(r.pulled) +
-                  ",\"pushed\":" + std::to_string(r.pushed) +
-                  ",\"bytes\":" + std::to_string(r.bytes) +
-                  ",\"duration_ms\":" + std::to_string(r.duration_ms) + "}";
+          round["buckets_differing"] = r.buckets_differing;
+          round["pulled"] = r.pulled;
+          round["pushed"] = r.pushed;
+          round["bytes"] = r.bytes;
+          round["duration_ms"] = r.duration_ms;
+          json.push_back(std::move(round));
           if (!out.json) {
             std::cout << node << " with " << r.region << ": " << r.buckets_differing
                       << " buckets differed, " << r.pulled << " states merged here, " << r.pushed
@@ -344,7 +348,7 @@ int main(int argc, char** argv) {
           }
         }
       }
-      if (out.json) std::cout << json << "]\n";
+      if (out.json) std::cout << json.dump() << "\n";
       return code;
     };
   });

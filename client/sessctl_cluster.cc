@@ -105,19 +105,7 @@ int status(const cluster::EtcdClient& etcd, const ClusterArgs& a, bool as_json) 
         n["tombstones"] = st->second.tombstones;
         json regions = json::array();
         for (const PeerRegionStats& r : st->second.regions) {
-          regions.push_back({{"region", r.region},
-                             {"lag_entries", r.lag_entries},
-                             {"lag_ms", r.lag_ms},
-                             {"entries_shipped", r.entries_shipped},
-                             {"bytes_shipped", r.bytes_shipped},
-                             {"conflicts_merged", r.conflicts_merged},
-                             {"set_aside", r.set_aside},
-                             {"entries_received", r.entries_received},
-                             {"retention_gaps", r.retention_gaps},
-                             {"repairs", r.repairs},
-                             {"repaired", r.repaired},
-                             {"last_repair_ms", r.last_repair_ms},
-                             {"error", r.error}});
+          regions.push_back(json::parse(to_json(r)));  // as in `stats`
         }
         n["regions"] = regions;
       }

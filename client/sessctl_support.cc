@@ -5,9 +5,13 @@
 #include <cstdio>
 #include <ctime>
 #include <limits>
+#include <nlohmann/json.hpp>
 
 namespace sessiond::sessctl {
 namespace {
+
+// Members in the order they are set: the output reads as it always has (id first).
+using Json = nlohmann::ordered_json;
 
 // Length of the valid UTF-8 sequence at the start of `s`, or 0.
 std::size_t utf8_sequence_length(std::string_view s) {
@@ -35,24 +39,51 @@ std::size_t utf8_sequence_length(std::string_view s) {
   return length;
 }
 
-std::string json_version(const Version& version) {
-  return "{\"hlc\":" + std::to_string(version.hlc) +
-         ",\"region\":" + std::to_string(version.region) +
-         ",\"node\":" + std::to_string(version.node) + "}";
+Json json_version(const Version& version) {
+  return {{"hlc", version.hlc}, {"region", version.region}, {"node", version.node}};
 }
 
-std::string json_access(const AccessEntry& entry) {
-  std::string out = "{\"time_ms\":" + std::to_string(entry.time_ms) +
-                    ",\"ip\":" + json_string(entry.ip) +
-                    ",\"user_agent_hash\":" + std::to_string(entry.user_agent_hash);
+Json json_access(const AccessEntry& entry) {
+  Json out = {{"time_ms", entry.time_ms},
+              {"ip", readable_utf8(entry.ip)},
+              {"user_agent_hash", entry.user_agent_hash}};
   if (entry.has_location) {
-    char location[96];
-    std::snprintf(location, sizeof location, ",\"latitude\":%.6f,\"longitude\":%.6f",
-                  entry.latitude, entry.longitude);
-    out += location;
+    out["latitude"] = entry.latitude;
+    out["longitude"] = entry.longitude;
   }
-  return out + "}";
+  return out;
 }
+
+Json json_meta(const SessionMeta& meta) {
+  return {{"id", readable_utf8(meta.id)},
+          {"version", json_version(meta.version)},
+          {"created_at_ms", meta.created_at_ms},
+          {"last_access_ms", meta.last_access_ms},
+          {"deadline_ms", meta.deadline_ms}};
+}
+
+Json json_peer_region(const PeerRegionStats& r) {
+  return {{"region", readable_utf8(r.region)},
+          {"lag_entries", r.lag_entries},
+          {"lag_ms", r.lag_ms},
+          {"entries_shipped", r.entries_shipped},
+          {"bytes_shipped", r.bytes_shipped},
+          {"conflicts_merged", r.conflicts_merged},
+          {"set_aside", r.set_aside},
+          {"entries_received", r.entries_received},
+          {"retention_gaps", r.retention_gaps},
+          {"repairs", r.repairs},
+          {"repaired", r.repaired},
+          {"last_repair_ms", r.last_repair_ms},
+          {"lag_p50_ms", r.lag_p50_ms},
+          {"lag_p99_ms", r.lag_p99_ms},
+          {"lag_max_ms", r.lag_max_ms},
+          {"error", readable_utf8(r.error)}};
+}
+
+// Every string above went through readable_utf8, so dump() never meets a byte that is not
+// UTF-8 (where it would throw).
+std::string text_of(const Json& json) { return json.dump(); }
 
 std::string text_duration_ms(std::int64_t ms) {
   if (ms == 0) return "none";
@@ -87,57 +118,25 @@ Result<FieldValue> parse_key_value(std::string_view text) {
   return FieldValue{std::string(text.substr(0, eq)), std::string(text.substr(eq + 1))};
 }
 
-std::string json_string(std::string_view bytes) {
+std::string readable_utf8(std::string_view bytes) {
   std::string out;
-  out.reserve(bytes.size() + 2);
-  out.push_back('"');
+  out.reserve(bytes.size());
   std::size_t i = 0;
   while (i < bytes.size()) {
-    const auto c = static_cast<unsigned char>(bytes[i]);
-    char escape[8];
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        ++i;
-        continue;
-      case '\\':
-        out += "\\\\";
-        ++i;
-        continue;
-      case '\n':
-        out += "\\n";
-        ++i;
-        continue;
-      case '\r':
-        out += "\\r";
-        ++i;
-        continue;
-      case '\t':
-        out += "\\t";
-        ++i;
-        continue;
-      default:
-        break;
-    }
-    if (c < 0x20 || c == 0x7F) {
-      std::snprintf(escape, sizeof escape, "\\u%04x", c);
-      out += escape;
-      ++i;
-      continue;
-    }
     const std::size_t length = utf8_sequence_length(bytes.substr(i));
-    if (length == 0) {
-      std::snprintf(escape, sizeof escape, "\\u%04x", c);
-      out += escape;
-      ++i;
+    if (length > 0) {
+      out.append(bytes.substr(i, length));
+      i += length;
       continue;
     }
-    out.append(bytes.substr(i, length));
-    i += length;
+    const auto byte = static_cast<unsigned char>(bytes[i++]);  // U+0080..U+00FF in UTF-8
+    out.push_back(static_cast<char>(0xC0 | (byte >> 6)));
+    out.push_back(static_cast<char>(0x80 | (byte & 0x3F)));
   }
-  out.push_back('"');
   return out;
 }
+
+std::string json_string(std::string_view bytes) { return text_of(Json(readable_utf8(bytes))); }
 
 std::string format_time_ms(std::int64_t ms) {
   if (ms == std::numeric_limits<std::int64_t>::max()) return "never";
@@ -151,62 +150,47 @@ std::string format_time_ms(std::int64_t ms) {
   return std::string(text, length) + millis;
 }
 
-std::string to_json(const SessionMeta& meta) {
-  return "{\"id\":" + json_string(meta.id) + ",\"version\":" + json_version(meta.version) +
-         ",\"created_at_ms\":" + std::to_string(meta.created_at_ms) +
-         ",\"last_access_ms\":" + std::to_string(meta.last_access_ms) +
-         ",\"deadline_ms\":" + std::to_string(meta.deadline_ms) + "}";
-}
+std::string to_json(const SessionMeta& meta) { return text_of(json_meta(meta)); }
 
 std::string to_json(const Session& session) {
-  std::string out = "{\"id\":" + json_string(session.id) +
-                    ",\"user_id\":" + json_string(session.user_id) + ",\"fields\":{";
-  for (std::size_t i = 0; i < session.fields.size(); ++i) {
-    if (i > 0) out += ",";
-    out += json_string(session.fields[i].name) + ":" + json_string(session.fields[i].value);
+  Json fields = Json::object();
+  for (const auto& field : session.fields) {
+    fields[readable_utf8(field.name)] = readable_utf8(field.value);
   }
-  out += "},\"created_at_ms\":" + std::to_string(session.created_at_ms) +
-         ",\"last_access_ms\":" + std::to_string(session.last_access_ms) +
-         ",\"idle_timeout_ms\":" + std::to_string(session.timeouts.idle_ms) +
-         ",\"absolute_timeout_ms\":" + std::to_string(session.timeouts.absolute_ms) +
-         ",\"deadline_ms\":" + std::to_string(session.deadline_ms);
+  Json out = {{"id", readable_utf8(session.id)},
+              {"user_id", readable_utf8(session.user_id)},
+              {"fields", std::move(fields)},
+              {"created_at_ms", session.created_at_ms},
+              {"last_access_ms", session.last_access_ms},
+              {"idle_timeout_ms", session.timeouts.idle_ms},
+              {"absolute_timeout_ms", session.timeouts.absolute_ms},
+              {"deadline_ms", session.deadline_ms}};
   if (session.context) {
-    out += ",\"context\":{\"ip\":" + json_string(session.context->ip) +
-           ",\"user_agent_hash\":" + std::to_string(session.context->user_agent_hash) + "}";
+    out["context"] = {{"ip", readable_utf8(session.context->ip)},
+                      {"user_agent_hash", session.context->user_agent_hash}};
   }
-  out += ",\"access_log\":[";
-  for (std::size_t i = 0; i < session.access_log.size(); ++i) {
-    if (i > 0) out += ",";
-    out += json_access(session.access_log[i]);
-  }
-  out += "],\"version\":" + json_version(session.version);
+  Json log = Json::array();
+  for (const auto& entry : session.access_log) log.push_back(json_access(entry));
+  out["access_log"] = std::move(log);
+  out["version"] = json_version(session.version);
   if (!session.detections.empty()) {
-    out += ",\"detections\":[";
-    for (std::size_t i = 0; i < session.detections.size(); ++i) {
-      if (i > 0) out += ",";
-      out += json_string(session.detections[i].message);
-    }
-    out += "]";
+    Json detections = Json::array();
+    for (const auto& d : session.detections) detections.push_back(readable_utf8(d.message));
+    out["detections"] = std::move(detections);
   }
-  return out + "}";
+  return text_of(out);
 }
 
 std::string to_json(const std::vector<SessionMeta>& sessions) {
-  std::string out = "{\"sessions\":[";
-  for (std::size_t i = 0; i < sessions.size(); ++i) {
-    if (i > 0) out += ",";
-    out += to_json(sessions[i]);
-  }
-  return out + "]}";
+  Json list = Json::array();
+  for (const auto& meta : sessions) list.push_back(json_meta(meta));
+  return text_of(Json{{"sessions", std::move(list)}});
 }
 
 std::string to_json(const std::vector<AccessEntry>& entries) {
-  std::string out = "{\"entries\":[";
-  for (std::size_t i = 0; i < entries.size(); ++i) {
-    if (i > 0) out += ",";
-    out += json_access(entries[i]);
-  }
-  return out + "]}";
+  Json list = Json::array();
+  for (const auto& entry : entries) list.push_back(json_access(entry));
+  return text_of(Json{{"entries", std::move(list)}});
 }
 
 std::string to_json(const Stats& s) {
@@ -247,35 +231,15 @@ std::string to_json(const Stats& s) {
       {"anti_entropy_rounds", s.anti_entropy_rounds},
       {"anti_entropy_repaired", s.anti_entropy_repaired},
   };
-  std::string out = "{";
-  bool first = true;
-  for (const auto& [name, value] : counters) {
-    if (!first) out += ",";
-    first = false;
-    out += "\"" + std::string(name) + "\":" + std::to_string(value);
-  }
-  out += ",\"regions\":[";
-  for (std::size_t i = 0; i < s.regions.size(); ++i) {
-    const PeerRegionStats& r = s.regions[i];
-    out += std::string(i ? "," : "") + "{\"region\":" + json_string(r.region) +
-           ",\"lag_entries\":" + std::to_string(r.lag_entries) +
-           ",\"lag_ms\":" + std::to_string(r.lag_ms) +
-           ",\"entries_shipped\":" + std::to_string(r.entries_shipped) +
-           ",\"bytes_shipped\":" + std::to_string(r.bytes_shipped) +
-           ",\"conflicts_merged\":" + std::to_string(r.conflicts_merged) +
-           ",\"set_aside\":" + std::to_string(r.set_aside) +
-           ",\"entries_received\":" + std::to_string(r.entries_received) +
-           ",\"retention_gaps\":" + std::to_string(r.retention_gaps) +
-           ",\"repairs\":" + std::to_string(r.repairs) +
-           ",\"repaired\":" + std::to_string(r.repaired) +
-           ",\"last_repair_ms\":" + std::to_string(r.last_repair_ms) +
-           ",\"lag_p50_ms\":" + std::to_string(r.lag_p50_ms) +
-           ",\"lag_p99_ms\":" + std::to_string(r.lag_p99_ms) +
-           ",\"lag_max_ms\":" + std::to_string(r.lag_max_ms) +
-           ",\"error\":" + json_string(r.error) + "}";
-  }
-  return out + "]}";
+  Json out = Json::object();
+  for (const auto& [name, value] : counters) out[name] = value;
+  Json regions = Json::array();
+  for (const PeerRegionStats& r : s.regions) regions.push_back(json_peer_region(r));
+  out["regions"] = std::move(regions);
+  return text_of(out);
 }
+
+std::string to_json(const PeerRegionStats& region) { return text_of(json_peer_region(region)); }
 
 std::string to_text(const PeerRegionStats& r) {
   std::string last = "never";
@@ -300,31 +264,32 @@ std::string to_text(const PeerRegionStats& r) {
 }
 
 std::string to_json(const PingResult& ping) {
-  return "{\"payload\":" + json_string(ping.payload) +
-         ",\"protocol_version\":" + std::to_string(ping.protocol_version) +
-         ",\"server\":" + json_string(ping.server) + "}";
+  return text_of({{"payload", readable_utf8(ping.payload)},
+                  {"protocol_version", ping.protocol_version},
+                  {"server", readable_utf8(ping.server)}});
 }
 
 std::string to_json(const Topology& topology) {
-  std::string out = "{\"epoch\":" + std::to_string(topology.epoch) +
-                    ",\"region\":" + json_string(topology.region) +
-                    ",\"migrating\":" + (topology.migrating ? "true" : "false") +
-                    ",\"source\":" + json_string(topology.source) + ",\"nodes\":[";
-  for (std::size_t i = 0; i < topology.nodes.size(); ++i) {
-    const TopologyNode& node = topology.nodes[i];
-    if (i > 0) out += ",";
-    out += "{\"id\":" + json_string(node.id) + ",\"address\":" + json_string(node.address) +
-           ",\"number\":" + std::to_string(node.number) +
-           ",\"weight\":" + std::to_string(node.weight) +
-           ",\"region\":" + json_string(node.region) +
-           ",\"resp_address\":" + json_string(node.resp_address) + "}";
+  Json nodes = Json::array();
+  for (const TopologyNode& node : topology.nodes) {
+    nodes.push_back({{"id", readable_utf8(node.id)},
+                     {"address", readable_utf8(node.address)},
+                     {"number", node.number},
+                     {"weight", node.weight},
+                     {"region", readable_utf8(node.region)},
+                     {"resp_address", readable_utf8(node.resp_address)}});
   }
-  return out + "]}";
+  return text_of({{"epoch", topology.epoch},
+                  {"region", readable_utf8(topology.region)},
+                  {"migrating", topology.migrating},
+                  {"source", readable_utf8(topology.source)},
+                  {"nodes", std::move(nodes)}});
 }
 
 std::string json_error(const Status& status) {
-  return "{\"error\":{\"code\":" + json_string(status_code_name(status.code())) +
-         ",\"message\":" + json_string(status.message()) + "}}";
+  return text_of({{"error",
+                   {{"code", std::string(status_code_name(status.code()))},
+                    {"message", readable_utf8(status.message())}}}});
 }
 
 std::string to_text(const SessionMeta& meta) {

@@ -1,5 +1,6 @@
 // The parts of sessctl that do not talk to a node: argument parsing, exit codes, and the two
-// output formats (human-readable text and JSON). Internal to sessctl and its tests.
+// output formats (human-readable text, and JSON written with nlohmann-json). Internal to
+// sessctl and its tests.
 #pragma once
 
 #include <cstdint>
@@ -26,8 +27,11 @@ int exit_code_for(StatusCode code);
 // when there is no '=' or the name is empty.
 Result<FieldValue> parse_key_value(std::string_view text);
 
-// A quoted JSON string. Valid UTF-8 is kept; every other byte is written as \u00XX (the byte
-// read as Latin-1), so binary values survive as readable but not byte-exact text.
+// `bytes` as text for JSON: valid UTF-8 is kept; every other byte becomes the character
+// U+00XX (the byte read as Latin-1), so binary values survive as readable but not byte-exact
+// text. The JSON output (nlohmann-json) holds only strings made by it: it cannot write others.
+std::string readable_utf8(std::string_view bytes);
+// readable_utf8(bytes) as a quoted JSON string.
 std::string json_string(std::string_view bytes);
 
 // "2026-11-25T14:12:03.123Z"; "never" for INT64_MAX.
@@ -38,6 +42,8 @@ std::string to_json(const Session& session);
 std::string to_json(const std::vector<SessionMeta>& sessions);
 std::string to_json(const std::vector<AccessEntry>& entries);
 std::string to_json(const Stats& stats);
+// One peer region's replication and repair figures (in `stats` and `cluster status`).
+std::string to_json(const PeerRegionStats& region);
 std::string to_json(const PingResult& ping);
 std::string to_json(const Topology& topology);
 // {"error":{"code":"NOT_FOUND","message":"..."}}

@@ -1,6 +1,8 @@
-// HS256 JSON Web Tokens. The JSON here is only what a JWT needs: writing a flat object of
-// strings and integers, and reading one object whose members may be any JSON value (nested
-// values are skipped, with a depth limit), so that tokens made by other libraries verify too.
+// HS256 JSON Web Tokens, sealed cookies and federated service tokens. A token's JSON is read
+// and written with nlohmann-json, parsed without exceptions: a header or claims set must be one
+// JSON object without repeated member names; members sessiond does not read may hold any JSON
+// value (nested up to a limit), so that tokens made by other libraries verify too, and those it
+// reads must have their registered types.
 #include "sessiond/tokens.h"
 
 #include <openssl/crypto.h>
@@ -12,7 +14,10 @@
 #include <array>
 #include <cmath>
 #include <cstdlib>
-#include <optional>
+#include <functional>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <vector>
 
 namespace sessiond {
@@ -30,234 +35,110 @@ std::array<unsigned char, 32> hmac_sha256(std::string_view key, std::string_view
   return mac;
 }
 
-// ---- JSON --------------------------------------------------------------------------------
-
-void append_json_string(std::string* out, std::string_view s) {
-  out->push_back('"');
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out->push_back('\\');
-      out->push_back(c);
-    } else if (u < 0x20) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out->append("\\u00");
-      out->push_back(kHex[u >> 4]);
-      out->push_back(kHex[u & 15]);
-    } else {
-      out->push_back(c);
-    }
-  }
-  out->push_back('"');
-}
-
-void append_utf8(std::string* out, std::uint32_t cp) {
-  if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
-
-// A reader for one JSON text (RFC 8259) that holds an object.
-class JsonReader {
- public:
-  explicit JsonReader(std::string_view text) : s_(text) {}
-
-  // Calls member(name) for each member, positioned at its value, which member must consume
-  // (with string(), number() or skip()). False on any syntax error or trailing bytes.
-  template <typename Member>
-  bool object(Member member) {
-    space();
-    if (!eat('{')) return false;
-    space();
-    if (eat('}')) return end();
-    for (;;) {
-      std::string name;
-      space();
-      if (!string(&name)) return false;
-      space();
-      if (!eat(':')) return false;
-      space();
-      if (!member(name)) return false;
-      space();
-      if (eat('}')) return end();
-      if (!eat(',')) return false;
-    }
-  }
-
-  bool string(std::string* out) {
-    if (!eat('"')) return false;
-    out->clear();
-    while (i_ < s_.size()) {
-      const char c = s_[i_++];
-      if (c == '"') return true;
-      if (static_cast<unsigned char>(c) < 0x20) return false;
-      if (c != '\\') {
-        out->push_back(c);
-        continue;
-      }
-      if (i_ == s_.size()) return false;
-      const char e = s_[i_++];
-      switch (e) {
-        case '"':
-        case '\\':
-        case '/':
-          out->push_back(e);
-          break;
-        case 'b':
-          out->push_back('\b');
-          break;
-        case 'f':
-          out->push_back('\f');
-          break;
-        case 'n':
-          out->push_back('\n');
-          break;
-        case 'r':
-          out->push_back('\r');
-          break;
-        case 't':
-          out->push_back('\t');
-          break;
-        case 'u': {
-          std::uint32_t cp = 0;
-          if (!hex4(&cp)) return false;
-          if (cp >= 0xD800 && cp < 0xDC00) {  // a high surrogate needs its low half
-            std::uint32_t low = 0;
-            if (!eat('\\') || !eat('u') || !hex4(&low) || low < 0xDC00 || low > 0xDFFF) {
-              return false;
-            }
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-            return false;
-          }
-          append_utf8(out, cp);
-          break;
-        }
-        default:
-          return false;
-      }
-    }
-    return false;
-  }
-
-  // A JSON number; NumericDate values may carry a fraction, which is dropped.
-  bool number(std::int64_t* out) {
-    const std::size_t start = i_;
-    if (i_ < s_.size() && s_[i_] == '-') ++i_;
-    if (i_ == s_.size() || !digit(s_[i_])) return false;
-    if (s_[i_] == '0') {
-      ++i_;
-    } else {
-      while (i_ < s_.size() && digit(s_[i_])) ++i_;
-    }
-    if (i_ < s_.size() && s_[i_] == '.') {
-      ++i_;
-      if (i_ == s_.size() || !digit(s_[i_])) return false;
-      while (i_ < s_.size() && digit(s_[i_])) ++i_;
-    }
-    if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
-      ++i_;
-      if (i_ < s_.size() && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
-      if (i_ == s_.size() || !digit(s_[i_])) return false;
-      while (i_ < s_.size() && digit(s_[i_])) ++i_;
-    }
-    const std::string text(s_.substr(start, i_ - start));
-    const double value = std::strtod(text.c_str(), nullptr);
-    if (!std::isfinite(value) || std::fabs(value) > 9.2e18) return false;
-    *out = static_cast<std::int64_t>(value);
-    return true;
-  }
-
-  // Any JSON value, nested up to 32 levels.
-  bool skip(int depth = 0) {
-    if (depth > 32 || i_ == s_.size()) return false;
-    const char c = s_[i_];
-    if (c == '"') {
-      std::string ignored;
-      return string(&ignored);
-    }
-    if (c == '{' || c == '[') {
-      const char close = c == '{' ? '}' : ']';
-      ++i_;
-      space();
-      if (eat(close)) return true;
-      for (;;) {
-        space();
-        if (c == '{') {
-          std::string ignored;
-          if (!string(&ignored)) return false;
-          space();
-          if (!eat(':')) return false;
-          space();
-        }
-        if (!skip(depth + 1)) return false;
-        space();
-        if (eat(close)) return true;
-        if (!eat(',')) return false;
-      }
-    }
-    for (std::string_view word : {"true", "false", "null"}) {
-      if (s_.substr(i_, word.size()) == word) {
-        i_ += word.size();
-        return true;
-      }
-    }
-    std::int64_t ignored = 0;
-    return number(&ignored);
-  }
-
- private:
-  static bool digit(char c) { return c >= '0' && c <= '9'; }
-  void space() {
-    while (i_ < s_.size() &&
-           (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) {
-      ++i_;
-    }
-  }
-  bool eat(char c) {
-    if (i_ < s_.size() && s_[i_] == c) {
-      ++i_;
-      return true;
-    }
-    return false;
-  }
-  bool end() {
-    space();
-    return i_ == s_.size();
-  }
-  bool hex4(std::uint32_t* out) {
-    if (s_.size() - i_ < 4) return false;
-    *out = 0;
-    for (int k = 0; k < 4; ++k) {
-      const char c = s_[i_++];
-      const int v = digit(c)                 ? c - '0'
-                    : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-                    : (c >= 'A' && c <= 'F') ? c - 'A' + 10
-                                             : -1;
-      if (v < 0) return false;
-      *out = *out * 16 + static_cast<std::uint32_t>(v);
-    }
-    return true;
-  }
-
-  std::string_view s_;
-  std::size_t i_ = 0;
-};
+using Json = nlohmann::json;
 
 Status unauthenticated(std::string message) {
   return Status(StatusCode::kUnauthenticated, std::move(message));
+}
+
+// The claims sessiond reads are flat; deeper nesting than this in a token's header or claims set
+// is refused, so that a hostile token cannot make the verifier build a deep tree.
+constexpr int kMaxJsonDepth = 32;
+
+// The header (`part` "header") or claims set ("claims set") of a token as a JSON object. RFC 7515
+// §4 and RFC 7519 §4 let a verifier either refuse a repeated member name or keep the last one;
+// refusing leaves no doubt about which "alg" or "exp" was signed. Never throws.
+Result<Json> parse_object(std::string_view text, std::string_view part) {
+  const std::string what = "the token's " + std::string(part);
+  std::set<std::string> names;  // of the top-level members seen so far
+  std::string repeated;
+  bool too_deep = false;
+  const Json::parser_callback_t callback = [&](int depth, Json::parse_event_t event, Json& parsed) {
+    if (event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) {
+      too_deep = too_deep || depth >= kMaxJsonDepth;
+      return !too_deep;  // false: the parser checks the rest's syntax but keeps none of it
+    }
+    if (event == Json::parse_event_t::key && depth == 1 && repeated.empty()) {
+      const auto* name = parsed.get_ptr<const Json::string_t*>();
+      if (name != nullptr && !names.insert(*name).second) repeated = name->substr(0, 64);
+    }
+    return true;
+  };
+  Json value = Json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/false);
+  if (value.is_discarded() || !value.is_object()) {
+    return unauthenticated(what + " is not a JSON object");
+  }
+  if (too_deep) {
+    return unauthenticated(what + " nests deeper than " + std::to_string(kMaxJsonDepth) +
+                           " levels");
+  }
+  if (!repeated.empty()) return unauthenticated(what + " repeats the member \"" + repeated + "\"");
+  return value;
+}
+
+// A string claim; absent leaves *out as it is.
+Status read_string(const Json& claims, const std::string& name, std::string* out) {
+  const auto it = claims.find(name);
+  if (it == claims.end()) return {};
+  const auto* text = it->get_ptr<const Json::string_t*>();
+  if (text == nullptr) return unauthenticated("the token's \"" + name + "\" is not a string");
+  *out = *text;
+  return {};
+}
+
+// A NumericDate (RFC 7519 §2): a JSON number of seconds, whose fraction is dropped. Absent
+// leaves *out as it is.
+Status read_numeric_date(const Json& claims, const std::string& name, std::int64_t* out) {
+  const auto it = claims.find(name);
+  if (it == claims.end()) return {};
+  // is_number_integer() holds for unsigned values too, so they are looked at first.
+  if (it->is_number_unsigned()) {
+    const auto value = *it->get_ptr<const Json::number_unsigned_t*>();
+    if (value <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+      *out = static_cast<std::int64_t>(value);
+      return {};
+    }
+  } else if (it->is_number_integer()) {
+    *out = *it->get_ptr<const Json::number_integer_t*>();
+    return {};
+  } else if (it->is_number_float()) {
+    const double value = *it->get_ptr<const Json::number_float_t*>();
+    if (std::isfinite(value) && std::fabs(value) <= 9.2e18) {  // within int64_t
+      *out = static_cast<std::int64_t>(value);
+      return {};
+    }
+  }
+  return unauthenticated("the token's \"" + name + "\" is not a number of seconds in range");
+}
+
+// "aud" (RFC 7519 §4.1.3): one string or an array of strings.
+Status read_audience(const Json& claims, std::vector<std::string>* out) {
+  const auto it = claims.find("aud");
+  if (it == claims.end()) return {};
+  if (const auto* one = it->get_ptr<const Json::string_t*>()) {
+    out->assign(1, *one);
+    return {};
+  }
+  const Status malformed =
+      unauthenticated("the token's \"aud\" is not a string or an array of strings");
+  if (!it->is_array()) return malformed;
+  for (const Json& entry : *it) {
+    const auto* text = entry.get_ptr<const Json::string_t*>();
+    if (text == nullptr) return malformed;
+    out->push_back(*text);
+  }
+  return {};
+}
+
+// The claims of TokenClaims, each checked for its type.
+Status read_claims(const Json& payload, TokenClaims* claims) {
+  Status s = read_string(payload, "iss", &claims->issuer);
+  if (s.ok()) s = read_string(payload, "sub", &claims->subject);
+  if (s.ok()) s = read_audience(payload, &claims->audience);
+  if (s.ok()) s = read_numeric_date(payload, "iat", &claims->issued_at);
+  if (s.ok()) s = read_numeric_date(payload, "nbf", &claims->not_before);
+  if (s.ok()) s = read_numeric_date(payload, "exp", &claims->expires_at);
+  return s;
 }
 
 }  // namespace
@@ -271,32 +152,23 @@ Result<TokenSigner> TokenSigner::create(std::string key) {
 }
 
 std::string TokenSigner::issue(const TokenClaims& claims) const {
-  std::string payload = "{";
-  auto member = [&](std::string_view name) {
-    if (payload.size() > 1) payload.push_back(',');
-    append_json_string(&payload, name);
-    payload.push_back(':');
-  };
-  if (!claims.issuer.empty()) {
-    member("iss");
-    append_json_string(&payload, claims.issuer);
+  nlohmann::ordered_json payload = nlohmann::ordered_json::object();  // members in RFC order
+  if (!claims.issuer.empty()) payload["iss"] = claims.issuer;
+  if (!claims.subject.empty()) payload["sub"] = claims.subject;
+  if (claims.audience.size() == 1) {
+    payload["aud"] = claims.audience.front();
+  } else if (!claims.audience.empty()) {
+    payload["aud"] = claims.audience;
   }
-  if (!claims.subject.empty()) {
-    member("sub");
-    append_json_string(&payload, claims.subject);
-  }
-  for (const auto& [name, value] :
-       {std::pair<std::string_view, std::int64_t>{"iat", claims.issued_at},
-        {"nbf", claims.not_before},
-        {"exp", claims.expires_at}}) {
-    if (value == 0) continue;
-    member(name);
-    payload += std::to_string(value);
-  }
-  payload.push_back('}');
+  if (claims.issued_at != 0) payload["iat"] = claims.issued_at;
+  if (claims.not_before != 0) payload["nbf"] = claims.not_before;
+  if (claims.expires_at != 0) payload["exp"] = claims.expires_at;
+  // JSON text is UTF-8 (RFC 8259 §8.1): a byte that is not becomes U+FFFD rather than making a
+  // token no JSON parser would accept.
+  const std::string text = payload.dump(-1, ' ', false, Json::error_handler_t::replace);
   std::string token = base64url_encode(R"({"alg":"HS256","typ":"JWT"})");
   token.push_back('.');
-  token += base64url_encode(payload);
+  token += base64url_encode(text);
   const auto mac = hmac_sha256(key_, token);
   token.push_back('.');
   token +=
@@ -306,41 +178,56 @@ std::string TokenSigner::issue(const TokenClaims& claims) const {
 
 Result<TokenClaims> TokenSigner::verify(std::string_view token, std::int64_t now_s,
                                         std::int64_t leeway_s) const {
+  TokenVerifyOptions options;
+  options.leeway_s = leeway_s;
+  return verify(token, now_s, options);
+}
+
+Result<TokenClaims> TokenSigner::verify(std::string_view token, std::int64_t now_s,
+                                        const TokenVerifyOptions& options) const {
   const auto first = token.find('.');
   const auto second = first == std::string_view::npos ? first : token.find('.', first + 1);
   if (second == std::string_view::npos || token.find('.', second + 1) != std::string_view::npos) {
     return unauthenticated("not a compact JWT (three base64url parts)");
   }
-  auto header = base64url_decode(token.substr(0, first));
-  auto payload = base64url_decode(token.substr(first + 1, second - first - 1));
+  auto header_text = base64url_decode(token.substr(0, first));
+  auto payload_text = base64url_decode(token.substr(first + 1, second - first - 1));
   auto signature = base64url_decode(token.substr(second + 1));
-  if (!header.ok() || !payload.ok() || !signature.ok()) {
+  if (!header_text.ok() || !payload_text.ok() || !signature.ok()) {
     return unauthenticated("a part of the token is not base64url");
   }
-  std::string alg;
-  JsonReader header_reader(*header);
-  const bool header_ok = header_reader.object([&](const std::string& name) {
-    return name == "alg" ? header_reader.string(&alg) : header_reader.skip();
-  });
-  if (!header_ok) return unauthenticated("the token's header is not a JSON object");
-  if (alg != "HS256") return unauthenticated("the token is not signed with HS256");
+  auto header = parse_object(*header_text, "header");
+  if (!header.ok()) return header.status();
+  const auto alg = header->find("alg");
+  const auto* alg_name = alg == header->end() ? nullptr : alg->get_ptr<const Json::string_t*>();
+  if (alg_name == nullptr || *alg_name != "HS256") {
+    return unauthenticated("the token is not signed with HS256");
+  }
+  // RFC 7515 §4.1.11: a verifier must refuse a token whose "crit" names an extension it does
+  // not understand, and this one understands none.
+  if (header->contains("crit")) {
+    return unauthenticated(
+        "the token's header has \"crit\": it needs extensions this verifier does not implement");
+  }
   // The signature is checked before anything in the payload is read.
   const auto mac = hmac_sha256(key_, token.substr(0, second));
   if (signature->size() != mac.size() ||
       CRYPTO_memcmp(signature->data(), mac.data(), mac.size()) != 0) {
     return unauthenticated("the token's signature does not match");
   }
+  auto payload = parse_object(*payload_text, "claims set");
+  if (!payload.ok()) return payload.status();
   TokenClaims claims;
-  JsonReader reader(*payload);
-  const bool payload_ok = reader.object([&](const std::string& name) {
-    if (name == "iss") return reader.string(&claims.issuer);
-    if (name == "sub") return reader.string(&claims.subject);
-    if (name == "iat") return reader.number(&claims.issued_at);
-    if (name == "nbf") return reader.number(&claims.not_before);
-    if (name == "exp") return reader.number(&claims.expires_at);
-    return reader.skip();
-  });
-  if (!payload_ok) return unauthenticated("the token's claims are not a JSON object");
+  if (Status s = read_claims(*payload, &claims); !s.ok()) return s;
+  const bool for_audience = std::find(claims.audience.begin(), claims.audience.end(),
+                                      options.audience) != claims.audience.end();
+  if (!options.audience.empty() && !for_audience) {
+    return unauthenticated(claims.audience.empty()
+                               ? "the token names no audience (\"aud\"); this verifier needs \"" +
+                                     options.audience + "\""
+                               : "the token is not for audience \"" + options.audience + "\"");
+  }
+  const std::int64_t leeway_s = options.leeway_s;
   if (claims.expires_at != 0 && now_s - leeway_s >= claims.expires_at) {
     return Status::Expired("the token expired at " + std::to_string(claims.expires_at));
   }

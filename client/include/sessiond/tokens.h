@@ -4,13 +4,16 @@
 //
 // Only HS256 is accepted when verifying: a token whose header names any other algorithm
 // ("none" included) is refused, as is any token whose signature does not match (compared in
-// constant time) or that does not have exactly three base64url parts.
+// constant time), that does not have exactly three base64url parts, whose header carries
+// "crit" (RFC 7515 §4.1.11: this verifier implements no extensions), or whose header or
+// claims are not one JSON object without repeated member names.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "protocol/status.h"
 #include "sessiond/client.h"
@@ -18,14 +21,26 @@
 
 namespace sessiond {
 
-// The registered claims sessiond reads and writes. Times are seconds since the Unix epoch;
-// 0 means the claim is absent.
+// The registered claims sessiond reads and writes. Strings are UTF-8 (issue() writes a byte
+// that is not as U+FFFD). Times are seconds since the Unix epoch; 0 means the claim is absent.
 struct TokenClaims {
-  std::string issuer;           // "iss"
-  std::string subject;          // "sub"
-  std::int64_t issued_at = 0;   // "iat"
-  std::int64_t not_before = 0;  // "nbf"
-  std::int64_t expires_at = 0;  // "exp"
+  std::string issuer;                 // "iss"
+  std::string subject;                // "sub"
+  std::vector<std::string> audience;  // "aud": written as a string when it holds one
+  std::int64_t issued_at = 0;         // "iat"
+  std::int64_t not_before = 0;        // "nbf"
+  std::int64_t expires_at = 0;        // "exp"
+};
+
+// What TokenSigner::verify checks besides the form and the signature.
+struct TokenVerifyOptions {
+  // Seconds of tolerance for clock skew on exp, nbf and iat.
+  std::int64_t leeway_s = 0;
+  // When set, a token must name this audience ("aud" equal to it, or an array holding it):
+  // UNAUTHENTICATED otherwise, a token without "aud" included. When empty, "aud" is not
+  // checked, so a token for any audience verifies: name the audience whenever tokens for other
+  // services share the key (RFC 7519 §4.1.3 asks a verifier to identify itself).
+  std::string audience;
 };
 
 class TokenSigner {
@@ -36,10 +51,14 @@ class TokenSigner {
   // A compact JWT: base64url(header) "." base64url(claims) "." base64url(HMAC-SHA256).
   std::string issue(const TokenClaims& claims) const;
 
-  // Checks the form, the algorithm and the signature (UNAUTHENTICATED when any is wrong,
-  // before anything in the claims is trusted), then the times against now_s with leeway_s of
-  // tolerance for clock skew: EXPIRED at or after exp, UNAUTHENTICATED before nbf or for an
-  // iat in the future. Claims other than the five above are ignored.
+  // Checks the form, the header and the signature (UNAUTHENTICATED when any is wrong, before
+  // anything in the claims is trusted), the claims' types (UNAUTHENTICATED), the audience
+  // (see TokenVerifyOptions), then the times against now_s with options.leeway_s of tolerance:
+  // EXPIRED at or after exp, UNAUTHENTICATED before nbf or for an iat in the future. Claims
+  // other than those of TokenClaims are ignored. Never throws, whatever the token holds.
+  Result<TokenClaims> verify(std::string_view token, std::int64_t now_s,
+                             const TokenVerifyOptions& options) const;
+  // The same with no audience named and leeway_s of tolerance.
   Result<TokenClaims> verify(std::string_view token, std::int64_t now_s,
                              std::int64_t leeway_s = 0) const;
 

@@ -46,12 +46,39 @@ TEST(JsonString, EscapesQuotesBackslashesAndControlCharacters) {
   EXPECT_EQ(json_string(std::string("\x01\x00", 2)), R"("\u0001\u0000")");
 }
 
-TEST(JsonString, KeepsValidUtf8AndEscapesInvalidBytes) {
+// A byte that is not UTF-8 becomes U+00XX: the JSON value "\u00ff" would be, written as UTF-8.
+TEST(JsonString, KeepsValidUtf8AndReadsInvalidBytesAsLatin1) {
   EXPECT_EQ(json_string("caf\xc3\xa9"), "\"caf\xc3\xa9\"");
   EXPECT_EQ(json_string("\xe2\x82\xac"), "\"\xe2\x82\xac\"");  // euro sign
-  EXPECT_EQ(json_string("\xff"), R"("\u00ff")");
-  EXPECT_EQ(json_string("\xc3"), R"("\u00c3")");            // truncated sequence
-  EXPECT_EQ(json_string("\xc0\xaf"), R"("\u00c0\u00af")");  // overlong '/'
+  EXPECT_EQ(json_string("\xff"), "\"\xc3\xbf\"");              // U+00FF
+  EXPECT_EQ(json_string("\xc3"), "\"\xc3\x83\"");              // truncated sequence
+  EXPECT_EQ(json_string("\xc0\xaf"), "\"\xc3\x80\xc2\xaf\"");  // overlong '/'
+  EXPECT_EQ(json_string("\xed\xa0\x80"), "\"\xc3\xad\xc2\xa0\xc2\x80\"");  // a surrogate
+}
+
+TEST(Json, EveryOutputIsValidJsonWhateverTheBytes) {
+  Session session;
+  session.id = "id";
+  session.user_id = std::string("\xff\x00\"", 3);
+  session.fields = {{std::string("k\xfe", 2), "\xc3", {}}};
+  session.context = ClientContext{"\x80", 7};
+  HijackDetection detection;
+  detection.message = "far \xe9";
+  session.detections = {detection};
+  AccessEntry entry;
+  entry.ip = "\x01";
+  entry.has_location = true;
+  entry.latitude = 52.52;
+  entry.longitude = -13.405;
+  session.access_log = {entry};
+  const std::string json = to_json(session);
+  EXPECT_NE(json.find("\"user_id\":\"\xc3\xbf\\u0000\\\"\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"fields\":{\"k\xc3\xbe\":\"\xc3\x83\"}"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("latitude":52.52,"longitude":-13.405)"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("context":{"ip":")"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("detections":[")"), std::string::npos) << json;
+  EXPECT_EQ(json_error(Status::NotFound("no \xff")),
+            "{\"error\":{\"code\":\"NOT_FOUND\",\"message\":\"no \xc3\xbf\"}}");
 }
 
 TEST(FormatTime, PrintsUtcWithMillisecondsAndNeverForNoDeadline) {
@@ -75,6 +102,25 @@ TEST(Json, RendersASessionWithItsFields) {
 TEST(Json, RendersAnErrorWithItsCodeName) {
   EXPECT_EQ(json_error(Status::NotFound("gone")),
             R"({"error":{"code":"NOT_FOUND","message":"gone"}})");
+}
+
+// `stats` and `cluster status` write a peer region alike.
+TEST(Json, StatsListTheirPeerRegions) {
+  Stats stats;
+  stats.creates = 5;
+  PeerRegionStats region;
+  region.region = "eu";
+  region.lag_entries = 3;
+  region.lag_max_ms = 40.5;
+  region.error = "down \xff";
+  stats.regions = {region};
+  const std::string json = to_json(stats);
+  EXPECT_EQ(json.rfind(R"({"sessions":0,"users":0,"memory_bytes":0,)", 0), 0u) << json;
+  EXPECT_NE(json.find(R"("creates":5)"), std::string::npos) << json;
+  const std::string one = to_json(region);
+  EXPECT_EQ(one.rfind(R"({"region":"eu","lag_entries":3,)", 0), 0u) << one;
+  EXPECT_NE(one.find("\"lag_max_ms\":40.5,\"error\":\"down \xc3\xbf\"}"), std::string::npos) << one;
+  EXPECT_NE(json.find(R"("regions":[)" + one + "]}"), std::string::npos) << json;
 }
 
 TEST(Topology, TextAndJsonListEveryNode) {

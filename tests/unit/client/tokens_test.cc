@@ -1,9 +1,12 @@
 // HS256 tokens: the example of RFC 7515 Appendix A.1 (the token of RFC 7519 §3.1), round
-// trips, the time claims with leeway, and the attacks: every single-bit flip, alg "none" and
-// other algorithms, wrong keys, malformed tokens.
+// trips, the time claims with leeway, the audience, and the attacks: every single-bit flip, alg
+// "none" and other algorithms, "crit", wrong keys, malformed tokens and claims of the wrong type
+// (signed with the right key, so that only the JSON is wrong).
 #include "sessiond/tokens.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 namespace sessiond {
 namespace {
@@ -130,6 +133,148 @@ TEST(Tokens, OnlyHs256WithTheRightKey) {
   }
   EXPECT_EQ(TokenSigner::create(std::string(31, 'k')).status().code(),
             StatusCode::kInvalidArgument);
+}
+
+// A token of `header` and `claims` (JSON texts, taken as they are) signed with test_signer()'s
+// key: tokens another library could make, or a careless one.
+std::string hand_made(std::string_view header, std::string_view claims, char fill = 'k') {
+  const std::string key(32, fill);
+  std::string token = base64url_encode(header) + "." + base64url_encode(claims);
+  unsigned char mac[32];
+  unsigned int size = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(token.data()), token.size(), mac, &size);
+  EXPECT_EQ(size, sizeof mac);
+  return token + "." + base64url_encode(std::string_view(reinterpret_cast<char*>(mac), size));
+}
+
+constexpr std::string_view kHs256 = R"({"alg":"HS256","typ":"JWT"})";
+
+TEST(Tokens, HandMadeTokensVerifyLikeIssuedOnes) {
+  const TokenSigner signer = test_signer();
+  auto claims = signer.verify(
+      hand_made(kHs256, R"({"sub":"alice","exp":2000.75,"x":{"y":[1,2.5,{"z":null}],"w":true}})"),
+      1000);
+  ASSERT_TRUE(claims.ok()) << claims.status().ToString();
+  EXPECT_EQ(claims->subject, "alice");
+  EXPECT_EQ(claims->expires_at, 2000);  // a NumericDate's fraction is dropped
+  // Whitespace around the JSON, and the header's members in any order.
+  EXPECT_TRUE(signer.verify(hand_made(" {\"typ\":\"JWT\", \"alg\":\"HS256\"}\n", " {} "), 0).ok());
+}
+
+TEST(Tokens, AudienceMustMatchWhenTheVerifierNamesOne) {
+  const TokenSigner signer = test_signer();
+  TokenVerifyOptions api;
+  api.audience = "api";
+  TokenClaims c;
+  c.subject = "alice";
+  c.audience = {"api"};
+  const std::string for_api = signer.issue(c);
+  auto ok = signer.verify(for_api, 0, api);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->audience, std::vector<std::string>{"api"});
+  const std::size_t dot = for_api.find('.');
+  EXPECT_EQ(*base64url_decode(for_api.substr(dot + 1, for_api.rfind('.') - dot - 1)),
+            R"({"sub":"alice","aud":"api"})");
+
+  c.audience = {"web"};
+  auto wrong = signer.verify(signer.issue(c), 0, api);
+  EXPECT_EQ(wrong.status().code(), StatusCode::kUnauthenticated);
+  EXPECT_NE(wrong.status().message().find("not for audience \"api\""), std::string::npos)
+      << wrong.status().ToString();
+
+  c.audience.clear();
+  auto missing = signer.verify(signer.issue(c), 0, api);
+  EXPECT_EQ(missing.status().code(), StatusCode::kUnauthenticated);
+  EXPECT_NE(missing.status().message().find("names no audience"), std::string::npos)
+      << missing.status().ToString();
+
+  // An array holding the audience, as issue() writes several.
+  c.audience = {"web", "api"};
+  auto several = signer.verify(signer.issue(c), 0, api);
+  ASSERT_TRUE(several.ok()) << several.status().ToString();
+  EXPECT_EQ(several->audience, (std::vector<std::string>{"web", "api"}));
+  EXPECT_TRUE(signer.verify(hand_made(kHs256, R"({"aud":["api"]})"), 0, api).ok());
+  EXPECT_FALSE(signer.verify(hand_made(kHs256, R"({"aud":["web","apis"]})"), 0, api).ok());
+  EXPECT_FALSE(signer.verify(hand_made(kHs256, R"({"aud":[]})"), 0, api).ok());
+
+  // A verifier that names no audience accepts a token for any, as before aud was read.
+  EXPECT_TRUE(signer.verify(for_api, 0).ok());
+  EXPECT_TRUE(signer.verify(hand_made(kHs256, R"({"aud":["web","api"]})"), 0).ok());
+  // The audience is checked before the times: leeway still applies.
+  api.leeway_s = 10;
+  c.audience = {"api"};
+  c.expires_at = 100;
+  EXPECT_TRUE(signer.verify(signer.issue(c), 105, api).ok());
+  EXPECT_EQ(signer.verify(signer.issue(c), 110, api).status().code(), StatusCode::kExpired);
+}
+
+TEST(Tokens, CritInTheHeaderIsRefused) {
+  const TokenSigner signer = test_signer();
+  for (std::string_view header :
+       {R"({"alg":"HS256","crit":["exp"]})", R"({"alg":"HS256","crit":["b64"],"b64":false})",
+        R"({"alg":"HS256","crit":[]})", R"({"crit":"x","alg":"HS256"})"}) {
+    auto claims = signer.verify(hand_made(header, R"({"sub":"alice"})"), 0);
+    EXPECT_EQ(claims.status().code(), StatusCode::kUnauthenticated) << header;
+    EXPECT_NE(claims.status().message().find("crit"), std::string::npos)
+        << claims.status().ToString();
+  }
+  // Other header parameters are ignored.
+  EXPECT_TRUE(signer.verify(hand_made(R"({"alg":"HS256","kid":"k1","cty":"x"})", "{}"), 0).ok());
+}
+
+TEST(Tokens, RepeatedMembersAndWrongTypesAreRefused) {
+  const TokenSigner signer = test_signer();
+  const auto refused = [&](std::string_view header, std::string_view claims,
+                           std::string_view message) {
+    auto result = signer.verify(hand_made(header, claims), 1000);
+    EXPECT_EQ(result.status().code(), StatusCode::kUnauthenticated) << header << " " << claims;
+    EXPECT_NE(result.status().message().find(message), std::string::npos)
+        << header << " " << claims << ": " << result.status().ToString();
+  };
+  // Which of two "exp" (or "alg") was meant is never guessed.
+  refused(kHs256, R"({"exp":1,"exp":99999999999})", R"(repeats the member "exp")");
+  refused(R"({"alg":"none","alg":"HS256"})", "{}", R"(repeats the member "alg")");
+  // Members sessiond reads must have their registered types.
+  refused(kHs256, R"({"exp":"2001"})", R"("exp" is not a number)");
+  refused(kHs256, R"({"nbf":null})", R"("nbf" is not a number)");
+  refused(kHs256, R"({"iat":true})", R"("iat" is not a number)");
+  refused(kHs256, R"({"exp":1e300})", R"("exp" is not a number)");
+  refused(kHs256, R"({"exp":1e400})", "claims set is not a JSON object");  // not a double
+  refused(kHs256, R"({"exp":18446744073709551615})", R"("exp" is not a number)");
+  refused(kHs256, R"({"sub":5})", R"("sub" is not a string)");
+  refused(kHs256, R"({"iss":["a"]})", R"("iss" is not a string)");
+  refused(kHs256, R"({"aud":5})", R"("aud" is not a string or an array of strings)");
+  refused(kHs256, R"({"aud":["api",1]})", R"("aud" is not a string or an array of strings)");
+  refused(R"({"alg":["HS256"]})", "{}", "not signed with HS256");
+  refused(R"({"typ":"JWT"})", "{}", "not signed with HS256");
+  // Not one JSON object: another value, trailing bytes, bad syntax, bad UTF-8, too deep.
+  refused("[]", "{}", "header is not a JSON object");
+  refused(kHs256, R"("sub")", "claims set is not a JSON object");
+  refused(kHs256, R"({"sub":"a"} x)", "claims set is not a JSON object");
+  refused(kHs256, R"({"sub":"a",})", "claims set is not a JSON object");
+  refused(kHs256, "{\"sub\":\"\xff\"}", "claims set is not a JSON object");
+  refused(kHs256, "", "claims set is not a JSON object");
+  refused(kHs256, R"({"x":)" + std::string(40, '[') + std::string(40, ']') + "}",
+          "nests deeper than");
+  EXPECT_TRUE(
+      signer
+          .verify(hand_made(kHs256, R"({"x":)" + std::string(30, '[') + std::string(30, ']') + "}"),
+                  0)
+          .ok());
+}
+
+TEST(Tokens, IssueWritesBytesThatAreNotUtf8AsReplacementCharacters) {
+  const TokenSigner signer = test_signer();
+  TokenClaims c;
+  c.subject =
+      "a\xff"
+      "b";
+  auto out = signer.verify(signer.issue(c), 0);
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(out->subject,
+            "a\xef\xbf\xbd"
+            "b");
 }
 
 }  // namespace
