@@ -256,7 +256,8 @@ bool may_end_keys(std::string_view command) {
   std::string c(command);
   for (char& ch : c) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   static const char* const kEnding[] = {"del",     "unlink",   "getdel",    "rename", "expire",
-                                        "pexpire", "expireat", "pexpireat", "getex"};
+                                        "pexpire", "expireat", "pexpireat", "getex",  "hdel",
+                                        "srem",    "zrem",     "exec"};
   for (const char* name : kEnding) {
     if (c == name) return true;
   }
@@ -268,13 +269,16 @@ KeySpan key_span(std::string_view command) {
   for (char& ch : c) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   if (c == "mget" || c == "del" || c == "unlink" || c == "exists") return KeySpan::kAll;
   if (c == "rename") return KeySpan::kFirstTwo;
+  if (c == "watch") return KeySpan::kWatch;
   if (c == "scan" || c == "keys" || c == "dbsize") return KeySpan::kNodeLocal;
   if (c == "flushdb" || c == "flushall") return KeySpan::kRegion;
   static const char* const kFirstKey[] = {
-      "get",      "set",       "setex",    "psetex",    "getex", "getdel", "expire",  "pexpire",
-      "expireat", "pexpireat", "persist",  "ttl",       "pttl",  "type",   "hset",    "hmset",
-      "hget",     "hmget",     "hgetall",  "hkeys",     "hvals", "hdel",   "hexists", "hlen",
-      "sadd",     "srem",      "smembers", "sismember", "scard"};
+      "get",     "set",      "setex",     "psetex",  "getex",   "getdel",        "expire",
+      "pexpire", "expireat", "pexpireat", "persist", "ttl",     "pttl",          "type",
+      "hset",    "hmset",    "hget",      "hmget",   "hgetall", "hkeys",         "hvals",
+      "hdel",    "hexists",  "hlen",      "sadd",    "srem",    "smembers",      "sismember",
+      "scard",   "setnx",    "append",    "zadd",    "zrem",    "zrangebyscore", "zrevrangebyscore",
+      "zcard",   "zscore"};
   for (const char* name : kFirstKey) {
     if (c == name) return KeySpan::kFirst;
   }

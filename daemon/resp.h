@@ -65,12 +65,14 @@ enum class KeySpan {
   kFirst,      // args[1]
   kAll,        // args[1..] (MGET, DEL, UNLINK, EXISTS)
   kFirstTwo,   // args[1], args[2] (RENAME)
+  kWatch,      // args[1..] (WATCH): like kAll, but never forwarded (the watch is the connection's)
   kNodeLocal,  // this node's keys, as in Redis Cluster (SCAN, KEYS, DBSIZE)
   kRegion,     // would change every key of the region (FLUSHDB, FLUSHALL): refused
 };
 KeySpan key_span(std::string_view command);  // any case
 // Whether a command may end keys' sessions (DEL, UNLINK, GETDEL, RENAME's source, the EXPIRE
-// family, GETEX): what --replica-ack terminal waits for (docs/cluster.md). Any case.
+// family, GETEX, HDEL/SREM/ZREM of the last member, EXEC): what --replica-ack terminal waits
+// for (docs/cluster.md). Any case.
 bool may_end_keys(std::string_view command);
 
 }  // namespace sessiond::daemon::resp

@@ -1,8 +1,10 @@
 // The Redis commands of the RESP listener (DESIGN §10), executed on the session engine.
 //
-// Mapping (docs/resp.md): a Redis key lives in its own namespace as the session whose id is
-// SHA-256("sessiond-resp" NUL key). The session's fields hold the key itself ("K") and its
-// value: a string in field "V", a hash's fields as "H" + name, a set's members as "S" + member.
+// Mapping (docs/resp.md): a Redis key of database 0 lives in its own namespace as the session
+// whose id is SHA-256("sessiond-resp" NUL key), a key of database N (1..15) as
+// SHA-256("sessiond-resp-dbN" NUL key). The session's fields hold the key itself ("K") and its
+// value: a string in field "V", a hash's fields as "H" + name, a set's members as "S" + member,
+// a sorted set's members as "Z" + member with the score as text.
 // A TTL is the session's absolute deadline (idle timeout 0), so it never slides on reads.
 // Replies and error texts are Redis 7.0's.
 #pragma once
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "daemon/auth.h"
+#include "daemon/pubsub.h"
 #include "storage/clock.h"
 #include "storage/session.h"
 #include "storage/session_table.h"
@@ -26,8 +29,17 @@ namespace sessiond::daemon::resp {
 // Longest accepted key (Redis allows 512 MB; session keys are tens of bytes).
 inline constexpr std::size_t kMaxKeyBytes = 1024;
 
-// The id of a key's session.
-storage::SessionId key_id(std::string_view key);
+// Logical databases (SELECT 0..15): namespaces of keys.
+inline constexpr int kDatabases = 16;
+
+// The id of a key's session in database `db` (0 unless given).
+storage::SessionId key_id(std::string_view key, int db = 0);
+
+// A connection's WATCHed keys (defined in resp_commands.cc): unregistered when it ends.
+struct Watching;
+struct WatchingDeleter {
+  void operator()(Watching* w) const;
+};
 
 // What a connection carries between its commands.
 struct ClientState {
@@ -40,6 +52,19 @@ struct ClientState {
   Role role = Role::kAdmin;
   unsigned auth_failures = 0;  // failed AUTHs (and HELLO ... AUTH) with secrets configured
   std::string peer;            // the client's address, for the log; "" when unknown
+  int db = 0;                  // SELECT
+  // MULTI ... EXEC: the queued commands (copies), and whether one was refused while queuing
+  // (EXEC then answers EXECABORT).
+  bool in_multi = false;
+  bool multi_refused = false;
+  std::vector<std::vector<std::string>> queued;
+  std::size_t queued_bytes = 0;
+  std::unique_ptr<Watching, WatchingDeleter> watching;  // WATCH; null: nothing watched
+  // Pub/sub: where this connection's messages go (set by the server before any command), and
+  // its subscriptions once it has any (RESP2's subscribed mode while count() > 0).
+  PubSub::Deliver deliver;
+  std::unique_ptr<PubSub::Subscriber> subscriber;
+  bool subscribed() const { return subscriber != nullptr && subscriber->count() > 0; }
 };
 
 // Node facts INFO reports.
@@ -52,11 +77,19 @@ struct NodeInfo {
   // an error instead of being built whole; 0: no limit.
   std::size_t max_reply_bytes = 0;
   AuthFailures* auth_failures = nullptr;  // where failed AUTHs are counted; nullptr: nowhere
+  // For CONFIG GET (what clients probe): --idle-timeout-ms and --max-connections.
+  std::int64_t idle_timeout_ms = 0;
+  std::uint64_t max_connections = 0;
+  // In a cluster only database 0 exists (as in Redis Cluster): SELECT n > 0 is refused.
+  bool cluster = false;
 };
 
 class Commands {
  public:
   Commands(storage::SessionTable& table, const storage::Clock& clock, NodeInfo info);
+  ~Commands();
+  Commands(const Commands&) = delete;
+  Commands& operator=(const Commands&) = delete;
 
   // Executes one command (args[0] is its name; args is not empty) and appends exactly one
   // reply to *out. Thread-safe; never throws on input.
@@ -72,12 +105,19 @@ class Commands {
                           std::size_t output_budget = SIZE_MAX);
   // The listener's port, for INFO; set once it is bound, before any command runs.
   void set_port(std::uint16_t port) { info_.port = port; }
+  // Cluster mode (NodeInfo::cluster); set before any command runs.
+  void set_cluster(bool cluster) { info_.cluster = cluster; }
+  // The node's channels (PUBLISH, SUBSCRIBE and keyspace notifications).
+  PubSub& pubsub();
+
+  struct Shared;  // node-wide state: transactions' lock, WATCH registry, notification flags
 
  private:
   friend class SetGroup;
   storage::SessionTable& table_;
   const storage::Clock& clock_;
   NodeInfo info_;
+  std::unique_ptr<Shared> shared_;
 };
 
 // Group commit across connections: the reads of several connections that hold only SETs
@@ -92,10 +132,11 @@ class SetGroup {
   SetGroup& operator=(const SetGroup&) = delete;
 
   // Takes the commands of one read when every one is a SET, SETEX or PSETEX that passes its
-  // checks: run() will append their replies to *out, in order. Otherwise takes nothing and
-  // answers false (the caller executes them with execute_all). The arguments must stay valid
-  // until run().
-  bool add(std::span<const std::vector<std::string_view>> commands, std::string* out);
+  // checks and the connection is neither in MULTI nor subscribed: run() will append their
+  // replies to *out, in order. Otherwise takes nothing and answers false (the caller executes
+  // them with execute_all). The arguments must stay valid until run().
+  bool add(std::span<const std::vector<std::string_view>> commands, const ClientState& client,
+           std::string* out);
   // Executes what was taken (one RocksDB write per 32 keys), appends the replies, empties.
   void run();
   bool empty() const;

@@ -39,6 +39,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "cluster/membership.h"
@@ -93,7 +94,37 @@ struct Connection {
   bool writing = false;                            // replies are being written...
   Clock::time_point write_progress;                // ...and the kernel last took some of them then
   bool closed = false;
+  // RESP pub/sub: messages for this connection, appended on its io_context (publishers post
+  // them) and written by serve_commands between reads. A message cancels a pending read
+  // (`reading`) so that it goes out at once; `read_cancelled` tells that cancel from an error.
+  std::string pushed;
+  bool reading = false;
+  bool read_cancelled = false;
+  bool subscriber = false;  // subscribed: exempt from --idle-timeout-ms, as in Redis
 };
+
+// Messages waiting for a subscriber that does not read: past this, it is disconnected (Redis's
+// client-output-buffer-limit for pub/sub is 32 MiB too).
+constexpr std::size_t kMaxPushedBytes = 32u << 20;
+
+// Appends a pub/sub message for `conn`; on its io_context.
+void push_message(Connection& conn, std::string_view message) {
+  if (conn.closed || !conn.socket.is_open()) return;
+  if (conn.pushed.size() + message.size() > kMaxPushedBytes) {
+    spdlog::warn("closing the RESP subscriber {}: {} bytes of messages wait unread",
+                 conn.peer.to_string(), conn.pushed.size());
+    conn.pushed.clear();
+    asio::error_code ec;
+    conn.socket.close(ec);
+    return;
+  }
+  conn.pushed.append(message);
+  if (conn.reading && !conn.read_cancelled) {
+    conn.read_cancelled = true;
+    asio::error_code ec;
+    conn.socket.cancel(ec);
+  }
+}
 
 }  // namespace
 
@@ -167,7 +198,7 @@ struct Server::Impl {
   asio::awaitable<std::optional<Role>> tls_handshake(Connection& conn);
   asio::awaitable<void> serve_resp(std::shared_ptr<Connection> conn);
   // The RESP loop over conn.socket.
-  asio::awaitable<void> serve_commands(Connection& conn);
+  asio::awaitable<void> serve_commands(const std::shared_ptr<Connection>& conn);
   // RESP in a cluster: where a command runs. Both empty: here; `forward_to`: the RESP address
   // of the node that owns its keys; `error`: the reply (keys on several nodes, a command that
   // spans the region, a forwarded command whose key moved meanwhile).
@@ -414,10 +445,11 @@ asio::awaitable<void> Server::Impl::watchdog(std::shared_ptr<Connection> conn) {
   const auto idle_timeout = std::chrono::milliseconds(options.idle_timeout_ms);
   while (!conn->closed) {
     const auto now = Clock::now();
-    const auto deadline = conn->writing                 ? conn->write_progress + send_timeout
-                          : conn->partial_frame         ? conn->frame_started + frame_timeout
-                          : options.idle_timeout_ms > 0 ? conn->last_activity + idle_timeout
-                                                        : Clock::time_point::max();
+    const auto deadline = conn->writing         ? conn->write_progress + send_timeout
+                          : conn->partial_frame ? conn->frame_started + frame_timeout
+                          : options.idle_timeout_ms > 0 && !conn->subscriber
+                              ? conn->last_activity + idle_timeout
+                              : Clock::time_point::max();
     if (now >= deadline) {
       if (conn->writing) {
         counters.slow_readers.fetch_add(1, std::memory_order_relaxed);
@@ -841,11 +873,12 @@ void Server::Impl::note_partial_frame(Connection& conn, bool partial, bool compl
 }
 
 asio::awaitable<void> Server::Impl::serve_resp(std::shared_ptr<Connection> conn) {
-  co_await serve_commands(*conn);
+  co_await serve_commands(conn);
   finish(conn, true);
 }
 
-asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
+asio::awaitable<void> Server::Impl::serve_commands(const std::shared_ptr<Connection>& shared) {
+  Connection& conn = *shared;
   const resp::Limits limits;
   std::vector<char> in(kInitialBuffer);
   std::size_t used = 0;
@@ -857,6 +890,12 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
   client.id = next_client_id.fetch_add(1, std::memory_order_relaxed);
   client.role = handlers.auth().initial_role();
   client.peer = conn.peer.to_string();
+  client.deliver = [weak = std::weak_ptr<Connection>(shared),
+                    executor = conn.socket.get_executor()](std::string_view message) {
+    asio::post(executor, [weak, m = std::string(message)] {
+      if (const auto c = weak.lock()) push_message(*c, m);
+    });
+  };
   bool close_after_write = false;
   bool filled = false;  // the last read filled the buffer: more is probably waiting
   // In a region with replicas, replies go out only once the replicas have what the commands
@@ -896,8 +935,19 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
       // Grows with what arrives; the command limit below refuses one command that gets too long.
       in.resize(std::min(in.size() * 2, std::max(kReadChunk, limits.max_command_bytes)));
     }
+    if (!conn.pushed.empty()) {  // pub/sub messages go out before the next read
+      std::string pushed = std::move(conn.pushed);
+      conn.pushed.clear();
+      if (!co_await write_out(conn, conn.socket, pushed)) co_return;
+      continue;
+    }
+    conn.reading = true;
     auto [ec, n] = co_await conn.socket.async_read_some(
         asio::buffer(in.data() + used, in.size() - used), kTuple);
+    conn.reading = false;
+    if (std::exchange(conn.read_cancelled, false) && ec == asio::error::operation_aborted) {
+      continue;  // a message arrived: written at the top of the loop
+    }
     if (ec || n == 0) break;
     filled = n == in.size() - used;
     used += n;
@@ -958,8 +1008,19 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
             // In order: what was collected before runs first. The arguments are copied, since
             // other connections run (and parse) while this one waits for the other node.
             if (!co_await run_collected()) co_return;
+            const bool stateful =
+                client.in_multi || resp::key_span(args[0]) == resp::KeySpan::kWatch;
             if (!route.error.empty()) {
               resp::append_error(&out, route.error);
+              if (client.in_multi) client.multi_refused = true;
+            } else if (stateful) {
+              // A transaction and its watched keys live on one node: this connection's.
+              resp::append_error(&out,
+                                 "ERR MULTI/EXEC and WATCH run on one node, and another node (" +
+                                     route.forward_to +
+                                     ") owns this key: send the transaction there "
+                                     "(docs/cluster.md, \"RESP in a cluster\")");
+              if (client.in_multi) client.multi_refused = true;
             } else {
               const std::vector<std::string> copy(args.begin(), args.end());
               co_await forward_resp(conn, route.forward_to, copy, client.role, &out);
@@ -975,7 +1036,7 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
       need_more = parsed < kSliceRequests && !close_after_write;
       if (collected > 0 && !close_after_write &&
           (client.role == Role::kApp || client.role == Role::kAdmin) &&
-          workers[conn.worker].group->add(std::span(commands.data(), collected), &out)) {
+          workers[conn.worker].group->add(std::span(commands.data(), collected), client, &out)) {
         // Only SETs: they join the other connections' SETs of this turn of the event loop, and
         // the group runs once the handlers already queued (other reads) have added theirs.
         collected = 0;
@@ -998,6 +1059,7 @@ asio::awaitable<void> Server::Impl::serve_commands(Connection& conn) {
         while (!conn.group_done) co_await conn.wake.async_wait(kTuple);
       }
       if (!co_await run_collected()) co_return;
+      conn.subscriber = client.subscribed();
       if (!co_await replies_may_go()) co_return;
       count_commands(command_counts, read_at);
       if (!co_await write_out(conn, conn.socket, out)) co_return;

@@ -159,9 +159,20 @@ void SessionTable::Impl::unlink(Shard& shard, Record* r) {
   shard.records.erase(it);  // frees r
 }
 
+void SessionTable::Impl::notify_expiry(const Record& r) {
+  const std::shared_ptr<const ExpiryObserver> observer = expiry_observer_.load();
+  if (!observer) return;
+  (*observer)(r.id, [&r]() -> const Session& {
+    thread_local Session session;
+    detail::record_to_session(r, &session);
+    return session;
+  });
+}
+
 void SessionTable::Impl::count_end(Shard& shard, const Record& r, bool expired, std::int64_t now) {
   detail::Counters& c = shard.counters;
   ++(expired ? c.expiries : c.destroys);
+  if (expired) notify_expiry(r);
   const std::int64_t lived_ms = std::max<std::int64_t>(0, now - r.created_at_ms);
   std::size_t bucket = 0;
   while (bucket < kLifetimeBuckets && lived_ms > kLifetimeBucketsS[bucket] * 1000) ++bucket;
@@ -809,6 +820,9 @@ std::uint64_t SessionTable::on_change(MutationObserver observer) {
   return impl_->add_observer(std::move(observer));
 }
 void SessionTable::remove_observer(std::uint64_t handle) { impl_->remove_observer(handle); }
+void SessionTable::on_expiry(ExpiryObserver observer) {
+  impl_->set_expiry_observer(std::move(observer));
+}
 
 Status SessionTable::flush() { return impl_->flush(); }
 

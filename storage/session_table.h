@@ -386,6 +386,13 @@ class SessionTable {
   // Unregisters an observer: writes that start after it returns do not call it (one already
   // under way may still finish its call).
   void remove_observer(std::uint64_t handle);
+  // Sees each session that expires (found past its deadline by a reader, the expirer or a
+  // merge) as it leaves memory, under its shard lock: its id, and `read`, which decodes its
+  // state when called (valid until the observer returns). Quick; must not call the table.
+  // One observer, set before the table is shared between threads; empty: none.
+  using ExpiryObserver =
+      std::function<void(const SessionId&, absl::FunctionRef<const Session&()> read)>;
+  void on_expiry(ExpiryObserver observer);
 
   TableStats stats() const;
   // Sessions in the table (alive or expired but not yet removed); cheaper than stats().

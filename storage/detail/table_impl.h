@@ -77,6 +77,10 @@ class SessionTable::Impl {
   TableStats stats() const;
   std::uint64_t size() const;
   std::uint64_t add_observer(MutationObserver observer);
+  void set_expiry_observer(SessionTable::ExpiryObserver o) {
+    expiry_observer_.store(o ? std::make_shared<const SessionTable::ExpiryObserver>(std::move(o))
+                             : nullptr);
+  }
   void remove_observer(std::uint64_t handle);
 
   const TableOptions& options() const { return options_; }
@@ -103,6 +107,8 @@ class SessionTable::Impl {
   // Counts the end of `r`'s life here (a destroy, or an expiry) and how long it lived. Call
   // before the record is unlinked.
   void count_end(Shard& shard, const Record& r, bool expired, std::int64_t now);
+  // Hands an expiring record to on_expiry's observer, if any.
+  void notify_expiry(const Record& r);
   // Into the shard; into the user index too unless `indexed` (admit() did it).
   void insert(Shard& shard, RecordPtr r, bool indexed = false);
   // Puts `r` in the place of `old` (same id) in memory: set slot, heap slot, user index,
@@ -249,6 +255,8 @@ class SessionTable::Impl {
   std::atomic<const Observers*> observers_{nullptr};
   std::vector<std::unique_ptr<Observers>> retired_observers_;
   std::uint64_t next_observer_ = 1;
+  // on_expiry's observer; swapped atomically, since the expirer may already run.
+  std::atomic<std::shared_ptr<const SessionTable::ExpiryObserver>> expiry_observer_;
 
   // Remote writes set aside by apply() (clock beyond the skew bound), with the bytes their
   // views point into.

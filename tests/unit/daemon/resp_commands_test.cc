@@ -138,10 +138,11 @@ TEST_F(RespCommandsTest, SetGroupAcrossConnections) {
   const std::vector<std::vector<std::string_view>> mixed{{"SET", "m", "1"}, {"GET", "m"}};
   const std::vector<std::vector<std::string_view>> bad{{"SET", "m", "1", "EX", "0"}};
   std::string out_a, out_b, out_mixed, out_bad;
-  EXPECT_TRUE(group.add(a, &out_a));
-  EXPECT_TRUE(group.add(b, &out_b));
-  EXPECT_FALSE(group.add(mixed, &out_mixed));  // not only SETs: nothing taken
-  EXPECT_FALSE(group.add(bad, &out_bad));      // a SET that fails its checks: the caller runs it
+  EXPECT_TRUE(group.add(a, client_, &out_a));
+  EXPECT_TRUE(group.add(b, client_, &out_b));
+  EXPECT_FALSE(group.add(mixed, client_, &out_mixed));  // not only SETs: nothing taken
+  EXPECT_FALSE(
+      group.add(bad, client_, &out_bad));  // a SET that fails its checks: the caller runs it
   EXPECT_FALSE(group.empty());
   EXPECT_EQ(run({"EXISTS", "k", "m"}), ":0\r\n");  // nothing ran yet
   group.run();
@@ -358,7 +359,7 @@ TEST_F(RespCommandsTest, ConnectionAndServerCommands) {
   EXPECT_EQ(run({"PING", "a", "b"}), "-ERR wrong number of arguments for 'ping' command\r\n");
   EXPECT_EQ(run({"ECHO", "x"}), "$1\r\nx\r\n");
   EXPECT_EQ(run({"SELECT", "0"}), kOk);
-  EXPECT_EQ(run({"SELECT", "1"}), "-ERR DB index is out of range\r\n");
+  EXPECT_EQ(run({"SELECT", "16"}), "-ERR DB index is out of range\r\n");
   EXPECT_EQ(run({"SELECT", "x"}), kNotInteger);
   EXPECT_EQ(run({"AUTH", "pw"}),
             "-ERR AUTH <password> called without any password configured for the default user. "
