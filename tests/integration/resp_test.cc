@@ -169,5 +169,94 @@ TEST(RespDaemon, HelloNeedsAuthAndThreeFailedAuthsCloseTheConnection) {
       << node->log();
 }
 
+// A transaction acknowledged by EXEC, in database 4, is whole after kill -9 and a restart, and
+// stays in its database.
+TEST(RespDaemon, AnAcknowledgedTransactionSurvivesKillNine) {
+  TempDir dir;
+  {
+    auto node = start_node(dir);
+    ASSERT_TRUE(node);
+    Conn conn(resp_address(*node));
+    ASSERT_TRUE(conn.connected());
+    std::string pipeline = Conn::encode({"SELECT", "4"}) + Conn::encode({"MULTI"});
+    pipeline += Conn::encode({"SET", "tx:a", "1", "EX", "3600"});
+    pipeline += Conn::encode({"HSET", "tx:h", "f", "v"});
+    pipeline += Conn::encode({"ZADD", "tx:z", "1700000000000", "s1"});
+    pipeline += Conn::encode({"EXEC"});
+    conn.send_raw(pipeline);
+    ASSERT_EQ(conn.reply(), "+OK");
+    ASSERT_EQ(conn.reply(), "+OK");
+    for (int i = 0; i < 3; ++i) ASSERT_EQ(conn.reply(), "+QUEUED") << i;
+    ASSERT_EQ(conn.reply(), "*3 +OK :1 :1");
+    node->kill_hard();
+  }
+  auto node = start_node(dir);
+  ASSERT_TRUE(node);
+  Conn conn(resp_address(*node));
+  ASSERT_TRUE(conn.connected());
+  EXPECT_EQ(conn.call({"EXISTS", "tx:a", "tx:h", "tx:z"}), ":0");  // not in database 0
+  EXPECT_EQ(conn.call({"SELECT", "4"}), "+OK");
+  EXPECT_EQ(conn.call({"GET", "tx:a"}), "$1");
+  EXPECT_EQ(conn.call({"HGET", "tx:h", "f"}), "$v");
+  EXPECT_EQ(conn.call({"ZRANGEBYSCORE", "tx:z", "-inf", "+inf", "WITHSCORES"}),
+            "*2 $s1 $1700000000000");
+}
+
+// A subscriber gets messages while it waits on a read, and keyspace events of keys that expire,
+// past --idle-timeout-ms (which closes other idle connections, not subscribers).
+TEST(RespDaemon, SubscribersGetMessagesAndOutliveTheIdleTimeout) {
+  TempDir dir;
+  auto node = start_node(dir, {"--idle-timeout-ms", "300", "--expiry-interval-ms", "20"});
+  ASSERT_TRUE(node);
+  const std::string address = resp_address(*node);
+  Conn subscriber(address), idle(address);
+  ASSERT_TRUE(subscriber.connected() && idle.connected());
+  EXPECT_EQ(subscriber.call({"SUBSCRIBE", "news"}), "*3 $subscribe $news :1");
+  EXPECT_EQ(subscriber.call({"PSUBSCRIBE", "__keyevent@*__:expired"}),
+            "*3 $psubscribe $__keyevent@*__:expired :2");
+  EXPECT_EQ(idle.call({"PING"}), "+PONG");
+  EXPECT_TRUE(idle.closed_by_server());  // the idle timeout passed (within the 10 s read)
+  Conn publisher(address);
+  ASSERT_TRUE(publisher.connected());
+  EXPECT_EQ(publisher.call({"CONFIG", "SET", "notify-keyspace-events", "Ex"}), "+OK");
+  EXPECT_EQ(publisher.call({"PUBLISH", "news", "hello"}), ":1");
+  EXPECT_EQ(subscriber.reply(), "*3 $message $news $hello");
+  EXPECT_EQ(publisher.call({"SET", "brief", "v", "PX", "50"}), "+OK");
+  EXPECT_EQ(subscriber.reply(),
+            "*4 $pmessage $__keyevent@*__:expired $__keyevent@0__:expired $brief");
+  EXPECT_EQ(subscriber.call({"PING"}), "*2 $pong $");
+  EXPECT_EQ(subscriber.call({"GET", "x"}).substr(0, 20), "-ERR Can't execute '");
+  EXPECT_EQ(subscriber.call({"UNSUBSCRIBE"}), "*3 $unsubscribe $news :1");
+  EXPECT_EQ(subscriber.call({"PUNSUBSCRIBE"}), "*3 $punsubscribe $__keyevent@*__:expired :0");
+  EXPECT_EQ(subscriber.call({"GET", "x"}), "$nil");
+}
+
+// A subscriber that never reads is disconnected once its messages pile up (32 MiB waiting, or
+// the kernel taking none of them for --send-timeout-ms), not buffered without end; the node
+// goes on serving.
+TEST(RespDaemon, ASubscriberThatNeverReadsIsDisconnected) {
+  TempDir dir;
+  auto node = start_node(dir, {"--send-timeout-ms", "60000"});  // the 32 MiB limit acts first
+  ASSERT_TRUE(node);
+  const std::string address = resp_address(*node);
+  Conn subscriber(address), publisher(address);
+  ASSERT_TRUE(subscriber.connected() && publisher.connected());
+  int small = 4096;
+  setsockopt(subscriber.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  EXPECT_EQ(subscriber.call({"SUBSCRIBE", "firehose"}), "*3 $subscribe $firehose :1");
+  const std::string payload(512 * 1024, 'x');
+  int published = 0;
+  std::string last;
+  for (; published < 400; ++published) {  // at most 200 MiB
+    last = publisher.call({"PUBLISH", "firehose", payload});
+    if (last == ":0") break;
+    ASSERT_EQ(last, ":1") << published;
+  }
+  EXPECT_EQ(last, ":0") << "the subscriber was never disconnected";
+  EXPECT_LT(published, 200);  // 32 MiB of messages plus what the socket buffers hold
+  EXPECT_EQ(publisher.call({"PING"}), "+PONG");
+  EXPECT_NE(node->log().find("closing the RESP subscriber"), std::string::npos) << node->log();
+}
+
 }  // namespace
 }  // namespace sessiond::testing
