@@ -2372,10 +2372,28 @@ void exec(Env& env, ClientState& client, std::string* out) {
   unwatch(client);
   if (dirty) return append_null_array(out);
   append_array_header(out, queued.size());
+  // Every queued command runs (the transaction is all or nothing), but the reply is bounded:
+  // once it has passed NodeInfo::max_reply_bytes, a command whose own reply is more than a few
+  // bytes (a read) has it replaced by an error, so MULTI + thousands of GETs of a large value
+  // cannot make the node build a reply of gigabytes.
+  const std::size_t start = out->size();
+  const std::size_t limit = env.info.max_reply_bytes;
+  constexpr std::size_t kSmallReply = 64;
+  std::string scratch;
   std::vector<std::string_view> args;
   for (const std::vector<std::string>& command : queued) {
     args.assign(command.begin(), command.end());
-    dispatch(env, args, client, out);
+    if (limit == 0 || out->size() - start <= limit) {
+      dispatch(env, args, client, out);
+      continue;
+    }
+    scratch.clear();
+    dispatch(env, args, client, &scratch);
+    if (scratch.size() <= kSmallReply) {
+      out->append(scratch);
+    } else {
+      append_error(out, "ERR reply dropped: the transaction's replies passed --max-output-bytes");
+    }
   }
 }
 

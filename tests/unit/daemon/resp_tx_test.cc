@@ -220,6 +220,31 @@ TEST_F(RespTxTest, WatchFailsExecWhenAKeyChangesOrExpires) {
   EXPECT_EQ(run({"EXEC"}), "*1\r\n" + bulk("4"));
 }
 
+// EXEC runs every queued command, but its reply stays near the reply limit: reads past it
+// answer an error in place of their value.
+TEST_F(RespTxTest, ExecRepliesAreBoundedButEveryCommandRuns) {
+  NodeInfo i = info();
+  i.max_reply_bytes = 10'000;
+  Commands limited(table_, clock_, i);
+  auto exec = [&](std::vector<std::string_view> args) {
+    std::string out;
+    limited.execute(args, client_, &out);
+    return out;
+  };
+  const std::string big(4'000, 'v');
+  EXPECT_EQ(exec({"SET", "big", big}), kOk);
+  EXPECT_EQ(exec({"MULTI"}), kOk);
+  for (int n = 0; n < 100; ++n) EXPECT_EQ(exec({"GET", "big"}), kQueued);
+  EXPECT_EQ(exec({"SET", "after", "1"}), kQueued);
+  const std::string reply = exec({"EXEC"});
+  EXPECT_LT(reply.size(), 10'000u + 4'100u + 100 * 80u);
+  EXPECT_EQ(reply.rfind("*101\r\n" + bulk(big) + bulk(big) + bulk(big), 0), 0u);
+  EXPECT_NE(reply.find("-ERR reply dropped: the transaction's replies passed --max-output-bytes"),
+            std::string::npos);
+  EXPECT_EQ(reply.substr(reply.size() - 5), kOk);  // the last write ran and said so
+  EXPECT_EQ(exec({"GET", "after"}), bulk("1"));
+}
+
 TEST_F(RespTxTest, WatchesEndWithTheirConnection) {
   {
     ClientState gone;
