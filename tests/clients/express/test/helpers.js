@@ -2,6 +2,7 @@
 // Helpers for the end-to-end tests: a node-redis client, the app on an ephemeral loopback port,
 // an HTTP agent with a tiny cookie jar, and a bounded poll.
 
+const http = require('node:http');
 const { createClient } = require('redis');
 const { createApp, COOKIE_NAME } = require('../app');
 
@@ -52,6 +53,26 @@ async function startApp(options = {}) {
   };
 }
 
+// One HTTP request on loopback: { status, text, setCookies } (every Set-Cookie header, in order);
+// fails when the connection is silent for 15 s.
+function httpRequest(url, method, headers, payload) {
+  return new Promise((resolve, reject) => {
+    if (payload !== undefined) headers['content-length'] = Buffer.byteLength(payload);
+    const req = http.request(url, { method, headers, timeout: 15000 }, (res) => {
+      res.setEncoding('utf8');
+      let text = '';
+      res.on('data', (chunk) => { text += chunk; });
+      res.on('end', () => resolve({
+        status: res.statusCode, text, setCookies: res.headers['set-cookie'] ?? [],
+      }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${url} got no answer for 15 s`)));
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
 // A cookie jar for one host: name -> { value, expires (ms or null) }. Expired cookies are not
 // sent, as a browser would; `raw` keeps every Set-Cookie seen by the last request.
 class Agent {
@@ -98,13 +119,13 @@ class Agent {
       headers['content-type'] = 'application/json';
       payload = JSON.stringify(body);
     }
-    const url = /^https?:/.test(path) ? path : this.base + path;
-    const res = await fetch(url, {
-      method, headers, body: payload, signal: AbortSignal.timeout(15000),
-    });
-    this.lastSetCookies = res.headers.getSetCookie();
+    const url = new URL(/^https?:/.test(path) ? path : this.base + path);
+    // node:http, not fetch: Debian 12's Node 18 takes fetch from its node-undici 5.15, whose
+    // Headers has no getSetCookie(), and a joined Set-Cookie header cannot be split safely.
+    const res = await httpRequest(url, method, headers, payload);
+    this.lastSetCookies = res.setCookies;
     for (const h of this.lastSetCookies) this.storeSetCookie(h);
-    const text = await res.text();
+    const { text } = res;
     let json;
     try {
       json = JSON.parse(text);
