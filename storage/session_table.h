@@ -389,7 +389,7 @@ class SessionTable {
   // Sees each session that expires (found past its deadline by a reader, the expirer or a
   // merge) as it leaves memory, under its shard lock: its id, and `read`, which decodes its
   // state when called (valid until the observer returns). Quick; must not call the table.
-  // One observer, set before the table is shared between threads; empty: none.
+  // One observer, replaced by the next call (safe while the table is in use); empty: none.
   using ExpiryObserver =
       std::function<void(const SessionId&, absl::FunctionRef<const Session&()> read)>;
   void on_expiry(ExpiryObserver observer);
