@@ -1755,11 +1755,26 @@ void subscription_reply(Ctx& c, std::string_view kind, const std::string* name) 
                  static_cast<std::int64_t>(c.client.subscriber ? c.client.subscriber->count() : 0));
 }
 
+// What one connection may subscribe to: every PUBLISH (and keyspace event) matches each
+// pattern of every connection, so patterns must stay few and short (a 1 MiB pattern would cost
+// each publish milliseconds). Keyspace channels hold keys of up to kMaxKeyBytes.
+constexpr std::size_t kMaxSubscriptions = 10'000;
+constexpr std::size_t kMaxChannelBytes = kMaxKeyBytes + 64;
+
 void cmd_subscribe(Ctx& c) {  // SUBSCRIBE and PSUBSCRIBE
   const bool pattern = c.name == "psubscribe";
   PubSub::Subscriber& s = subscriber(c);
   for (std::size_t i = 1; i < c.args.size(); ++i) {
     const std::string name(c.args[i]);
+    if (name.size() > kMaxChannelBytes) {
+      return append_error(c.out, "ERR a channel or pattern is at most " +
+                                     std::to_string(kMaxChannelBytes) + " bytes in sessiond");
+    }
+    if (s.count() >= kMaxSubscriptions) {
+      return append_error(c.out, "ERR a connection holds at most " +
+                                     std::to_string(kMaxSubscriptions) +
+                                     " subscriptions (channels and patterns) in sessiond");
+    }
     if (pattern) {
       s.psubscribe(name);
     } else {

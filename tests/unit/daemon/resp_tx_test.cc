@@ -336,6 +336,27 @@ TEST_F(RespTxTest, PublishReachesChannelAndPatternSubscribers) {
   EXPECT_EQ(run({"PUBLISH", "news", "x"}, publisher), ":0\r\n");
 }
 
+// Patterns are matched against every published channel, so a connection's subscriptions are
+// bounded in number and length.
+TEST_F(RespTxTest, SubscriptionsAreBounded) {
+  const std::string long_pattern(kMaxKeyBytes + 65, '*');
+  EXPECT_EQ(run({"PSUBSCRIBE", "ok*", long_pattern}),
+            "*3\r\n" + bulk("psubscribe") + bulk("ok*") + ":1\r\n" +
+                "-ERR a channel or pattern is at most 1088 bytes in sessiond\r\n");
+  std::vector<std::string> names;
+  for (int i = 0; i < 10'000; ++i) names.push_back("c" + std::to_string(i));
+  std::vector<std::string_view> args{"SUBSCRIBE"};
+  args.insert(args.end(), names.begin(), names.end());
+  const std::string reply = run(args);
+  EXPECT_NE(reply.find(":10000\r\n"), std::string::npos);
+  EXPECT_EQ(reply.substr(reply.size() - 89),
+            "-ERR a connection holds at most 10000 subscriptions (channels and patterns) in "
+            "sessiond\r\n");
+  EXPECT_EQ(run({"UNSUBSCRIBE", "c0"}).substr(0, 4), "*3\r\n");
+  EXPECT_EQ(run({"SUBSCRIBE", "again"}),
+            "*3\r\n" + bulk("subscribe") + bulk("again") + ":10000\r\n");
+}
+
 TEST_F(RespTxTest, KeyspaceNotificationsAsSpringSessionAsksForThem) {
   EXPECT_EQ(run({"CONFIG", "GET", "notify-keyspace-events"}),
             "*2\r\n" + bulk("notify-keyspace-events") + bulk(""));
