@@ -181,6 +181,22 @@ TEST_F(RespTxTest, AnErrorWhileQueuingAbortsExec) {
   EXPECT_EQ(run({"EXEC"}), "-EXECABORT Transaction discarded because of previous errors.\r\n");
 }
 
+// A transaction is bounded: the 10,001st queued command is refused and EXEC aborts.
+TEST_F(RespTxTest, ATransactionHoldsAtMostTenThousandCommands) {
+  EXPECT_EQ(run({"MULTI"}), kOk);
+  for (int i = 0; i < 10'000; ++i) ASSERT_EQ(run({"SET", "q", "v"}), kQueued) << i;
+  EXPECT_EQ(run({"SET", "q", "v"}),
+            "-ERR a transaction holds at most 10000 commands and 16 MiB in sessiond\r\n");
+  EXPECT_EQ(run({"EXEC"}), "-EXECABORT Transaction discarded because of previous errors.\r\n");
+  EXPECT_EQ(run({"EXISTS", "q"}), ":0\r\n");
+  // And 16 MiB of arguments: the 16th MiB-sized value passes it.
+  const std::string mib(1u << 20, 'x');
+  EXPECT_EQ(run({"MULTI"}), kOk);
+  for (int i = 0; i < 15; ++i) ASSERT_EQ(run({"SET", "q", mib}), kQueued) << i;  // 15 MiB and a bit
+  EXPECT_EQ(run({"SET", "q", mib}).substr(0, 38), "-ERR a transaction holds at most 10000");
+  EXPECT_EQ(run({"EXEC"}), "-EXECABORT Transaction discarded because of previous errors.\r\n");
+}
+
 TEST_F(RespTxTest, WatchFailsExecWhenAKeyChangesOrExpires) {
   ClientState other;
   EXPECT_EQ(run({"SET", "w", "1"}), kOk);
