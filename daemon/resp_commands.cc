@@ -1444,12 +1444,13 @@ void cmd_zadd(Ctx& c) {
       }
       if ((nx && old) || (xx && !old)) continue;
       if (old && ((gt && value <= *old) || (lt && value >= *old))) continue;
+      if (incr) incr_result = value;
+      if (old && value == *old) continue;  // unchanged: no write, so no WATCH fails (as Redis)
       if (!old) {
         ++added;
-      } else if (value != *old) {
+      } else {
         ++changed;
       }
-      if (incr) incr_result = value;
       if (!next.contains(name)) order.push_back(name);
       next[name] = value;
     }

@@ -462,6 +462,12 @@ TEST_F(RespTxTest, SortedSetsAsSpringSessionUsesThem) {
   EXPECT_EQ(run({"ZADD", "exp", "0.1", "tiny"}), ":1\r\n");
   EXPECT_EQ(run({"ZSCORE", "exp", "tiny"}), bulk("0.10000000000000001"));
   EXPECT_EQ(run({"ZCARD", "exp"}), ":4\r\n");
+  // The same score again changes nothing: no write, so a WATCH of the key holds.
+  EXPECT_EQ(run({"WATCH", "exp"}), kOk);
+  EXPECT_EQ(run({"ZADD", "exp", "CH", "0.1", "tiny"}), ":0\r\n");
+  EXPECT_EQ(run({"ZADD", "exp", "INCR", "0", "tiny"}), bulk("0.10000000000000001"));
+  EXPECT_EQ(run({"MULTI"}), kOk);
+  EXPECT_EQ(run({"EXEC"}), "*0\r\n");
   EXPECT_EQ(run({"ZREM", "exp", "s1", "s2", "nope"}), ":2\r\n");
   EXPECT_EQ(run({"ZRANGEBYSCORE", "exp", "x", "1"}), "-ERR min or max is not a float\r\n");
   EXPECT_EQ(run({"ZADD", "exp", "abc", "m"}), "-ERR value is not a valid float\r\n");
