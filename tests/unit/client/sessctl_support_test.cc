@@ -49,10 +49,10 @@ TEST(JsonString, EscapesQuotesBackslashesAndControlCharacters) {
 // A byte that is not UTF-8 becomes U+00XX: the JSON value "\u00ff" would be, written as UTF-8.
 TEST(JsonString, KeepsValidUtf8AndReadsInvalidBytesAsLatin1) {
   EXPECT_EQ(json_string("caf\xc3\xa9"), "\"caf\xc3\xa9\"");
-  EXPECT_EQ(json_string("\xe2\x82\xac"), "\"\xe2\x82\xac\"");  // euro sign
-  EXPECT_EQ(json_string("\xff"), "\"\xc3\xbf\"");              // U+00FF
-  EXPECT_EQ(json_string("\xc3"), "\"\xc3\x83\"");              // truncated sequence
-  EXPECT_EQ(json_string("\xc0\xaf"), "\"\xc3\x80\xc2\xaf\"");  // overlong '/'
+  EXPECT_EQ(json_string("\xe2\x82\xac"), "\"\xe2\x82\xac\"");              // euro sign
+  EXPECT_EQ(json_string("\xff"), "\"\xc3\xbf\"");                          // U+00FF
+  EXPECT_EQ(json_string("\xc3"), "\"\xc3\x83\"");                          // truncated sequence
+  EXPECT_EQ(json_string("\xc0\xaf"), "\"\xc3\x80\xc2\xaf\"");              // overlong '/'
   EXPECT_EQ(json_string("\xed\xa0\x80"), "\"\xc3\xad\xc2\xa0\xc2\x80\"");  // a surrogate
 }
 
