@@ -50,4 +50,6 @@ if(SESSIOND_BUILD_TESTS)
 endif()
 if(SESSIOND_BUILD_BENCH)
   find_package(benchmark CONFIG REQUIRED)
+  # sessiond-bench drives Redis through hiredis (issue 18); Debian ships a pkg-config file.
+  pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
 endif()
