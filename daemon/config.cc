@@ -193,6 +193,12 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
   app.add_option("--durability", durability, "memory | async | sync (see docs/operations.md)")
       ->check(CLI::IsMember({"memory", "async", "sync"}));
   app.add_option("--threads", o.threads, "worker threads (0: one per core)");
+  std::size_t memtable_mb = o.store.write_buffer_bytes >> 20;
+  app.add_option("--memtable-mb", memtable_mb,
+                 "RocksDB memtable size per column family in MiB (up to 3 per family are held; "
+                 "larger ones let overwritten and ended sessions die before they are flushed)")
+      ->check(CLI::Range(4, 4096))
+      ->capture_default_str();
   std::size_t max_session_bytes = 0;
   app.add_option("--max-session-bytes", max_session_bytes,
                  "largest session data (user id, field names and values); 0: what the frame "
@@ -313,6 +319,7 @@ ParsedOptions parse_options(int argc, const char* const* argv) {
                                                   : TlsOptions::ClientAuth::kNone;
   if (Status s = validate_tls_options(o.tls); !s.ok()) return usage_error(s.message());
   o.store.durability = *storage::durability_from_name(durability);
+  o.store.write_buffer_bytes = memtable_mb << 20;
   o.table.default_timeouts = storage::preset_timeouts(*storage::preset_from_name(preset));
   SecurityPolicy& sec = o.security;
   sec.node.destroy_on_context_mismatch = mismatch_policy == "destroy";

@@ -275,8 +275,11 @@ struct Store::Impl {
 
   ~Impl() {
     if (!db) return;
-    if (options.durability == Durability::kMemory && !write_failed.load()) {
-      // Without a WAL the memtables are the only copy of recent writes.
+    if (!write_failed.load()) {
+      // Without a WAL the memtables are the only copy of recent writes. With one, a flush at a
+      // clean stop spares the next start replaying the log (RocksDB itself flushes at close
+      // only when the WAL is off): restart reads sorted tables instead of re-inserting every
+      // logged write into a memtable.
       db->Flush(rocksdb::FlushOptions(), handles);
     }
     for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
@@ -593,11 +596,15 @@ Status Store::forget(std::span<const Forget> entries) {
   return impl.checked(impl.db->Write(impl.write_options, &batch));
 }
 
-Status Store::for_each_session(
-    const std::function<Status(std::string_view, std::string_view)>& fn) const {
+Status Store::for_each_session(const std::function<Status(std::string_view, std::string_view)>& fn,
+                               std::string_view lower, std::string_view upper) const {
   rocksdb::ReadOptions ro;
   ro.fill_cache = false;
   ro.readahead_size = 2u << 20;
+  const rocksdb::Slice lower_slice(lower.data(), lower.size());
+  const rocksdb::Slice upper_slice(upper.data(), upper.size());
+  if (!lower.empty()) ro.iterate_lower_bound = &lower_slice;
+  if (!upper.empty()) ro.iterate_upper_bound = &upper_slice;
   std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(ro, impl_->sessions()));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     Status s = fn(it->key().ToStringView(), it->value().ToStringView());

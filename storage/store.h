@@ -67,10 +67,13 @@ class Store {
   };
   Status forget(std::span<const Forget> entries);
 
-  // Calls fn for every stored session in key order; stops at and returns fn's first non-OK
-  // status. Not safe against concurrent writes (used by recovery only).
+  // Calls fn for every stored session in key order, or for those whose key is in [lower,
+  // upper) (an empty bound is none); stops at and returns fn's first non-OK status. Not safe
+  // against concurrent writes (used by recovery only); calls over disjoint ranges may run in
+  // parallel.
   Status for_each_session(
-      const std::function<Status(std::string_view id, std::string_view value)>& fn) const;
+      const std::function<Status(std::string_view id, std::string_view value)>& fn,
+      std::string_view lower = {}, std::string_view upper = {}) const;
   // Calls fn for every user-index entry.
   Status for_each_user_entry(
       const std::function<void(std::string_view user_id, std::string_view id)>& fn) const;

@@ -12,9 +12,13 @@
 // touches whose on-disk deadline came due, one batch per shard per pass.
 #include <absl/container/flat_hash_map.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <limits>
+#include <thread>
+#include <vector>
 
 #include "storage/detail/merge.h"
 #include "storage/detail/table_impl.h"
@@ -25,6 +29,11 @@ using detail::heap_key;
 using detail::id_bytes;
 using detail::Record;
 using detail::RecordPtr;
+
+namespace {
+// Recovery reads this many key ranges at most in parallel (one per core).
+constexpr std::size_t kMaxRecoveryThreads = 8;
+}  // namespace
 
 Mutation SessionTable::Impl::put_of(const Record& r, Mutation::Kind kind,
                                     std::string* value) const {
@@ -189,51 +198,98 @@ Result<RecoveryReport> SessionTable::Impl::recover() {
     std::memcpy(&recovered_mark, hw->data(), 8);
     hlc_.observe(recovered_mark + HybridLogicalClock::pack(1000, 0));
   }
+  // The sessions are read in parallel, one key range per core (ids are uniformly spread over
+  // their first byte): decoding records and building the table and user index is most of a
+  // restart, and the shards and user shards take their own locks.
+  struct Part {
+    std::string lower, upper;  // [lower, upper) of the first key byte; empty: unbounded
+    std::uint64_t seen = 0;    // the latest clock value this range shows
+    std::uint64_t loaded = 0;
+    std::uint64_t skipped_expired = 0;
+    std::vector<SessionId> older_format;
+    Status status;
+    bool stopped = false;  // gave up because another range failed
+  };
+  const std::size_t parts_count =
+      std::clamp<std::size_t>(std::thread::hardware_concurrency(), 1, kMaxRecoveryThreads);
+  std::vector<Part> parts(parts_count);
+  for (std::size_t i = 0; i < parts_count; ++i) {
+    if (i > 0) parts[i].lower.assign(1, static_cast<char>(i * 256 / parts_count));
+    if (i + 1 < parts_count)
+      parts[i].upper.assign(1, static_cast<char>((i + 1) * 256 / parts_count));
+  }
+  std::atomic<bool> failed{false};
+  auto read_part = [&](Part& part) {
+    part.status = store_->for_each_session(
+        [&](std::string_view key, std::string_view value) -> Status {
+          if (failed.load(std::memory_order_relaxed)) {
+            part.stopped = true;
+            return Status::Internal("stopped: another range failed");
+          }
+          if (detail::value_format(value) == detail::kTombstoneFormat &&
+              key.size() == sizeof(SessionId)) {
+            const auto t = detail::decode_tombstone(value);
+            if (!t) return Status::Internal("corrupt tombstone in " + store_->options().path);
+            hlc_.observe(t->version.hlc);
+            part.seen = std::max(part.seen, t->version.hlc);
+            if (t->keep_until_ms <= now) return Status();
+            SessionId id;
+            std::memcpy(id.data(), key.data(), id.size());
+            Shard& shard = shard_of(id);
+            std::lock_guard lock(shard.mu);
+            remember_tombstone(shard, id, *t);
+            return Status();
+          }
+          auto decoded = detail::decode_value(key, value);
+          if (!decoded.ok()) {
+            std::string id_text =
+                key.size() == sizeof(SessionId)
+                    ? session_id_to_text(*reinterpret_cast<const SessionId*>(key.data()))
+                    : "(bad key)";
+            return Status::Internal("session " + id_text + " in " + store_->options().path + ": " +
+                                    decoded.status().message());
+          }
+          RecordPtr r = std::move(decoded).value();
+          if (detail::value_format(value) == detail::kValueFormatV1) {
+            // Written before lifetime caps: the cap starts from the session's creation.
+            r->cap_ms = r->created_at_ms + options_.max_lifetime_ms;
+            part.older_format.push_back(r->id);
+          }
+          hlc_.observe(r->version_hlc);
+          part.seen = std::max(part.seen, r->version_hlc);
+          if (r->deadline_ms() <= now) {
+            ++part.skipped_expired;
+            return Status();
+          }
+          Shard& shard = shard_of(r->id);
+          std::lock_guard lock(shard.mu);
+          if (shard.records.contains(r->id)) {
+            return Status::Internal("recover() on a non-empty table");
+          }
+          insert(shard, std::move(r));
+          ++part.loaded;
+          return Status();
+        },
+        part.lower, part.upper);
+    if (!part.status.ok()) failed.store(true, std::memory_order_relaxed);
+  };
+  {
+    std::vector<std::jthread> helpers;
+    for (std::size_t i = 1; i < parts_count; ++i) {
+      helpers.emplace_back([&read_part, &part = parts[i]] { read_part(part); });
+    }
+    read_part(parts[0]);
+  }                                     // the helpers join here
   std::uint64_t seen = recovered_mark;  // the latest clock value the data directory shows
   std::vector<SessionId> older_format;
-  Status s = store_->for_each_session([&](std::string_view key, std::string_view value) -> Status {
-    if (detail::value_format(value) == detail::kTombstoneFormat &&
-        key.size() == sizeof(SessionId)) {
-      const auto t = detail::decode_tombstone(value);
-      if (!t) return Status::Internal("corrupt tombstone in " + store_->options().path);
-      hlc_.observe(t->version.hlc);
-      seen = std::max(seen, t->version.hlc);
-      if (t->keep_until_ms <= now) return Status();
-      SessionId id;
-      std::memcpy(id.data(), key.data(), id.size());
-      Shard& shard = shard_of(id);
-      std::lock_guard lock(shard.mu);
-      remember_tombstone(shard, id, *t);
-      return Status();
-    }
-    auto decoded = detail::decode_value(key, value);
-    if (!decoded.ok()) {
-      std::string id_text =
-          key.size() == sizeof(SessionId)
-              ? session_id_to_text(*reinterpret_cast<const SessionId*>(key.data()))
-              : "(bad key)";
-      return Status::Internal("session " + id_text + " in " + store_->options().path + ": " +
-                              decoded.status().message());
-    }
-    RecordPtr r = std::move(decoded).value();
-    if (detail::value_format(value) == detail::kValueFormatV1) {
-      // Written before lifetime caps: the cap starts from the session's creation.
-      r->cap_ms = r->created_at_ms + options_.max_lifetime_ms;
-      older_format.push_back(r->id);
-    }
-    hlc_.observe(r->version_hlc);
-    seen = std::max(seen, r->version_hlc);
-    if (r->deadline_ms() <= now) {
-      ++report.skipped_expired;
-      return Status();
-    }
-    Shard& shard = shard_of(r->id);
-    std::lock_guard lock(shard.mu);
-    if (shard.records.contains(r->id)) return Status::Internal("recover() on a non-empty table");
-    insert(shard, std::move(r));
-    ++report.loaded;
-    return Status();
-  });
+  Status s;
+  for (Part& part : parts) {
+    seen = std::max(seen, part.seen);
+    report.loaded += part.loaded;
+    report.skipped_expired += part.skipped_expired;
+    older_format.insert(older_format.end(), part.older_format.begin(), part.older_format.end());
+    if (s.ok() && !part.status.ok() && !part.stopped) s = part.status;  // the real failure
+  }
   if (s.ok()) {
     s = store_->for_each_generation([&](std::string_view user, std::string_view value) -> Status {
       auto g = detail::decode_generation(value);

@@ -900,6 +900,60 @@ TEST(Persistence, FailedRecoveryLeavesTheTableEmpty) {
   EXPECT_TRUE(table.list_user("alice").empty());
 }
 
+// Recovery reads the key space in ranges, in parallel (one per core): every range comes back,
+// whatever the first byte of an id, and a bad record in the first range fails the whole load as
+// one in the last does.
+TEST(Persistence, RecoveryReadsEveryKeyRange) {
+  TempDir tmp;
+  ManualClock clock;
+  const std::string path = tmp.sub("data");
+  std::vector<SessionId> ids;
+  {
+    auto node = open_node(path, clock);
+    ASSERT_NE(node, nullptr);
+    for (int i = 0; i < 1000; ++i) {
+      ids.push_back(create_or_fail(
+          *node->table,
+          new_session(i % 3 == 0 ? "" : "u" + std::to_string(i % 7), {{"n", std::to_string(i)}})));
+    }
+  }
+  std::set<std::uint8_t> first_bytes;
+  for (const SessionId& id : ids) first_bytes.insert(id[0]);
+  ASSERT_GT(first_bytes.size(), 200u) << "the ids should spread over the key space";
+  auto node = open_node(path, clock);
+  ASSERT_NE(node, nullptr);
+  EXPECT_EQ(node->table->stats().sessions, ids.size());
+  for (const SessionId& id : ids) {
+    ASSERT_EQ(read_code(*node->table, id), StatusCode::kOk) << session_id_to_text(id);
+  }
+  std::size_t indexed = 0;
+  for (int u = 0; u < 7; ++u) indexed += node->table->list_user("u" + std::to_string(u)).size();
+  EXPECT_EQ(indexed, 666u);
+}
+
+TEST(Persistence, BadRecordInTheFirstKeyRangeFailsRecovery) {
+  TempDir tmp;
+  ManualClock clock;
+  const std::string path = tmp.sub("data");
+  {
+    auto node = open_node(path, clock);
+    ASSERT_NE(node, nullptr);
+    for (int i = 0; i < 50; ++i) create_or_fail(*node->table, new_session("alice", {{"a", "b"}}));
+  }
+  SessionId first_key;
+  first_key.fill(0x00);
+  ASSERT_NO_FATAL_FAILURE(put_raw_session(path, clock, first_key, "this is not a session record"));
+  auto store = Store::open(store_options(path, Durability::kAsync), clock);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  SessionTable table(small_table(), clock, store->get());
+  const auto report = table.recover();
+  ASSERT_FALSE(report.ok());
+  EXPECT_NE(report.status().message().find(session_id_to_text(first_key)), std::string::npos)
+      << report.status().ToString();
+  EXPECT_EQ(table.stats().sessions, 0u);
+  EXPECT_TRUE(table.list_user("alice").empty());
+}
+
 // ---- other processes ------------------------------------------------------------------------
 
 // strerror without its shared buffer.
