@@ -4,6 +4,9 @@
 // future for the asynchronous ones.
 #include "sessiond/client.h"
 
+#include <google/protobuf/arena.h>
+
+#include <cstddef>
 #include <deque>
 #include <future>
 #include <mutex>
@@ -24,6 +27,10 @@ using protocol::Opcode;
 using Route = RoutedCall::Route;
 
 namespace {
+
+// The stack block an answer is parsed into: a 1 KiB session and its metadata fit; larger ones
+// continue in heap blocks of the arena.
+constexpr std::size_t kParseArenaBytes = 4096;
 
 // The innermost Client::CallTimeout of this thread, if any.
 std::optional<std::chrono::milliseconds>& scoped_timeout() {
@@ -133,13 +140,20 @@ class Client::Impl {
         done(Result<T>(std::move(status)));
         return;
       }
-      Response response;
-      if (!response.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+      // The parsed answer lives on an arena that starts on the stack: its strings and nested
+      // messages (a session's fields) cost no malloc each, and all go at once.
+      alignas(std::max_align_t) char first_block[kParseArenaBytes];
+      google::protobuf::ArenaOptions arena_options;
+      arena_options.initial_block = first_block;
+      arena_options.initial_block_size = sizeof(first_block);
+      google::protobuf::Arena arena(arena_options);
+      auto* response = google::protobuf::Arena::CreateMessage<Response>(&arena);
+      if (!response->ParseFromArray(body.data(), static_cast<int>(body.size()))) {
         done(Result<T>(Status::Internal(
             "the answer to " + std::string(protocol::opcode_name(opcode)) + " does not parse")));
         return;
       }
-      Result<T> converted = convert(response);
+      Result<T> converted = convert(*response);
       if constexpr (std::is_same_v<T, Session>) {
         if (converted.ok()) converted->possibly_stale = possibly_stale;
       }
