@@ -13,10 +13,13 @@
 #include <asio.hpp>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <mutex>
+#include <string>
+#include <string_view>
 #include <thread>
 
 #include "cluster/membership.h"
@@ -118,6 +121,29 @@ Status check_restore_in_cluster(const daemon::ServerOptions& options) {
   return {};
 }
 
+// Reads of a large table are chains of cache and TLB misses; with transparent huge pages for
+// the heap they are about a third faster (docs/benchmarks.md, issue 18). glibc asks for them
+// only with the tunable glibc.malloc.hugetlb=1, which must be in the environment at exec
+// (packaging/sessiond.service and scripts/run set it): say which way this node runs.
+void log_huge_pages() {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  const bool asked = tunables != nullptr && std::string_view(tunables).find(
+                                                "glibc.malloc.hugetlb=1") != std::string_view::npos;
+  std::string mode;
+  if (std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled"); thp) {
+    std::getline(thp, mode);
+  }
+  const bool never = mode.find("[never]") != std::string::npos;
+  if (asked && !never) {
+    spdlog::info("memory: transparent huge pages for the heap (glibc.malloc.hugetlb=1; kernel: {})",
+                 mode);
+  } else if (!asked && !never) {
+    spdlog::info(
+        "memory: the heap uses 4 KiB pages; GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the "
+        "environment makes reads of large tables about a third faster (docs/operations.md)");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -165,6 +191,7 @@ int main(int argc, char** argv) {
   spdlog::info("sessiond {} starting: data dir {}, durability {}, {} worker threads", kVersion,
                options.store.path, storage::durability_name(options.store.durability),
                options.threads);
+  log_huge_pages();
   // Under systemd (Type=notify; packaging/sessiond.service): STATUS lines as the node comes up,
   // READY once it serves, STOPPING when it stops. Without NOTIFY_SOCKET these do nothing.
   sd_notify(0, "STATUS=starting");
