@@ -565,10 +565,26 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
     std::size_t offset = 0;
     bool need_more = false;
     bool consumed_any = false;
+    // The WAL bytes of the writes handled synchronously in a slice reach the operating system
+    // together (one write() instead of one per request), before any of their answers goes out
+    // and before anything suspends this coroutine (storage::Store::WalBatch). A failure to
+    // hand them over means those writes are not durable: the connection closes without their
+    // answers (the store already refuses further writes, as after any failed write).
+    std::optional<storage::Store::WalBatch> wal;
+    const auto finish_wal = [&]() -> bool {
+      if (!wal) return true;
+      const Status flushed = wal->finish();
+      wal.reset();
+      if (flushed.ok()) return true;
+      spdlog::error("closing the connection from {} without its answers: {}", conn.peer.to_string(),
+                    flushed.message());
+      return false;
+    };
     while (!need_more && !close_after_write) {
       std::size_t handled = 0;
       const std::size_t answers_from = out.size();  // this slice's answers, for the metrics
       while (handled < kSliceRequests && out.size() < options.max_output_bytes) {
+        if (!wal) wal.emplace();
         const bool before_auth = unauthenticated();
         const auto d =
             protocol::decode_frame(std::span(in.data() + offset, used - offset), frame_limit());
@@ -606,6 +622,7 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
           handlers.append_error(
               d.header, Status::InvalidArgument("clients send requests, not responses"), &out);
         } else if (handlers.may_block(d.header.opcode)) {
+          if (!finish_wal()) co_return;
           co_await asio::co_spawn(
               peer_calls,
               [&]() -> asio::awaitable<void> {
@@ -622,6 +639,7 @@ asio::awaitable<void> Server::Impl::serve_frames(Connection& conn, Stream& strea
         }
       }
       flush_creates();
+      if (!finish_wal()) co_return;
       // Answers that wait for replicas (--replica-ack) go out once they confirmed; the
       // connection is not read meanwhile, the node's other connections are served.
       if (!state.acks.empty()) {

@@ -21,6 +21,7 @@
 #include <rocksdb/write_batch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdarg>
@@ -256,11 +257,20 @@ struct Store::Impl {
     }
     return Status::Unavailable(failure);
   }
+  // kAsync runs RocksDB with manual_wal_flush: a write leaves its WAL bytes in RocksDB's buffer
+  // and wal_written() hands them to the operating system, at once or, inside a WalBatch of
+  // this thread, when the batch finishes (one write() for many requests).
+  bool manual_wal = false;
+  Status wal_written();
+  Status flush_wal() {
+    auto s = db->FlushWAL(/*sync=*/false);
+    return s.ok() ? Status() : fail_writes(s);
+  }
   // The outcome of a write: I/O errors stop further writes (see write_failed).
   Status checked(const rocksdb::Status& s) {
     if (s.ok()) {
       batches_written.fetch_add(1, std::memory_order_relaxed);
-      return {};
+      return wal_written();
     }
     if (s.IsIOError() || s.IsNoSpace() || s.IsCorruption()) return fail_writes(s);
     return from_rocks(s, "write failed");
@@ -291,6 +301,39 @@ struct Store::Impl {
   rocksdb::ColumnFamilyHandle* replog() const { return handles[2]; }
   rocksdb::ColumnFamilyHandle* meta() const { return handles[3]; }
 };
+
+namespace {
+// This thread's open WalBatch objects, and the stores it wrote to meanwhile.
+thread_local int tls_wal_batches = 0;
+thread_local std::vector<void*> tls_wal_pending;  // Store::Impl* (a private type here)
+}  // namespace
+
+Status Store::Impl::wal_written() {
+  if (!manual_wal) return {};
+  if (tls_wal_batches == 0) return flush_wal();
+  if (std::find(tls_wal_pending.begin(), tls_wal_pending.end(), static_cast<void*>(this)) ==
+      tls_wal_pending.end()) {
+    tls_wal_pending.push_back(this);
+  }
+  return {};
+}
+
+Store::WalBatch::WalBatch() { ++tls_wal_batches; }
+
+Store::WalBatch::~WalBatch() {
+  finish();  // a failure has set the store's write_failed: later writes are refused
+  --tls_wal_batches;
+}
+
+Status Store::WalBatch::finish() {
+  Status result;
+  for (void* pending : tls_wal_pending) {
+    Status s = static_cast<Impl*>(pending)->flush_wal();
+    if (result.ok() && !s.ok()) result = std::move(s);
+  }
+  tls_wal_pending.clear();
+  return result;
+}
 
 Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Store::~Store() = default;
@@ -344,6 +387,9 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
   db_options.info_log = std::make_shared<InfoLog>(path);
   // The vector memtable (below) takes inserts from one writer at a time.
   db_options.allow_concurrent_memtable_write = false;
+  // kAsync: WAL bytes go to the operating system when the write returns or its thread's
+  // WalBatch finishes (Impl::wal_written), not inside RocksDB's write path.
+  db_options.manual_wal_flush = options.durability == Durability::kAsync;
 
   auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   auto family_options = [&](const rocksdb::CompactionFilter* filter) {
@@ -416,6 +462,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
     s = impl->db->Put(rocksdb::WriteOptions(), impl->meta(),
                       rocksdb::Slice(kFormatKey.data(), kFormatKey.size()),
                       rocksdb::Slice(kFormatValue.data(), kFormatValue.size()));
+    if (s.ok() && db_options.manual_wal_flush) s = impl->db->FlushWAL(/*sync=*/false);
     if (!s.ok()) return from_rocks(s, "cannot initialise data directory " + path);
   } else {
     s = impl->db->Get(rocksdb::ReadOptions(), impl->meta(),
@@ -444,6 +491,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
   }
   if (!it->status().ok()) return from_rocks(it->status(), "cannot read log cursors in " + path);
 
+  impl->manual_wal = options.durability == Durability::kAsync;
   impl->write_options.disableWAL = options.durability == Durability::kMemory;
   impl->write_options.sync = options.durability == Durability::kSync;
   return std::unique_ptr<Store>(new Store(std::move(impl)));
@@ -649,7 +697,7 @@ Status Store::put_meta(std::string_view key, std::string_view value) {
   const std::string k = std::string(kMetaPrefix) + std::string(key);
   auto s = impl_->db->Put(impl_->write_options, impl_->meta(), k,
                           rocksdb::Slice(value.data(), value.size()));
-  return s.ok() ? Status() : impl_->checked(s);
+  return s.ok() ? impl_->wal_written() : impl_->checked(s);
 }
 
 std::optional<std::string> Store::get_meta(std::string_view key) const {
@@ -717,6 +765,7 @@ Status Store::set_log_cursor(std::string_view consumer, std::uint64_t next_seq) 
   const std::string key = std::string(kCursorPrefix) + std::string(consumer);
   auto s = impl_->db->Put(impl_->write_options, impl_->meta(), key, be64(next_seq));
   if (!s.ok()) return impl_->checked(s);
+  if (Status flushed = impl_->wal_written(); !flushed.ok()) return flushed;
   std::lock_guard lock(impl_->log_mu);
   impl_->cursors[std::string(consumer)] = next_seq;
   return {};
@@ -734,6 +783,7 @@ Status Store::drop_log_cursor(std::string_view consumer) {
   const std::string key = std::string(kCursorPrefix) + std::string(consumer);
   auto s = impl_->db->Delete(impl_->write_options, impl_->meta(), key);
   if (!s.ok()) return impl_->checked(s);
+  if (Status flushed = impl_->wal_written(); !flushed.ok()) return flushed;
   std::lock_guard lock(impl_->log_mu);
   impl_->cursors.erase(std::string(consumer));
   return {};

@@ -49,6 +49,25 @@ class Store {
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
+  // Defers, on this thread, the write of kAsync WAL bytes to the operating system until
+  // finish(): the writes of many requests then cost one write() system call instead of one
+  // each (RocksDB's manual_wal_flush). Until finish() has returned OK none of the deferred
+  // writes may be acknowledged (a killed process would lose them), and the thread must not
+  // suspend while the batch is open (no co_await): every write it makes meanwhile, for
+  // whichever caller, is deferred with them. Without a batch every write reaches the operating
+  // system before it returns, as before. In other modes a batch changes nothing.
+  class WalBatch {
+   public:
+    WalBatch();
+    ~WalBatch();  // finishes (a failure is then only remembered by the store: writes refused)
+    WalBatch(const WalBatch&) = delete;
+    WalBatch& operator=(const WalBatch&) = delete;
+    // Writes what this thread's writes left in the WAL buffers. An I/O failure refuses further
+    // writes, as a failed write does, and is returned: the deferred writes must not be
+    // acknowledged. The batch stays open.
+    Status finish();
+  };
+
   // Writes the mutations atomically with the configured durability, each with its replication-
   // log entry when the log is on (sequence numbers *first_log_seq, +1, ...; 0 without the log).
   // A full disk or an I/O error returns UNAVAILABLE and nothing is applied. Thread-safe; no lock

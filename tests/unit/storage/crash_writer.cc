@@ -15,6 +15,11 @@
 // the test holds the store to the coalescing bound of the last one printed
 // (Persistence.KilledToucherLosesAtMostTheCoalescingSlack).
 //
+// With a third argument "batched" it writes as the server does (issue 18): 16 sessions at a time
+// inside one Store::WalBatch, their WAL bytes handed to the operating system by one finish(),
+// and prints the 16 ids only after finish() returned OK
+// (Persistence.KilledBatchedWriterLosesNoAcknowledgedSession).
+//
 // Exits 2 with a message on stderr when the arguments are wrong or the store does not open, 1
 // when a write fails, 0 after kMaxSessions (kMaxTouches).
 #include <unistd.h>
@@ -23,6 +28,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -89,7 +95,9 @@ int touch(SessionTable& table) {
   return 0;
 }
 
-int run(const std::string& path, Durability durability, bool touch_mode) {
+constexpr int kBatch = 16;
+
+int run(const std::string& path, Durability durability, std::string_view mode) {
   StoreOptions store_options;
   store_options.path = path;
   store_options.durability = durability;
@@ -106,7 +114,8 @@ int run(const std::string& path, Durability durability, bool touch_mode) {
     return 2;
   }
 
-  if (touch_mode) return touch(table);
+  if (mode == "touch") return touch(table);
+  const bool batched = mode == "batched";
   NewSession request;
   request.user_id = "crash-writer";
   request.fields = {{"origin", "crash-writer"}};
@@ -114,7 +123,9 @@ int run(const std::string& path, Durability durability, bool touch_mode) {
   FieldChanges changes;
   changes.set.resize(2);
   std::string line;
+  std::optional<Store::WalBatch> batch;
   for (int i = 0; i < kMaxSessions; ++i) {
+    if (batched && !batch) batch.emplace();
     auto created = table.create(request);
     if (!created.ok()) {
       std::fprintf(stderr, "storage_crash_writer: create: %s\n",
@@ -129,9 +140,18 @@ int run(const std::string& path, Durability durability, bool touch_mode) {
                    updated.status().ToString().c_str());
       return 1;
     }
-    line = text;
+    line += text;
     line.push_back('\n');
+    if (batched && (i + 1) % kBatch != 0) continue;  // acknowledged with the rest of the batch
+    if (batch) {
+      if (auto flushed = batch->finish(); !flushed.ok()) {
+        std::fprintf(stderr, "storage_crash_writer: finish: %s\n", flushed.ToString().c_str());
+        return 1;
+      }
+      batch.reset();
+    }
     if (!write_all(line)) return 1;  // the parent stopped listening
+    line.clear();
   }
   return 0;
 }
@@ -139,8 +159,11 @@ int run(const std::string& path, Durability durability, bool touch_mode) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3 || argc > 4 || (argc == 4 && std::string_view(argv[3]) != "touch")) {
-    std::fprintf(stderr, "usage: storage_crash_writer <data-dir> <memory|async|sync> [touch]\n");
+  if (argc < 3 || argc > 4 ||
+      (argc == 4 && std::string_view(argv[3]) != "touch" &&
+       std::string_view(argv[3]) != "batched")) {
+    std::fprintf(stderr,
+                 "usage: storage_crash_writer <data-dir> <memory|async|sync> [touch|batched]\n");
     return 2;
   }
   const auto durability = durability_from_name(argv[2]);
@@ -148,5 +171,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "storage_crash_writer: unknown durability '%s'\n", argv[2]);
     return 2;
   }
-  return run(argv[1], *durability, argc == 4);
+  return run(argv[1], *durability, argc == 4 ? std::string_view(argv[3]) : std::string_view());
 }

@@ -919,7 +919,11 @@ TEST(Persistence, RecoveryReadsEveryKeyRange) {
   }
   std::set<std::uint8_t> first_bytes;
   for (const SessionId& id : ids) first_bytes.insert(id[0]);
-  ASSERT_GT(first_bytes.size(), 200u) << "the ids should spread over the key space";
+  // A user's sessions share their route key (the first bytes); the 334 without a user spread
+  // over the key space, so every range of the recovery holds some.
+  ASSERT_GT(first_bytes.size(), 100u) << "the ids should spread over the key space";
+  ASSERT_LT(*first_bytes.begin(), 0x40);
+  ASSERT_GT(*first_bytes.rbegin(), 0xc0);
   auto node = open_node(path, clock);
   ASSERT_NE(node, nullptr);
   EXPECT_EQ(node->table->stats().sessions, ids.size());
@@ -1109,13 +1113,17 @@ TEST(Persistence, KilledToucherLosesAtMostTheCoalescingSlack) {
   EXPECT_LE(listed[0].deadline_ms, last_access + kIdleMs);
 }
 
-TEST(Persistence, KilledWriterLosesNoAcknowledgedSession) {
+// Kills storage_crash_writer in `mode` ("" or "batched") after 2,000 acknowledgements and holds
+// the store to every acknowledged session.
+void kill_writer_and_check(const std::string& mode) {
   TempDir tmp;
   const std::string path = tmp.sub("data");
   constexpr std::size_t kAcksBeforeKill = 2000;
   const auto deadline = SteadyClock::now() + std::chrono::seconds(60);
 
-  ChildProcess writer({SESSIOND_CRASH_WRITER, path, "async"}, /*capture_stderr=*/false);
+  std::vector<std::string> args = {SESSIOND_CRASH_WRITER, path, "async"};
+  if (!mode.empty()) args.push_back(mode);
+  ChildProcess writer(args, /*capture_stderr=*/false);
   ASSERT_TRUE(writer.started());
   ASSERT_TRUE(writer.read_until(deadline, [&] { return writer.lines().size() >= kAcksBeforeKill; }))
       << "only " << writer.lines().size() << " acknowledgements before the deadline";
@@ -1161,6 +1169,14 @@ TEST(Persistence, KilledWriterLosesNoAcknowledgedSession) {
   }
   EXPECT_EQ(lost, 0u) << "of " << acked.size() << " acknowledged sessions";
   EXPECT_EQ(wrong, 0u) << "of " << acked.size() << " acknowledged sessions";
+}
+
+TEST(Persistence, KilledWriterLosesNoAcknowledgedSession) { kill_writer_and_check(""); }
+
+// The server's way (issue 18): the WAL bytes of a slice of requests reach the operating system
+// in one write() when its Store::WalBatch finishes, before any of them is answered.
+TEST(Persistence, KilledBatchedWriterLosesNoAcknowledgedSession) {
+  kill_writer_and_check("batched");
 }
 
 TEST(Persistence, AnotherProcessCannotOpenADataDirectoryInUse) {
