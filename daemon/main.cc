@@ -122,9 +122,9 @@ Status check_restore_in_cluster(const daemon::ServerOptions& options) {
 }
 
 // Reads of a large table are chains of cache and TLB misses; with transparent huge pages for
-// the heap they are about a third faster (docs/benchmarks.md, issue 18). glibc asks for them
-// only with the tunable glibc.malloc.hugetlb=1, which must be in the environment at exec
-// (packaging/sessiond.service and scripts/run set it): say which way this node runs.
+// the heap they are about a third faster, writes about a tenth slower (docs/operations.md,
+// "Memory"). glibc asks for them only with the tunable glibc.malloc.hugetlb=1, which must be in
+// the environment at exec: say which way this node runs.
 void log_huge_pages() {
   const char* tunables = std::getenv("GLIBC_TUNABLES");
   const bool asked = tunables != nullptr && std::string_view(tunables).find(
@@ -139,8 +139,9 @@ void log_huge_pages() {
                  mode);
   } else if (!asked && !never) {
     spdlog::info(
-        "memory: the heap uses 4 KiB pages; GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the "
-        "environment makes reads of large tables about a third faster (docs/operations.md)");
+        "memory: the heap uses 4 KiB pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the "
+        "environment: huge pages, reads of large tables faster, writes slower; "
+        "docs/operations.md)");
   }
 }
 
