@@ -753,7 +753,6 @@ class RedisWorker final : public Worker {
     redisAsyncContext* ac = nullptr;
     std::uint32_t events = 0;  // what epoll waits for
     bool registered = false;
-    bool failed = false;
   };
 
   void loop() {
@@ -787,8 +786,7 @@ class RedisWorker final : public Worker {
 
   void connect(Conn& conn) {
     conn.ac = redisAsyncConnect(host_.c_str(), port_);
-    if (conn.ac == nullptr || conn.ac->err != 0) {
-      conn.failed = true;
+    if (conn.ac == nullptr || conn.ac->err != 0) {  // every command sent on it fails
       if (conn.ac != nullptr) redisAsyncFree(conn.ac);
       conn.ac = nullptr;
       return;
@@ -807,18 +805,10 @@ class RedisWorker final : public Worker {
       c->registered = false;
       c->events = 0;
       c->ac = nullptr;
-      c->failed = true;
     };
-    redisAsyncSetDisconnectCallback(conn.ac, [](const redisAsyncContext* ac, int) {
-      auto* c = static_cast<Conn*>(ac->data);
-      c->ac = nullptr;  // hiredis frees the context after this callback
-      c->failed = true;
-    });
     // The connection is made in the background; commands sent meanwhile wait in its buffer.
-    // A connect failure reaches every queued command as a missing reply.
-    redisAsyncSetConnectCallback(conn.ac, [](const redisAsyncContext* ac, int status) {
-      if (status != REDIS_OK) static_cast<Conn*>(ac->data)->failed = true;
-    });
+    // A connect failure, like a lost connection, reaches every queued command as a missing
+    // reply (and then cleanup above).
   }
 
   static void watch(void* data, std::uint32_t what, bool on) {
