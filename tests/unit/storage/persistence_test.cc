@@ -877,27 +877,39 @@ TEST(Persistence, UndecodableRecordFailsRecoveryNamingTheSession) {
   }
 }
 
-TEST(Persistence, FailedRecoveryLeavesTheTableEmpty) {
+// Writes sessions of "alice", then an undecodable record under a key made of `key_byte`, and
+// holds recover() to failing as a whole: an error naming the record, nothing served.
+void expect_whole_recovery_fails(std::uint8_t key_byte, int sessions) {
   TempDir tmp;
   ManualClock clock;
   const std::string path = tmp.sub("data");
   {
     auto node = open_node(path, clock);
     ASSERT_NE(node, nullptr);
-    for (int i = 0; i < 5; ++i) create_or_fail(*node->table, new_session("alice", {{"a", "b"}}));
+    for (int i = 0; i < sessions; ++i) {
+      create_or_fail(*node->table, new_session("alice", {{"a", "b"}}));
+    }
   }
-  SessionId last_key;
-  last_key.fill(0xff);  // recovery loads the five valid sessions before it meets this one
-  ASSERT_NO_FATAL_FAILURE(put_raw_session(path, clock, last_key, "this is not a session record"));
+  SessionId bad_key;
+  bad_key.fill(key_byte);
+  ASSERT_NO_FATAL_FAILURE(put_raw_session(path, clock, bad_key, "this is not a session record"));
 
   auto store = Store::open(store_options(path, Durability::kAsync), clock);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   SessionTable table(small_table(), clock, store->get());
-  ASSERT_FALSE(table.recover().ok());
+  const auto report = table.recover();
+  ASSERT_FALSE(report.ok());
+  EXPECT_NE(report.status().message().find(session_id_to_text(bad_key)), std::string::npos)
+      << report.status().ToString();
   EXPECT_EQ(table.stats().sessions, 0u)
       << "recover() failed but left the sessions it read before the bad record in the table, "
          "where get() and list_user() serve them: a partial load";
   EXPECT_TRUE(table.list_user("alice").empty());
+}
+
+TEST(Persistence, FailedRecoveryLeavesTheTableEmpty) {
+  // The last key: recovery loads the valid sessions before it meets this one.
+  expect_whole_recovery_fails(0xff, 5);
 }
 
 // Recovery reads the key space in ranges, in parallel (one per core): every range comes back,
@@ -936,26 +948,8 @@ TEST(Persistence, RecoveryReadsEveryKeyRange) {
 }
 
 TEST(Persistence, BadRecordInTheFirstKeyRangeFailsRecovery) {
-  TempDir tmp;
-  ManualClock clock;
-  const std::string path = tmp.sub("data");
-  {
-    auto node = open_node(path, clock);
-    ASSERT_NE(node, nullptr);
-    for (int i = 0; i < 50; ++i) create_or_fail(*node->table, new_session("alice", {{"a", "b"}}));
-  }
-  SessionId first_key;
-  first_key.fill(0x00);
-  ASSERT_NO_FATAL_FAILURE(put_raw_session(path, clock, first_key, "this is not a session record"));
-  auto store = Store::open(store_options(path, Durability::kAsync), clock);
-  ASSERT_TRUE(store.ok()) << store.status().ToString();
-  SessionTable table(small_table(), clock, store->get());
-  const auto report = table.recover();
-  ASSERT_FALSE(report.ok());
-  EXPECT_NE(report.status().message().find(session_id_to_text(first_key)), std::string::npos)
-      << report.status().ToString();
-  EXPECT_EQ(table.stats().sessions, 0u);
-  EXPECT_TRUE(table.list_user("alice").empty());
+  // The first key: the other ranges, read in parallel, must not leave their sessions behind.
+  expect_whole_recovery_fails(0x00, 50);
 }
 
 // ---- other processes ------------------------------------------------------------------------
