@@ -256,7 +256,7 @@ Result<ApplyOutcome> SessionTable::Impl::apply_generation(const Mutation& m, std
     return Status::InvalidArgument("a revocation generation beyond 2^62");  // raises stay finite
   }
   detail::Generation merged;
-  std::vector<SessionId> ids;
+  std::vector<std::uint64_t> words;
   {
     UserShard& us = user_shard_of(m.user);
     std::lock_guard lock(us.mu);
@@ -266,11 +266,11 @@ Result<ApplyOutcome> SessionTable::Impl::apply_generation(const Mutation& m, std
     if (merged == before && g != us.generations.end()) return ApplyOutcome::kUnchanged;
     us.generations[std::string(m.user)] = merged;
     auto it = us.users.find(absl::string_view(m.user.data(), m.user.size()));
-    if (it != us.users.end()) ids.assign(it->second.begin(), it->second.end());
+    if (it != us.users.end()) it->second.append_to(&words);
   }
   // On failure the raise stays known in memory (it is true wherever it came from) and the sender,
   // without an acknowledgement, sends it again.
-  if (auto ended = write_raise(m.user, merged, ids, remote(m.origin)); !ended.ok()) {
+  if (auto ended = write_raise(m.user, merged, words, remote(m.origin)); !ended.ok()) {
     return ended.status();
   }
   return ApplyOutcome::kApplied;

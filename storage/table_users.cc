@@ -1,5 +1,7 @@
-// The user index (user id -> ids of the user's sessions, in memory and in the `users` family),
-// LIST_USER, REVOKE_USER and the per-user session limit.
+// The user index (user id -> the user's sessions, in memory and in the `users` family),
+// LIST_USER, REVOKE_USER and the per-user session limit. In memory a session is entered by its
+// id's hash word (detail::UserSessions, 8 bytes), which finds it in its shard together with the
+// user id; on disk by its whole id.
 //
 // The index is sharded like the sessions, by a hash of the user id, and its locks come after the
 // session shard locks (detail/shard.h). A session's index entry is written in the same batch as
@@ -27,32 +29,37 @@ void SessionTable::Impl::index_user(std::string_view user, const SessionId& id, 
   UserShard& us = user_shard_of(user);
   std::lock_guard lock(us.mu);
   if (add) {
-    us.users[std::string(user)].insert(id);
+    us.users[std::string(user)].insert(detail::hash_word(id));
     return;
   }
   auto it = us.users.find(absl::string_view(user.data(), user.size()));
   if (it == us.users.end()) return;
-  it->second.erase(id);
+  it->second.erase(detail::hash_word(id));
   if (it->second.empty()) us.users.erase(it);
 }
 
+void SessionTable::Impl::user_words(std::string_view user, std::vector<std::uint64_t>* out) {
+  UserShard& us = user_shard_of(user);
+  std::lock_guard lock(us.mu);
+  auto it = us.users.find(absl::string_view(user.data(), user.size()));
+  if (it != us.users.end()) it->second.append_to(out);
+}
+
+Record* SessionTable::Impl::find_of_user(Shard& shard, std::uint64_t word, std::string_view user) {
+  auto it = shard.records.find(detail::UserSessionKey{word, user});
+  return it == shard.records.end() ? nullptr : it->get();
+}
+
 std::vector<SessionMeta> SessionTable::Impl::list_user(std::string_view user_id) {
-  std::vector<SessionId> ids;
-  {
-    UserShard& us = user_shard_of(user_id);
-    std::lock_guard lock(us.mu);
-    auto it = us.users.find(absl::string_view(user_id.data(), user_id.size()));
-    if (it != us.users.end()) ids.assign(it->second.begin(), it->second.end());
-  }
+  std::vector<std::uint64_t> words;
+  user_words(user_id, &words);
   std::vector<SessionMeta> out;
-  for (const SessionId& id : ids) {
-    Shard& shard = shard_of(id);
+  for (const std::uint64_t word : words) {
+    Shard& shard = shards_[shard_of_word(word)];
     std::lock_guard lock(shard.mu);
-    auto it = shard.records.find(id);
-    if (it == shard.records.end()) continue;
-    const Record& r = **it;
-    if (r.deadline_ms() <= clock_.now_ms() || detail::blob_user_id(r.blob()) != user_id) continue;
-    out.push_back(meta_of(r));
+    const Record* r = find_of_user(shard, word, user_id);
+    if (r == nullptr || r->deadline_ms() <= clock_.now_ms()) continue;
+    out.push_back(meta_of(*r));
   }
   std::sort(out.begin(), out.end(), [](const SessionMeta& a, const SessionMeta& b) {
     return std::tie(a.created_at_ms, a.id) < std::tie(b.created_at_ms, b.id);
@@ -61,12 +68,13 @@ std::vector<SessionMeta> SessionTable::Impl::list_user(std::string_view user_id)
 }
 
 std::size_t SessionTable::Impl::count_off_user_key() const {
+  // Every session with a user is in the index, so the records say it all.
   std::size_t n = 0;
-  for (const UserShard& us : user_shards_) {
-    std::lock_guard lock(us.mu);
-    for (const auto& [user, ids] : us.users) {
-      const RouteKey key = ids_->route_key_of_user(user);
-      for (const SessionId& id : ids) n += route_key_of(id) != key;
+  for (const Shard& shard : shards_) {
+    std::lock_guard lock(shard.mu);
+    for (const detail::RecordPtr& r : shard.records) {
+      const std::string_view user = detail::blob_user_id(r->blob());
+      if (!user.empty()) n += route_key_of(r->id) != ids_->route_key_of_user(user);
     }
   }
   return n;
@@ -92,7 +100,7 @@ Status SessionTable::Impl::admit(std::string_view user, const SessionId& id, boo
   } else if (new_birth) {
     *stamp = 0;
   }
-  us.users[std::string(user)].insert(id);
+  us.users[std::string(user)].insert(detail::hash_word(id));
   return {};
 }
 
@@ -105,7 +113,7 @@ void SessionTable::Impl::plan_end(Record* r, std::int64_t now, std::vector<Mutat
   ending->emplace_back(r, t);
 }
 
-void SessionTable::Impl::revoked_by(std::span<const SessionId> ids, std::string_view user,
+void SessionTable::Impl::revoked_by(std::span<const std::uint64_t> words, std::string_view user,
                                     const detail::Generation& g, std::int64_t now,
                                     std::vector<Mutation>* ends, std::deque<std::string>* values,
                                     std::vector<std::pair<Record*, detail::Tombstone>>* ending) {
@@ -114,14 +122,11 @@ void SessionTable::Impl::revoked_by(std::span<const SessionId> ids, std::string_
   // tombstones, and their digests agree without anti-entropy (found by the chaos suite). A
   // destroy's tombstone, with a clock version, wins a merge with one of these.
   const Version by_raise{g.generation, 0, 0};
-  for (const SessionId& id : ids) {
-    if (std::binary_search(g.keep.begin(), g.keep.end(), id)) continue;
-    Shard& shard = shard_of(id);
-    auto it = shard.records.find(id);
-    if (it == shard.records.end()) continue;
-    Record* r = it->get();
+  for (const std::uint64_t word : words) {
+    Record* r = find_of_user(shards_[shard_of_word(word)], word, user);
+    if (r == nullptr || std::binary_search(g.keep.begin(), g.keep.end(), r->id)) continue;
     const detail::BlobMeta meta = detail::blob_meta(r->blob(), r->version());
-    if (meta.user_id != user || meta.stamp >= g.generation || r->deadline_ms() <= now) continue;
+    if (meta.stamp >= g.generation || r->deadline_ms() <= now) continue;
     plan_end(r, now, ends, values, ending, &by_raise);
   }
 }
@@ -143,7 +148,7 @@ Result<std::size_t> SessionTable::Impl::revoke_user(std::string_view user_id,
                                                     const SessionId* keep) {
   if (user_id.empty()) return std::size_t{0};
   detail::Generation before, raised;
-  std::vector<SessionId> ids;
+  std::vector<std::uint64_t> words;
   {
     UserShard& us = user_shard_of(user_id);
     std::lock_guard lock(us.mu);
@@ -153,9 +158,9 @@ Result<std::size_t> SessionTable::Impl::revoke_user(std::string_view user_id,
     if (keep) raised.keep.push_back(*keep);
     g = raised;
     auto it = us.users.find(absl::string_view(user_id.data(), user_id.size()));
-    if (it != us.users.end()) ids.assign(it->second.begin(), it->second.end());
+    if (it != us.users.end()) it->second.append_to(&words);
   }
-  auto ended = write_raise(user_id, raised, ids, local_origin());
+  auto ended = write_raise(user_id, raised, words, local_origin());
   if (!ended.ok()) {
     UserShard& us = user_shard_of(user_id);
     std::lock_guard lock(us.mu);
@@ -169,10 +174,10 @@ Result<std::size_t> SessionTable::Impl::revoke_user(std::string_view user_id,
 
 Result<std::size_t> SessionTable::Impl::write_raise(std::string_view user,
                                                     const detail::Generation& g,
-                                                    std::span<const SessionId> ids,
+                                                    std::span<const std::uint64_t> words,
                                                     const Origin& origin) {
   std::vector<std::size_t> indexes;
-  for (const SessionId& id : ids) indexes.push_back(shard_index(id));
+  for (const std::uint64_t word : words) indexes.push_back(shard_of_word(word));
   const auto locks = lock_shards(std::move(indexes));
   const std::int64_t now = clock_.now_ms();
   std::deque<std::string> values;
@@ -183,7 +188,7 @@ Result<std::size_t> SessionTable::Impl::write_raise(std::string_view user,
   mutations[0].user = user;
   mutations[0].value = values.back();
   mutations[0].deadline_ms = kNoDeadline;
-  revoked_by(ids, user, g, now, &mutations, &values, &ending);
+  revoked_by(words, user, g, now, &mutations, &values, &ending);
   for (Mutation& m : mutations) m.origin = origin;
   if (Status s = commit(mutations); !s.ok()) return s;
   bury_all(ending);

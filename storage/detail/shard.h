@@ -1,10 +1,12 @@
 // Internal to storage: the table's shards and the locking rules between them.
 //
 // A session is one Record allocation (record.h) owned by its shard's hash set, keyed by the id
-// inside the record (8 bytes per slot instead of 40). The shard picks from bytes 8..15 of the id
-// and the set hashes bytes 24..31: both are CSPRNG output (bytes 0..7 are the route key, shared
-// by a user's sessions, DESIGN §2), and only ids made by this node, its peers or its own disk are
-// ever inserted, so they need no further mixing.
+// inside the record (8 bytes per slot instead of 40). Both the shard and the set's hash come from
+// bytes 24..31 of the id (the shard from bits 40 and up, which the set's probing does not use
+// below 2^33 slots): CSPRNG output (bytes 0..7 are the route key, shared by a user's sessions,
+// DESIGN §2), and only ids made by this node, its peers or its own disk are ever inserted, so they
+// need no further mixing. That one word finds a session, which is what lets the user index hold
+// 8 bytes per session (UserSessions) instead of the 32-byte id.
 //
 // Locks: Shard::mu guards a shard; UserShard::mu guards a slice of the user index. Session shard
 // locks come first, several only in the documented ordered cases (REGENERATE and move(): two;
@@ -16,11 +18,13 @@
 
 #include <absl/container/flat_hash_map.h>
 #include <absl/container/flat_hash_set.h>
+#include <absl/container/inlined_vector.h>
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -37,10 +41,23 @@ inline std::uint64_t id_word(const SessionId& id, std::size_t offset) {
   return v;
 }
 
+// The word that hashes an id, picks its shard and stands for it in the user index.
+inline std::uint64_t hash_word(const SessionId& id) { return id_word(id, 24); }
+
+// How the user index finds a session in its shard: the id's hash word and the session's user. Two
+// sessions of one user with the same 64 random bits are as likely as a collision of two 128-bit
+// UUIDs among a few sessions; sessions of other users with the same word are told apart by the
+// user id at the start of the record's blob.
+struct UserSessionKey {
+  std::uint64_t word = 0;
+  std::string_view user;
+};
+
 struct IdHash {
   using is_transparent = void;
-  std::size_t operator()(const SessionId& id) const { return id_word(id, 24); }
-  std::size_t operator()(const RecordPtr& r) const { return id_word(r->id, 24); }
+  std::size_t operator()(const SessionId& id) const { return hash_word(id); }
+  std::size_t operator()(const RecordPtr& r) const { return hash_word(r->id); }
+  std::size_t operator()(const UserSessionKey& k) const { return k.word; }
 };
 
 // Word-wise equality: ids are compared on every lookup, and a memcmp call costs more here.
@@ -57,6 +74,55 @@ struct IdEq {
   bool operator()(const A& a, const B& b) const {
     return same_id(key(a), key(b));
   }
+  bool operator()(const RecordPtr& r, const UserSessionKey& k) const {
+    return hash_word(r->id) == k.word && blob_user_id(r->blob()) == k.user;
+  }
+  bool operator()(const UserSessionKey& k, const RecordPtr& r) const { return (*this)(r, k); }
+};
+
+// The sessions of one user in the index: each as its id's hash word (UserSessionKey), in a short
+// unsorted vector (two inline) while the user has few, in a hash set past kSmall so that a user
+// with very many sessions does not make each create or destroy scan them all.
+class UserSessions {
+ public:
+  static constexpr std::size_t kSmall = 16;
+
+  // False when the word was there already.
+  bool insert(std::uint64_t word) {
+    if (big_) return big_->insert(word).second;
+    if (std::find(small_.begin(), small_.end(), word) != small_.end()) return false;
+    if (small_.size() < kSmall) {
+      small_.push_back(word);
+      return true;
+    }
+    big_ = std::make_unique<absl::flat_hash_set<std::uint64_t>>(small_.begin(), small_.end());
+    small_.clear();
+    small_.shrink_to_fit();
+    return big_->insert(word).second;
+  }
+  void erase(std::uint64_t word) {
+    if (big_) {
+      big_->erase(word);
+      return;
+    }
+    auto it = std::find(small_.begin(), small_.end(), word);
+    if (it == small_.end()) return;
+    *it = small_.back();
+    small_.pop_back();
+  }
+  bool empty() const { return big_ ? big_->empty() : small_.empty(); }
+  std::size_t size() const { return big_ ? big_->size() : small_.size(); }
+  void append_to(std::vector<std::uint64_t>* out) const {
+    if (big_) {
+      out->insert(out->end(), big_->begin(), big_->end());
+    } else {
+      out->insert(out->end(), small_.begin(), small_.end());
+    }
+  }
+
+ private:
+  absl::InlinedVector<std::uint64_t, 2> small_;
+  std::unique_ptr<absl::flat_hash_set<std::uint64_t>> big_;
 };
 
 inline std::string_view id_bytes(const SessionId& id) {
@@ -98,7 +164,7 @@ struct alignas(64) Shard {
 
 struct alignas(64) UserShard {
   mutable std::mutex mu;  // guards users and generations
-  absl::flat_hash_map<std::string, absl::flat_hash_set<SessionId, IdHash>> users;
+  absl::flat_hash_map<std::string, UserSessions> users;
   // Revocation generations of users that were ever revoked (absent: generation 0).
   absl::flat_hash_map<std::string, Generation> generations;
 };

@@ -95,7 +95,10 @@ class SessionTable::Impl {
   using Generation = detail::Generation;
 
   // ---- shards ----
-  std::size_t shard_index(const SessionId& id) const { return detail::id_word(id, 8) & mask_; }
+  std::size_t shard_of_word(std::uint64_t hash_word) const { return (hash_word >> 40) & mask_; }
+  std::size_t shard_index(const SessionId& id) const {
+    return shard_of_word(detail::hash_word(id));
+  }
   Shard& shard_of(const SessionId& id) { return shards_[shard_index(id)]; }
   UserShard& user_shard_of(std::string_view user);
   // Locks the shards with these indexes (repeats allowed) in index order.
@@ -191,14 +194,19 @@ class SessionTable::Impl {
   void plan_end(Record* r, std::int64_t now, std::vector<Mutation>* ends,
                 std::deque<std::string>* values, std::vector<std::pair<Record*, Tombstone>>* ending,
                 const Version* version = nullptr);
+  // The words (UserSessionKey) of the sessions the index holds for `user`, appended to *out.
+  void user_words(std::string_view user, std::vector<std::uint64_t>* out);
+  // The record of `user` with this hash word in its shard (whose lock the caller holds), or null.
+  Record* find_of_user(Shard& shard, std::uint64_t word, std::string_view user);
   // Writes `user`'s generation raised to `g` (with `origin`: this node's, or the peer's it came
-  // from) in one batch with the end of every session of `ids` it catches, holding their shards,
-  // then buries them. Returns how many it ended; on failure nothing is written or ended.
+  // from) in one batch with the end of every session of `words` (the user index's entries) it
+  // catches, holding their shards, then buries them. Returns how many it ended; on failure
+  // nothing is written or ended.
   Result<std::size_t> write_raise(std::string_view user, const Generation& g,
-                                  std::span<const SessionId> ids, const Origin& origin);
-  // Under the locks of the shards of `ids`: the ends of the records of `user` that are alive
+                                  std::span<const std::uint64_t> words, const Origin& origin);
+  // Under the locks of the shards of `words`: the ends of the records of `user` that are alive
   // and stamped below g (and not kept by it), appended to *ends with their tombstones.
-  void revoked_by(std::span<const SessionId> ids, std::string_view user, const Generation& g,
+  void revoked_by(std::span<const std::uint64_t> words, std::string_view user, const Generation& g,
                   std::int64_t now, std::vector<Mutation>* ends, std::deque<std::string>* values,
                   std::vector<std::pair<Record*, Tombstone>>* ending);
   // The per-user limit before a session is added to `user` (see TableOptions): the user's

@@ -294,6 +294,43 @@ void revoke_races_creates(std::int64_t skew_ms) {
 
 TEST(Apply, ARevokeEndsSessionsCreatedElsewhereBeforeItArrived) { revoke_races_creates(0); }
 
+// The user index holds a session as the last 8 bytes of its id, and finds it in its shard by those
+// and the user id: sessions of two users whose ids share those bytes (made so here, through a
+// peer's writes; 2^-64 by chance) are listed and revoked each with its own user only.
+TEST(Apply, SessionsOfTwoUsersWhoseIdsShareTheirLastWordAreToldApart) {
+  ManualClock clock;
+  Node a(1, 1, clock), b(2, 1, clock);
+  NewSession alice, bob;
+  alice.user_id = "alice";
+  bob.user_id = "bob";
+  auto s1 = a.table->create(alice);
+  auto s2 = a.table->create(bob);
+  ASSERT_TRUE(s1.ok() && s2.ok());
+  ASSERT_EQ(a.outbox.size(), 2u);
+  auto bobs = a.outbox[1];
+  ASSERT_EQ(bobs->user, "bob");
+  SessionId twin = s1->id;  // alice's last word, bob's first 24 bytes
+  std::copy_n(s2->id.begin(), 24, twin.begin());
+  ASSERT_NE(twin, s1->id);
+  bobs->m.id = twin;
+  ASSERT_TRUE(b.table->apply(a.outbox[0]->m).ok());
+  ASSERT_TRUE(b.table->apply(bobs->m).ok());
+  auto ids_of = [&](std::string_view user) {
+    std::vector<SessionId> out;
+    for (const SessionMeta& m : b.table->list_user(user)) out.push_back(m.id);
+    return out;
+  };
+  EXPECT_EQ(ids_of("alice"), std::vector<SessionId>{s1->id});
+  EXPECT_EQ(ids_of("bob"), std::vector<SessionId>{twin});
+  EXPECT_EQ(b.table->revoke_user("bob").value(), 1u);
+  EXPECT_EQ(ids_of("alice"), std::vector<SessionId>{s1->id});
+  Session out;
+  EXPECT_TRUE(b.table->get(s1->id, {}, &out).ok());
+  EXPECT_FALSE(b.table->get(twin, {}, &out).ok());
+  EXPECT_EQ(b.table->revoke_user("alice").value(), 1u);
+  EXPECT_FALSE(b.table->get(s1->id, {}, &out).ok());
+}
+
 // Every state a table holds (sessions, tombstones, generations) as anti-entropy sees it.
 std::set<std::tuple<int, std::string, std::uint64_t, std::uint64_t>> fingerprints(
     SessionTable& table) {

@@ -344,6 +344,33 @@ TEST_F(SessionTableTest, DestroyRemovesSessionAndUserIndexEntry) {
   EXPECT_EQ(table_.stats().users, 0u);
 }
 
+// The index keeps a user's first sessions in a short vector and moves them to a hash set past
+// 16: across the move, and back below it, it lists, drops and revokes exactly the user's own.
+TEST_F(SessionTableTest, UserIndexHoldsAUserWithManySessionsExactly) {
+  std::set<SessionId> alive;
+  for (int i = 0; i < 40; ++i) {
+    alive.insert(make("carol").id);
+    make("dave");  // another user's sessions in the same shards
+  }
+  auto listed = [&] {
+    std::set<SessionId> out;
+    for (const SessionMeta& m : table_.list_user("carol")) out.insert(m.id);
+    return out;
+  };
+  ASSERT_EQ(listed(), alive);
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_TRUE(table_.destroy(*alive.begin()).ok());
+    alive.erase(alive.begin());
+  }
+  ASSERT_EQ(listed(), alive);
+  alive.insert(make("carol").id);
+  ASSERT_EQ(listed(), alive);
+  EXPECT_EQ(table_.revoke_user("carol").value(), alive.size());
+  EXPECT_TRUE(table_.list_user("carol").empty());
+  EXPECT_EQ(table_.list_user("dave").size(), 40u);
+  EXPECT_EQ(table_.stats().users, 1u);
+}
+
 TEST_F(SessionTableTest, RegenerateGivesNewIdSameDataAndKillsOldId) {
   SessionMeta m = make("alice", {{"cart", "[7]"}});
   clock_.advance_ms(1000);
