@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@
 #include <memory>
 #include <set>
 #include <span>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -474,6 +476,43 @@ TEST(Store, CompactionDropsExpiredSessionsAndUserEntries) {
   ASSERT_TRUE(store->compact().ok());
   EXPECT_EQ(sessions_of(*store), (Sessions{{test_id(3), never}, {test_id(4), foreign}}));
   EXPECT_EQ(user_entries_of(*store), (Users{{"bob", test_id(3)}}));
+}
+
+// The niceness of each of this process's threads named `name` (RocksDB names its pools').
+std::vector<int> niceness_of_threads(std::string_view name) {
+  std::vector<int> out;
+  for (const auto& task : fs::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string line;
+    if (!std::getline(comm, line) || line != name) continue;
+    std::ifstream stat(task.path() / "stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    std::istringstream fields(text.substr(text.rfind(')') + 2));  // from field 3, the state
+    std::string field;
+    for (int i = 3; i <= 19 && fields >> field; ++i) {
+      if (i == 19) out.push_back(std::stoi(field));
+    }
+  }
+  return out;
+}
+
+// Compactions yield the CPU to requests (docs/operations.md): RocksDB's compaction threads run
+// at nice 19 once they have taken work, its flush threads at the process's own priority.
+TEST(Store, CompactionsRunAtTheLowestCpuPriorityAndFlushesDoNot) {
+  TempDir tmp;
+  ManualClock clock;
+  auto store = open_store(options_at(tmp.sub("data")), clock);
+  ASSERT_NE(store, nullptr);
+  const std::string value = value_with_deadline(kNoDeadline, "a");
+  ASSERT_TRUE(store->write(std::vector<Mutation>{put(test_id(1), value)}).ok());
+  ASSERT_TRUE(store->compact().ok());  // a flush, then a compaction in the low-priority pool
+  const std::vector<int> low = niceness_of_threads("rocksdb:low");
+  const std::vector<int> high = niceness_of_threads("rocksdb:high");
+  ASSERT_FALSE(low.empty());
+  ASSERT_FALSE(high.empty());
+  EXPECT_TRUE(std::any_of(low.begin(), low.end(), [](int n) { return n == 19; }));
+  const int own = getpriority(PRIO_PROCESS, 0);
+  for (int n : high) EXPECT_EQ(n, own);
 }
 
 TEST(Store, CompactionDoesNotResurrectAnOlderVersionOfADroppedSession) {
