@@ -276,6 +276,9 @@ void Client::async_create(const CreateOptions& options, Callback<SessionMeta> do
 }
 
 void Client::async_get(std::string_view id, const GetOptions& options, Callback<Session> done) {
+  if (impl_->options().read_your_writes == 0 && impl_->fallbacks.empty()) {
+    return get_here(id, options, std::move(done));  // nothing to remember, nowhere else to ask
+  }
   GetOptions with_min = options;
   const std::string key(id);
   if (!with_min.min_version) with_min.min_version = impl_->remembered(key);
@@ -305,7 +308,7 @@ void Client::get_here(std::string_view id, const GetOptions& options, Callback<S
   routing.may_read_replica = true;
   impl_->call<wire::GetResponse, Session>(
       Opcode::kGet, request, std::move(routing), idempotent, std::move(done),
-      [](const wire::GetResponse& r) { return Result<Session>(client_detail::from_wire(r)); });
+      [](wire::GetResponse& r) { return Result<Session>(client_detail::from_wire(std::move(r))); });
 }
 
 void Client::async_update(std::string_view id, const UpdateOptions& options,

@@ -102,19 +102,36 @@ void Router::send(const std::shared_ptr<RoutedCall>& call, const std::string& ad
     return;
   }
   Transport& transport = transport_for(address);
-  auto attempt = std::make_shared<Call>();
+  std::shared_ptr<Call> handle;
+  Attempt* attempt = nullptr;
+  if (!call->first_attempt_used) {
+    call->first_attempt_used = true;
+    attempt = &call->first_attempt;
+    handle = std::shared_ptr<Call>(call, attempt);
+  } else {
+    auto allocated = std::make_shared<Attempt>();
+    allocated->keep = call;
+    attempt = allocated.get();
+    handle = std::move(allocated);
+  }
   attempt->opcode = call->opcode;
+  attempt->borrowed_body = call->body;
   // GetRequest.from_replica (field 5, true), before the epoch (field 15).
-  attempt->body = with_epoch(
-      call->reading_replica ? call->body + std::string("\x28\x01", 2) : call->body, epoch);
+  attempt->body_tail = call->reading_replica ? std::string("\x28\x01", 2) : std::string();
+  attempt->body_tail += epoch_field(epoch);
   attempt->idempotent = call->idempotent;
   attempt->fail_fast = routing() && call->route != Route::kSeed;
   attempt->timeout = call->timeout;
   attempt->deadline = call->deadline;
-  attempt->done = [this, call, transport = &transport, epoch](const Reply& reply) {
-    on_reply(call, transport, epoch, reply);
+  attempt->routed = call.get();
+  attempt->via = &transport;
+  attempt->epoch = epoch;
+  // Small enough for std::function to hold without an allocation. The transport holds the
+  // attempt (and so the call) while it runs this.
+  attempt->done = [this, attempt](const Reply& reply) {
+    on_reply(attempt->routed->shared_from_this(), attempt->via, attempt->epoch, reply);
   };
-  transport.start(std::move(attempt));
+  transport.start(std::move(handle));
 }
 
 void Router::on_reply(const std::shared_ptr<RoutedCall>& call, Transport* transport,

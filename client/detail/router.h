@@ -34,8 +34,19 @@
 
 namespace sessiond::client_detail {
 
+struct RoutedCall;
+
+// One attempt of a RoutedCall at one node: the transport's Call plus what the router needs when
+// its reply comes.
+struct Attempt : Call {
+  RoutedCall* routed = nullptr;
+  std::shared_ptr<RoutedCall> keep;  // holds `routed`, except for its first attempt (see below)
+  Transport* via = nullptr;
+  std::uint64_t epoch = 0;  // of the topology it was routed by
+};
+
 // One logical call, across the attempts the router makes for it.
-struct RoutedCall {
+struct RoutedCall : std::enable_shared_from_this<RoutedCall> {
   enum class Route {
     kSeed,   // node-local (PING, STATS): the first seed
     kAny,    // any node; the one that does not own the key answers WRONG_NODE
@@ -62,6 +73,12 @@ struct RoutedCall {
   int wrong_node_follows = 0;
   bool rerouted_after_failure = false;
   bool reading_replica = false;  // the attempt under way goes to a replica
+  // The first attempt lives here, handed to the transport through a shared_ptr that shares
+  // this call's ownership (one allocation per call instead of two); later attempts are
+  // allocated, since the transport may still hold an earlier one. It borrows `body`, which does
+  // not change once the call is dispatched.
+  Attempt first_attempt;
+  bool first_attempt_used = false;
 };
 
 class Router {

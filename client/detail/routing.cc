@@ -101,16 +101,19 @@ Topology RoutingTable::to_public() const {
   return out;
 }
 
-std::string with_epoch(std::string body, std::uint64_t epoch) {
-  if (epoch == 0) return body;
-  body.push_back(static_cast<char>(kEpochTag));
+std::string epoch_field(std::uint64_t epoch) {
+  std::string out;
+  if (epoch == 0) return out;
+  out.push_back(static_cast<char>(kEpochTag));
   while (epoch >= 0x80) {
-    body.push_back(static_cast<char>((epoch & 0x7F) | 0x80));
+    out.push_back(static_cast<char>((epoch & 0x7F) | 0x80));
     epoch >>= 7;
   }
-  body.push_back(static_cast<char>(epoch));
-  return body;
+  out.push_back(static_cast<char>(epoch));
+  return out;
 }
+
+std::string with_epoch(std::string body, std::uint64_t epoch) { return body + epoch_field(epoch); }
 
 Result<std::string> new_request_id() {
   std::string id(kRequestIdBytes, '\0');

@@ -50,6 +50,8 @@ struct RoutingTable {
 // byte what protobuf would have serialized with the epoch set, since 15 is the highest field
 // number of every request. `body` unchanged for epoch 0 (proto3 does not encode a default).
 std::string with_epoch(std::string body, std::uint64_t epoch);
+// What with_epoch appends: field 15 with the epoch, or nothing for epoch 0.
+std::string epoch_field(std::uint64_t epoch);
 
 // 16 random bytes for CreateRequest/RegenerateRequest.request_id; INTERNAL if the system's
 // random source fails.

@@ -24,7 +24,6 @@
 #include <cstring>
 #include <deque>
 #include <optional>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -38,6 +37,72 @@ namespace {
 
 // Request id of the AUTH a connection sends first when Options::secret is set.
 constexpr std::uint32_t kAuthRequestId = 0xFFFFFFFF;
+
+// The calls a connection sent and has no answer to yet, by request id. A connection hands out
+// ids in sequence and the node answers a connection's requests in order, so the ids outstanding
+// at once form a short run: a table indexed by an id's low bits holds them without an
+// allocation per call (a node of a hash map each), and doubles when a new id finds its slot
+// taken.
+class InFlight {
+ public:
+  std::size_t size() const { return size_; }
+  void insert(std::uint32_t id, std::shared_ptr<Call> call) {
+    while (slots_[id & (slots_.size() - 1)].call) grow();
+    slots_[id & (slots_.size() - 1)] = {id, std::move(call)};
+    ++size_;
+  }
+  // The call sent with `id`, removed; null when there is none.
+  std::shared_ptr<Call> take(std::uint32_t id) {
+    Slot& slot = slots_[id & (slots_.size() - 1)];
+    if (!slot.call || slot.id != id) return nullptr;
+    --size_;
+    return std::move(slot.call);
+  }
+  // Removes `call` if it is outstanding under `id`.
+  void erase(std::uint32_t id, const Call& call) {
+    Slot& slot = slots_[id & (slots_.size() - 1)];
+    if (slot.call.get() != &call || slot.id != id) return;
+    slot.call.reset();
+    --size_;
+  }
+  // Every outstanding call, removed, in no particular order.
+  std::vector<std::shared_ptr<Call>> take_all() {
+    std::vector<std::shared_ptr<Call>> out;
+    out.reserve(size_);
+    for (Slot& slot : slots_) {
+      if (slot.call) out.push_back(std::move(slot.call));
+    }
+    size_ = 0;
+    return out;
+  }
+
+ private:
+  struct Slot {
+    std::uint32_t id = 0;
+    std::shared_ptr<Call> call;
+  };
+  // At least twice the size, and as large as the ids held need to keep a slot each.
+  void grow() {
+    std::size_t n = slots_.size() * 2;
+    while (!fits(n)) n *= 2;
+    std::vector<Slot> next(n);
+    for (Slot& slot : slots_) {
+      if (slot.call) next[slot.id & (n - 1)] = std::move(slot);
+    }
+    slots_ = std::move(next);
+  }
+  bool fits(std::size_t n) const {
+    std::vector<bool> used(n);
+    for (const Slot& slot : slots_) {
+      if (!slot.call) continue;
+      if (used[slot.id & (n - 1)]) return false;
+      used[slot.id & (n - 1)] = true;
+    }
+    return true;
+  }
+  std::vector<Slot> slots_ = std::vector<Slot>(16);  // a power of two
+  std::size_t size_ = 0;
+};
 
 using Clock = std::chrono::steady_clock;
 using asio::ip::tcp;
@@ -177,7 +242,7 @@ class Connection {
   Phase phase_ = Phase::kIdle;
   std::shared_ptr<Link> link_;                 // the current attempt, or null
   std::deque<std::shared_ptr<Call>> waiting_;  // not sent on the current link yet
-  std::unordered_map<std::uint32_t, std::shared_ptr<Call>> in_flight_;  // by request id
+  InFlight in_flight_;
   std::string pending_out_;  // framed calls waiting for the write in progress
   std::uint32_t next_request_id_ = 1;
   std::string auth_error_;  // why this connection's AUTH was refused, if it was
@@ -202,8 +267,7 @@ void Connection::enqueue(std::shared_ptr<Call> call) {
 
 void Connection::forget(const Call& call) {
   if (!call.sent) return;  // a waiting call is skipped once finished
-  auto it = in_flight_.find(call.request_id);
-  if (it != in_flight_.end() && it->second.get() == &call) in_flight_.erase(it);
+  in_flight_.erase(call.request_id, call);
 }
 
 void Connection::connect() {
@@ -297,15 +361,15 @@ void Connection::send(std::shared_ptr<Call> call) {
   protocol::FrameHeader header;
   header.opcode = static_cast<std::uint16_t>(call->opcode);
   header.request_id = id;
-  header.body_length = static_cast<std::uint32_t>(call->body.size());
+  header.body_length = static_cast<std::uint32_t>(call->body_size());
   const std::size_t start = pending_out_.size();
   pending_out_.resize(start + protocol::kHeaderSize);
   protocol::encode_header(header, reinterpret_cast<std::uint8_t*>(pending_out_.data() + start));
-  pending_out_.append(call->body);
+  call->append_body(&pending_out_);
   call->request_id = id;
   call->sent = true;
   ++call->attempts;
-  in_flight_[id] = std::move(call);
+  in_flight_.insert(id, std::move(call));
 }
 
 void Connection::flush() {
@@ -400,8 +464,8 @@ bool Connection::handle_frame(const std::shared_ptr<Link>& link, const protocol:
     }
     return true;
   }
-  auto it = in_flight_.find(header.request_id);
-  if (it == in_flight_.end()) {
+  std::shared_ptr<Call> call = in_flight_.take(header.request_id);
+  if (!call) {
     if (header.request_id == 0 && header.status != StatusCode::kOk) {
       // The node could not read our stream and is closing it (docs/protocol.md).
       wire::ErrorResponse error;
@@ -412,8 +476,6 @@ bool Connection::handle_frame(const std::shared_ptr<Link>& link, const protocol:
     }
     return true;  // the answer to a call whose deadline passed
   }
-  std::shared_ptr<Call> call = std::move(it->second);
-  in_flight_.erase(it);
   if (call->finished) return true;
   if (header.opcode != static_cast<std::uint16_t>(call->opcode)) {
     t_.complete(*call, Status::Internal("the node answered " + op_name(call->opcode) +
@@ -464,12 +526,8 @@ void Connection::fail(const std::shared_ptr<Link>& link, const std::string& reas
   last_error_ = reason;
 
   const auto now = Clock::now();
-  std::vector<std::shared_ptr<Call>> sent;
-  sent.reserve(in_flight_.size());
-  for (auto& entry : in_flight_) {
-    if (!entry.second->finished) sent.push_back(std::move(entry.second));
-  }
-  in_flight_.clear();
+  std::vector<std::shared_ptr<Call>> sent = in_flight_.take_all();
+  std::erase_if(sent, [](const std::shared_ptr<Call>& call) { return call->finished; });
   std::sort(sent.begin(), sent.end(),
             [](const auto& a, const auto& b) { return a->request_id < b->request_id; });
 
@@ -522,7 +580,7 @@ void Connection::close() {
   retry_timer_.cancel();
   connect_timer_.cancel();
   waiting_.clear();
-  in_flight_.clear();
+  in_flight_.take_all();
   pending_out_.clear();
   phase_ = Phase::kIdle;
 }

@@ -14,6 +14,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "protocol/frame.h"
 #include "protocol/status.h"
@@ -51,7 +52,12 @@ struct Call {
   using Done = std::function<void(const Reply&)>;
 
   protocol::Opcode opcode = protocol::Opcode::kPing;
-  std::string body;  // serialized request message
+  // The serialized request message: `body`, or the bytes `borrowed_body` points to when it is
+  // not empty (they must stay put while the call is unfinished: the router's copy), followed by
+  // `body_tail` (the router's epoch field).
+  std::string body;
+  std::string_view borrowed_body;
+  std::string body_tail;
   bool idempotent = false;
   std::chrono::milliseconds timeout{0};  // what `deadline` was computed from (for messages)
   std::chrono::steady_clock::time_point deadline;
@@ -67,6 +73,14 @@ struct Call {
   int attempts = 0;
   std::uint32_t request_id = 0;
   Connection* connection = nullptr;
+
+  std::size_t body_size() const {
+    return (borrowed_body.empty() ? body.size() : borrowed_body.size()) + body_tail.size();
+  }
+  void append_body(std::string* out) const {
+    out->append(borrowed_body.empty() ? std::string_view(body) : borrowed_body);
+    out->append(body_tail);
+  }
 };
 
 // Every method runs on the I/O thread of `io`.

@@ -141,14 +141,23 @@ SessionMeta from_wire(const wire::SessionMeta& in) {
   return out;
 }
 
-AccessEntry from_wire(const wire::AccessEntry& in) {
+namespace {
+
+AccessEntry from_wire_entry_without_ip(const wire::AccessEntry& in) {
   AccessEntry out;
   out.time_ms = in.time_ms();
-  out.ip = in.ip();
   out.user_agent_hash = in.user_agent_hash();
   out.has_location = in.has_location();
   out.latitude = in.latitude();
   out.longitude = in.longitude();
+  return out;
+}
+
+}  // namespace
+
+AccessEntry from_wire(const wire::AccessEntry& in) {
+  AccessEntry out = from_wire_entry_without_ip(in);
+  out.ip = in.ip();
   return out;
 }
 
@@ -173,8 +182,41 @@ Session from_wire(const wire::Session& in) {
   return out;
 }
 
-Session from_wire(const wire::GetResponse& in) {
-  Session out = from_wire(in.session());
+namespace {
+
+// What from_wire(const wire::Session&) does, moving the strings out of `in`.
+Session take_session(wire::Session* in) {
+  Session out;
+  out.id = session_id_from_bytes(in->id());
+  out.user_id = std::move(*in->mutable_user_id());
+  out.fields.reserve(static_cast<std::size_t>(in->fields_size()));
+  for (auto& field : *in->mutable_fields()) {
+    out.fields.push_back({std::move(*field.mutable_name()), std::move(*field.mutable_value()),
+                          version_from_wire(field.version())});
+  }
+  out.created_at_ms = in->created_at_ms();
+  out.last_access_ms = in->last_access_ms();
+  out.timeouts.idle_ms = static_cast<std::int64_t>(in->timeouts().idle_ms());
+  out.timeouts.absolute_ms = static_cast<std::int64_t>(in->timeouts().absolute_ms());
+  out.deadline_ms = in->deadline_ms();
+  if (in->has_context()) {
+    out.context = ClientContext{std::move(*in->mutable_context()->mutable_ip()),
+                                in->context().user_agent_hash()};
+  }
+  out.access_log.reserve(static_cast<std::size_t>(in->access_log_size()));
+  for (auto& entry : *in->mutable_access_log()) {
+    AccessEntry e = from_wire_entry_without_ip(entry);
+    e.ip = std::move(*entry.mutable_ip());
+    out.access_log.push_back(std::move(e));
+  }
+  out.version = version_from_wire(in->version());
+  return out;
+}
+
+}  // namespace
+
+Session from_wire(wire::GetResponse&& in) {
+  Session out = take_session(in.mutable_session());
   for (const auto& d : in.detections()) {
     HijackDetection h;
     h.kind = d.kind() == wire::HijackDetection::IMPOSSIBLE_TRAVEL

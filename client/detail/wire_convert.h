@@ -22,8 +22,9 @@ Status to_wire(std::string_view id, const RegenerateOptions& in, wire::Regenerat
 
 SessionMeta from_wire(const wire::SessionMeta& in);
 Session from_wire(const wire::Session& in);
-// The session and what hijack detection reported with it.
-Session from_wire(const wire::GetResponse& in);
+// The session and what hijack detection reported with it. Its strings are moved out of `in`
+// (a parsed answer, about to be dropped) rather than copied.
+Session from_wire(wire::GetResponse&& in);
 AccessEntry from_wire(const wire::AccessEntry& in);
 PingResult from_wire(const wire::PingResponse& in);
 Stats from_wire(const wire::StatsResponse& in);

@@ -114,6 +114,55 @@ Client::Options options_for(std::string address, std::chrono::milliseconds timeo
 
 using client_test_support::ClosedPort;
 
+// A connection finds the call an answer is for by its request id, in a table indexed by the id's
+// low bits: one call left unanswered while a hundred later calls on the same connection are
+// answered makes their ids collide with its slot, and every answer still reaches its own call.
+TEST(ClientRouting, AnswersFindTheirCallsAroundOneThatIsNeverAnswered) {
+  FakeNode node;
+  node.start([](const FakeNode::Request& request) {
+    if (request.opcode == Opcode::kTopology) return ok(wire::TopologyResponse());
+    const auto ping = parsed<wire::PingRequest>(request);
+    if (ping.payload() == "held") {
+      FakeNode::Answer silence;
+      silence.no_answer = true;
+      return silence;
+    }
+    wire::PingResponse response;
+    response.set_payload(ping.payload());
+    return ok(response);
+  });
+  Client::Options options = options_for(node.address(), 3s);
+  options.pool_size = 1;
+  Client client(options);
+  std::atomic<bool> held_done = false;
+  Status held_status;
+  client.async_ping("held", [&](Result<PingResult> result) {
+    held_status = result.status();
+    held_done = true;
+  });
+  for (int i = 0; i < 100; ++i) {
+    auto pong = client.ping("one by one " + std::to_string(i));
+    ASSERT_TRUE(pong.ok()) << pong.status().ToString();
+    EXPECT_EQ(pong->payload, "one by one " + std::to_string(i));
+  }
+  std::atomic<int> answered = 0;
+  std::atomic<int> wrong = 0;
+  for (int i = 0; i < 100; ++i) {  // pipelined: many outstanding at once
+    const std::string payload = "together " + std::to_string(i);
+    client.async_ping(payload, [&, payload](Result<PingResult> result) {
+      if (!result.ok() || result->payload != payload) ++wrong;
+      ++answered;
+    });
+  }
+  const auto deadline = Clock::now() + 20s;
+  while ((answered < 100 || !held_done) && Clock::now() < deadline)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(answered, 100);
+  EXPECT_EQ(wrong, 0);
+  ASSERT_TRUE(held_done);
+  EXPECT_EQ(held_status.code(), StatusCode::kUnavailable) << held_status.ToString();
+}
+
 TEST(ClientRouting, KeyedCallsGoToTheRingOwnerWithItsEpoch) {
   std::vector<std::unique_ptr<FakeNode>> nodes;
   std::vector<std::string> addresses;

@@ -33,6 +33,7 @@ class FakeNode {
     std::string body;              // the serialized response (or ErrorResponse) message
     std::uint8_t flags = 0;        // besides kFlagResponse
     bool drop_connection = false;  // close the connection instead of answering
+    bool no_answer = false;        // answer nothing, and go on with the next request
   };
   using Handler = std::function<Answer(const Request&)>;
 
@@ -128,6 +129,7 @@ class FakeNode {
       }
       frame.resize(protocol::kHeaderSize);
       if (answer.drop_connection) break;
+      if (answer.no_answer) continue;
       protocol::FrameHeader header;
       header.flags = protocol::kFlagResponse | answer.flags;
       header.opcode = decoded.header.opcode;
