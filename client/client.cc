@@ -41,15 +41,15 @@ std::optional<std::chrono::milliseconds>& scoped_timeout() {
 // Where a call goes (router.h).
 struct Routing {
   Route route = Route::kSeed;
-  std::string raw_id;             // with Route::kOwner
+  std::string_view raw_id;        // with Route::kOwner: into the request
   bool has_request_id = false;    // CREATE, REGENERATE
   bool may_read_replica = false;  // GET
 };
 
 Routing node_local() { return {}; }
 Routing any_node(bool has_request_id = false) { return {Route::kAny, {}, has_request_id}; }
-Routing owner_of(std::string raw_id, bool has_request_id = false) {
-  return {Route::kOwner, std::move(raw_id), has_request_id};
+Routing owner_of(std::string_view raw_id, bool has_request_id = false) {
+  return {Route::kOwner, raw_id, has_request_id};
 }
 
 }  // namespace
@@ -108,36 +108,15 @@ class Client::Impl {
   // The clients of Options::fallback_regions, in order.
   std::vector<std::unique_ptr<Client>> fallbacks;
 
-  // Sends `request` where `routing` says and hands `done` the response converted by `convert`
-  // (a function from the parsed Response message to Result<T>).
+  // A call whose answer is parsed as Response and converted by Convert (a function from the
+  // parsed message to Result<T>) for the caller's callback: one allocation holds all of it.
   template <typename Response, typename T, typename Convert>
-  void call(Opcode opcode, const google::protobuf::MessageLite& request, Routing routing,
-            bool idempotent, Callback<T> done, Convert convert) {
-    auto pending = std::make_shared<RoutedCall>();
-    pending->opcode = opcode;
-    pending->idempotent = idempotent;
-    pending->route = routing.route;
-    pending->raw_id = std::move(routing.raw_id);
-    pending->has_request_id = routing.has_request_id;
-    pending->may_read_replica = routing.may_read_replica;
-    pending->timeout = scoped_timeout().value_or(options_.timeout);
-    pending->deadline = std::chrono::steady_clock::now() + pending->timeout;
-    if (!request.SerializeToString(&pending->body)) {
-      fail_later(std::move(done), Status::Internal("cannot serialize the request"));
-      return;
-    }
-    if (pending->body.size() > options_.max_frame_body) {
-      fail_later(std::move(done),
-                 Status::TooLarge(std::string(protocol::opcode_name(opcode)) + " request of " +
-                                  std::to_string(pending->body.size()) +
-                                  " bytes exceeds the frame limit of " +
-                                  std::to_string(options_.max_frame_body)));
-      return;
-    }
-    pending->done = [done = std::move(done), convert = std::move(convert), opcode](
-                        Status status, std::span<const std::uint8_t> body, bool possibly_stale) {
+  struct TypedCall final : RoutedCall {
+    TypedCall(Callback<T> d, Convert c) : callback(std::move(d)), convert(std::move(c)) {}
+    void complete(Status status, std::span<const std::uint8_t> answer,
+                  bool possibly_stale) override {
       if (!status.ok()) {
-        done(Result<T>(std::move(status)));
+        callback(Result<T>(std::move(status)));
         return;
       }
       // The parsed answer lives on an arena that starts on the stack: its strings and nested
@@ -148,8 +127,8 @@ class Client::Impl {
       arena_options.initial_block_size = sizeof(first_block);
       google::protobuf::Arena arena(arena_options);
       auto* response = google::protobuf::Arena::CreateMessage<Response>(&arena);
-      if (!response->ParseFromArray(body.data(), static_cast<int>(body.size()))) {
-        done(Result<T>(Status::Internal(
+      if (!response->ParseFromArray(answer.data(), static_cast<int>(answer.size()))) {
+        callback(Result<T>(Status::Internal(
             "the answer to " + std::string(protocol::opcode_name(opcode)) + " does not parse")));
         return;
       }
@@ -157,8 +136,38 @@ class Client::Impl {
       if constexpr (std::is_same_v<T, Session>) {
         if (converted.ok()) converted->possibly_stale = possibly_stale;
       }
-      done(std::move(converted));
-    };
+      callback(std::move(converted));
+    }
+    Callback<T> callback;
+    Convert convert;
+  };
+
+  // Sends `request` where `routing` says and hands `done` the response converted by `convert`.
+  template <typename Response, typename T, typename Convert>
+  void call(Opcode opcode, const google::protobuf::MessageLite& request, Routing routing,
+            bool idempotent, Callback<T> done, Convert convert) {
+    auto pending =
+        std::make_shared<TypedCall<Response, T, Convert>>(std::move(done), std::move(convert));
+    pending->opcode = opcode;
+    pending->idempotent = idempotent;
+    pending->route = routing.route;
+    pending->route_key = routing.raw_id.substr(0, 8);
+    pending->has_request_id = routing.has_request_id;
+    pending->may_read_replica = routing.may_read_replica;
+    pending->timeout = scoped_timeout().value_or(options_.timeout);
+    pending->deadline = std::chrono::steady_clock::now() + pending->timeout;
+    if (!request.SerializeToString(&pending->body)) {
+      fail_later(std::move(pending->callback), Status::Internal("cannot serialize the request"));
+      return;
+    }
+    if (pending->body.size() > options_.max_frame_body) {
+      fail_later(std::move(pending->callback),
+                 Status::TooLarge(std::string(protocol::opcode_name(opcode)) + " request of " +
+                                  std::to_string(pending->body.size()) +
+                                  " bytes exceeds the frame limit of " +
+                                  std::to_string(options_.max_frame_body)));
+      return;
+    }
     io_.post([this, pending = std::move(pending)] { router_.dispatch(pending); });
   }
 

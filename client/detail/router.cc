@@ -49,10 +49,10 @@ Router::Target Router::target(const RoutedCall& call) {
       return {seeds_.front(), 0};
     case Route::kOwner:
       if (routing()) {
-        std::string owner = table_->owner_of(call.raw_id);
+        std::string owner = table_->owner_of(call.route_key);
         if (owner.empty() && call.may_read_replica) {
           // No writer for its range (its owner is down with no in-sync replica): a replica.
-          return {table_->replica_of(call.raw_id), table_->epoch, true};
+          return {table_->replica_of(call.route_key), table_->epoch, true};
         }
         return {std::move(owner), table_->epoch};
       }
@@ -231,7 +231,7 @@ void Router::reroute_after_refresh(const std::shared_ptr<RoutedCall>& call,
     if (call->may_read_replica && to.address == failed && routing()) {
       // The owner does not answer and no failover has happened yet: its replica serves the
       // read, flagged possibly stale.
-      if (std::string replica = table_->replica_of(call->raw_id); !replica.empty()) {
+      if (std::string replica = table_->replica_of(call->route_key); !replica.empty()) {
         to = {std::move(replica), table_->epoch, true};
       }
     }
@@ -275,9 +275,7 @@ void Router::finish(RoutedCall& call, Status status, std::span<const std::uint8_
                     bool possibly_stale) {
   if (call.finished) return;
   call.finished = true;
-  auto done = std::move(call.done);
-  call.done = nullptr;
-  if (done) done(std::move(status), body, possibly_stale);
+  call.complete(std::move(status), body, possibly_stale);
 }
 
 Transport& Router::transport_for(const std::string& address) {

@@ -50,7 +50,7 @@ struct RoutedCall : std::enable_shared_from_this<RoutedCall> {
   enum class Route {
     kSeed,   // node-local (PING, STATS): the first seed
     kAny,    // any node; the one that does not own the key answers WRONG_NODE
-    kOwner,  // the ring owner of raw_id
+    kOwner,  // the ring owner of route_key
   };
   // `possibly_stale`: a replica answered (a read while the owner was down).
   using Done = std::function<void(Status, std::span<const std::uint8_t> body, bool possibly_stale)>;
@@ -60,13 +60,24 @@ struct RoutedCall : std::enable_shared_from_this<RoutedCall> {
   bool idempotent = false;
   bool has_request_id = false;  // a resend is answered, not executed twice
   Route route = Route::kSeed;
-  std::string raw_id;  // with kOwner: the session's raw id
+  // With kOwner: the session's route key, the first 8 bytes of its raw id (all that routing
+  // reads, cluster::ring_position; short enough to need no allocation).
+  std::string route_key;
   // A plain read (GET): while the owner is down or its range has no writer, it may go to a
   // replica, which answers flagged possibly stale.
   bool may_read_replica = false;
   std::chrono::milliseconds timeout{0};
   std::chrono::steady_clock::time_point deadline;  // covers every attempt
   Done done;                                       // runs once, on the I/O thread
+
+  virtual ~RoutedCall() = default;
+  // What becomes of the call, once, on the I/O thread: runs `done`. A subclass may answer in
+  // its own way instead (the client's typed calls, which so need no `done` allocated).
+  virtual void complete(Status status, std::span<const std::uint8_t> answer, bool possibly_stale) {
+    auto run = std::move(done);
+    done = nullptr;
+    if (run) run(std::move(status), answer, possibly_stale);
+  }
 
   // The router's (I/O thread only).
   bool finished = false;
