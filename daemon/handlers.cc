@@ -9,6 +9,7 @@
 
 #include "cluster/ring.h"
 #include "daemon/regions.h"
+#include "daemon/session_wire.h"
 #include "protocol/sessiond.pb.h"
 #include "protocol/version.h"
 #include "replication/peer_link.h"
@@ -137,28 +138,6 @@ void to_wire(const storage::AccessEntry& e, wire::AccessEntry* out) {
   out->set_has_location(e.has_location);
   out->set_latitude(e.latitude);
   out->set_longitude(e.longitude);
-}
-
-void to_wire(const storage::Session& s, std::string wire_id, wire::Session* out) {
-  out->set_id(std::move(wire_id));
-  out->set_user_id(s.user_id);
-  for (const auto& f : s.fields) {
-    auto* wf = out->add_fields();
-    wf->set_name(f.name);
-    wf->set_value(f.value);
-    to_wire(f.version, wf->mutable_version());
-  }
-  out->set_created_at_ms(s.created_at_ms);
-  out->set_last_access_ms(s.last_access_ms);
-  out->mutable_timeouts()->set_idle_ms(static_cast<std::uint64_t>(s.timeouts.idle_ms));
-  out->mutable_timeouts()->set_absolute_ms(static_cast<std::uint64_t>(s.timeouts.absolute_ms));
-  out->set_deadline_ms(s.deadline_ms());
-  if (s.context) {
-    out->mutable_context()->set_ip(s.context->ip);
-    out->mutable_context()->set_user_agent_hash(s.context->user_agent_hash);
-  }
-  for (const auto& e : s.access_log) to_wire(e, out->add_access_log());
-  to_wire(s.version, out->mutable_version());
 }
 
 storage::ClientContext context_from(const wire::ClientContext& c) {
@@ -347,6 +326,28 @@ bool Handlers::handle_get(const Security& security, const protocol::FrameHeader&
     wire::AccessLogResponse resp;
     for (const auto& e : session.access_log) to_wire(e, resp.add_entries());
     append_ok(request, resp, out);
+    return false;
+  }
+  if (findings.empty()) {  // the common answer, written straight into the frame
+    protocol::FrameHeader h;
+    h.flags = protocol::kFlagResponse;
+    h.opcode = request.opcode;
+    h.request_id = request.request_id;
+    const std::size_t start = out->size();
+    out->resize(start + protocol::kHeaderSize);
+    append_get_response(session, wire_id(security, session.id, session.signed_id), out);
+    const std::size_t size = out->size() - start - protocol::kHeaderSize;
+    if (size > max_body_) {
+      out->resize(start);
+      append_error(
+          request,
+          Status::TooLarge("response body of " + std::to_string(size) +
+                           " bytes exceeds the frame limit of " + std::to_string(max_body_)),
+          out);
+      return false;
+    }
+    h.body_length = static_cast<std::uint32_t>(size);
+    protocol::encode_header(h, reinterpret_cast<std::uint8_t*>(out->data() + start));
     return false;
   }
   wire::GetResponse resp;
