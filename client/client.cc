@@ -46,6 +46,29 @@ struct Routing {
   bool may_read_replica = false;  // GET
 };
 
+// Requests are built on an arena whose first block is on the caller's stack: the nested
+// messages and string objects of a request (a CREATE's fields) cost no allocation each.
+class RequestArena {
+ public:
+  RequestArena() : arena_(options(first_block_, sizeof(first_block_))) {}
+  RequestArena(const RequestArena&) = delete;
+  RequestArena& operator=(const RequestArena&) = delete;
+  template <typename Message>
+  Message& make() {
+    return *google::protobuf::Arena::CreateMessage<Message>(&arena_);
+  }
+
+ private:
+  static google::protobuf::ArenaOptions options(char* block, std::size_t size) {
+    google::protobuf::ArenaOptions o;
+    o.initial_block = block;
+    o.initial_block_size = size;
+    return o;
+  }
+  alignas(std::max_align_t) char first_block_[2048];
+  google::protobuf::Arena arena_;
+};
+
 Routing node_local() { return {}; }
 Routing any_node(bool has_request_id = false) { return {Route::kAny, {}, has_request_id}; }
 Routing owner_of(std::string_view raw_id, bool has_request_id = false) {
@@ -264,7 +287,8 @@ void Client::async_ping(std::string payload, Callback<PingResult> done) {
 }
 
 void Client::async_create(const CreateOptions& options, Callback<SessionMeta> done) {
-  wire::CreateRequest request;
+  RequestArena arena;
+  auto& request = arena.make<wire::CreateRequest>();
   if (auto status = client_detail::to_wire(options, &request); !status.ok()) {
     impl_->fail_later(std::move(done), std::move(status));
     return;
@@ -306,7 +330,8 @@ void Client::async_get(std::string_view id, const GetOptions& options, Callback<
 }
 
 void Client::get_here(std::string_view id, const GetOptions& options, Callback<Session> done) {
-  wire::GetRequest request;
+  RequestArena arena;
+  auto& request = arena.make<wire::GetRequest>();
   if (auto status = client_detail::to_wire(id, options, &request); !status.ok()) {
     impl_->fail_later(std::move(done), std::move(status));
     return;
@@ -322,7 +347,8 @@ void Client::get_here(std::string_view id, const GetOptions& options, Callback<S
 
 void Client::async_update(std::string_view id, const UpdateOptions& options,
                           Callback<SessionMeta> done) {
-  wire::UpdateRequest request;
+  RequestArena arena;
+  auto& request = arena.make<wire::UpdateRequest>();
   if (auto status = client_detail::to_wire(id, options, &request); !status.ok()) {
     impl_->fail_later(std::move(done), std::move(status));
     return;
@@ -335,7 +361,8 @@ void Client::async_update(std::string_view id, const UpdateOptions& options,
 }
 
 void Client::async_touch(std::string_view id, Callback<SessionMeta> done) {
-  wire::TouchRequest request;
+  RequestArena arena;
+  auto& request = arena.make<wire::TouchRequest>();
   if (auto status = client_detail::id_to_wire(id, "id", request.mutable_id()); !status.ok()) {
     impl_->fail_later(std::move(done), std::move(status));
     return;
@@ -348,7 +375,8 @@ void Client::async_touch(std::string_view id, Callback<SessionMeta> done) {
 }
 
 void Client::async_destroy(std::string_view id, StatusCallback done) {
-  wire::DestroyRequest request;
+  RequestArena arena;
+  auto& request = arena.make<wire::DestroyRequest>();
   auto callback = to_status_callback(std::move(done));
   if (auto status = client_detail::id_to_wire(id, "id", request.mutable_id()); !status.ok()) {
     impl_->fail_later(std::move(callback), std::move(status));
@@ -361,7 +389,8 @@ void Client::async_destroy(std::string_view id, StatusCallback done) {
 
 void Client::async_regenerate(std::string_view id, const RegenerateOptions& options,
                               Callback<SessionMeta> done) {
-  wire::RegenerateRequest request;
+  RequestArena arena;
+  auto& request = arena.make<wire::RegenerateRequest>();
   if (auto status = client_detail::to_wire(id, options, &request); !status.ok()) {
     impl_->fail_later(std::move(done), std::move(status));
     return;
