@@ -68,13 +68,34 @@ std::vector<SessionMeta> SessionTable::Impl::list_user(std::string_view user_id)
 }
 
 std::size_t SessionTable::Impl::count_off_user_key() const {
-  // Every session with a user is in the index, so the records say it all.
+  // Each user's route key (an HMAC) once, under the user-shard lock; then the user's sessions,
+  // shard by shard, each shard's lock held only for its own lookups.
+  struct Entry {
+    std::uint64_t word;
+    std::size_t user;  // into users and keys
+  };
+  std::vector<std::string> users;
+  std::vector<RouteKey> keys;
+  std::vector<std::vector<Entry>> by_shard(shards_.size());
+  std::vector<std::uint64_t> words;
+  for (const UserShard& us : user_shards_) {
+    std::lock_guard lock(us.mu);
+    for (const auto& [user, sessions] : us.users) {
+      words.clear();
+      sessions.append_to(&words);
+      for (const std::uint64_t word : words)
+        by_shard[shard_of_word(word)].push_back({word, users.size()});
+      users.push_back(user);
+      keys.push_back(ids_->route_key_of_user(user));
+    }
+  }
   std::size_t n = 0;
-  for (const Shard& shard : shards_) {
+  for (std::size_t i = 0; i < shards_.size(); ++i) {
+    const Shard& shard = shards_[i];
     std::lock_guard lock(shard.mu);
-    for (const detail::RecordPtr& r : shard.records) {
-      const std::string_view user = detail::blob_user_id(r->blob());
-      if (!user.empty()) n += route_key_of(r->id) != ids_->route_key_of_user(user);
+    for (const Entry& e : by_shard[i]) {
+      auto it = shard.records.find(detail::UserSessionKey{e.word, users[e.user]});
+      if (it != shard.records.end()) n += route_key_of((*it)->id) != keys[e.user];
     }
   }
   return n;
