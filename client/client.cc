@@ -138,8 +138,10 @@ class Client::Impl {
     TypedCall(Callback<T> d, Convert c) : callback(std::move(d)), convert(std::move(c)) {}
     void complete(Status status, std::span<const std::uint8_t> answer,
                   bool possibly_stale) override {
+      // What the callback holds goes once it has run, as a std::function's would.
+      const Callback<T> run = std::move(callback);
       if (!status.ok()) {
-        callback(Result<T>(std::move(status)));
+        run(Result<T>(std::move(status)));
         return;
       }
       // The parsed answer lives on an arena that starts on the stack: its strings and nested
@@ -151,7 +153,7 @@ class Client::Impl {
       google::protobuf::Arena arena(arena_options);
       auto* response = google::protobuf::Arena::CreateMessage<Response>(&arena);
       if (!response->ParseFromArray(answer.data(), static_cast<int>(answer.size()))) {
-        callback(Result<T>(Status::Internal(
+        run(Result<T>(Status::Internal(
             "the answer to " + std::string(protocol::opcode_name(opcode)) + " does not parse")));
         return;
       }
@@ -159,7 +161,7 @@ class Client::Impl {
       if constexpr (std::is_same_v<T, Session>) {
         if (converted.ok()) converted->possibly_stale = possibly_stale;
       }
-      callback(std::move(converted));
+      run(std::move(converted));
     }
     Callback<T> callback;
     Convert convert;
