@@ -131,15 +131,6 @@ void to_wire(const storage::SessionMeta& m, std::string wire_id, wire::SessionMe
   out->set_deadline_ms(m.deadline_ms);
 }
 
-void to_wire(const storage::AccessEntry& e, wire::AccessEntry* out) {
-  out->set_time_ms(e.time_ms);
-  out->set_ip(e.ip);
-  out->set_user_agent_hash(e.user_agent_hash);
-  out->set_has_location(e.has_location);
-  out->set_latitude(e.latitude);
-  out->set_longitude(e.longitude);
-}
-
 storage::ClientContext context_from(const wire::ClientContext& c) {
   return {c.ip(), c.user_agent_hash()};
 }

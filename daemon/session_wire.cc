@@ -13,15 +13,6 @@ void to_wire(const storage::Version& v, wire::Version* out) {
   out->set_node(v.node);
 }
 
-void to_wire(const storage::AccessEntry& e, wire::AccessEntry* out) {
-  out->set_time_ms(e.time_ms);
-  out->set_ip(e.ip);
-  out->set_user_agent_hash(e.user_agent_hash);
-  out->set_has_location(e.has_location);
-  out->set_latitude(e.latitude);
-  out->set_longitude(e.longitude);
-}
-
 // ---- the protobuf wire format, as protobuf writes it (proto3: fields in number order, scalars
 // and strings left out when zero or empty, a message that was set written even when empty) ----
 
@@ -125,6 +116,15 @@ std::size_t session_size(const storage::Session& s, std::string_view wire_id) {
 }
 
 }  // namespace
+
+void to_wire(const storage::AccessEntry& e, wire::AccessEntry* out) {
+  out->set_time_ms(e.time_ms);
+  out->set_ip(e.ip);
+  out->set_user_agent_hash(e.user_agent_hash);
+  out->set_has_location(e.has_location);
+  out->set_latitude(e.latitude);
+  out->set_longitude(e.longitude);
+}
 
 void to_wire(const storage::Session& s, std::string wire_id, wire::Session* out) {
   out->set_id(std::move(wire_id));

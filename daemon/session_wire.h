@@ -16,6 +16,9 @@
 
 namespace sessiond::daemon {
 
+// The message for an access-history entry.
+void to_wire(const storage::AccessEntry& e, wire::AccessEntry* out);
+
 // The message for `s`, whose id goes on the wire as `wire_id` (raw, or signed: id || tag).
 void to_wire(const storage::Session& s, std::string wire_id, wire::Session* out);
 
