@@ -45,11 +45,6 @@ void SessionTable::Impl::user_words(std::string_view user, std::vector<std::uint
   if (it != us.users.end()) it->second.append_to(out);
 }
 
-Record* SessionTable::Impl::find_of_user(Shard& shard, std::uint64_t word, std::string_view user) {
-  auto it = shard.records.find(detail::UserSessionKey{word, user});
-  return it == shard.records.end() ? nullptr : it->get();
-}
-
 std::vector<SessionMeta> SessionTable::Impl::list_user(std::string_view user_id) {
   std::vector<std::uint64_t> words;
   user_words(user_id, &words);
@@ -57,7 +52,7 @@ std::vector<SessionMeta> SessionTable::Impl::list_user(std::string_view user_id)
   for (const std::uint64_t word : words) {
     Shard& shard = shards_[shard_of_word(word)];
     std::lock_guard lock(shard.mu);
-    const Record* r = find_of_user(shard, word, user_id);
+    const Record* r = detail::find_of_user(shard, word, user_id);
     if (r == nullptr || r->deadline_ms() <= clock_.now_ms()) continue;
     out.push_back(meta_of(*r));
   }
@@ -94,8 +89,8 @@ std::size_t SessionTable::Impl::count_off_user_key() const {
     const Shard& shard = shards_[i];
     std::lock_guard lock(shard.mu);
     for (const Entry& e : by_shard[i]) {
-      auto it = shard.records.find(detail::UserSessionKey{e.word, users[e.user]});
-      if (it != shard.records.end()) n += route_key_of((*it)->id) != keys[e.user];
+      const Record* r = detail::find_of_user(shard, e.word, users[e.user]);
+      if (r != nullptr) n += route_key_of(r->id) != keys[e.user];
     }
   }
   return n;
@@ -144,7 +139,7 @@ void SessionTable::Impl::revoked_by(std::span<const std::uint64_t> words, std::s
   // destroy's tombstone, with a clock version, wins a merge with one of these.
   const Version by_raise{g.generation, 0, 0};
   for (const std::uint64_t word : words) {
-    Record* r = find_of_user(shards_[shard_of_word(word)], word, user);
+    Record* r = detail::find_of_user(shards_[shard_of_word(word)], word, user);
     if (r == nullptr || std::binary_search(g.keep.begin(), g.keep.end(), r->id)) continue;
     const detail::BlobMeta meta = detail::blob_meta(r->blob(), r->version());
     if (meta.stamp >= g.generation || r->deadline_ms() <= now) continue;

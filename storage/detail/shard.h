@@ -44,10 +44,11 @@ inline std::uint64_t id_word(const SessionId& id, std::size_t offset) {
 // The word that hashes an id, picks its shard and stands for it in the user index.
 inline std::uint64_t hash_word(const SessionId& id) { return id_word(id, 24); }
 
-// How the user index finds a session in its shard: the id's hash word and the session's user. Two
-// sessions of one user with the same 64 random bits are as likely as a collision of two 128-bit
-// UUIDs among a few sessions; sessions of other users with the same word are told apart by the
-// user id at the start of the record's blob.
+// How the user index finds a session in its shard: the id's hash word and the session's user.
+// Sessions of other users with the same word are told apart by the user id at the start of the
+// record's blob. Two sessions of one user whose 64 random bits agree (about 1 in 10^18 for a
+// user with a few sessions) would share one entry, and the first to end would take it out of
+// the index for both.
 struct UserSessionKey {
   std::uint64_t word = 0;
   std::string_view user;
@@ -168,6 +169,13 @@ struct alignas(64) UserShard {
   // Revocation generations of users that were ever revoked (absent: generation 0).
   absl::flat_hash_map<std::string, Generation> generations;
 };
+
+// The record of `user` whose id's hash word is `word` in `shard` (whose lock the caller holds),
+// or null.
+inline Record* find_of_user(const Shard& shard, std::uint64_t word, std::string_view user) {
+  auto it = shard.records.find(UserSessionKey{word, user});
+  return it == shard.records.end() ? nullptr : it->get();
+}
 
 // Locks two shards (one, if they are the same) in index (address) order.
 inline std::pair<std::unique_lock<std::mutex>, std::unique_lock<std::mutex>> lock_two(Shard& a,

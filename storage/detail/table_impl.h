@@ -196,8 +196,6 @@ class SessionTable::Impl {
                 const Version* version = nullptr);
   // The words (UserSessionKey) of the sessions the index holds for `user`, appended to *out.
   void user_words(std::string_view user, std::vector<std::uint64_t>* out);
-  // The record of `user` with this hash word in its shard (whose lock the caller holds), or null.
-  Record* find_of_user(Shard& shard, std::uint64_t word, std::string_view user);
   // Writes `user`'s generation raised to `g` (with `origin`: this node's, or the peer's it came
   // from) in one batch with the end of every session of `words` (the user index's entries) it
   // catches, holding their shards, then buries them. Returns how many it ended; on failure
