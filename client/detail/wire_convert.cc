@@ -161,30 +161,9 @@ AccessEntry from_wire(const wire::AccessEntry& in) {
   return out;
 }
 
-Session from_wire(const wire::Session& in) {
-  Session out;
-  out.id = session_id_from_bytes(in.id());
-  out.user_id = in.user_id();
-  out.fields.reserve(static_cast<std::size_t>(in.fields_size()));
-  for (const auto& field : in.fields()) {
-    out.fields.push_back({field.name(), field.value(), version_from_wire(field.version())});
-  }
-  out.created_at_ms = in.created_at_ms();
-  out.last_access_ms = in.last_access_ms();
-  out.timeouts.idle_ms = static_cast<std::int64_t>(in.timeouts().idle_ms());
-  out.timeouts.absolute_ms = static_cast<std::int64_t>(in.timeouts().absolute_ms());
-  out.deadline_ms = in.deadline_ms();
-  if (in.has_context())
-    out.context = ClientContext{in.context().ip(), in.context().user_agent_hash()};
-  out.access_log.reserve(static_cast<std::size_t>(in.access_log_size()));
-  for (const auto& entry : in.access_log()) out.access_log.push_back(from_wire(entry));
-  out.version = version_from_wire(in.version());
-  return out;
-}
-
 namespace {
 
-// What from_wire(const wire::Session&) does, moving the strings out of `in`.
+// The session of an answer, its strings moved out of `in` rather than copied.
 Session take_session(wire::Session* in) {
   Session out;
   out.id = session_id_from_bytes(in->id());

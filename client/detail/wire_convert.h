@@ -21,7 +21,6 @@ Status to_wire(std::string_view id, const UpdateOptions& in, wire::UpdateRequest
 Status to_wire(std::string_view id, const RegenerateOptions& in, wire::RegenerateRequest* out);
 
 SessionMeta from_wire(const wire::SessionMeta& in);
-Session from_wire(const wire::Session& in);
 // The session and what hijack detection reported with it. Its strings are moved out of `in`
 // (a parsed answer, about to be dropped) rather than copied.
 Session from_wire(wire::GetResponse&& in);
