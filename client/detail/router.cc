@@ -158,6 +158,22 @@ void Router::on_reply(const std::shared_ptr<RoutedCall>& call, Transport* transp
     });
   }
   if (wrong_node) {
+    if (reply.owner_epoch < epoch) {
+      // The node answered by an older topology than the call was routed by: it has not seen
+      // the newest one yet (its watch lags behind etcd). Following it back to the owner by its
+      // topology would go round in circles; the same node again a moment later, once it has.
+      const auto pause = std::chrono::milliseconds(kLaggingNodePauseMs);
+      if (Clock::now() + pause < call->deadline) {
+        auto timer = std::make_shared<asio::steady_timer>(io_.context(), pause);
+        timer->async_wait(
+            [this, call, timer, address = transport->address(), epoch](const std::error_code& ec) {
+              if (!ec && !call->finished) send(call, address, epoch);
+            });
+        return;
+      }
+      finish(*call, reply.status);
+      return;
+    }
     // Followed a few times: while ownership moves (a handover, a failover, a rejoin) a node
     // that has not seen the newest topology yet may point at the previous owner.
     if (call->wrong_node_follows < kMaxWrongNodeFollows && !reply.owner_address.empty() &&

@@ -10,7 +10,9 @@
 //   call goes to the seed that last answered TOPOLOGY (the first seed until one has), with
 //   epoch 0, exactly as a single-node client.
 // - WRONG_NODE: retried at the owner the answer names (same request bytes but the epoch), up to
-//   kMaxWrongNodeFollows times while ownership moves.
+//   kMaxWrongNodeFollows times while ownership moves. One whose answer names an older epoch than
+//   the call was routed by comes from a node that lags behind the topology: the same node is
+//   asked again after kLaggingNodePauseMs, within the deadline.
 // - A connection that failed (the node never answered): the topology is refreshed and the call
 //   retried once on the owner by it, if resending it is safe: not sent yet, idempotent, or
 //   carrying a request id (CREATE, REGENERATE; only when routing by a cluster).
@@ -95,6 +97,9 @@ struct RoutedCall : std::enable_shared_from_this<RoutedCall> {
 class Router {
  public:
   static constexpr int kMaxWrongNodeFollows = 3;
+  // How long a call waits before asking again a node that answered WRONG_NODE by an older
+  // topology than the call was routed by.
+  static constexpr int kLaggingNodePauseMs = 20;
   Router(IoThread& io, const Client::Options& options);
   // The transports are destroyed with it: shutdown() must have run.
   ~Router();

@@ -279,6 +279,33 @@ TEST(ClientRouting, WrongNodeBackAndForthEndsInWrongNode) {
   EXPECT_EQ(sent, 1u + static_cast<std::size_t>(client_detail::Router::kMaxWrongNodeFollows));
 }
 
+// A node that has not seen the newest topology yet (its watch lags) points back at the owner by
+// its older one. The client does not go round in circles between the two: it asks the lagging
+// node again until it has caught up, within the deadline.
+TEST(ClientRouting, ANodeBehindTheTopologyIsAskedAgainNotFollowedBack) {
+  FakeNode a;
+  FakeNode b;
+  std::atomic<int> b_calls{0};
+  a.start([&a, b_address = b.address()](const FakeNode::Request& request) {
+    if (request.opcode == Opcode::kTopology) return ok(topology_of(0, {a.address()}));
+    return wrong_node(b_address, 3);  // a has epoch 3, in which b owns the key
+  });
+  b.start([&](const FakeNode::Request&) {
+    // Still at epoch 1, in which a owned the key, for its first few answers.
+    if (++b_calls <= 2 * client_detail::Router::kMaxWrongNodeFollows) {
+      return wrong_node(a.address(), 1);
+    }
+    return ok(wire::DestroyResponse());
+  });
+  Client client(options_for(a.address()));
+  const Status status = client.destroy(session_id_from_bytes(std::string(32, 'd')));
+  EXPECT_TRUE(status.ok()) << status.ToString();
+  EXPECT_EQ(a.requests(Opcode::kDestroy).size(), 1u);
+  const auto at_b = b.requests(Opcode::kDestroy);
+  ASSERT_EQ(at_b.size(), 1u + 2 * client_detail::Router::kMaxWrongNodeFollows);
+  for (const auto& request : at_b) EXPECT_EQ(parsed<wire::DestroyRequest>(request).epoch(), 3u);
+}
+
 // A key at its handover: the node did not run the write and says when to send it again; the
 // client does, until it is taken, within the deadline. Without the promise, UNAVAILABLE is the
 // answer.
