@@ -1,16 +1,12 @@
 #include "daemon/security.h"
 
 #include <fcntl.h>
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/params.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -208,68 +204,15 @@ std::string id_keys_text(const IdKeys& keys) {
   return out;
 }
 
-// HMAC-SHA256 through OpenSSL's EVP_MAC: one context per key, keyed once (the pad blocks are
-// hashed then). Each thread duplicates it once and then re-initialises its copy for every tag
-// (EVP_MAC_init without a key reuses the keyed state: two digest-state copies). Duplicating per
-// tag costs an allocation and measured 2.7x slower; OpenSSL 3's one-shot HMAC() fetches the
-// algorithm under a lock on every call (7x). docs/benchmarks.md, "Signed session ids".
-struct IdSigner::Key {
-  struct MacFree {
-    void operator()(EVP_MAC* m) const { EVP_MAC_free(m); }
-  };
-  struct CtxFree {
-    void operator()(EVP_MAC_CTX* c) const { EVP_MAC_CTX_free(c); }
-  };
-  std::unique_ptr<EVP_MAC_CTX, CtxFree> prepared;
-  const std::uint64_t serial;  // tells this key's copies in a thread's cache from another's
-
-  static std::uint64_t next_serial() {
-    static std::atomic<std::uint64_t> next{1};
-    return next.fetch_add(1, std::memory_order_relaxed);
-  }
-
-  explicit Key(const std::string& key) : serial(next_serial()) {
-    const std::unique_ptr<EVP_MAC, MacFree> hmac(EVP_MAC_fetch(nullptr, "HMAC", nullptr));
-    if (hmac) prepared.reset(EVP_MAC_CTX_new(hmac.get()));
-    char digest[] = "SHA256";
-    const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-                                 OSSL_PARAM_END};
-    if (!prepared ||
-        EVP_MAC_init(prepared.get(), reinterpret_cast<const unsigned char*>(key.data()), key.size(),
-                     params) != 1) {
-      std::abort();  // HMAC-SHA256 missing from libcrypto: nothing can be signed safely
-    }
-  }
-
-  // This thread's copy of the keyed context (a few keys at most: current, previous, and those of
-  // a reload; the oldest copy goes when a fifth key is used).
-  EVP_MAC_CTX* work() const {
-    thread_local std::vector<std::pair<std::uint64_t, std::unique_ptr<EVP_MAC_CTX, CtxFree>>>
-        copies;
-    for (auto& [key, ctx] : copies) {
-      if (key == serial) return ctx.get();
-    }
-    if (copies.size() == 4) copies.erase(copies.begin());
-    copies.emplace_back(serial, EVP_MAC_CTX_dup(prepared.get()));
-    return copies.back().second.get();
-  }
-
-  std::array<unsigned char, 32> mac(const storage::SessionId& id) const {
-    EVP_MAC_CTX* ctx = work();
-    std::array<unsigned char, 32> digest{};
-    std::size_t length = 0;
-    const bool ok = ctx && EVP_MAC_init(ctx, nullptr, 0, nullptr) == 1 &&
-                    EVP_MAC_update(ctx, id.data(), id.size()) == 1 &&
-                    EVP_MAC_final(ctx, digest.data(), &length, digest.size()) == 1 &&
-                    length == digest.size();
-    if (!ok) std::abort();
-    return digest;
-  }
-};
+namespace {
+std::string_view id_view(const storage::SessionId& id) {
+  return {reinterpret_cast<const char*>(id.data()), id.size()};
+}
+}  // namespace
 
 IdSigner::IdSigner(IdKeys keys) : keys_(std::move(keys)) {
-  if (!keys_.current.empty()) current_ = std::make_unique<Key>(keys_.current);
-  if (!keys_.previous.empty()) previous_ = std::make_unique<Key>(keys_.previous);
+  if (!keys_.current.empty()) current_.emplace(keys_.current);
+  if (!keys_.previous.empty()) previous_.emplace(keys_.previous);
 }
 IdSigner::IdSigner() = default;
 IdSigner::~IdSigner() = default;
@@ -277,7 +220,7 @@ IdSigner::IdSigner(IdSigner&&) noexcept = default;
 IdSigner& IdSigner::operator=(IdSigner&&) noexcept = default;
 
 std::string IdSigner::sign(const storage::SessionId& id) const {
-  const auto mac = current_->mac(id);
+  const auto mac = (*current_)(id_view(id));
   std::string out(reinterpret_cast<const char*>(id.data()), id.size());
   out.append(reinterpret_cast<const char*>(mac.data()), kIdTagBytes);
   return out;
@@ -286,9 +229,9 @@ std::string IdSigner::sign(const storage::SessionId& id) const {
 bool IdSigner::verify(const storage::SessionId& id, std::span<const std::uint8_t> tag,
                       std::int64_t now_ms) const {
   if (!current_ || tag.size() != kIdTagBytes) return false;
-  if (CRYPTO_memcmp(current_->mac(id).data(), tag.data(), kIdTagBytes) == 0) return true;
+  if (CRYPTO_memcmp((*current_)(id_view(id)).data(), tag.data(), kIdTagBytes) == 0) return true;
   return previous_ && now_ms < keys_.previous_until_ms &&
-         CRYPTO_memcmp(previous_->mac(id).data(), tag.data(), kIdTagBytes) == 0;
+         CRYPTO_memcmp((*previous_)(id_view(id)).data(), tag.data(), kIdTagBytes) == 0;
 }
 
 double distance_km(double lat1, double lon1, double lat2, double lon2) {

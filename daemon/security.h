@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/crypto.h"
 #include "protocol/status.h"
 #include "storage/id_generator.h"
 #include "storage/session.h"
@@ -50,7 +51,7 @@ Result<storage::RouteKeySecret> load_route_key(const std::string& path, bool cre
 // id key file"), saying to chmod 600 it, then `advice` (what to do if others read it).
 Status require_owner_only(const std::string& path, std::string_view what, std::string_view advice);
 
-// Thread-safe: the HMAC states of the keys are prepared once and copied per call.
+// Thread-safe: the HMAC states of the keys are prepared once (HmacSha256).
 class IdSigner {
  public:
   IdSigner();  // no keys: sign() must not be called, verify() refuses every tag
@@ -66,12 +67,10 @@ class IdSigner {
   bool verify(const storage::SessionId& id, std::span<const std::uint8_t> tag,
               std::int64_t now_ms) const;
 
-  struct Key;  // HMAC-SHA256 inner and outer states after the key's pad blocks
-
  private:
   IdKeys keys_;
-  std::unique_ptr<Key> current_;
-  std::unique_ptr<Key> previous_;
+  std::optional<HmacSha256> current_;
+  std::optional<HmacSha256> previous_;
 };
 
 // ---- hijack detection ---------------------------------------------------------------------

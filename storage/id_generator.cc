@@ -1,17 +1,15 @@
 #include "storage/id_generator.h"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
-
 #include <cstdio>
 #include <cstdlib>
+
+#include "protocol/crypto.h"
 
 namespace sessiond::storage {
 namespace {
 
 void random_bytes(std::uint8_t* out, std::size_t n) {
-  if (RAND_bytes(out, static_cast<int>(n)) != 1) {
+  if (!sessiond::random_bytes(out, n)) {
     std::fputs("sessiond: OpenSSL RAND_bytes failed; refusing to issue a guessable id\n", stderr);
     std::abort();
   }
@@ -25,11 +23,12 @@ IdGenerator IdGenerator::with_random_secret() {
   return IdGenerator(secret);
 }
 
+IdGenerator::IdGenerator(const RouteKeySecret& secret)
+    : mac_(std::make_shared<const HmacSha256>(
+          std::string_view(reinterpret_cast<const char*>(secret.data()), secret.size()))) {}
+
 RouteKey IdGenerator::route_key_of_user(std::string_view user_id) const {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), secret_.data(), static_cast<int>(secret_.size()),
-       reinterpret_cast<const unsigned char*>(user_id.data()), user_id.size(), mac, &len);
+  const auto mac = (*mac_)(user_id);
   RouteKey key = 0;
   for (int i = 0; i < 8; ++i) key = (key << 8) | mac[i];
   return key;

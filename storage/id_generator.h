@@ -7,8 +7,10 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string_view>
 
+#include "protocol/crypto.h"
 #include "storage/session.h"
 
 namespace sessiond::storage {
@@ -19,7 +21,7 @@ using RouteKeySecret = std::array<std::uint8_t, 32>;
 class IdGenerator {
  public:
   // `secret` keys the route keys of users' sessions.
-  explicit IdGenerator(const RouteKeySecret& secret) : secret_(secret) {}
+  explicit IdGenerator(const RouteKeySecret& secret);
   // A generator with a random secret: placement is stable only for this process (a one-node
   // table, tests).
   static IdGenerator with_random_secret();
@@ -32,7 +34,7 @@ class IdGenerator {
   RouteKey route_key_of_user(std::string_view user_id) const;
 
  private:
-  RouteKeySecret secret_;
+  std::shared_ptr<const HmacSha256> mac_;  // keyed with the secret; shared by copies
 };
 
 // The route key of an id: its first 8 bytes, big-endian.

@@ -1,7 +1,6 @@
 #include "storage/session.h"
 
 #include <arpa/inet.h>
-#include <openssl/rand.h>
 
 #include <algorithm>
 #include <array>
@@ -11,6 +10,7 @@
 #include <optional>
 
 #include "protocol/base64url.h"
+#include "protocol/crypto.h"
 
 namespace sessiond::storage {
 namespace {
@@ -21,7 +21,7 @@ constexpr std::size_t kIdTextLength = base64url_encoded_size(std::tuple_size_v<S
 
 SessionId new_session_id() {
   SessionId id;
-  if (RAND_bytes(id.data(), static_cast<int>(id.size())) != 1) {
+  if (!random_bytes(id.data(), id.size())) {
     std::fputs("sessiond: OpenSSL RAND_bytes failed; refusing to issue a guessable id\n", stderr);
     std::abort();
   }

@@ -1,9 +1,9 @@
 #include "detail/routing.h"
 
-#include <openssl/rand.h>
-
 #include <algorithm>
 #include <numeric>
+
+#include "protocol/crypto.h"
 
 namespace sessiond::client_detail {
 namespace {
@@ -117,7 +117,7 @@ std::string with_epoch(std::string body, std::uint64_t epoch) { return body + ep
 
 Result<std::string> new_request_id() {
   std::string id(kRequestIdBytes, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(id.data()), static_cast<int>(id.size())) != 1) {
+  if (!random_bytes(id.data(), id.size())) {
     return Status::Internal("no random bytes for a request id (OpenSSL RAND_bytes failed)");
   }
   return id;
