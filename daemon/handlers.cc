@@ -1,7 +1,6 @@
 #include "daemon/handlers.h"
 
-#include <openssl/rand.h>
-
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <limits>
@@ -10,6 +9,7 @@
 #include "cluster/ring.h"
 #include "daemon/regions.h"
 #include "daemon/session_wire.h"
+#include "protocol/crypto.h"
 #include "protocol/sessiond.pb.h"
 #include "protocol/version.h"
 #include "replication/peer_link.h"
@@ -78,7 +78,7 @@ std::uint64_t position_of(const storage::SessionId& id) {
 
 std::uint64_t random_u64() {
   std::uint64_t v = 0;
-  RAND_bytes(reinterpret_cast<unsigned char*>(&v), sizeof v);
+  if (!random_bytes(&v, sizeof v)) std::abort();  // as for ids: never a guessable one
   return v;
 }
 
@@ -115,20 +115,6 @@ std::vector<std::pair<std::string, std::string>> fields_from(
   out.reserve(static_cast<std::size_t>(fields.size()));
   for (const auto& f : fields) out.emplace_back(f.name(), f.value());
   return out;
-}
-
-void to_wire(const storage::Version& v, wire::Version* out) {
-  out->set_hlc(v.hlc);
-  out->set_region(v.region);
-  out->set_node(v.node);
-}
-
-void to_wire(const storage::SessionMeta& m, std::string wire_id, wire::SessionMeta* out) {
-  out->set_id(std::move(wire_id));
-  to_wire(m.version, out->mutable_version());
-  out->set_created_at_ms(m.created_at_ms);
-  out->set_last_access_ms(m.last_access_ms);
-  out->set_deadline_ms(m.deadline_ms);
 }
 
 storage::ClientContext context_from(const wire::ClientContext& c) {
@@ -320,25 +306,12 @@ bool Handlers::handle_get(const Security& security, const protocol::FrameHeader&
     return false;
   }
   if (findings.empty()) {  // the common answer, written straight into the frame
-    protocol::FrameHeader h;
-    h.flags = protocol::kFlagResponse;
-    h.opcode = request.opcode;
-    h.request_id = request.request_id;
-    const std::size_t start = out->size();
-    out->resize(start + protocol::kHeaderSize);
-    append_get_response(session, wire_id(security, session.id, session.signed_id), out);
-    const std::size_t size = out->size() - start - protocol::kHeaderSize;
-    if (size > max_body_) {
-      out->resize(start);
-      append_error(
-          request,
-          Status::TooLarge("response body of " + std::to_string(size) +
-                           " bytes exceeds the frame limit of " + std::to_string(max_body_)),
-          out);
-      return false;
-    }
-    h.body_length = static_cast<std::uint32_t>(size);
-    protocol::encode_header(h, reinterpret_cast<std::uint8_t*>(out->data() + start));
+    append_ok_written(
+        request,
+        [&](std::string* body) {
+          append_get_response(session, wire_id(security, session.id, session.signed_id), body);
+        },
+        out);
     return false;
   }
   wire::GetResponse resp;
@@ -410,6 +383,38 @@ void Handlers::append_error_body(const protocol::FrameHeader& request, StatusCod
   wire::ErrorResponse brief;
   brief.set_message("(the error's details do not fit the frame limit)");
   (void)protocol::append_frame(h, brief, out, max_body_);
+}
+
+void Handlers::append_ok_written(const protocol::FrameHeader& request,
+                                 absl::FunctionRef<void(std::string*)> write, std::string* out) {
+  protocol::FrameHeader h;
+  h.flags = protocol::kFlagResponse;
+  h.opcode = request.opcode;
+  h.request_id = request.request_id;
+  const std::size_t start = out->size();
+  out->resize(start + protocol::kHeaderSize);
+  write(out);
+  const std::size_t size = out->size() - start - protocol::kHeaderSize;
+  if (size > max_body_) {
+    out->resize(start);
+    append_error(request,
+                 Status::TooLarge("response body of " + std::to_string(size) +
+                                  " bytes exceeds the frame limit of " + std::to_string(max_body_)),
+                 out);
+    return;
+  }
+  h.body_length = static_cast<std::uint32_t>(size);
+  protocol::encode_header(h, reinterpret_cast<std::uint8_t*>(out->data() + start));
+}
+
+void Handlers::append_meta(const protocol::FrameHeader& request, const Security& security,
+                           const storage::SessionMeta& meta, std::string* out) {
+  append_ok_written(
+      request,
+      [&](std::string* body) {
+        append_meta_response(meta, wire_id(security, meta.id, meta.signed_id), body);
+      },
+      out);
 }
 
 void Handlers::append_ok(const protocol::FrameHeader& request,
@@ -502,9 +507,7 @@ void Handlers::handle_creates(std::span<const Request> creates, ConnectionState*
         continue;
       }
     }
-    wire::CreateResponse resp;
-    meta_to_wire(*security, *result, resp.mutable_session());
-    append_ok(creates[i].header, resp, out);
+    append_meta(creates[i].header, *security, *result, out);
   }
 }
 
@@ -544,6 +547,25 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
     ack.wait.reset();
     append_error(request, s, out);
     return false;
+  };
+  // The answer of a write that may carry a request id, {SessionMeta session = 1} written
+  // straight into the frame: remembered for a retry of that id, then sent once the write is
+  // replicated as the mode asks (`terminal` and `position` as for replicated()).
+  auto answer_meta = [&](const storage::SessionMeta& meta, const std::string& request_id,
+                         std::uint64_t position, bool terminal) {
+    const std::string id = wire_id(*security, meta.id, meta.signed_id);
+    if (request_id.empty()) {
+      if (!replicated(position, terminal)) return;
+      append_ok_written(
+          request, [&](std::string* to) { append_meta_response(meta, id, to); }, out);
+      return;
+    }
+    std::string answer;
+    append_meta_response(meta, id, &answer);
+    requests_.finish(request_id, answer);
+    if (!replicated(position, terminal)) return;
+    append_ok_written(
+        request, [&](std::string* to) { to->append(answer); }, out);
   };
   // Routes the request for the key at `position` (no-op outside a cluster): false when it was
   // answered with WRONG_NODE or, for a write while fenced, UNAVAILABLE.
@@ -622,10 +644,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
         if (!req.request_id().empty()) requests_.finish(req.request_id(), {});
         return append_error(request, meta.status(), out);
       }
-      meta_to_wire(*security, *meta, resp.mutable_session());
-      if (!req.request_id().empty()) requests_.finish(req.request_id(), resp.SerializeAsString());
-      if (!replicated(position_of(meta->id), false)) return;
-      return reply(resp);
+      return answer_meta(*meta, req.request_id(), position_of(meta->id), false);
     }
     case Opcode::kGet:
     case Opcode::kAccessLog: {
@@ -709,9 +728,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       auto meta = table_.update(*id, ch, expected);
       if (!meta.ok()) return append_error(request, meta.status(), out);
       if (!replicated(position_of(*id), false)) return;
-      wire::UpdateResponse resp;
-      meta_to_wire(*security, *meta, resp.mutable_session());
-      return reply(resp);
+      return append_meta(request, *security, *meta, out);
     }
     case Opcode::kTouch: {
       wire::TouchRequest req;
@@ -722,9 +739,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (!routed(position_of(*id), true)) return;
       auto meta = table_.touch(*id);
       if (!meta.ok()) return append_error(request, meta.status(), out);
-      wire::TouchResponse resp;
-      meta_to_wire(*security, *meta, resp.mutable_session());
-      return reply(resp);
+      return append_meta(request, *security, *meta, out);
     }
     case Opcode::kDestroy: {
       wire::DestroyRequest req;
@@ -777,10 +792,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
         if (!req.request_id().empty()) requests_.finish(req.request_id(), {});
         return append_error(request, meta.status(), out);
       }
-      meta_to_wire(*security, *meta, resp.mutable_session());
-      if (!req.request_id().empty()) requests_.finish(req.request_id(), resp.SerializeAsString());
-      if (!replicated(position_of(*id), true)) return;
-      return reply(resp);
+      return answer_meta(*meta, req.request_id(), position_of(*id), true);
     }
     case Opcode::kListUser: {
       wire::ListUserRequest req;
@@ -1097,7 +1109,7 @@ Status Handlers::regenerate_elsewhere(const storage::SessionId& id,
   std::string request_id = req.request_id();
   if (request_id.empty()) {
     request_id.resize(16);
-    RAND_bytes(reinterpret_cast<unsigned char*>(request_id.data()), 16);
+    if (!random_bytes(request_id.data(), 16)) std::abort();
   }
   create.set_request_id(request_id);
   create.set_epoch(epoch);

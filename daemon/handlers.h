@@ -3,6 +3,8 @@
 // tested on its own.
 #pragma once
 
+#include <absl/functional/function_ref.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -142,6 +144,10 @@ class Handlers {
   // Appends `response` as the OK answer to `request` (TOO_LARGE if it cannot fit a frame).
   void append_ok(const protocol::FrameHeader& request,
                  const google::protobuf::MessageLite& response, std::string* out);
+  // Appends the OK answer to `request` whose body `write` appends to its argument (the frame
+  // limit checked as append_ok does): for bodies written without building a message.
+  void append_ok_written(const protocol::FrameHeader& request,
+                         absl::FunctionRef<void(std::string*)> write, std::string* out);
   // What set_security installs, never changed once published: a request reads the current
   // one once (one atomic load) and uses it throughout, so a reload cannot tear a request.
   struct Security {
@@ -157,6 +163,10 @@ class Handlers {
                              bool is_signed);
   static void meta_to_wire(const Security& security, const storage::SessionMeta& meta,
                            wire::SessionMeta* out);
+  // The OK answer carrying `meta` (CREATE, UPDATE, TOUCH, REGENERATE: each response is
+  // {SessionMeta session = 1}), written straight into the frame.
+  void append_meta(const protocol::FrameHeader& request, const Security& security,
+                   const storage::SessionMeta& meta, std::string* out);
   // The GET path: the read, then the context and hijack policies. True when the policy ended
   // the session (a write its replicas must have).
   bool handle_get(const Security& security, const protocol::FrameHeader& request,

@@ -100,6 +100,33 @@ TEST(SessionWire, TheGetAnswerIsWhatProtobufSerializes) {
   }
 }
 
+TEST(SessionWire, TheMetaAnswerIsWhatProtobufSerializesForEveryWriteThatCarriesIt) {
+  std::mt19937_64 rng(20261204);
+  for (int i = 0; i < 3000; ++i) {
+    storage::SessionMeta m;
+    m.version = random_version(rng);
+    m.created_at_ms = random_time(rng);
+    m.last_access_ms = random_time(rng);
+    m.deadline_ms = rng() % 5 == 0 ? storage::kNoDeadline : random_time(rng);
+    const std::string id = rng() % 3 == 0 ? "" : random_bytes(rng, 48);
+    wire::UpdateResponse expected;
+    to_wire(m, id, expected.mutable_session());
+    std::string written = "prefix";
+    const std::size_t n = append_meta_response(m, id, &written);
+    ASSERT_EQ(written.substr(0, 6), "prefix");
+    ASSERT_EQ(n, written.size() - 6);
+    ASSERT_EQ(written.substr(6), expected.SerializeAsString()) << "meta " << i;
+    // CREATE, TOUCH and REGENERATE answer the same message.
+    wire::CreateResponse created;
+    *created.mutable_session() = expected.session();
+    ASSERT_EQ(written.substr(6), created.SerializeAsString());
+    wire::RegenerateResponse parsed;
+    ASSERT_TRUE(parsed.ParseFromString(written.substr(6)));
+    EXPECT_EQ(parsed.session().deadline_ms(), m.deadline_ms);
+    EXPECT_EQ(parsed.session().version().hlc(), m.version.hlc);
+  }
+}
+
 TEST(SessionWire, AnEmptySessionStillCarriesItsTimeoutsAndVersion) {
   const storage::Session s;
   wire::GetResponse expected;
