@@ -435,7 +435,15 @@ void Handlers::handle_creates(std::span<const Request> creates, ConnectionState*
     return;
   }
   // Each body parsed once; a create with a request id sends the batch one by one (its answer
-  // is remembered for a retry).
+  // is remembered for a retry), seen before any is parsed (the routing client sends one with
+  // every CREATE).
+  constexpr std::uint32_t kRequestIdField = 14;  // CreateRequest.request_id
+  for (const Request& c : creates) {
+    if (protocol::has_field(c.body, kRequestIdField)) {
+      for (const Request& each : creates) handle(each.header, each.body, state, out);
+      return;
+    }
+  }
   std::vector<wire::CreateRequest> requests(creates.size());
   std::vector<Status> refused(creates.size());  // answered without reaching the engine
   for (std::size_t i = 0; i < creates.size(); ++i) {
@@ -633,12 +641,7 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
                                             : ids_->route_key_of_user(ns->user_id);
         if (!routed(*ns->route_key, true)) return;
       }
-      wire::CreateResponse resp;
-      if (!req.request_id().empty()) {
-        wire::CreateRequest fingerprinted = req;
-        fingerprinted.set_epoch(0);
-        if (answer_retry(request, req.request_id(), fingerprinted, &resp, out)) return;
-      }
+      if (!req.request_id().empty() && answer_retry(request, req.request_id(), body, out)) return;
       auto meta = table_.create(*ns);
       if (!meta.ok()) {
         if (!req.request_id().empty()) requests_.finish(req.request_id(), {});
@@ -772,13 +775,9 @@ void Handlers::handle(const protocol::FrameHeader& request, std::span<const std:
       if (req.replace_fields()) opts.replace_fields = fields_from(req.fields());
       if (req.has_user_id()) opts.user_id = req.user_id();
       opts.mark_authenticated = req.mark_authenticated();
-      wire::RegenerateResponse resp;
-      if (!req.request_id().empty()) {
-        wire::RegenerateRequest fingerprinted = req;
-        fingerprinted.set_epoch(0);
-        if (answer_retry(request, req.request_id(), fingerprinted, &resp, out)) return;
-      }
+      if (!req.request_id().empty() && answer_retry(request, req.request_id(), body, out)) return;
       if (users_node != nullptr) {
+        wire::RegenerateResponse resp;
         Status s = regenerate_elsewhere(*id, req, *users_node, routing->topology.epoch, &resp);
         if (!req.request_id().empty()) {
           requests_.finish(req.request_id(), s.ok() ? resp.SerializeAsString() : std::string());
@@ -1128,24 +1127,22 @@ Status Handlers::regenerate_elsewhere(const storage::SessionId& id,
 }
 
 bool Handlers::answer_retry(const protocol::FrameHeader& request, const std::string& request_id,
-                            const google::protobuf::MessageLite& fingerprinted,
-                            google::protobuf::MessageLite* response, std::string* out) {
+                            std::span<const std::uint8_t> body, std::string* out) {
   if (request_id.size() > 64) {
     append_error(request, Status::InvalidArgument("request_id is at most 64 bytes"), out);
     return true;
   }
-  const std::uint64_t fingerprint = std::hash<std::string>{}(fingerprinted.SerializeAsString());
+  // The epoch is left out: a retry routed by a newer topology is the same request.
+  constexpr std::uint32_t kEpochField = 15;  // CreateRequest.epoch, RegenerateRequest.epoch
+  const std::uint64_t fingerprint = protocol::hash_without_field(body, kEpochField);
   std::string answer;
   switch (requests_.begin(request_id, fingerprint, storage::SystemClock::instance().now_ms(),
                           &answer)) {
     case RequestCache::Lookup::kNew:
       return false;
-    case RequestCache::Lookup::kAnswered:
-      if (!response->ParseFromString(answer)) {
-        append_error(request, Status::Internal("a remembered answer does not parse"), out);
-      } else {
-        append_ok(request, *response, out);
-      }
+    case RequestCache::Lookup::kAnswered:  // the body this node sent the first time
+      append_ok_written(
+          request, [&](std::string* to) { to->append(answer); }, out);
       return true;
     case RequestCache::Lookup::kRunning:
       append_error(request,

@@ -203,12 +203,11 @@ class Handlers {
   // A route key this node owns, for a new anonymous session; nullopt when it owns none.
   static std::optional<std::uint64_t> owned_route_key(const cluster::Routing& routing);
   void topology_to_wire(wire::TopologyResponse* out) const;
-  // A CREATE or REGENERATE with a request id (`request` serialized with its epoch cleared is
-  // its fingerprint): true when it was answered here (the first attempt's answer, or why it
-  // cannot be run); otherwise the caller runs it and reports with finish_request().
+  // A CREATE or REGENERATE with a request id, whose body without its epoch is its fingerprint:
+  // true when it was answered here (the first attempt's answer, or why it cannot be run);
+  // otherwise the caller runs it and records its answer with requests_.finish().
   bool answer_retry(const protocol::FrameHeader& request, const std::string& request_id,
-                    const google::protobuf::MessageLite& fingerprinted,
-                    google::protobuf::MessageLite* response, std::string* out);
+                    std::span<const std::uint8_t> body, std::string* out);
   // Appends an error frame with `body`; a short fixed message when it does not fit max_body.
   void append_error_body(const protocol::FrameHeader& request, StatusCode code,
                          const wire::ErrorResponse& body, std::string* out);

@@ -3,7 +3,9 @@
 #include <google/protobuf/message_lite.h>
 
 #include <algorithm>
+#include <functional>
 #include <string>
+#include <string_view>
 
 namespace sessiond::protocol {
 namespace {
@@ -241,6 +243,96 @@ Status parse_body(std::span<const std::uint8_t> body, Opcode opcode,
                                    " does not parse as " + message->GetTypeName());
   }
   return {};
+}
+
+namespace {
+
+bool read_varint(std::span<const std::uint8_t> body, std::size_t* at, std::uint64_t* v) {
+  *v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (*at >= body.size()) return false;
+    const std::uint8_t b = body[(*at)++];
+    *v |= static_cast<std::uint64_t>(b & 0x7F) << shift;
+    if ((b & 0x80) == 0) return true;
+  }
+  return false;
+}
+
+// Calls fn(field, begin, end, value_empty) for each top-level field ([begin, end) spans its tag
+// and value); false when the body is not well-formed.
+template <typename Fn>
+bool for_each_field(std::span<const std::uint8_t> body, Fn&& fn) {
+  std::size_t at = 0;
+  while (at < body.size()) {
+    const std::size_t begin = at;
+    std::uint64_t tag = 0;
+    if (!read_varint(body, &at, &tag)) return false;
+    const auto field = static_cast<std::uint32_t>(tag >> 3);
+    if (field == 0) return false;
+    std::uint64_t value = 0;
+    bool empty = false;
+    switch (tag & 7) {
+      case 0:
+        if (!read_varint(body, &at, &value)) return false;
+        empty = value == 0;
+        break;
+      case 1:
+        if (body.size() - at < 8) return false;
+        at += 8;
+        break;
+      case 2:
+        if (!read_varint(body, &at, &value) || value > body.size() - at) return false;
+        at += static_cast<std::size_t>(value);
+        empty = value == 0;
+        break;
+      case 5:
+        if (body.size() - at < 4) return false;
+        at += 4;
+        break;
+      default:
+        return false;
+    }
+    fn(field, begin, at, empty);
+  }
+  return true;
+}
+
+std::uint64_t hash_bytes(std::span<const std::uint8_t> bytes) {
+  return std::hash<std::string_view>{}(
+      std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+}
+
+}  // namespace
+
+bool has_field(std::span<const std::uint8_t> body, std::uint32_t field) {
+  bool found = false;
+  const bool ok = for_each_field(body, [&](std::uint32_t f, std::size_t, std::size_t, bool empty) {
+    if (f == field && !empty) found = true;
+  });
+  return ok && found;
+}
+
+std::uint64_t hash_without_field(std::span<const std::uint8_t> body, std::uint32_t skip) {
+  // The common case, the skipped field last or absent, hashes a prefix without a copy.
+  std::size_t kept_end = 0;
+  bool contiguous = true;
+  bool skipped = false;
+  const bool ok =
+      for_each_field(body, [&](std::uint32_t f, std::size_t begin, std::size_t end, bool) {
+        if (f == skip) {
+          skipped = true;
+        } else {
+          if (skipped || begin != kept_end) contiguous = false;
+          kept_end = end;
+        }
+      });
+  if (!ok) return hash_bytes(body);
+  if (contiguous) return hash_bytes(body.first(kept_end));
+  std::string kept;
+  for_each_field(body, [&](std::uint32_t f, std::size_t begin, std::size_t end, bool) {
+    if (f != skip) kept.append(reinterpret_cast<const char*>(body.data()) + begin, end - begin);
+  });
+  return std::hash<std::string_view>{}(kept);
 }
 
 }  // namespace sessiond::protocol

@@ -121,4 +121,14 @@ std::string printable_text(std::string_view text, std::size_t max_bytes = SIZE_M
 Status parse_body(std::span<const std::uint8_t> body, Opcode opcode,
                   google::protobuf::MessageLite* message);
 
+// Reading a body's top-level fields without parsing it into a message (protobuf's wire format:
+// varint, fixed64, length-delimited and fixed32 fields; a body with anything else, or cut
+// short, is not well-formed here).
+// Whether a well-formed body has field `field` at its top level with a non-empty value.
+bool has_field(std::span<const std::uint8_t> body, std::uint32_t field);
+// A hash of the body's bytes without its top-level occurrences of field `skip`: what tells two
+// requests apart that differ in nothing else (a CREATE sent again under the same request id,
+// routed by another epoch). A body that is not well-formed is hashed whole.
+std::uint64_t hash_without_field(std::span<const std::uint8_t> body, std::uint32_t skip);
+
 }  // namespace sessiond::protocol

@@ -274,3 +274,63 @@ TEST(PrintableText, AnyBytesMakeAParsableErrorResponse) {
 
 }  // namespace
 }  // namespace sessiond::protocol
+
+namespace sessiond::protocol {
+namespace {
+
+TEST(BodyScan, HasFieldSeesTopLevelFieldsWithAValueOnly) {
+  wire::CreateRequest req;
+  req.set_user_id("alice");
+  req.add_fields()->set_name("cart");
+  req.mutable_fields(0)->set_value(std::string(300, 'v'));  // a two-byte length
+  std::string body = req.SerializeAsString();
+  EXPECT_TRUE(has_field(bytes_of(body), 1));
+  EXPECT_TRUE(has_field(bytes_of(body), 2));
+  EXPECT_FALSE(has_field(bytes_of(body), 14));
+  req.set_request_id(std::string(16, 'r'));
+  req.set_epoch(300);
+  body = req.SerializeAsString();
+  EXPECT_TRUE(has_field(bytes_of(body), 14));
+  EXPECT_TRUE(has_field(bytes_of(body), 15));
+  // Field 1 inside a field's message is not a top-level field 1 (Field.name is 1).
+  wire::CreateRequest nested;
+  nested.add_fields()->set_name("x");
+  body = nested.SerializeAsString();
+  EXPECT_FALSE(has_field(bytes_of(body), 1));
+  // Cut short, or a length past the end: not well-formed, so no field.
+  body = req.SerializeAsString();
+  EXPECT_FALSE(has_field(bytes_of(body.substr(0, body.size() - 1)), 14));
+  EXPECT_FALSE(has_field(bytes_of(std::string("\x72\x7f", 2)), 14));
+}
+
+TEST(BodyScan, TheHashWithoutTheEpochIgnoresTheEpochAndNothingElse) {
+  wire::CreateRequest req;
+  req.set_user_id("alice");
+  req.add_fields()->set_name("cart");
+  req.mutable_fields(0)->set_value("3 items");
+  req.set_request_id(std::string(16, 'r'));
+  const std::string plain = req.SerializeAsString();  // epoch 0 is not written at all
+  const std::uint64_t h = hash_without_field(bytes_of(plain), 15);
+  for (std::uint64_t epoch : {1ULL, 127ULL, 128ULL, 1ULL << 40}) {
+    req.set_epoch(epoch);
+    EXPECT_EQ(hash_without_field(bytes_of(req.SerializeAsString()), 15), h) << epoch;
+  }
+  // The epoch in the middle of the body (another client's order) is left out too.
+  const std::string epoch_field = "\x78\x07";  // field 15, varint 7
+  const std::size_t after_user = 2 + req.user_id().size();
+  std::string middle = plain;
+  middle.insert(after_user, epoch_field);
+  EXPECT_EQ(hash_without_field(bytes_of(middle), 15), h);
+  // Any other difference shows.
+  req.set_epoch(0);
+  req.set_user_id("mallory");
+  EXPECT_NE(hash_without_field(bytes_of(req.SerializeAsString()), 15), h);
+  req.set_user_id("alice");
+  req.mutable_fields(0)->set_value("4 items");
+  EXPECT_NE(hash_without_field(bytes_of(req.SerializeAsString()), 15), h);
+  // Not well-formed: hashed whole, so still told apart from the well-formed body.
+  EXPECT_NE(hash_without_field(bytes_of(plain + "\x7f"), 15), h);
+}
+
+}  // namespace
+}  // namespace sessiond::protocol
