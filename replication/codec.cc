@@ -14,7 +14,6 @@ OwnedMutation::OwnedMutation(const storage::Mutation& from)
   m.user = user;
   m.value = value;
   m.access_log = access_log;
-  m.dropped_user = {};
 }
 
 void to_wire(const storage::Mutation& m, wire::MutationEntry* out) {

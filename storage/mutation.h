@@ -2,10 +2,10 @@
 //
 // Every change the table makes (create, update, a touch that must persist, destroy, regenerate,
 // revoke, the expirer's catch-up, a keyed write, a merge from a peer) is described by one or
-// more Mutations. The Store turns them into one WriteBatch (session record, user-index entry,
-// replication-log entry) and the table then hands each to its observers (shippers, the
-// migration forwarder, metrics), which register with SessionTable::on_change instead of being
-// written into every operation.
+// more Mutations. The Store turns them into one WriteBatch (session record or revocation
+// generation, replication-log entry) and the table then hands each to its observers (shippers,
+// the migration forwarder, metrics), which register with SessionTable::on_change instead of
+// being written into every operation.
 //
 // Views inside a Mutation are valid only for the call that receives it: an observer copies what
 // it keeps.
@@ -41,11 +41,11 @@ struct Mutation {
   };
   Kind kind = Kind::kPut;
   SessionId id{};
-  std::string_view user;          // the session's user; its index entry is written or removed
-  std::string_view dropped_user;  // kPut: a former user of this id whose index entry goes
+  std::string_view user;   // the session's user (kGeneration: the user whose generation it is)
   std::string_view value;  // kPut/kTouch: the encoded record; kEnd: the tombstone; kGeneration:
                            // the generation
-  std::int64_t deadline_ms = 0;             // kPut/kTouch: when the index entry may be dropped
+  std::int64_t deadline_ms = 0;             // kPut/kTouch: the persisted deadline; kEnd: the
+                                            // tombstone's keep_until
   std::int64_t last_access_ms = 0;          // kTouch
   std::span<const AccessEntry> access_log;  // kTouch: the session's access history
   Origin origin;

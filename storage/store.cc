@@ -579,23 +579,15 @@ Status Store::write(std::span<const Mutation> mutations, std::uint64_t* first_lo
   if (first_log_seq != nullptr) *first_log_seq = 0;
   if (impl.write_failed.load(std::memory_order_acquire)) return impl.refused();
   thread_local rocksdb::WriteBatch batch;
-  thread_local std::string key, deadline, entry;
+  thread_local std::string deadline, entry;
   batch.Clear();
   for (const Mutation& m : mutations) {
     const rocksdb::Slice id(reinterpret_cast<const char*>(m.id.data()), m.id.size());
     switch (m.kind) {
       case Mutation::Kind::kPut:
       case Mutation::Kind::kTouch:
+        // The record holds its user id: no user-index entry (see store.h).
         batch.Put(impl.sessions(), id, rocksdb::Slice(m.value.data(), m.value.size()));
-        if (!m.user.empty()) {
-          key = user_key(m.user, id.ToStringView());
-          deadline.clear();
-          detail::put_fixed64(&deadline, static_cast<std::uint64_t>(m.deadline_ms));
-          batch.Put(impl.users(), key, deadline);
-        }
-        if (!m.dropped_user.empty() && m.dropped_user != m.user) {
-          batch.Delete(impl.users(), user_key(m.dropped_user, id.ToStringView()));
-        }
         break;
       case Mutation::Kind::kEnd:
         if (m.value.empty()) {
@@ -603,7 +595,6 @@ Status Store::write(std::span<const Mutation> mutations, std::uint64_t* first_lo
         } else {
           batch.Put(impl.sessions(), id, rocksdb::Slice(m.value.data(), m.value.size()));
         }
-        if (!m.user.empty()) batch.Delete(impl.users(), user_key(m.user, id.ToStringView()));
         break;
       case Mutation::Kind::kGeneration:
         // Under the user's key without an id; its "deadline" never comes.
@@ -644,9 +635,8 @@ Status Store::forget(std::span<const Forget> entries) {
       batch.Delete(impl.users(), user_key(f.user, {}));
       continue;
     }
-    const std::string_view id(reinterpret_cast<const char*>(f.id.data()), f.id.size());
-    batch.Delete(impl.sessions(), rocksdb::Slice(id.data(), id.size()));
-    if (!f.user.empty()) batch.Delete(impl.users(), user_key(f.user, id));
+    batch.Delete(impl.sessions(),
+                 rocksdb::Slice(reinterpret_cast<const char*>(f.id.data()), f.id.size()));
   }
   return impl.checked(impl.db->Write(impl.write_options, &batch));
 }

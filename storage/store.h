@@ -1,11 +1,17 @@
 // Store: the RocksDB database under a node's data directory (DESIGN §3).
 //
-// Column families: `sessions` (id -> encoded record), `users` (user id + session id -> deadline),
-// `replog` (sequence -> mutation, for shipping to replicas and peer regions), `meta` (format
-// version, the consumers' log cursors). The one write path: Store::write turns the mutations of
-// one change (mutation.h) into one WriteBatch, so a session, its user-index entry and its
-// replication-log entry change together or not at all. A compaction filter drops records whose
-// deadline has passed.
+// Column families: `sessions` (id -> encoded record), `users` (user id -> revocation
+// generation), `replog` (sequence -> mutation, for shipping to replicas and peer regions), `meta`
+// (format version, the consumers' log cursors). The one write path: Store::write turns the
+// mutations of one change (mutation.h) into one WriteBatch, so a session, its user's generation
+// and its replication-log entry change together or not at all. A compaction filter drops records
+// whose deadline has passed.
+//
+// The user index is not on disk: every record holds its user id, and recovery rebuilds the index
+// from the records it loads. (Before issue 18 each write of a session with a user also wrote a
+// `users` entry, user id + session id -> deadline, that nothing but tests read: a second key per
+// write for RocksDB to log, sort at flush and compact. Entries left by those versions are
+// skipped, and dropped by the compaction filter once their deadline passes.)
 #pragma once
 
 #include <cstdint>
@@ -77,7 +83,7 @@ class Store {
                bool log = true);
 
   // What a node drops when sessions move to another node (DESIGN §6): the record or tombstone
-  // of `id` and its user-index entry, or (generation = true) the user's revocation generation.
+  // of `id`, or (generation = true) the user's revocation generation.
   // Never logged: the new owner has them.
   struct Forget {
     SessionId id{};
@@ -93,7 +99,8 @@ class Store {
   Status for_each_session(
       const std::function<Status(std::string_view id, std::string_view value)>& fn,
       std::string_view lower = {}, std::string_view upper = {}) const;
-  // Calls fn for every user-index entry.
+  // Calls fn for every user-index entry left by a version before issue 18 (none are written
+  // now; see the top of the file).
   Status for_each_user_entry(
       const std::function<void(std::string_view user_id, std::string_view id)>& fn) const;
   // Calls fn for every user's revocation generation (a kGeneration mutation's value).

@@ -88,13 +88,9 @@ Status SessionTable::Impl::rewrite(const SessionId& id, RewriteFn decide) {
   auto made = put_record(id, w, current, now);
   if (!made.ok()) return made.status();
   RecordPtr r = std::move(made).value();
-  // The new record has no user; the one it replaces may have had a user-index entry, which the
-  // put drops (Mutation::dropped_user).
-  const std::string_view old_user = current ? detail::blob_user_id(current->blob()) : "";
   if (recording()) {
     thread_local std::string value;
     Mutation put = put_of(*r, Mutation::Kind::kPut, &value);
-    put.dropped_user = old_user;
     if (Status s = commit(std::span(&put, 1)); !s.ok()) return s;
   }
   forget_tombstone(shard, id);
@@ -184,9 +180,7 @@ void SessionTable::Impl::rewrite_chunk(std::span<const SessionId> ids,
       pending_bytes += static_cast<std::int64_t>(step.record->footprint()) -
                        (step.current ? static_cast<std::int64_t>(step.current->footprint()) : 0);
       if (record_writes) {
-        Mutation& put = mutations.emplace_back(
-            put_of(*step.record, Mutation::Kind::kPut, &values.emplace_back()));
-        if (step.current) put.dropped_user = detail::blob_user_id(step.current->blob());
+        mutations.push_back(put_of(*step.record, Mutation::Kind::kPut, &values.emplace_back()));
       }
     } else {
       step.end = tombstone_of(*step.current, now);
@@ -250,7 +244,6 @@ Status SessionTable::Impl::move(const SessionId& from, const SessionId& to, Rewr
     thread_local std::string value, end_value;
     std::array<Mutation, 2> mutations{put_of(*r, Mutation::Kind::kPut, &value),
                                       end_of(*source, source_end, &end_value)};
-    if (target) mutations[0].dropped_user = detail::blob_user_id(target->blob());
     if (Status s = commit(mutations); !s.ok()) return s;
   }
   count_end(from_shard, *source, /*expired=*/false, now);

@@ -111,7 +111,6 @@ Result<ApplyOutcome> SessionTable::Impl::apply_put(const Mutation& m, std::int64
   if (recording()) {
     thread_local std::string value;
     Mutation put = put_of(*merged, Mutation::Kind::kPut, &value);
-    put.dropped_user = old_user;
     put.origin = remote(m.origin);
     if (Status s = commit(std::span(&put, 1)); !s.ok()) {
       if (new_entry) index_user(user, m.id, false);
@@ -312,7 +311,6 @@ void SessionTable::Impl::set_aside(const Mutation& m, std::int64_t clock_ms) {
   copy->mutation.user = copy->user;
   copy->mutation.value = copy->value;
   copy->mutation.access_log = copy->access_log;
-  copy->mutation.dropped_user = {};
   copy->clock_ms = clock_ms;
   set_aside_.push_back(std::move(copy));
 }

@@ -37,7 +37,6 @@ struct Shipped {
     s->m.user = s->user;
     s->m.value = s->value;
     s->m.access_log = s->log;
-    s->m.dropped_user = {};
     return s;
   }
 };

@@ -614,22 +614,12 @@ void run_and_recover(Durability durability) {
 
   auto store = Store::open(store_options, clock);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
-  // The persisted user index names no session that a thread destroyed or regenerated away.
-  std::map<std::string, std::set<SessionId>> user_entries;
+  // The user index lives in the records only (recovery rebuilds it: list_user below).
+  std::size_t user_entries = 0;
   ASSERT_TRUE((*store)
-                  ->for_each_user_entry([&](std::string_view user, std::string_view id) {
-                    SessionId sid;
-                    ASSERT_EQ(id.size(), sid.size());
-                    std::memcpy(sid.data(), id.data(), sid.size());
-                    EXPECT_FALSE(ended.count(sid)) << "user-index entry of an ended session";
-                    user_entries[std::string(user)].insert(sid);
-                  })
+                  ->for_each_user_entry([&](std::string_view, std::string_view) { ++user_entries; })
                   .ok());
-  for (const auto& [id, s] : before) {
-    if (!s.user_id.empty()) {
-      EXPECT_TRUE(user_entries[s.user_id].count(id)) << s.user_id;
-    }
-  }
+  EXPECT_EQ(user_entries, 0u);
 
   SessionTable table(options, clock, store->get());
   auto report = table.recover();
