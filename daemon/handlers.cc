@@ -1128,8 +1128,11 @@ Status Handlers::regenerate_elsewhere(const storage::SessionId& id,
 
 bool Handlers::answer_retry(const protocol::FrameHeader& request, const std::string& request_id,
                             std::span<const std::uint8_t> body, std::string* out) {
-  if (request_id.size() > 64) {
-    append_error(request, Status::InvalidArgument("request_id is at most 64 bytes"), out);
+  if (request_id.size() > RequestCache::kMaxIdBytes) {
+    append_error(request,
+                 Status::InvalidArgument("request_id is at most " +
+                                         std::to_string(RequestCache::kMaxIdBytes) + " bytes"),
+                 out);
     return true;
   }
   // The epoch is left out: a retry routed by a newer topology is the same request.

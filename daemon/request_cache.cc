@@ -1,6 +1,12 @@
 #include "daemon/request_cache.h"
 
+#include <algorithm>
+
 namespace sessiond::daemon {
+
+RequestCache::Key::Key(std::string_view id) : size(static_cast<std::uint8_t>(id.size())) {
+  std::copy(id.begin(), id.end(), bytes.begin());
+}
 
 void RequestCache::evict(std::int64_t now_ms) {
   while (!order_.empty() &&
@@ -13,12 +19,14 @@ void RequestCache::evict(std::int64_t now_ms) {
 
 RequestCache::Lookup RequestCache::begin(std::string_view request_id, std::uint64_t fingerprint,
                                          std::int64_t now_ms, std::string* answer) {
+  if (request_id.size() > kMaxIdBytes) return Lookup::kReused;
+  const Key key(request_id);
   std::lock_guard lock(mu_);
   evict(now_ms);
-  auto [it, inserted] = entries_.try_emplace(std::string(request_id));
+  auto [it, inserted] = entries_.try_emplace(key);
   if (inserted) {
     it->second = {fingerprint, false, {}, now_ms};
-    order_.emplace_back(it->first, now_ms);
+    order_.emplace_back(key, now_ms);
     return Lookup::kNew;
   }
   if (it->second.fingerprint != fingerprint) return Lookup::kReused;
@@ -28,8 +36,10 @@ RequestCache::Lookup RequestCache::begin(std::string_view request_id, std::uint6
 }
 
 void RequestCache::finish(std::string_view request_id, std::string answer) {
+  if (request_id.size() > kMaxIdBytes) return;
+  const Key key(request_id);
   std::lock_guard lock(mu_);
-  auto it = entries_.find(std::string(request_id));
+  auto it = entries_.find(key);
   if (it == entries_.end()) return;
   if (answer.empty()) {
     entries_.erase(it);  // failed: a retry runs it again (its order_ entry expires unmatched)
@@ -37,6 +47,11 @@ void RequestCache::finish(std::string_view request_id, std::string answer) {
   }
   it->second.done = true;
   it->second.answer = std::move(answer);
+}
+
+std::size_t RequestCache::size() const {
+  std::lock_guard lock(mu_);
+  return entries_.size();
 }
 
 }  // namespace sessiond::daemon

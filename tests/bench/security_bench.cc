@@ -1,18 +1,23 @@
 // Security benchmark (Google Benchmark): what the node pays per request for signed ids (sign,
-// verify a good tag, refuse a forged one) against OpenSSL 3's one-shot HMAC(), and for hijack
-// detection on a full access history.
+// verify a good tag, refuse a forged one) against OpenSSL 3's one-shot HMAC(), for hijack
+// detection on a full access history, and for what every CREATE costs besides the engine: a
+// fresh id, the user's route key, and remembering the answer under the request id (issue 18).
 //
 //   build/release/tests/bench/security_bench [benchmark flags]
 #include <benchmark/benchmark.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
 
 #include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "daemon/request_cache.h"
 #include "daemon/security.h"
+#include "protocol/crypto.h"
+#include "storage/id_generator.h"
 
 namespace {
 
@@ -82,6 +87,59 @@ void BM_DetectHijack(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(sessiond::daemon::detect_hijack(log, rules));
 }
 BENCHMARK(BM_DetectHijack)->Arg(10)->Arg(100);
+
+// A session id's 24 random bytes: from the thread's 4 KiB block (protocol/crypto.h), and from a
+// RAND_bytes call each, as before issue 18.
+void BM_NewSessionId(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(sessiond::storage::new_session_id());
+}
+BENCHMARK(BM_NewSessionId);
+
+void BM_RandBytesPerId(benchmark::State& state) {
+  unsigned char id[24];
+  for (auto _ : state) {
+    RAND_bytes(id, sizeof id);
+    benchmark::DoNotOptimize(id);
+  }
+}
+BENCHMARK(BM_RandBytesPerId);
+
+// A user's route key (HMAC-SHA256 under the route-key secret, from its keyed state).
+void BM_RouteKeyOfUser(benchmark::State& state) {
+  const auto ids = sessiond::storage::IdGenerator::with_random_secret();
+  std::string user = "user-000000";
+  std::uint64_t n = 0;
+  for (auto _ : state) {
+    user[5 + n % 6] = static_cast<char>('0' + n % 10);
+    ++n;
+    benchmark::DoNotOptimize(ids.route_key_of_user(user));
+  }
+}
+BENCHMARK(BM_RouteKeyOfUser);
+
+// A CREATE's request id remembered and its answer recorded, with the cache full (each begin
+// evicts the oldest of its 100,000 answers).
+void BM_RequestCacheBeginFinish(benchmark::State& state) {
+  sessiond::daemon::RequestCache cache;
+  std::string id(16, '\0');
+  std::string answer;
+  std::uint64_t n = 0;
+  const auto next = [&] {
+    ++n;
+    for (std::size_t i = 0; i < 8; ++i) id[i] = static_cast<char>(n >> (8 * i));
+  };
+  for (int i = 0; i < 100'000; ++i) {
+    next();
+    cache.begin(id, 42, 1000, &answer);
+    cache.finish(id, std::string(70, 'a'));
+  }
+  for (auto _ : state) {
+    next();
+    cache.begin(id, 42, 1000, &answer);
+    cache.finish(id, std::string(70, 'a'));
+  }
+}
+BENCHMARK(BM_RequestCacheBeginFinish);
 
 }  // namespace
 
