@@ -1,10 +1,12 @@
 #include "daemon/handlers.h"
 
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <limits>
 #include <optional>
+#include <tuple>
 
 #include "cluster/ring.h"
 #include "daemon/regions.h"
@@ -383,6 +385,39 @@ void Handlers::append_error_body(const protocol::FrameHeader& request, StatusCod
   wire::ErrorResponse brief;
   brief.set_message("(the error's details do not fit the frame limit)");
   (void)protocol::append_frame(h, brief, out, max_body_);
+}
+
+void Handlers::prefetch(std::span<const std::uint8_t> bytes, std::size_t max_frame,
+                        std::size_t max_requests) {
+  constexpr std::size_t kMaxIds = 64;
+  std::array<storage::SessionId, kMaxIds> ids;
+  std::size_t n = 0;
+  std::size_t at = 0;
+  for (std::size_t frames = 0; frames < max_requests && n < kMaxIds && at < bytes.size();
+       ++frames) {
+    const auto d = protocol::decode_frame(bytes.subspan(at), max_frame);
+    if (d.kind != protocol::Decoded::Kind::kFrame) break;
+    at += d.consumed;
+    switch (static_cast<Opcode>(d.header.opcode)) {
+      case Opcode::kGet:
+      case Opcode::kTouch:
+      case Opcode::kUpdate:
+      case Opcode::kDestroy:
+      case Opcode::kRegenerate:
+        break;
+      default:
+        continue;
+    }
+    // The id is field 1, which protobuf writes first: tag 0x0A, then a one-byte length, 32
+    // (raw) or 48 (signed: the id, then its tag). Anything else is skipped: only a hint.
+    const auto body = d.body;
+    constexpr std::size_t kIdBytes = std::tuple_size_v<storage::SessionId>;
+    if (body.size() < 2 + kIdBytes || body[0] != 0x0A || (body[1] != 32 && body[1] != 48)) {
+      continue;
+    }
+    std::memcpy(ids[n++].data(), body.data() + 2, kIdBytes);
+  }
+  if (n > 1) table_.prefetch(std::span(ids.data(), n));
 }
 
 void Handlers::append_ok_written(const protocol::FrameHeader& request,

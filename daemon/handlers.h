@@ -139,6 +139,11 @@ class Handlers {
   bool settle_acks(ConnectionState* state, std::string* out);
   // Appends an error response to `request` (its id and opcode) with an ErrorResponse body.
   void append_error(const protocol::FrameHeader& request, const Status& status, std::string* out);
+  // A hint before a slice of requests is handled: brings the sessions named by the first
+  // `max_requests` whole frames in `bytes` (GET, TOUCH, UPDATE, DESTROY, REGENERATE) into the
+  // CPU's cache together (SessionTable::prefetch). Reads only; answers nothing.
+  void prefetch(std::span<const std::uint8_t> bytes, std::size_t max_frame,
+                std::size_t max_requests);
 
  private:
   // Appends `response` as the OK answer to `request` (TOO_LARGE if it cannot fit a frame).

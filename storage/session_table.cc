@@ -499,8 +499,7 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
 // Passes over the batch so that each pass's cache misses overlap across the batch instead of
 // forming one chain per read: hash-table groups and slots; record headers; the rest of each
 // record (its size is in the header); then the reads themselves, from cache.
-void SessionTable::Impl::get_batch(std::span<const SessionId> ids, const ReadOptions& options,
-                                   std::span<Session> out, std::span<Status> statuses) {
+void SessionTable::Impl::prefetch(std::span<const SessionId> ids) {
   for (const SessionId& id : ids) {
     Shard& shard = shard_of(id);
     std::lock_guard lock(shard.mu);
@@ -519,6 +518,11 @@ void SessionTable::Impl::get_batch(std::span<const SessionId> ids, const ReadOpt
       }
     }
   }
+}
+
+void SessionTable::Impl::get_batch(std::span<const SessionId> ids, const ReadOptions& options,
+                                   std::span<Session> out, std::span<Status> statuses) {
+  prefetch(ids);
   for (std::size_t i = 0; i < ids.size(); ++i) statuses[i] = get(ids[i], options, &out[i]);
 }
 
@@ -840,6 +844,7 @@ void SessionTable::get_batch(std::span<const SessionId> ids, const ReadOptions& 
                              std::span<Session> out, std::span<Status> statuses) {
   impl_->get_batch(ids, options, out, statuses);
 }
+void SessionTable::prefetch(std::span<const SessionId> ids) { impl_->prefetch(ids); }
 Result<SessionMeta> SessionTable::update(const SessionId& id, const FieldChanges& changes,
                                          std::optional<Version> expected_version) {
   return impl_->update(id, changes, expected_version);

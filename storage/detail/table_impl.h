@@ -46,6 +46,7 @@ class SessionTable::Impl {
   Result<SessionMeta> create(const NewSession& request);
   std::vector<Result<SessionMeta>> create_batch(std::span<const NewSession> requests);
   Status get(const SessionId& id, const ReadOptions& options, Session* out);
+  void prefetch(std::span<const SessionId> ids);
   void get_batch(std::span<const SessionId> ids, const ReadOptions& options, std::span<Session> out,
                  std::span<Status> statuses);
   Result<SessionMeta> update(const SessionId& id, const FieldChanges& changes,

@@ -261,6 +261,22 @@ TEST_F(SessionTableTest, GetBatchAnswersLikeGetForEachId) {
   EXPECT_EQ(out[4].id, a.id);
 }
 
+// A hint only: over live, expired and unknown ids it changes no session and counts no read.
+TEST_F(SessionTableTest, PrefetchChangesNothing) {
+  SessionMeta a = make("alice", {{"k", "a"}});
+  SessionMeta b = make("bob", {{"k", "b"}}, Timeouts{kIdle / 2, 0});
+  clock_.advance_ms(kIdle / 2);  // b is now expired, and not yet removed
+  const auto before = table_.stats();
+  table_.prefetch(std::vector<SessionId>{a.id, b.id, new_session_id(), a.id});
+  const auto after = table_.stats();
+  EXPECT_EQ(after.sessions, before.sessions);
+  EXPECT_EQ(after.read_hits, before.read_hits);
+  EXPECT_EQ(after.read_misses, before.read_misses);
+  EXPECT_EQ(read(a.id).last_access_ms, a.last_access_ms);  // not touched
+  Session out;
+  EXPECT_EQ(table_.get(b.id, ReadOptions{}, &out).code(), StatusCode::kExpired);
+}
+
 TEST_F(SessionTableTest, UpdateSetsRemovesBumpsVersionAndSlides) {
   SessionMeta m = make("alice", {{"a", "1"}, {"b", "2"}});
   clock_.advance_ms(kIdle - 1);
