@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -32,7 +33,8 @@ bool random_bytes(void* out, std::size_t n) {
   static const bool fork_safe =
       pthread_atfork(nullptr, nullptr, [] { fork_generation.fetch_add(1); }) == 0;
   if (n > kRandomBlock / 4 || !fork_safe) {
-    return RAND_bytes(static_cast<unsigned char*>(out), static_cast<int>(n)) == 1;
+    return n <= static_cast<std::size_t>(std::numeric_limits<int>::max()) &&
+           RAND_bytes(static_cast<unsigned char*>(out), static_cast<int>(n)) == 1;
   }
   thread_local std::unique_ptr<RandomBlock> block;
   if (!block) block = std::make_unique<RandomBlock>();

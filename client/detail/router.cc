@@ -158,7 +158,7 @@ void Router::on_reply(const std::shared_ptr<RoutedCall>& call, Transport* transp
     });
   }
   if (wrong_node) {
-    if (reply.owner_epoch < epoch) {
+    if (reply.owner_epoch != 0 && reply.owner_epoch < epoch) {
       // The node answered by an older topology than the call was routed by: it has not seen
       // the newest one yet (its watch lags behind etcd). Following it back to the owner by its
       // topology would go round in circles; the same node again a moment later, once it has.
