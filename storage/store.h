@@ -87,7 +87,7 @@ class Store {
   // Never logged: the new owner has them.
   struct Forget {
     SessionId id{};
-    std::string_view user;
+    std::string_view user;  // generation = true: whose generation (unused for a session)
     bool generation = false;
   };
   Status forget(std::span<const Forget> entries);
