@@ -499,25 +499,32 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
 // Passes over the batch so that each pass's cache misses overlap across the batch instead of
 // forming one chain per read: hash-table groups and slots; record headers; the rest of each
 // record (its size is in the header); then the reads themselves, from cache.
-void SessionTable::Impl::prefetch(std::span<const SessionId> ids) {
-  for (const SessionId& id : ids) {
+// With `locked`, the caller holds the lock of every shard the ids fall in.
+void SessionTable::Impl::prefetch_passes(std::span<const SessionId> ids, bool locked) {
+  auto in_shard = [&](const SessionId& id, auto&& fn) {
     Shard& shard = shard_of(id);
+    if (locked) return fn(shard);
     std::lock_guard lock(shard.mu);
-    shard.records.prefetch(id);
-  }
+    fn(shard);
+  };
+  for (const SessionId& id : ids) in_shard(id, [&](Shard& shard) { shard.records.prefetch(id); });
   for (int pass = 0; pass < 2; ++pass) {
     for (const SessionId& id : ids) {
-      Shard& shard = shard_of(id);
-      std::lock_guard lock(shard.mu);
-      auto it = shard.records.find(id);
-      if (it == shard.records.end()) continue;
-      if (pass == 0) {
-        __builtin_prefetch(it->get());  // prefetch never faults; the size is not known yet
-      } else {
-        prefetch_record(it->get());
-      }
+      in_shard(id, [&](Shard& shard) {
+        auto it = shard.records.find(id);
+        if (it == shard.records.end()) return;
+        if (pass == 0) {
+          __builtin_prefetch(it->get());  // prefetch never faults; the size is not known yet
+        } else {
+          prefetch_record(it->get());
+        }
+      });
     }
   }
+}
+
+void SessionTable::Impl::prefetch(std::span<const SessionId> ids) {
+  prefetch_passes(ids, /*locked=*/false);
 }
 
 void SessionTable::Impl::get_batch(std::span<const SessionId> ids, const ReadOptions& options,

@@ -35,6 +35,7 @@
 #include <system_error>
 #include <vector>
 
+#include "storage/detail/memtable.h"
 #include "storage/detail/record.h"
 
 namespace sessiond::storage {
@@ -409,9 +410,10 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
     // often.
     cf.periodic_compaction_seconds = kPeriodicCompactionSeconds;
     // sessiond never point-reads these families (the table in memory answers reads; recovery
-    // scans), so an append-only vector memtable, sorted at flush, beats the skiplist, whose
-    // inserts are a chain of cache misses over random 32-byte keys.
-    cf.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
+    // scans), so an append-only memtable, sorted at flush, beats the skiplist, whose inserts are
+    // a chain of cache misses over random 32-byte keys; it sorts by the keys' first 16 bytes kept
+    // beside each entry (detail/memtable.h; the families' comparator is the bytewise default).
+    cf.memtable_factory = detail::prefix_sorted_memtable_factory();
     rocksdb::BlockBasedTableOptions table;
     table.block_cache = cache;
     cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));

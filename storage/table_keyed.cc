@@ -134,6 +134,7 @@ void SessionTable::Impl::rewrite_chunk(std::span<const SessionId> ids,
   shard_indexes.reserve(ids.size());
   for (const SessionId& id : ids) shard_indexes.push_back(shard_index(id));
   const auto locks = lock_shards(std::move(shard_indexes));
+  prefetch_passes(ids, /*locked=*/true);  // the chunk's misses overlap, not one id at a time
 
   const std::int64_t now = clock_.now_ms();
   struct Step {

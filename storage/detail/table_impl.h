@@ -104,6 +104,8 @@ class SessionTable::Impl {
   UserShard& user_shard_of(std::string_view user);
   // Locks the shards with these indexes (repeats allowed) in index order.
   std::vector<std::unique_lock<std::mutex>> lock_shards(std::vector<std::size_t> indexes);
+  // prefetch(), with `locked` for a caller that holds the shards of all the ids.
+  void prefetch_passes(std::span<const SessionId> ids, bool locked);
   // Finds an alive record, removing it (and answering EXPIRED) if its deadline has passed.
   Result<Record*> find_alive(Shard& shard, const SessionId& id, std::int64_t now);
   // Drops a record from memory (set, heap, user index, accounting). Persists nothing.
