@@ -11,8 +11,8 @@
 // Requirements: the family's comparator is RocksDB's bytewise comparator (the default): the
 // prefix order is the bytewise order of the first 16 bytes. Inserts come from one writer at a
 // time (allow_concurrent_memtable_write = false). RocksDB places a flush's iterator in its arena;
-// the arena's interface is not public, so such an iterator's 64-byte shell is kept by the
-// memtable and freed with it (what the iterator holds is freed when it is destroyed).
+// the arena's interface is not public, so such an iterator's object (a few dozen bytes) is kept
+// by the memtable and freed with it (what the iterator holds is freed when it is destroyed).
 #pragma once
 
 #include <rocksdb/memtablerep.h>
