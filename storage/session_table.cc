@@ -498,8 +498,8 @@ Status SessionTable::Impl::get(const SessionId& id, const ReadOptions& options, 
 
 // Passes over the batch so that each pass's cache misses overlap across the batch instead of
 // forming one chain per read: hash-table groups and slots; record headers; the rest of each
-// record (its size is in the header); then the reads themselves, from cache.
-// With `locked`, the caller holds the lock of every shard the ids fall in.
+// record (its size is in the header). The caller's reads then come from cache. With `locked`,
+// the caller holds the lock of every shard the ids fall in.
 void SessionTable::Impl::prefetch_passes(std::span<const SessionId> ids, bool locked) {
   auto in_shard = [&](const SessionId& id, auto&& fn) {
     Shard& shard = shard_of(id);

@@ -4,9 +4,9 @@
 // the tests scan), so their memtables only take appends and, once full, one sorted pass for the
 // flush. RocksDB's vector memtable fits that, but sorts an array of pointers to the entries: on
 // random 32-byte keys every comparison is a cache miss or two in the memtable's arena (a third
-// of the flush thread's time under writes). This one keeps each entry's first 16 key bytes
-// beside its pointer and sorts by them, going to the entries only on a tie (two versions of one
-// key, or keys that share 16 bytes), and prefetches the entries ahead of a scan.
+// to a half of the flush thread's time under writes). This one keeps each entry's first 16 key
+// bytes beside its pointer and sorts by them, going to the entries only on a tie (two versions
+// of one key, or keys that share 16 bytes), and prefetches the entries ahead of a scan.
 //
 // Requirements: the family's comparator is RocksDB's bytewise comparator (the default): the
 // prefix order is the bytewise order of the first 16 bytes. Inserts come from one writer at a
