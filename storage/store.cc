@@ -35,6 +35,7 @@
 #include <system_error>
 #include <vector>
 
+#include "storage/detail/crc32c.h"
 #include "storage/detail/memtable.h"
 #include "storage/detail/record.h"
 
@@ -386,6 +387,9 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
   // one without the other.
   db_options.atomic_flush = true;
   db_options.info_log = std::make_shared<InfoLog>(path);
+  rocksdb::Log(rocksdb::InfoLogLevel::INFO_LEVEL, db_options.info_log,
+               "sessiond: WAL checksums (CRC32C) computed by %s (storage/detail/crc32c.h)",
+               detail::crc32c_implementation());
   // The vector memtable (below) takes inserts from one writer at a time.
   db_options.allow_concurrent_memtable_write = false;
   // kAsync: WAL bytes go to the operating system when the write returns or its thread's
