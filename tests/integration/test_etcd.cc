@@ -10,7 +10,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
+#include <fstream>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -43,20 +46,48 @@ bool healthy(int port) {
 
 }  // namespace
 
-int free_loopback_port() {
+namespace {
+
+// Binds 127.0.0.1:port (0: the kernel's pick) and returns the port bound, or 0.
+int bind_loopback(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
   socklen_t len = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    return 0;
-  }
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
   ::close(fd);
-  return ntohs(addr.sin_port);
+  return ok ? ntohs(addr.sin_port) : 0;
+}
+
+// The first port of the kernel's ephemeral range (net.ipv4.ip_local_port_range).
+int ephemeral_low() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 0;
+  return in >> low ? low : 32768;
+}
+
+}  // namespace
+
+// Chosen at random below the ephemeral range: a port the kernel hands out there (to a socket
+// bound to port 0 or to an outgoing connection, in any process) could be taken between this
+// check and the caller's bind, which made tests that pick their nodes' ports in advance fail
+// now and then with "Address already in use" (seen in RegionsTest under ctest -j2). Below the
+// range only another test's own pick can collide, one chance in about 20,000 per pick.
+int free_loopback_port() {
+  constexpr int kFloor = 10000;
+  const int low = ephemeral_low();
+  if (low - kFloor >= 1000) {
+    thread_local std::mt19937 rng(std::random_device{}());
+    std::uniform_int_distribution<int> pick(kFloor, low - 1);
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      if (const int port = bind_loopback(pick(rng)); port != 0) return port;
+    }
+  }
+  return bind_loopback(0);
 }
 
 std::unique_ptr<TestEtcd> TestEtcd::start(const std::filesystem::path& dir, std::string* error) {

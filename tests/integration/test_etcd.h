@@ -37,7 +37,7 @@ class TestEtcd {
   pid_t pid_ = -1;
 };
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
+// A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range.
 int free_loopback_port();
 
 }  // namespace sessiond::testing
