@@ -44,10 +44,6 @@ bool healthy(int port) {
   return answer.find("\"health\":\"true\"") != std::string::npos;
 }
 
-}  // namespace
-
-namespace {
-
 // Binds 127.0.0.1:port (0: the kernel's pick) and returns the port bound, or 0.
 int bind_loopback(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
