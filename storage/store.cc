@@ -390,7 +390,8 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
   rocksdb::Log(rocksdb::InfoLogLevel::INFO_LEVEL, db_options.info_log,
                "sessiond: WAL checksums (CRC32C) computed by %s (storage/detail/crc32c.h)",
                detail::crc32c_implementation());
-  // The vector memtable (below) takes inserts from one writer at a time.
+  // The sessions and users families' memtable (below, detail/memtable.h) takes inserts from one
+  // writer at a time.
   db_options.allow_concurrent_memtable_write = false;
   // kAsync: WAL bytes go to the operating system when the write returns or its thread's
   // WalBatch finishes (Impl::wal_written), not inside RocksDB's write path.
